@@ -1,0 +1,204 @@
+// Package agent is the livedump agent: it reports its Windows host to the
+// controller and, in later stages, provisions it, arms probes and uploads
+// dumps. Everything Windows-specific goes through agent/host.
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/livedump/livedump/agent/host"
+	"github.com/livedump/livedump/agent/session"
+	"github.com/livedump/livedump/internal/pki"
+	"github.com/livedump/livedump/internal/version"
+	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+)
+
+// DefaultMetricsListen is where an agent serves /metrics unless told otherwise.
+const DefaultMetricsListen = "127.0.0.1:9465"
+
+// Config configures an Agent.
+type Config struct {
+	Controllers   []string
+	CAFile        string // PEM file with the controller CA
+	Token         string
+	Labels        map[string]string
+	StateDir      string
+	MetricsListen string // "-" disables
+	Host          host.Host
+
+	Logger     *slog.Logger
+	Registry   *prometheus.Registry // nil: a new one
+	Clock      clockwork.Clock
+	BackoffMin time.Duration
+	BackoffMax time.Duration
+}
+
+// Agent is a configured agent, ready to Run.
+type Agent struct {
+	cfg     Config
+	session *session.Client
+	mlis    net.Listener
+}
+
+// New validates cfg, registers metrics and binds the metrics listener.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Host == nil {
+		return nil, errors.New("agent: Host is required")
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("state_dir: required")
+	}
+	if cfg.CAFile == "" {
+		return nil, errors.New("ca_file: the controller CA certificate is required")
+	}
+	if cfg.MetricsListen == "" {
+		cfg.MetricsListen = DefaultMetricsListen
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state_dir: %w", err)
+	}
+	cas, err := pki.ReadCerts(cfg.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range cas {
+		pool.AddCert(c)
+	}
+
+	reg := cfg.Registry
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "livedump_agent_build_info",
+			Help:        "Always 1; the version label names the agent build.",
+			ConstLabels: prometheus.Labels{"version": version.Version},
+		}, func() float64 { return 1 }),
+	)
+	clientMetrics := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram())
+	reg.MustRegister(clientMetrics)
+
+	h := cfg.Host
+	sess, err := session.New(session.Config{
+		Controllers: cfg.Controllers,
+		CAPool:      pool,
+		Token:       cfg.Token,
+		Labels:      cfg.Labels,
+		StateDir:    cfg.StateDir,
+		Inventory: func(context.Context) (*livedumpv1.Inventory, error) {
+			return inventory(h)
+		},
+		Logger:        cfg.Logger,
+		Metrics:       session.NewMetrics(reg),
+		Clock:         cfg.Clock,
+		BackoffMin:    cfg.BackoffMin,
+		BackoffMax:    cfg.BackoffMax,
+		ClientMetrics: clientMetrics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, session: sess}
+	if cfg.MetricsListen != "-" {
+		if a.mlis, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return nil, fmt.Errorf("metrics_listen: %w", err)
+		}
+	}
+	return a, nil
+}
+
+// inventory reads the host the same way on Windows and on the simulated host.
+func inventory(h host.Host) (*livedumpv1.Inventory, error) {
+	inv, err := host.ReadInventory(h)
+	if err != nil {
+		return nil, err
+	}
+	return &livedumpv1.Inventory{
+		Hostname:           inv.Hostname,
+		OsBuild:            inv.OSBuild,
+		OsUbr:              inv.OSUBR,
+		OsEdition:          inv.OSEdition,
+		OsProductName:      inv.OSProductName,
+		OsInstallationType: inv.OSInstallationType,
+		Arch:               inv.Arch,
+		AgentVersion:       version.Version,
+	}, nil
+}
+
+// ID returns the agent's ID once enrolled, else "".
+func (a *Agent) ID() string { return a.session.AgentID() }
+
+// Session exposes the controller link, for tests and diagnostics.
+func (a *Agent) Session() *session.Client { return a.session }
+
+// MetricsAddr is the metrics listen address, or "" when disabled.
+func (a *Agent) MetricsAddr() string {
+	if a.mlis == nil {
+		return ""
+	}
+	return a.mlis.Addr().String()
+}
+
+// Run runs the agent until ctx is cancelled or enrollment is refused.
+func (a *Agent) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	if a.mlis != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(a.cfg.Registry, promhttp.HandlerOpts{Registry: a.cfg.Registry}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if a.session.Identity() == nil {
+				http.Error(w, "not enrolled", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		})
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := hs.Serve(a.mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve metrics: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return hs.Shutdown(sctx)
+		})
+	}
+	g.Go(func() error {
+		err := a.session.Run(ctx)
+		if err != nil {
+			return err
+		}
+		return ctx.Err()
+	})
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

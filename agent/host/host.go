@@ -1,0 +1,433 @@
+// Package host is the agent's single seam to the Windows machine it runs on.
+//
+// Everything the agent needs from the operating system goes through the Host
+// interface, so the agent code above it is identical whether it runs on real
+// Windows (NewWindows, windows builds only) or against the simulated machine in
+// package host/sim that development mode and the Linux tests use. The helpers
+// in this file (key validation, value types, inventory) are pure Go so that
+// both implementations share one definition of what is allowed.
+package host
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// ValueType is a registry value type. The numbers are the Windows REG_*
+// constants so that a type read from, or shown next to, a real registry means
+// the same thing everywhere.
+type ValueType uint32
+
+// The registry value types the agent reads and writes. Other Windows types
+// (REG_BINARY, ...) are deliberately unsupported: nothing the agent manages
+// uses them, and refusing them keeps the simulated registry honest.
+const (
+	// String is REG_SZ, a plain string.
+	String ValueType = 1
+	// ExpandString is REG_EXPAND_SZ, a string whose %VAR% references Windows
+	// expands when a consumer reads it; the agent stores and returns it raw.
+	ExpandString ValueType = 2
+	// DWord is REG_DWORD, a 32-bit little-endian number.
+	DWord ValueType = 4
+	// MultiString is REG_MULTI_SZ, a list of non-empty strings.
+	MultiString ValueType = 7
+	// QWord is REG_QWORD, a 64-bit little-endian number.
+	QWord ValueType = 11
+)
+
+// typeNames spells every Windows type, not only the supported ones, so that an
+// error about an unsupported value found on a real machine names it plainly.
+var typeNames = map[ValueType]string{
+	0:            "REG_NONE",
+	String:       "REG_SZ",
+	ExpandString: "REG_EXPAND_SZ",
+	3:            "REG_BINARY",
+	DWord:        "REG_DWORD",
+	5:            "REG_DWORD_BIG_ENDIAN",
+	6:            "REG_LINK",
+	MultiString:  "REG_MULTI_SZ",
+	8:            "REG_RESOURCE_LIST",
+	9:            "REG_FULL_RESOURCE_DESCRIPTOR",
+	10:           "REG_RESOURCE_REQUIREMENTS_LIST",
+	QWord:        "REG_QWORD",
+}
+
+// String returns the Windows name (REG_SZ, REG_DWORD, ...) because that is
+// what operators know from regedit and reg.exe.
+func (t ValueType) String() string {
+	if n, ok := typeNames[t]; ok {
+		return n
+	}
+	return "REG_TYPE(" + strconv.FormatUint(uint64(t), 10) + ")"
+}
+
+// Supported reports whether the agent can read and write values of this type,
+// so that callers and implementations reject the others before touching the
+// registry.
+func (t ValueType) Supported() bool {
+	switch t {
+	case String, ExpandString, DWord, MultiString, QWord:
+		return true
+	}
+	return false
+}
+
+// ParseValueType turns a Windows type name such as "REG_DWORD" back into a
+// ValueType, so that stored or displayed names round-trip. Only supported
+// types parse.
+func ParseValueType(name string) (ValueType, error) {
+	for t, n := range typeNames {
+		if t.Supported() && strings.EqualFold(n, name) {
+			return t, nil
+		}
+	}
+	return 0, fmt.Errorf("unsupported registry value type %s", quote(name))
+}
+
+// Value is one typed registry value. Only the field that matches Type is
+// meaningful (Str for REG_SZ and REG_EXPAND_SZ, Strs for REG_MULTI_SZ, Num for
+// REG_DWORD and REG_QWORD); the constructors fill exactly that one so callers
+// cannot write a value whose type and data disagree.
+type Value struct {
+	Type ValueType
+	Str  string
+	Strs []string
+	Num  uint64
+}
+
+// SZ makes a REG_SZ value.
+func SZ(s string) Value { return Value{Type: String, Str: s} }
+
+// ExpandSZ makes a REG_EXPAND_SZ value. Windows expands %VAR% references when
+// consumers read it, which is why paths like %SystemRoot%\MEMORY.DMP must keep
+// this type rather than become REG_SZ.
+func ExpandSZ(s string) Value { return Value{Type: ExpandString, Str: s} }
+
+// DWORD makes a REG_DWORD value; taking a uint32 makes overflow impossible.
+func DWORD(n uint32) Value { return Value{Type: DWord, Num: uint64(n)} }
+
+// QWORD makes a REG_QWORD value.
+func QWORD(n uint64) Value { return Value{Type: QWord, Num: n} }
+
+// MultiSZ makes a REG_MULTI_SZ value. The strings are copied so the caller may
+// reuse its slice.
+func MultiSZ(s ...string) Value {
+	return Value{Type: MultiString, Strs: append([]string(nil), s...)}
+}
+
+// Validate reports whether Windows could store v faithfully. Both Registry
+// implementations call it before writing, so that a value the real registry
+// would reject or silently alter is refused in the simulation as well.
+func (v Value) Validate() error {
+	switch v.Type {
+	case String, ExpandString:
+		if strings.IndexByte(v.Str, 0) >= 0 {
+			return fmt.Errorf("%s value contains a NUL character", v.Type)
+		}
+	case MultiString:
+		for i, s := range v.Strs {
+			// An empty element would read back as the end of the list.
+			if s == "" {
+				return fmt.Errorf("%s value element %d is empty", v.Type, i)
+			}
+			if strings.IndexByte(s, 0) >= 0 {
+				return fmt.Errorf("%s value element %d contains a NUL character", v.Type, i)
+			}
+		}
+	case DWord:
+		if v.Num > math.MaxUint32 {
+			return fmt.Errorf("%s value %d does not fit in 32 bits", v.Type, v.Num)
+		}
+	case QWord:
+	default:
+		return fmt.Errorf("unsupported registry value type %s", v.Type)
+	}
+	return nil
+}
+
+// Equal reports whether v and w hold the same typed data, ignoring the fields
+// that do not belong to the type, so that callers can skip writes that would
+// change nothing (provisioning must be idempotent).
+func (v Value) Equal(w Value) bool {
+	if v.Type != w.Type {
+		return false
+	}
+	switch v.Type {
+	case String, ExpandString:
+		return v.Str == w.Str
+	case MultiString:
+		if len(v.Strs) != len(w.Strs) {
+			return false
+		}
+		for i := range v.Strs {
+			if v.Strs[i] != w.Strs[i] {
+				return false
+			}
+		}
+		return true
+	case DWord, QWord:
+		return v.Num == w.Num
+	}
+	return v.Str == w.Str && v.Num == w.Num && len(v.Strs) == 0 && len(w.Strs) == 0
+}
+
+// String renders the value the way logs and plans show it: the Windows type
+// name and the data, numbers in hex and decimal as reg.exe and regedit do.
+func (v Value) String() string {
+	switch v.Type {
+	case String, ExpandString:
+		return fmt.Sprintf("%s %s", v.Type, quote(v.Str))
+	case MultiString:
+		q := make([]string, len(v.Strs))
+		for i, s := range v.Strs {
+			q[i] = quote(s)
+		}
+		return fmt.Sprintf("%s [%s]", v.Type, strings.Join(q, " "))
+	case DWord:
+		return fmt.Sprintf("%s 0x%08x (%d)", v.Type, v.Num, v.Num)
+	case QWord:
+		return fmt.Sprintf("%s 0x%016x (%d)", v.Type, v.Num, v.Num)
+	}
+	return v.Type.String()
+}
+
+// ErrNotExist is returned, possibly wrapped, when a registry key or value is
+// missing. Callers test it with errors.Is because "absent" is a normal state
+// for the settings provisioning adds, not a failure.
+var ErrNotExist = errors.New("registry value does not exist")
+
+// Registry is the part of the registry the agent uses. Keys are full paths
+// such as `HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion`; names and keys
+// compare case-insensitively, as on Windows. The empty name is the key's
+// default value.
+type Registry interface {
+	// GetValue returns the value, or an error wrapping ErrNotExist when the
+	// key or the value is missing.
+	GetValue(key, name string) (Value, error)
+	// SetValue writes the value, creating the key and any missing parent keys
+	// so that callers need no separate "create key" step.
+	SetValue(key, name string, v Value) error
+	// DeleteValue removes the value; it returns an error wrapping ErrNotExist
+	// when there was nothing to remove, so callers can tell a no-op apart.
+	DeleteValue(key, name string) error
+}
+
+// Host is the boundary between the agent and Windows. Everything the agent
+// does to the machine goes through it, so that the same agent code runs on a
+// real machine and on the simulated one; it grows as the agent learns to do
+// more (boot configuration, VBS, BitLocker, installers, reboots).
+type Host interface {
+	Registry
+	// Hostname returns the machine's DNS host name, the name the controller
+	// shows for this agent.
+	Hostname() (string, error)
+}
+
+// Limits on registry paths. Windows allows 255 characters per key component;
+// the total is our own bound, far above every key the agent uses, to keep
+// logs and the simulated state file sane.
+const (
+	MaxKeyComponent = 255
+	MaxKeyLength    = 512
+	MaxValueName    = 255
+)
+
+// hklm is the canonical root spelling; longRoot is the alternative accepted on
+// input because Windows tools print it.
+const (
+	hklm     = "HKLM"
+	longRoot = "HKEY_LOCAL_MACHINE"
+)
+
+// NormalizeKey validates key and returns its canonical spelling, with the root
+// written `HKLM` however it was given (`HKEY_LOCAL_MACHINE\`, `hklm\`, ...), so
+// that every layer logs, compares and stores one form. Component case is kept:
+// implementations compare case-insensitively themselves.
+func NormalizeKey(key string) (string, error) {
+	root, rest, found := strings.Cut(key, `\`)
+	if !strings.EqualFold(root, hklm) && !strings.EqualFold(root, longRoot) {
+		return "", fmt.Errorf("registry key %s: only HKLM is supported", quote(key))
+	}
+	if !found || rest == "" {
+		return "", fmt.Errorf("registry key %s: needs a subkey below HKLM", quote(key))
+	}
+	norm := hklm + `\` + rest
+	if len(norm) > MaxKeyLength {
+		return "", fmt.Errorf("registry key %s: longer than %d characters", quote(key), MaxKeyLength)
+	}
+	for _, c := range strings.Split(rest, `\`) {
+		if c == "" {
+			return "", fmt.Errorf("registry key %s: empty path component", quote(key))
+		}
+		if len(c) > MaxKeyComponent {
+			return "", fmt.Errorf("registry key %s: component longer than %d characters", quote(key), MaxKeyComponent)
+		}
+		if strings.Contains(c, "..") || c == "." {
+			return "", fmt.Errorf("registry key %s: component %s is not allowed", quote(key), quote(c))
+		}
+		if c[0] == ' ' || c[len(c)-1] == ' ' {
+			// Windows keeps such names, but they are invisible in every UI
+			// and almost always a mistake.
+			return "", fmt.Errorf("registry key %s: component %s begins or ends with a space", quote(key), quote(c))
+		}
+		if i := badChar(c); i >= 0 {
+			return "", fmt.Errorf("registry key %s: character %q is not allowed", quote(key), c[i])
+		}
+	}
+	return norm, nil
+}
+
+// ValidateKey reports whether key is a registry path the agent may touch. It
+// is an allow-list because keys can reach the agent from the controller, and
+// anything outside HKLM or outside a plain character set is refused rather
+// than interpreted.
+func ValidateKey(key string) error {
+	_, err := NormalizeKey(key)
+	return err
+}
+
+// ValidateValueName reports whether name is a value name the agent may touch.
+// The empty name is allowed because it denotes the key's default value.
+func ValidateValueName(name string) error {
+	if len(name) > MaxValueName {
+		return fmt.Errorf("registry value name %s: longer than %d characters", quote(name), MaxValueName)
+	}
+	if i := badChar(name); i >= 0 {
+		return fmt.Errorf("registry value name %s: character %q is not allowed", quote(name), name[i])
+	}
+	return nil
+}
+
+// quote wraps s in double quotes for messages. Plain text is shown as is,
+// since registry paths are full of backslashes that Go quoting would double;
+// anything else (control characters, quotes, non-ASCII) falls back to Go
+// quoting so that odd input stays visible and unambiguous.
+func quote(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' || s[i] == '"' {
+			return strconv.Quote(s)
+		}
+	}
+	return `"` + s + `"`
+}
+
+// displayName shows the default value the way regedit does, so that error
+// messages about it are not a puzzling pair of empty quotes.
+func displayName(name string) string {
+	if name == "" {
+		return "(Default)"
+	}
+	return name
+}
+
+// badChar returns the index of the first byte outside [A-Za-z0-9 _.\-{}()],
+// or -1. Working on bytes rejects every non-ASCII character outright.
+func badChar(s string) int {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte(" _.-{}()", c) >= 0:
+		default:
+			return i
+		}
+	}
+	return -1
+}
+
+// Registry locations read by ReadInventory. They are exported so that the
+// simulated host seeds exactly what the inventory reads.
+const (
+	CurrentVersionKey = `HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion`
+	EnvironmentKey    = `HKLM\SYSTEM\CurrentControlSet\Control\Session Manager\Environment`
+)
+
+// Inventory describes the machine for the controller and for provisioning
+// decisions (the DTrace build gate, client versus server, x64 only). Values
+// are kept as Windows reports them: Windows 11 still says "Windows 10 ..." in
+// ProductName, and rewriting that here would hide what the machine says.
+type Inventory struct {
+	Hostname           string
+	OSBuild            string // CurrentBuildNumber, e.g. "22631"
+	OSUBR              uint32 // update build revision, e.g. 4460
+	OSEdition          string // EditionID, e.g. "Enterprise"
+	OSProductName      string
+	OSInstallationType string // "Client" or "Server" (also "Server Core")
+	Arch               string // Go-style: "amd64", "arm64", "x86"
+}
+
+// ReadInventory collects the Inventory through h. Only the build number and
+// the architecture are required, since provisioning cannot decide anything
+// without them; the other values are missing on some editions and are left
+// empty rather than failing the whole report.
+func ReadInventory(h Host) (Inventory, error) {
+	var inv Inventory
+	var err error
+	if inv.Hostname, err = h.Hostname(); err != nil {
+		return Inventory{}, fmt.Errorf("inventory: hostname: %w", err)
+	}
+	if inv.OSBuild, err = readString(h, CurrentVersionKey, "CurrentBuildNumber", false); err != nil {
+		return Inventory{}, err
+	}
+	if inv.OSBuild == "" {
+		return Inventory{}, fmt.Errorf("inventory: registry key %s value %s is empty", quote(CurrentVersionKey), quote("CurrentBuildNumber"))
+	}
+	ubr, err := h.GetValue(CurrentVersionKey, "UBR")
+	switch {
+	case errors.Is(err, ErrNotExist):
+	case err != nil:
+		return Inventory{}, fmt.Errorf("inventory: %w", err)
+	case ubr.Type != DWord:
+		return Inventory{}, fmt.Errorf("inventory: registry key %s value %s is %s, want %s", quote(CurrentVersionKey), quote("UBR"), ubr.Type, DWord)
+	default:
+		inv.OSUBR = uint32(ubr.Num)
+	}
+	if inv.OSEdition, err = readString(h, CurrentVersionKey, "EditionID", true); err != nil {
+		return Inventory{}, err
+	}
+	if inv.OSProductName, err = readString(h, CurrentVersionKey, "ProductName", true); err != nil {
+		return Inventory{}, err
+	}
+	if inv.OSInstallationType, err = readString(h, CurrentVersionKey, "InstallationType", true); err != nil {
+		return Inventory{}, err
+	}
+	arch, err := readString(h, EnvironmentKey, "PROCESSOR_ARCHITECTURE", false)
+	if err != nil {
+		return Inventory{}, err
+	}
+	inv.Arch = goArch(arch)
+	return inv, nil
+}
+
+// readString reads a REG_SZ (or REG_EXPAND_SZ, unexpanded) value. A missing
+// optional value yields "" so the caller need not special-case it.
+func readString(h Host, key, name string, optional bool) (string, error) {
+	v, err := h.GetValue(key, name)
+	if err != nil {
+		if optional && errors.Is(err, ErrNotExist) {
+			return "", nil
+		}
+		return "", fmt.Errorf("inventory: %w", err)
+	}
+	if v.Type != String && v.Type != ExpandString {
+		return "", fmt.Errorf("inventory: registry key %s value %s is %s, want %s", quote(key), quote(name), v.Type, String)
+	}
+	return v.Str, nil
+}
+
+// goArch maps PROCESSOR_ARCHITECTURE to GOARCH spelling, which is what the
+// rest of the fleet tooling (and the DTrace x64-only check) speaks.
+func goArch(a string) string {
+	switch strings.ToUpper(a) {
+	case "AMD64":
+		return "amd64"
+	case "ARM64":
+		return "arm64"
+	case "X86":
+		return "x86"
+	}
+	return strings.ToLower(a)
+}

@@ -1,0 +1,163 @@
+//go:build windows
+
+package host
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/windows"
+	"golang.org/x/sys/windows/registry"
+)
+
+// Windows is the Host of a real Windows machine. It has no state: every call
+// goes to the operating system, so several agents' views never diverge from
+// what regedit shows.
+type Windows struct{}
+
+// NewWindows returns the real Host. It exists so that the agent's main picks
+// an implementation in one place and the rest of the agent sees only Host.
+func NewWindows() *Windows { return &Windows{} }
+
+var _ Host = (*Windows)(nil)
+
+// view forces the 64-bit registry view. Without it a 32-bit agent would be
+// silently redirected to WOW6432Node and read or write keys that the 64-bit
+// kernel and tools never look at.
+const view = registry.WOW64_64KEY
+
+// subkey validates key and strips the root, which OpenKey takes as a handle.
+func subkey(key, name string) (string, string, error) {
+	norm, err := NormalizeKey(key)
+	if err != nil {
+		return "", "", err
+	}
+	if err := ValidateValueName(name); err != nil {
+		return "", "", err
+	}
+	return norm, strings.TrimPrefix(norm, hklm+`\`), nil
+}
+
+// GetValue reads one value, mapping the Windows type to ValueType. Values of
+// types the agent does not manage are reported as errors rather than coerced.
+func (*Windows) GetValue(key, name string) (Value, error) {
+	norm, sub, err := subkey(key, name)
+	if err != nil {
+		return Value{}, err
+	}
+	k, err := registry.OpenKey(registry.LOCAL_MACHINE, sub, registry.QUERY_VALUE|view)
+	if err != nil {
+		return Value{}, keyError(norm, name, err)
+	}
+	defer k.Close()
+
+	_, typ, err := k.GetValue(name, nil)
+	if err != nil {
+		return Value{}, valueError(norm, name, err)
+	}
+	v := Value{Type: ValueType(typ)}
+	switch v.Type {
+	case String, ExpandString:
+		v.Str, _, err = k.GetStringValue(name)
+	case MultiString:
+		v.Strs, _, err = k.GetStringsValue(name)
+	case DWord, QWord:
+		v.Num, _, err = k.GetIntegerValue(name)
+	default:
+		return Value{}, fmt.Errorf("registry key %s value %s: unsupported type %s", quote(norm), quote(displayName(name)), v.Type)
+	}
+	if err != nil {
+		// The value may have been deleted or retyped between the two reads.
+		return Value{}, valueError(norm, name, err)
+	}
+	return v, nil
+}
+
+// SetValue writes one value, creating the key path as Windows' RegCreateKeyEx
+// does.
+func (*Windows) SetValue(key, name string, v Value) error {
+	norm, sub, err := subkey(key, name)
+	if err != nil {
+		return err
+	}
+	if err := v.Validate(); err != nil {
+		return fmt.Errorf("registry key %s value %s: %w", quote(norm), quote(displayName(name)), err)
+	}
+	k, _, err := registry.CreateKey(registry.LOCAL_MACHINE, sub, registry.SET_VALUE|view)
+	if err != nil {
+		return fmt.Errorf("registry key %s: create: %w", quote(norm), err)
+	}
+	defer k.Close()
+
+	switch v.Type {
+	case String:
+		err = k.SetStringValue(name, v.Str)
+	case ExpandString:
+		err = k.SetExpandStringValue(name, v.Str)
+	case MultiString:
+		err = k.SetStringsValue(name, v.Strs)
+	case DWord:
+		err = k.SetDWordValue(name, uint32(v.Num))
+	case QWord:
+		err = k.SetQWordValue(name, v.Num)
+	}
+	if err != nil {
+		return fmt.Errorf("registry key %s value %s: set: %w", quote(norm), quote(displayName(name)), err)
+	}
+	return nil
+}
+
+// DeleteValue removes one value; a missing key or value wraps ErrNotExist.
+func (*Windows) DeleteValue(key, name string) error {
+	norm, sub, err := subkey(key, name)
+	if err != nil {
+		return err
+	}
+	k, err := registry.OpenKey(registry.LOCAL_MACHINE, sub, registry.SET_VALUE|view)
+	if err != nil {
+		return keyError(norm, name, err)
+	}
+	defer k.Close()
+	if err := k.DeleteValue(name); err != nil {
+		return valueError(norm, name, err)
+	}
+	return nil
+}
+
+// Hostname returns the DNS host name (GetComputerNameEx with
+// ComputerNameDnsHostname), case preserved, rather than the upper-cased
+// 15-character NetBIOS name.
+func (*Windows) Hostname() (string, error) {
+	n := uint32(64)
+	for {
+		buf := make([]uint16, n)
+		err := windows.GetComputerNameEx(windows.ComputerNameDnsHostname, &buf[0], &n)
+		if err == nil {
+			return windows.UTF16ToString(buf[:n]), nil
+		}
+		if !errors.Is(err, windows.ERROR_MORE_DATA) || int(n) <= len(buf) {
+			return "", fmt.Errorf("hostname: GetComputerNameEx: %w", err)
+		}
+	}
+}
+
+// keyError wraps a failure to open key, turning "not found" into ErrNotExist
+// so callers never see the Windows error number for the normal absent case.
+func keyError(key, name string, err error) error {
+	if errors.Is(err, registry.ErrNotExist) {
+		return fmt.Errorf("registry key %s (value %s): key not found: %w", quote(key), quote(displayName(name)), ErrNotExist)
+	}
+	return fmt.Errorf("registry key %s: open: %w", quote(key), err)
+}
+
+// valueError is keyError for a value inside an opened key.
+func valueError(key, name string, err error) error {
+	if errors.Is(err, registry.ErrNotExist) {
+		return fmt.Errorf("registry key %s value %s: %w", quote(key), quote(displayName(name)), ErrNotExist)
+	}
+	if errors.Is(err, registry.ErrUnexpectedType) {
+		return fmt.Errorf("registry key %s value %s: type changed while reading: %w", quote(key), quote(displayName(name)), err)
+	}
+	return fmt.Errorf("registry key %s value %s: %w", quote(key), quote(displayName(name)), err)
+}

@@ -1,0 +1,501 @@
+// Package session is the agent's link to the controller: enrollment,
+// certificate renewal, and the Connect stream with heartbeats, reconnecting
+// with jittered exponential backoff across a list of controller addresses.
+package session
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/jonboulle/clockwork"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/livedump/livedump/internal/pki"
+	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+)
+
+// Defaults of Config.
+const (
+	DefaultBackoffMin        = time.Second
+	DefaultBackoffMax        = 60 * time.Second
+	DefaultHeartbeatInterval = 30 * time.Second
+	// minRenewGap stops a renewal loop when the controller's clock is
+	// behind ours and a fresh certificate already looks two-thirds old.
+	minRenewGap = time.Hour
+	rpcTimeout  = 30 * time.Second
+)
+
+// ErrEnrollmentRefused is returned by Run when the controller refuses the
+// enrollment token; retrying cannot help.
+var ErrEnrollmentRefused = errors.New("enrollment refused")
+
+// Config configures a Client.
+type Config struct {
+	Controllers []string       // host:port, tried in order
+	CAPool      *x509.CertPool // the controller CA: the only trusted root
+	Token       string         // enrollment token; needed only before enrollment
+	Labels      map[string]string
+	StateDir    string
+	// Inventory reports the host; it is called for every Hello.
+	Inventory func(ctx context.Context) (*livedumpv1.Inventory, error)
+	// Directive handles one directive and returns the error to nack it with.
+	// Nil acks everything (no directive kinds exist yet).
+	Directive func(ctx context.Context, d *livedumpv1.Directive) error
+
+	Logger     *slog.Logger
+	Metrics    *Metrics
+	Clock      clockwork.Clock
+	BackoffMin time.Duration
+	BackoffMax time.Duration
+	// ClientMetrics, when set, instruments every controller connection.
+	ClientMetrics *grpcprom.ClientMetrics
+}
+
+// Client keeps the agent connected.
+type Client struct {
+	cfg   Config
+	log   *slog.Logger
+	ident atomic.Pointer[Identity]
+
+	mu        sync.Mutex
+	conns     map[string]*grpc.ClientConn
+	preferred int // index of the address that worked last
+}
+
+// New returns a Client, filling defaults.
+func New(cfg Config) (*Client, error) {
+	if len(cfg.Controllers) == 0 {
+		return nil, errors.New("controllers: at least one controller address is required")
+	}
+	for _, a := range cfg.Controllers {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("controllers: %q: %w", a, err)
+		}
+	}
+	if cfg.CAPool == nil {
+		return nil, errors.New("ca: the controller CA certificate is required")
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("state_dir: required")
+	}
+	if cfg.Inventory == nil {
+		return nil, errors.New("session: Inventory is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = DefaultBackoffMin
+	}
+	if cfg.BackoffMax <= 0 {
+		cfg.BackoffMax = DefaultBackoffMax
+	}
+	return &Client{cfg: cfg, log: cfg.Logger, conns: map[string]*grpc.ClientConn{}}, nil
+}
+
+// AgentID returns the enrolled agent ID, or "" before enrollment.
+func (c *Client) AgentID() string {
+	if id := c.ident.Load(); id != nil {
+		return id.AgentID
+	}
+	return ""
+}
+
+// Identity returns the current identity, or nil before enrollment.
+func (c *Client) Identity() *Identity { return c.ident.Load() }
+
+// Run enrolls if needed, then keeps a Connect stream up and the certificate
+// fresh until ctx ends.
+func (c *Client) Run(ctx context.Context) error {
+	defer c.closeConns()
+	id, err := LoadIdentity(c.cfg.StateDir)
+	if err != nil {
+		return fmt.Errorf("load identity: %w", err)
+	}
+	if id != nil && !c.cfg.Clock.Now().Before(id.Leaf().NotAfter) {
+		c.log.Warn("certificate expired, enrolling again", "agent_id", id.AgentID, "expired", id.Leaf().NotAfter)
+		id = nil
+	}
+	if id == nil {
+		if id, err = c.enrollLoop(ctx); err != nil {
+			return err
+		}
+	}
+	c.setIdentity(id)
+	c.log.Info("agent identity", "agent_id", id.AgentID, "expires", id.Leaf().NotAfter)
+
+	done := make(chan struct{})
+	go func() { defer close(done); c.renewLoop(ctx) }()
+	c.connectLoop(ctx)
+	<-done
+	return nil
+}
+
+func (c *Client) setIdentity(id *Identity) {
+	c.ident.Store(id)
+	if c.cfg.Metrics != nil {
+		c.cfg.Metrics.CertExpiry.Set(float64(id.Leaf().NotAfter.Unix()))
+	}
+}
+
+func (c *Client) sleep(ctx context.Context, d time.Duration) bool {
+	t := c.cfg.Clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.Chan():
+		return true
+	}
+}
+
+func serverName(addr string) string {
+	host, _, _ := net.SplitHostPort(addr)
+	return host
+}
+
+func (c *Client) tlsConfig(addr string, withCert bool) *tls.Config {
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		RootCAs:    c.cfg.CAPool,
+		ServerName: serverName(addr),
+	}
+	if withCert {
+		// Looked up per handshake, so a renewed certificate is used by the
+		// next connection without restarting anything.
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			id := c.ident.Load()
+			if id == nil {
+				return &tls.Certificate{}, nil
+			}
+			return id.TLSCertificate(), nil
+		}
+	}
+	return cfg
+}
+
+func (c *Client) dialOptions(addr string, withCert bool) []grpc.DialOption {
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(credentials.NewTLS(c.tlsConfig(addr, withCert))),
+		// Must not ping more often than the controller's enforcement MinTime.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
+	}
+	if m := c.cfg.ClientMetrics; m != nil {
+		opts = append(opts, grpc.WithChainUnaryInterceptor(m.UnaryClientInterceptor()), grpc.WithChainStreamInterceptor(m.StreamClientInterceptor()))
+	}
+	return opts
+}
+
+// conn returns the mTLS connection to addr, creating it on first use.
+func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cc := c.conns[addr]; cc != nil {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr, c.dialOptions(addr, true)...)
+	if err != nil {
+		return nil, err
+	}
+	c.conns[addr] = cc
+	return cc, nil
+}
+
+func (c *Client) closeConns() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for a, cc := range c.conns {
+		cc.Close()
+		delete(c.conns, a)
+	}
+}
+
+func (c *Client) addr() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg.Controllers[c.preferred]
+}
+
+func (c *Client) rotate() {
+	c.mu.Lock()
+	c.preferred = (c.preferred + 1) % len(c.cfg.Controllers)
+	c.mu.Unlock()
+}
+
+// enrollLoop enrolls, retrying transient failures with backoff.
+func (c *Client) enrollLoop(ctx context.Context) (*Identity, error) {
+	if c.cfg.Token == "" {
+		return nil, errors.New("token: the agent is not enrolled and no enrollment token is configured")
+	}
+	for attempt := 0; ; attempt++ {
+		addr := c.addr()
+		id, err := c.enroll(ctx, addr)
+		if err == nil {
+			c.metric(func(m *Metrics) { m.Enrollments.WithLabelValues("ok").Inc() })
+			return id, nil
+		}
+		switch status.Code(err) {
+		case codes.PermissionDenied, codes.InvalidArgument, codes.Unauthenticated:
+			c.metric(func(m *Metrics) { m.Enrollments.WithLabelValues("denied").Inc() })
+			return nil, fmt.Errorf("%w by %s: %s", ErrEnrollmentRefused, addr, status.Convert(err).Message())
+		}
+		c.metric(func(m *Metrics) { m.Enrollments.WithLabelValues("error").Inc() })
+		wait := backoff(attempt, c.cfg.BackoffMin, c.cfg.BackoffMax)
+		c.log.Warn("enrollment failed, retrying", "controller", addr, "err", err, "retry_in", wait)
+		c.rotate()
+		if !c.sleep(ctx, wait) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (c *Client) enroll(ctx context.Context, addr string) (*Identity, error) {
+	key, err := pki.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	csr, err := pki.CreateCSR(key)
+	if err != nil {
+		return nil, err
+	}
+	inv, err := c.cfg.Inventory(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("inventory: %w", err)
+	}
+	// Enrollment is the one call made without a client certificate, over TLS
+	// that trusts only the configured CA.
+	cc, err := grpc.NewClient(addr, c.dialOptions(addr, false)...)
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	resp, err := livedumpv1.NewAgentServiceClient(cc).Enroll(rctx, &livedumpv1.EnrollRequest{
+		Token: c.cfg.Token, Csr: csr, Labels: c.cfg.Labels, Inventory: inv,
+	})
+	if err != nil {
+		return nil, err
+	}
+	id, err := newIdentity(key, resp.GetCertificateChain())
+	if err != nil {
+		return nil, fmt.Errorf("enrollment response: %w", err)
+	}
+	if id.AgentID != resp.GetAgentId() {
+		return nil, fmt.Errorf("enrollment response: certificate names agent %s, response %s", id.AgentID, resp.GetAgentId())
+	}
+	if err := id.Save(c.cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("save identity: %w", err)
+	}
+	c.log.Info("enrolled", "agent_id", id.AgentID, "controller", addr)
+	return id, nil
+}
+
+// renewLoop renews the certificate at two thirds of its life.
+func (c *Client) renewLoop(ctx context.Context) {
+	var failures int
+	gap := time.Duration(0)
+	for {
+		id := c.ident.Load()
+		wait := id.RenewAt().Sub(c.cfg.Clock.Now())
+		if wait < gap {
+			wait = gap
+		}
+		if !c.sleep(ctx, wait) {
+			return
+		}
+		if err := c.renew(ctx); err != nil {
+			c.metric(func(m *Metrics) { m.Renewals.WithLabelValues("error").Inc() })
+			gap = backoff(failures, c.cfg.BackoffMin, 10*time.Minute)
+			failures++
+			c.log.Warn("certificate renewal failed", "err", err, "retry_in", gap, "expires", id.Leaf().NotAfter)
+			continue
+		}
+		c.metric(func(m *Metrics) { m.Renewals.WithLabelValues("ok").Inc() })
+		failures, gap = 0, minRenewGap
+	}
+}
+
+func (c *Client) renew(ctx context.Context) error {
+	key, err := pki.GenerateKey()
+	if err != nil {
+		return err
+	}
+	csr, err := pki.CreateCSR(key)
+	if err != nil {
+		return err
+	}
+	cc, err := c.conn(c.addr())
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	resp, err := livedumpv1.NewAgentServiceClient(cc).Renew(rctx, &livedumpv1.RenewRequest{Csr: csr})
+	if err != nil {
+		return err
+	}
+	id, err := newIdentity(key, resp.GetCertificateChain())
+	if err != nil {
+		return fmt.Errorf("renew response: %w", err)
+	}
+	if old := c.ident.Load(); id.AgentID != old.AgentID {
+		return fmt.Errorf("renew response: certificate names agent %s, we are %s", id.AgentID, old.AgentID)
+	}
+	if err := id.Save(c.cfg.StateDir); err != nil {
+		return fmt.Errorf("save identity: %w", err)
+	}
+	c.setIdentity(id)
+	c.log.Info("certificate renewed", "agent_id", id.AgentID, "expires", id.Leaf().NotAfter)
+	return nil
+}
+
+func (c *Client) metric(f func(*Metrics)) {
+	if c.cfg.Metrics != nil {
+		f(c.cfg.Metrics)
+	}
+}
+
+// connectLoop keeps a stream up. After a stream that was established drops,
+// the same controller is tried first; a failed attempt moves to the next.
+func (c *Client) connectLoop(ctx context.Context) {
+	attempt := 0
+	for first := true; ctx.Err() == nil; first = false {
+		if !first {
+			c.metric(func(m *Metrics) { m.Reconnects.Inc() })
+		}
+		addr := c.addr()
+		established, err := c.stream(ctx, addr)
+		if ctx.Err() != nil {
+			return
+		}
+		if established {
+			attempt = 0
+		} else {
+			c.rotate()
+		}
+		wait := backoff(attempt, c.cfg.BackoffMin, c.cfg.BackoffMax)
+		attempt++
+		c.log.Warn("controller stream ended", "controller", addr, "err", err, "retry_in", wait)
+		if !c.sleep(ctx, wait) {
+			return
+		}
+	}
+}
+
+// stream runs one Connect stream until it fails. established reports whether
+// the controller welcomed us.
+func (c *Client) stream(ctx context.Context, addr string) (established bool, err error) {
+	cc, err := c.conn(addr)
+	if err != nil {
+		return false, err
+	}
+	inv, err := c.cfg.Inventory(ctx)
+	if err != nil {
+		return false, fmt.Errorf("inventory: %w", err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := livedumpv1.NewAgentServiceClient(cc).Connect(sctx)
+	if err != nil {
+		return false, err
+	}
+	var sendMu sync.Mutex
+	send := func(m *livedumpv1.ConnectRequest) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return st.Send(m)
+	}
+	id := c.ident.Load()
+	if err := send(&livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_Hello{Hello: &livedumpv1.Hello{AgentId: id.AgentID, Inventory: inv}}}); err != nil {
+		return false, err
+	}
+	first, err := st.Recv()
+	if err != nil {
+		return false, err
+	}
+	welcome := first.GetWelcome()
+	if welcome == nil {
+		return false, errors.New("controller did not answer hello with welcome")
+	}
+	interval := DefaultHeartbeatInterval
+	if w := welcome.GetHeartbeatInterval(); w != nil && w.AsDuration() > 0 {
+		interval = w.AsDuration()
+	}
+	c.mu.Lock()
+	for i, a := range c.cfg.Controllers {
+		if a == addr {
+			c.preferred = i
+		}
+	}
+	c.mu.Unlock()
+	c.metric(func(m *Metrics) { m.Connected.Set(1) })
+	defer c.metric(func(m *Metrics) { m.Connected.Set(0) })
+	c.log.Info("connected", "controller", addr, "agent_id", id.AgentID, "heartbeat_interval", interval)
+
+	hbErr := make(chan error, 1)
+	go func() {
+		t := c.cfg.Clock.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-t.Chan():
+			}
+			if err := send(&livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_Heartbeat{Heartbeat: &livedumpv1.Heartbeat{SentAt: timestamppb.New(c.cfg.Clock.Now())}}}); err != nil {
+				hbErr <- err
+				return
+			}
+			c.metric(func(m *Metrics) { m.Heartbeats.Inc() })
+		}
+	}()
+
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := st.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			if d := m.GetDirective(); d != nil {
+				ack := &livedumpv1.Ack{DirectiveId: d.GetId()}
+				if c.cfg.Directive != nil {
+					if err := c.cfg.Directive(sctx, d); err != nil {
+						ack.Error = err.Error()
+					}
+				}
+				if err := send(&livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_Ack{Ack: ack}}); err != nil {
+					recvErr <- err
+					return
+				}
+			}
+		}
+	}()
+
+	select {
+	case err = <-recvErr:
+	case err = <-hbErr:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	return true, err
+}

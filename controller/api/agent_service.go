@@ -1,0 +1,256 @@
+package api
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/livedump/livedump/controller/enroll"
+	"github.com/livedump/livedump/controller/fleet"
+	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/internal/pki"
+	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+)
+
+// helloTimeout bounds how long a new stream may stay silent before Hello.
+const helloTimeout = 30 * time.Second
+
+// AgentConfig wires an AgentServer.
+type AgentConfig struct {
+	Store             store.Store
+	Enroller          *enroll.Enroller
+	Fleet             *fleet.Registry
+	CA                *pki.CA
+	Metrics           *Metrics
+	Logger            *slog.Logger
+	Clock             clockwork.Clock
+	HeartbeatInterval time.Duration
+}
+
+// AgentServer implements livedump.v1.AgentService.
+type AgentServer struct {
+	livedumpv1.UnimplementedAgentServiceServer
+	cfg AgentConfig
+}
+
+// NewAgentServer returns the agent-facing service.
+func NewAgentServer(cfg AgentConfig) *AgentServer { return &AgentServer{cfg: cfg} }
+
+func (s *AgentServer) caChain() [][]byte { return [][]byte{s.cfg.CA.Cert.Raw} }
+
+func resultOf(err error) string {
+	var ia *enroll.InvalidArgumentError
+	switch {
+	case err == nil:
+		return resultOK
+	case errors.As(err, &ia):
+		return resultInvalid
+	case errors.Is(err, enroll.ErrDenied):
+		return resultDenied
+	}
+	return resultError
+}
+
+// Enroll implements AgentService.Enroll.
+func (s *AgentServer) Enroll(ctx context.Context, req *livedumpv1.EnrollRequest) (*livedumpv1.EnrollResponse, error) {
+	if tid := enroll.TokenID(req.GetToken()); tid != "" {
+		setAuditActor(ctx, "token/"+tid)
+	}
+	if err := validateInventory(req.GetInventory()); err != nil {
+		s.cfg.Metrics.Enrollments.WithLabelValues(resultInvalid).Inc()
+		return nil, err
+	}
+	e, err := s.cfg.Enroller.Enroll(ctx, enroll.EnrollRequest{
+		Token:     req.GetToken(),
+		CSR:       req.GetCsr(),
+		Labels:    req.GetLabels(),
+		Inventory: inventoryToStore("", req.GetInventory()),
+	})
+	s.cfg.Metrics.Enrollments.WithLabelValues(resultOf(err)).Inc()
+	if err != nil {
+		s.cfg.Logger.Warn("enrollment refused", "err", err, "hostname", req.GetInventory().GetHostname())
+		return nil, toStatus(s.cfg.Logger, "enroll", err)
+	}
+	setAuditTarget(ctx, e.AgentID)
+	s.cfg.Logger.Info("agent enrolled", "agent_id", e.AgentID, "token_id", e.TokenID, "hostname", req.GetInventory().GetHostname())
+	return &livedumpv1.EnrollResponse{
+		AgentId:          e.AgentID,
+		CertificateChain: [][]byte{e.Cert.Raw},
+		CaCertificates:   s.caChain(),
+	}, nil
+}
+
+// Renew implements AgentService.Renew.
+func (s *AgentServer) Renew(ctx context.Context, req *livedumpv1.RenewRequest) (*livedumpv1.RenewResponse, error) {
+	id, _ := IdentityFromContext(ctx)
+	setAuditTarget(ctx, id.AgentID)
+	cert, err := s.cfg.Enroller.Renew(ctx, id.AgentID, req.GetCsr())
+	s.cfg.Metrics.Renewals.WithLabelValues(resultOf(err)).Inc()
+	if err != nil {
+		return nil, toStatus(s.cfg.Logger, "renew", err)
+	}
+	s.cfg.Logger.Info("certificate renewed", "agent_id", id.AgentID, "expires", cert.NotAfter)
+	return &livedumpv1.RenewResponse{CertificateChain: [][]byte{cert.Raw}, CaCertificates: s.caChain()}, nil
+}
+
+// errCertExpired ends a stream whose client certificate has expired: TLS
+// checked it only at the handshake, so the session enforces it afterwards.
+var errCertExpired = errors.New("client certificate expired")
+
+func peerCert(ctx context.Context) *x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 {
+		return nil
+	}
+	return info.State.VerifiedChains[0][0]
+}
+
+// Connect implements AgentService.Connect: Hello, then heartbeats until the
+// agent goes away, is revoked, replaced, or falls silent.
+func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.ConnectRequest, livedumpv1.ConnectResponse]) error {
+	ctx := stream.Context()
+	id, _ := IdentityFromContext(ctx)
+	log := s.cfg.Logger.With("agent_id", id.AgentID)
+
+	hello, err := recvHello(ctx, stream)
+	if err != nil {
+		return err
+	}
+	if hello.GetAgentId() != id.AgentID {
+		log.Warn("hello for another agent refused", "claimed", hello.GetAgentId())
+		return status.Errorf(codes.PermissionDenied, "agent %s may not speak for agent %q", id.AgentID, hello.GetAgentId())
+	}
+	if err := validateInventory(hello.GetInventory()); err != nil {
+		return err
+	}
+	now := s.cfg.Clock.Now().UTC()
+	inv := inventoryToStore(id.AgentID, hello.GetInventory())
+	inv.LastSeen = now
+	if err := s.cfg.Store.UpdateInventory(ctx, inv); err != nil {
+		return toStatus(log, "update inventory", err)
+	}
+	agent, err := s.cfg.Store.GetAgent(ctx, id.AgentID)
+	if err != nil {
+		return toStatus(log, "get agent", err)
+	}
+
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if cert := peerCert(ctx); cert != nil {
+		stop := s.cfg.Clock.AfterFunc(cert.NotAfter.Sub(now), func() { cancel(errCertExpired) })
+		defer stop.Stop()
+	}
+	sess := s.cfg.Fleet.Attach(id.AgentID, now, cancel)
+	defer func() {
+		s.cfg.Fleet.Detach(sess)
+		tctx, tcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer tcancel()
+		if err := s.cfg.Store.TouchAgent(tctx, id.AgentID, s.cfg.Clock.Now().UTC()); err != nil {
+			log.Warn("record last seen", "err", err)
+		}
+	}()
+	log.Info("agent connected", "hostname", inv.Hostname, "os_build", inv.OSBuild)
+
+	if err := stream.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_Welcome{Welcome: &livedumpv1.Welcome{
+		HeartbeatInterval: durationpb.New(s.cfg.HeartbeatInterval),
+		Labels:            allLabels(agent),
+	}}}); err != nil {
+		return err
+	}
+
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			switch msg := m.Msg.(type) {
+			case *livedumpv1.ConnectRequest_Heartbeat:
+				sess.Heartbeat(s.cfg.Clock.Now())
+				s.cfg.Metrics.Heartbeats.Inc()
+			case *livedumpv1.ConnectRequest_Ack:
+				sess.Heartbeat(s.cfg.Clock.Now())
+				log.Debug("directive acked", "directive_id", msg.Ack.GetDirectiveId(), "error", msg.Ack.GetError())
+			case *livedumpv1.ConnectRequest_Hello:
+				recvErr <- status.Error(codes.InvalidArgument, "hello: sent twice on one stream")
+				return
+			default:
+				recvErr <- status.Error(codes.InvalidArgument, "msg: empty or unknown message")
+				return
+			}
+		}
+	}()
+
+	var reason string
+	select {
+	case err = <-recvErr:
+		reason = "error"
+		if status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) || isEOF(err) {
+			reason, err = "closed", nil
+		}
+	case <-sctx.Done():
+		cause := context.Cause(sctx)
+		switch {
+		case errors.Is(cause, fleet.ErrRevoked):
+			reason, err = "revoked", status.Errorf(codes.PermissionDenied, "agent %s is revoked", id.AgentID)
+		case errors.Is(cause, fleet.ErrReplaced):
+			reason, err = "replaced", status.Error(codes.Aborted, "replaced by a newer connection of the same agent")
+		case errors.Is(cause, fleet.ErrHeartbeatTimeout):
+			reason, err = "heartbeat_timeout", status.Error(codes.Unavailable, "no heartbeat in time")
+		case errors.Is(cause, errCertExpired):
+			reason, err = "certificate_expired", status.Error(codes.Unauthenticated, "client certificate expired; reconnect with the renewed one")
+		case errors.Is(cause, fleet.ErrShutdown):
+			reason, err = "shutdown", status.Error(codes.Unavailable, "controller shutting down")
+		default:
+			reason, err = "closed", nil
+		}
+	}
+	s.cfg.Metrics.Disconnects.WithLabelValues(reason).Inc()
+	log.Info("agent disconnected", "reason", reason)
+	return err
+}
+
+func recvHello(ctx context.Context, stream grpc.BidiStreamingServer[livedumpv1.ConnectRequest, livedumpv1.ConnectResponse]) (*livedumpv1.Hello, error) {
+	type result struct {
+		m   *livedumpv1.ConnectRequest
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		m, err := stream.Recv()
+		ch <- result{m, err}
+	}()
+	t := time.NewTimer(helloTimeout)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, r.err
+		}
+		h := r.m.GetHello()
+		if h == nil {
+			return nil, status.Error(codes.InvalidArgument, "hello: the first message on a stream must be hello")
+		}
+		return h, nil
+	case <-t.C:
+		return nil, status.Error(codes.DeadlineExceeded, "hello: not received in time")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}

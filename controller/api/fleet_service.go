@@ -1,0 +1,204 @@
+package api
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/livedump/livedump/controller/enroll"
+	"github.com/livedump/livedump/controller/fleet"
+	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/internal/pki"
+	"github.com/livedump/livedump/internal/selector"
+	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+)
+
+// FleetConfig wires a FleetServer.
+type FleetConfig struct {
+	Store    store.Store
+	Enroller *enroll.Enroller
+	Fleet    *fleet.Registry
+	Logger   *slog.Logger
+	Clock    clockwork.Clock
+}
+
+// FleetServer implements livedump.v1.FleetService.
+type FleetServer struct {
+	livedumpv1.UnimplementedFleetServiceServer
+	cfg FleetConfig
+}
+
+// NewFleetServer returns the operator-facing service.
+func NewFleetServer(cfg FleetConfig) *FleetServer { return &FleetServer{cfg: cfg} }
+
+func (s *FleetServer) state(a store.Agent) livedumpv1.AgentState {
+	switch {
+	case a.Revoked:
+		return livedumpv1.AgentState_AGENT_STATE_REVOKED
+	case s.cfg.Fleet.Online(a.ID):
+		return livedumpv1.AgentState_AGENT_STATE_ONLINE
+	}
+	return livedumpv1.AgentState_AGENT_STATE_OFFLINE
+}
+
+// ListAgents implements FleetService.ListAgents.
+func (s *FleetServer) ListAgents(ctx context.Context, req *livedumpv1.ListAgentsRequest) (*livedumpv1.ListAgentsResponse, error) {
+	sel, err := selector.Parse(req.GetSelector())
+	if err != nil {
+		return nil, invalid("selector", "%v", err)
+	}
+	all, err := s.cfg.Store.ListAgents(ctx)
+	if err != nil {
+		return nil, toStatus(s.cfg.Logger, "list agents", err)
+	}
+	resp := &livedumpv1.ListAgentsResponse{}
+	for _, a := range all {
+		if sel.Matches(allLabels(a)) {
+			resp.Agents = append(resp.Agents, agentToProto(a, s.state(a)))
+		}
+	}
+	return resp, nil
+}
+
+func validAgentID(id string) error {
+	if err := pki.ValidateAgentID(id); err != nil {
+		return invalid("agent_id", "%v", err)
+	}
+	return nil
+}
+
+// LabelAgent implements FleetService.LabelAgent.
+func (s *FleetServer) LabelAgent(ctx context.Context, req *livedumpv1.LabelAgentRequest) (*livedumpv1.LabelAgentResponse, error) {
+	if err := validAgentID(req.GetAgentId()); err != nil {
+		return nil, err
+	}
+	setAuditTarget(ctx, req.GetAgentId())
+	if len(req.GetSet()) == 0 && len(req.GetRemove()) == 0 {
+		return nil, invalid("set", "nothing to set or remove")
+	}
+	if err := selector.ValidateUserLabels(req.GetSet()); err != nil {
+		return nil, labelErr("set", err)
+	}
+	for _, k := range req.GetRemove() {
+		if err := selector.ValidateKey(k); err != nil {
+			return nil, labelErr("remove", err)
+		}
+		if selector.IsBuiltin(k) {
+			return nil, invalid("remove", "label key %q: built-in label, cannot be removed", k)
+		}
+		if _, both := req.GetSet()[k]; both {
+			return nil, invalid("remove", "label key %q is both set and removed", k)
+		}
+	}
+	a, err := s.cfg.Store.GetAgent(ctx, req.GetAgentId())
+	if err != nil {
+		return nil, toStatus(s.cfg.Logger, "agent "+req.GetAgentId(), err)
+	}
+	labels := maps.Clone(a.Labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	maps.Copy(labels, req.GetSet())
+	for _, k := range req.GetRemove() {
+		delete(labels, k)
+	}
+	a, err = s.cfg.Store.SetLabels(ctx, a.ID, labels)
+	if err != nil {
+		return nil, toStatus(s.cfg.Logger, "agent "+req.GetAgentId(), err)
+	}
+	return &livedumpv1.LabelAgentResponse{Agent: agentToProto(a, s.state(a))}, nil
+}
+
+// RevokeAgent implements FleetService.RevokeAgent.
+func (s *FleetServer) RevokeAgent(ctx context.Context, req *livedumpv1.RevokeAgentRequest) (*livedumpv1.RevokeAgentResponse, error) {
+	if err := validAgentID(req.GetAgentId()); err != nil {
+		return nil, err
+	}
+	setAuditTarget(ctx, req.GetAgentId())
+	a, err := s.cfg.Store.RevokeAgent(ctx, req.GetAgentId(), s.cfg.Clock.Now().UTC())
+	if err != nil {
+		return nil, toStatus(s.cfg.Logger, "agent "+req.GetAgentId(), err)
+	}
+	s.cfg.Fleet.Disconnect(a.ID, fleet.ErrRevoked)
+	s.cfg.Logger.Info("agent revoked", "agent_id", a.ID)
+	return &livedumpv1.RevokeAgentResponse{Agent: agentToProto(a, s.state(a))}, nil
+}
+
+// CreateToken implements FleetService.CreateToken.
+func (s *FleetServer) CreateToken(ctx context.Context, req *livedumpv1.CreateTokenRequest) (*livedumpv1.CreateTokenResponse, error) {
+	var ttl time.Duration
+	if req.GetTtl() != nil {
+		if err := req.GetTtl().CheckValid(); err != nil {
+			return nil, invalid("ttl", "%v", err)
+		}
+		ttl = req.GetTtl().AsDuration()
+		if ttl <= 0 {
+			return nil, invalid("ttl", "must be positive, got %s", ttl)
+		}
+	}
+	id, _ := IdentityFromContext(ctx)
+	t, secret, err := s.cfg.Enroller.CreateToken(ctx, enroll.TokenRequest{
+		Uses:      int(req.GetUses()),
+		TTL:       ttl,
+		Labels:    req.GetLabels(),
+		CreatedBy: id.String(),
+	})
+	if err != nil {
+		return nil, toStatus(s.cfg.Logger, "create token", err)
+	}
+	setAuditTarget(ctx, t.ID)
+	return &livedumpv1.CreateTokenResponse{Token: tokenToProto(t), Secret: secret}, nil
+}
+
+// ListTokens implements FleetService.ListTokens.
+func (s *FleetServer) ListTokens(ctx context.Context, _ *livedumpv1.ListTokensRequest) (*livedumpv1.ListTokensResponse, error) {
+	ts, err := s.cfg.Store.ListTokens(ctx)
+	if err != nil {
+		return nil, toStatus(s.cfg.Logger, "list tokens", err)
+	}
+	resp := &livedumpv1.ListTokensResponse{}
+	for _, t := range ts {
+		resp.Tokens = append(resp.Tokens, tokenToProto(t))
+	}
+	return resp, nil
+}
+
+// RevokeToken implements FleetService.RevokeToken.
+func (s *FleetServer) RevokeToken(ctx context.Context, req *livedumpv1.RevokeTokenRequest) (*livedumpv1.RevokeTokenResponse, error) {
+	if req.GetId() == "" {
+		return nil, invalid("id", "missing")
+	}
+	setAuditTarget(ctx, req.GetId())
+	t, err := s.cfg.Store.RevokeToken(ctx, req.GetId())
+	if err != nil {
+		return nil, toStatus(s.cfg.Logger, "token "+req.GetId(), err)
+	}
+	return &livedumpv1.RevokeTokenResponse{Token: tokenToProto(t)}, nil
+}
+
+// ListAudit implements FleetService.ListAudit.
+func (s *FleetServer) ListAudit(ctx context.Context, req *livedumpv1.ListAuditRequest) (*livedumpv1.ListAuditResponse, error) {
+	limit := int(req.GetLimit())
+	if limit < 0 || limit > 10000 {
+		return nil, invalid("limit", "must be between 0 and 10000, got %d", limit)
+	}
+	f := store.AuditFilter{Limit: limit}
+	if req.GetSince() != nil {
+		if err := req.GetSince().CheckValid(); err != nil {
+			return nil, invalid("since", "%v", err)
+		}
+		f.Since = req.GetSince().AsTime()
+	}
+	es, err := s.cfg.Store.ListAudit(ctx, f)
+	if err != nil {
+		return nil, toStatus(s.cfg.Logger, "list audit", err)
+	}
+	resp := &livedumpv1.ListAuditResponse{}
+	for _, e := range es {
+		resp.Entries = append(resp.Entries, auditToProto(e))
+	}
+	return resp, nil
+}

@@ -1,0 +1,55 @@
+package api
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Result label values of the enrollment and renewal counters.
+const (
+	resultOK      = "ok"
+	resultDenied  = "denied"
+	resultInvalid = "invalid"
+	resultError   = "error"
+)
+
+// Metrics are the controller's own metrics for the agent-facing API.
+type Metrics struct {
+	AgentsConnected prometheus.Gauge
+	Enrollments     *prometheus.CounterVec
+	Renewals        *prometheus.CounterVec
+	Heartbeats      prometheus.Counter
+	Disconnects     *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		AgentsConnected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "livedump_controller_agents_connected",
+			Help: "Agents with a Connect stream attached to this controller.",
+		}),
+		Enrollments: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "livedump_controller_enrollments_total",
+			Help: "Enroll calls by result (ok, denied, invalid, error).",
+		}, []string{"result"}),
+		Renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "livedump_controller_certificate_renewals_total",
+			Help: "Renew calls by result (ok, denied, invalid, error).",
+		}, []string{"result"}),
+		Heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "livedump_controller_heartbeats_total",
+			Help: "Heartbeats received from agents.",
+		}),
+		Disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "livedump_controller_agent_disconnects_total",
+			Help: "Agent streams ended, by reason (closed, replaced, revoked, heartbeat_timeout, certificate_expired, shutdown, error).",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{resultOK, resultDenied, resultInvalid, resultError} {
+		m.Enrollments.WithLabelValues(r)
+		m.Renewals.WithLabelValues(r)
+	}
+	for _, r := range []string{"closed", "replaced", "revoked", "heartbeat_timeout", "certificate_expired", "shutdown", "error"} {
+		m.Disconnects.WithLabelValues(r)
+	}
+	reg.MustRegister(m.AgentsConnected, m.Enrollments, m.Renewals, m.Heartbeats, m.Disconnects)
+	return m
+}

@@ -1,0 +1,334 @@
+// Package controller is the livedump controller: it holds the fleet (agents,
+// labels, tokens, audit) and serves AgentService to agents and FleetService
+// to operators over mutual TLS.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/livedump/livedump/controller/api"
+	"github.com/livedump/livedump/controller/enroll"
+	"github.com/livedump/livedump/controller/fleet"
+	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/sqlite"
+	"github.com/livedump/livedump/internal/pki"
+	"github.com/livedump/livedump/internal/version"
+	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+)
+
+// Defaults of the controller's configuration.
+const (
+	DefaultListen            = "127.0.0.1:7443"
+	DefaultMetricsListen     = "127.0.0.1:9464"
+	DefaultHeartbeatInterval = 30 * time.Second
+	// heartbeatMisses is how many heartbeat intervals may pass in silence
+	// before an agent is considered gone.
+	heartbeatMisses = 3
+	shutdownGrace   = 10 * time.Second
+)
+
+// Config configures a Controller. Zero values take the defaults.
+type Config struct {
+	Listen        string // gRPC address
+	MetricsListen string // HTTP /metrics, /healthz, /readyz; "-" disables
+	DataDir       string // PKI and, by default, the SQLite database
+	// Store is a store URL: sqlite:///abs/path.db or sqlite://rel/path.db.
+	// Empty means <DataDir>/livedump.db.
+	Store string
+	// CACertFile and CAKeyFile name an external CA; empty means the CA in
+	// <DataDir>/pki, created on first start.
+	CACertFile, CAKeyFile string
+	// ServerNames are the DNS names and IPs in the server certificate.
+	ServerNames       []string
+	CertTTL           time.Duration // agent certificate lifetime
+	HeartbeatInterval time.Duration
+
+	Logger   *slog.Logger
+	Registry *prometheus.Registry // nil: a new one
+	Clock    clockwork.Clock
+}
+
+// Controller is a running controller's state.
+type Controller struct {
+	cfg      Config
+	log      *slog.Logger
+	store    store.Store
+	ca       *pki.CA
+	server   *serverIdentity
+	enroller *enroll.Enroller
+	fleet    *fleet.Registry
+	grpc     *grpc.Server
+	health   *health.Server
+	lis      net.Listener
+	mlis     net.Listener
+	registry *prometheus.Registry
+}
+
+// New opens the store and CA, issues the server certificate and binds the
+// listeners, so Addr is known before Run. Close undoes New if Run is never
+// called.
+func New(ctx context.Context, cfg Config) (c *Controller, err error) {
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.MetricsListen == "" {
+		cfg.MetricsListen = DefaultMetricsListen
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("data_dir: required")
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.CertTTL <= 0 {
+		cfg.CertTTL = enroll.DefaultCertTTL
+	}
+	if len(cfg.ServerNames) == 0 {
+		cfg.ServerNames = defaultServerNames()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	c = &Controller{cfg: cfg, log: cfg.Logger, registry: cfg.Registry}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	if c.store, err = openStore(ctx, cfg.Store, cfg.DataDir); err != nil {
+		return nil, err
+	}
+	now := cfg.Clock.Now()
+	switch {
+	case cfg.CACertFile != "" || cfg.CAKeyFile != "":
+		if cfg.CACertFile == "" || cfg.CAKeyFile == "" {
+			return nil, errors.New("tls.ca_cert_file and tls.ca_key_file: give both or neither")
+		}
+		c.ca, err = pki.LoadCA(cfg.CACertFile, cfg.CAKeyFile)
+	default:
+		c.ca, err = pki.LoadOrCreateCA(filepath.Join(cfg.DataDir, "pki"), now)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.server = &serverIdentity{ca: c.ca, names: cfg.ServerNames, ttl: 90 * 24 * time.Hour}
+	if err := c.server.issue(now); err != nil {
+		return nil, err
+	}
+
+	reg := cfg.Registry
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "livedump_controller_build_info",
+			Help:        "Always 1; the version label names the controller build.",
+			ConstLabels: prometheus.Labels{"version": version.Version},
+		}, func() float64 { return 1 }),
+	)
+	metrics := api.NewMetrics(reg)
+	srvMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	reg.MustRegister(srvMetrics)
+
+	c.enroller = enroll.New(enroll.Config{Store: c.store, CA: c.ca, Clock: cfg.Clock, CertTTL: cfg.CertTTL})
+	c.fleet = fleet.NewRegistry(metrics.AgentsConnected)
+	authz := &api.Authorizer{Store: c.store, Logger: c.log, Now: cfg.Clock.Now}
+
+	c.grpc = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(c.server.tlsConfig())),
+		grpc.ChainUnaryInterceptor(logUnary(c.log), srvMetrics.UnaryServerInterceptor(), authz.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(logStream(c.log), srvMetrics.StreamServerInterceptor(), authz.StreamInterceptor()),
+		// Agents hold one idle stream for weeks: probe dead peers, but let
+		// agents ping no more often than every 15 s.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
+	)
+	livedumpv1.RegisterAgentServiceServer(c.grpc, api.NewAgentServer(api.AgentConfig{
+		Store: c.store, Enroller: c.enroller, Fleet: c.fleet, CA: c.ca, Metrics: metrics,
+		Logger: c.log, Clock: cfg.Clock, HeartbeatInterval: cfg.HeartbeatInterval,
+	}))
+	livedumpv1.RegisterFleetServiceServer(c.grpc, api.NewFleetServer(api.FleetConfig{
+		Store: c.store, Enroller: c.enroller, Fleet: c.fleet, Logger: c.log, Clock: cfg.Clock,
+	}))
+	c.health = health.NewServer()
+	healthpb.RegisterHealthServer(c.grpc, c.health)
+	srvMetrics.InitializeMetrics(c.grpc)
+
+	if c.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if cfg.MetricsListen != "-" {
+		if c.mlis, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return nil, fmt.Errorf("metrics_listen: %w", err)
+		}
+	}
+	return c, nil
+}
+
+func openStore(ctx context.Context, url, dataDir string) (store.Store, error) {
+	switch {
+	case url == "":
+		return sqlite.Open(ctx, filepath.Join(dataDir, "livedump.db"))
+	case strings.HasPrefix(url, "sqlite://"):
+		p := strings.TrimPrefix(url, "sqlite://")
+		if p == "" {
+			return nil, fmt.Errorf("store %q: missing database path", url)
+		}
+		return sqlite.Open(ctx, p)
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		return nil, fmt.Errorf("store %q: PostgreSQL is not supported by this build yet; use sqlite://", url)
+	}
+	return nil, fmt.Errorf("store %q: want sqlite:///path/to/livedump.db", url)
+}
+
+// Addr is the gRPC listen address.
+func (c *Controller) Addr() string { return c.lis.Addr().String() }
+
+// MetricsAddr is the HTTP metrics address, or "" when disabled.
+func (c *Controller) MetricsAddr() string {
+	if c.mlis == nil {
+		return ""
+	}
+	return c.mlis.Addr().String()
+}
+
+// CA is the controller's certificate authority.
+func (c *Controller) CA() *pki.CA { return c.ca }
+
+// Store is the controller's store.
+func (c *Controller) Store() store.Store { return c.store }
+
+// CreateToken creates an enrollment token in the controller's own name, for
+// dev mode and tests; operators go through FleetService.
+func (c *Controller) CreateToken(ctx context.Context, uses int, ttl time.Duration, labels map[string]string) (string, error) {
+	_, secret, err := c.enroller.CreateToken(ctx, enroll.TokenRequest{Uses: uses, TTL: ttl, Labels: labels, CreatedBy: "controller"})
+	return secret, err
+}
+
+// Run serves until ctx is cancelled, then stops gracefully: agent streams
+// are closed first so GracefulStop does not wait on them.
+func (c *Controller) Run(ctx context.Context) error {
+	defer c.Close()
+	g, ctx := errgroup.WithContext(ctx)
+	c.log.Info("controller listening", "addr", c.Addr(), "metrics", c.MetricsAddr(), "version", version.Version)
+	g.Go(func() error {
+		if err := c.grpc.Serve(c.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serve grpc: %w", err)
+		}
+		return nil
+	})
+	var hs *http.Server
+	if c.mlis != nil {
+		hs = &http.Server{Handler: c.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := hs.Serve(c.mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve metrics: %w", err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error { c.maintain(ctx); return nil })
+	g.Go(func() error {
+		<-ctx.Done()
+		c.health.Shutdown()
+		c.fleet.CloseAll(fleet.ErrShutdown)
+		done := make(chan struct{})
+		go func() { c.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(shutdownGrace):
+			c.grpc.Stop()
+		}
+		if hs != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = hs.Shutdown(sctx)
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// maintain expires silent agents and rotates the server certificate.
+func (c *Controller) maintain(ctx context.Context) {
+	t := c.cfg.Clock.NewTicker(c.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.Chan():
+		}
+		now := c.cfg.Clock.Now()
+		if n := c.fleet.ExpireStale(now, heartbeatMisses*c.cfg.HeartbeatInterval); n > 0 {
+			c.log.Info("expired silent agents", "count", n)
+		}
+		if c.server.due(now) {
+			if err := c.server.issue(now); err != nil {
+				c.log.Error("rotate server certificate", "err", err)
+			} else {
+				c.log.Info("server certificate rotated")
+			}
+		}
+	}
+}
+
+func (c *Controller) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(c.registry, promhttp.HandlerOpts{Registry: c.registry}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if _, err := c.store.ListAudit(ctx, store.AuditFilter{Limit: 1}); err != nil {
+			http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
+
+// Close releases listeners and the store. It is safe to call more than once.
+func (c *Controller) Close() {
+	if c.lis != nil {
+		c.lis.Close()
+	}
+	if c.mlis != nil {
+		c.mlis.Close()
+	}
+	if c.store != nil {
+		c.store.Close()
+		c.store = nil
+	}
+}

@@ -1,0 +1,197 @@
+// Package sqlite implements store.Store on an embedded SQLite database using
+// the pure-Go modernc.org/sqlite driver, so the controller builds without cgo
+// on every platform it ships for.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/livedump/livedump/controller/store"
+)
+
+// busyTimeoutMS bounds how long a connection waits for another process's
+// lock before failing with SQLITE_BUSY. Within one process the single writer
+// connection already serialises writes, so this only matters when something
+// else (a backup tool, a second controller by mistake) opens the same file.
+const busyTimeoutMS = 5000
+
+// Store is the SQLite implementation of store.Store. It is safe for
+// concurrent use.
+//
+// It keeps two connection pools on the same file: a single-connection writer
+// pool, which serialises every write inside the process and so can never hit
+// SQLITE_BUSY against itself or over-consume a token, and a read-only pool
+// that lets lookups proceed concurrently with a write, as WAL mode permits.
+type Store struct {
+	w *sql.DB // exactly one connection; all writes and read-modify-write transactions
+	r *sql.DB // read-only connections for plain queries
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the SQLite database at path, configures it
+// for WAL and applies any pending schema migrations. path must name a file:
+// in-memory databases are not supported because the reader and writer pools
+// would each see a different, private database.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if path == "" || strings.Contains(path, "?") || strings.HasPrefix(path, "file:") || strings.Contains(path, ":memory:") {
+		// The driver splits the DSN at '?', and URI or memory names would
+		// bypass the pragmas or split the two pools onto different databases.
+		return nil, fmt.Errorf("open sqlite store: unsupported path %q", path)
+	}
+
+	// Pragmas go in the DSN rather than being executed once after Open
+	// because database/sql may open new connections at any time and each one
+	// needs them; the driver applies _pragma on every new connection.
+	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)", busyTimeoutMS)
+
+	// BEGIN IMMEDIATE takes the write lock up front, so a transaction that
+	// reads and then writes cannot fail halfway through with SQLITE_BUSY when
+	// another process holds the lock.
+	w, err := sql.Open("sqlite", path+"?"+common+"&_pragma=journal_mode(WAL)&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite store: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+	}
+	if err := migrate(ctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+	}
+
+	// journal_mode is persistent in the file, and the writer has already set
+	// it, so readers do not repeat it; query_only turns an accidental write
+	// through this pool into an error instead of a second, unserialised writer.
+	r, err := sql.Open("sqlite", path+"?"+common+"&_pragma=query_only(1)")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open sqlite store: %w", err)
+	}
+	n := max(4, runtime.NumCPU())
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	if err := r.PingContext(ctx); err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+	}
+
+	return &Store{w: w, r: r}, nil
+}
+
+// Close closes both pools. The writer closes last so that the final
+// connection to the file checkpoints the WAL back into the main database.
+func (s *Store) Close() error {
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+// inTx runs fn in a write transaction and commits it if fn returns nil.
+func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// expectOne maps "no row matched" to store.ErrNotFound, which is how updates
+// keyed by ID report a missing row without a separate SELECT.
+func expectOne(res sql.Result) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+// conflictIfNone maps an insert that ON CONFLICT DO NOTHING skipped to
+// store.ErrConflict. Using the portable upsert clause instead of matching the
+// driver's constraint error codes keeps the SQL identical for PostgreSQL.
+func conflictIfNone(res sql.Result) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return store.ErrConflict
+	}
+	return nil
+}
+
+// timeArg encodes t as unix milliseconds, with NULL for the zero time so
+// that "unset" survives the round trip instead of becoming year 1.
+func timeArg(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMilli()
+}
+
+// timeVal decodes a column written by timeArg.
+func timeVal(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return time.UnixMilli(v.Int64).UTC()
+}
+
+// boolArg stores booleans as 0/1 because the schema only uses INTEGER, which
+// PostgreSQL will not fill from a Go bool.
+func boolArg(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// labelsArg encodes labels as a JSON object; nil becomes "{}" so the column
+// never holds JSON null.
+func labelsArg(m map[string]string) (string, error) {
+	if m == nil {
+		m = map[string]string{}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return "", fmt.Errorf("encode labels: %w", err)
+	}
+	return string(b), nil
+}
+
+// labelsVal decodes a labels column. It always returns a non-nil map so
+// callers can add to it without a nil check.
+func labelsVal(s string) (map[string]string, error) {
+	m := map[string]string{}
+	if s == "" {
+		return m, nil
+	}
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		return nil, fmt.Errorf("decode labels: %w", err)
+	}
+	if m == nil { // the text was JSON null
+		m = map[string]string{}
+	}
+	return m, nil
+}

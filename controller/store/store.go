@@ -1,0 +1,119 @@
+// Package store persists the controller's fleet state: agents, enrollment
+// tokens and the audit log. The Store interface is SQL-portable: the SQLite
+// implementation is the embedded default; PostgreSQL implements the same
+// interface and runs the same conformance tests.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned when the requested row does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrConflict is returned when an insert collides with an existing row.
+var ErrConflict = errors.New("already exists")
+
+// Token errors returned by ConsumeToken; callers map them to PermissionDenied
+// without telling the caller which one applied.
+var (
+	ErrTokenExpired   = errors.New("token expired")
+	ErrTokenExhausted = errors.New("token has no uses left")
+	ErrTokenRevoked   = errors.New("token revoked")
+)
+
+// Agent is one enrolled machine as stored.
+type Agent struct {
+	ID     string
+	Labels map[string]string // user labels only; built-in labels are derived
+
+	Hostname           string
+	OSBuild            string
+	OSUBR              uint32
+	OSEdition          string
+	OSProductName      string
+	OSInstallationType string
+	Arch               string
+	AgentVersion       string
+
+	FirstSeen  time.Time
+	LastSeen   time.Time
+	CertSerial string    // hex serial of the newest certificate issued
+	CertExpiry time.Time // expiry of that certificate
+	Revoked    bool
+	RevokedAt  time.Time // zero unless Revoked
+}
+
+// Token is an enrollment token. Only the SHA-256 hash of its secret is stored.
+type Token struct {
+	ID         string
+	SecretHash []byte // sha256 of the secret part
+	Uses       int
+	UsesLeft   int
+	Labels     map[string]string
+	Created    time.Time
+	Expires    time.Time
+	CreatedBy  string
+	Revoked    bool
+}
+
+// AuditEntry is one record of a mutating call.
+type AuditEntry struct {
+	ID      int64
+	Time    time.Time
+	Actor   string
+	Action  string
+	Target  string
+	Outcome string
+	Details string // JSON
+}
+
+// AuditFilter selects audit entries. Zero values mean no limit on that field.
+type AuditFilter struct {
+	Since time.Time
+	Limit int // default 100
+}
+
+// Store is the controller's persistence. Implementations must be safe for
+// concurrent use. Times are stored in UTC with at least millisecond precision.
+type Store interface {
+	// CreateAgent inserts a new agent; ErrConflict if the ID exists.
+	CreateAgent(ctx context.Context, a Agent) error
+	// GetAgent returns one agent or ErrNotFound.
+	GetAgent(ctx context.Context, id string) (Agent, error)
+	// ListAgents returns every agent ordered by hostname, then ID.
+	ListAgents(ctx context.Context) ([]Agent, error)
+	// UpdateInventory stores the inventory fields of a (from Hello) and sets LastSeen.
+	UpdateInventory(ctx context.Context, a Agent) error
+	// TouchAgent sets LastSeen.
+	TouchAgent(ctx context.Context, id string, seen time.Time) error
+	// SetLabels replaces the agent's user labels and returns the updated agent.
+	SetLabels(ctx context.Context, id string, labels map[string]string) (Agent, error)
+	// SetCertificate records the newest certificate issued to the agent.
+	SetCertificate(ctx context.Context, id, serial string, expiry time.Time) error
+	// RevokeAgent marks the agent revoked (idempotent) and returns it.
+	RevokeAgent(ctx context.Context, id string, at time.Time) (Agent, error)
+
+	// CreateToken inserts a token; ErrConflict if the ID exists.
+	CreateToken(ctx context.Context, t Token) error
+	// ListTokens returns all tokens, newest first.
+	ListTokens(ctx context.Context) ([]Token, error)
+	// RevokeToken marks a token revoked and returns it; ErrNotFound if absent.
+	RevokeToken(ctx context.Context, id string) (Token, error)
+	// ConsumeToken atomically checks the token (not revoked, not expired at
+	// now, a use left, secret hash matching in constant time) and decrements
+	// UsesLeft. It returns the token as it was before the decrement, or
+	// ErrNotFound / ErrTokenRevoked / ErrTokenExpired / ErrTokenExhausted.
+	// A hash mismatch is reported as ErrNotFound.
+	ConsumeToken(ctx context.Context, id string, secretHash []byte, now time.Time) (Token, error)
+
+	// AppendAudit writes one audit entry and returns its ID.
+	AppendAudit(ctx context.Context, e AuditEntry) (int64, error)
+	// ListAudit returns entries newest first.
+	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
+
+	// Close releases the store.
+	Close() error
+}

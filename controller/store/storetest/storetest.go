@@ -1,0 +1,737 @@
+// Package storetest is the conformance suite every store.Store
+// implementation must pass. Keeping the behavioural contract in one place,
+// rather than in each backend's tests, is what lets the SQLite and
+// PostgreSQL stores be swapped without the controller noticing.
+package storetest
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/livedump/livedump/controller/store"
+)
+
+// Run runs the conformance suite. open must return a new, empty store for
+// each call; the suite closes it when the subtest ends, so open must not
+// register its own Close.
+func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	fresh := func(t *testing.T) store.Store {
+		t.Helper()
+		s := open(t)
+		t.Cleanup(func() {
+			if err := s.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+		return s
+	}
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"AgentCreateGet", testAgentCreateGet},
+		{"AgentCreateConflict", testAgentCreateConflict},
+		{"AgentNotFound", testAgentNotFound},
+		{"AgentList", testAgentList},
+		{"AgentLabels", testAgentLabels},
+		{"AgentUpdateInventory", testAgentUpdateInventory},
+		{"AgentTouch", testAgentTouch},
+		{"AgentSetCertificate", testAgentSetCertificate},
+		{"AgentRevoke", testAgentRevoke},
+		{"TimePrecision", testTimePrecision},
+		{"TokenCreateList", testTokenCreateList},
+		{"TokenRevoke", testTokenRevoke},
+		{"TokenConsume", testTokenConsume},
+		{"TokenConsumeErrors", testTokenConsumeErrors},
+		{"TokenConsumeConcurrent", testTokenConsumeConcurrent},
+		{"AuditAppendList", testAuditAppendList},
+		{"AuditFilter", testAuditFilter},
+		{"AuditLimit", testAuditLimit},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.fn(t, fresh(t))
+		})
+	}
+}
+
+// base is a fixed instant with sub-millisecond digits and a non-UTC zone, so
+// every test that round-trips it also checks truncation and normalisation.
+var base = time.Date(2025, 3, 14, 15, 9, 26, 535_897_932, time.FixedZone("UTC+2", 2*60*60))
+
+// norm is what a store must return for t: UTC, millisecond precision.
+func norm(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.Truncate(time.Millisecond).UTC()
+}
+
+func hash(secret string) []byte {
+	h := sha256.Sum256([]byte(secret))
+	return h[:]
+}
+
+func sampleAgent(id, host string) store.Agent {
+	return store.Agent{
+		ID:                 id,
+		Labels:             map[string]string{"env": "prod", "team": "infra"},
+		Hostname:           host,
+		OSBuild:            "26100",
+		OSUBR:              4061,
+		OSEdition:          "ServerDatacenter",
+		OSProductName:      "Windows Server 2025 Datacenter",
+		OSInstallationType: "Server Core",
+		Arch:               "amd64",
+		AgentVersion:       "1.2.3",
+		FirstSeen:          base,
+		LastSeen:           base.Add(time.Minute),
+		CertSerial:         "0a1b2c",
+		CertExpiry:         base.Add(90 * 24 * time.Hour),
+	}
+}
+
+func sampleToken(id, secret string) store.Token {
+	return store.Token{
+		ID:         id,
+		SecretHash: hash(secret),
+		Uses:       3,
+		UsesLeft:   3,
+		Labels:     map[string]string{"site": "ams"},
+		Created:    base,
+		Expires:    base.Add(24 * time.Hour),
+		CreatedBy:  "alice",
+	}
+}
+
+// checkTime fails unless got is want in UTC at millisecond precision.
+func checkTime(t *testing.T, field string, got, want time.Time) {
+	t.Helper()
+	want = norm(want)
+	if want.IsZero() {
+		if !got.IsZero() {
+			t.Errorf("%s = %v, want zero time", field, got)
+		}
+		return
+	}
+	if !got.Equal(want) {
+		t.Errorf("%s = %v, want %v", field, got, want)
+	}
+	if got.Location() != time.UTC {
+		t.Errorf("%s location = %v, want UTC", field, got.Location())
+	}
+}
+
+// checkLabels fails unless got equals want; nil and empty are the same on
+// input but a store must always return a non-nil map.
+func checkLabels(t *testing.T, field string, got, want map[string]string) {
+	t.Helper()
+	if got == nil {
+		t.Errorf("%s is nil, want non-nil map", field)
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("%s = %v, want %v", field, got, want)
+	}
+}
+
+func checkAgent(t *testing.T, got, want store.Agent) {
+	t.Helper()
+	type plain struct {
+		ID, Hostname, OSBuild, OSEdition, OSProductName, OSInstallationType, Arch, AgentVersion, CertSerial string
+		OSUBR                                                                                               uint32
+		Revoked                                                                                             bool
+	}
+	strip := func(a store.Agent) plain {
+		return plain{a.ID, a.Hostname, a.OSBuild, a.OSEdition, a.OSProductName, a.OSInstallationType,
+			a.Arch, a.AgentVersion, a.CertSerial, a.OSUBR, a.Revoked}
+	}
+	if g, w := strip(got), strip(want); g != w {
+		t.Errorf("agent fields = %+v, want %+v", g, w)
+	}
+	checkLabels(t, "Labels", got.Labels, want.Labels)
+	checkTime(t, "FirstSeen", got.FirstSeen, want.FirstSeen)
+	checkTime(t, "LastSeen", got.LastSeen, want.LastSeen)
+	checkTime(t, "CertExpiry", got.CertExpiry, want.CertExpiry)
+	checkTime(t, "RevokedAt", got.RevokedAt, want.RevokedAt)
+}
+
+func checkToken(t *testing.T, got, want store.Token) {
+	t.Helper()
+	if got.ID != want.ID || string(got.SecretHash) != string(want.SecretHash) ||
+		got.Uses != want.Uses || got.UsesLeft != want.UsesLeft ||
+		got.CreatedBy != want.CreatedBy || got.Revoked != want.Revoked {
+		t.Errorf("token = {ID:%s Hash:%x Uses:%d UsesLeft:%d CreatedBy:%s Revoked:%v}, want {ID:%s Hash:%x Uses:%d UsesLeft:%d CreatedBy:%s Revoked:%v}",
+			got.ID, got.SecretHash, got.Uses, got.UsesLeft, got.CreatedBy, got.Revoked,
+			want.ID, want.SecretHash, want.Uses, want.UsesLeft, want.CreatedBy, want.Revoked)
+	}
+	checkLabels(t, "Labels", got.Labels, want.Labels)
+	checkTime(t, "Created", got.Created, want.Created)
+	checkTime(t, "Expires", got.Expires, want.Expires)
+}
+
+func wantErr(t *testing.T, op string, err, want error) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Fatalf("%s: err = %v, want %v", op, err, want)
+	}
+}
+
+func must(t *testing.T, op string, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", op, err)
+	}
+}
+
+func testAgentCreateGet(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	a := sampleAgent("agent-1", "host-a")
+	must(t, "CreateAgent", s.CreateAgent(ctx, a))
+	got, err := s.GetAgent(ctx, a.ID)
+	must(t, "GetAgent", err)
+	checkAgent(t, got, a)
+
+	// Revocation state given at creation is stored too, e.g. when importing.
+	r := sampleAgent("agent-2", "host-b")
+	r.Revoked, r.RevokedAt = true, base.Add(time.Hour)
+	must(t, "CreateAgent revoked", s.CreateAgent(ctx, r))
+	got, err = s.GetAgent(ctx, r.ID)
+	must(t, "GetAgent revoked", err)
+	checkAgent(t, got, r)
+}
+
+func testAgentCreateConflict(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	a := sampleAgent("agent-1", "host-a")
+	must(t, "CreateAgent", s.CreateAgent(ctx, a))
+	b := sampleAgent("agent-1", "other-host")
+	wantErr(t, "CreateAgent duplicate", s.CreateAgent(ctx, b), store.ErrConflict)
+	got, err := s.GetAgent(ctx, a.ID)
+	must(t, "GetAgent", err)
+	checkAgent(t, got, a) // the original must be untouched
+}
+
+func testAgentNotFound(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	_, err := s.GetAgent(ctx, "missing")
+	wantErr(t, "GetAgent", err, store.ErrNotFound)
+	wantErr(t, "UpdateInventory", s.UpdateInventory(ctx, sampleAgent("missing", "h")), store.ErrNotFound)
+	wantErr(t, "TouchAgent", s.TouchAgent(ctx, "missing", base), store.ErrNotFound)
+	_, err = s.SetLabels(ctx, "missing", map[string]string{"a": "b"})
+	wantErr(t, "SetLabels", err, store.ErrNotFound)
+	wantErr(t, "SetCertificate", s.SetCertificate(ctx, "missing", "01", base), store.ErrNotFound)
+	_, err = s.RevokeAgent(ctx, "missing", base)
+	wantErr(t, "RevokeAgent", err, store.ErrNotFound)
+}
+
+func testAgentList(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	got, err := s.ListAgents(ctx)
+	must(t, "ListAgents empty", err)
+	if len(got) != 0 {
+		t.Fatalf("ListAgents on empty store = %d agents", len(got))
+	}
+
+	// Inserted out of order, with a hostname tie broken by ID.
+	for _, a := range []store.Agent{
+		sampleAgent("c", "beta"),
+		sampleAgent("z", "alpha"),
+		sampleAgent("b", "beta"),
+		sampleAgent("a", "gamma"),
+	} {
+		must(t, "CreateAgent "+a.ID, s.CreateAgent(ctx, a))
+	}
+	got, err = s.ListAgents(ctx)
+	must(t, "ListAgents", err)
+	var order []string
+	for _, a := range got {
+		order = append(order, a.Hostname+"/"+a.ID)
+	}
+	if want := "[alpha/z beta/b beta/c gamma/a]"; fmt.Sprint(order) != want {
+		t.Errorf("ListAgents order = %v, want %s", order, want)
+	}
+	for _, a := range got {
+		checkAgent(t, a, sampleAgent(a.ID, a.Hostname))
+	}
+}
+
+func testAgentLabels(t *testing.T, s store.Store) {
+	ctx := context.Background()
+
+	for _, tc := range []struct {
+		id     string
+		labels map[string]string
+	}{
+		{"nil", nil},
+		{"empty", map[string]string{}},
+		{"odd", map[string]string{"": "empty key", "k": "", "ünï": "cødé \"quoted\" \\ {json}", "a.b/c": "x=y,z"}},
+	} {
+		a := sampleAgent(tc.id, "h")
+		a.Labels = tc.labels
+		must(t, "CreateAgent "+tc.id, s.CreateAgent(ctx, a))
+		got, err := s.GetAgent(ctx, tc.id)
+		must(t, "GetAgent "+tc.id, err)
+		want := tc.labels
+		if want == nil {
+			want = map[string]string{}
+		}
+		checkLabels(t, tc.id+" Labels", got.Labels, want)
+	}
+
+	// SetLabels replaces the whole set rather than merging into it.
+	repl := map[string]string{"new": "1"}
+	got, err := s.SetLabels(ctx, "odd", repl)
+	must(t, "SetLabels", err)
+	checkLabels(t, "SetLabels result", got.Labels, repl)
+	want := sampleAgent("odd", "h")
+	want.Labels = repl
+	checkAgent(t, got, want)
+	got, err = s.GetAgent(ctx, "odd")
+	must(t, "GetAgent after SetLabels", err)
+	checkLabels(t, "stored after SetLabels", got.Labels, repl)
+
+	got, err = s.SetLabels(ctx, "odd", nil)
+	must(t, "SetLabels nil", err)
+	checkLabels(t, "SetLabels nil result", got.Labels, map[string]string{})
+}
+
+func testAgentUpdateInventory(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	orig := sampleAgent("agent-1", "old-host")
+	must(t, "CreateAgent", s.CreateAgent(ctx, orig))
+
+	// Everything the agent reports changes; the controller-owned fields in
+	// this value are junk that UpdateInventory must ignore.
+	upd := store.Agent{
+		ID:                 orig.ID,
+		Labels:             map[string]string{"junk": "1"},
+		Hostname:           "new-host",
+		OSBuild:            "26200",
+		OSUBR:              1,
+		OSEdition:          "Professional",
+		OSProductName:      "Windows 11 Pro",
+		OSInstallationType: "Client",
+		Arch:               "arm64",
+		AgentVersion:       "2.0.0",
+		FirstSeen:          base.Add(99 * time.Hour),
+		LastSeen:           base.Add(2 * time.Hour),
+		CertSerial:         "junk",
+		CertExpiry:         base.Add(99 * time.Hour),
+		Revoked:            true,
+		RevokedAt:          base.Add(99 * time.Hour),
+	}
+	must(t, "UpdateInventory", s.UpdateInventory(ctx, upd))
+	got, err := s.GetAgent(ctx, orig.ID)
+	must(t, "GetAgent", err)
+
+	want := orig
+	want.Hostname, want.OSBuild, want.OSUBR = upd.Hostname, upd.OSBuild, upd.OSUBR
+	want.OSEdition, want.OSProductName, want.OSInstallationType = upd.OSEdition, upd.OSProductName, upd.OSInstallationType
+	want.Arch, want.AgentVersion, want.LastSeen = upd.Arch, upd.AgentVersion, upd.LastSeen
+	checkAgent(t, got, want)
+}
+
+func testAgentTouch(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	a := sampleAgent("agent-1", "h")
+	must(t, "CreateAgent", s.CreateAgent(ctx, a))
+	seen := base.Add(3*time.Hour + 123456789*time.Nanosecond)
+	must(t, "TouchAgent", s.TouchAgent(ctx, a.ID, seen))
+	got, err := s.GetAgent(ctx, a.ID)
+	must(t, "GetAgent", err)
+	a.LastSeen = seen
+	checkAgent(t, got, a)
+}
+
+func testAgentSetCertificate(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	a := sampleAgent("agent-1", "h")
+	a.CertSerial, a.CertExpiry = "", time.Time{}
+	must(t, "CreateAgent", s.CreateAgent(ctx, a))
+	got, err := s.GetAgent(ctx, a.ID)
+	must(t, "GetAgent before", err)
+	checkAgent(t, got, a)
+
+	exp := base.Add(30 * 24 * time.Hour)
+	must(t, "SetCertificate", s.SetCertificate(ctx, a.ID, "deadbeef01", exp))
+	got, err = s.GetAgent(ctx, a.ID)
+	must(t, "GetAgent", err)
+	a.CertSerial, a.CertExpiry = "deadbeef01", exp
+	checkAgent(t, got, a)
+
+	// A renewal overwrites the previous certificate.
+	must(t, "SetCertificate renew", s.SetCertificate(ctx, a.ID, "deadbeef02", exp.Add(time.Hour)))
+	got, err = s.GetAgent(ctx, a.ID)
+	must(t, "GetAgent renew", err)
+	a.CertSerial, a.CertExpiry = "deadbeef02", exp.Add(time.Hour)
+	checkAgent(t, got, a)
+}
+
+func testAgentRevoke(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	a := sampleAgent("agent-1", "h")
+	must(t, "CreateAgent", s.CreateAgent(ctx, a))
+
+	at := base.Add(5 * time.Hour)
+	got, err := s.RevokeAgent(ctx, a.ID, at)
+	must(t, "RevokeAgent", err)
+	a.Revoked, a.RevokedAt = true, at
+	checkAgent(t, got, a)
+
+	// Idempotent: a second revoke succeeds and keeps the first time.
+	got, err = s.RevokeAgent(ctx, a.ID, at.Add(time.Hour))
+	must(t, "RevokeAgent again", err)
+	checkAgent(t, got, a)
+	got, err = s.GetAgent(ctx, a.ID)
+	must(t, "GetAgent", err)
+	checkAgent(t, got, a)
+}
+
+func testTimePrecision(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	zones := []*time.Location{time.UTC, time.FixedZone("west", -7*60*60-30*60), time.Local}
+	for i, loc := range zones {
+		// 999_999 ns checks truncation rather than rounding; the pre-1970
+		// instant checks negative millisecond values.
+		for j, ts := range []time.Time{
+			time.Date(2031, 12, 31, 23, 59, 59, 999_999_999, loc),
+			time.Date(1969, 7, 20, 20, 17, 40, 1_999_999, loc),
+			time.Now().In(loc), // carries a monotonic reading
+		} {
+			id := fmt.Sprintf("t-%d-%d", i, j)
+			a := sampleAgent(id, "h")
+			a.FirstSeen, a.LastSeen, a.CertExpiry = ts, ts, ts
+			must(t, "CreateAgent", s.CreateAgent(ctx, a))
+			got, err := s.GetAgent(ctx, id)
+			must(t, "GetAgent", err)
+			checkAgent(t, got, a)
+			if !got.LastSeen.Equal(ts.Truncate(time.Millisecond)) {
+				t.Errorf("%s: LastSeen %v not %v truncated to ms", id, got.LastSeen, ts)
+			}
+		}
+	}
+}
+
+func testTokenCreateList(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	got, err := s.ListTokens(ctx)
+	must(t, "ListTokens empty", err)
+	if len(got) != 0 {
+		t.Fatalf("ListTokens on empty store = %d tokens", len(got))
+	}
+
+	older := sampleToken("tok-b", "s1")
+	newer := sampleToken("tok-a", "s2")
+	newer.Created = base.Add(time.Second)
+	newer.Labels = nil
+	newer.Expires = time.Time{} // never expires
+	newer.Uses, newer.UsesLeft = 10, 7
+	must(t, "CreateToken older", s.CreateToken(ctx, older))
+	must(t, "CreateToken newer", s.CreateToken(ctx, newer))
+
+	dup := sampleToken("tok-b", "other")
+	wantErr(t, "CreateToken duplicate", s.CreateToken(ctx, dup), store.ErrConflict)
+
+	got, err = s.ListTokens(ctx)
+	must(t, "ListTokens", err)
+	if len(got) != 2 {
+		t.Fatalf("ListTokens = %d tokens, want 2", len(got))
+	}
+	newer.Labels = map[string]string{}
+	checkToken(t, got[0], newer)
+	checkToken(t, got[1], older)
+}
+
+func testTokenRevoke(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	_, err := s.RevokeToken(ctx, "missing")
+	wantErr(t, "RevokeToken missing", err, store.ErrNotFound)
+
+	tok := sampleToken("tok", "secret")
+	must(t, "CreateToken", s.CreateToken(ctx, tok))
+	got, err := s.RevokeToken(ctx, tok.ID)
+	must(t, "RevokeToken", err)
+	tok.Revoked = true
+	checkToken(t, got, tok)
+
+	got, err = s.RevokeToken(ctx, tok.ID)
+	must(t, "RevokeToken again", err)
+	checkToken(t, got, tok)
+
+	list, err := s.ListTokens(ctx)
+	must(t, "ListTokens", err)
+	if len(list) != 1 || !list[0].Revoked {
+		t.Errorf("ListTokens after revoke = %+v", list)
+	}
+}
+
+func testTokenConsume(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	tok := sampleToken("tok", "secret")
+	must(t, "CreateToken", s.CreateToken(ctx, tok))
+
+	now := base.Add(time.Hour)
+	for want := tok.UsesLeft; want > 0; want-- {
+		got, err := s.ConsumeToken(ctx, tok.ID, hash("secret"), now)
+		must(t, "ConsumeToken", err)
+		// The token comes back as it was before this use.
+		exp := tok
+		exp.UsesLeft = want
+		checkToken(t, got, exp)
+	}
+	_, err := s.ConsumeToken(ctx, tok.ID, hash("secret"), now)
+	wantErr(t, "ConsumeToken exhausted", err, store.ErrTokenExhausted)
+
+	list, err := s.ListTokens(ctx)
+	must(t, "ListTokens", err)
+	if len(list) != 1 || list[0].UsesLeft != 0 || list[0].Uses != tok.Uses {
+		t.Errorf("after consuming all uses: %+v", list)
+	}
+
+	// A token without an expiry stays valid arbitrarily far in the future.
+	forever := sampleToken("forever", "secret")
+	forever.Expires = time.Time{}
+	must(t, "CreateToken forever", s.CreateToken(ctx, forever))
+	_, err = s.ConsumeToken(ctx, forever.ID, hash("secret"), base.AddDate(100, 0, 0))
+	must(t, "ConsumeToken forever", err)
+}
+
+func testTokenConsumeErrors(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := base.Add(time.Hour)
+	mk := func(id string, edit func(*store.Token)) store.Token {
+		tok := sampleToken(id, "secret")
+		if edit != nil {
+			edit(&tok)
+		}
+		must(t, "CreateToken "+id, s.CreateToken(ctx, tok))
+		return tok
+	}
+	mk("ok", nil)
+	mk("revoked", func(tk *store.Token) { tk.Revoked = true })
+	mk("exhausted", func(tk *store.Token) { tk.UsesLeft = 0 })
+	exp := mk("expiring", nil)
+	mk("nohash", func(tk *store.Token) { tk.SecretHash = nil })
+	mk("revoked-expired-exhausted", func(tk *store.Token) {
+		tk.Revoked, tk.UsesLeft, tk.Expires = true, 0, base
+	})
+
+	cases := []struct {
+		name, id string
+		hash     []byte
+		now      time.Time
+		want     error
+	}{
+		{"missing", "missing", hash("secret"), now, store.ErrNotFound},
+		{"wrong hash", "ok", hash("wrong"), now, store.ErrNotFound},
+		{"truncated hash", "ok", hash("secret")[:16], now, store.ErrNotFound},
+		{"nil hash", "ok", nil, now, store.ErrNotFound},
+		{"empty stored hash", "nohash", nil, now, store.ErrNotFound},
+		{"empty stored hash, empty given", "nohash", []byte{}, now, store.ErrNotFound},
+		// Without the secret, a caller must not learn the token's state.
+		{"wrong hash on dead token", "revoked-expired-exhausted", hash("wrong"), now, store.ErrNotFound},
+		{"revoked", "revoked", hash("secret"), now, store.ErrTokenRevoked},
+		{"exhausted", "exhausted", hash("secret"), now, store.ErrTokenExhausted},
+		{"expired at expiry", "expiring", hash("secret"), exp.Expires, store.ErrTokenExpired},
+		{"expired after expiry", "expiring", hash("secret"), exp.Expires.Add(time.Hour), store.ErrTokenExpired},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s.ConsumeToken(ctx, tc.id, tc.hash, tc.now)
+			wantErr(t, "ConsumeToken", err, tc.want)
+		})
+	}
+
+	// Expiry is judged against the passed now, not the wall clock: base is
+	// long past, yet a now before the expiry succeeds.
+	got, err := s.ConsumeToken(ctx, "expiring", hash("secret"), exp.Expires.Add(-time.Millisecond))
+	must(t, "ConsumeToken just before expiry", err)
+	checkToken(t, got, exp)
+
+	// Failed attempts must not have used anything up.
+	list, err := s.ListTokens(ctx)
+	must(t, "ListTokens", err)
+	left := map[string]int{}
+	for _, tk := range list {
+		left[tk.ID] = tk.UsesLeft
+	}
+	if left["ok"] != 3 || left["revoked"] != 3 || left["expiring"] != 2 {
+		t.Errorf("uses left after failed consumes = %v", left)
+	}
+}
+
+func testTokenConsumeConcurrent(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const uses, workers = 5, 20
+	tok := sampleToken("tok", "secret")
+	tok.Uses, tok.UsesLeft = uses, uses
+	must(t, "CreateToken", s.CreateToken(ctx, tok))
+
+	var (
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		ok        int
+		exhausted int
+		seen      = map[int]bool{}
+		start     = make(chan struct{})
+	)
+	for range workers {
+		wg.Go(func() {
+			<-start
+			got, err := s.ConsumeToken(ctx, tok.ID, hash("secret"), base)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+				if seen[got.UsesLeft] {
+					t.Errorf("two consumers both saw UsesLeft=%d", got.UsesLeft)
+				}
+				seen[got.UsesLeft] = true
+			case errors.Is(err, store.ErrTokenExhausted):
+				exhausted++
+			default:
+				t.Errorf("ConsumeToken: unexpected error %v", err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if ok != uses || exhausted != workers-uses {
+		t.Errorf("succeeded %d, exhausted %d; want %d and %d", ok, exhausted, uses, workers-uses)
+	}
+	list, err := s.ListTokens(ctx)
+	must(t, "ListTokens", err)
+	if len(list) != 1 || list[0].UsesLeft != 0 {
+		t.Errorf("after concurrent consume: %+v", list)
+	}
+}
+
+func testAuditAppendList(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	got, err := s.ListAudit(ctx, store.AuditFilter{})
+	must(t, "ListAudit empty", err)
+	if len(got) != 0 {
+		t.Fatalf("ListAudit on empty store = %d entries", len(got))
+	}
+
+	entries := []store.AuditEntry{
+		{Time: base, Actor: "alice", Action: "CreateToken", Target: "tok-1", Outcome: "ok", Details: `{"uses":3}`},
+		{Time: base.Add(2 * time.Second), Actor: "bob", Action: "RevokeAgent", Target: "agent-1", Outcome: "denied", Details: `{}`},
+		// Same millisecond as the previous one: the later insert is newer.
+		{Time: base.Add(2*time.Second + 100*time.Microsecond), Actor: "carol", Action: "SetLabels", Target: "agent-2", Outcome: "ok"},
+		// Appended last but happened earliest: ordering is by time.
+		{Time: base.Add(-time.Hour), Actor: "system", Action: "Enroll", Target: "agent-3", Outcome: "ok", Details: `{"ip":"10.0.0.1"}`},
+	}
+	var last int64
+	for i := range entries {
+		id, err := s.AppendAudit(ctx, entries[i])
+		must(t, "AppendAudit", err)
+		if id <= last {
+			t.Errorf("AppendAudit id %d not greater than previous %d", id, last)
+		}
+		last = id
+		entries[i].ID = id
+	}
+
+	got, err = s.ListAudit(ctx, store.AuditFilter{})
+	must(t, "ListAudit", err)
+	want := []store.AuditEntry{entries[2], entries[1], entries[0], entries[3]}
+	if len(got) != len(want) {
+		t.Fatalf("ListAudit = %d entries, want %d", len(got), len(want))
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.ID != w.ID || g.Actor != w.Actor || g.Action != w.Action || g.Target != w.Target ||
+			g.Outcome != w.Outcome || g.Details != w.Details {
+			t.Errorf("entry %d = %+v, want %+v", i, g, w)
+		}
+		checkTime(t, fmt.Sprintf("entry %d Time", i), g.Time, w.Time)
+	}
+
+	// A zero time is filled in rather than stored as the year 1.
+	before := time.Now().Add(-time.Second)
+	_, err = s.AppendAudit(ctx, store.AuditEntry{Actor: "x", Action: "y"})
+	must(t, "AppendAudit zero time", err)
+	got, err = s.ListAudit(ctx, store.AuditFilter{Since: before})
+	must(t, "ListAudit since before", err)
+	if len(got) != 1 || got[0].Action != "y" || got[0].Time.After(time.Now().Add(time.Second)) {
+		t.Errorf("entry with zero time = %+v", got)
+	}
+}
+
+func testAuditFilter(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	for i := range 10 {
+		_, err := s.AppendAudit(ctx, store.AuditEntry{
+			Time:   base.Add(time.Duration(i) * time.Minute),
+			Action: fmt.Sprint(i),
+		})
+		must(t, "AppendAudit", err)
+	}
+	actions := func(es []store.AuditEntry) string {
+		var out []string
+		for _, e := range es {
+			out = append(out, e.Action)
+		}
+		return fmt.Sprint(out)
+	}
+
+	// Since is inclusive.
+	got, err := s.ListAudit(ctx, store.AuditFilter{Since: base.Add(7 * time.Minute)})
+	must(t, "ListAudit since", err)
+	if a := actions(got); a != "[9 8 7]" {
+		t.Errorf("since: %s, want [9 8 7]", a)
+	}
+	got, err = s.ListAudit(ctx, store.AuditFilter{Since: base.Add(7*time.Minute + time.Millisecond)})
+	must(t, "ListAudit since+1ms", err)
+	if a := actions(got); a != "[9 8]" {
+		t.Errorf("since+1ms: %s, want [9 8]", a)
+	}
+	got, err = s.ListAudit(ctx, store.AuditFilter{Since: base.Add(time.Hour)})
+	must(t, "ListAudit since future", err)
+	if len(got) != 0 {
+		t.Errorf("since future: %d entries", len(got))
+	}
+
+	// Limit keeps the newest entries.
+	got, err = s.ListAudit(ctx, store.AuditFilter{Limit: 3})
+	must(t, "ListAudit limit", err)
+	if a := actions(got); a != "[9 8 7]" {
+		t.Errorf("limit 3: %s, want [9 8 7]", a)
+	}
+	got, err = s.ListAudit(ctx, store.AuditFilter{Since: base.Add(2 * time.Minute), Limit: 2})
+	must(t, "ListAudit since+limit", err)
+	if a := actions(got); a != "[9 8]" {
+		t.Errorf("since+limit: %s, want [9 8]", a)
+	}
+}
+
+func testAuditLimit(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := 150
+	if !testing.Short() {
+		n = 10_050 // enough to observe the 10000 cap
+	}
+	for i := range n {
+		_, err := s.AppendAudit(ctx, store.AuditEntry{Time: base.Add(time.Duration(i) * time.Millisecond), Action: "a"})
+		must(t, "AppendAudit", err)
+	}
+	for _, tc := range []struct{ limit, want int }{
+		{0, 100},
+		{-1, 100},
+		{n + 1000, min(n, 10000)},
+	} {
+		got, err := s.ListAudit(ctx, store.AuditFilter{Limit: tc.limit})
+		must(t, "ListAudit", err)
+		if len(got) != tc.want {
+			t.Errorf("Limit %d: %d entries, want %d", tc.limit, len(got), tc.want)
+		}
+	}
+}

@@ -74,11 +74,11 @@ func cell(s string) string {
 		return "-"
 	}
 	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || r == unicode.ReplacementChar {
-			return '?'
-		}
 		if unicode.IsSpace(r) {
 			return ' '
+		}
+		if unicode.IsControl(r) || r == unicode.ReplacementChar {
+			return '?'
 		}
 		return r
 	}, s)
@@ -128,6 +128,7 @@ func until(now time.Time, ts *timestamppb.Timestamp) string {
 }
 
 func span(d time.Duration) string {
+	d = d.Round(time.Second)
 	switch {
 	case d < time.Minute:
 		return fmt.Sprintf("%ds", int(d/time.Second))

@@ -127,12 +127,12 @@ func (a *app) newRootCmd() *cobra.Command {
 	})
 
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.configFlag, "config", "", "config file (default $LIVEDUMPCTL_CONFIG, else <user config dir>/livedump/livedumpctl.yaml)")
-	pf.String(keyController, "", "controller address `HOST:PORT` (env LIVEDUMP_CONTROLLER)")
+	pf.StringVar(&a.configFlag, "config", "", "config `FILE` (default $LIVEDUMPCTL_CONFIG, else <user config dir>/livedump/livedumpctl.yaml)")
+	pf.String(keyController, "", "controller `HOST:PORT` (env LIVEDUMP_CONTROLLER)")
 	pf.String(keyCA, "", "CA certificate `FILE` the controller's certificate must chain to (env LIVEDUMP_CA)")
 	pf.String(keyCert, "", "operator client certificate `FILE` (env LIVEDUMP_CERT)")
 	pf.String(keyKey, "", "operator private key `FILE` (env LIVEDUMP_KEY)")
-	pf.StringP(keyOutput, "o", defaultOutput, "output format: table or json (env LIVEDUMP_OUTPUT)")
+	pf.StringP(keyOutput, "o", defaultOutput, "output `FORMAT`: table or json (env LIVEDUMP_OUTPUT)")
 	pf.Duration(keyTimeout, defaultTimeout, "time limit for each call to the controller (env LIVEDUMP_TIMEOUT)")
 	_ = root.RegisterFlagCompletionFunc(keyOutput, cobra.FixedCompletions([]string{outputTable, outputJSON}, cobra.ShellCompDirectiveNoFileComp))
 	for _, name := range []string{"config", keyCA, keyCert, keyKey} {
@@ -162,6 +162,9 @@ func groupCommand(cmd *cobra.Command) {
 			return nil
 		}
 		msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+		if c.SuggestionsMinimumDistance <= 0 {
+			c.SuggestionsMinimumDistance = 2
+		}
 		if s := c.SuggestionsFor(args[0]); len(s) > 0 {
 			msg += fmt.Sprintf(" (did you mean %q?)", s[0])
 		}

@@ -2,10 +2,13 @@ package sqlite
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -172,5 +175,45 @@ func TestTimeEncoding(t *testing.T) {
 	ts := time.Date(2025, 1, 2, 3, 4, 5, 6_789_000, time.UTC)
 	if got := timeVal(sql.NullInt64{Int64: timeArg(ts).(int64), Valid: true}); !got.Equal(ts.Truncate(time.Millisecond)) {
 		t.Errorf("round trip = %v", got)
+	}
+}
+
+// TestConsumeAcrossStores covers two Stores (standing in for two processes)
+// on one file, where the in-process single-writer pool no longer serialises
+// anything and correctness rests on BEGIN IMMEDIATE and busy_timeout.
+func TestConsumeAcrossStores(t *testing.T) {
+	ctx := context.Background()
+	a, path := openTemp(t)
+	defer a.Close()
+	b, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+
+	h := sha256.Sum256([]byte("s"))
+	if err := a.CreateToken(ctx, store.Token{ID: "t", SecretHash: h[:], Uses: 5, UsesLeft: 5}); err != nil {
+		t.Fatal(err)
+	}
+	var ok atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 20 {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		wg.Go(func() {
+			_, err := s.ConsumeToken(ctx, "t", h[:], time.Now())
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case !errors.Is(err, store.ErrTokenExhausted):
+				t.Errorf("ConsumeToken: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() != 5 {
+		t.Errorf("%d consumes succeeded, want 5", ok.Load())
 	}
 }

@@ -1,0 +1,146 @@
+// Command livedump-agent runs the livedump agent. On Windows it is the
+// livedump-agent service; --simulate runs it against the simulated Windows
+// host on any OS.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/livedump/livedump/agent"
+	"github.com/livedump/livedump/agent/host"
+	"github.com/livedump/livedump/agent/host/sim"
+	"github.com/livedump/livedump/internal/config"
+	"github.com/livedump/livedump/internal/logging"
+	"github.com/livedump/livedump/internal/selector"
+	"github.com/livedump/livedump/internal/version"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func defaults() map[string]any {
+	return map[string]any{
+		"controllers":    []string{},
+		"ca_file":        "",
+		"token":          "",
+		"labels":         "",
+		"state_dir":      defaultStateDir(),
+		"metrics_listen": agent.DefaultMetricsListen,
+		"simulate":       false,
+		"sim_hostname":   "",
+		"dtrace_path":    "",
+		"log_level":      "info",
+	}
+}
+
+var flagKeys = map[string]string{
+	"controllers":    "controller",
+	"ca_file":        "ca",
+	"token":          "token",
+	"labels":         "labels",
+	"state_dir":      "state-dir",
+	"metrics_listen": "metrics-listen",
+	"simulate":       "simulate",
+	"sim_hostname":   "sim-hostname",
+	"dtrace_path":    "dtrace-path",
+	"log_level":      "log-level",
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := newRoot(ctx, stdout, stderr)
+	cmd.SetArgs(args)
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintf(stderr, "livedump-agent: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func newRoot(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "livedump-agent",
+		Short: "Run the livedump agent",
+		Long: `livedump-agent connects out to the livedump controller over mutual TLS,
+enrolls with a token on first start, reports its host and heartbeats.
+
+Configuration precedence: flag > environment (LIVEDUMP_AGENT_<KEY>, e.g.
+LIVEDUMP_AGENT_TOKEN) > config file > default. The config file defaults to
+` + defaultConfigFile() + ` when it exists.`,
+		Version:       version.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+	}
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	f := cmd.Flags()
+	f.String("config", "", "config file (YAML)")
+	f.StringSlice("controller", nil, "controller address HOST:PORT (repeatable or comma-separated; tried in order)")
+	f.String("ca", "", "controller CA certificate (PEM)")
+	f.String("token", "", "enrollment token (needed only until the agent is enrolled)")
+	f.String("labels", "", "labels to ask for at enrollment, K=V,K=V (token labels take precedence)")
+	f.String("state-dir", defaultStateDir(), "directory for the agent's identity and state")
+	f.String("metrics-listen", agent.DefaultMetricsListen, `HTTP listen address for /metrics ("-" disables)`)
+	f.Bool("simulate", false, "run against the simulated Windows host (any OS)")
+	f.String("sim-hostname", "", "hostname of the simulated host on its first start")
+	f.String("dtrace-path", "", "dtrace executable to run (default: the one DTrace installs)")
+	f.String("log-level", "info", "debug, info, warn or error")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		file, _ := cmd.Flags().GetString("config")
+		if file == "" {
+			if _, err := os.Stat(defaultConfigFile()); err == nil {
+				file = defaultConfigFile()
+			}
+		}
+		v, err := config.Load(config.Options{
+			File: file, EnvPrefix: "LIVEDUMP_AGENT", Flags: cmd.Flags(), FlagKeys: flagKeys, Defaults: defaults(),
+		})
+		if err != nil {
+			return err
+		}
+		log, err := logging.New(stderr, v.GetString("log_level"))
+		if err != nil {
+			return err
+		}
+		labels, err := selector.ParseSet(v.GetString("labels"))
+		if err != nil {
+			return fmt.Errorf("labels: %w", err)
+		}
+		stateDir := config.Path(v, "state_dir")
+		var h host.Host
+		if v.GetBool("simulate") {
+			h, err = sim.New(sim.Config{StateDir: filepath.Join(stateDir, "host"), Hostname: v.GetString("sim_hostname")})
+		} else {
+			h, err = realHost()
+		}
+		if err != nil {
+			return err
+		}
+		a, err := agent.New(agent.Config{
+			Controllers:   v.GetStringSlice("controllers"),
+			CAFile:        config.Path(v, "ca_file"),
+			Token:         v.GetString("token"),
+			Labels:        labels,
+			StateDir:      stateDir,
+			MetricsListen: v.GetString("metrics_listen"),
+			Host:          h,
+			Logger:        log,
+		})
+		if err != nil {
+			return err
+		}
+		return a.Run(ctx)
+	}
+	return cmd
+}

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/livedump/livedump/agent"
+	"github.com/livedump/livedump/agent/host/sim"
+	"github.com/livedump/livedump/agent/session"
+	"github.com/livedump/livedump/controller"
+	"github.com/livedump/livedump/internal/pki"
+)
+
+// Dev mode addresses (contract: DESIGN.md "Controller").
+const (
+	devListen        = "127.0.0.1:7443"
+	devMetricsListen = "127.0.0.1:9464"
+	devOperator      = "dev-admin"
+)
+
+type devOptions struct {
+	Agents      int
+	MetricsPort int // first agent metrics port; 0 picks free ports
+}
+
+// devRole spreads the simulated agents over two groups: the first two are
+// VDI machines, the third a kiosk, and beyond that they alternate.
+func devRole(i int) string {
+	switch {
+	case i < 2:
+		return "vdi"
+	case i%2 == 0:
+		return "kiosk"
+	default:
+		return "vdi"
+	}
+}
+
+// runDev runs the controller with embedded defaults, writes an admin
+// livedumpctl config, and starts simulated agents that enroll with a token
+// and connect over real mTLS on loopback. Agent state lives under
+// <data-dir>/agents, so a restart brings the same agents back without
+// enrolling them again.
+func runDev(ctx context.Context, cfg controller.Config, opts devOptions, stdout io.Writer) error {
+	if opts.Agents < 0 || opts.Agents > 1000 {
+		return fmt.Errorf("dev-agents: must be between 0 and 1000, got %d", opts.Agents)
+	}
+	if cfg.Listen == controller.DefaultListen {
+		cfg.Listen = devListen
+	}
+	if cfg.MetricsListen == controller.DefaultMetricsListen {
+		cfg.MetricsListen = devMetricsListen
+	}
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	cfg.DataDir = dataDir
+	log := cfg.Logger
+
+	c, err := controller.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	ctlConfig, err := controller.WriteOperatorCredentials(c.CA(), controller.OperatorConfig{
+		Role: pki.RoleAdmin, Name: devOperator, Dir: dataDir, Controller: c.Addr(),
+	}, time.Now())
+	if err != nil {
+		c.Close()
+		return err
+	}
+	caFile := filepath.Join(dataDir, pki.CACertFile)
+
+	// Agents that have no identity yet share one token, as an MSI rollout would.
+	var missing int
+	for i := range opts.Agents {
+		if _, err := os.Stat(filepath.Join(devAgentDir(dataDir, i), session.IdentityFile)); errors.Is(err, fs.ErrNotExist) {
+			missing++
+		}
+	}
+	var token string
+	if missing > 0 {
+		if token, err = c.CreateToken(ctx, missing, 10*time.Minute, map[string]string{"site": "lab"}); err != nil {
+			c.Close()
+			return fmt.Errorf("create dev enrollment token: %w", err)
+		}
+	}
+
+	var agents []*agent.Agent
+	for i := range opts.Agents {
+		a, err := newDevAgent(i, dataDir, c.Addr(), caFile, token, opts, log)
+		if err != nil {
+			c.Close()
+			return fmt.Errorf("dev agent %d: %w", i+1, err)
+		}
+		agents = append(agents, a)
+	}
+
+	fmt.Fprintf(stdout, "livedump dev controller on %s, metrics on http://%s/metrics, %d simulated agents\n", c.Addr(), c.MetricsAddr(), opts.Agents)
+	fmt.Fprintf(stdout, "export LIVEDUMPCTL_CONFIG=%s\n", ctlConfig)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return c.Run(gctx) })
+	for i, a := range agents {
+		g.Go(func() error {
+			if err := a.Run(gctx); err != nil {
+				return fmt.Errorf("dev agent %d: %w", i+1, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func devAgentDir(dataDir string, i int) string {
+	return filepath.Join(dataDir, "agents", fmt.Sprintf("agent-%02d", i+1))
+}
+
+func newDevAgent(i int, dataDir, addr, caFile, token string, opts devOptions, log *slog.Logger) (*agent.Agent, error) {
+	dir := devAgentDir(dataDir, i)
+	role := devRole(i)
+	// The simulated host keeps its registry, and so its hostname, in dir:
+	// the name below only shapes the machine's first boot.
+	h, err := sim.New(sim.Config{
+		StateDir: filepath.Join(dir, "host"),
+		Hostname: fmt.Sprintf("LAB-%s-%02d", strings.ToUpper(role), i+1),
+	})
+	if err != nil {
+		return nil, err
+	}
+	metrics := "127.0.0.1:0"
+	if opts.MetricsPort > 0 {
+		metrics = fmt.Sprintf("127.0.0.1:%d", opts.MetricsPort+i)
+	}
+	return agent.New(agent.Config{
+		Controllers:   []string{addr},
+		CAFile:        caFile,
+		Token:         token,
+		Labels:        map[string]string{"role": role},
+		StateDir:      dir,
+		MetricsListen: metrics,
+		Host:          h,
+		Logger:        log.With("dev_agent", i+1),
+	})
+}

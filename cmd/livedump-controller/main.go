@@ -1,0 +1,240 @@
+// Command livedump-controller runs the livedump controller. With --dev it
+// runs a whole lab on one machine: controller, admin credentials and
+// simulated Windows agents.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+
+	"github.com/livedump/livedump/controller"
+	"github.com/livedump/livedump/internal/config"
+	"github.com/livedump/livedump/internal/logging"
+	"github.com/livedump/livedump/internal/pki"
+	"github.com/livedump/livedump/internal/version"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// defaults are the controller's known configuration keys and their defaults.
+var defaults = map[string]any{
+	"listen":             controller.DefaultListen,
+	"metrics_listen":     controller.DefaultMetricsListen,
+	"data_dir":           "/var/lib/livedump",
+	"store":              "",
+	"tls.ca_cert_file":   "",
+	"tls.ca_key_file":    "",
+	"tls.server_names":   []string{},
+	"cert_ttl":           "720h",
+	"heartbeat_interval": "30s",
+	"log_level":          "info",
+}
+
+var flagKeys = map[string]string{
+	"listen":             "listen",
+	"metrics_listen":     "metrics-listen",
+	"data_dir":           "data-dir",
+	"store":              "store",
+	"tls.ca_cert_file":   "ca-cert-file",
+	"tls.ca_key_file":    "ca-key-file",
+	"tls.server_names":   "server-name",
+	"cert_ttl":           "cert-ttl",
+	"heartbeat_interval": "heartbeat-interval",
+	"log_level":          "log-level",
+}
+
+func addConfigFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.String("config", "", "config file (YAML); default /etc/livedump/controller.yaml if it exists")
+	f.String("listen", controller.DefaultListen, "gRPC listen address")
+	f.String("metrics-listen", controller.DefaultMetricsListen, `HTTP listen address for /metrics, /healthz and /readyz ("-" disables)`)
+	f.String("data-dir", "/var/lib/livedump", "directory for the database, PKI and dumps")
+	f.String("store", "", "store URL (default sqlite://<data-dir>/livedump.db)")
+	f.String("ca-cert-file", "", "external CA certificate (PEM); default: a CA created in <data-dir>/pki")
+	f.String("ca-key-file", "", "external CA private key (PEM)")
+	f.StringSlice("server-name", nil, "DNS name or IP for the server certificate (repeatable; default localhost, 127.0.0.1, ::1, hostname)")
+	f.String("cert-ttl", "720h", "lifetime of agent certificates")
+	f.String("heartbeat-interval", "30s", "how often agents heartbeat; silent for 3 intervals means offline")
+	f.String("log-level", "info", "debug, info, warn or error")
+}
+
+func loadConfig(cmd *cobra.Command) (*viper.Viper, error) {
+	file, _ := cmd.Flags().GetString("config")
+	if file == "" {
+		if _, err := os.Stat("/etc/livedump/controller.yaml"); err == nil {
+			file = "/etc/livedump/controller.yaml"
+		}
+	}
+	return config.Load(config.Options{
+		File:      file,
+		EnvPrefix: "LIVEDUMP_CONTROLLER",
+		Flags:     cmd.Flags(),
+		FlagKeys:  flagKeys,
+		Defaults:  defaults,
+	})
+}
+
+func controllerConfig(v *viper.Viper) (controller.Config, error) {
+	certTTL, err := config.Duration(v, "cert_ttl")
+	if err != nil {
+		return controller.Config{}, err
+	}
+	hb, err := config.Duration(v, "heartbeat_interval")
+	if err != nil {
+		return controller.Config{}, err
+	}
+	if certTTL < time.Hour {
+		return controller.Config{}, fmt.Errorf("cert_ttl: %s is shorter than the 1h minimum", certTTL)
+	}
+	if hb < time.Second {
+		return controller.Config{}, fmt.Errorf("heartbeat_interval: %s is shorter than the 1s minimum", hb)
+	}
+	return controller.Config{
+		Listen:            v.GetString("listen"),
+		MetricsListen:     v.GetString("metrics_listen"),
+		DataDir:           config.Path(v, "data_dir"),
+		Store:             v.GetString("store"),
+		CACertFile:        config.Path(v, "tls.ca_cert_file"),
+		CAKeyFile:         config.Path(v, "tls.ca_key_file"),
+		ServerNames:       v.GetStringSlice("tls.server_names"),
+		CertTTL:           certTTL,
+		HeartbeatInterval: hb,
+	}, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRoot(ctx, stdout, stderr)
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintf(stderr, "livedump-controller: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func newRoot(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "livedump-controller",
+		Short: "Run the livedump controller",
+		Long: `livedump-controller holds the fleet (agents, labels, tokens, audit) and serves
+agents and operators over mutual TLS gRPC.
+
+Configuration precedence: flag > environment (LIVEDUMP_CONTROLLER_<KEY>, e.g.
+LIVEDUMP_CONTROLLER_LISTEN) > config file > default.
+
+With --dev everything runs on this machine: gRPC on 127.0.0.1:7443, metrics on
+127.0.0.1:9464, data in --data-dir (default ./livedump-data), an admin
+livedumpctl config in <data-dir>/livedumpctl.yaml, and --dev-agents simulated
+Windows agents connected over real mTLS.`,
+		Version:       version.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	addConfigFlags(root)
+	root.Flags().Bool("dev", false, "run a self-contained lab with simulated agents")
+	root.Flags().Int("dev-agents", 3, "number of simulated agents in --dev mode")
+	root.Flags().Int("dev-agent-metrics-port", 9465, "first metrics port of the simulated agents (agent i uses port+i; 0 picks free ports)")
+	root.RunE = func(cmd *cobra.Command, _ []string) error {
+		dev, _ := cmd.Flags().GetBool("dev")
+		if dev && !cmd.Flags().Changed("data-dir") && os.Getenv(config.EnvVar("LIVEDUMP_CONTROLLER", "data_dir")) == "" {
+			_ = cmd.Flags().Set("data-dir", "./livedump-data")
+		}
+		v, err := loadConfig(cmd)
+		if err != nil {
+			return err
+		}
+		cfg, err := controllerConfig(v)
+		if err != nil {
+			return err
+		}
+		log, err := logging.New(stderr, v.GetString("log_level"))
+		if err != nil {
+			return err
+		}
+		cfg.Logger = log
+		if dev {
+			n, _ := cmd.Flags().GetInt("dev-agents")
+			port, _ := cmd.Flags().GetInt("dev-agent-metrics-port")
+			return runDev(ctx, cfg, devOptions{Agents: n, MetricsPort: port}, stdout)
+		}
+		c, err := controller.New(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		return c.Run(ctx)
+	}
+	root.AddCommand(issueOperatorCmd(stdout))
+	return root
+}
+
+func issueOperatorCmd(stdout io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "issue-operator --role ROLE --name NAME --out DIR",
+		Short: "Issue an operator certificate and write a livedumpctl config for it",
+		Long: `issue-operator signs an operator certificate with the controller CA (run it on
+the controller host, as the user that owns the data directory) and writes
+NAME.key, NAME.crt, ca.crt and livedumpctl.yaml into DIR.`,
+		Args: cobra.NoArgs,
+	}
+	addConfigFlags(cmd)
+	cmd.Flags().String("role", "", "viewer, operator or admin")
+	cmd.Flags().String("name", "", "operator name (letters, digits, . _ @ -)")
+	cmd.Flags().String("out", "", "output directory")
+	cmd.Flags().String("controller", "", "controller address written into livedumpctl.yaml (default: the listen address)")
+	cmd.Flags().Duration("ttl", 365*24*time.Hour, "certificate lifetime")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		v, err := loadConfig(cmd)
+		if err != nil {
+			return err
+		}
+		roleS, _ := cmd.Flags().GetString("role")
+		role, err := pki.ParseRole(roleS)
+		if err != nil {
+			return err
+		}
+		name, _ := cmd.Flags().GetString("name")
+		out, _ := cmd.Flags().GetString("out")
+		if out == "" {
+			return errors.New("out: required")
+		}
+		addr, _ := cmd.Flags().GetString("controller")
+		if addr == "" {
+			addr = v.GetString("listen")
+		}
+		ttl, _ := cmd.Flags().GetDuration("ttl")
+		var ca *pki.CA
+		if f := config.Path(v, "tls.ca_cert_file"); f != "" {
+			ca, err = pki.LoadCA(f, config.Path(v, "tls.ca_key_file"))
+		} else {
+			dir := filepath.Join(config.Path(v, "data_dir"), "pki")
+			ca, err = pki.LoadCA(filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CAKeyFile))
+		}
+		if err != nil {
+			return err
+		}
+		path, err := controller.WriteOperatorCredentials(ca, controller.OperatorConfig{Role: role, Name: name, Dir: out, Controller: addr, TTL: ttl}, time.Now())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s\n", path)
+		return nil
+	}
+	return cmd
+}

@@ -230,9 +230,13 @@ type Host interface {
 // the total is our own bound, far above every key the agent uses, to keep
 // logs and the simulated state file sane.
 const (
+	// MaxKeyComponent is Windows' own limit for one key name.
 	MaxKeyComponent = 255
-	MaxKeyLength    = 512
-	MaxValueName    = 255
+	// MaxKeyLength bounds a whole key path including the HKLM root.
+	MaxKeyLength = 512
+	// MaxValueName is far below Windows' 16383 because no value the agent
+	// touches comes close, and a short bound keeps junk out of logs.
+	MaxValueName = 255
 )
 
 // hklm is the canonical root spelling; longRoot is the alternative accepted on
@@ -341,8 +345,11 @@ func badChar(s string) int {
 // Registry locations read by ReadInventory. They are exported so that the
 // simulated host seeds exactly what the inventory reads.
 const (
+	// CurrentVersionKey holds the OS build, edition and product name.
 	CurrentVersionKey = `HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion`
-	EnvironmentKey    = `HKLM\SYSTEM\CurrentControlSet\Control\Session Manager\Environment`
+	// EnvironmentKey holds the machine-wide environment, where Windows
+	// records the processor architecture for every process to inherit.
+	EnvironmentKey = `HKLM\SYSTEM\CurrentControlSet\Control\Session Manager\Environment`
 )
 
 // Inventory describes the machine for the controller and for provisioning

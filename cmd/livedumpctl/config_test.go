@@ -67,7 +67,7 @@ func TestConfigPrecedence(t *testing.T) {
 		{name: "file via LIVEDUMPCTL_CONFIG", file: full, how: "env", check: wantController("file.example:7443")},
 		{name: "file from the user config dir", file: full, how: "default", check: wantController("file.example:7443")},
 		{name: "env beats file", file: full, how: "env",
-			env:   map[string]string{"LIVEDUMP_CONTROLLER": "env.example:7443", "LIVEDUMP_OUTPUT": "table", "LIVEDUMP_TIMEOUT": "30s"},
+			env: map[string]string{"LIVEDUMP_CONTROLLER": "env.example:7443", "LIVEDUMP_OUTPUT": "table", "LIVEDUMP_TIMEOUT": "30s"},
 			check: func(t *testing.T, s settings, _ string) {
 				if s.controller != "env.example:7443" || s.output != "table" || s.timeout != 30*time.Second {
 					t.Errorf("settings = %+v, want env values", s)

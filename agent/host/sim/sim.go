@@ -54,9 +54,14 @@ type Config struct {
 // Defaults for Config, exported so tests can assert against them instead of
 // repeating magic numbers.
 const (
-	DefaultBuild            = "22631"
-	DefaultUBR              = 4460
-	DefaultEdition          = "Enterprise"
+	// DefaultBuild is Windows 11 23H2, a current client release on which
+	// DTrace for Windows is supported.
+	DefaultBuild = "22631"
+	// DefaultUBR is a 2024 cumulative update of that release.
+	DefaultUBR = 4460
+	// DefaultEdition is the edition fleets usually run.
+	DefaultEdition = "Enterprise"
+	// DefaultInstallationType makes the machine a client, not a server.
 	DefaultInstallationType = "Client"
 )
 

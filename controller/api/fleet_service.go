@@ -34,14 +34,23 @@ type FleetServer struct {
 // NewFleetServer returns the operator-facing service.
 func NewFleetServer(cfg FleetConfig) *FleetServer { return &FleetServer{cfg: cfg} }
 
-func (s *FleetServer) state(a store.Agent) livedumpv1.AgentState {
+// view renders an agent with its live state. The store's last_seen is
+// written at connect and disconnect only (heartbeats would be a write per
+// agent per interval); for an online agent the session's last heartbeat is
+// the fresher answer.
+func (s *FleetServer) view(a store.Agent) *livedumpv1.Agent {
+	hb, online := s.cfg.Fleet.LastHeartbeat(a.ID)
+	state := livedumpv1.AgentState_AGENT_STATE_OFFLINE
 	switch {
 	case a.Revoked:
-		return livedumpv1.AgentState_AGENT_STATE_REVOKED
-	case s.cfg.Fleet.Online(a.ID):
-		return livedumpv1.AgentState_AGENT_STATE_ONLINE
+		state = livedumpv1.AgentState_AGENT_STATE_REVOKED
+	case online:
+		state = livedumpv1.AgentState_AGENT_STATE_ONLINE
+		if hb.After(a.LastSeen) {
+			a.LastSeen = hb.UTC()
+		}
 	}
-	return livedumpv1.AgentState_AGENT_STATE_OFFLINE
+	return agentToProto(a, state)
 }
 
 // ListAgents implements FleetService.ListAgents.
@@ -57,7 +66,7 @@ func (s *FleetServer) ListAgents(ctx context.Context, req *livedumpv1.ListAgents
 	resp := &livedumpv1.ListAgentsResponse{}
 	for _, a := range all {
 		if sel.Matches(allLabels(a)) {
-			resp.Agents = append(resp.Agents, agentToProto(a, s.state(a)))
+			resp.Agents = append(resp.Agents, s.view(a))
 		}
 	}
 	return resp, nil
@@ -109,7 +118,7 @@ func (s *FleetServer) LabelAgent(ctx context.Context, req *livedumpv1.LabelAgent
 	if err != nil {
 		return nil, toStatus(s.cfg.Logger, "agent "+req.GetAgentId(), err)
 	}
-	return &livedumpv1.LabelAgentResponse{Agent: agentToProto(a, s.state(a))}, nil
+	return &livedumpv1.LabelAgentResponse{Agent: s.view(a)}, nil
 }
 
 // RevokeAgent implements FleetService.RevokeAgent.
@@ -124,7 +133,7 @@ func (s *FleetServer) RevokeAgent(ctx context.Context, req *livedumpv1.RevokeAge
 	}
 	s.cfg.Fleet.Disconnect(a.ID, fleet.ErrRevoked)
 	s.cfg.Logger.Info("agent revoked", "agent_id", a.ID)
-	return &livedumpv1.RevokeAgentResponse{Agent: agentToProto(a, s.state(a))}, nil
+	return &livedumpv1.RevokeAgentResponse{Agent: s.view(a)}, nil
 }
 
 // CreateToken implements FleetService.CreateToken.

@@ -91,6 +91,18 @@ func (r *Registry) Online(agentID string) bool {
 	return ok
 }
 
+// LastHeartbeat returns when the agent's attached session last showed signs
+// of life, and whether it has one.
+func (r *Registry) LastHeartbeat(agentID string) (time.Time, bool) {
+	r.mu.Lock()
+	s := r.sessions[agentID]
+	r.mu.Unlock()
+	if s == nil {
+		return time.Time{}, false
+	}
+	return s.LastHeartbeat(), true
+}
+
 // Disconnect cancels the agent's session, if any, with cause.
 func (r *Registry) Disconnect(agentID string, cause error) bool {
 	r.mu.Lock()

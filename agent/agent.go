@@ -17,13 +17,12 @@ import (
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/livedump/livedump/agent/host"
 	"github.com/livedump/livedump/agent/session"
 	"github.com/livedump/livedump/internal/pki"
+	"github.com/livedump/livedump/internal/telemetry"
 	"github.com/livedump/livedump/internal/version"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -88,15 +87,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 
 	reg := cfg.Registry
-	reg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "livedump_agent_build_info",
-			Help:        "Always 1; the version label names the agent build.",
-			ConstLabels: prometheus.Labels{"version": version.Version},
-		}, func() float64 { return 1 }),
-	)
+	telemetry.Register(reg, "agent")
 	clientMetrics := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram())
 	reg.MustRegister(clientMetrics)
 
@@ -165,15 +156,11 @@ func (a *Agent) MetricsAddr() string {
 func (a *Agent) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	if a.mlis != nil {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(a.cfg.Registry, promhttp.HandlerOpts{Registry: a.cfg.Registry}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		mux := telemetry.Handler(a.cfg.Registry, func(context.Context) error {
 			if a.session.Identity() == nil {
-				http.Error(w, "not enrolled", http.StatusServiceUnavailable)
-				return
+				return errors.New("not enrolled")
 			}
-			fmt.Fprintln(w, "ok")
+			return nil
 		})
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error {

@@ -18,8 +18,6 @@ import (
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -33,6 +31,7 @@ import (
 	"github.com/livedump/livedump/controller/store"
 	"github.com/livedump/livedump/controller/store/sqlite"
 	"github.com/livedump/livedump/internal/pki"
+	"github.com/livedump/livedump/internal/telemetry"
 	"github.com/livedump/livedump/internal/version"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -147,15 +146,7 @@ func New(ctx context.Context, cfg Config) (c *Controller, err error) {
 	}
 
 	reg := cfg.Registry
-	reg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "livedump_controller_build_info",
-			Help:        "Always 1; the version label names the controller build.",
-			ConstLabels: prometheus.Labels{"version": version.Version},
-		}, func() float64 { return 1 }),
-	)
+	telemetry.Register(reg, "controller")
 	metrics := api.NewMetrics(reg)
 	srvMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	reg.MustRegister(srvMetrics)
@@ -304,19 +295,12 @@ func (c *Controller) maintain(ctx context.Context) {
 }
 
 func (c *Controller) httpHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(c.registry, promhttp.HandlerOpts{Registry: c.registry}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
+	return telemetry.Handler(c.registry, func(ctx context.Context) error {
 		if _, err := c.store.ListAudit(ctx, store.AuditFilter{Limit: 1}); err != nil {
-			http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
-			return
+			return fmt.Errorf("store: %w", err)
 		}
-		fmt.Fprintln(w, "ok")
+		return nil
 	})
-	return mux
 }
 
 // Close releases listeners and the store. It is safe to call more than once.

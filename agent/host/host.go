@@ -84,7 +84,7 @@ func ParseValueType(name string) (ValueType, error) {
 			return t, nil
 		}
 	}
-	return 0, fmt.Errorf("unsupported registry value type %s", quote(name))
+	return 0, fmt.Errorf("unsupported registry value type %s", Quote(name))
 }
 
 // Value is one typed registry value. Only the field that matches Type is
@@ -179,11 +179,11 @@ func (v Value) Equal(w Value) bool {
 func (v Value) String() string {
 	switch v.Type {
 	case String, ExpandString:
-		return fmt.Sprintf("%s %s", v.Type, quote(v.Str))
+		return fmt.Sprintf("%s %s", v.Type, Quote(v.Str))
 	case MultiString:
 		q := make([]string, len(v.Strs))
 		for i, s := range v.Strs {
-			q[i] = quote(s)
+			q[i] = Quote(s)
 		}
 		return fmt.Sprintf("%s [%s]", v.Type, strings.Join(q, " "))
 	case DWord:
@@ -253,32 +253,32 @@ const (
 func NormalizeKey(key string) (string, error) {
 	root, rest, found := strings.Cut(key, `\`)
 	if !strings.EqualFold(root, hklm) && !strings.EqualFold(root, longRoot) {
-		return "", fmt.Errorf("registry key %s: only HKLM is supported", quote(key))
+		return "", fmt.Errorf("registry key %s: only HKLM is supported", Quote(key))
 	}
 	if !found || rest == "" {
-		return "", fmt.Errorf("registry key %s: needs a subkey below HKLM", quote(key))
+		return "", fmt.Errorf("registry key %s: needs a subkey below HKLM", Quote(key))
 	}
 	norm := hklm + `\` + rest
 	if len(norm) > MaxKeyLength {
-		return "", fmt.Errorf("registry key %s: longer than %d characters", quote(key), MaxKeyLength)
+		return "", fmt.Errorf("registry key %s: longer than %d characters", Quote(key), MaxKeyLength)
 	}
 	for _, c := range strings.Split(rest, `\`) {
 		if c == "" {
-			return "", fmt.Errorf("registry key %s: empty path component", quote(key))
+			return "", fmt.Errorf("registry key %s: empty path component", Quote(key))
 		}
 		if len(c) > MaxKeyComponent {
-			return "", fmt.Errorf("registry key %s: component longer than %d characters", quote(key), MaxKeyComponent)
+			return "", fmt.Errorf("registry key %s: component longer than %d characters", Quote(key), MaxKeyComponent)
 		}
 		if strings.Contains(c, "..") || c == "." {
-			return "", fmt.Errorf("registry key %s: component %s is not allowed", quote(key), quote(c))
+			return "", fmt.Errorf("registry key %s: component %s is not allowed", Quote(key), Quote(c))
 		}
 		if c[0] == ' ' || c[len(c)-1] == ' ' {
 			// Windows keeps such names, but they are invisible in every UI
 			// and almost always a mistake.
-			return "", fmt.Errorf("registry key %s: component %s begins or ends with a space", quote(key), quote(c))
+			return "", fmt.Errorf("registry key %s: component %s begins or ends with a space", Quote(key), Quote(c))
 		}
 		if i := badChar(c); i >= 0 {
-			return "", fmt.Errorf("registry key %s: character %q is not allowed", quote(key), c[i])
+			return "", fmt.Errorf("registry key %s: character %q is not allowed", Quote(key), c[i])
 		}
 	}
 	return norm, nil
@@ -297,19 +297,19 @@ func ValidateKey(key string) error {
 // The empty name is allowed because it denotes the key's default value.
 func ValidateValueName(name string) error {
 	if len(name) > MaxValueName {
-		return fmt.Errorf("registry value name %s: longer than %d characters", quote(name), MaxValueName)
+		return fmt.Errorf("registry value name %s: longer than %d characters", Quote(name), MaxValueName)
 	}
 	if i := badChar(name); i >= 0 {
-		return fmt.Errorf("registry value name %s: character %q is not allowed", quote(name), name[i])
+		return fmt.Errorf("registry value name %s: character %q is not allowed", Quote(name), name[i])
 	}
 	return nil
 }
 
-// quote wraps s in double quotes for messages. Plain text is shown as is,
+// Quote wraps s in double quotes for messages. Plain text is shown as is,
 // since registry paths are full of backslashes that Go quoting would double;
 // anything else (control characters, quotes, non-ASCII) falls back to Go
 // quoting so that odd input stays visible and unambiguous.
-func quote(s string) string {
+func Quote(s string) string {
 	for i := 0; i < len(s); i++ {
 		if s[i] < ' ' || s[i] > '~' || s[i] == '"' {
 			return strconv.Quote(s)
@@ -318,9 +318,9 @@ func quote(s string) string {
 	return `"` + s + `"`
 }
 
-// displayName shows the default value the way regedit does, so that error
+// DisplayName shows the default value the way regedit does, so that error
 // messages about it are not a puzzling pair of empty quotes.
-func displayName(name string) string {
+func DisplayName(name string) string {
 	if name == "" {
 		return "(Default)"
 	}
@@ -380,7 +380,7 @@ func ReadInventory(h Host) (Inventory, error) {
 		return Inventory{}, err
 	}
 	if inv.OSBuild == "" {
-		return Inventory{}, fmt.Errorf("inventory: registry key %s value %s is empty", quote(CurrentVersionKey), quote("CurrentBuildNumber"))
+		return Inventory{}, fmt.Errorf("inventory: registry key %s value %s is empty", Quote(CurrentVersionKey), Quote("CurrentBuildNumber"))
 	}
 	ubr, err := h.GetValue(CurrentVersionKey, "UBR")
 	switch {
@@ -388,7 +388,7 @@ func ReadInventory(h Host) (Inventory, error) {
 	case err != nil:
 		return Inventory{}, fmt.Errorf("inventory: %w", err)
 	case ubr.Type != DWord:
-		return Inventory{}, fmt.Errorf("inventory: registry key %s value %s is %s, want %s", quote(CurrentVersionKey), quote("UBR"), ubr.Type, DWord)
+		return Inventory{}, fmt.Errorf("inventory: registry key %s value %s is %s, want %s", Quote(CurrentVersionKey), Quote("UBR"), ubr.Type, DWord)
 	default:
 		inv.OSUBR = uint32(ubr.Num)
 	}
@@ -420,7 +420,7 @@ func readString(h Host, key, name string, optional bool) (string, error) {
 		return "", fmt.Errorf("inventory: %w", err)
 	}
 	if v.Type != String && v.Type != ExpandString {
-		return "", fmt.Errorf("inventory: registry key %s value %s is %s, want %s", quote(key), quote(name), v.Type, String)
+		return "", fmt.Errorf("inventory: registry key %s value %s is %s, want %s", Quote(key), Quote(name), v.Type, String)
 	}
 	return v.Str, nil
 }

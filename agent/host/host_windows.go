@@ -65,7 +65,7 @@ func (*Windows) GetValue(key, name string) (Value, error) {
 	case DWord, QWord:
 		v.Num, _, err = k.GetIntegerValue(name)
 	default:
-		return Value{}, fmt.Errorf("registry key %s value %s: unsupported type %s", quote(norm), quote(displayName(name)), v.Type)
+		return Value{}, fmt.Errorf("registry key %s value %s: unsupported type %s", Quote(norm), Quote(DisplayName(name)), v.Type)
 	}
 	if err != nil {
 		// The value may have been deleted or retyped between the two reads.
@@ -82,11 +82,11 @@ func (*Windows) SetValue(key, name string, v Value) error {
 		return err
 	}
 	if err := v.Validate(); err != nil {
-		return fmt.Errorf("registry key %s value %s: %w", quote(norm), quote(displayName(name)), err)
+		return fmt.Errorf("registry key %s value %s: %w", Quote(norm), Quote(DisplayName(name)), err)
 	}
 	k, _, err := registry.CreateKey(registry.LOCAL_MACHINE, sub, registry.SET_VALUE|view)
 	if err != nil {
-		return fmt.Errorf("registry key %s: create: %w", quote(norm), err)
+		return fmt.Errorf("registry key %s: create: %w", Quote(norm), err)
 	}
 	defer k.Close()
 
@@ -103,7 +103,7 @@ func (*Windows) SetValue(key, name string, v Value) error {
 		err = k.SetQWordValue(name, v.Num)
 	}
 	if err != nil {
-		return fmt.Errorf("registry key %s value %s: set: %w", quote(norm), quote(displayName(name)), err)
+		return fmt.Errorf("registry key %s value %s: set: %w", Quote(norm), Quote(DisplayName(name)), err)
 	}
 	return nil
 }
@@ -146,18 +146,18 @@ func (*Windows) Hostname() (string, error) {
 // so callers never see the Windows error number for the normal absent case.
 func keyError(key, name string, err error) error {
 	if errors.Is(err, registry.ErrNotExist) {
-		return fmt.Errorf("registry key %s (value %s): key not found: %w", quote(key), quote(displayName(name)), ErrNotExist)
+		return fmt.Errorf("registry key %s (value %s): key not found: %w", Quote(key), Quote(DisplayName(name)), ErrNotExist)
 	}
-	return fmt.Errorf("registry key %s: open: %w", quote(key), err)
+	return fmt.Errorf("registry key %s: open: %w", Quote(key), err)
 }
 
 // valueError is keyError for a value inside an opened key.
 func valueError(key, name string, err error) error {
 	if errors.Is(err, registry.ErrNotExist) {
-		return fmt.Errorf("registry key %s value %s: %w", quote(key), quote(displayName(name)), ErrNotExist)
+		return fmt.Errorf("registry key %s value %s: %w", Quote(key), Quote(DisplayName(name)), ErrNotExist)
 	}
 	if errors.Is(err, registry.ErrUnexpectedType) {
-		return fmt.Errorf("registry key %s value %s: type changed while reading: %w", quote(key), quote(displayName(name)), err)
+		return fmt.Errorf("registry key %s value %s: type changed while reading: %w", Quote(key), Quote(DisplayName(name)), err)
 	}
-	return fmt.Errorf("registry key %s value %s: %w", quote(key), quote(displayName(name)), err)
+	return fmt.Errorf("registry key %s value %s: %w", Quote(key), Quote(DisplayName(name)), err)
 }

@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -262,11 +261,11 @@ func (h *Host) GetValue(key, name string) (host.Value, error) {
 	defer h.mu.Unlock()
 	k := h.keys[fold(norm)]
 	if k == nil {
-		return host.Value{}, fmt.Errorf("registry key %s (value %s): key not found: %w", quote(norm), quote(displayName(name)), host.ErrNotExist)
+		return host.Value{}, fmt.Errorf("registry key %s (value %s): key not found: %w", host.Quote(norm), host.Quote(host.DisplayName(name)), host.ErrNotExist)
 	}
 	e := k.values[fold(name)]
 	if e == nil {
-		return host.Value{}, fmt.Errorf("registry key %s value %s: %w", quote(k.path), quote(displayName(name)), host.ErrNotExist)
+		return host.Value{}, fmt.Errorf("registry key %s value %s: %w", host.Quote(k.path), host.Quote(host.DisplayName(name)), host.ErrNotExist)
 	}
 	return canonical(e.value), nil
 }
@@ -281,7 +280,7 @@ func (h *Host) SetValue(key, name string, v host.Value) error {
 		return err
 	}
 	if err := v.Validate(); err != nil {
-		return fmt.Errorf("registry key %s value %s: %w", quote(norm), quote(displayName(name)), err)
+		return fmt.Errorf("registry key %s value %s: %w", host.Quote(norm), host.Quote(host.DisplayName(name)), err)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -318,12 +317,12 @@ func (h *Host) DeleteValue(key, name string) error {
 	defer h.mu.Unlock()
 	k := h.keys[fold(norm)]
 	if k == nil {
-		return fmt.Errorf("registry key %s (value %s): key not found: %w", quote(norm), quote(displayName(name)), host.ErrNotExist)
+		return fmt.Errorf("registry key %s (value %s): key not found: %w", host.Quote(norm), host.Quote(host.DisplayName(name)), host.ErrNotExist)
 	}
 	f := fold(name)
 	old := k.values[f]
 	if old == nil {
-		return fmt.Errorf("registry key %s value %s: %w", quote(k.path), quote(displayName(name)), host.ErrNotExist)
+		return fmt.Errorf("registry key %s value %s: %w", host.Quote(k.path), host.Quote(host.DisplayName(name)), host.ErrNotExist)
 	}
 	delete(k.values, f)
 	if err := h.save(); err != nil {
@@ -367,26 +366,6 @@ func canonical(v host.Value) host.Value {
 	default:
 		return host.Value{Type: v.Type, Num: v.Num}
 	}
-}
-
-// quote matches the Windows host's quoting of keys and names in errors: plain
-// text as is (registry paths are full of backslashes), anything odd in Go
-// quoting.
-func quote(s string) string {
-	for i := 0; i < len(s); i++ {
-		if s[i] < ' ' || s[i] > '~' || s[i] == '"' {
-			return strconv.Quote(s)
-		}
-	}
-	return `"` + s + `"`
-}
-
-// displayName matches the Windows host's error wording for the default value.
-func displayName(name string) string {
-	if name == "" {
-		return "(Default)"
-	}
-	return name
 }
 
 // fileFormat is the on-disk registry. It is JSON, sorted and indented so a
@@ -516,21 +495,21 @@ func (h *Host) load(data []byte) error {
 	for _, fk := range ff.Keys {
 		norm := fk.Key
 		if prev, dup := seen[fold(norm)]; dup {
-			return fmt.Errorf("registry key %s listed twice (also as %s)", quote(norm), quote(prev))
+			return fmt.Errorf("registry key %s listed twice (also as %s)", host.Quote(norm), host.Quote(prev))
 		}
 		seen[fold(norm)] = norm
 		k, _ := h.createKey(norm)
 		for _, fv := range fk.Values {
 			if err := host.ValidateValueName(fv.Name); err != nil {
-				return fmt.Errorf("registry key %s: %w", quote(norm), err)
+				return fmt.Errorf("registry key %s: %w", host.Quote(norm), err)
 			}
 			v, err := decodeValue(fv)
 			if err != nil {
-				return fmt.Errorf("registry key %s value %s: %w", quote(norm), quote(displayName(fv.Name)), err)
+				return fmt.Errorf("registry key %s value %s: %w", host.Quote(norm), host.Quote(host.DisplayName(fv.Name)), err)
 			}
 			f := fold(fv.Name)
 			if _, dup := k.values[f]; dup {
-				return fmt.Errorf("registry key %s value %s listed twice", quote(norm), quote(displayName(fv.Name)))
+				return fmt.Errorf("registry key %s value %s listed twice", host.Quote(norm), host.Quote(host.DisplayName(fv.Name)))
 			}
 			k.values[f] = &entry{name: fv.Name, value: v}
 		}

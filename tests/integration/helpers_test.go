@@ -45,6 +45,8 @@ type controllerOpts struct {
 	clock   clockwork.Clock
 	certTTL time.Duration
 	listen  string
+
+	caCertFile, caKeyFile string
 }
 
 // startController runs the real controller with real mTLS on 127.0.0.1:0
@@ -65,6 +67,8 @@ func startController(t testing.TB, o controllerOpts) *testController {
 		Logger:        testLogger(t),
 		Clock:         o.clock,
 		CertTTL:       o.certTTL,
+		CACertFile:    o.caCertFile,
+		CAKeyFile:     o.caKeyFile,
 		Registry:      prometheus.NewRegistry(),
 	})
 	if err != nil {

@@ -135,3 +135,33 @@ func TestWrongTokenStopsTheAgent(t *testing.T) {
 		t.Fatal("agent with a bad token kept running")
 	}
 }
+
+func TestExternalCA(t *testing.T) {
+	ca, err := pki.NewCA("corp issuing CA", time.Now(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "corp.crt"), filepath.Join(dir, "corp.key")
+	if err := pki.WriteCerts(certFile, ca.Cert); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteKey(keyFile, ca.Key); err != nil {
+		t.Fatal(err)
+	}
+	c := startController(t, controllerOpts{caCertFile: certFile, caKeyFile: keyFile})
+	if !c.CA().Cert.Equal(ca.Cert) {
+		t.Fatal("controller did not use the external CA")
+	}
+	_, cert, err := enrollRaw(t, c, c.token(t, 1, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cert.Leaf.CheckSignatureFrom(ca.Cert); err != nil {
+		t.Fatalf("agent certificate not signed by the external CA: %v", err)
+	}
+	// The agent certificate never outlives its CA.
+	if cert.Leaf.NotAfter.After(ca.Cert.NotAfter) {
+		t.Fatalf("agent certificate expires %v, after its CA (%v)", cert.Leaf.NotAfter, ca.Cert.NotAfter)
+	}
+}

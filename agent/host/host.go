@@ -9,11 +9,13 @@
 package host
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ValueType is a registry value type. The numbers are the Windows REG_*
@@ -213,6 +215,9 @@ type Registry interface {
 	// DeleteValue removes the value; it returns an error wrapping ErrNotExist
 	// when there was nothing to remove, so callers can tell a no-op apart.
 	DeleteValue(key, name string) error
+	// KeyExists reports whether the key exists. Some Windows signals (the
+	// pending-reboot markers) are keys with no values.
+	KeyExists(key string) (bool, error)
 }
 
 // Host is the boundary between the agent and Windows. Everything the agent
@@ -224,7 +229,117 @@ type Host interface {
 	// Hostname returns the machine's DNS host name, the name the controller
 	// shows for this agent.
 	Hostname() (string, error)
+
+	// BCDDtrace reads the dtrace element of the {current} boot entry as
+	// stored (`bcdedit /enum {current}`). A stored change takes effect only
+	// at the next boot; compare BootTime with the time of the change.
+	BCDDtrace(ctx context.Context) (BCDValue, error)
+	// SetBCDDtrace runs `bcdedit /set {current} dtrace on|off`.
+	SetBCDDtrace(ctx context.Context, on bool) error
+	// DeleteBCDDtrace runs `bcdedit /deletevalue {current} dtrace`, which is
+	// how a revert restores "never set".
+	DeleteBCDDtrace(ctx context.Context) error
+
+	// VBSStatus is Win32_DeviceGuard.VirtualizationBasedSecurityStatus: what
+	// runs now, whatever the registry asks for at the next boot.
+	VBSStatus(ctx context.Context) (VBSStatus, error)
+	// BitLockerStatus is Win32_EncryptableVolume.GetProtectionStatus of a
+	// volume such as "C:".
+	BitLockerStatus(ctx context.Context, volume string) (BitLockerStatus, error)
+	// SuspendBitLocker suspends protection of volume for rebootCount
+	// reboots (Suspend-BitLocker -RebootCount), so a BCD change does not
+	// trigger recovery.
+	SuspendBitLocker(ctx context.Context, volume string, rebootCount int) error
+
+	// InstallMSI runs `msiexec /i msi /qn /norestart /L*V log` and returns
+	// msiexec's exit code (0, 3010, 1603, ...). err is set only when msiexec
+	// could not be run at all.
+	InstallMSI(ctx context.Context, msi, log string) (exitCode int, err error)
+	// UninstallMSI runs `msiexec /x msi /qn /norestart /L*V log`.
+	UninstallMSI(ctx context.Context, msi, log string) (exitCode int, err error)
+	// FileExists reports whether a file exists at a Windows path such as
+	// `C:\Program Files\DTrace\dtrace.exe`.
+	FileExists(path string) (bool, error)
+
+	// BootTime is when the machine last booted.
+	BootTime(ctx context.Context) (time.Time, error)
+	// Reboot schedules a restart after delay, showing message to signed-in
+	// users (`shutdown /r /t N /c message`). It returns once scheduled.
+	Reboot(ctx context.Context, delay time.Duration, message string) error
 }
+
+// BCDValue is the stored state of a boolean BCD element.
+type BCDValue struct {
+	Present bool // the element is set in the entry
+	On      bool // its value, when Present
+}
+
+// String renders the value the way plans show it.
+func (v BCDValue) String() string {
+	switch {
+	case !v.Present:
+		return "(not set)"
+	case v.On:
+		return "on"
+	}
+	return "off"
+}
+
+// VBSStatus is Win32_DeviceGuard.VirtualizationBasedSecurityStatus.
+type VBSStatus int
+
+// The documented VBS states.
+const (
+	VBSOff        VBSStatus = 0
+	VBSEnabled    VBSStatus = 1 // configured, not running
+	VBSRunning    VBSStatus = 2
+	VBSStatusNone VBSStatus = -1 // not reported (no Device Guard WMI class)
+)
+
+func (s VBSStatus) String() string {
+	switch s {
+	case VBSOff:
+		return "off"
+	case VBSEnabled:
+		return "enabled, not running"
+	case VBSRunning:
+		return "running"
+	}
+	return "unknown"
+}
+
+// BitLockerStatus is Win32_EncryptableVolume.GetProtectionStatus.
+type BitLockerStatus int
+
+// The documented protection states.
+const (
+	BitLockerOff     BitLockerStatus = 0 // off, or suspended
+	BitLockerOn      BitLockerStatus = 1
+	BitLockerUnknown BitLockerStatus = 2 // unknown or locked
+)
+
+func (s BitLockerStatus) String() string {
+	switch s {
+	case BitLockerOff:
+		return "off"
+	case BitLockerOn:
+		return "on"
+	}
+	return "unknown"
+}
+
+// msiexec exit codes the agent acts on (Windows Installer error codes).
+const (
+	MSISuccess             = 0
+	MSIRebootInitiated     = 1641
+	MSIRebootRequired      = 3010
+	MSIFatal               = 1603
+	MSIAnotherInstall      = 1618
+	MSIPackageOpenFailed   = 1619
+	MSIPackageInvalid      = 1620
+	MSIProductNotInstalled = 1605
+	MSIUserExit            = 1602
+)
 
 // Limits on registry paths. Windows allows 255 characters per key component;
 // the total is our own bound, far above every key the agent uses, to keep
@@ -366,11 +481,17 @@ type Inventory struct {
 	Arch               string // Go-style: "amd64", "arm64", "x86"
 }
 
+// InventorySource is what ReadInventory needs of a Host.
+type InventorySource interface {
+	GetValue(key, name string) (Value, error)
+	Hostname() (string, error)
+}
+
 // ReadInventory collects the Inventory through h. Only the build number and
 // the architecture are required, since provisioning cannot decide anything
 // without them; the other values are missing on some editions and are left
 // empty rather than failing the whole report.
-func ReadInventory(h Host) (Inventory, error) {
+func ReadInventory(h InventorySource) (Inventory, error) {
 	var inv Inventory
 	var err error
 	if inv.Hostname, err = h.Hostname(); err != nil {
@@ -411,7 +532,7 @@ func ReadInventory(h Host) (Inventory, error) {
 
 // readString reads a REG_SZ (or REG_EXPAND_SZ, unexpanded) value. A missing
 // optional value yields "" so the caller need not special-case it.
-func readString(h Host, key, name string, optional bool) (string, error) {
+func readString(h InventorySource, key, name string, optional bool) (string, error) {
 	v, err := h.GetValue(key, name)
 	if err != nil {
 		if optional && errors.Is(err, ErrNotExist) {

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/livedump/livedump/agent/host"
+	"github.com/livedump/livedump/agent/provision"
 	"github.com/livedump/livedump/agent/session"
 	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/internal/telemetry"
@@ -39,6 +40,9 @@ type Config struct {
 	StateDir      string
 	MetricsListen string // "-" disables
 	Host          host.Host
+	// DTraceMSI is a pre-staged DTrace installer on the local disk, used
+	// when the controller offers none or offers the same content.
+	DTraceMSI string
 
 	Logger     *slog.Logger
 	Registry   *prometheus.Registry // nil: a new one
@@ -49,9 +53,12 @@ type Config struct {
 
 // Agent is a configured agent, ready to Run.
 type Agent struct {
-	cfg     Config
-	session *session.Client
-	mlis    net.Listener
+	cfg       Config
+	session   *session.Client
+	prov      *provision.Provisioner
+	provState prometheus.Gauge
+	mlis      net.Listener
+	runCtx    context.Context
 }
 
 // New validates cfg, registers metrics and binds the metrics listener.
@@ -92,7 +99,17 @@ func New(cfg Config) (*Agent, error) {
 	reg.MustRegister(clientMetrics)
 
 	h := cfg.Host
-	sess, err := session.New(session.Config{
+	a := &Agent{cfg: cfg, runCtx: context.Background()}
+	a.prov, err = provision.New(provision.Config{Host: h, StateDir: cfg.StateDir, Clock: cfg.Clock, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	a.provState = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "livedump_agent_provisioning_state",
+		Help: "Provisioning state as the ProvisionState enum value: 1 not provisioned, 2 reboot required, 3 ready, 4 blocked, 5 failed, 6 rebooting.",
+	})
+	reg.MustRegister(a.provState)
+	a.session, err = session.New(session.Config{
 		Controllers: cfg.Controllers,
 		CAPool:      pool,
 		Token:       cfg.Token,
@@ -101,6 +118,8 @@ func New(cfg Config) (*Agent, error) {
 		Inventory: func(context.Context) (*livedumpv1.Inventory, error) {
 			return inventory(h)
 		},
+		Directive:     a.handleDirective,
+		OnConnect:     a.stateReport,
 		Logger:        cfg.Logger,
 		Metrics:       session.NewMetrics(reg),
 		Clock:         cfg.Clock,
@@ -111,7 +130,6 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, session: sess}
 	if cfg.MetricsListen != "-" {
 		if a.mlis, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
 			return nil, fmt.Errorf("metrics_listen: %w", err)
@@ -155,6 +173,7 @@ func (a *Agent) MetricsAddr() string {
 // Run runs the agent until ctx is cancelled or enrollment is refused.
 func (a *Agent) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
+	a.runCtx = ctx
 	if a.mlis != nil {
 		mux := telemetry.Handler(a.cfg.Registry, func(context.Context) error {
 			if a.session.Identity() == nil {

@@ -26,11 +26,13 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/livedump/livedump/controller/api"
+	"github.com/livedump/livedump/controller/blobstore"
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
 	"github.com/livedump/livedump/controller/store/sqlite"
 	"github.com/livedump/livedump/internal/pki"
+	"github.com/livedump/livedump/internal/profile"
 	"github.com/livedump/livedump/internal/telemetry"
 	"github.com/livedump/livedump/internal/version"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
@@ -62,6 +64,11 @@ type Config struct {
 	ServerNames       []string
 	CertTTL           time.Duration // agent certificate lifetime
 	HeartbeatInterval time.Duration
+	// Profile is the provisioning profile; nil means profile.Default().
+	Profile *profile.Profile
+	// DTraceMSI is a DTrace installer to load into the artifact store at
+	// start and offer to agents; empty keeps whatever was uploaded.
+	DTraceMSI string
 
 	Logger   *slog.Logger
 	Registry *prometheus.Registry // nil: a new one
@@ -82,6 +89,7 @@ type Controller struct {
 	lis      net.Listener
 	mlis     net.Listener
 	registry *prometheus.Registry
+	blobs    *blobstore.Store
 }
 
 // New opens the store and CA, issues the server certificate and binds the
@@ -124,8 +132,23 @@ func New(ctx context.Context, cfg Config) (c *Controller, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
+	if cfg.Profile == nil {
+		p := profile.Default()
+		cfg.Profile = &p
+	}
+	if err := cfg.Profile.Validate(); err != nil {
+		return nil, err
+	}
 	if c.store, err = openStore(ctx, cfg.Store, cfg.DataDir); err != nil {
 		return nil, err
+	}
+	if c.blobs, err = blobstore.New(filepath.Join(cfg.DataDir, "blobs")); err != nil {
+		return nil, fmt.Errorf("blob store: %w", err)
+	}
+	if cfg.DTraceMSI != "" {
+		if _, err := c.AddDTraceMSI(ctx, cfg.DTraceMSI); err != nil {
+			return nil, fmt.Errorf("provision.dtrace_msi: %w", err)
+		}
 	}
 	now := cfg.Clock.Now()
 	switch {
@@ -165,11 +188,11 @@ func New(ctx context.Context, cfg Config) (c *Controller, err error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
 	)
 	livedumpv1.RegisterAgentServiceServer(c.grpc, api.NewAgentServer(api.AgentConfig{
-		Store: c.store, Enroller: c.enroller, Fleet: c.fleet, CA: c.ca, Metrics: metrics,
+		Store: c.store, Blobs: c.blobs, Enroller: c.enroller, Fleet: c.fleet, CA: c.ca, Metrics: metrics,
 		Logger: c.log, Clock: cfg.Clock, HeartbeatInterval: cfg.HeartbeatInterval,
 	}))
 	livedumpv1.RegisterFleetServiceServer(c.grpc, api.NewFleetServer(api.FleetConfig{
-		Store: c.store, Enroller: c.enroller, Fleet: c.fleet, Logger: c.log, Clock: cfg.Clock,
+		Store: c.store, Blobs: c.blobs, Profile: *cfg.Profile, Enroller: c.enroller, Fleet: c.fleet, Logger: c.log, Clock: cfg.Clock,
 	}))
 	c.health = health.NewServer()
 	healthpb.RegisterHealthServer(c.grpc, c.health)
@@ -224,6 +247,24 @@ func (c *Controller) Store() store.Store { return c.store }
 func (c *Controller) CreateToken(ctx context.Context, uses int, ttl time.Duration, labels map[string]string) (string, error) {
 	_, secret, err := c.enroller.CreateToken(ctx, enroll.TokenRequest{Uses: uses, TTL: ttl, Labels: labels, CreatedBy: "controller"})
 	return secret, err
+}
+
+// AddDTraceMSI loads a DTrace installer into the artifact store and makes
+// it the one agents install. It returns the content's SHA-256.
+func (c *Controller) AddDTraceMSI(ctx context.Context, path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sum, size, err := c.blobs.Put(f, "", api.MaxArtifactSize)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	err = c.store.PutArtifact(ctx, store.Artifact{
+		SHA256: sum, Kind: store.ArtifactDTraceMSI, Name: filepath.Base(path), Size: size, Created: c.cfg.Clock.Now().UTC(),
+	})
+	return sum, err
 }
 
 // Run serves until ctx is cancelled, then stops gracefully: agent streams

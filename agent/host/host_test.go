@@ -11,11 +11,14 @@ import (
 // enough to test ReadInventory without the simulated machine's persistence.
 type fakeHost struct {
 	values   map[string]Value
+	keys     map[string]bool // folded keys that exist, parents included
 	hostname string
 	hostErr  error
 }
 
-func newFake() *fakeHost { return &fakeHost{values: map[string]Value{}, hostname: "web-01"} }
+func newFake() *fakeHost {
+	return &fakeHost{values: map[string]Value{}, keys: map[string]bool{}, hostname: "web-01"}
+}
 
 func fakeID(key, name string) string { return strings.ToUpper(key + "|" + name) }
 
@@ -32,7 +35,27 @@ func (f *fakeHost) GetValue(key, name string) (Value, error) {
 
 func (f *fakeHost) SetValue(key, name string, v Value) error {
 	f.values[fakeID(key, name)] = v
+	f.createKey(key)
 	return nil
+}
+
+// createKey makes key and its parents exist, as SetValue does on Windows.
+func (f *fakeHost) createKey(key string) {
+	norm, err := NormalizeKey(key)
+	if err != nil {
+		return
+	}
+	for k := strings.ToUpper(norm); strings.Contains(k, `\`); k = k[:strings.LastIndexByte(k, '\\')] {
+		f.keys[k] = true
+	}
+}
+
+func (f *fakeHost) KeyExists(key string) (bool, error) {
+	norm, err := NormalizeKey(key)
+	if err != nil {
+		return false, err
+	}
+	return f.keys[strings.ToUpper(norm)], nil
 }
 
 func (f *fakeHost) DeleteValue(key, name string) error {

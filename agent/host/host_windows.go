@@ -125,6 +125,25 @@ func (*Windows) DeleteValue(key, name string) error {
 	return nil
 }
 
+// KeyExists opens the key for reading to learn whether it exists; a missing
+// key is (false, nil), any other failure (access denied included) an error,
+// since the caller cannot tell from it whether the key is there.
+func (*Windows) KeyExists(key string) (bool, error) {
+	norm, sub, err := subkey(key, "")
+	if err != nil {
+		return false, err
+	}
+	k, err := registry.OpenKey(registry.LOCAL_MACHINE, sub, registry.QUERY_VALUE|view)
+	if errors.Is(err, registry.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("registry key %s: open: %w", Quote(norm), err)
+	}
+	k.Close()
+	return true, nil
+}
+
 // Hostname returns the DNS host name (GetComputerNameEx with
 // ComputerNameDnsHostname), case preserved, rather than the upper-cased
 // 15-character NetBIOS name.

@@ -5,12 +5,16 @@ package session
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,8 +57,12 @@ type Config struct {
 	// Inventory reports the host; it is called for every Hello.
 	Inventory func(ctx context.Context) (*livedumpv1.Inventory, error)
 	// Directive handles one directive and returns the error to nack it with.
-	// Nil acks everything (no directive kinds exist yet).
+	// It runs on the receive path, so long work must be handed off; its
+	// result goes back later through Client.Send. Nil acks everything.
 	Directive func(ctx context.Context, d *livedumpv1.Directive) error
+	// OnConnect returns messages to send right after the controller's
+	// welcome, such as the current provisioning state. Optional.
+	OnConnect func(ctx context.Context) []*livedumpv1.ConnectRequest
 
 	Logger     *slog.Logger
 	Metrics    *Metrics
@@ -74,6 +82,23 @@ type Client struct {
 	mu        sync.Mutex
 	conns     map[string]*grpc.ClientConn
 	preferred int // index of the address that worked last
+	send      func(*livedumpv1.ConnectRequest) error // nil while disconnected
+}
+
+// ErrNotConnected is returned by Send while no stream is up.
+var ErrNotConnected = errors.New("not connected to a controller")
+
+// Send sends a message on the current stream. Messages are not queued while
+// disconnected: everything the agent sends is either re-sent on reconnect
+// (state) or answered by the controller's own timeout (directive reports).
+func (c *Client) Send(m *livedumpv1.ConnectRequest) error {
+	c.mu.Lock()
+	send := c.send
+	c.mu.Unlock()
+	if send == nil {
+		return ErrNotConnected
+	}
+	return send(m)
 }
 
 // New returns a Client, filling defaults.
@@ -446,8 +471,23 @@ func (c *Client) stream(ctx context.Context, addr string) (established bool, err
 		}
 	}
 	c.mu.Unlock()
+	c.mu.Lock()
+	c.send = send
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.send = nil
+		c.mu.Unlock()
+	}()
 	c.metric(func(m *Metrics) { m.Connected.Set(1) })
 	defer c.metric(func(m *Metrics) { m.Connected.Set(0) })
+	if c.cfg.OnConnect != nil {
+		for _, m := range c.cfg.OnConnect(sctx) {
+			if err := send(m); err != nil {
+				return true, err
+			}
+		}
+	}
 	c.log.Info("connected", "controller", addr, "agent_id", id.AgentID, "heartbeat_interval", interval)
 
 	hbErr := make(chan error, 1)
@@ -498,4 +538,56 @@ func (c *Client) stream(ctx context.Context, addr string) (established bool, err
 		err = ctx.Err()
 	}
 	return true, err
+}
+
+// FetchArtifact downloads the artifact with hex SHA-256 sum into path,
+// resuming a partial download left in path+".part", and verifies the hash
+// before the file appears at path.
+func (c *Client) FetchArtifact(ctx context.Context, sum, path string) error {
+	part := path + ".part"
+	f, err := os.OpenFile(part, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	// Re-hash what is already there, so a resumed download is verified whole.
+	offset, err := io.Copy(h, f)
+	if err != nil {
+		return err
+	}
+	cc, err := c.conn(c.addr())
+	if err != nil {
+		return err
+	}
+	st, err := livedumpv1.NewAgentServiceClient(cc).FetchArtifact(ctx, &livedumpv1.FetchArtifactRequest{Sha256: sum, Offset: offset})
+	if err != nil {
+		return err
+	}
+	for {
+		m, err := st.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("fetch artifact %s at offset %d: %w", sum, offset, err)
+		}
+		if _, err := f.Write(m.GetChunk()); err != nil {
+			return err
+		}
+		h.Write(m.GetChunk())
+		offset += int64(len(m.GetChunk()))
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
+		f.Close()
+		os.Remove(part) // corrupt: start over next time
+		return fmt.Errorf("fetch artifact: content hashes to %s, want %s", got, sum)
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(part, path)
 }

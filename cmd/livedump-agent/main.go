@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/livedump/livedump/agent"
-	"github.com/livedump/livedump/agent/host"
 	"github.com/livedump/livedump/agent/host/sim"
 	"github.com/livedump/livedump/internal/config"
 	"github.com/livedump/livedump/internal/logging"
@@ -39,7 +39,9 @@ func defaults() map[string]any {
 		"metrics_listen": agent.DefaultMetricsListen,
 		"simulate":       false,
 		"sim_hostname":   "",
+		"sim_bitlocker":  false,
 		"dtrace_path":    "",
+		"dtrace_msi":     "",
 		"log_level":      "info",
 	}
 }
@@ -53,7 +55,9 @@ var flagKeys = map[string]string{
 	"metrics_listen": "metrics-listen",
 	"simulate":       "simulate",
 	"sim_hostname":   "sim-hostname",
+	"sim_bitlocker":  "sim-bitlocker",
 	"dtrace_path":    "dtrace-path",
+	"dtrace_msi":     "dtrace-msi",
 	"log_level":      "log-level",
 }
 
@@ -94,7 +98,9 @@ LIVEDUMP_AGENT_TOKEN) > config file > default. The config file defaults to
 	f.String("metrics-listen", agent.DefaultMetricsListen, `HTTP listen address for /metrics ("-" disables)`)
 	f.Bool("simulate", false, "run against the simulated Windows host (any OS)")
 	f.String("sim-hostname", "", "hostname of the simulated host on its first start")
+	f.Bool("sim-bitlocker", false, "the simulated host's C: is BitLocker-protected (first start only)")
 	f.String("dtrace-path", "", "dtrace executable to run (default: the one DTrace installs)")
+	f.String("dtrace-msi", "", "pre-staged DTrace installer (MSI) to use when the controller offers none or the same one")
 	f.String("log-level", "info", "debug, info, warn or error")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		file, _ := cmd.Flags().GetString("config")
@@ -118,29 +124,48 @@ LIVEDUMP_AGENT_TOKEN) > config file > default. The config file defaults to
 			return fmt.Errorf("labels: %w", err)
 		}
 		stateDir := config.Path(v, "state_dir")
-		var h host.Host
-		if v.GetBool("simulate") {
-			h, err = sim.New(sim.Config{StateDir: filepath.Join(stateDir, "host"), Hostname: v.GetString("sim_hostname")})
-		} else {
-			h, err = realHost()
-		}
-		if err != nil {
-			return err
-		}
-		a, err := agent.New(agent.Config{
+		cfg := agent.Config{
 			Controllers:   v.GetStringSlice("controllers"),
 			CAFile:        config.Path(v, "ca_file"),
 			Token:         v.GetString("token"),
 			Labels:        labels,
 			StateDir:      stateDir,
 			MetricsListen: v.GetString("metrics_listen"),
-			Host:          h,
+			DTraceMSI:     config.Path(v, "dtrace_msi"),
 			Logger:        log,
+		}
+		if !v.GetBool("simulate") {
+			if cfg.Host, err = realHost(); err != nil {
+				return err
+			}
+			a, err := agent.New(cfg)
+			if err != nil {
+				return err
+			}
+			return a.Run(ctx)
+		}
+		h, err := sim.New(sim.Config{
+			StateDir:  filepath.Join(stateDir, "host"),
+			Hostname:  v.GetString("sim_hostname"),
+			BitLocker: v.GetBool("sim_bitlocker"),
 		})
 		if err != nil {
 			return err
 		}
-		return a.Run(ctx)
+		cfg.Host = h
+		// The simulated service manager restarts the agent after each
+		// simulated reboot, as Windows starts the service again.
+		err = sim.RunService(ctx, h, func(ctx context.Context) error {
+			a, err := agent.New(cfg)
+			if err != nil {
+				return err
+			}
+			return a.Run(ctx)
+		})
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
 	}
 	return cmd
 }

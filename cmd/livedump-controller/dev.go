@@ -67,6 +67,12 @@ func runDev(ctx context.Context, cfg controller.Config, opts devOptions, stdout 
 	}
 	cfg.DataDir = dataDir
 	log := cfg.Logger
+	if cfg.DTraceMSI == "" {
+		// The simulated machines install this stand-in for the DTrace MSI.
+		if cfg.DTraceMSI, err = writeSimDTraceMSI(dataDir); err != nil {
+			return err
+		}
+	}
 
 	c, err := controller.New(ctx, cfg)
 	if err != nil {
@@ -96,7 +102,7 @@ func runDev(ctx context.Context, cfg controller.Config, opts devOptions, stdout 
 		}
 	}
 
-	var agents []*agent.Agent
+	var agents []*devAgent
 	for i := range opts.Agents {
 		a, err := newDevAgent(i, dataDir, c.Addr(), caFile, token, opts, log)
 		if err != nil {
@@ -113,7 +119,10 @@ func runDev(ctx context.Context, cfg controller.Config, opts devOptions, stdout 
 	g.Go(func() error { return c.Run(gctx) })
 	for i, a := range agents {
 		g.Go(func() error {
-			if err := a.Run(gctx); err != nil {
+			// The simulated service manager restarts the agent after each
+			// simulated reboot, as Windows would start the service again.
+			err := sim.RunService(gctx, a.host, a.run)
+			if err != nil && !errors.Is(err, context.Canceled) {
 				return fmt.Errorf("dev agent %d: %w", i+1, err)
 			}
 			return nil
@@ -126,7 +135,13 @@ func devAgentDir(dataDir string, i int) string {
 	return filepath.Join(dataDir, "agents", fmt.Sprintf("agent-%02d", i+1))
 }
 
-func newDevAgent(i int, dataDir, addr, caFile, token string, opts devOptions, log *slog.Logger) (*agent.Agent, error) {
+// devAgent is one simulated machine and the agent service on it.
+type devAgent struct {
+	host *sim.Host
+	run  func(context.Context) error
+}
+
+func newDevAgent(i int, dataDir, addr, caFile, token string, opts devOptions, log *slog.Logger) (*devAgent, error) {
 	dir := devAgentDir(dataDir, i)
 	role := devRole(i)
 	// The simulated host keeps its registry, and so its hostname, in dir:
@@ -142,7 +157,7 @@ func newDevAgent(i int, dataDir, addr, caFile, token string, opts devOptions, lo
 	if opts.MetricsPort > 0 {
 		metrics = fmt.Sprintf("127.0.0.1:%d", opts.MetricsPort+i)
 	}
-	return agent.New(agent.Config{
+	cfg := agent.Config{
 		Controllers:   []string{addr},
 		CAFile:        caFile,
 		Token:         token,
@@ -151,5 +166,32 @@ func newDevAgent(i int, dataDir, addr, caFile, token string, opts devOptions, lo
 		MetricsListen: metrics,
 		Host:          h,
 		Logger:        log.With("dev_agent", i+1),
+	}
+	// Each boot gets a fresh agent, as a restarted service would.
+	run := func(ctx context.Context) error {
+		a, err := agent.New(cfg)
+		if err != nil {
+			return err
+		}
+		return a.Run(ctx)
+	}
+	return &devAgent{host: h, run: run}, nil
+}
+
+// writeSimDTraceMSI writes the simulated DTrace package the dev machines
+// install, so provisioning works end to end without the real MSI.
+func writeSimDTraceMSI(dataDir string) (string, error) {
+	b, err := sim.BuildMSI(sim.MSIManifest{
+		Product: "DTrace",
+		Version: "2.0.0",
+		Files:   map[string]string{`C:\Program Files\DTrace\dtrace.exe`: "simulated dtrace.exe\n"},
 	})
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dataDir, "DTrace.amd64.sim.msi")
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, b, 0o600)
 }

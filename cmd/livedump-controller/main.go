@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/spf13/cast"
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/livedump/livedump/internal/config"
 	"github.com/livedump/livedump/internal/logging"
 	"github.com/livedump/livedump/internal/pki"
+	"github.com/livedump/livedump/internal/profile"
 	"github.com/livedump/livedump/internal/version"
 )
 
@@ -42,19 +45,34 @@ var defaults = map[string]any{
 	"cert_ttl":           "720h",
 	"heartbeat_interval": "30s",
 	"log_level":          "info",
+
+	"provision.full_live_reports_max":        10,
+	"provision.system_throttle_threshold":    0,
+	"provision.component_throttle_threshold": 0,
+	"provision.always_keep_memory_dump":      1,
+	"provision.live_kernel_reports_path":     `\??\C:\livedumps`,
+	"provision.dtrace_bcd":                   true,
+	"provision.vbs":                          false,
+	"provision.symbol_path":                  profile.DefaultSymbolPath,
+	"provision.install_dtrace":               true,
+	"provision.allow_bitlocker_suspend":      false,
+	"provision.reboot_delay":                 "60s",
+	"provision.unsupported_editions":         []string{},
+	"provision.dtrace_msi":                   "",
 }
 
 var flagKeys = map[string]string{
-	"listen":             "listen",
-	"metrics_listen":     "metrics-listen",
-	"data_dir":           "data-dir",
-	"store":              "store",
-	"tls.ca_cert_file":   "ca-cert-file",
-	"tls.ca_key_file":    "ca-key-file",
-	"tls.server_names":   "server-name",
-	"cert_ttl":           "cert-ttl",
-	"heartbeat_interval": "heartbeat-interval",
-	"log_level":          "log-level",
+	"listen":               "listen",
+	"metrics_listen":       "metrics-listen",
+	"data_dir":             "data-dir",
+	"store":                "store",
+	"tls.ca_cert_file":     "ca-cert-file",
+	"tls.ca_key_file":      "ca-key-file",
+	"tls.server_names":     "server-name",
+	"cert_ttl":             "cert-ttl",
+	"heartbeat_interval":   "heartbeat-interval",
+	"log_level":            "log-level",
+	"provision.dtrace_msi": "dtrace-msi",
 }
 
 func addConfigFlags(cmd *cobra.Command) {
@@ -70,9 +88,15 @@ func addConfigFlags(cmd *cobra.Command) {
 	f.String("cert-ttl", "720h", "lifetime of agent certificates")
 	f.String("heartbeat-interval", "30s", "how often agents heartbeat; silent for 3 intervals means offline")
 	f.String("log-level", "info", "debug, info, warn or error")
+	f.String("dtrace-msi", "", "DTrace installer (MSI) agents install when provisioning")
 }
 
 func loadConfig(cmd *cobra.Command) (*viper.Viper, error) {
+	defs := maps.Clone(defaults)
+	if dev, _ := cmd.Flags().GetBool("dev"); dev {
+		// Simulated machines reboot in seconds; nobody should wait a minute.
+		defs["provision.reboot_delay"] = "5s"
+	}
 	file, _ := cmd.Flags().GetString("config")
 	if file == "" {
 		if _, err := os.Stat("/etc/livedump/controller.yaml"); err == nil {
@@ -84,7 +108,7 @@ func loadConfig(cmd *cobra.Command) (*viper.Viper, error) {
 		EnvPrefix: "LIVEDUMP_CONTROLLER",
 		Flags:     cmd.Flags(),
 		FlagKeys:  flagKeys,
-		Defaults:  defaults,
+		Defaults:  defs,
 	})
 }
 
@@ -103,7 +127,13 @@ func controllerConfig(v *viper.Viper) (controller.Config, error) {
 	if hb < time.Second {
 		return controller.Config{}, fmt.Errorf("heartbeat_interval: %s is shorter than the 1s minimum", hb)
 	}
+	prof, err := profileConfig(v)
+	if err != nil {
+		return controller.Config{}, err
+	}
 	return controller.Config{
+		Profile:           &prof,
+		DTraceMSI:         config.Path(v, "provision.dtrace_msi"),
 		Listen:            v.GetString("listen"),
 		MetricsListen:     v.GetString("metrics_listen"),
 		DataDir:           config.Path(v, "data_dir"),
@@ -237,4 +267,60 @@ NAME.key, NAME.crt, ca.crt and livedumpctl.yaml into DIR.`,
 		return nil
 	}
 	return cmd
+}
+
+// profileConfig reads the provision.* keys. Numbers and booleans are parsed
+// strictly: "ten" is an error naming the key, never a silent zero.
+func profileConfig(v *viper.Viper) (profile.Profile, error) {
+	u32 := func(key string) (uint32, error) {
+		n, err := cast.ToUint32E(v.Get(key))
+		if err != nil {
+			return 0, fmt.Errorf("%s: %v is not a non-negative integer", key, v.Get(key))
+		}
+		return n, nil
+	}
+	boolean := func(key string) (bool, error) {
+		b, err := cast.ToBoolE(v.Get(key))
+		if err != nil {
+			return false, fmt.Errorf("%s: %v is not true or false", key, v.Get(key))
+		}
+		return b, nil
+	}
+	var (
+		p   profile.Profile
+		err error
+	)
+	for _, f := range []struct {
+		key string
+		dst *uint32
+	}{
+		{"provision.full_live_reports_max", &p.FullLiveReportsMax},
+		{"provision.system_throttle_threshold", &p.SystemThrottleThreshold},
+		{"provision.component_throttle_threshold", &p.ComponentThrottleThreshold},
+		{"provision.always_keep_memory_dump", &p.AlwaysKeepMemoryDump},
+	} {
+		if *f.dst, err = u32(f.key); err != nil {
+			return p, err
+		}
+	}
+	for _, f := range []struct {
+		key string
+		dst *bool
+	}{
+		{"provision.dtrace_bcd", &p.DTraceBCD},
+		{"provision.vbs", &p.VBS},
+		{"provision.install_dtrace", &p.InstallDTrace},
+		{"provision.allow_bitlocker_suspend", &p.AllowBitLockerSuspend},
+	} {
+		if *f.dst, err = boolean(f.key); err != nil {
+			return p, err
+		}
+	}
+	p.LiveKernelReportsPath = v.GetString("provision.live_kernel_reports_path")
+	p.SymbolPath = v.GetString("provision.symbol_path")
+	p.UnsupportedEditions = v.GetStringSlice("provision.unsupported_editions")
+	if p.RebootDelay, err = config.Duration(v, "provision.reboot_delay"); err != nil {
+		return p, err
+	}
+	return p, p.Validate()
 }

@@ -125,7 +125,7 @@ func (a *app) agentsRevokeCmd() *cobra.Command {
 // writeAgents prints the agents table. The built-in labels are columns of
 // their own (HOSTNAME, BUILD), so LABELS holds only the user labels.
 func writeAgents(w io.Writer, now time.Time, agents []*livedumpv1.Agent) error {
-	t := newTable(w, "ID", "HOSTNAME", "STATE", "BUILD", "EDITION", "VERSION", "LAST SEEN", "LABELS")
+	t := newTable(w, "ID", "HOSTNAME", "STATE", "BUILD", "EDITION", "VERSION", "LAST SEEN", "PROVISIONING", "LABELS")
 	for _, ag := range agents {
 		if ag == nil {
 			continue
@@ -136,7 +136,7 @@ func writeAgents(w io.Writer, now time.Time, agents []*livedumpv1.Agent) error {
 			host = inv.GetHostname()
 		}
 		t.row(ag.GetId(), host, agentState(ag.GetState()), build(ag), inv.GetOsEdition(),
-			inv.GetAgentVersion(), ago(now, ag.GetLastSeen()), formatLabels(ag.GetLabels(), true))
+			inv.GetAgentVersion(), ago(now, ag.GetLastSeen()), provisioning(ag), formatLabels(ag.GetLabels(), true))
 	}
 	return t.flush()
 }
@@ -175,4 +175,17 @@ func mapKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// provisioning renders the provisioning state the way SREs read it:
+// "ready", "blocked: BitLocker is on...", "failed: bcd.dtrace: ...".
+func provisioning(ag *livedumpv1.Agent) string {
+	st := provisionStateName(ag.GetProvisionState())
+	if st == "" {
+		return "-"
+	}
+	if d := ag.GetProvisionDetail(); d != "" && (st == "blocked" || st == "failed") {
+		return st + ": " + d
+	}
+	return st
 }

@@ -255,6 +255,12 @@ type rpc[Req, Resp any] func(fleetClient, context.Context, Req, ...grpc.CallOpti
 // timeout. Local validation happens before call, so bad input never needs a
 // controller.
 func call[Req, Resp any](a *app, cmd *cobra.Command, method rpc[Req, Resp], req Req) (Resp, settings, error) {
+	return callLonger(a, cmd, 0, method, req)
+}
+
+// callLonger is call with extra time on top of the timeout, for calls that
+// wait on agents by design (provisioning).
+func callLonger[Req, Resp any](a *app, cmd *cobra.Command, extra time.Duration, method rpc[Req, Resp], req Req) (Resp, settings, error) {
 	var zero Resp
 	s, err := a.settings(cmd)
 	if err != nil {
@@ -265,7 +271,7 @@ func call[Req, Resp any](a *app, cmd *cobra.Command, method rpc[Req, Resp], req 
 		return zero, s, err
 	}
 	defer closeConn()
-	ctx, cancel := context.WithTimeout(cmd.Context(), s.timeout)
+	ctx, cancel := context.WithTimeout(cmd.Context(), s.timeout+extra)
 	defer cancel()
 	resp, err := method(client, ctx, req)
 	if err != nil {

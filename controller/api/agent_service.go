@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/livedump/livedump/controller/blobstore"
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
@@ -28,6 +29,7 @@ const helloTimeout = 30 * time.Second
 // AgentConfig wires an AgentServer.
 type AgentConfig struct {
 	Store             store.Store
+	Blobs             *blobstore.Store
 	Enroller          *enroll.Enroller
 	Fleet             *fleet.Registry
 	CA                *pki.CA
@@ -187,6 +189,10 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 			case *livedumpv1.ConnectRequest_Ack:
 				sess.Heartbeat(s.cfg.Clock.Now())
 				log.Debug("directive acked", "directive_id", msg.Ack.GetDirectiveId(), "error", msg.Ack.GetError())
+			case *livedumpv1.ConnectRequest_ProvisionReport:
+				sess.Heartbeat(s.cfg.Clock.Now())
+				s.recordProvision(ctx, id.AgentID, msg.ProvisionReport)
+				sess.Deliver(msg.ProvisionReport)
 			case *livedumpv1.ConnectRequest_Hello:
 				recvErr <- status.Error(codes.InvalidArgument, "hello: sent twice on one stream")
 				return
@@ -198,27 +204,23 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 	}()
 
 	var reason string
-	select {
-	case err = <-recvErr:
-		reason = "error"
-		if status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) || isEOF(err) {
-			reason, err = "closed", nil
-		}
-	case <-sctx.Done():
-		cause := context.Cause(sctx)
-		switch {
-		case errors.Is(cause, fleet.ErrRevoked):
-			reason, err = "revoked", status.Errorf(codes.PermissionDenied, "agent %s is revoked", id.AgentID)
-		case errors.Is(cause, fleet.ErrReplaced):
-			reason, err = "replaced", status.Error(codes.Aborted, "replaced by a newer connection of the same agent")
-		case errors.Is(cause, fleet.ErrHeartbeatTimeout):
-			reason, err = "heartbeat_timeout", status.Error(codes.Unavailable, "no heartbeat in time")
-		case errors.Is(cause, errCertExpired):
-			reason, err = "certificate_expired", status.Error(codes.Unauthenticated, "client certificate expired; reconnect with the renewed one")
-		case errors.Is(cause, fleet.ErrShutdown):
-			reason, err = "shutdown", status.Error(codes.Unavailable, "controller shutting down")
-		default:
-			reason, err = "closed", nil
+loop:
+	for {
+		select {
+		case m := <-sess.Outbox():
+			if err = stream.Send(m); err != nil {
+				reason = "error"
+				break loop
+			}
+		case err = <-recvErr:
+			reason = "error"
+			if status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) || isEOF(err) {
+				reason, err = "closed", nil
+			}
+			break loop
+		case <-sctx.Done():
+			reason, err = disconnectStatus(context.Cause(sctx), id.AgentID)
+			break loop
 		}
 	}
 	s.cfg.Metrics.Disconnects.WithLabelValues(reason).Inc()
@@ -253,4 +255,68 @@ func recvHello(ctx context.Context, stream grpc.BidiStreamingServer[livedumpv1.C
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// disconnectStatus maps why a session ended to the metric reason and the
+// status the agent receives.
+func disconnectStatus(cause error, agentID string) (string, error) {
+	switch {
+	case errors.Is(cause, fleet.ErrRevoked):
+		return "revoked", status.Errorf(codes.PermissionDenied, "agent %s is revoked", agentID)
+	case errors.Is(cause, fleet.ErrReplaced):
+		return "replaced", status.Error(codes.Aborted, "replaced by a newer connection of the same agent")
+	case errors.Is(cause, fleet.ErrHeartbeatTimeout):
+		return "heartbeat_timeout", status.Error(codes.Unavailable, "no heartbeat in time")
+	case errors.Is(cause, errCertExpired):
+		return "certificate_expired", status.Error(codes.Unauthenticated, "client certificate expired; reconnect with the renewed one")
+	case errors.Is(cause, fleet.ErrShutdown):
+		return "shutdown", status.Error(codes.Unavailable, "controller shutting down")
+	}
+	return "closed", nil
+}
+
+// recordProvision stores the state an agent reported. A failure is logged:
+// the next report will carry the state again.
+func (s *AgentServer) recordProvision(ctx context.Context, agentID string, r *livedumpv1.ProvisionReport) {
+	if err := s.cfg.Store.SetProvisionState(ctx, agentID, ProvisionStateName(r.GetState()), truncate(r.GetDetail(), 1024), s.cfg.Clock.Now().UTC()); err != nil {
+		s.cfg.Logger.Warn("record provisioning state", "agent_id", agentID, "err", err)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// ProvisionStateName is the stored and displayed name of a state.
+func ProvisionStateName(st livedumpv1.ProvisionState) string {
+	switch st {
+	case livedumpv1.ProvisionState_PROVISION_STATE_NOT_PROVISIONED:
+		return "not-provisioned"
+	case livedumpv1.ProvisionState_PROVISION_STATE_REBOOT_REQUIRED:
+		return "reboot-required"
+	case livedumpv1.ProvisionState_PROVISION_STATE_READY:
+		return "ready"
+	case livedumpv1.ProvisionState_PROVISION_STATE_BLOCKED:
+		return "blocked"
+	case livedumpv1.ProvisionState_PROVISION_STATE_FAILED:
+		return "failed"
+	case livedumpv1.ProvisionState_PROVISION_STATE_REBOOTING:
+		return "rebooting"
+	case livedumpv1.ProvisionState_PROVISION_STATE_IN_PROGRESS:
+		return "in-progress"
+	}
+	return ""
+}
+
+// provisionStateValue is the inverse of ProvisionStateName.
+func provisionStateValue(name string) livedumpv1.ProvisionState {
+	for v := range livedumpv1.ProvisionState_name {
+		if st := livedumpv1.ProvisionState(v); ProvisionStateName(st) == name && name != "" {
+			return st
+		}
+	}
+	return livedumpv1.ProvisionState_PROVISION_STATE_UNSPECIFIED
 }

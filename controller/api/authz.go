@@ -40,9 +40,10 @@ type rule struct {
 // policy is default-deny: a method missing here cannot be called at all, so
 // a new RPC is unusable until someone decides who may call it.
 var policy = map[string]rule{
-	livedumpv1.AgentService_Enroll_FullMethodName:  {caller: anyone, mutating: true},
-	livedumpv1.AgentService_Renew_FullMethodName:   {caller: agents, mutating: true},
-	livedumpv1.AgentService_Connect_FullMethodName: {caller: agents},
+	livedumpv1.AgentService_Enroll_FullMethodName:        {caller: anyone, mutating: true},
+	livedumpv1.AgentService_Renew_FullMethodName:         {caller: agents, mutating: true},
+	livedumpv1.AgentService_Connect_FullMethodName:       {caller: agents},
+	livedumpv1.AgentService_FetchArtifact_FullMethodName: {caller: agents},
 
 	livedumpv1.FleetService_ListAgents_FullMethodName:  {caller: operators, minRole: pki.RoleViewer},
 	livedumpv1.FleetService_LabelAgent_FullMethodName:  {caller: operators, minRole: pki.RoleOperator, mutating: true},
@@ -51,6 +52,11 @@ var policy = map[string]rule{
 	livedumpv1.FleetService_ListTokens_FullMethodName:  {caller: operators, minRole: pki.RoleAdmin},
 	livedumpv1.FleetService_RevokeToken_FullMethodName: {caller: operators, minRole: pki.RoleAdmin, mutating: true},
 	livedumpv1.FleetService_ListAudit_FullMethodName:   {caller: operators, minRole: pki.RoleAdmin},
+
+	livedumpv1.FleetService_PlanProvision_FullMethodName:   {caller: operators, minRole: pki.RoleViewer},
+	livedumpv1.FleetService_ApplyProvision_FullMethodName:  {caller: operators, minRole: pki.RoleOperator, mutating: true},
+	livedumpv1.FleetService_RevertProvision_FullMethodName: {caller: operators, minRole: pki.RoleOperator, mutating: true},
+	livedumpv1.FleetService_UploadArtifact_FullMethodName:  {caller: operators, minRole: pki.RoleOperator, mutating: true},
 
 	"/grpc.health.v1.Health/Check": {caller: anyone},
 	"/grpc.health.v1.Health/Watch": {caller: anyone},
@@ -191,11 +197,20 @@ func (a *Authorizer) UnaryInterceptor() grpc.UnaryServerInterceptor {
 // StreamInterceptor enforces the policy on streaming RPCs.
 func (a *Authorizer) StreamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		ctx, _, err := a.authorize(ss.Context(), info.FullMethod)
-		if err != nil {
-			return err
+		ctx, r, err := a.authorize(ss.Context(), info.FullMethod)
+		if !r.mutating {
+			if err != nil {
+				return err
+			}
+			return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
 		}
-		return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+		rec := &auditRecord{actor: actorOf(ctx)}
+		ctx = context.WithValue(ctx, auditKey{}, rec)
+		if err == nil {
+			err = handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+		}
+		a.audit(ctx, info.FullMethod, rec, nil, err)
+		return err
 	}
 }
 

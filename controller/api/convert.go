@@ -86,7 +86,9 @@ func agentToProto(a store.Agent, state livedumpv1.AgentState) *livedumpv1.Agent 
 			Arch:               a.Arch,
 			AgentVersion:       a.AgentVersion,
 		},
-		State: state,
+		State:           state,
+		ProvisionState:  provisionStateValue(a.ProvisionState),
+		ProvisionDetail: a.ProvisionDetail,
 	}
 	if !a.FirstSeen.IsZero() {
 		p.FirstSeen = timestamppb.New(a.FirstSeen)

@@ -8,10 +8,12 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/livedump/livedump/controller/blobstore"
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
 	"github.com/livedump/livedump/internal/pki"
+	"github.com/livedump/livedump/internal/profile"
 	"github.com/livedump/livedump/internal/selector"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -19,6 +21,8 @@ import (
 // FleetConfig wires a FleetServer.
 type FleetConfig struct {
 	Store    store.Store
+	Blobs    *blobstore.Store
+	Profile  profile.Profile
 	Enroller *enroll.Enroller
 	Fleet    *fleet.Registry
 	Logger   *slog.Logger

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
 // Disconnect causes, passed to a session's context so the stream handler can
@@ -21,13 +23,71 @@ var (
 	ErrShutdown         = errors.New("controller shutting down")
 )
 
+// outboxSize bounds what may wait for a slow agent: a session whose agent
+// does not read its stream fails new sends instead of buffering without
+// bound.
+const outboxSize = 32
+
+// ErrOutboxFull is returned when an agent is not keeping up with its stream.
+var ErrOutboxFull = errors.New("agent is not reading its stream")
+
+// ErrOffline is returned by Call for an agent with no attached session.
+var ErrOffline = errors.New("agent is offline")
+
 // Session is one attached agent stream.
 type Session struct {
 	AgentID string
 	cancel  context.CancelCauseFunc
+	outbox  chan *livedumpv1.ConnectResponse
 
 	mu            sync.Mutex
 	lastHeartbeat time.Time
+	waiters       map[string]chan *livedumpv1.ProvisionReport
+}
+
+// Outbox is drained by the stream handler, the only goroutine that sends on
+// the stream.
+func (s *Session) Outbox() <-chan *livedumpv1.ConnectResponse { return s.outbox }
+
+// Send queues a message for the agent without blocking.
+func (s *Session) Send(m *livedumpv1.ConnectResponse) error {
+	select {
+	case s.outbox <- m:
+		return nil
+	default:
+		return ErrOutboxFull
+	}
+}
+
+// Deliver hands a report to the Call waiting for its directive, if any, and
+// reports whether one was waiting.
+func (s *Session) Deliver(r *livedumpv1.ProvisionReport) bool {
+	s.mu.Lock()
+	ch := s.waiters[r.GetDirectiveId()]
+	s.mu.Unlock()
+	if ch == nil {
+		return false
+	}
+	select {
+	case ch <- r:
+	default: // a duplicate report; the first one answered the call
+	}
+	return true
+}
+
+func (s *Session) wait(id string) (chan *livedumpv1.ProvisionReport, func()) {
+	ch := make(chan *livedumpv1.ProvisionReport, 1)
+	s.mu.Lock()
+	if s.waiters == nil {
+		s.waiters = map[string]chan *livedumpv1.ProvisionReport{}
+	}
+	s.waiters[id] = ch
+	s.mu.Unlock()
+	return ch, func() {
+		s.mu.Lock()
+		delete(s.waiters, id)
+		s.mu.Unlock()
+	}
 }
 
 // Heartbeat records that the agent showed signs of life at t.
@@ -61,7 +121,7 @@ func NewRegistry(connected prometheus.Gauge) *Registry {
 // already attached for the same agent is cancelled: the newer connection wins,
 // since the older one is most likely a half-open TCP connection.
 func (r *Registry) Attach(agentID string, now time.Time, cancel context.CancelCauseFunc) *Session {
-	s := &Session{AgentID: agentID, cancel: cancel, lastHeartbeat: now}
+	s := &Session{AgentID: agentID, cancel: cancel, lastHeartbeat: now, outbox: make(chan *livedumpv1.ConnectResponse, outboxSize)}
 	r.mu.Lock()
 	old := r.sessions[agentID]
 	r.sessions[agentID] = s
@@ -101,6 +161,29 @@ func (r *Registry) LastHeartbeat(agentID string) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return s.LastHeartbeat(), true
+}
+
+// Call sends a directive to the agent and waits for the report answering it,
+// until ctx ends. A session replaced while waiting is not followed: the
+// caller sees the timeout and the agent's next state report tells the rest.
+func (r *Registry) Call(ctx context.Context, agentID string, d *livedumpv1.Directive) (*livedumpv1.ProvisionReport, error) {
+	r.mu.Lock()
+	s := r.sessions[agentID]
+	r.mu.Unlock()
+	if s == nil {
+		return nil, ErrOffline
+	}
+	ch, done := s.wait(d.GetId())
+	defer done()
+	if err := s.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_Directive{Directive: d}}); err != nil {
+		return nil, err
+	}
+	select {
+	case rep := <-ch:
+		return rep, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // Disconnect cancels the agent's session, if any, with cause.

@@ -44,7 +44,27 @@ type Agent struct {
 	CertExpiry time.Time // expiry of that certificate
 	Revoked    bool
 	RevokedAt  time.Time // zero unless Revoked
+
+	// ProvisionState is the agent's last reported provisioning state
+	// ("ready", "blocked", ...; empty before the first report), and
+	// ProvisionDetail why, for blocked and failed.
+	ProvisionState   string
+	ProvisionDetail  string
+	ProvisionUpdated time.Time
 }
+
+// Artifact is a file in the controller's content-addressed store.
+type Artifact struct {
+	SHA256  string // hex
+	Kind    string // e.g. ArtifactDTraceMSI
+	Name    string
+	Size    int64
+	Created time.Time
+}
+
+// ArtifactDTraceMSI is the kind of the DTrace installer artifact.
+const ArtifactDTraceMSI = "dtrace-msi"
+
 
 // Token is an enrollment token. Only the SHA-256 hash of its secret is stored.
 type Token struct {
@@ -95,6 +115,16 @@ type Store interface {
 	SetCertificate(ctx context.Context, id, serial string, expiry time.Time) error
 	// RevokeAgent marks the agent revoked (idempotent) and returns it.
 	RevokeAgent(ctx context.Context, id string, at time.Time) (Agent, error)
+	// SetProvisionState records the agent's reported provisioning state.
+	SetProvisionState(ctx context.Context, id, state, detail string, at time.Time) error
+
+	// PutArtifact records an artifact; recording the same SHA-256 again
+	// updates its kind, name and creation time (the newest upload wins).
+	PutArtifact(ctx context.Context, a Artifact) error
+	// GetArtifact returns an artifact by hex SHA-256, or ErrNotFound.
+	GetArtifact(ctx context.Context, sha256 string) (Artifact, error)
+	// LatestArtifact returns the newest artifact of kind, or ErrNotFound.
+	LatestArtifact(ctx context.Context, kind string) (Artifact, error)
 
 	// CreateToken inserts a token; ErrConflict if the ID exists.
 	CreateToken(ctx context.Context, t Token) error

@@ -23,6 +23,7 @@ func Registry(t *testing.T, r host.Registry, root string) {
 	t.Run("NotExist", func(t *testing.T) { notExist(t, r, root+`\Missing`) })
 	t.Run("LongRootName", func(t *testing.T) { longRoot(t, r, root+`\LongRoot`) })
 	t.Run("Invalid", func(t *testing.T) { invalid(t, r, root+`\Invalid`) })
+	t.Run("KeyExists", func(t *testing.T) { keyExists(t, r, root+`\KeyExists`) })
 }
 
 func roundTrip(t *testing.T, r host.Registry, key string) {
@@ -202,5 +203,49 @@ func invalid(t *testing.T, r host.Registry, key string) {
 	// Nothing above may have created the key.
 	if _, err := r.GetValue(key, "v"); !errors.Is(err, host.ErrNotExist) {
 		t.Errorf("after rejected writes GetValue err = %v, want ErrNotExist", err)
+	}
+}
+
+// keyExists checks KeyExists, which the pending-reboot signals need: keys
+// that mark a state by existing, with no values in them.
+func keyExists(t *testing.T, r host.Registry, key string) {
+	exists := func(k string, want bool) {
+		t.Helper()
+		got, err := r.KeyExists(k)
+		if err != nil || got != want {
+			t.Errorf("KeyExists(%q) = %v, %v; want %v", k, got, err, want)
+		}
+	}
+	exists(key, false)
+	exists(key+`\child`, false)
+
+	// A key whose only value was deleted still exists, empty.
+	empty := key + `\Empty`
+	if err := r.SetValue(empty, "v", host.DWORD(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteValue(empty, "v"); err != nil {
+		t.Fatal(err)
+	}
+	exists(empty, true)
+	exists(strings.ToUpper(empty), true)
+	exists(strings.ToLower(empty), true)
+	exists(`HKEY_LOCAL_MACHINE\`+strings.TrimPrefix(empty, `HKLM\`), true)
+
+	// Parents of a key exist; a value is not a key.
+	deep := key + `\a\b`
+	if err := r.SetValue(deep, "leaf", host.SZ("x")); err != nil {
+		t.Fatal(err)
+	}
+	exists(deep, true)
+	exists(key+`\a`, true)
+	exists(key, true)
+	exists(deep+`\leaf`, false)
+	exists(key+`\a\c`, false)
+
+	for _, k := range []string{`HKCU\Software`, `HKLM`, `HKLM\`, key + `\`, key + `\..\x`, key + `\a*b`} {
+		if ok, err := r.KeyExists(k); err == nil || errors.Is(err, host.ErrNotExist) || ok {
+			t.Errorf("KeyExists(%q) = %v, %v; want a validation error", k, ok, err)
+		}
 	}
 }

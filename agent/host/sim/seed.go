@@ -6,7 +6,9 @@ import (
 	"github.com/livedump/livedump/agent/host"
 )
 
-// Keys the seed fills beyond the two that host.ReadInventory reads.
+// Keys the seed fills beyond the two that host.ReadInventory reads, and that
+// the rest of the simulation reads or writes. They are written normalized
+// (HKLM root) so they can be used without NormalizeKey.
 const (
 	crashControlKey = `HKLM\SYSTEM\CurrentControlSet\Control\CrashControl`
 	computerNameKey = `HKLM\SYSTEM\CurrentControlSet\Control\ComputerName\ComputerName`
@@ -15,6 +17,14 @@ const (
 	deviceGuardKey  = `HKLM\SYSTEM\CurrentControlSet\Control\DeviceGuard`
 	cbsKey          = `HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing`
 	autoUpdateKey   = `HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update`
+	// windowsCurrentVersionKey is not Windows NT's CurrentVersion: it holds
+	// the Program Files locations.
+	windowsCurrentVersionKey = `HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion`
+	liveKernelReportsKey     = crashControlKey + `\LiveKernelReports`
+	sessionManagerKey        = `HKLM\SYSTEM\CurrentControlSet\Control\Session Manager`
+	// pendingRenamesValue lists file operations Windows performs at the
+	// next boot; its presence is one of the pending-reboot signals.
+	pendingRenamesValue = "PendingFileRenameOperations"
 )
 
 // netbiosNameLen is the length Windows truncates the NetBIOS computer name
@@ -95,6 +105,17 @@ func seed(h *Host, cfg Config) error {
 			{"NV Domain", host.SZ("")},
 			{"NV Hostname", host.SZ(cfg.Hostname)},
 		}},
+		{windowsCurrentVersionKey, []kv{
+			{"CommonFilesDir", host.SZ(`C:\Program Files\Common Files`)},
+			{"CommonW6432Dir", host.SZ(`C:\Program Files\Common Files`)},
+			{"ProgramFilesDir", host.SZ(`C:\Program Files`)},
+			{"ProgramFilesDir (x86)", host.SZ(`C:\Program Files (x86)`)},
+			{"ProgramFilesPath", host.ExpandSZ(`%ProgramFiles%`)},
+			{"ProgramW6432Dir", host.SZ(`C:\Program Files`)},
+		}},
+		// Present with no LiveKernelReportsPath: Windows then writes live
+		// dumps to %SystemRoot%\LiveKernelReports.
+		{liveKernelReportsKey, nil},
 		// Present but empty: VBS is off until provisioning turns it on.
 		{deviceGuardKey, nil},
 		// Present with no RebootPending / RebootRequired subkeys: no reboot

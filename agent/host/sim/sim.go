@@ -2,39 +2,54 @@
 // agent's development mode and by tests on Linux.
 //
 // It exists so that the agent code above host.Host is exactly the code that
-// runs on Windows: the simulation must therefore behave like the real
-// registry where the agent can observe it (typed values, case-insensitive
-// names, keys created on write, "not found" errors) and keep its state across
-// agent restarts the way a machine does. Nothing outside this package and the
-// agent's main should know it is in use.
+// runs on Windows: the simulation must therefore behave like Windows wherever
+// the agent can observe it. The registry has typed values, case-insensitive
+// names, keys created on write and "not found" errors; the boot configuration
+// and VBS change only at a reboot; BitLocker demands its recovery key when
+// the boot configuration changes under an unsuspended protector; msiexec
+// answers with its real exit codes and writes files onto a simulated C:
+// drive; and all of it survives agent restarts the way a machine's state
+// does. Nothing outside this package and the agent's main should know it is
+// in use.
+//
+// A simulated machine lives in Config.StateDir: the file StateFile holds the
+// registry and the rest of the machine's state, and the directory DriveDir
+// is its C: drive.
 package sim
 
 import (
-	"bytes"
+	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
+
+	"github.com/jonboulle/clockwork"
 
 	"github.com/livedump/livedump/agent/host"
 )
 
-// StateFile is the name of the registry file inside Config.StateDir, exported
-// so that tests and operators can find (and inspect) the simulated machine.
+// StateFile is the name of the machine's state file inside Config.StateDir,
+// exported so that tests and operators can find (and inspect) the simulated
+// machine. It keeps its historical name although it now holds more than the
+// registry, so that an old state directory is refused by its format version
+// instead of being silently replaced by a fresh machine.
 const StateFile = "registry.json"
 
-// Config describes the simulated machine. Every field except StateDir only
-// shapes the machine's first boot: once StateDir holds a registry, that
-// registry wins, as a real machine's registry wins over its installation
+// DriveDir is the directory inside Config.StateDir that holds the simulated
+// C: drive; see Host.HostPath.
+const DriveDir = "drive_c"
+
+// Config describes the simulated machine. Every field except StateDir and
+// Clock only shapes the machine's first boot: once StateDir holds a machine,
+// its stored state wins, as a real machine's disk wins over its installation
 // media. Use a fresh StateDir to get a different machine.
 type Config struct {
-	// StateDir holds the persisted registry; it is created if missing.
+	// StateDir holds the persisted machine; it is created if missing.
 	StateDir string
 	// Hostname is the DNS host name; empty means "SIM-" plus six random
 	// characters, so that several simulated agents differ by default.
@@ -48,6 +63,18 @@ type Config struct {
 	Edition string
 	// InstallationType is "Client" (the default), "Server" or "Server Core".
 	InstallationType string
+	// BitLocker makes C: an encrypted volume with protection on, as on most
+	// managed laptops. The zero value is an unencrypted C:.
+	BitLocker bool
+	// NoVBS makes the machine unable to run virtualization-based security
+	// (no virtualization extensions, or Hyper-V unavailable), so that asking
+	// for VBS leaves it "enabled, not running". It is phrased negatively so
+	// that the zero value is a capable machine, which current hardware is.
+	NoVBS bool
+	// Clock is the machine's clock, read for boot times and reboot delays;
+	// nil means the real clock. Tests pass a fake one to make reboots
+	// deterministic. It is not persisted.
+	Clock clockwork.Clock
 }
 
 // Defaults for Config, exported so tests can assert against them instead of
@@ -67,10 +94,18 @@ const (
 // Host is a simulated Windows machine. It is safe for concurrent use; one
 // process at a time may own a StateDir, as one OS owns one disk.
 type Host struct {
-	path string
+	dir   string // Config.StateDir
+	path  string // the state file
+	clock clockwork.Clock
+	// wake tells a running RunService that a reboot was requested, so it
+	// can arm its timer. It has room for one signal; more would say nothing
+	// new.
+	wake chan struct{}
 
-	mu   sync.Mutex
-	keys map[string]*key // by folded path
+	mu      sync.Mutex
+	keys    map[string]*key // by folded path
+	m       *machine
+	running bool // a RunService is active
 }
 
 var _ host.Host = (*Host)(nil)
@@ -92,8 +127,14 @@ type entry struct {
 func fold(s string) string { return strings.ToUpper(s) }
 
 // New opens the simulated machine in cfg.StateDir, creating and seeding a
-// Windows 11 registry on first use so that a development agent starts on a
+// Windows 11 machine on first use so that a development agent starts on a
 // believable machine without any setup.
+//
+// Opening an existing machine is also the moment it catches up on a reboot
+// that was requested while no RunService watched it and whose delay has
+// elapsed: the machine rebooted while nobody was looking, so the new agent
+// process finds it freshly booted. A machine stuck at the BitLocker recovery
+// screen cannot be opened at all; the error wraps ErrRecoveryRequired.
 func New(cfg Config) (*Host, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("sim: Config.StateDir is required")
@@ -106,8 +147,11 @@ func New(cfg Config) (*Host, error) {
 		return nil, fmt.Errorf("sim: state directory: %w", err)
 	}
 	h := &Host{
-		path: filepath.Join(cfg.StateDir, StateFile),
-		keys: make(map[string]*key),
+		dir:   cfg.StateDir,
+		path:  filepath.Join(cfg.StateDir, StateFile),
+		clock: cfg.Clock,
+		wake:  make(chan struct{}, 1),
+		keys:  make(map[string]*key),
 	}
 	data, err := os.ReadFile(h.path)
 	switch {
@@ -115,22 +159,45 @@ func New(cfg Config) (*Host, error) {
 		if err := h.load(data); err != nil {
 			return nil, fmt.Errorf("sim: %s: %w", h.path, err)
 		}
-		return h, nil
+		return h, h.resume()
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("sim: %w", err)
 	}
 	if err := seed(h, cfg); err != nil {
 		return nil, fmt.Errorf("sim: seeding registry: %w", err)
 	}
+	if err := seedDrive(h.driveRoot()); err != nil {
+		return nil, fmt.Errorf("sim: seeding drive C: %w", err)
+	}
+	h.m = firstBoot(h, cfg)
 	if err := h.save(); err != nil {
 		return nil, err
 	}
 	return h, nil
 }
 
+// resume brings a loaded machine to where real time says it is: stuck in
+// recovery, or rebooted if a scheduled restart came due while no agent ran.
+func (h *Host) resume() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m.recovery {
+		return fmt.Errorf("sim: %s: %w", h.dir, ErrRecoveryRequired)
+	}
+	if r := h.m.reboot; r != nil && !h.clock.Now().Before(r.due) {
+		if err := h.boot(); err != nil {
+			return fmt.Errorf("sim: %s: performing the reboot requested at %s: %w", h.dir, r.requested.Format("2006-01-02 15:04:05"), err)
+		}
+	}
+	return nil
+}
+
 // withDefaults fills and checks cfg. Bad values are refused even when the
-// registry already exists, so a typo in a flag is never silently ignored.
+// machine already exists, so a typo in a flag is never silently ignored.
 func withDefaults(cfg Config) (Config, error) {
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
 	if cfg.Hostname == "" {
 		name, err := randomHostname()
 		if err != nil {
@@ -211,7 +278,7 @@ func randomHostname() (string, error) {
 	return "SIM-" + string(b), nil
 }
 
-// StatePath returns the registry file, so that callers can report where the
+// StatePath returns the state file, so that callers can report where the
 // simulated machine lives.
 func (h *Host) StatePath() string { return h.path }
 
@@ -270,7 +337,20 @@ func (h *Host) GetValue(key, name string) (host.Value, error) {
 	return canonical(e.value), nil
 }
 
-// SetValue stores the value and persists the whole registry before
+// KeyExists reports whether the key exists, whether or not it holds values:
+// the pending-reboot markers Windows sets are empty keys.
+func (h *Host) KeyExists(key string) (bool, error) {
+	norm, err := host.NormalizeKey(key)
+	if err != nil {
+		return false, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.keys[fold(norm)]
+	return ok, nil
+}
+
+// SetValue stores the value and persists the whole machine before
 // returning, so an acknowledged write survives an agent crash the way it
 // survives one on Windows. If persisting fails the change is undone, keeping
 // memory and disk in agreement.
@@ -284,29 +364,15 @@ func (h *Host) SetValue(key, name string, v host.Value) error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	k, created := h.createKey(norm)
-	f := fold(name)
-	old, existed := k.values[f]
-	if existed {
-		k.values[f] = &entry{name: old.name, value: canonical(v)}
-	} else {
-		k.values[f] = &entry{name: name, value: canonical(v)}
-	}
+	undo := h.putValue(norm, name, v)
 	if err := h.save(); err != nil {
-		if existed {
-			k.values[f] = old
-		} else {
-			delete(k.values, f)
-		}
-		for _, c := range created {
-			delete(h.keys, c)
-		}
+		undo()
 		return err
 	}
 	return nil
 }
 
-// DeleteValue removes the value and persists the registry; like SetValue it
+// DeleteValue removes the value and persists the machine; like SetValue it
 // undoes the change if it cannot be persisted.
 func (h *Host) DeleteValue(key, name string) error {
 	norm, err := check(key, name)
@@ -319,17 +385,56 @@ func (h *Host) DeleteValue(key, name string) error {
 	if k == nil {
 		return fmt.Errorf("registry key %s (value %s): key not found: %w", host.Quote(norm), host.Quote(host.DisplayName(name)), host.ErrNotExist)
 	}
-	f := fold(name)
-	old := k.values[f]
-	if old == nil {
+	if k.values[fold(name)] == nil {
 		return fmt.Errorf("registry key %s value %s: %w", host.Quote(k.path), host.Quote(host.DisplayName(name)), host.ErrNotExist)
 	}
-	delete(k.values, f)
+	undo := h.removeValue(norm, name)
 	if err := h.save(); err != nil {
-		k.values[f] = old
+		undo()
 		return err
 	}
 	return nil
+}
+
+// putValue writes an already validated value in memory only and returns how
+// to take the write back, including any keys it had to create, so that every
+// caller can undo a change that could not be persisted. The caller holds
+// h.mu.
+func (h *Host) putValue(norm, name string, v host.Value) (undo func()) {
+	k, created := h.createKey(norm)
+	f := fold(name)
+	old, existed := k.values[f]
+	if existed {
+		k.values[f] = &entry{name: old.name, value: canonical(v)}
+	} else {
+		k.values[f] = &entry{name: name, value: canonical(v)}
+	}
+	return func() {
+		if existed {
+			k.values[f] = old
+		} else {
+			delete(k.values, f)
+		}
+		for _, c := range created {
+			delete(h.keys, c)
+		}
+	}
+}
+
+// removeValue deletes a value in memory only, if present, and returns how to
+// restore it. The caller holds h.mu.
+func (h *Host) removeValue(norm, name string) (undo func()) {
+	k := h.keys[fold(norm)]
+	if k == nil {
+		return func() {}
+	}
+	f := fold(name)
+	old := k.values[f]
+	if old == nil {
+		return func() {}
+	}
+	delete(k.values, f)
+	return func() { k.values[f] = old }
 }
 
 // createKey returns the key at norm, creating it and its missing parents. A
@@ -368,179 +473,12 @@ func canonical(v host.Value) host.Value {
 	}
 }
 
-// fileFormat is the on-disk registry. It is JSON, sorted and indented so a
-// developer can read and diff the simulated machine's state; values carry
-// their Windows type name so the file reads like a .reg export.
-type fileFormat struct {
-	Format int       `json:"format"`
-	Keys   []fileKey `json:"keys"`
-}
-
-type fileKey struct {
-	Key    string      `json:"key"`
-	Values []fileValue `json:"values,omitempty"`
-}
-
-type fileValue struct {
-	Name string          `json:"name"`
-	Type string          `json:"type"`
-	Data json.RawMessage `json:"data"`
-}
-
-// formatVersion lets a later agent refuse, rather than misread, a file
-// written by a different layout.
-const formatVersion = 1
-
-// save writes the registry to a temporary file and renames it over the old
-// one, so a crash leaves either the old or the new registry, never half of
-// one. The caller holds h.mu.
-func (h *Host) save() error {
-	data, err := h.encode()
-	if err != nil {
-		return fmt.Errorf("sim: encoding registry: %w", err)
-	}
-	dir := filepath.Dir(h.path)
-	tmp, err := os.CreateTemp(dir, StateFile+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("sim: saving registry: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sim: saving registry: %w", err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sim: saving registry: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sim: saving registry: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("sim: saving registry: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), h.path); err != nil {
-		return fmt.Errorf("sim: saving registry: %w", err)
-	}
-	// Make the rename itself durable; not every filesystem supports
-	// syncing a directory, and the data is already safe, so errors are
-	// ignored.
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
+// ctxErr is the first thing every method that stands for a Windows command
+// checks: on Windows a cancelled context stops the command from starting, and
+// the simulation must not do work the real machine would not have done.
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("sim: %w", err)
 	}
 	return nil
-}
-
-// encode serializes the registry in a stable order.
-func (h *Host) encode() ([]byte, error) {
-	ff := fileFormat{Format: formatVersion, Keys: make([]fileKey, 0, len(h.keys))}
-	for _, k := range h.keys {
-		fk := fileKey{Key: k.path}
-		for _, e := range k.values {
-			var data any
-			switch e.value.Type {
-			case host.String, host.ExpandString:
-				data = e.value.Str
-			case host.MultiString:
-				data = e.value.Strs
-			default:
-				data = e.value.Num
-			}
-			raw, err := json.Marshal(data)
-			if err != nil {
-				return nil, err
-			}
-			fk.Values = append(fk.Values, fileValue{Name: e.name, Type: e.value.Type.String(), Data: raw})
-		}
-		sort.Slice(fk.Values, func(i, j int) bool { return fold(fk.Values[i].Name) < fold(fk.Values[j].Name) })
-		ff.Keys = append(ff.Keys, fk)
-	}
-	sort.Slice(ff.Keys, func(i, j int) bool { return fold(ff.Keys[i].Key) < fold(ff.Keys[j].Key) })
-	out, err := json.MarshalIndent(ff, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append(out, '\n'), nil
-}
-
-// load replaces the in-memory registry with data. It checks everything the
-// write path checks, because the file may have been edited by hand and a
-// value the real registry could not hold must not reach the agent.
-func (h *Host) load(data []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var ff fileFormat
-	if err := dec.Decode(&ff); err != nil {
-		return fmt.Errorf("corrupt registry file: %w", err)
-	}
-	if dec.More() {
-		return errors.New("corrupt registry file: trailing data after the JSON object")
-	}
-	if ff.Format != formatVersion {
-		return fmt.Errorf("registry file format %d, this agent reads format %d", ff.Format, formatVersion)
-	}
-	for i := range ff.Keys {
-		norm, err := host.NormalizeKey(ff.Keys[i].Key)
-		if err != nil {
-			return err
-		}
-		ff.Keys[i].Key = norm
-	}
-	// Parents sort before their children, so each component takes the
-	// spelling of the first key that names it, as when the keys were made.
-	sort.SliceStable(ff.Keys, func(i, j int) bool { return fold(ff.Keys[i].Key) < fold(ff.Keys[j].Key) })
-	seen := make(map[string]string)
-	for _, fk := range ff.Keys {
-		norm := fk.Key
-		if prev, dup := seen[fold(norm)]; dup {
-			return fmt.Errorf("registry key %s listed twice (also as %s)", host.Quote(norm), host.Quote(prev))
-		}
-		seen[fold(norm)] = norm
-		k, _ := h.createKey(norm)
-		for _, fv := range fk.Values {
-			if err := host.ValidateValueName(fv.Name); err != nil {
-				return fmt.Errorf("registry key %s: %w", host.Quote(norm), err)
-			}
-			v, err := decodeValue(fv)
-			if err != nil {
-				return fmt.Errorf("registry key %s value %s: %w", host.Quote(norm), host.Quote(host.DisplayName(fv.Name)), err)
-			}
-			f := fold(fv.Name)
-			if _, dup := k.values[f]; dup {
-				return fmt.Errorf("registry key %s value %s listed twice", host.Quote(norm), host.Quote(host.DisplayName(fv.Name)))
-			}
-			k.values[f] = &entry{name: fv.Name, value: v}
-		}
-	}
-	return nil
-}
-
-// decodeValue parses one stored value, insisting that the data matches the
-// declared type.
-func decodeValue(fv fileValue) (host.Value, error) {
-	t, err := host.ParseValueType(fv.Type)
-	if err != nil {
-		return host.Value{}, err
-	}
-	if len(fv.Data) == 0 {
-		return host.Value{}, errors.New("missing data")
-	}
-	v := host.Value{Type: t}
-	switch t {
-	case host.String, host.ExpandString:
-		err = json.Unmarshal(fv.Data, &v.Str)
-	case host.MultiString:
-		err = json.Unmarshal(fv.Data, &v.Strs)
-	default:
-		err = json.Unmarshal(fv.Data, &v.Num)
-	}
-	if err != nil {
-		return host.Value{}, fmt.Errorf("%s data %s: %w", t, fv.Data, err)
-	}
-	if err := v.Validate(); err != nil {
-		return host.Value{}, err
-	}
-	return canonical(v), nil
 }

@@ -247,8 +247,12 @@ func TestPersistence(t *testing.T) {
 		t.Errorf("registry.json mode %v, want 0600", fi.Mode().Perm())
 	}
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 1 {
-		t.Errorf("state dir holds %d entries, want only %s (temp files left behind?)", len(entries), StateFile)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if len(names) != 2 || names[0] != DriveDir || names[1] != StateFile {
+		t.Errorf("state dir holds %v, want only %s and %s (temp files left behind?)", names, DriveDir, StateFile)
 	}
 }
 
@@ -315,22 +319,76 @@ func TestGetValueReturnsCopy(t *testing.T) {
 	}
 }
 
+// minimalMachine is the smallest machine section a state file may have, for
+// tests that write state files by hand.
+const minimalMachine = `"machine":{"boot_time":"2024-01-01T00:00:00Z","bcd_dtrace":"(not set)","bcd_dtrace_at_boot":"(not set)",` +
+	`"vbs_capable":true,"vbs_status":0,"volumes":{"C:":{"encrypted":false,"suspended_reboots":0}},"products":[],"reboot":null}`
+
+// stateWith is a format-2 state file with the given machine section and keys.
+func stateWith(machine, keys string) string {
+	return `{"format":2,` + machine + `,"keys":[` + keys + `]}`
+}
+
+// machineWith is minimalMachine with fields replaced, added or (with an
+// empty value) removed, given as name, JSON value pairs.
+func machineWith(kv ...string) string {
+	names := []string{"boot_time", "bcd_dtrace", "bcd_dtrace_at_boot", "vbs_capable", "vbs_status", "volumes", "products", "reboot"}
+	fields := map[string]string{
+		"boot_time": `"2024-01-01T00:00:00Z"`, "bcd_dtrace": `"(not set)"`, "bcd_dtrace_at_boot": `"(not set)"`,
+		"vbs_capable": "true", "vbs_status": "0", "volumes": `{"C:":{"encrypted":false,"suspended_reboots":0}}`,
+		"products": "[]", "reboot": "null",
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		if _, known := fields[kv[i]]; !known {
+			names = append(names, kv[i])
+		}
+		fields[kv[i]] = kv[i+1]
+	}
+	var parts []string
+	for _, n := range names {
+		if v := fields[n]; v != "" {
+			parts = append(parts, `"`+n+`":`+v)
+		}
+	}
+	return `"machine":{` + strings.Join(parts, ",") + `}`
+}
+
 func TestCorruptStateFile(t *testing.T) {
 	for _, c := range []struct {
 		name, content, want string
 	}{
-		{"not json", "{not json", "corrupt registry file"},
-		{"trailing", `{"format":1,"keys":[]} {}`, "trailing data"},
-		{"format", `{"format":2,"keys":[]}`, "format 2"},
-		{"unknown field", `{"format":1,"keys":[],"extra":1}`, "unknown field"},
-		{"bad key", `{"format":1,"keys":[{"key":"HKCU\\x"}]}`, "only HKLM is supported"},
-		{"dup key", `{"format":1,"keys":[{"key":"HKLM\\A"},{"key":"HKLM\\a"}]}`, "listed twice"},
-		{"bad type", `{"format":1,"keys":[{"key":"HKLM\\A","values":[{"name":"v","type":"REG_BINARY","data":"AA=="}]}]}`, "unsupported registry value type"},
-		{"type mismatch", `{"format":1,"keys":[{"key":"HKLM\\A","values":[{"name":"v","type":"REG_DWORD","data":"x"}]}]}`, "REG_DWORD data"},
-		{"dword overflow", `{"format":1,"keys":[{"key":"HKLM\\A","values":[{"name":"v","type":"REG_DWORD","data":4294967296}]}]}`, "does not fit in 32 bits"},
-		{"no data", `{"format":1,"keys":[{"key":"HKLM\\A","values":[{"name":"v","type":"REG_SZ"}]}]}`, "missing data"},
-		{"dup value", `{"format":1,"keys":[{"key":"HKLM\\A","values":[{"name":"v","type":"REG_SZ","data":"a"},{"name":"V","type":"REG_SZ","data":"b"}]}]}`, "listed twice"},
-		{"bad name", `{"format":1,"keys":[{"key":"HKLM\\A","values":[{"name":"a\\b","type":"REG_SZ","data":"a"}]}]}`, "registry value name"},
+		{"not json", "{not json", "corrupt state file"},
+		{"trailing", stateWith(minimalMachine, "") + ` {}`, "trailing data"},
+		{"format", `{"format":3,"keys":[]}`, "format 3"},
+		{"old format", `{"format":1,"keys":[]}`, "format 1, this agent reads format 2"},
+		{"unknown field", `{"format":2,` + minimalMachine + `,"keys":[],"extra":1}`, "unknown field"},
+		{"bad key", stateWith(minimalMachine, `{"key":"HKCU\\x"}`), "only HKLM is supported"},
+		{"dup key", stateWith(minimalMachine, `{"key":"HKLM\\A"},{"key":"HKLM\\a"}`), "listed twice"},
+		{"bad type", stateWith(minimalMachine, `{"key":"HKLM\\A","values":[{"name":"v","type":"REG_BINARY","data":"AA=="}]}`), "unsupported registry value type"},
+		{"type mismatch", stateWith(minimalMachine, `{"key":"HKLM\\A","values":[{"name":"v","type":"REG_DWORD","data":"x"}]}`), "REG_DWORD data"},
+		{"dword overflow", stateWith(minimalMachine, `{"key":"HKLM\\A","values":[{"name":"v","type":"REG_DWORD","data":4294967296}]}`), "does not fit in 32 bits"},
+		{"no data", stateWith(minimalMachine, `{"key":"HKLM\\A","values":[{"name":"v","type":"REG_SZ"}]}`), "missing data"},
+		{"dup value", stateWith(minimalMachine, `{"key":"HKLM\\A","values":[{"name":"v","type":"REG_SZ","data":"a"},{"name":"V","type":"REG_SZ","data":"b"}]}`), "listed twice"},
+		{"bad name", stateWith(minimalMachine, `{"key":"HKLM\\A","values":[{"name":"a\\b","type":"REG_SZ","data":"a"}]}`), "registry value name"},
+		{"no machine", `{"format":2,"keys":[]}`, "machine: missing"},
+		{"unknown machine field", stateWith(machineWith("extra", "1"), ""), "unknown field"},
+		{"no boot time", stateWith(machineWith("boot_time", ""), ""), "boot_time is missing"},
+		{"bad bcd", stateWith(machineWith("bcd_dtrace", `"yes"`), ""), "bcd_dtrace"},
+		{"no bcd at boot", stateWith(machineWith("bcd_dtrace_at_boot", ""), ""), "bcd_dtrace_at_boot"},
+		{"no vbs capable", stateWith(machineWith("vbs_capable", ""), ""), "vbs_capable is missing"},
+		{"no vbs status", stateWith(machineWith("vbs_status", ""), ""), "vbs_status is missing"},
+		{"bad vbs status", stateWith(machineWith("vbs_status", "3"), ""), "vbs_status 3"},
+		{"vbs running incapable", stateWith(machineWith("vbs_capable", "false", "vbs_status", "2"), ""), "not VBS-capable"},
+		{"no C:", stateWith(machineWith("volumes", `{"D:":{"encrypted":true,"suspended_reboots":0}}`), ""), `volume C: is missing`},
+		{"bad volume", stateWith(machineWith("volumes", `{"C:":{"encrypted":true,"suspended_reboots":0},"c:":{"encrypted":true,"suspended_reboots":0}}`), ""), `volume "c:"`},
+		{"suspend range", stateWith(machineWith("volumes", `{"C:":{"encrypted":true,"suspended_reboots":16}}`), ""), "outside 0..15"},
+		{"suspend unencrypted", stateWith(machineWith("volumes", `{"C:":{"encrypted":false,"suspended_reboots":1}}`), ""), "suspended but not encrypted"},
+		{"bad product", stateWith(machineWith("products", `[{"product":"a\\b","version":"1.0","files":[],"dirs":[]}]`), ""), "product"},
+		{"bad product version", stateWith(machineWith("products", `[{"product":"DTrace","version":"v1","files":[],"dirs":[]}]`), ""), "version"},
+		{"bad product path", stateWith(machineWith("products", `[{"product":"DTrace","version":"1.0","files":["C:\\..\\x"],"dirs":[]}]`), ""), "not allowed"},
+		{"dup product", stateWith(machineWith("products", `[{"product":"DTrace","version":"1.0","files":[],"dirs":[]},{"product":"dtrace","version":"1.0","files":[],"dirs":[]}]`), ""), "listed twice"},
+		{"reboot too late", stateWith(machineWith("reboot", `{"requested":"2024-01-01T00:00:00Z","due":"2024-01-01T01:00:00Z","message":""}`), ""), "reboot: due"},
+		{"reboot message", stateWith(machineWith("reboot", `{"requested":"2024-01-01T00:00:00Z","due":"2024-01-01T00:00:00Z","message":"`+strings.Repeat("m", 513)+`"}`), ""), "reboot: message"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -356,7 +414,7 @@ func TestCorruptStateFile(t *testing.T) {
 func TestLoadAcceptsHandEdits(t *testing.T) {
 	dir := t.TempDir()
 	// Child before parent, long root spelling, no seed: all fine.
-	content := `{"format":1,"keys":[
+	content := `{"format":2,` + minimalMachine + `,"keys":[
 	  {"key":"HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion","values":[
 	    {"name":"CurrentBuildNumber","type":"REG_SZ","data":"26100"}]},
 	  {"key":"HKLM\\Software","values":[]},

@@ -13,7 +13,8 @@ import (
 // agentColumns is shared by every agent SELECT so scanAgent stays in step.
 const agentColumns = `id, labels, hostname, os_build, os_ubr, os_edition, os_product_name,
 	os_installation_type, arch, agent_version, first_seen, last_seen,
-	cert_serial, cert_expiry, revoked, revoked_at`
+	cert_serial, cert_expiry, revoked, revoked_at,
+	provision_state, provision_detail, provision_updated`
 
 // rowScanner is the common part of *sql.Row and *sql.Rows.
 type rowScanner interface {
@@ -26,11 +27,13 @@ func scanAgent(sc rowScanner) (store.Agent, error) {
 		labels                              string
 		ubr                                 int64
 		firstSeen, lastSeen, certExp, revAt sql.NullInt64
+		provUpdated                         sql.NullInt64
 		revoked                             int64
 	)
 	err := sc.Scan(&a.ID, &labels, &a.Hostname, &a.OSBuild, &ubr, &a.OSEdition,
 		&a.OSProductName, &a.OSInstallationType, &a.Arch, &a.AgentVersion,
-		&firstSeen, &lastSeen, &a.CertSerial, &certExp, &revoked, &revAt)
+		&firstSeen, &lastSeen, &a.CertSerial, &certExp, &revoked, &revAt,
+		&a.ProvisionState, &a.ProvisionDetail, &provUpdated)
 	if err != nil {
 		return store.Agent{}, err
 	}
@@ -43,6 +46,7 @@ func scanAgent(sc rowScanner) (store.Agent, error) {
 	a.CertExpiry = timeVal(certExp)
 	a.Revoked = revoked != 0
 	a.RevokedAt = timeVal(revAt)
+	a.ProvisionUpdated = timeVal(provUpdated)
 	return a, nil
 }
 
@@ -66,12 +70,13 @@ func (s *Store) CreateAgent(ctx context.Context, a store.Agent) error {
 		return fmt.Errorf("create agent %s: %w", a.ID, err)
 	}
 	res, err := s.w.ExecContext(ctx, `INSERT INTO agents (`+agentColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`,
 		a.ID, labels, a.Hostname, a.OSBuild, int64(a.OSUBR), a.OSEdition,
 		a.OSProductName, a.OSInstallationType, a.Arch, a.AgentVersion,
 		timeArg(a.FirstSeen), timeArg(a.LastSeen), a.CertSerial, timeArg(a.CertExpiry),
-		boolArg(a.Revoked), timeArg(a.RevokedAt))
+		boolArg(a.Revoked), timeArg(a.RevokedAt),
+		a.ProvisionState, a.ProvisionDetail, timeArg(a.ProvisionUpdated))
 	if err == nil {
 		err = conflictIfNone(res)
 	}
@@ -202,4 +207,17 @@ func (s *Store) RevokeAgent(ctx context.Context, id string, at time.Time) (store
 		return store.Agent{}, fmt.Errorf("revoke agent %s: %w", id, err)
 	}
 	return a, nil
+}
+
+// SetProvisionState records the provisioning state an agent reported.
+func (s *Store) SetProvisionState(ctx context.Context, id, state, detail string, at time.Time) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE agents SET provision_state = ?, provision_detail = ?, provision_updated = ? WHERE id = ?`,
+		state, detail, timeArg(at), id)
+	if err == nil {
+		err = expectOne(res)
+	}
+	if err != nil {
+		return fmt.Errorf("set provision state of %s: %w", id, err)
+	}
+	return nil
 }

@@ -53,6 +53,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AuditAppendList", testAuditAppendList},
 		{"AuditFilter", testAuditFilter},
 		{"AuditLimit", testAuditLimit},
+		{"ProvisionState", testProvisionState},
+		{"Artifacts", testArtifacts},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -733,5 +735,66 @@ func testAuditLimit(t *testing.T, s store.Store) {
 		if len(got) != tc.want {
 			t.Errorf("Limit %d: %d entries, want %d", tc.limit, len(got), tc.want)
 		}
+	}
+}
+
+func testProvisionState(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	must(t, "CreateAgent", s.CreateAgent(ctx, sampleAgent("a1", "HOST-1")))
+	got, err := s.GetAgent(ctx, "a1")
+	must(t, "GetAgent", err)
+	if got.ProvisionState != "" || !got.ProvisionUpdated.IsZero() {
+		t.Fatalf("new agent has provision state %q at %v, want none", got.ProvisionState, got.ProvisionUpdated)
+	}
+	at := time.Date(2026, 11, 26, 10, 0, 0, 123e6, time.UTC)
+	must(t, "SetProvisionState", s.SetProvisionState(ctx, "a1", "blocked", "BitLocker is on for C:", at))
+	got, err = s.GetAgent(ctx, "a1")
+	must(t, "GetAgent", err)
+	if got.ProvisionState != "blocked" || got.ProvisionDetail != "BitLocker is on for C:" {
+		t.Fatalf("provision state = %q %q", got.ProvisionState, got.ProvisionDetail)
+	}
+	checkTime(t, "ProvisionUpdated", got.ProvisionUpdated, at)
+	// Other updates leave it alone.
+	must(t, "TouchAgent", s.TouchAgent(ctx, "a1", at.Add(time.Minute)))
+	list, err := s.ListAgents(ctx)
+	must(t, "ListAgents", err)
+	if list[0].ProvisionState != "blocked" {
+		t.Fatalf("ListAgents lost the provision state: %+v", list[0])
+	}
+	wantErr(t, "SetProvisionState unknown", s.SetProvisionState(ctx, "nope", "ready", "", at), store.ErrNotFound)
+}
+
+func testArtifacts(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	_, err := s.LatestArtifact(ctx, store.ArtifactDTraceMSI)
+	wantErr(t, "LatestArtifact empty", err, store.ErrNotFound)
+	_, err = s.GetArtifact(ctx, "00")
+	wantErr(t, "GetArtifact missing", err, store.ErrNotFound)
+
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	a := store.Artifact{SHA256: "aa", Kind: store.ArtifactDTraceMSI, Name: "DTrace.amd64.msi", Size: 100, Created: t0}
+	b := store.Artifact{SHA256: "bb", Kind: store.ArtifactDTraceMSI, Name: "DTrace-2.msi", Size: 200, Created: t0.Add(time.Hour)}
+	other := store.Artifact{SHA256: "cc", Kind: "other", Name: "x", Size: 1, Created: t0.Add(2 * time.Hour)}
+	for _, x := range []store.Artifact{a, b, other} {
+		must(t, "PutArtifact", s.PutArtifact(ctx, x))
+	}
+	got, err := s.LatestArtifact(ctx, store.ArtifactDTraceMSI)
+	must(t, "LatestArtifact", err)
+	if got.SHA256 != "bb" || got.Size != 200 || got.Name != "DTrace-2.msi" {
+		t.Fatalf("LatestArtifact = %+v, want bb", got)
+	}
+	checkTime(t, "Created", got.Created, b.Created)
+	// Uploading the older content again makes it the newest.
+	a.Created = t0.Add(3 * time.Hour)
+	must(t, "PutArtifact again", s.PutArtifact(ctx, a))
+	got, err = s.LatestArtifact(ctx, store.ArtifactDTraceMSI)
+	must(t, "LatestArtifact", err)
+	if got.SHA256 != "aa" {
+		t.Fatalf("LatestArtifact after re-upload = %s, want aa", got.SHA256)
+	}
+	got, err = s.GetArtifact(ctx, "cc")
+	must(t, "GetArtifact", err)
+	if got.Kind != "other" || got.Size != 1 {
+		t.Fatalf("GetArtifact = %+v", got)
 	}
 }

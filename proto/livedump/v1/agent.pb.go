@@ -23,6 +23,103 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type FetchArtifactRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Sha256 string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Resume from this offset.
+	Offset        int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchArtifactRequest) Reset() {
+	*x = FetchArtifactRequest{}
+	mi := &file_livedump_v1_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchArtifactRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchArtifactRequest) ProtoMessage() {}
+
+func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchArtifactRequest.ProtoReflect.Descriptor instead.
+func (*FetchArtifactRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *FetchArtifactRequest) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *FetchArtifactRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+type FetchArtifactResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Chunk         []byte                 `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchArtifactResponse) Reset() {
+	*x = FetchArtifactResponse{}
+	mi := &file_livedump_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchArtifactResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchArtifactResponse) ProtoMessage() {}
+
+func (x *FetchArtifactResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchArtifactResponse.ProtoReflect.Descriptor instead.
+func (*FetchArtifactResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *FetchArtifactResponse) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
 type EnrollRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The enrollment token as printed by `livedumpctl tokens create`.
@@ -39,7 +136,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[0]
+	mi := &file_livedump_v1_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -51,7 +148,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[0]
+	mi := &file_livedump_v1_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -64,7 +161,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *EnrollRequest) GetToken() string {
@@ -109,7 +206,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[1]
+	mi := &file_livedump_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -121,7 +218,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[1]
+	mi := &file_livedump_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -134,7 +231,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EnrollResponse) GetAgentId() string {
@@ -168,7 +265,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[2]
+	mi := &file_livedump_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -180,7 +277,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[2]
+	mi := &file_livedump_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -193,7 +290,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -213,7 +310,7 @@ type RenewResponse struct {
 
 func (x *RenewResponse) Reset() {
 	*x = RenewResponse{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[3]
+	mi := &file_livedump_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +322,7 @@ func (x *RenewResponse) String() string {
 func (*RenewResponse) ProtoMessage() {}
 
 func (x *RenewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[3]
+	mi := &file_livedump_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +335,7 @@ func (x *RenewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
 func (*RenewResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RenewResponse) GetCertificateChain() [][]byte {
@@ -263,6 +360,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Hello
 	//	*ConnectRequest_Heartbeat
 	//	*ConnectRequest_Ack
+	//	*ConnectRequest_ProvisionReport
 	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -270,7 +368,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[4]
+	mi := &file_livedump_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +380,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[4]
+	mi := &file_livedump_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +393,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConnectRequest) GetMsg() isConnectRequest_Msg {
@@ -332,6 +430,15 @@ func (x *ConnectRequest) GetAck() *Ack {
 	return nil
 }
 
+func (x *ConnectRequest) GetProvisionReport() *ProvisionReport {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_ProvisionReport); ok {
+			return x.ProvisionReport
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Msg interface {
 	isConnectRequest_Msg()
 }
@@ -348,11 +455,17 @@ type ConnectRequest_Ack struct {
 	Ack *Ack `protobuf:"bytes,3,opt,name=ack,proto3,oneof"`
 }
 
+type ConnectRequest_ProvisionReport struct {
+	ProvisionReport *ProvisionReport `protobuf:"bytes,4,opt,name=provision_report,json=provisionReport,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Ack) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_ProvisionReport) isConnectRequest_Msg() {}
 
 // ConnectResponse is one message from controller to agent.
 type ConnectResponse struct {
@@ -369,7 +482,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[5]
+	mi := &file_livedump_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -381,7 +494,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[5]
+	mi := &file_livedump_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -394,7 +507,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -465,7 +578,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[6]
+	mi := &file_livedump_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +590,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[6]
+	mi := &file_livedump_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +603,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Hello) GetAgentId() string {
@@ -520,7 +633,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[7]
+	mi := &file_livedump_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +645,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[7]
+	mi := &file_livedump_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +658,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Welcome) GetHeartbeatInterval() *durationpb.Duration {
@@ -571,7 +684,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[8]
+	mi := &file_livedump_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +696,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[8]
+	mi := &file_livedump_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +709,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
@@ -615,7 +728,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[9]
+	mi := &file_livedump_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +740,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[9]
+	mi := &file_livedump_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +753,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Ping) GetNonce() string {
@@ -653,16 +766,20 @@ func (x *Ping) GetNonce() string {
 // Directive is a command for the agent. Later versions add kinds; an agent
 // nacks a directive it does not understand.
 type Directive struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Created       *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created,proto3" json:"created,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Created *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created,proto3" json:"created,omitempty"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*Directive_Provision
+	Kind          isDirective_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Directive) Reset() {
 	*x = Directive{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[10]
+	mi := &file_livedump_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -674,7 +791,7 @@ func (x *Directive) String() string {
 func (*Directive) ProtoMessage() {}
 
 func (x *Directive) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[10]
+	mi := &file_livedump_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -687,7 +804,7 @@ func (x *Directive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Directive.ProtoReflect.Descriptor instead.
 func (*Directive) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Directive) GetId() string {
@@ -704,6 +821,32 @@ func (x *Directive) GetCreated() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Directive) GetKind() isDirective_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *Directive) GetProvision() *ProvisionDirective {
+	if x != nil {
+		if x, ok := x.Kind.(*Directive_Provision); ok {
+			return x.Provision
+		}
+	}
+	return nil
+}
+
+type isDirective_Kind interface {
+	isDirective_Kind()
+}
+
+type Directive_Provision struct {
+	Provision *ProvisionDirective `protobuf:"bytes,3,opt,name=provision,proto3,oneof"`
+}
+
+func (*Directive_Provision) isDirective_Kind() {}
+
 // Ack acknowledges (or, with error set, rejects) a directive exactly once.
 type Ack struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -715,7 +858,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[11]
+	mi := &file_livedump_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +870,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[11]
+	mi := &file_livedump_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +883,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Ack) GetDirectiveId() string {
@@ -761,7 +904,12 @@ var File_livedump_v1_agent_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x17livedump/v1/agent.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18livedump/v1/common.proto\"\xe8\x01\n" +
+	"\x17livedump/v1/agent.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18livedump/v1/common.proto\x1a\x1blivedump/v1/provision.proto\"F\n" +
+	"\x14FetchArtifactRequest\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\"-\n" +
+	"\x15FetchArtifactResponse\x12\x14\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"\xe8\x01\n" +
 	"\rEnrollRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\x12>\n" +
@@ -778,11 +926,12 @@ const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"e\n" +
 	"\rRenewResponse\x12+\n" +
 	"\x11certificate_chain\x18\x01 \x03(\fR\x10certificateChain\x12'\n" +
-	"\x0fca_certificates\x18\x02 \x03(\fR\x0ecaCertificates\"\xa1\x01\n" +
+	"\x0fca_certificates\x18\x02 \x03(\fR\x0ecaCertificates\"\xec\x01\n" +
 	"\x0eConnectRequest\x12*\n" +
 	"\x05hello\x18\x01 \x01(\v2\x12.livedump.v1.HelloH\x00R\x05hello\x126\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x16.livedump.v1.HeartbeatH\x00R\theartbeat\x12$\n" +
-	"\x03ack\x18\x03 \x01(\v2\x10.livedump.v1.AckH\x00R\x03ackB\x05\n" +
+	"\x03ack\x18\x03 \x01(\v2\x10.livedump.v1.AckH\x00R\x03ack\x12I\n" +
+	"\x10provision_report\x18\x04 \x01(\v2\x1c.livedump.v1.ProvisionReportH\x00R\x0fprovisionReportB\x05\n" +
 	"\x03msg\"\xab\x01\n" +
 	"\x0fConnectResponse\x120\n" +
 	"\awelcome\x18\x01 \x01(\v2\x14.livedump.v1.WelcomeH\x00R\awelcome\x12'\n" +
@@ -801,17 +950,20 @@ const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\tHeartbeat\x123\n" +
 	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\x1c\n" +
 	"\x04Ping\x12\x14\n" +
-	"\x05nonce\x18\x01 \x01(\tR\x05nonce\"Q\n" +
+	"\x05nonce\x18\x01 \x01(\tR\x05nonce\"\x9a\x01\n" +
 	"\tDirective\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x124\n" +
-	"\acreated\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\">\n" +
+	"\acreated\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12?\n" +
+	"\tprovision\x18\x03 \x01(\v2\x1f.livedump.v1.ProvisionDirectiveH\x00R\tprovisionB\x06\n" +
+	"\x04kind\">\n" +
 	"\x03Ack\x12!\n" +
 	"\fdirective_id\x18\x01 \x01(\tR\vdirectiveId\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error2\xdb\x01\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error2\xb5\x02\n" +
 	"\fAgentService\x12A\n" +
 	"\x06Enroll\x12\x1a.livedump.v1.EnrollRequest\x1a\x1b.livedump.v1.EnrollResponse\x12>\n" +
 	"\x05Renew\x12\x19.livedump.v1.RenewRequest\x1a\x1a.livedump.v1.RenewResponse\x12H\n" +
-	"\aConnect\x12\x1b.livedump.v1.ConnectRequest\x1a\x1c.livedump.v1.ConnectResponse(\x010\x01B;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
+	"\aConnect\x12\x1b.livedump.v1.ConnectRequest\x1a\x1c.livedump.v1.ConnectResponse(\x010\x01\x12X\n" +
+	"\rFetchArtifact\x12!.livedump.v1.FetchArtifactRequest\x1a\".livedump.v1.FetchArtifactResponse0\x01B;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
 
 var (
 	file_livedump_v1_agent_proto_rawDescOnce sync.Once
@@ -825,51 +977,59 @@ func file_livedump_v1_agent_proto_rawDescGZIP() []byte {
 	return file_livedump_v1_agent_proto_rawDescData
 }
 
-var file_livedump_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_livedump_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_livedump_v1_agent_proto_goTypes = []any{
-	(*EnrollRequest)(nil),         // 0: livedump.v1.EnrollRequest
-	(*EnrollResponse)(nil),        // 1: livedump.v1.EnrollResponse
-	(*RenewRequest)(nil),          // 2: livedump.v1.RenewRequest
-	(*RenewResponse)(nil),         // 3: livedump.v1.RenewResponse
-	(*ConnectRequest)(nil),        // 4: livedump.v1.ConnectRequest
-	(*ConnectResponse)(nil),       // 5: livedump.v1.ConnectResponse
-	(*Hello)(nil),                 // 6: livedump.v1.Hello
-	(*Welcome)(nil),               // 7: livedump.v1.Welcome
-	(*Heartbeat)(nil),             // 8: livedump.v1.Heartbeat
-	(*Ping)(nil),                  // 9: livedump.v1.Ping
-	(*Directive)(nil),             // 10: livedump.v1.Directive
-	(*Ack)(nil),                   // 11: livedump.v1.Ack
-	nil,                           // 12: livedump.v1.EnrollRequest.LabelsEntry
-	nil,                           // 13: livedump.v1.Welcome.LabelsEntry
-	(*Inventory)(nil),             // 14: livedump.v1.Inventory
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*FetchArtifactRequest)(nil),  // 0: livedump.v1.FetchArtifactRequest
+	(*FetchArtifactResponse)(nil), // 1: livedump.v1.FetchArtifactResponse
+	(*EnrollRequest)(nil),         // 2: livedump.v1.EnrollRequest
+	(*EnrollResponse)(nil),        // 3: livedump.v1.EnrollResponse
+	(*RenewRequest)(nil),          // 4: livedump.v1.RenewRequest
+	(*RenewResponse)(nil),         // 5: livedump.v1.RenewResponse
+	(*ConnectRequest)(nil),        // 6: livedump.v1.ConnectRequest
+	(*ConnectResponse)(nil),       // 7: livedump.v1.ConnectResponse
+	(*Hello)(nil),                 // 8: livedump.v1.Hello
+	(*Welcome)(nil),               // 9: livedump.v1.Welcome
+	(*Heartbeat)(nil),             // 10: livedump.v1.Heartbeat
+	(*Ping)(nil),                  // 11: livedump.v1.Ping
+	(*Directive)(nil),             // 12: livedump.v1.Directive
+	(*Ack)(nil),                   // 13: livedump.v1.Ack
+	nil,                           // 14: livedump.v1.EnrollRequest.LabelsEntry
+	nil,                           // 15: livedump.v1.Welcome.LabelsEntry
+	(*Inventory)(nil),             // 16: livedump.v1.Inventory
+	(*ProvisionReport)(nil),       // 17: livedump.v1.ProvisionReport
+	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*ProvisionDirective)(nil),    // 20: livedump.v1.ProvisionDirective
 }
 var file_livedump_v1_agent_proto_depIdxs = []int32{
-	12, // 0: livedump.v1.EnrollRequest.labels:type_name -> livedump.v1.EnrollRequest.LabelsEntry
-	14, // 1: livedump.v1.EnrollRequest.inventory:type_name -> livedump.v1.Inventory
-	6,  // 2: livedump.v1.ConnectRequest.hello:type_name -> livedump.v1.Hello
-	8,  // 3: livedump.v1.ConnectRequest.heartbeat:type_name -> livedump.v1.Heartbeat
-	11, // 4: livedump.v1.ConnectRequest.ack:type_name -> livedump.v1.Ack
-	7,  // 5: livedump.v1.ConnectResponse.welcome:type_name -> livedump.v1.Welcome
-	9,  // 6: livedump.v1.ConnectResponse.ping:type_name -> livedump.v1.Ping
-	10, // 7: livedump.v1.ConnectResponse.directive:type_name -> livedump.v1.Directive
-	14, // 8: livedump.v1.Hello.inventory:type_name -> livedump.v1.Inventory
-	15, // 9: livedump.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	13, // 10: livedump.v1.Welcome.labels:type_name -> livedump.v1.Welcome.LabelsEntry
-	16, // 11: livedump.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	16, // 12: livedump.v1.Directive.created:type_name -> google.protobuf.Timestamp
-	0,  // 13: livedump.v1.AgentService.Enroll:input_type -> livedump.v1.EnrollRequest
-	2,  // 14: livedump.v1.AgentService.Renew:input_type -> livedump.v1.RenewRequest
-	4,  // 15: livedump.v1.AgentService.Connect:input_type -> livedump.v1.ConnectRequest
-	1,  // 16: livedump.v1.AgentService.Enroll:output_type -> livedump.v1.EnrollResponse
-	3,  // 17: livedump.v1.AgentService.Renew:output_type -> livedump.v1.RenewResponse
-	5,  // 18: livedump.v1.AgentService.Connect:output_type -> livedump.v1.ConnectResponse
-	16, // [16:19] is the sub-list for method output_type
-	13, // [13:16] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	14, // 0: livedump.v1.EnrollRequest.labels:type_name -> livedump.v1.EnrollRequest.LabelsEntry
+	16, // 1: livedump.v1.EnrollRequest.inventory:type_name -> livedump.v1.Inventory
+	8,  // 2: livedump.v1.ConnectRequest.hello:type_name -> livedump.v1.Hello
+	10, // 3: livedump.v1.ConnectRequest.heartbeat:type_name -> livedump.v1.Heartbeat
+	13, // 4: livedump.v1.ConnectRequest.ack:type_name -> livedump.v1.Ack
+	17, // 5: livedump.v1.ConnectRequest.provision_report:type_name -> livedump.v1.ProvisionReport
+	9,  // 6: livedump.v1.ConnectResponse.welcome:type_name -> livedump.v1.Welcome
+	11, // 7: livedump.v1.ConnectResponse.ping:type_name -> livedump.v1.Ping
+	12, // 8: livedump.v1.ConnectResponse.directive:type_name -> livedump.v1.Directive
+	16, // 9: livedump.v1.Hello.inventory:type_name -> livedump.v1.Inventory
+	18, // 10: livedump.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	15, // 11: livedump.v1.Welcome.labels:type_name -> livedump.v1.Welcome.LabelsEntry
+	19, // 12: livedump.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	19, // 13: livedump.v1.Directive.created:type_name -> google.protobuf.Timestamp
+	20, // 14: livedump.v1.Directive.provision:type_name -> livedump.v1.ProvisionDirective
+	2,  // 15: livedump.v1.AgentService.Enroll:input_type -> livedump.v1.EnrollRequest
+	4,  // 16: livedump.v1.AgentService.Renew:input_type -> livedump.v1.RenewRequest
+	6,  // 17: livedump.v1.AgentService.Connect:input_type -> livedump.v1.ConnectRequest
+	0,  // 18: livedump.v1.AgentService.FetchArtifact:input_type -> livedump.v1.FetchArtifactRequest
+	3,  // 19: livedump.v1.AgentService.Enroll:output_type -> livedump.v1.EnrollResponse
+	5,  // 20: livedump.v1.AgentService.Renew:output_type -> livedump.v1.RenewResponse
+	7,  // 21: livedump.v1.AgentService.Connect:output_type -> livedump.v1.ConnectResponse
+	1,  // 22: livedump.v1.AgentService.FetchArtifact:output_type -> livedump.v1.FetchArtifactResponse
+	19, // [19:23] is the sub-list for method output_type
+	15, // [15:19] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_livedump_v1_agent_proto_init() }
@@ -878,15 +1038,20 @@ func file_livedump_v1_agent_proto_init() {
 		return
 	}
 	file_livedump_v1_common_proto_init()
-	file_livedump_v1_agent_proto_msgTypes[4].OneofWrappers = []any{
+	file_livedump_v1_provision_proto_init()
+	file_livedump_v1_agent_proto_msgTypes[6].OneofWrappers = []any{
 		(*ConnectRequest_Hello)(nil),
 		(*ConnectRequest_Heartbeat)(nil),
 		(*ConnectRequest_Ack)(nil),
+		(*ConnectRequest_ProvisionReport)(nil),
 	}
-	file_livedump_v1_agent_proto_msgTypes[5].OneofWrappers = []any{
+	file_livedump_v1_agent_proto_msgTypes[7].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
 		(*ConnectResponse_Ping)(nil),
 		(*ConnectResponse_Directive)(nil),
+	}
+	file_livedump_v1_agent_proto_msgTypes[12].OneofWrappers = []any{
+		(*Directive_Provision)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -894,7 +1059,7 @@ func file_livedump_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livedump_v1_agent_proto_rawDesc), len(file_livedump_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,9 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AgentService_Enroll_FullMethodName  = "/livedump.v1.AgentService/Enroll"
-	AgentService_Renew_FullMethodName   = "/livedump.v1.AgentService/Renew"
-	AgentService_Connect_FullMethodName = "/livedump.v1.AgentService/Connect"
+	AgentService_Enroll_FullMethodName        = "/livedump.v1.AgentService/Enroll"
+	AgentService_Renew_FullMethodName         = "/livedump.v1.AgentService/Renew"
+	AgentService_Connect_FullMethodName       = "/livedump.v1.AgentService/Connect"
+	AgentService_FetchArtifact_FullMethodName = "/livedump.v1.AgentService/FetchArtifact"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -39,6 +40,9 @@ type AgentServiceClient interface {
 	// Connect is the agent's long-lived session: the agent sends Hello first,
 	// then heartbeats and acks; the controller sends directives and pings.
 	Connect(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConnectRequest, ConnectResponse], error)
+	// FetchArtifact streams a file from the controller's content-addressed
+	// store (the DTrace MSI); the agent verifies the SHA-256 itself.
+	FetchArtifact(ctx context.Context, in *FetchArtifactRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FetchArtifactResponse], error)
 }
 
 type agentServiceClient struct {
@@ -82,6 +86,25 @@ func (c *agentServiceClient) Connect(ctx context.Context, opts ...grpc.CallOptio
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_ConnectClient = grpc.BidiStreamingClient[ConnectRequest, ConnectResponse]
 
+func (c *agentServiceClient) FetchArtifact(ctx context.Context, in *FetchArtifactRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FetchArtifactResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[1], AgentService_FetchArtifact_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FetchArtifactRequest, FetchArtifactResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_FetchArtifactClient = grpc.ServerStreamingClient[FetchArtifactResponse]
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -97,6 +120,9 @@ type AgentServiceServer interface {
 	// Connect is the agent's long-lived session: the agent sends Hello first,
 	// then heartbeats and acks; the controller sends directives and pings.
 	Connect(grpc.BidiStreamingServer[ConnectRequest, ConnectResponse]) error
+	// FetchArtifact streams a file from the controller's content-addressed
+	// store (the DTrace MSI); the agent verifies the SHA-256 itself.
+	FetchArtifact(*FetchArtifactRequest, grpc.ServerStreamingServer[FetchArtifactResponse]) error
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -115,6 +141,9 @@ func (UnimplementedAgentServiceServer) Renew(context.Context, *RenewRequest) (*R
 }
 func (UnimplementedAgentServiceServer) Connect(grpc.BidiStreamingServer[ConnectRequest, ConnectResponse]) error {
 	return status.Error(codes.Unimplemented, "method Connect not implemented")
+}
+func (UnimplementedAgentServiceServer) FetchArtifact(*FetchArtifactRequest, grpc.ServerStreamingServer[FetchArtifactResponse]) error {
+	return status.Error(codes.Unimplemented, "method FetchArtifact not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -180,6 +209,17 @@ func _AgentService_Connect_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_ConnectServer = grpc.BidiStreamingServer[ConnectRequest, ConnectResponse]
 
+func _AgentService_FetchArtifact_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(FetchArtifactRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServiceServer).FetchArtifact(m, &grpc.GenericServerStream[FetchArtifactRequest, FetchArtifactResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_FetchArtifactServer = grpc.ServerStreamingServer[FetchArtifactResponse]
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -202,6 +242,11 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _AgentService_Connect_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "FetchArtifact",
+			Handler:       _AgentService_FetchArtifact_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "livedump/v1/agent.proto",

@@ -197,8 +197,12 @@ type Agent struct {
 	LastSeen  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	// Expiry of the agent's current client certificate.
 	CertificateExpires *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=certificate_expires,json=certificateExpires,proto3" json:"certificate_expires,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Provisioning state as last reported by the agent; provision_detail
+	// says why for blocked and failed.
+	ProvisionState  ProvisionState `protobuf:"varint,9,opt,name=provision_state,json=provisionState,proto3,enum=livedump.v1.ProvisionState" json:"provision_state,omitempty"`
+	ProvisionDetail string         `protobuf:"bytes,10,opt,name=provision_detail,json=provisionDetail,proto3" json:"provision_detail,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Agent) Reset() {
@@ -287,11 +291,25 @@ func (x *Agent) GetCertificateExpires() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Agent) GetProvisionState() ProvisionState {
+	if x != nil {
+		return x.ProvisionState
+	}
+	return ProvisionState_PROVISION_STATE_UNSPECIFIED
+}
+
+func (x *Agent) GetProvisionDetail() string {
+	if x != nil {
+		return x.ProvisionDetail
+	}
+	return ""
+}
+
 var File_livedump_v1_common_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"\x18livedump/v1/common.proto\x12\vlivedump.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x02\n" +
+	"\x18livedump/v1/common.proto\x12\vlivedump.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1blivedump/v1/provision.proto\"\x8b\x02\n" +
 	"\tInventory\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x19\n" +
 	"\bos_build\x18\x02 \x01(\tR\aosBuild\x12\x15\n" +
@@ -301,7 +319,7 @@ const file_livedump_v1_common_proto_rawDesc = "" +
 	"\x0fos_product_name\x18\x05 \x01(\tR\rosProductName\x120\n" +
 	"\x14os_installation_type\x18\x06 \x01(\tR\x12osInstallationType\x12\x12\n" +
 	"\x04arch\x18\a \x01(\tR\x04arch\x12#\n" +
-	"\ragent_version\x18\b \x01(\tR\fagentVersion\"\xcc\x03\n" +
+	"\ragent_version\x18\b \x01(\tR\fagentVersion\"\xbd\x04\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x126\n" +
@@ -311,7 +329,10 @@ const file_livedump_v1_common_proto_rawDesc = "" +
 	"\n" +
 	"first_seen\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x127\n" +
 	"\tlast_seen\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12K\n" +
-	"\x13certificate_expires\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x12certificateExpires\x1a9\n" +
+	"\x13certificate_expires\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x12certificateExpires\x12D\n" +
+	"\x0fprovision_state\x18\t \x01(\x0e2\x1b.livedump.v1.ProvisionStateR\x0eprovisionState\x12)\n" +
+	"\x10provision_detail\x18\n" +
+	" \x01(\tR\x0fprovisionDetail\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*s\n" +
@@ -342,6 +363,7 @@ var file_livedump_v1_common_proto_goTypes = []any{
 	(*Agent)(nil),                 // 2: livedump.v1.Agent
 	nil,                           // 3: livedump.v1.Agent.LabelsEntry
 	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(ProvisionState)(0),           // 5: livedump.v1.ProvisionState
 }
 var file_livedump_v1_common_proto_depIdxs = []int32{
 	3, // 0: livedump.v1.Agent.labels:type_name -> livedump.v1.Agent.LabelsEntry
@@ -350,11 +372,12 @@ var file_livedump_v1_common_proto_depIdxs = []int32{
 	4, // 3: livedump.v1.Agent.first_seen:type_name -> google.protobuf.Timestamp
 	4, // 4: livedump.v1.Agent.last_seen:type_name -> google.protobuf.Timestamp
 	4, // 5: livedump.v1.Agent.certificate_expires:type_name -> google.protobuf.Timestamp
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	5, // 6: livedump.v1.Agent.provision_state:type_name -> livedump.v1.ProvisionState
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_livedump_v1_common_proto_init() }
@@ -362,6 +385,7 @@ func file_livedump_v1_common_proto_init() {
 	if File_livedump_v1_common_proto != nil {
 		return
 	}
+	file_livedump_v1_provision_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -23,6 +23,534 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// AgentProvisionResult is one agent's part of a provisioning call.
+type AgentProvisionResult struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	AgentId  string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Hostname string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// The agent's report; unset when it did not answer in time.
+	Report *ProvisionReport `protobuf:"bytes,3,opt,name=report,proto3" json:"report,omitempty"`
+	// Why there is no report: "offline", "timed out", or a delivery error.
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentProvisionResult) Reset() {
+	*x = AgentProvisionResult{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentProvisionResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentProvisionResult) ProtoMessage() {}
+
+func (x *AgentProvisionResult) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentProvisionResult.ProtoReflect.Descriptor instead.
+func (*AgentProvisionResult) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AgentProvisionResult) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *AgentProvisionResult) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *AgentProvisionResult) GetReport() *ProvisionReport {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+func (x *AgentProvisionResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type PlanProvisionRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Selector string                 `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	// How long to wait for agents (default 30s, max 10m).
+	Wait          *durationpb.Duration `protobuf:"bytes,2,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanProvisionRequest) Reset() {
+	*x = PlanProvisionRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanProvisionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanProvisionRequest) ProtoMessage() {}
+
+func (x *PlanProvisionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanProvisionRequest.ProtoReflect.Descriptor instead.
+func (*PlanProvisionRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PlanProvisionRequest) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+func (x *PlanProvisionRequest) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
+}
+
+type PlanProvisionResponse struct {
+	state         protoimpl.MessageState  `protogen:"open.v1"`
+	Profile       *ProvisionProfile       `protobuf:"bytes,1,opt,name=profile,proto3" json:"profile,omitempty"`
+	Results       []*AgentProvisionResult `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanProvisionResponse) Reset() {
+	*x = PlanProvisionResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanProvisionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanProvisionResponse) ProtoMessage() {}
+
+func (x *PlanProvisionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanProvisionResponse.ProtoReflect.Descriptor instead.
+func (*PlanProvisionResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PlanProvisionResponse) GetProfile() *ProvisionProfile {
+	if x != nil {
+		return x.Profile
+	}
+	return nil
+}
+
+func (x *PlanProvisionResponse) GetResults() []*AgentProvisionResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type ApplyProvisionRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Selector string                 `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	Reboot   RebootPolicy           `protobuf:"varint,2,opt,name=reboot,proto3,enum=livedump.v1.RebootPolicy" json:"reboot,omitempty"`
+	// Use this uploaded artifact as the DTrace MSI from now on.
+	DtraceMsiSha256 string               `protobuf:"bytes,3,opt,name=dtrace_msi_sha256,json=dtraceMsiSha256,proto3" json:"dtrace_msi_sha256,omitempty"`
+	Wait            *durationpb.Duration `protobuf:"bytes,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ApplyProvisionRequest) Reset() {
+	*x = ApplyProvisionRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyProvisionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyProvisionRequest) ProtoMessage() {}
+
+func (x *ApplyProvisionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyProvisionRequest.ProtoReflect.Descriptor instead.
+func (*ApplyProvisionRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ApplyProvisionRequest) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+func (x *ApplyProvisionRequest) GetReboot() RebootPolicy {
+	if x != nil {
+		return x.Reboot
+	}
+	return RebootPolicy_REBOOT_POLICY_UNSPECIFIED
+}
+
+func (x *ApplyProvisionRequest) GetDtraceMsiSha256() string {
+	if x != nil {
+		return x.DtraceMsiSha256
+	}
+	return ""
+}
+
+func (x *ApplyProvisionRequest) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
+}
+
+type ApplyProvisionResponse struct {
+	state         protoimpl.MessageState  `protogen:"open.v1"`
+	Profile       *ProvisionProfile       `protobuf:"bytes,1,opt,name=profile,proto3" json:"profile,omitempty"`
+	Results       []*AgentProvisionResult `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyProvisionResponse) Reset() {
+	*x = ApplyProvisionResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyProvisionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyProvisionResponse) ProtoMessage() {}
+
+func (x *ApplyProvisionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyProvisionResponse.ProtoReflect.Descriptor instead.
+func (*ApplyProvisionResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ApplyProvisionResponse) GetProfile() *ProvisionProfile {
+	if x != nil {
+		return x.Profile
+	}
+	return nil
+}
+
+func (x *ApplyProvisionResponse) GetResults() []*AgentProvisionResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type RevertProvisionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Selector      string                 `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	Reboot        RebootPolicy           `protobuf:"varint,2,opt,name=reboot,proto3,enum=livedump.v1.RebootPolicy" json:"reboot,omitempty"`
+	Wait          *durationpb.Duration   `protobuf:"bytes,3,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevertProvisionRequest) Reset() {
+	*x = RevertProvisionRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevertProvisionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevertProvisionRequest) ProtoMessage() {}
+
+func (x *RevertProvisionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevertProvisionRequest.ProtoReflect.Descriptor instead.
+func (*RevertProvisionRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RevertProvisionRequest) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+func (x *RevertProvisionRequest) GetReboot() RebootPolicy {
+	if x != nil {
+		return x.Reboot
+	}
+	return RebootPolicy_REBOOT_POLICY_UNSPECIFIED
+}
+
+func (x *RevertProvisionRequest) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
+}
+
+type RevertProvisionResponse struct {
+	state         protoimpl.MessageState  `protogen:"open.v1"`
+	Results       []*AgentProvisionResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevertProvisionResponse) Reset() {
+	*x = RevertProvisionResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevertProvisionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevertProvisionResponse) ProtoMessage() {}
+
+func (x *RevertProvisionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevertProvisionResponse.ProtoReflect.Descriptor instead.
+func (*RevertProvisionResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RevertProvisionResponse) GetResults() []*AgentProvisionResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type UploadArtifactRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*UploadArtifactRequest_Header
+	//	*UploadArtifactRequest_Chunk
+	Msg           isUploadArtifactRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadArtifactRequest) Reset() {
+	*x = UploadArtifactRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadArtifactRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadArtifactRequest) ProtoMessage() {}
+
+func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadArtifactRequest.ProtoReflect.Descriptor instead.
+func (*UploadArtifactRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *UploadArtifactRequest) GetMsg() isUploadArtifactRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *UploadArtifactRequest) GetHeader() *Artifact {
+	if x != nil {
+		if x, ok := x.Msg.(*UploadArtifactRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *UploadArtifactRequest) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*UploadArtifactRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isUploadArtifactRequest_Msg interface {
+	isUploadArtifactRequest_Msg()
+}
+
+type UploadArtifactRequest_Header struct {
+	// First message: what is coming.
+	Header *Artifact `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type UploadArtifactRequest_Chunk struct {
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*UploadArtifactRequest_Header) isUploadArtifactRequest_Msg() {}
+
+func (*UploadArtifactRequest_Chunk) isUploadArtifactRequest_Msg() {}
+
+type UploadArtifactResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Artifact      *Artifact              `protobuf:"bytes,1,opt,name=artifact,proto3" json:"artifact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadArtifactResponse) Reset() {
+	*x = UploadArtifactResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadArtifactResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadArtifactResponse) ProtoMessage() {}
+
+func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadArtifactResponse.ProtoReflect.Descriptor instead.
+func (*UploadArtifactResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UploadArtifactResponse) GetArtifact() *Artifact {
+	if x != nil {
+		return x.Artifact
+	}
+	return nil
+}
+
 type ListAgentsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Kubernetes label selector, e.g. "site=lab,role in (vdi,kiosk)". Empty selects all.
@@ -33,7 +561,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[0]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +573,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[0]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +586,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{0}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListAgentsRequest) GetSelector() string {
@@ -77,7 +605,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[1]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -89,7 +617,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[1]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -102,7 +630,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{1}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -125,7 +653,7 @@ type LabelAgentRequest struct {
 
 func (x *LabelAgentRequest) Reset() {
 	*x = LabelAgentRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[2]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -137,7 +665,7 @@ func (x *LabelAgentRequest) String() string {
 func (*LabelAgentRequest) ProtoMessage() {}
 
 func (x *LabelAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[2]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -150,7 +678,7 @@ func (x *LabelAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelAgentRequest.ProtoReflect.Descriptor instead.
 func (*LabelAgentRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{2}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LabelAgentRequest) GetAgentId() string {
@@ -183,7 +711,7 @@ type LabelAgentResponse struct {
 
 func (x *LabelAgentResponse) Reset() {
 	*x = LabelAgentResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[3]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -195,7 +723,7 @@ func (x *LabelAgentResponse) String() string {
 func (*LabelAgentResponse) ProtoMessage() {}
 
 func (x *LabelAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[3]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -208,7 +736,7 @@ func (x *LabelAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelAgentResponse.ProtoReflect.Descriptor instead.
 func (*LabelAgentResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{3}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LabelAgentResponse) GetAgent() *Agent {
@@ -227,7 +755,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[4]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +767,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[4]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +780,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{4}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RevokeAgentRequest) GetAgentId() string {
@@ -271,7 +799,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[5]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +811,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[5]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +824,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{5}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RevokeAgentResponse) GetAgent() *Agent {
@@ -324,7 +852,7 @@ type Token struct {
 
 func (x *Token) Reset() {
 	*x = Token{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[6]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -336,7 +864,7 @@ func (x *Token) String() string {
 func (*Token) ProtoMessage() {}
 
 func (x *Token) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[6]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -349,7 +877,7 @@ func (x *Token) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Token.ProtoReflect.Descriptor instead.
 func (*Token) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{6}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Token) GetId() string {
@@ -422,7 +950,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[7]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -434,7 +962,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[7]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -447,7 +975,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{7}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateTokenRequest) GetUses() int32 {
@@ -482,7 +1010,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[8]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +1022,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[8]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +1035,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{8}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateTokenResponse) GetToken() *Token {
@@ -532,7 +1060,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[9]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +1072,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[9]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +1085,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{9}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{18}
 }
 
 type ListTokensResponse struct {
@@ -569,7 +1097,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[10]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +1109,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[10]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +1122,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{10}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListTokensResponse) GetTokens() []*Token {
@@ -613,7 +1141,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[11]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +1153,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[11]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +1166,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{11}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -657,7 +1185,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[12]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +1197,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[12]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +1210,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{12}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RevokeTokenResponse) GetToken() *Token {
@@ -713,7 +1241,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[13]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +1253,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[13]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +1266,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{13}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AuditEntry) GetId() int64 {
@@ -802,7 +1330,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[14]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +1342,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[14]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +1355,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{14}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListAuditRequest) GetLimit() int32 {
@@ -853,7 +1381,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[15]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +1393,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[15]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +1406,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{15}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
@@ -892,7 +1420,38 @@ var File_livedump_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\n" +
-	"\x17livedump/v1/fleet.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18livedump/v1/common.proto\"/\n" +
+	"\x17livedump/v1/fleet.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18livedump/v1/common.proto\x1a\x1blivedump/v1/provision.proto\"\x99\x01\n" +
+	"\x14AgentProvisionResult\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1a\n" +
+	"\bhostname\x18\x02 \x01(\tR\bhostname\x124\n" +
+	"\x06report\x18\x03 \x01(\v2\x1c.livedump.v1.ProvisionReportR\x06report\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"a\n" +
+	"\x14PlanProvisionRequest\x12\x1a\n" +
+	"\bselector\x18\x01 \x01(\tR\bselector\x12-\n" +
+	"\x04wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"\x8d\x01\n" +
+	"\x15PlanProvisionResponse\x127\n" +
+	"\aprofile\x18\x01 \x01(\v2\x1d.livedump.v1.ProvisionProfileR\aprofile\x12;\n" +
+	"\aresults\x18\x02 \x03(\v2!.livedump.v1.AgentProvisionResultR\aresults\"\xc1\x01\n" +
+	"\x15ApplyProvisionRequest\x12\x1a\n" +
+	"\bselector\x18\x01 \x01(\tR\bselector\x121\n" +
+	"\x06reboot\x18\x02 \x01(\x0e2\x19.livedump.v1.RebootPolicyR\x06reboot\x12*\n" +
+	"\x11dtrace_msi_sha256\x18\x03 \x01(\tR\x0fdtraceMsiSha256\x12-\n" +
+	"\x04wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"\x8e\x01\n" +
+	"\x16ApplyProvisionResponse\x127\n" +
+	"\aprofile\x18\x01 \x01(\v2\x1d.livedump.v1.ProvisionProfileR\aprofile\x12;\n" +
+	"\aresults\x18\x02 \x03(\v2!.livedump.v1.AgentProvisionResultR\aresults\"\x96\x01\n" +
+	"\x16RevertProvisionRequest\x12\x1a\n" +
+	"\bselector\x18\x01 \x01(\tR\bselector\x121\n" +
+	"\x06reboot\x18\x02 \x01(\x0e2\x19.livedump.v1.RebootPolicyR\x06reboot\x12-\n" +
+	"\x04wait\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"V\n" +
+	"\x17RevertProvisionResponse\x12;\n" +
+	"\aresults\x18\x01 \x03(\v2!.livedump.v1.AgentProvisionResultR\aresults\"g\n" +
+	"\x15UploadArtifactRequest\x12/\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.livedump.v1.ArtifactH\x00R\x06header\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
+	"\x03msg\"K\n" +
+	"\x16UploadArtifactResponse\x121\n" +
+	"\bartifact\x18\x01 \x01(\v2\x15.livedump.v1.ArtifactR\bartifact\"/\n" +
 	"\x11ListAgentsRequest\x12\x1a\n" +
 	"\bselector\x18\x01 \x01(\tR\bselector\"@\n" +
 	"\x12ListAgentsResponse\x12*\n" +
@@ -953,7 +1512,7 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"F\n" +
 	"\x11ListAuditResponse\x121\n" +
-	"\aentries\x18\x01 \x03(\v2\x17.livedump.v1.AuditEntryR\aentries2\xbd\x04\n" +
+	"\aentries\x18\x01 \x03(\v2\x17.livedump.v1.AuditEntryR\aentries2\xab\a\n" +
 	"\fFleetService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.livedump.v1.ListAgentsRequest\x1a\x1f.livedump.v1.ListAgentsResponse\x12M\n" +
@@ -964,7 +1523,11 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\n" +
 	"ListTokens\x12\x1e.livedump.v1.ListTokensRequest\x1a\x1f.livedump.v1.ListTokensResponse\x12P\n" +
 	"\vRevokeToken\x12\x1f.livedump.v1.RevokeTokenRequest\x1a .livedump.v1.RevokeTokenResponse\x12J\n" +
-	"\tListAudit\x12\x1d.livedump.v1.ListAuditRequest\x1a\x1e.livedump.v1.ListAuditResponseB;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
+	"\tListAudit\x12\x1d.livedump.v1.ListAuditRequest\x1a\x1e.livedump.v1.ListAuditResponse\x12V\n" +
+	"\rPlanProvision\x12!.livedump.v1.PlanProvisionRequest\x1a\".livedump.v1.PlanProvisionResponse\x12Y\n" +
+	"\x0eApplyProvision\x12\".livedump.v1.ApplyProvisionRequest\x1a#.livedump.v1.ApplyProvisionResponse\x12\\\n" +
+	"\x0fRevertProvision\x12#.livedump.v1.RevertProvisionRequest\x1a$.livedump.v1.RevertProvisionResponse\x12[\n" +
+	"\x0eUploadArtifact\x12\".livedump.v1.UploadArtifactRequest\x1a#.livedump.v1.UploadArtifactResponse(\x01B;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
 
 var (
 	file_livedump_v1_fleet_proto_rawDescOnce sync.Once
@@ -978,66 +1541,100 @@ func file_livedump_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_livedump_v1_fleet_proto_rawDescData
 }
 
-var file_livedump_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_livedump_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_livedump_v1_fleet_proto_goTypes = []any{
-	(*ListAgentsRequest)(nil),     // 0: livedump.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),    // 1: livedump.v1.ListAgentsResponse
-	(*LabelAgentRequest)(nil),     // 2: livedump.v1.LabelAgentRequest
-	(*LabelAgentResponse)(nil),    // 3: livedump.v1.LabelAgentResponse
-	(*RevokeAgentRequest)(nil),    // 4: livedump.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),   // 5: livedump.v1.RevokeAgentResponse
-	(*Token)(nil),                 // 6: livedump.v1.Token
-	(*CreateTokenRequest)(nil),    // 7: livedump.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),   // 8: livedump.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),     // 9: livedump.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),    // 10: livedump.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),    // 11: livedump.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),   // 12: livedump.v1.RevokeTokenResponse
-	(*AuditEntry)(nil),            // 13: livedump.v1.AuditEntry
-	(*ListAuditRequest)(nil),      // 14: livedump.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),     // 15: livedump.v1.ListAuditResponse
-	nil,                           // 16: livedump.v1.LabelAgentRequest.SetEntry
-	nil,                           // 17: livedump.v1.Token.LabelsEntry
-	nil,                           // 18: livedump.v1.CreateTokenRequest.LabelsEntry
-	(*Agent)(nil),                 // 19: livedump.v1.Agent
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
+	(*AgentProvisionResult)(nil),    // 0: livedump.v1.AgentProvisionResult
+	(*PlanProvisionRequest)(nil),    // 1: livedump.v1.PlanProvisionRequest
+	(*PlanProvisionResponse)(nil),   // 2: livedump.v1.PlanProvisionResponse
+	(*ApplyProvisionRequest)(nil),   // 3: livedump.v1.ApplyProvisionRequest
+	(*ApplyProvisionResponse)(nil),  // 4: livedump.v1.ApplyProvisionResponse
+	(*RevertProvisionRequest)(nil),  // 5: livedump.v1.RevertProvisionRequest
+	(*RevertProvisionResponse)(nil), // 6: livedump.v1.RevertProvisionResponse
+	(*UploadArtifactRequest)(nil),   // 7: livedump.v1.UploadArtifactRequest
+	(*UploadArtifactResponse)(nil),  // 8: livedump.v1.UploadArtifactResponse
+	(*ListAgentsRequest)(nil),       // 9: livedump.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),      // 10: livedump.v1.ListAgentsResponse
+	(*LabelAgentRequest)(nil),       // 11: livedump.v1.LabelAgentRequest
+	(*LabelAgentResponse)(nil),      // 12: livedump.v1.LabelAgentResponse
+	(*RevokeAgentRequest)(nil),      // 13: livedump.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),     // 14: livedump.v1.RevokeAgentResponse
+	(*Token)(nil),                   // 15: livedump.v1.Token
+	(*CreateTokenRequest)(nil),      // 16: livedump.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),     // 17: livedump.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),       // 18: livedump.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),      // 19: livedump.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),      // 20: livedump.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),     // 21: livedump.v1.RevokeTokenResponse
+	(*AuditEntry)(nil),              // 22: livedump.v1.AuditEntry
+	(*ListAuditRequest)(nil),        // 23: livedump.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),       // 24: livedump.v1.ListAuditResponse
+	nil,                             // 25: livedump.v1.LabelAgentRequest.SetEntry
+	nil,                             // 26: livedump.v1.Token.LabelsEntry
+	nil,                             // 27: livedump.v1.CreateTokenRequest.LabelsEntry
+	(*ProvisionReport)(nil),         // 28: livedump.v1.ProvisionReport
+	(*durationpb.Duration)(nil),     // 29: google.protobuf.Duration
+	(*ProvisionProfile)(nil),        // 30: livedump.v1.ProvisionProfile
+	(RebootPolicy)(0),               // 31: livedump.v1.RebootPolicy
+	(*Artifact)(nil),                // 32: livedump.v1.Artifact
+	(*Agent)(nil),                   // 33: livedump.v1.Agent
+	(*timestamppb.Timestamp)(nil),   // 34: google.protobuf.Timestamp
 }
 var file_livedump_v1_fleet_proto_depIdxs = []int32{
-	19, // 0: livedump.v1.ListAgentsResponse.agents:type_name -> livedump.v1.Agent
-	16, // 1: livedump.v1.LabelAgentRequest.set:type_name -> livedump.v1.LabelAgentRequest.SetEntry
-	19, // 2: livedump.v1.LabelAgentResponse.agent:type_name -> livedump.v1.Agent
-	19, // 3: livedump.v1.RevokeAgentResponse.agent:type_name -> livedump.v1.Agent
-	20, // 4: livedump.v1.Token.created:type_name -> google.protobuf.Timestamp
-	20, // 5: livedump.v1.Token.expires:type_name -> google.protobuf.Timestamp
-	17, // 6: livedump.v1.Token.labels:type_name -> livedump.v1.Token.LabelsEntry
-	21, // 7: livedump.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	18, // 8: livedump.v1.CreateTokenRequest.labels:type_name -> livedump.v1.CreateTokenRequest.LabelsEntry
-	6,  // 9: livedump.v1.CreateTokenResponse.token:type_name -> livedump.v1.Token
-	6,  // 10: livedump.v1.ListTokensResponse.tokens:type_name -> livedump.v1.Token
-	6,  // 11: livedump.v1.RevokeTokenResponse.token:type_name -> livedump.v1.Token
-	20, // 12: livedump.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	20, // 13: livedump.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	13, // 14: livedump.v1.ListAuditResponse.entries:type_name -> livedump.v1.AuditEntry
-	0,  // 15: livedump.v1.FleetService.ListAgents:input_type -> livedump.v1.ListAgentsRequest
-	2,  // 16: livedump.v1.FleetService.LabelAgent:input_type -> livedump.v1.LabelAgentRequest
-	4,  // 17: livedump.v1.FleetService.RevokeAgent:input_type -> livedump.v1.RevokeAgentRequest
-	7,  // 18: livedump.v1.FleetService.CreateToken:input_type -> livedump.v1.CreateTokenRequest
-	9,  // 19: livedump.v1.FleetService.ListTokens:input_type -> livedump.v1.ListTokensRequest
-	11, // 20: livedump.v1.FleetService.RevokeToken:input_type -> livedump.v1.RevokeTokenRequest
-	14, // 21: livedump.v1.FleetService.ListAudit:input_type -> livedump.v1.ListAuditRequest
-	1,  // 22: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
-	3,  // 23: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
-	5,  // 24: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
-	8,  // 25: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
-	10, // 26: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
-	12, // 27: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
-	15, // 28: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
-	22, // [22:29] is the sub-list for method output_type
-	15, // [15:22] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	28, // 0: livedump.v1.AgentProvisionResult.report:type_name -> livedump.v1.ProvisionReport
+	29, // 1: livedump.v1.PlanProvisionRequest.wait:type_name -> google.protobuf.Duration
+	30, // 2: livedump.v1.PlanProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
+	0,  // 3: livedump.v1.PlanProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
+	31, // 4: livedump.v1.ApplyProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
+	29, // 5: livedump.v1.ApplyProvisionRequest.wait:type_name -> google.protobuf.Duration
+	30, // 6: livedump.v1.ApplyProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
+	0,  // 7: livedump.v1.ApplyProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
+	31, // 8: livedump.v1.RevertProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
+	29, // 9: livedump.v1.RevertProvisionRequest.wait:type_name -> google.protobuf.Duration
+	0,  // 10: livedump.v1.RevertProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
+	32, // 11: livedump.v1.UploadArtifactRequest.header:type_name -> livedump.v1.Artifact
+	32, // 12: livedump.v1.UploadArtifactResponse.artifact:type_name -> livedump.v1.Artifact
+	33, // 13: livedump.v1.ListAgentsResponse.agents:type_name -> livedump.v1.Agent
+	25, // 14: livedump.v1.LabelAgentRequest.set:type_name -> livedump.v1.LabelAgentRequest.SetEntry
+	33, // 15: livedump.v1.LabelAgentResponse.agent:type_name -> livedump.v1.Agent
+	33, // 16: livedump.v1.RevokeAgentResponse.agent:type_name -> livedump.v1.Agent
+	34, // 17: livedump.v1.Token.created:type_name -> google.protobuf.Timestamp
+	34, // 18: livedump.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	26, // 19: livedump.v1.Token.labels:type_name -> livedump.v1.Token.LabelsEntry
+	29, // 20: livedump.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	27, // 21: livedump.v1.CreateTokenRequest.labels:type_name -> livedump.v1.CreateTokenRequest.LabelsEntry
+	15, // 22: livedump.v1.CreateTokenResponse.token:type_name -> livedump.v1.Token
+	15, // 23: livedump.v1.ListTokensResponse.tokens:type_name -> livedump.v1.Token
+	15, // 24: livedump.v1.RevokeTokenResponse.token:type_name -> livedump.v1.Token
+	34, // 25: livedump.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	34, // 26: livedump.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	22, // 27: livedump.v1.ListAuditResponse.entries:type_name -> livedump.v1.AuditEntry
+	9,  // 28: livedump.v1.FleetService.ListAgents:input_type -> livedump.v1.ListAgentsRequest
+	11, // 29: livedump.v1.FleetService.LabelAgent:input_type -> livedump.v1.LabelAgentRequest
+	13, // 30: livedump.v1.FleetService.RevokeAgent:input_type -> livedump.v1.RevokeAgentRequest
+	16, // 31: livedump.v1.FleetService.CreateToken:input_type -> livedump.v1.CreateTokenRequest
+	18, // 32: livedump.v1.FleetService.ListTokens:input_type -> livedump.v1.ListTokensRequest
+	20, // 33: livedump.v1.FleetService.RevokeToken:input_type -> livedump.v1.RevokeTokenRequest
+	23, // 34: livedump.v1.FleetService.ListAudit:input_type -> livedump.v1.ListAuditRequest
+	1,  // 35: livedump.v1.FleetService.PlanProvision:input_type -> livedump.v1.PlanProvisionRequest
+	3,  // 36: livedump.v1.FleetService.ApplyProvision:input_type -> livedump.v1.ApplyProvisionRequest
+	5,  // 37: livedump.v1.FleetService.RevertProvision:input_type -> livedump.v1.RevertProvisionRequest
+	7,  // 38: livedump.v1.FleetService.UploadArtifact:input_type -> livedump.v1.UploadArtifactRequest
+	10, // 39: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
+	12, // 40: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
+	14, // 41: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
+	17, // 42: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
+	19, // 43: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
+	21, // 44: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
+	24, // 45: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
+	2,  // 46: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
+	4,  // 47: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
+	6,  // 48: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
+	8,  // 49: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
+	39, // [39:50] is the sub-list for method output_type
+	28, // [28:39] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_livedump_v1_fleet_proto_init() }
@@ -1046,13 +1643,18 @@ func file_livedump_v1_fleet_proto_init() {
 		return
 	}
 	file_livedump_v1_common_proto_init()
+	file_livedump_v1_provision_proto_init()
+	file_livedump_v1_fleet_proto_msgTypes[7].OneofWrappers = []any{
+		(*UploadArtifactRequest_Header)(nil),
+		(*UploadArtifactRequest_Chunk)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livedump_v1_fleet_proto_rawDesc), len(file_livedump_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

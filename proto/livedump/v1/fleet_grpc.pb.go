@@ -19,13 +19,17 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	FleetService_ListAgents_FullMethodName  = "/livedump.v1.FleetService/ListAgents"
-	FleetService_LabelAgent_FullMethodName  = "/livedump.v1.FleetService/LabelAgent"
-	FleetService_RevokeAgent_FullMethodName = "/livedump.v1.FleetService/RevokeAgent"
-	FleetService_CreateToken_FullMethodName = "/livedump.v1.FleetService/CreateToken"
-	FleetService_ListTokens_FullMethodName  = "/livedump.v1.FleetService/ListTokens"
-	FleetService_RevokeToken_FullMethodName = "/livedump.v1.FleetService/RevokeToken"
-	FleetService_ListAudit_FullMethodName   = "/livedump.v1.FleetService/ListAudit"
+	FleetService_ListAgents_FullMethodName      = "/livedump.v1.FleetService/ListAgents"
+	FleetService_LabelAgent_FullMethodName      = "/livedump.v1.FleetService/LabelAgent"
+	FleetService_RevokeAgent_FullMethodName     = "/livedump.v1.FleetService/RevokeAgent"
+	FleetService_CreateToken_FullMethodName     = "/livedump.v1.FleetService/CreateToken"
+	FleetService_ListTokens_FullMethodName      = "/livedump.v1.FleetService/ListTokens"
+	FleetService_RevokeToken_FullMethodName     = "/livedump.v1.FleetService/RevokeToken"
+	FleetService_ListAudit_FullMethodName       = "/livedump.v1.FleetService/ListAudit"
+	FleetService_PlanProvision_FullMethodName   = "/livedump.v1.FleetService/PlanProvision"
+	FleetService_ApplyProvision_FullMethodName  = "/livedump.v1.FleetService/ApplyProvision"
+	FleetService_RevertProvision_FullMethodName = "/livedump.v1.FleetService/RevertProvision"
+	FleetService_UploadArtifact_FullMethodName  = "/livedump.v1.FleetService/UploadArtifact"
 )
 
 // FleetServiceClient is the client API for FleetService service.
@@ -48,6 +52,15 @@ type FleetServiceClient interface {
 	RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error)
 	// ListAudit lists audit entries, newest first. Role: admin.
 	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
+	// Provision plans, applies or reverts the controller's profile on the
+	// online agents matching a selector and waits for their reports. Role:
+	// viewer for plan, operator for apply and revert.
+	PlanProvision(ctx context.Context, in *PlanProvisionRequest, opts ...grpc.CallOption) (*PlanProvisionResponse, error)
+	ApplyProvision(ctx context.Context, in *ApplyProvisionRequest, opts ...grpc.CallOption) (*ApplyProvisionResponse, error)
+	RevertProvision(ctx context.Context, in *RevertProvisionRequest, opts ...grpc.CallOption) (*RevertProvisionResponse, error)
+	// UploadArtifact stores a file (the DTrace MSI) content-addressed: a
+	// header message first, then chunks. Role: operator.
+	UploadArtifact(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadArtifactRequest, UploadArtifactResponse], error)
 }
 
 type fleetServiceClient struct {
@@ -128,6 +141,49 @@ func (c *fleetServiceClient) ListAudit(ctx context.Context, in *ListAuditRequest
 	return out, nil
 }
 
+func (c *fleetServiceClient) PlanProvision(ctx context.Context, in *PlanProvisionRequest, opts ...grpc.CallOption) (*PlanProvisionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlanProvisionResponse)
+	err := c.cc.Invoke(ctx, FleetService_PlanProvision_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fleetServiceClient) ApplyProvision(ctx context.Context, in *ApplyProvisionRequest, opts ...grpc.CallOption) (*ApplyProvisionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyProvisionResponse)
+	err := c.cc.Invoke(ctx, FleetService_ApplyProvision_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fleetServiceClient) RevertProvision(ctx context.Context, in *RevertProvisionRequest, opts ...grpc.CallOption) (*RevertProvisionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevertProvisionResponse)
+	err := c.cc.Invoke(ctx, FleetService_RevertProvision_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fleetServiceClient) UploadArtifact(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadArtifactRequest, UploadArtifactResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FleetService_ServiceDesc.Streams[0], FleetService_UploadArtifact_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UploadArtifactRequest, UploadArtifactResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FleetService_UploadArtifactClient = grpc.ClientStreamingClient[UploadArtifactRequest, UploadArtifactResponse]
+
 // FleetServiceServer is the server API for FleetService service.
 // All implementations must embed UnimplementedFleetServiceServer
 // for forward compatibility.
@@ -148,6 +204,15 @@ type FleetServiceServer interface {
 	RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error)
 	// ListAudit lists audit entries, newest first. Role: admin.
 	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
+	// Provision plans, applies or reverts the controller's profile on the
+	// online agents matching a selector and waits for their reports. Role:
+	// viewer for plan, operator for apply and revert.
+	PlanProvision(context.Context, *PlanProvisionRequest) (*PlanProvisionResponse, error)
+	ApplyProvision(context.Context, *ApplyProvisionRequest) (*ApplyProvisionResponse, error)
+	RevertProvision(context.Context, *RevertProvisionRequest) (*RevertProvisionResponse, error)
+	// UploadArtifact stores a file (the DTrace MSI) content-addressed: a
+	// header message first, then chunks. Role: operator.
+	UploadArtifact(grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]) error
 	mustEmbedUnimplementedFleetServiceServer()
 }
 
@@ -178,6 +243,18 @@ func (UnimplementedFleetServiceServer) RevokeToken(context.Context, *RevokeToken
 }
 func (UnimplementedFleetServiceServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAudit not implemented")
+}
+func (UnimplementedFleetServiceServer) PlanProvision(context.Context, *PlanProvisionRequest) (*PlanProvisionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PlanProvision not implemented")
+}
+func (UnimplementedFleetServiceServer) ApplyProvision(context.Context, *ApplyProvisionRequest) (*ApplyProvisionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApplyProvision not implemented")
+}
+func (UnimplementedFleetServiceServer) RevertProvision(context.Context, *RevertProvisionRequest) (*RevertProvisionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevertProvision not implemented")
+}
+func (UnimplementedFleetServiceServer) UploadArtifact(grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]) error {
+	return status.Error(codes.Unimplemented, "method UploadArtifact not implemented")
 }
 func (UnimplementedFleetServiceServer) mustEmbedUnimplementedFleetServiceServer() {}
 func (UnimplementedFleetServiceServer) testEmbeddedByValue()                      {}
@@ -326,6 +403,67 @@ func _FleetService_ListAudit_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FleetService_PlanProvision_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlanProvisionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).PlanProvision(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_PlanProvision_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).PlanProvision(ctx, req.(*PlanProvisionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FleetService_ApplyProvision_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyProvisionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).ApplyProvision(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_ApplyProvision_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).ApplyProvision(ctx, req.(*ApplyProvisionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FleetService_RevertProvision_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevertProvisionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).RevertProvision(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_RevertProvision_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).RevertProvision(ctx, req.(*RevertProvisionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FleetService_UploadArtifact_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(FleetServiceServer).UploadArtifact(&grpc.GenericServerStream[UploadArtifactRequest, UploadArtifactResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FleetService_UploadArtifactServer = grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]
+
 // FleetService_ServiceDesc is the grpc.ServiceDesc for FleetService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -361,7 +499,25 @@ var FleetService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListAudit",
 			Handler:    _FleetService_ListAudit_Handler,
 		},
+		{
+			MethodName: "PlanProvision",
+			Handler:    _FleetService_PlanProvision_Handler,
+		},
+		{
+			MethodName: "ApplyProvision",
+			Handler:    _FleetService_ApplyProvision_Handler,
+		},
+		{
+			MethodName: "RevertProvision",
+			Handler:    _FleetService_RevertProvision_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "UploadArtifact",
+			Handler:       _FleetService_UploadArtifact_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "livedump/v1/fleet.proto",
 }

@@ -1,0 +1,333 @@
+package provision
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/livedump/livedump/agent/host"
+	"github.com/livedump/livedump/internal/profile"
+)
+
+// Registry locations of the live kernel dump recipe.
+const (
+	crashControlKey  = `HKLM\SYSTEM\CurrentControlSet\Control\CrashControl`
+	fullLiveKey      = crashControlKey + `\FullLiveKernelReports`
+	liveReportsKey   = crashControlKey + `\LiveKernelReports`
+	deviceGuardKey   = `HKLM\SYSTEM\CurrentControlSet\Control\DeviceGuard`
+	currentVerKey    = `HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion`
+	dtraceRelPath    = `\DTrace\dtrace.exe`
+	notSet           = "(not set)"
+	dtraceInstalled  = "installed"
+	dtraceMissing    = "not installed"
+	stepSymbolPath   = "dtrace.symbol_path"
+	stepInstall      = "dtrace.install"
+	stepBCD          = "bcd.dtrace"
+	stepVBS          = "deviceguard.enable_vbs"
+	stepReportsPath  = "crashcontrol.live_kernel_reports_path"
+	stepReportsMax   = "crashcontrol.full_live_reports_max"
+	stepSysThrottle  = "crashcontrol.system_throttle_threshold"
+	stepCompThrottle = "crashcontrol.component_throttle_threshold"
+	stepKeepDump     = "crashcontrol.always_keep_memory_dump"
+)
+
+// observed is a step's current state.
+type observed struct {
+	display string
+	ok      bool            // already as desired
+	prior   json.RawMessage // what revert restores
+}
+
+// step is one change of the recipe. read never changes anything; apply and
+// revert are idempotent.
+type step interface {
+	id() string
+	describe() string
+	desired() string
+	needsReboot() bool
+	read(ctx context.Context) (observed, error)
+	apply(ctx context.Context) error
+	revert(ctx context.Context, prior json.RawMessage) error
+}
+
+// regStep sets one registry value.
+type regStep struct {
+	sid, desc string
+	key, name string
+	want      host.Value
+	reboot    bool
+	h         host.Host
+}
+
+type regPrior struct {
+	Exists bool        `json:"exists"`
+	Value  *host.Value `json:"value,omitempty"`
+}
+
+func (s *regStep) id() string        { return s.sid }
+func (s *regStep) describe() string  { return s.desc }
+func (s *regStep) desired() string   { return s.want.String() }
+func (s *regStep) needsReboot() bool { return s.reboot }
+
+func (s *regStep) read(context.Context) (observed, error) {
+	v, err := s.h.GetValue(s.key, s.name)
+	if errors.Is(err, host.ErrNotExist) {
+		b, _ := json.Marshal(regPrior{Exists: false})
+		return observed{display: notSet, prior: b}, nil
+	}
+	if err != nil {
+		return observed{}, err
+	}
+	b, err := json.Marshal(regPrior{Exists: true, Value: &v})
+	if err != nil {
+		return observed{}, err
+	}
+	return observed{display: v.String(), ok: v.Equal(s.want), prior: b}, nil
+}
+
+func (s *regStep) apply(context.Context) error { return s.h.SetValue(s.key, s.name, s.want) }
+
+func (s *regStep) revert(_ context.Context, prior json.RawMessage) error {
+	var p regPrior
+	if err := json.Unmarshal(prior, &p); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	if !p.Exists {
+		if err := s.h.DeleteValue(s.key, s.name); err != nil && !errors.Is(err, host.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	if p.Value == nil {
+		return errors.New("journal: prior value missing")
+	}
+	return s.h.SetValue(s.key, s.name, *p.Value)
+}
+
+// bcdStep turns the dtrace boot flag on.
+type bcdStep struct{ h host.Host }
+
+func (s *bcdStep) id() string        { return stepBCD }
+func (s *bcdStep) describe() string  { return "boot configuration: bcdedit /set {current} dtrace on" }
+func (s *bcdStep) desired() string   { return "on" }
+func (s *bcdStep) needsReboot() bool { return true }
+
+func (s *bcdStep) read(ctx context.Context) (observed, error) {
+	v, err := s.h.BCDDtrace(ctx)
+	if err != nil {
+		return observed{}, err
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return observed{}, err
+	}
+	return observed{display: v.String(), ok: v.Present && v.On, prior: b}, nil
+}
+
+func (s *bcdStep) apply(ctx context.Context) error { return s.h.SetBCDDtrace(ctx, true) }
+
+func (s *bcdStep) revert(ctx context.Context, prior json.RawMessage) error {
+	var p host.BCDValue
+	if err := json.Unmarshal(prior, &p); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	if !p.Present {
+		if err := s.h.DeleteBCDDtrace(ctx); err != nil && !errors.Is(err, host.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	return s.h.SetBCDDtrace(ctx, p.On)
+}
+
+// symbolStep records the symbol path the dtrace process gets. It changes
+// the agent's own state, not the machine: a machine-wide _NT_SYMBOL_PATH
+// would change every debugger on the box.
+type symbolStep struct {
+	want string
+	j    *journal
+}
+
+func (s *symbolStep) id() string        { return stepSymbolPath }
+func (s *symbolStep) describe() string  { return "_NT_SYMBOL_PATH for the dtrace process" }
+func (s *symbolStep) desired() string   { return displayString(s.want) }
+func (s *symbolStep) needsReboot() bool { return false }
+
+func displayString(s string) string {
+	if s == "" {
+		return notSet
+	}
+	return s
+}
+
+func (s *symbolStep) read(context.Context) (observed, error) {
+	b, _ := json.Marshal(s.j.SymbolPath)
+	return observed{display: displayString(s.j.SymbolPath), ok: s.j.SymbolPath == s.want, prior: b}, nil
+}
+
+func (s *symbolStep) apply(context.Context) error { s.j.SymbolPath = s.want; return nil }
+
+func (s *symbolStep) revert(_ context.Context, prior json.RawMessage) error {
+	return json.Unmarshal(prior, &s.j.SymbolPath)
+}
+
+// installStep installs DTrace from its MSI.
+type installStep struct {
+	p   *Provisioner
+	msi func(ctx context.Context) (string, error) // local MSI path
+	j   *journal
+	// rebootRequired is set when msiexec answered 3010.
+	rebootRequired bool
+}
+
+type installPrior struct {
+	Installed bool `json:"installed"`
+}
+
+func (s *installStep) id() string        { return stepInstall }
+func (s *installStep) describe() string  { return `DTrace installed (C:\Program Files\DTrace\dtrace.exe)` }
+func (s *installStep) desired() string   { return dtraceInstalled }
+func (s *installStep) needsReboot() bool { return false }
+
+func (s *installStep) read(context.Context) (observed, error) {
+	path, err := DTracePath(s.p.cfg.Host)
+	if err != nil {
+		return observed{}, err
+	}
+	ok, err := s.p.cfg.Host.FileExists(path)
+	if err != nil {
+		return observed{}, err
+	}
+	b, _ := json.Marshal(installPrior{Installed: ok})
+	d := dtraceMissing
+	if ok {
+		d = dtraceInstalled
+	}
+	return observed{display: d, ok: ok, prior: b}, nil
+}
+
+func (s *installStep) logPath(verb string) (string, error) {
+	dir := filepath.Join(s.p.cfg.StateDir, "logs")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, fmt.Sprintf("dtrace-%s-%s.log", verb, s.p.cfg.Clock.Now().UTC().Format("20060102T150405"))), nil
+}
+
+func (s *installStep) apply(ctx context.Context) error {
+	if s.msi == nil {
+		return errors.New("no DTrace MSI: upload one with `livedumpctl provision apply --dtrace-msi FILE`, set provision.dtrace_msi on the controller, or pre-stage one with the agent's dtrace_msi setting")
+	}
+	msi, err := s.msi(ctx)
+	if err != nil {
+		return fmt.Errorf("get DTrace MSI: %w", err)
+	}
+	log, err := s.logPath("install")
+	if err != nil {
+		return err
+	}
+	code, err := s.p.cfg.Host.InstallMSI(ctx, msi, log)
+	if err != nil {
+		return fmt.Errorf("run msiexec: %w", err)
+	}
+	switch code {
+	case host.MSISuccess:
+	case host.MSIRebootRequired, host.MSIRebootInitiated:
+		s.rebootRequired = true
+	case host.MSIAnotherInstall:
+		return fmt.Errorf("msiexec exit %d: another installation is in progress; apply again later (log %s)", code, log)
+	default:
+		return fmt.Errorf("msiexec exit %d (%s); log %s", code, msiMeaning(code), log)
+	}
+	s.j.MSIPath = msi
+	return nil
+}
+
+func msiMeaning(code int) string {
+	switch code {
+	case host.MSIFatal:
+		return "fatal error during installation"
+	case host.MSIPackageOpenFailed:
+		return "the package could not be opened"
+	case host.MSIPackageInvalid:
+		return "the package is not a valid MSI"
+	case host.MSIUserExit:
+		return "cancelled"
+	}
+	return "installer error"
+}
+
+func (s *installStep) revert(ctx context.Context, prior json.RawMessage) error {
+	var p installPrior
+	if err := json.Unmarshal(prior, &p); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	if p.Installed {
+		return nil // it was there before us; leave it
+	}
+	if s.j.MSIPath == "" {
+		return errors.New("journal has no MSI path to uninstall DTrace with")
+	}
+	log, err := s.logPath("uninstall")
+	if err != nil {
+		return err
+	}
+	code, err := s.p.cfg.Host.UninstallMSI(ctx, s.j.MSIPath, log)
+	if err != nil {
+		return fmt.Errorf("run msiexec: %w", err)
+	}
+	switch code {
+	case host.MSISuccess, host.MSIProductNotInstalled:
+	case host.MSIRebootRequired, host.MSIRebootInitiated:
+		s.rebootRequired = true
+	default:
+		return fmt.Errorf("msiexec /x exit %d (%s); log %s", code, msiMeaning(code), log)
+	}
+	return nil
+}
+
+// DTracePath is where the DTrace MSI puts dtrace.exe on this host.
+func DTracePath(h host.Registry) (string, error) {
+	v, err := h.GetValue(currentVerKey, "ProgramFilesDir")
+	if err != nil {
+		return "", fmt.Errorf("read ProgramFilesDir: %w", err)
+	}
+	return v.Str + dtraceRelPath, nil
+}
+
+// steps returns the recipe for prof, in the order apply runs them.
+func (p *Provisioner) steps(prof profile.Profile, j *journal, msi func(context.Context) (string, error)) []step {
+	h := p.cfg.Host
+	s := []step{
+		&regStep{sid: stepReportsMax, desc: `FullLiveKernelReports\FullLiveReportsMax`, key: fullLiveKey, name: "FullLiveReportsMax", want: host.DWORD(prof.FullLiveReportsMax), h: h},
+		&regStep{sid: stepSysThrottle, desc: `FullLiveKernelReports\SystemThrottleThreshold (hours)`, key: fullLiveKey, name: "SystemThrottleThreshold", want: host.DWORD(prof.SystemThrottleThreshold), h: h},
+		&regStep{sid: stepCompThrottle, desc: `FullLiveKernelReports\ComponentThrottleThreshold (hours)`, key: fullLiveKey, name: "ComponentThrottleThreshold", want: host.DWORD(prof.ComponentThrottleThreshold), h: h},
+		&regStep{sid: stepKeepDump, desc: `CrashControl\AlwaysKeepMemoryDump`, key: crashControlKey, name: "AlwaysKeepMemoryDump", want: host.DWORD(prof.AlwaysKeepMemoryDump), h: h},
+		&regStep{sid: stepReportsPath, desc: `LiveKernelReports\LiveKernelReportsPath (Windows creates the folder)`, key: liveReportsKey, name: "LiveKernelReportsPath", want: host.SZ(prof.LiveKernelReportsPath), h: h},
+		&symbolStep{want: prof.SymbolPath, j: j},
+	}
+	if prof.InstallDTrace {
+		s = append(s, &installStep{p: p, msi: msi, j: j})
+	}
+	if prof.VBS {
+		s = append(s, &regStep{sid: stepVBS, desc: `DeviceGuard\EnableVirtualizationBasedSecurity (fbt provider)`, key: deviceGuardKey, name: "EnableVirtualizationBasedSecurity", want: host.DWORD(1), reboot: true, h: h})
+	}
+	if prof.DTraceBCD {
+		s = append(s, &bcdStep{h: h})
+	}
+	return s
+}
+
+// stepByID rebuilds the step that journal record r belongs to, for revert.
+// Revert must not depend on the current profile: the one applied may differ.
+func (p *Provisioner) stepByID(id string, j *journal) (step, error) {
+	for _, s := range p.steps(profile.Profile{InstallDTrace: true, VBS: true, DTraceBCD: true}, j, nil) {
+		if s.id() == id {
+			return s, nil
+		}
+	}
+	return nil, fmt.Errorf("journal names unknown step %q", id)
+}

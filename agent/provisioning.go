@@ -1,0 +1,164 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/livedump/livedump/agent/provision"
+	"github.com/livedump/livedump/internal/profile"
+	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+)
+
+// handleDirective runs on the stream's receive path: it only checks the
+// directive and hands the work to a goroutine, so heartbeats and other
+// directives keep flowing while msiexec runs.
+func (a *Agent) handleDirective(_ context.Context, d *livedumpv1.Directive) error {
+	switch k := d.GetKind().(type) {
+	case *livedumpv1.Directive_Provision:
+		prof, err := profile.FromProto(k.Provision.GetProfile())
+		if err != nil {
+			return err
+		}
+		go a.runProvision(d.GetId(), k.Provision, prof)
+		return nil
+	}
+	return fmt.Errorf("directive %s: unsupported kind %T (agent version too old?)", d.GetId(), d.GetKind())
+}
+
+func (a *Agent) runProvision(id string, d *livedumpv1.ProvisionDirective, prof profile.Profile) {
+	ctx := a.runCtx
+	log := a.cfg.Logger.With("directive_id", id, "action", d.GetAction().String())
+	msi := a.msiSource(d.GetDtraceMsi())
+	policy := provision.RebootNever
+	if d.GetReboot() == livedumpv1.RebootPolicy_REBOOT_POLICY_IF_NEEDED {
+		policy = provision.RebootIfNeeded
+	}
+	var (
+		rep provision.Report
+		err error
+	)
+	switch d.GetAction() {
+	case livedumpv1.ProvisionAction_PROVISION_ACTION_PLAN:
+		rep, err = a.prov.Plan(ctx, prof, msi)
+	case livedumpv1.ProvisionAction_PROVISION_ACTION_APPLY:
+		rep, err = a.prov.Apply(ctx, prof, policy, msi)
+	case livedumpv1.ProvisionAction_PROVISION_ACTION_REVERT:
+		rep, err = a.prov.Revert(ctx, prof, policy)
+	default:
+		err = fmt.Errorf("unknown provisioning action %v", d.GetAction())
+	}
+	if err != nil {
+		log.Error("provisioning failed", "err", err)
+		rep = provision.Report{State: provision.Failed, Detail: err.Error()}
+	}
+	log.Info("provisioning done", "state", rep.State, "detail", rep.Detail)
+	a.provState.Set(stateValue(rep.State))
+	msg := reportToProto(id, d.GetAction(), rep)
+	if err := a.session.Send(&livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_ProvisionReport{ProvisionReport: msg}}); err != nil {
+		log.Warn("provisioning report not delivered; the state report after reconnecting carries it", "err", err)
+	}
+}
+
+// stateReport is sent after every (re)connect, so the controller learns the
+// outcome of a reboot without asking.
+func (a *Agent) stateReport(ctx context.Context) []*livedumpv1.ConnectRequest {
+	rep, err := a.prov.State(ctx)
+	if err != nil {
+		a.cfg.Logger.Warn("provisioning state", "err", err)
+		rep = provision.Report{State: provision.Failed, Detail: err.Error()}
+	}
+	a.provState.Set(stateValue(rep.State))
+	return []*livedumpv1.ConnectRequest{{Msg: &livedumpv1.ConnectRequest_ProvisionReport{
+		ProvisionReport: reportToProto("", livedumpv1.ProvisionAction_PROVISION_ACTION_UNSPECIFIED, rep),
+	}}}
+}
+
+var stateValues = map[provision.State]livedumpv1.ProvisionState{
+	provision.NotProvisioned: livedumpv1.ProvisionState_PROVISION_STATE_NOT_PROVISIONED,
+	provision.RebootRequired: livedumpv1.ProvisionState_PROVISION_STATE_REBOOT_REQUIRED,
+	provision.Rebooting:      livedumpv1.ProvisionState_PROVISION_STATE_REBOOTING,
+	provision.Ready:          livedumpv1.ProvisionState_PROVISION_STATE_READY,
+	provision.Blocked:        livedumpv1.ProvisionState_PROVISION_STATE_BLOCKED,
+	provision.Failed:         livedumpv1.ProvisionState_PROVISION_STATE_FAILED,
+}
+
+func stateValue(s provision.State) float64 { return float64(stateValues[s]) }
+
+func reportToProto(id string, action livedumpv1.ProvisionAction, r provision.Report) *livedumpv1.ProvisionReport {
+	m := &livedumpv1.ProvisionReport{
+		DirectiveId:    id,
+		Action:         action,
+		State:          stateValues[r.State],
+		Detail:         r.Detail,
+		Blockers:       r.Blockers,
+		RebootRequired: r.RebootRequired,
+	}
+	if !r.RebootAt.IsZero() {
+		m.RebootAt = timestamppb.New(r.RebootAt)
+	}
+	for _, s := range r.Steps {
+		m.Steps = append(m.Steps, &livedumpv1.StepResult{
+			Id: s.ID, Description: s.Description, Current: s.Current, Desired: s.Desired,
+			Change: s.Change, NeedsReboot: s.NeedsReboot, Outcome: s.Outcome, Error: s.Error,
+		})
+	}
+	return m
+}
+
+// msiSource returns where the DTrace MSI comes from: the controller's
+// artifact (cached in the state directory, fetched over the mTLS
+// connection and verified), or a pre-staged local file. Nil when neither
+// exists.
+func (a *Agent) msiSource(art *livedumpv1.Artifact) provision.MSISource {
+	pre := a.cfg.DTraceMSI
+	if art.GetSha256() == "" {
+		if pre == "" {
+			return nil
+		}
+		return func(context.Context) (string, error) {
+			if _, err := os.Stat(pre); err != nil {
+				return "", fmt.Errorf("pre-staged DTrace MSI: %w", err)
+			}
+			return pre, nil
+		}
+	}
+	sum := art.GetSha256()
+	return func(ctx context.Context) (string, error) {
+		if pre != "" && fileHash(pre) == sum {
+			return pre, nil
+		}
+		dir := filepath.Join(a.cfg.StateDir, "artifacts")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", err
+		}
+		path := filepath.Join(dir, sum+".msi")
+		if fileHash(path) == sum {
+			return path, nil
+		}
+		if err := a.session.FetchArtifact(ctx, sum, path); err != nil {
+			return "", err
+		}
+		return path, nil
+	}
+}
+
+// fileHash is the hex SHA-256 of a file, or "" if it cannot be read.
+func fileHash(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}

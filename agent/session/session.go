@@ -81,7 +81,7 @@ type Client struct {
 
 	mu        sync.Mutex
 	conns     map[string]*grpc.ClientConn
-	preferred int // index of the address that worked last
+	preferred int                                    // index of the address that worked last
 	send      func(*livedumpv1.ConnectRequest) error // nil while disconnected
 }
 

@@ -96,28 +96,35 @@ func (e *Enroller) CreateToken(ctx context.Context, req TokenRequest) (store.Tok
 	if err := selector.ValidateUserLabels(req.Labels); err != nil {
 		return store.Token{}, "", &InvalidArgumentError{"labels", err.Error()}
 	}
-	id, secret, full, err := newToken()
-	if err != nil {
-		return store.Token{}, "", err
-	}
 	now := e.cfg.Clock.Now().UTC()
-	t := store.Token{
-		ID:         id,
-		SecretHash: HashSecret(secret),
-		Uses:       req.Uses,
-		UsesLeft:   req.Uses,
-		Labels:     maps.Clone(req.Labels),
-		Created:    now,
-		Expires:    now.Add(req.TTL),
-		CreatedBy:  req.CreatedBy,
+	for range 3 { // token IDs are 40 random bits; retry the rare collision
+		id, secret, full, err := newToken()
+		if err != nil {
+			return store.Token{}, "", err
+		}
+		t := store.Token{
+			ID:         id,
+			SecretHash: HashSecret(secret),
+			Uses:       req.Uses,
+			UsesLeft:   req.Uses,
+			Labels:     maps.Clone(req.Labels),
+			Created:    now,
+			Expires:    now.Add(req.TTL),
+			CreatedBy:  req.CreatedBy,
+		}
+		if t.Labels == nil {
+			t.Labels = map[string]string{}
+		}
+		err = e.cfg.Store.CreateToken(ctx, t)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return store.Token{}, "", fmt.Errorf("create token: %w", err)
+		}
+		return t, full, nil
 	}
-	if t.Labels == nil {
-		t.Labels = map[string]string{}
-	}
-	if err := e.cfg.Store.CreateToken(ctx, t); err != nil {
-		return store.Token{}, "", fmt.Errorf("create token: %w", err)
-	}
-	return t, full, nil
+	return store.Token{}, "", errors.New("create token: could not find a free token ID")
 }
 
 // EnrollRequest is an agent's first contact.
@@ -175,7 +182,14 @@ func (e *Enroller) Enroll(ctx context.Context, req EnrollRequest) (Enrollment, e
 	}
 	maps.Copy(labels, tok.Labels)
 
-	a := req.Inventory
+	// Only the inventory fields come from the request; identity, revocation
+	// and certificate fields are the controller's to set.
+	inv := req.Inventory
+	a := store.Agent{
+		Hostname: inv.Hostname, OSBuild: inv.OSBuild, OSUBR: inv.OSUBR, OSEdition: inv.OSEdition,
+		OSProductName: inv.OSProductName, OSInstallationType: inv.OSInstallationType, Arch: inv.Arch,
+		AgentVersion: inv.AgentVersion,
+	}
 	a.Labels = labels
 	a.FirstSeen, a.LastSeen = now, now
 	for range 3 { // IDs are 64 random bits; a retry only guards against the impossible.

@@ -375,6 +375,7 @@ func TestEnrollDenied(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // each case has its own store and clock
 			f := newFixture(t, 0)
 			tok := tt.setup(t, f)
 			agentsBefore, err := f.st.ListAgents(ctx)

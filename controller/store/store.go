@@ -65,7 +65,6 @@ type Artifact struct {
 // ArtifactDTraceMSI is the kind of the DTrace installer artifact.
 const ArtifactDTraceMSI = "dtrace-msi"
 
-
 // Token is an enrollment token. Only the SHA-256 hash of its secret is stored.
 type Token struct {
 	ID         string

@@ -118,6 +118,9 @@ func LoadOrCreateCA(dir string, now time.Time) (*CA, error) {
 		return LoadCA(certPath, keyPath)
 	case errors.Is(certErr, fs.ErrNotExist) && errors.Is(keyErr, fs.ErrNotExist):
 	default:
+		// A lone key may be a first start that crashed between the two
+		// writes, or a certificate someone removed; only a person can tell,
+		// and guessing wrong would orphan every agent.
 		return nil, fmt.Errorf("CA in %s is incomplete (certificate: %v, key: %v); restore both files or remove both to create a new CA", dir, certErr, keyErr)
 	}
 	ca, err := NewCA("livedump controller CA", now, 10*365*24*time.Hour)

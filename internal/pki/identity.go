@@ -36,7 +36,10 @@ func ParseRole(s string) (Role, error) {
 // Allows reports whether a holder of r may perform an action that requires min.
 func (r Role) Allows(min Role) bool {
 	have, ok := roleRank[r]
-	return ok && have >= roleRank[min]
+	need, known := roleRank[min]
+	// An unknown requirement allows nobody: a rule written without a role
+	// must fail closed.
+	return ok && known && have >= need
 }
 
 // Kind says which side of the system a certificate belongs to.

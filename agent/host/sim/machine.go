@@ -474,7 +474,11 @@ func serveOnce(ctx context.Context, h *Host, run func(context.Context) error) (r
 		case <-h.wake:
 			stopTimer(timer) // look at the schedule again
 		case <-due:
-			return true, stop()
+			// Boot may have been called directly in the meantime,
+			// and the machine must not restart twice for one request.
+			if _, ok := h.pendingReboot(); ok {
+				return true, stop()
+			}
 		case <-ctx.Done():
 			stopTimer(timer)
 			if err := stop(); err != nil {

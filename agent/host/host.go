@@ -218,7 +218,15 @@ type Registry interface {
 	// KeyExists reports whether the key exists. Some Windows signals (the
 	// pending-reboot markers) are keys with no values.
 	KeyExists(key string) (bool, error)
+	// DeleteKey removes a key that has no values and no subkeys, so that a
+	// revert can remove a key an apply created. A missing key wraps
+	// ErrNotExist, a key with contents ErrKeyNotEmpty.
+	DeleteKey(key string) error
 }
+
+// ErrKeyNotEmpty is returned by DeleteKey for a key that still holds values
+// or subkeys: the agent never deletes what it did not create.
+var ErrKeyNotEmpty = errors.New("registry key is not empty")
 
 // Host is the boundary between the agent and Windows. Everything the agent
 // does to the machine goes through it, so that the same agent code runs on a

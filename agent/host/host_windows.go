@@ -147,6 +147,32 @@ func (*Windows) KeyExists(key string) (bool, error) {
 // Hostname returns the DNS host name (GetComputerNameEx with
 // ComputerNameDnsHostname), case preserved, rather than the upper-cased
 // 15-character NetBIOS name.
+// DeleteKey deletes an empty key. RegDeleteKey would also delete a key that
+// holds values, so emptiness is checked first: the agent only removes keys it
+// created and emptied.
+func (*Windows) DeleteKey(key string) error {
+	_, sub, err := subkey(key, "")
+	if err != nil {
+		return err
+	}
+	k, err := registry.OpenKey(registry.LOCAL_MACHINE, sub, registry.QUERY_VALUE|registry.ENUMERATE_SUB_KEYS|view)
+	if err != nil {
+		return keyError(key, "", err)
+	}
+	info, err := k.Stat()
+	k.Close()
+	if err != nil {
+		return keyError(key, "", err)
+	}
+	if info.ValueCount > 0 || info.SubKeyCount > 0 {
+		return fmt.Errorf("registry key %s holds %d values and %d subkeys: %w", Quote(key), info.ValueCount, info.SubKeyCount, ErrKeyNotEmpty)
+	}
+	if err := registry.DeleteKey(registry.LOCAL_MACHINE, sub); err != nil {
+		return keyError(key, "", err)
+	}
+	return nil
+}
+
 func (*Windows) Hostname() (string, error) {
 	n := uint32(64)
 	for {

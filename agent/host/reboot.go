@@ -29,11 +29,17 @@ const (
 	PendingFileRenameValue = "PendingFileRenameOperations"
 )
 
+// RegistryReader is the read-only part of Registry.
+type RegistryReader interface {
+	GetValue(key, name string) (Value, error)
+	KeyExists(key string) (bool, error)
+}
+
 // PendingReboot reports whether Windows is waiting for a reboot, with one
 // short reason per signal found. The agent checks it before changing boot
 // configuration and before rebooting, so that it neither hides an unrelated
 // pending reboot in its own nor surprises an update in progress.
-func PendingReboot(r Registry) (pending bool, reasons []string, err error) {
+func PendingReboot(r RegistryReader) (pending bool, reasons []string, err error) {
 	for _, k := range []struct{ key, reason string }{
 		{CBSRebootPendingKey, "component servicing (CBS) is waiting for a reboot"},
 		{WURebootRequiredKey, "Windows Update is waiting for a reboot"},

@@ -65,6 +65,9 @@ type regStep struct {
 type regPrior struct {
 	Exists bool        `json:"exists"`
 	Value  *host.Value `json:"value,omitempty"`
+	// KeyCreated is set when the key itself did not exist: revert removes
+	// it again once empty, so the registry is left exactly as found.
+	KeyCreated bool `json:"key_created,omitempty"`
 }
 
 func (s *regStep) id() string        { return s.sid }
@@ -75,7 +78,11 @@ func (s *regStep) needsReboot() bool { return s.reboot }
 func (s *regStep) read(context.Context) (observed, error) {
 	v, err := s.h.GetValue(s.key, s.name)
 	if errors.Is(err, host.ErrNotExist) {
-		b, _ := json.Marshal(regPrior{Exists: false})
+		keyExists, err := s.h.KeyExists(s.key)
+		if err != nil {
+			return observed{}, err
+		}
+		b, _ := json.Marshal(regPrior{Exists: false, KeyCreated: !keyExists})
 		return observed{display: notSet, prior: b}, nil
 	}
 	if err != nil {
@@ -98,6 +105,14 @@ func (s *regStep) revert(_ context.Context, prior json.RawMessage) error {
 	if !p.Exists {
 		if err := s.h.DeleteValue(s.key, s.name); err != nil && !errors.Is(err, host.ErrNotExist) {
 			return err
+		}
+		if p.KeyCreated {
+			// Other steps may still have values in it; the last one out
+			// removes the key.
+			err := s.h.DeleteKey(s.key)
+			if err != nil && !errors.Is(err, host.ErrKeyNotEmpty) && !errors.Is(err, host.ErrNotExist) {
+				return err
+			}
 		}
 		return nil
 	}

@@ -24,6 +24,42 @@ func Registry(t *testing.T, r host.Registry, root string) {
 	t.Run("LongRootName", func(t *testing.T) { longRoot(t, r, root+`\LongRoot`) })
 	t.Run("Invalid", func(t *testing.T) { invalid(t, r, root+`\Invalid`) })
 	t.Run("KeyExists", func(t *testing.T) { keyExists(t, r, root+`\KeyExists`) })
+	t.Run("DeleteKey", func(t *testing.T) { deleteKey(t, r, root+`\DeleteKey`) })
+}
+
+// deleteKey checks that only an empty key is deleted: values or subkeys
+// make it refuse, and a missing key is ErrNotExist.
+func deleteKey(t *testing.T, r host.Registry, key string) {
+	if err := r.DeleteKey(key); !errors.Is(err, host.ErrNotExist) {
+		t.Fatalf("DeleteKey of a missing key = %v, want ErrNotExist", err)
+	}
+	if err := r.SetValue(key+`\Child`, "v", host.DWORD(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteKey(key); !errors.Is(err, host.ErrKeyNotEmpty) {
+		t.Fatalf("DeleteKey of a key with a subkey = %v, want ErrKeyNotEmpty", err)
+	}
+	if err := r.DeleteKey(key + `\Child`); !errors.Is(err, host.ErrKeyNotEmpty) {
+		t.Fatalf("DeleteKey of a key with a value = %v, want ErrKeyNotEmpty", err)
+	}
+	if ok, _ := r.KeyExists(key + `\Child`); !ok {
+		t.Fatal("a refused DeleteKey removed the key")
+	}
+	if err := r.DeleteValue(key+`\Child`, "v"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteKey(key + `\Child`); err != nil {
+		t.Fatalf("DeleteKey of an empty key: %v", err)
+	}
+	if ok, _ := r.KeyExists(key + `\Child`); ok {
+		t.Fatal("deleted key still exists")
+	}
+	if err := r.DeleteKey(key); err != nil {
+		t.Fatalf("DeleteKey of the emptied parent: %v", err)
+	}
+	if err := r.DeleteKey(`HKCU\Software`); err == nil {
+		t.Fatal("DeleteKey accepted a key outside HKLM")
+	}
 }
 
 func roundTrip(t *testing.T, r host.Registry, key string) {

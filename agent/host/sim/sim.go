@@ -350,6 +350,36 @@ func (h *Host) KeyExists(key string) (bool, error) {
 	return ok, nil
 }
 
+// DeleteKey removes an empty key and persists the machine, undoing the
+// removal if it cannot be persisted.
+func (h *Host) DeleteKey(key string) error {
+	norm, err := host.NormalizeKey(key)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f := fold(norm)
+	k := h.keys[f]
+	if k == nil {
+		return fmt.Errorf("registry key %s: %w", host.Quote(norm), host.ErrNotExist)
+	}
+	if len(k.values) > 0 {
+		return fmt.Errorf("registry key %s holds %d values: %w", host.Quote(k.path), len(k.values), host.ErrKeyNotEmpty)
+	}
+	for other := range h.keys {
+		if strings.HasPrefix(other, f+`\`) {
+			return fmt.Errorf("registry key %s has subkeys: %w", host.Quote(k.path), host.ErrKeyNotEmpty)
+		}
+	}
+	delete(h.keys, f)
+	if err := h.save(); err != nil {
+		h.keys[f] = k
+		return err
+	}
+	return nil
+}
+
 // SetValue stores the value and persists the whole machine before
 // returning, so an acknowledged write survives an agent crash the way it
 // survives one on Windows. If persisting fails the change is undone, keeping

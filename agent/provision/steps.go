@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/livedump/livedump/agent/host"
 	"github.com/livedump/livedump/internal/profile"
@@ -65,9 +66,26 @@ type regStep struct {
 type regPrior struct {
 	Exists bool        `json:"exists"`
 	Value  *host.Value `json:"value,omitempty"`
-	// KeyCreated is set when the key itself did not exist: revert removes
-	// it again once empty, so the registry is left exactly as found.
-	KeyCreated bool `json:"key_created,omitempty"`
+	// CreatedKeys are the keys that did not exist, deepest first up to the
+	// first existing ancestor: writing the value creates them, and revert
+	// removes them again once empty, so the registry is left as found.
+	CreatedKeys []string `json:"created_keys,omitempty"`
+}
+
+// missingKeys lists key and its ancestors that do not exist, deepest first.
+func missingKeys(h host.Registry, key string) ([]string, error) {
+	var missing []string
+	for k := key; strings.Count(k, `\`) > 1; k = k[:strings.LastIndex(k, `\`)] {
+		ok, err := h.KeyExists(k)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			break
+		}
+		missing = append(missing, k)
+	}
+	return missing, nil
 }
 
 func (s *regStep) id() string        { return s.sid }
@@ -78,11 +96,11 @@ func (s *regStep) needsReboot() bool { return s.reboot }
 func (s *regStep) read(context.Context) (observed, error) {
 	v, err := s.h.GetValue(s.key, s.name)
 	if errors.Is(err, host.ErrNotExist) {
-		keyExists, err := s.h.KeyExists(s.key)
+		created, err := missingKeys(s.h, s.key)
 		if err != nil {
 			return observed{}, err
 		}
-		b, _ := json.Marshal(regPrior{Exists: false, KeyCreated: !keyExists})
+		b, _ := json.Marshal(regPrior{Exists: false, CreatedKeys: created})
 		return observed{display: notSet, prior: b}, nil
 	}
 	if err != nil {
@@ -106,11 +124,14 @@ func (s *regStep) revert(_ context.Context, prior json.RawMessage) error {
 		if err := s.h.DeleteValue(s.key, s.name); err != nil && !errors.Is(err, host.ErrNotExist) {
 			return err
 		}
-		if p.KeyCreated {
-			// Other steps may still have values in it; the last one out
-			// removes the key.
-			err := s.h.DeleteKey(s.key)
-			if err != nil && !errors.Is(err, host.ErrKeyNotEmpty) && !errors.Is(err, host.ErrNotExist) {
+		// Other steps may still have values in these keys; the last one out
+		// removes them.
+		for _, k := range p.CreatedKeys {
+			err := s.h.DeleteKey(k)
+			if errors.Is(err, host.ErrKeyNotEmpty) {
+				break
+			}
+			if err != nil && !errors.Is(err, host.ErrNotExist) {
 				return err
 			}
 		}
@@ -202,8 +223,10 @@ type installPrior struct {
 	Installed bool `json:"installed"`
 }
 
-func (s *installStep) id() string        { return stepInstall }
-func (s *installStep) describe() string  { return `DTrace installed (C:\Program Files\DTrace\dtrace.exe)` }
+func (s *installStep) id() string { return stepInstall }
+func (s *installStep) describe() string {
+	return `DTrace installed (C:\Program Files\DTrace\dtrace.exe)`
+}
 func (s *installStep) desired() string   { return dtraceInstalled }
 func (s *installStep) needsReboot() bool { return false }
 

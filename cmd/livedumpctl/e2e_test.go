@@ -64,16 +64,16 @@ func TestAgentsListTable(t *testing.T) {
 	if len(lines) != 3 {
 		t.Fatalf("want header and 2 rows, got:\n%s", out)
 	}
-	header := []string{"ID", "HOSTNAME", "STATE", "BUILD", "EDITION", "VERSION", "LAST", "SEEN", "LABELS"}
+	header := []string{"ID", "HOSTNAME", "STATE", "BUILD", "EDITION", "VERSION", "LAST", "SEEN", "PROVISIONING", "LABELS"}
 	rows := tableRows(out)
 	if !slices.Equal(rows[0], header) {
 		t.Errorf("header = %q", lines[0])
 	}
-	want1 := []string{"ws-0001", "WS-0001", "online", "22631.4037", "Enterprise", "1.2.3", "3m", "ago", "role=vdi,site=lab"}
+	want1 := []string{"ws-0001", "WS-0001", "online", "22631.4037", "Enterprise", "1.2.3", "3m", "ago", "ready", "role=vdi,site=lab"}
 	if !slices.Equal(rows[1], want1) {
 		t.Errorf("row 1 = %q, want fields %q", lines[1], want1)
 	}
-	want2 := []string{"ws-0002", "WS-0002", "offline", "19045", "Professional", "1.2.2", "2d", "ago", "-"}
+	want2 := []string{"ws-0002", "WS-0002", "offline", "19045", "Professional", "1.2.2", "2d", "ago", "-", "-"}
 	if !slices.Equal(rows[2], want2) {
 		t.Errorf("row 2 = %q, want fields %q", lines[2], want2)
 	}
@@ -341,4 +341,23 @@ func TestVersionAndCompletion(t *testing.T) {
 	}
 	code, stdout, stderr := runCLI(t, "completion", "tcsh")
 	wantOneLineError(t, code, stdout, stderr, `"tcsh"`)
+}
+
+func TestProvisioningColumn(t *testing.T) {
+	for _, tc := range []struct {
+		st     livedumpv1.ProvisionState
+		detail string
+		want   string
+	}{
+		{livedumpv1.ProvisionState_PROVISION_STATE_UNSPECIFIED, "", "-"},
+		{livedumpv1.ProvisionState_PROVISION_STATE_READY, "", "ready"},
+		{livedumpv1.ProvisionState_PROVISION_STATE_REBOOT_REQUIRED, "why", "reboot-required"},
+		{livedumpv1.ProvisionState_PROVISION_STATE_BLOCKED, "BitLocker is on for C:", "blocked: BitLocker is on for C:"},
+		{livedumpv1.ProvisionState_PROVISION_STATE_FAILED, "bcd.dtrace: denied", "failed: bcd.dtrace: denied"},
+	} {
+		got := provisioning(&livedumpv1.Agent{ProvisionState: tc.st, ProvisionDetail: tc.detail})
+		if got != tc.want {
+			t.Errorf("provisioning(%v, %q) = %q, want %q", tc.st, tc.detail, got, tc.want)
+		}
+	}
 }

@@ -233,8 +233,9 @@ func (f *fakeFleet) agents() []*livedumpv1.Agent {
 				Hostname: "WS-0001", OsBuild: "22631", OsUbr: 4037, OsEdition: "Enterprise",
 				AgentVersion: "1.2.3",
 			},
-			State:    livedumpv1.AgentState_AGENT_STATE_ONLINE,
-			LastSeen: ts(f.now.Add(-3 * time.Minute)),
+			State:          livedumpv1.AgentState_AGENT_STATE_ONLINE,
+			LastSeen:       ts(f.now.Add(-3 * time.Minute)),
+			ProvisionState: livedumpv1.ProvisionState_PROVISION_STATE_READY,
 		},
 		{
 			Id:        "ws-0002",

@@ -4,12 +4,14 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,8 +22,10 @@ import (
 
 	"github.com/livedump/livedump/agent"
 	"github.com/livedump/livedump/agent/host/sim"
+	"github.com/livedump/livedump/agent/session"
 	"github.com/livedump/livedump/controller"
 	"github.com/livedump/livedump/internal/pki"
+	"github.com/livedump/livedump/internal/profile"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
@@ -47,6 +51,8 @@ type controllerOpts struct {
 	listen  string
 
 	caCertFile, caKeyFile string
+	profile               *profile.Profile
+	dtraceMSI             string
 }
 
 // startController runs the real controller with real mTLS on 127.0.0.1:0
@@ -68,6 +74,8 @@ func startController(t testing.TB, o controllerOpts) *testController {
 		Clock:         o.clock,
 		CertTTL:       o.certTTL,
 		CACertFile:    o.caCertFile,
+		Profile:       o.profile,
+		DTraceMSI:     o.dtraceMSI,
 		CAKeyFile:     o.caKeyFile,
 		Registry:      prometheus.NewRegistry(),
 	})
@@ -110,19 +118,37 @@ func (c *testController) token(t testing.TB, uses int, labels map[string]string)
 	return tok
 }
 
-// testAgent is a real agent against a simulated host.
+// testAgent is a real agent on a simulated machine, run by the simulated
+// service manager: a simulated reboot restarts it with a fresh Agent.
 type testAgent struct {
-	*agent.Agent
+	host     *sim.Host
 	stateDir string
 	stop     func() error
+	cur      atomic.Pointer[agent.Agent]
 }
 
+// current waits for the agent running on the machine now.
+func (a *testAgent) current() *agent.Agent {
+	for range 500 {
+		if c := a.cur.Load(); c != nil {
+			return c
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	panic("agent never started")
+}
+
+func (a *testAgent) ID() string               { return a.current().ID() }
+func (a *testAgent) Session() *session.Client { return a.current().Session() }
+func (a *testAgent) MetricsAddr() string      { return a.current().MetricsAddr() }
+
 type agentOpts struct {
-	stateDir string
-	token    string
-	labels   map[string]string
-	hostname string
-	clock    clockwork.Clock
+	stateDir  string
+	token     string
+	labels    map[string]string
+	hostname  string
+	clock     clockwork.Clock
+	bitLocker bool
 }
 
 func startAgent(t testing.TB, c *testController, o agentOpts) *testAgent {
@@ -130,11 +156,11 @@ func startAgent(t testing.TB, c *testController, o agentOpts) *testAgent {
 	if o.stateDir == "" {
 		o.stateDir = t.TempDir()
 	}
-	h, err := sim.New(sim.Config{StateDir: filepath.Join(o.stateDir, "host"), Hostname: o.hostname})
+	h, err := sim.New(sim.Config{StateDir: filepath.Join(o.stateDir, "host"), Hostname: o.hostname, BitLocker: o.bitLocker})
 	if err != nil {
 		t.Fatalf("sim.New: %v", err)
 	}
-	a, err := agent.New(agent.Config{
+	cfg := agent.Config{
 		Controllers:   []string{c.Addr()},
 		CAFile:        c.caFile,
 		Token:         o.token,
@@ -146,16 +172,23 @@ func startAgent(t testing.TB, c *testController, o agentOpts) *testAgent {
 		Clock:         o.clock,
 		BackoffMin:    50 * time.Millisecond,
 		BackoffMax:    500 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatalf("agent.New: %v", err)
 	}
+	ta := &testAgent{host: h, stateDir: o.stateDir}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	go func() {
+		done <- sim.RunService(ctx, h, func(ctx context.Context) error {
+			a, err := agent.New(cfg)
+			if err != nil {
+				return err
+			}
+			ta.cur.Store(a)
+			return a.Run(ctx)
+		})
+	}()
 	var result error
 	stopped := false
-	stop := func() error {
+	ta.stop = func() error {
 		if stopped {
 			return result
 		}
@@ -163,13 +196,16 @@ func startAgent(t testing.TB, c *testController, o agentOpts) *testAgent {
 		cancel()
 		select {
 		case result = <-done:
+			if errors.Is(result, context.Canceled) {
+				result = nil
+			}
 		case <-time.After(20 * time.Second):
 			t.Errorf("agent did not stop within 20s")
 		}
 		return result
 	}
-	t.Cleanup(func() { stop() })
-	return &testAgent{Agent: a, stateDir: o.stateDir, stop: stop}
+	t.Cleanup(func() { ta.stop() })
+	return ta
 }
 
 // eventually polls cond until it holds or the timeout passes.

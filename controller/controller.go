@@ -95,7 +95,7 @@ type Controller struct {
 // New opens the store and CA, issues the server certificate and binds the
 // listeners, so Addr is known before Run. Close undoes New if Run is never
 // called.
-func New(ctx context.Context, cfg Config) (c *Controller, err error) {
+func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultListen
 	}
@@ -123,7 +123,7 @@ func New(ctx context.Context, cfg Config) (c *Controller, err error) {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	c = &Controller{cfg: cfg, log: cfg.Logger, registry: cfg.Registry}
+	c := &Controller{cfg: cfg, log: cfg.Logger, registry: cfg.Registry}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -346,6 +346,9 @@ func (c *Controller) httpHandler() http.Handler {
 
 // Close releases listeners and the store. It is safe to call more than once.
 func (c *Controller) Close() {
+	if c == nil {
+		return
+	}
 	if c.lis != nil {
 		c.lis.Close()
 	}

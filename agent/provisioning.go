@@ -98,6 +98,7 @@ func reportToProto(id string, action livedumpv1.ProvisionAction, r provision.Rep
 		State:          stateValues[r.State],
 		Detail:         r.Detail,
 		Blockers:       r.Blockers,
+		Notes:          r.Notes,
 		RebootRequired: r.RebootRequired,
 	}
 	if !r.RebootAt.IsZero() {

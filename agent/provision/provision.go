@@ -74,6 +74,7 @@ type Report struct {
 	Detail         string
 	Steps          []StepResult
 	Blockers       []string
+	Notes          []string
 	RebootRequired bool
 	RebootAt       time.Time
 }
@@ -253,6 +254,9 @@ func (p *Provisioner) plan(ctx context.Context, prof profile.Profile, j *journal
 		return nil, nil, Report{}, err
 	}
 	rep.RebootRequired = pending
+	if rep.Notes, err = p.notes(ctx, prof); err != nil {
+		return nil, nil, Report{}, err
+	}
 	changes := slices.ContainsFunc(res, func(r StepResult) bool { return r.Change })
 	switch {
 	case len(rep.Blockers) > 0:
@@ -269,6 +273,27 @@ func (p *Provisioner) plan(ctx context.Context, prof profile.Profile, j *journal
 		rep.State = Ready
 	}
 	return steps, obs, rep, nil
+}
+
+// notes reports what the operator should know but provisioning does not
+// change: reboots Windows itself is waiting for, and the running VBS state.
+func (p *Provisioner) notes(ctx context.Context, prof profile.Profile) ([]string, error) {
+	var n []string
+	pending, reasons, err := host.PendingReboot(p.cfg.Host)
+	if err != nil {
+		return nil, fmt.Errorf("pending reboot: %w", err)
+	}
+	if pending {
+		n = append(n, "Windows is already waiting for a reboot ("+strings.Join(reasons, "; ")+")")
+	}
+	if prof.VBS {
+		st, err := p.cfg.Host.VBSStatus(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("VBS status: %w", err)
+		}
+		n = append(n, "VBS is "+st.String()+" now")
+	}
+	return n, nil
 }
 
 // Plan reports what Apply would do with prof. msi is nil when no DTrace MSI

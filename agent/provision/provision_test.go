@@ -447,6 +447,28 @@ func TestVBSStep(t *testing.T) {
 	if st, _ := f.host.VBSStatus(ctx); st != host.VBSRunning {
 		t.Fatalf("VBS %v after reboot", st)
 	}
+	r, err = f.p.Plan(ctx, prof, f.source())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Notes) != 1 || r.Notes[0] != "VBS is running now" {
+		t.Fatalf("notes %q", r.Notes)
+	}
+}
+
+func TestPendingWindowsRebootIsNoted(t *testing.T) {
+	f := newFixture(t, sim.Config{})
+	if err := f.host.SetValue(host.SessionManagerKey, host.PendingFileRenameValue, host.MultiSZ(`\??\C:\x.tmp`, `\??\C:\y.tmp`)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.p.Plan(context.Background(), profile.Default(), f.source())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Notes) != 1 || !strings.HasPrefix(r.Notes[0], "Windows is already waiting for a reboot") {
+		t.Fatalf("notes %q", r.Notes)
+	}
+	wantState(t, r, NotProvisioned)
 }
 
 func TestRebootIfNeededThroughTheServiceManager(t *testing.T) {

@@ -205,6 +205,9 @@ func writeProvisionResults(w io.Writer, results []*livedumpv1.AgentProvisionResu
 		for _, b := range rep.GetBlockers() {
 			fmt.Fprintln(w, "  blocker: "+cell(b))
 		}
+		for _, n := range rep.GetNotes() {
+			fmt.Fprintln(w, "  note: "+cell(n))
+		}
 		if len(rep.GetSteps()) == 0 {
 			continue
 		}

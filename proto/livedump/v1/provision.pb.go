@@ -595,7 +595,10 @@ type ProvisionReport struct {
 	Blockers       []string      `protobuf:"bytes,6,rep,name=blockers,proto3" json:"blockers,omitempty"`
 	RebootRequired bool          `protobuf:"varint,7,opt,name=reboot_required,json=rebootRequired,proto3" json:"reboot_required,omitempty"`
 	// Reboot scheduled at this time, when the policy allowed one.
-	RebootAt      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=reboot_at,json=rebootAt,proto3" json:"reboot_at,omitempty"`
+	RebootAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=reboot_at,json=rebootAt,proto3" json:"reboot_at,omitempty"`
+	// Facts worth knowing that change nothing, e.g. a reboot Windows Update
+	// is waiting for, or whether VBS runs now.
+	Notes         []string `protobuf:"bytes,9,rep,name=notes,proto3" json:"notes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -686,6 +689,13 @@ func (x *ProvisionReport) GetRebootAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ProvisionReport) GetNotes() []string {
+	if x != nil {
+		return x.Notes
+	}
+	return nil
+}
+
 var File_livedump_v1_provision_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_provision_proto_rawDesc = "" +
@@ -726,7 +736,7 @@ const file_livedump_v1_provision_proto_rawDesc = "" +
 	"\x06change\x18\x05 \x01(\bR\x06change\x12!\n" +
 	"\fneeds_reboot\x18\x06 \x01(\bR\vneedsReboot\x12\x18\n" +
 	"\aoutcome\x18\a \x01(\tR\aoutcome\x12\x14\n" +
-	"\x05error\x18\b \x01(\tR\x05error\"\xe2\x02\n" +
+	"\x05error\x18\b \x01(\tR\x05error\"\xf8\x02\n" +
 	"\x0fProvisionReport\x12!\n" +
 	"\fdirective_id\x18\x01 \x01(\tR\vdirectiveId\x124\n" +
 	"\x06action\x18\x02 \x01(\x0e2\x1c.livedump.v1.ProvisionActionR\x06action\x121\n" +
@@ -735,7 +745,8 @@ const file_livedump_v1_provision_proto_rawDesc = "" +
 	"\x05steps\x18\x05 \x03(\v2\x17.livedump.v1.StepResultR\x05steps\x12\x1a\n" +
 	"\bblockers\x18\x06 \x03(\tR\bblockers\x12'\n" +
 	"\x0freboot_required\x18\a \x01(\bR\x0erebootRequired\x127\n" +
-	"\treboot_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\brebootAt*\x87\x01\n" +
+	"\treboot_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\brebootAt\x12\x14\n" +
+	"\x05notes\x18\t \x03(\tR\x05notes*\x87\x01\n" +
 	"\x0fProvisionAction\x12 \n" +
 	"\x1cPROVISION_ACTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15PROVISION_ACTION_PLAN\x10\x01\x12\x1a\n" +

@@ -62,6 +62,47 @@ type Artifact struct {
 	Created time.Time
 }
 
+// Capture is a stored capture. Spec and Statuses are JSON documents owned by
+// the API layer; the store keeps them opaque.
+type Capture struct {
+	ID        string
+	Spec      string // CaptureSpec as protojson
+	State     string // "active", "done", "expired", "cancelled"
+	Detail    string
+	Created   time.Time
+	Expires   time.Time
+	CreatedBy string
+	Rendered  string
+	Statuses  string // JSON
+	Warnings  []string
+}
+
+// CaptureTarget is a capture's progress on one agent.
+type CaptureTarget struct {
+	CaptureID string
+	AgentID   string
+	State     string
+	Detail    string
+	Events    int64
+	Updated   time.Time
+}
+
+// Event is one trigger event. Frames are JSON documents.
+type Event struct {
+	Seq       int64 // assigned by the store, increasing
+	ID        string
+	CaptureID string
+	AgentID   string
+	Time      time.Time
+	PID, TID  int
+	Process   string
+	Probe     string
+	Status    uint32
+	User      string // JSON frames
+	Kernel    string // JSON frames
+	Signature string
+}
+
 // ArtifactDTraceMSI is the kind of the DTrace installer artifact.
 const ArtifactDTraceMSI = "dtrace-msi"
 
@@ -137,6 +178,26 @@ type Store interface {
 	// ErrNotFound / ErrTokenRevoked / ErrTokenExpired / ErrTokenExhausted.
 	// A hash mismatch is reported as ErrNotFound.
 	ConsumeToken(ctx context.Context, id string, secretHash []byte, now time.Time) (Token, error)
+
+	// CreateCapture stores a capture and its targets in one transaction.
+	CreateCapture(ctx context.Context, c Capture, targets []CaptureTarget) error
+	// GetCapture returns a capture or ErrNotFound.
+	GetCapture(ctx context.Context, id string) (Capture, error)
+	// ListCaptures returns captures newest first; state filters when set.
+	ListCaptures(ctx context.Context, state string) ([]Capture, error)
+	// SetCaptureState records a capture's state and why.
+	SetCaptureState(ctx context.Context, id, state, detail string) error
+	// ListTargets returns a capture's targets ordered by agent ID.
+	ListTargets(ctx context.Context, captureID string) ([]CaptureTarget, error)
+	// SetTargetState records a target's state; ErrNotFound if absent.
+	SetTargetState(ctx context.Context, captureID, agentID, state, detail string, at time.Time) error
+	// InsertEvents stores events, skipping IDs already stored, counts the
+	// new ones on their targets, and returns how many were new.
+	InsertEvents(ctx context.Context, events []Event) (int, error)
+	// ListEvents returns a capture's events with Seq > afterSeq, in order.
+	ListEvents(ctx context.Context, captureID string, afterSeq int64, limit int) ([]Event, error)
+	// EventSeq returns the Seq of an event ID, or ErrNotFound.
+	EventSeq(ctx context.Context, id string) (int64, error)
 
 	// AppendAudit writes one audit entry and returns its ID.
 	AppendAudit(ctx context.Context, e AuditEntry) (int64, error)

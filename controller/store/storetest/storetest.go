@@ -55,6 +55,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AuditLimit", testAuditLimit},
 		{"ProvisionState", testProvisionState},
 		{"Artifacts", testArtifacts},
+		{"Captures", testCaptures},
+		{"Events", testEvents},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -796,5 +798,97 @@ func testArtifacts(t *testing.T, s store.Store) {
 	must(t, "GetArtifact", err)
 	if got.Kind != "other" || got.Size != 1 {
 		t.Fatalf("GetArtifact = %+v", got)
+	}
+}
+
+func testCaptures(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	c := store.Capture{ID: "c1", Spec: `{"processes":["ms-teams.exe"]}`, State: "active", Created: t0, Expires: t0.Add(24 * time.Hour),
+		CreatedBy: "operator/operator/alice", Rendered: "#pragma D option quiet", Statuses: `[{"input":"STATUS_INVALID_PARAMETER"}]`, Warnings: []string{"w"}}
+	targets := []store.CaptureTarget{{AgentID: "a2", State: "pending", Updated: t0}, {AgentID: "a1", State: "pending", Updated: t0}}
+	must(t, "CreateCapture", s.CreateCapture(ctx, c, targets))
+	wantErr(t, "CreateCapture again", s.CreateCapture(ctx, c, nil), store.ErrConflict)
+	older := c
+	older.ID, older.Created, older.State = "c0", t0.Add(-time.Hour), "done"
+	must(t, "CreateCapture c0", s.CreateCapture(ctx, older, nil))
+
+	got, err := s.GetCapture(ctx, "c1")
+	must(t, "GetCapture", err)
+	if got.Spec != c.Spec || got.Rendered != c.Rendered || got.Statuses != c.Statuses || got.CreatedBy != c.CreatedBy || len(got.Warnings) != 1 {
+		t.Fatalf("GetCapture = %+v", got)
+	}
+	checkTime(t, "Expires", got.Expires, c.Expires)
+	_, err = s.GetCapture(ctx, "nope")
+	wantErr(t, "GetCapture missing", err, store.ErrNotFound)
+
+	all, err := s.ListCaptures(ctx, "")
+	must(t, "ListCaptures", err)
+	if len(all) != 2 || all[0].ID != "c1" {
+		t.Fatalf("ListCaptures = %v, want c1 then c0", all)
+	}
+	active, err := s.ListCaptures(ctx, "active")
+	must(t, "ListCaptures active", err)
+	if len(active) != 1 || active[0].ID != "c1" {
+		t.Fatalf("ListCaptures(active) = %v", active)
+	}
+	must(t, "SetCaptureState", s.SetCaptureState(ctx, "c1", "cancelled", "by alice"))
+	got, _ = s.GetCapture(ctx, "c1")
+	if got.State != "cancelled" || got.Detail != "by alice" {
+		t.Fatalf("state = %q %q", got.State, got.Detail)
+	}
+
+	ts, err := s.ListTargets(ctx, "c1")
+	must(t, "ListTargets", err)
+	if len(ts) != 2 || ts[0].AgentID != "a1" || ts[1].State != "pending" {
+		t.Fatalf("ListTargets = %+v", ts)
+	}
+	must(t, "SetTargetState", s.SetTargetState(ctx, "c1", "a1", "armed", "", t0.Add(time.Minute)))
+	ts, _ = s.ListTargets(ctx, "c1")
+	if ts[0].State != "armed" {
+		t.Fatalf("target state %q", ts[0].State)
+	}
+	checkTime(t, "Updated", ts[0].Updated, t0.Add(time.Minute))
+	wantErr(t, "SetTargetState missing", s.SetTargetState(ctx, "c1", "zz", "armed", "", t0), store.ErrNotFound)
+}
+
+func testEvents(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	must(t, "CreateCapture", s.CreateCapture(ctx, store.Capture{ID: "c1", Spec: "{}", State: "active", Created: t0, Expires: t0.Add(time.Hour)},
+		[]store.CaptureTarget{{AgentID: "a1", State: "armed"}}))
+	ev := func(id string, sec int) store.Event {
+		return store.Event{ID: id, CaptureID: "c1", AgentID: "a1", Time: t0.Add(time.Duration(sec) * time.Second), PID: 4242, TID: 17,
+			Process: "ms-teams.exe", Probe: "NtCreateFile:return", Status: 0xC000000D, User: `[{"module":"ntdll"}]`, Kernel: "[]", Signature: "sig"}
+	}
+	n, err := s.InsertEvents(ctx, []store.Event{ev("e1", 1), ev("e2", 2)})
+	must(t, "InsertEvents", err)
+	if n != 2 {
+		t.Fatalf("inserted %d, want 2", n)
+	}
+	// A re-sent batch overlapping the first: only the new event counts.
+	n, err = s.InsertEvents(ctx, []store.Event{ev("e2", 2), ev("e3", 3)})
+	must(t, "InsertEvents again", err)
+	if n != 1 {
+		t.Fatalf("inserted %d on re-send, want 1", n)
+	}
+	got, err := s.ListEvents(ctx, "c1", 0, 0)
+	must(t, "ListEvents", err)
+	if len(got) != 3 || got[0].ID != "e1" || got[2].ID != "e3" || got[0].Status != 0xC000000D || got[0].User != `[{"module":"ntdll"}]` {
+		t.Fatalf("ListEvents = %+v", got)
+	}
+	checkTime(t, "Time", got[1].Time, t0.Add(2*time.Second))
+	seq, err := s.EventSeq(ctx, "e1")
+	must(t, "EventSeq", err)
+	after, err := s.ListEvents(ctx, "c1", seq, 1)
+	must(t, "ListEvents after", err)
+	if len(after) != 1 || after[0].ID != "e2" {
+		t.Fatalf("ListEvents after e1 limit 1 = %+v", after)
+	}
+	_, err = s.EventSeq(ctx, "zz")
+	wantErr(t, "EventSeq missing", err, store.ErrNotFound)
+	ts, _ := s.ListTargets(ctx, "c1")
+	if ts[0].Events != 3 {
+		t.Fatalf("target counts %d events, want 3 (duplicates not counted)", ts[0].Events)
 	}
 }

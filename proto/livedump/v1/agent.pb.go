@@ -361,6 +361,8 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Heartbeat
 	//	*ConnectRequest_Ack
 	//	*ConnectRequest_ProvisionReport
+	//	*ConnectRequest_Event
+	//	*ConnectRequest_CaptureStatus
 	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -439,6 +441,24 @@ func (x *ConnectRequest) GetProvisionReport() *ProvisionReport {
 	return nil
 }
 
+func (x *ConnectRequest) GetEvent() *TriggerEvent {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_Event); ok {
+			return x.Event
+		}
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetCaptureStatus() *CaptureStatus {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_CaptureStatus); ok {
+			return x.CaptureStatus
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Msg interface {
 	isConnectRequest_Msg()
 }
@@ -459,6 +479,14 @@ type ConnectRequest_ProvisionReport struct {
 	ProvisionReport *ProvisionReport `protobuf:"bytes,4,opt,name=provision_report,json=provisionReport,proto3,oneof"`
 }
 
+type ConnectRequest_Event struct {
+	Event *TriggerEvent `protobuf:"bytes,5,opt,name=event,proto3,oneof"`
+}
+
+type ConnectRequest_CaptureStatus struct {
+	CaptureStatus *CaptureStatus `protobuf:"bytes,6,opt,name=capture_status,json=captureStatus,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
@@ -466,6 +494,10 @@ func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
 func (*ConnectRequest_Ack) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_ProvisionReport) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_Event) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_CaptureStatus) isConnectRequest_Msg() {}
 
 // ConnectResponse is one message from controller to agent.
 type ConnectResponse struct {
@@ -475,6 +507,7 @@ type ConnectResponse struct {
 	//	*ConnectResponse_Welcome
 	//	*ConnectResponse_Ping
 	//	*ConnectResponse_Directive
+	//	*ConnectResponse_EventAck
 	Msg           isConnectResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -544,6 +577,15 @@ func (x *ConnectResponse) GetDirective() *Directive {
 	return nil
 }
 
+func (x *ConnectResponse) GetEventAck() *EventAck {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_EventAck); ok {
+			return x.EventAck
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Msg interface {
 	isConnectResponse_Msg()
 }
@@ -560,11 +602,17 @@ type ConnectResponse_Directive struct {
 	Directive *Directive `protobuf:"bytes,3,opt,name=directive,proto3,oneof"`
 }
 
+type ConnectResponse_EventAck struct {
+	EventAck *EventAck `protobuf:"bytes,4,opt,name=event_ack,json=eventAck,proto3,oneof"`
+}
+
 func (*ConnectResponse_Welcome) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_Ping) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_Directive) isConnectResponse_Msg() {}
+
+func (*ConnectResponse_EventAck) isConnectResponse_Msg() {}
 
 // Hello is the first message on a Connect stream.
 type Hello struct {
@@ -772,6 +820,8 @@ type Directive struct {
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Directive_Provision
+	//	*Directive_Arm
+	//	*Directive_Disarm
 	Kind          isDirective_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -837,6 +887,24 @@ func (x *Directive) GetProvision() *ProvisionDirective {
 	return nil
 }
 
+func (x *Directive) GetArm() *ArmCapture {
+	if x != nil {
+		if x, ok := x.Kind.(*Directive_Arm); ok {
+			return x.Arm
+		}
+	}
+	return nil
+}
+
+func (x *Directive) GetDisarm() *DisarmCapture {
+	if x != nil {
+		if x, ok := x.Kind.(*Directive_Disarm); ok {
+			return x.Disarm
+		}
+	}
+	return nil
+}
+
 type isDirective_Kind interface {
 	isDirective_Kind()
 }
@@ -845,7 +913,19 @@ type Directive_Provision struct {
 	Provision *ProvisionDirective `protobuf:"bytes,3,opt,name=provision,proto3,oneof"`
 }
 
+type Directive_Arm struct {
+	Arm *ArmCapture `protobuf:"bytes,4,opt,name=arm,proto3,oneof"`
+}
+
+type Directive_Disarm struct {
+	Disarm *DisarmCapture `protobuf:"bytes,5,opt,name=disarm,proto3,oneof"`
+}
+
 func (*Directive_Provision) isDirective_Kind() {}
+
+func (*Directive_Arm) isDirective_Kind() {}
+
+func (*Directive_Disarm) isDirective_Kind() {}
 
 // Ack acknowledges (or, with error set, rejects) a directive exactly once.
 type Ack struct {
@@ -904,7 +984,7 @@ var File_livedump_v1_agent_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x17livedump/v1/agent.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18livedump/v1/common.proto\x1a\x1blivedump/v1/provision.proto\"F\n" +
+	"\x17livedump/v1/agent.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x1blivedump/v1/provision.proto\"F\n" +
 	"\x14FetchArtifactRequest\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\"-\n" +
@@ -926,17 +1006,20 @@ const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"e\n" +
 	"\rRenewResponse\x12+\n" +
 	"\x11certificate_chain\x18\x01 \x03(\fR\x10certificateChain\x12'\n" +
-	"\x0fca_certificates\x18\x02 \x03(\fR\x0ecaCertificates\"\xec\x01\n" +
+	"\x0fca_certificates\x18\x02 \x03(\fR\x0ecaCertificates\"\xe4\x02\n" +
 	"\x0eConnectRequest\x12*\n" +
 	"\x05hello\x18\x01 \x01(\v2\x12.livedump.v1.HelloH\x00R\x05hello\x126\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x16.livedump.v1.HeartbeatH\x00R\theartbeat\x12$\n" +
 	"\x03ack\x18\x03 \x01(\v2\x10.livedump.v1.AckH\x00R\x03ack\x12I\n" +
-	"\x10provision_report\x18\x04 \x01(\v2\x1c.livedump.v1.ProvisionReportH\x00R\x0fprovisionReportB\x05\n" +
-	"\x03msg\"\xab\x01\n" +
+	"\x10provision_report\x18\x04 \x01(\v2\x1c.livedump.v1.ProvisionReportH\x00R\x0fprovisionReport\x121\n" +
+	"\x05event\x18\x05 \x01(\v2\x19.livedump.v1.TriggerEventH\x00R\x05event\x12C\n" +
+	"\x0ecapture_status\x18\x06 \x01(\v2\x1a.livedump.v1.CaptureStatusH\x00R\rcaptureStatusB\x05\n" +
+	"\x03msg\"\xe1\x01\n" +
 	"\x0fConnectResponse\x120\n" +
 	"\awelcome\x18\x01 \x01(\v2\x14.livedump.v1.WelcomeH\x00R\awelcome\x12'\n" +
 	"\x04ping\x18\x02 \x01(\v2\x11.livedump.v1.PingH\x00R\x04ping\x126\n" +
-	"\tdirective\x18\x03 \x01(\v2\x16.livedump.v1.DirectiveH\x00R\tdirectiveB\x05\n" +
+	"\tdirective\x18\x03 \x01(\v2\x16.livedump.v1.DirectiveH\x00R\tdirective\x124\n" +
+	"\tevent_ack\x18\x04 \x01(\v2\x15.livedump.v1.EventAckH\x00R\beventAckB\x05\n" +
 	"\x03msg\"X\n" +
 	"\x05Hello\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x124\n" +
@@ -950,11 +1033,13 @@ const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\tHeartbeat\x123\n" +
 	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\x1c\n" +
 	"\x04Ping\x12\x14\n" +
-	"\x05nonce\x18\x01 \x01(\tR\x05nonce\"\x9a\x01\n" +
+	"\x05nonce\x18\x01 \x01(\tR\x05nonce\"\xfd\x01\n" +
 	"\tDirective\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x124\n" +
 	"\acreated\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12?\n" +
-	"\tprovision\x18\x03 \x01(\v2\x1f.livedump.v1.ProvisionDirectiveH\x00R\tprovisionB\x06\n" +
+	"\tprovision\x18\x03 \x01(\v2\x1f.livedump.v1.ProvisionDirectiveH\x00R\tprovision\x12+\n" +
+	"\x03arm\x18\x04 \x01(\v2\x17.livedump.v1.ArmCaptureH\x00R\x03arm\x124\n" +
+	"\x06disarm\x18\x05 \x01(\v2\x1a.livedump.v1.DisarmCaptureH\x00R\x06disarmB\x06\n" +
 	"\x04kind\">\n" +
 	"\x03Ack\x12!\n" +
 	"\fdirective_id\x18\x01 \x01(\tR\vdirectiveId\x12\x14\n" +
@@ -997,9 +1082,14 @@ var file_livedump_v1_agent_proto_goTypes = []any{
 	nil,                           // 15: livedump.v1.Welcome.LabelsEntry
 	(*Inventory)(nil),             // 16: livedump.v1.Inventory
 	(*ProvisionReport)(nil),       // 17: livedump.v1.ProvisionReport
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*ProvisionDirective)(nil),    // 20: livedump.v1.ProvisionDirective
+	(*TriggerEvent)(nil),          // 18: livedump.v1.TriggerEvent
+	(*CaptureStatus)(nil),         // 19: livedump.v1.CaptureStatus
+	(*EventAck)(nil),              // 20: livedump.v1.EventAck
+	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*ProvisionDirective)(nil),    // 23: livedump.v1.ProvisionDirective
+	(*ArmCapture)(nil),            // 24: livedump.v1.ArmCapture
+	(*DisarmCapture)(nil),         // 25: livedump.v1.DisarmCapture
 }
 var file_livedump_v1_agent_proto_depIdxs = []int32{
 	14, // 0: livedump.v1.EnrollRequest.labels:type_name -> livedump.v1.EnrollRequest.LabelsEntry
@@ -1008,28 +1098,33 @@ var file_livedump_v1_agent_proto_depIdxs = []int32{
 	10, // 3: livedump.v1.ConnectRequest.heartbeat:type_name -> livedump.v1.Heartbeat
 	13, // 4: livedump.v1.ConnectRequest.ack:type_name -> livedump.v1.Ack
 	17, // 5: livedump.v1.ConnectRequest.provision_report:type_name -> livedump.v1.ProvisionReport
-	9,  // 6: livedump.v1.ConnectResponse.welcome:type_name -> livedump.v1.Welcome
-	11, // 7: livedump.v1.ConnectResponse.ping:type_name -> livedump.v1.Ping
-	12, // 8: livedump.v1.ConnectResponse.directive:type_name -> livedump.v1.Directive
-	16, // 9: livedump.v1.Hello.inventory:type_name -> livedump.v1.Inventory
-	18, // 10: livedump.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	15, // 11: livedump.v1.Welcome.labels:type_name -> livedump.v1.Welcome.LabelsEntry
-	19, // 12: livedump.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	19, // 13: livedump.v1.Directive.created:type_name -> google.protobuf.Timestamp
-	20, // 14: livedump.v1.Directive.provision:type_name -> livedump.v1.ProvisionDirective
-	2,  // 15: livedump.v1.AgentService.Enroll:input_type -> livedump.v1.EnrollRequest
-	4,  // 16: livedump.v1.AgentService.Renew:input_type -> livedump.v1.RenewRequest
-	6,  // 17: livedump.v1.AgentService.Connect:input_type -> livedump.v1.ConnectRequest
-	0,  // 18: livedump.v1.AgentService.FetchArtifact:input_type -> livedump.v1.FetchArtifactRequest
-	3,  // 19: livedump.v1.AgentService.Enroll:output_type -> livedump.v1.EnrollResponse
-	5,  // 20: livedump.v1.AgentService.Renew:output_type -> livedump.v1.RenewResponse
-	7,  // 21: livedump.v1.AgentService.Connect:output_type -> livedump.v1.ConnectResponse
-	1,  // 22: livedump.v1.AgentService.FetchArtifact:output_type -> livedump.v1.FetchArtifactResponse
-	19, // [19:23] is the sub-list for method output_type
-	15, // [15:19] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	18, // 6: livedump.v1.ConnectRequest.event:type_name -> livedump.v1.TriggerEvent
+	19, // 7: livedump.v1.ConnectRequest.capture_status:type_name -> livedump.v1.CaptureStatus
+	9,  // 8: livedump.v1.ConnectResponse.welcome:type_name -> livedump.v1.Welcome
+	11, // 9: livedump.v1.ConnectResponse.ping:type_name -> livedump.v1.Ping
+	12, // 10: livedump.v1.ConnectResponse.directive:type_name -> livedump.v1.Directive
+	20, // 11: livedump.v1.ConnectResponse.event_ack:type_name -> livedump.v1.EventAck
+	16, // 12: livedump.v1.Hello.inventory:type_name -> livedump.v1.Inventory
+	21, // 13: livedump.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	15, // 14: livedump.v1.Welcome.labels:type_name -> livedump.v1.Welcome.LabelsEntry
+	22, // 15: livedump.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	22, // 16: livedump.v1.Directive.created:type_name -> google.protobuf.Timestamp
+	23, // 17: livedump.v1.Directive.provision:type_name -> livedump.v1.ProvisionDirective
+	24, // 18: livedump.v1.Directive.arm:type_name -> livedump.v1.ArmCapture
+	25, // 19: livedump.v1.Directive.disarm:type_name -> livedump.v1.DisarmCapture
+	2,  // 20: livedump.v1.AgentService.Enroll:input_type -> livedump.v1.EnrollRequest
+	4,  // 21: livedump.v1.AgentService.Renew:input_type -> livedump.v1.RenewRequest
+	6,  // 22: livedump.v1.AgentService.Connect:input_type -> livedump.v1.ConnectRequest
+	0,  // 23: livedump.v1.AgentService.FetchArtifact:input_type -> livedump.v1.FetchArtifactRequest
+	3,  // 24: livedump.v1.AgentService.Enroll:output_type -> livedump.v1.EnrollResponse
+	5,  // 25: livedump.v1.AgentService.Renew:output_type -> livedump.v1.RenewResponse
+	7,  // 26: livedump.v1.AgentService.Connect:output_type -> livedump.v1.ConnectResponse
+	1,  // 27: livedump.v1.AgentService.FetchArtifact:output_type -> livedump.v1.FetchArtifactResponse
+	24, // [24:28] is the sub-list for method output_type
+	20, // [20:24] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_livedump_v1_agent_proto_init() }
@@ -1037,6 +1132,7 @@ func file_livedump_v1_agent_proto_init() {
 	if File_livedump_v1_agent_proto != nil {
 		return
 	}
+	file_livedump_v1_capture_proto_init()
 	file_livedump_v1_common_proto_init()
 	file_livedump_v1_provision_proto_init()
 	file_livedump_v1_agent_proto_msgTypes[6].OneofWrappers = []any{
@@ -1044,14 +1140,19 @@ func file_livedump_v1_agent_proto_init() {
 		(*ConnectRequest_Heartbeat)(nil),
 		(*ConnectRequest_Ack)(nil),
 		(*ConnectRequest_ProvisionReport)(nil),
+		(*ConnectRequest_Event)(nil),
+		(*ConnectRequest_CaptureStatus)(nil),
 	}
 	file_livedump_v1_agent_proto_msgTypes[7].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
 		(*ConnectResponse_Ping)(nil),
 		(*ConnectResponse_Directive)(nil),
+		(*ConnectResponse_EventAck)(nil),
 	}
 	file_livedump_v1_agent_proto_msgTypes[12].OneofWrappers = []any{
 		(*Directive_Provision)(nil),
+		(*Directive_Arm)(nil),
+		(*Directive_Disarm)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

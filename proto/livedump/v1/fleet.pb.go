@@ -23,6 +23,696 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type CreateCaptureRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *CaptureSpec           `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCaptureRequest) Reset() {
+	*x = CreateCaptureRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCaptureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCaptureRequest) ProtoMessage() {}
+
+func (x *CreateCaptureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCaptureRequest.ProtoReflect.Descriptor instead.
+func (*CreateCaptureRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CreateCaptureRequest) GetSpec() *CaptureSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type CreateCaptureResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Capture       *Capture               `protobuf:"bytes,1,opt,name=capture,proto3" json:"capture,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCaptureResponse) Reset() {
+	*x = CreateCaptureResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCaptureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCaptureResponse) ProtoMessage() {}
+
+func (x *CreateCaptureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCaptureResponse.ProtoReflect.Descriptor instead.
+func (*CreateCaptureResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CreateCaptureResponse) GetCapture() *Capture {
+	if x != nil {
+		return x.Capture
+	}
+	return nil
+}
+
+type ListCapturesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCapturesRequest) Reset() {
+	*x = ListCapturesRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCapturesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCapturesRequest) ProtoMessage() {}
+
+func (x *ListCapturesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCapturesRequest.ProtoReflect.Descriptor instead.
+func (*ListCapturesRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{2}
+}
+
+type ListCapturesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Captures      []*Capture             `protobuf:"bytes,1,rep,name=captures,proto3" json:"captures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCapturesResponse) Reset() {
+	*x = ListCapturesResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCapturesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCapturesResponse) ProtoMessage() {}
+
+func (x *ListCapturesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCapturesResponse.ProtoReflect.Descriptor instead.
+func (*ListCapturesResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListCapturesResponse) GetCaptures() []*Capture {
+	if x != nil {
+		return x.Captures
+	}
+	return nil
+}
+
+type GetCaptureRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCaptureRequest) Reset() {
+	*x = GetCaptureRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCaptureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCaptureRequest) ProtoMessage() {}
+
+func (x *GetCaptureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCaptureRequest.ProtoReflect.Descriptor instead.
+func (*GetCaptureRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetCaptureRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type GetCaptureResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Capture       *Capture               `protobuf:"bytes,1,opt,name=capture,proto3" json:"capture,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCaptureResponse) Reset() {
+	*x = GetCaptureResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCaptureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCaptureResponse) ProtoMessage() {}
+
+func (x *GetCaptureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCaptureResponse.ProtoReflect.Descriptor instead.
+func (*GetCaptureResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetCaptureResponse) GetCapture() *Capture {
+	if x != nil {
+		return x.Capture
+	}
+	return nil
+}
+
+type WatchCaptureRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchCaptureRequest) Reset() {
+	*x = WatchCaptureRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchCaptureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchCaptureRequest) ProtoMessage() {}
+
+func (x *WatchCaptureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchCaptureRequest.ProtoReflect.Descriptor instead.
+func (*WatchCaptureRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *WatchCaptureRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type WatchCaptureResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*WatchCaptureResponse_Event
+	//	*WatchCaptureResponse_Target
+	//	*WatchCaptureResponse_Ended
+	Msg           isWatchCaptureResponse_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchCaptureResponse) Reset() {
+	*x = WatchCaptureResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchCaptureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchCaptureResponse) ProtoMessage() {}
+
+func (x *WatchCaptureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchCaptureResponse.ProtoReflect.Descriptor instead.
+func (*WatchCaptureResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *WatchCaptureResponse) GetMsg() isWatchCaptureResponse_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *WatchCaptureResponse) GetEvent() *TriggerEvent {
+	if x != nil {
+		if x, ok := x.Msg.(*WatchCaptureResponse_Event); ok {
+			return x.Event
+		}
+	}
+	return nil
+}
+
+func (x *WatchCaptureResponse) GetTarget() *CaptureTarget {
+	if x != nil {
+		if x, ok := x.Msg.(*WatchCaptureResponse_Target); ok {
+			return x.Target
+		}
+	}
+	return nil
+}
+
+func (x *WatchCaptureResponse) GetEnded() *Capture {
+	if x != nil {
+		if x, ok := x.Msg.(*WatchCaptureResponse_Ended); ok {
+			return x.Ended
+		}
+	}
+	return nil
+}
+
+type isWatchCaptureResponse_Msg interface {
+	isWatchCaptureResponse_Msg()
+}
+
+type WatchCaptureResponse_Event struct {
+	Event *TriggerEvent `protobuf:"bytes,1,opt,name=event,proto3,oneof"`
+}
+
+type WatchCaptureResponse_Target struct {
+	Target *CaptureTarget `protobuf:"bytes,2,opt,name=target,proto3,oneof"`
+}
+
+type WatchCaptureResponse_Ended struct {
+	// Sent once, when the capture ends; the stream closes after it.
+	Ended *Capture `protobuf:"bytes,3,opt,name=ended,proto3,oneof"`
+}
+
+func (*WatchCaptureResponse_Event) isWatchCaptureResponse_Msg() {}
+
+func (*WatchCaptureResponse_Target) isWatchCaptureResponse_Msg() {}
+
+func (*WatchCaptureResponse_Ended) isWatchCaptureResponse_Msg() {}
+
+type CancelCaptureRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelCaptureRequest) Reset() {
+	*x = CancelCaptureRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelCaptureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelCaptureRequest) ProtoMessage() {}
+
+func (x *CancelCaptureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelCaptureRequest.ProtoReflect.Descriptor instead.
+func (*CancelCaptureRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CancelCaptureRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type CancelCaptureResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Capture       *Capture               `protobuf:"bytes,1,opt,name=capture,proto3" json:"capture,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelCaptureResponse) Reset() {
+	*x = CancelCaptureResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelCaptureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelCaptureResponse) ProtoMessage() {}
+
+func (x *CancelCaptureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelCaptureResponse.ProtoReflect.Descriptor instead.
+func (*CancelCaptureResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CancelCaptureResponse) GetCapture() *Capture {
+	if x != nil {
+		return x.Capture
+	}
+	return nil
+}
+
+type ListEventsRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	CaptureId string                 `protobuf:"bytes,1,opt,name=capture_id,json=captureId,proto3" json:"capture_id,omitempty"`
+	// Maximum events (default 1000, max 10000).
+	Limit int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Only events after this event ID's position (paging).
+	After         string `protobuf:"bytes,3,opt,name=after,proto3" json:"after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsRequest) Reset() {
+	*x = ListEventsRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsRequest) ProtoMessage() {}
+
+func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListEventsRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListEventsRequest) GetCaptureId() string {
+	if x != nil {
+		return x.CaptureId
+	}
+	return ""
+}
+
+func (x *ListEventsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListEventsRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+type ListEventsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*TriggerEvent        `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsResponse) Reset() {
+	*x = ListEventsResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsResponse) ProtoMessage() {}
+
+func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListEventsResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListEventsResponse) GetEvents() []*TriggerEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+type BucketEventsRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	CaptureId string                 `protobuf:"bytes,1,opt,name=capture_id,json=captureId,proto3" json:"capture_id,omitempty"`
+	// Top frames in the signature (default 5).
+	Frames        int32 `protobuf:"varint,2,opt,name=frames,proto3" json:"frames,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BucketEventsRequest) Reset() {
+	*x = BucketEventsRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BucketEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BucketEventsRequest) ProtoMessage() {}
+
+func (x *BucketEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BucketEventsRequest.ProtoReflect.Descriptor instead.
+func (*BucketEventsRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *BucketEventsRequest) GetCaptureId() string {
+	if x != nil {
+		return x.CaptureId
+	}
+	return ""
+}
+
+func (x *BucketEventsRequest) GetFrames() int32 {
+	if x != nil {
+		return x.Frames
+	}
+	return 0
+}
+
+type BucketEventsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Buckets       []*Bucket              `protobuf:"bytes,1,rep,name=buckets,proto3" json:"buckets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BucketEventsResponse) Reset() {
+	*x = BucketEventsResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BucketEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BucketEventsResponse) ProtoMessage() {}
+
+func (x *BucketEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BucketEventsResponse.ProtoReflect.Descriptor instead.
+func (*BucketEventsResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *BucketEventsResponse) GetBuckets() []*Bucket {
+	if x != nil {
+		return x.Buckets
+	}
+	return nil
+}
+
 // AgentProvisionResult is one agent's part of a provisioning call.
 type AgentProvisionResult struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -38,7 +728,7 @@ type AgentProvisionResult struct {
 
 func (x *AgentProvisionResult) Reset() {
 	*x = AgentProvisionResult{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[0]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -50,7 +740,7 @@ func (x *AgentProvisionResult) String() string {
 func (*AgentProvisionResult) ProtoMessage() {}
 
 func (x *AgentProvisionResult) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[0]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -63,7 +753,7 @@ func (x *AgentProvisionResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentProvisionResult.ProtoReflect.Descriptor instead.
 func (*AgentProvisionResult) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{0}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AgentProvisionResult) GetAgentId() string {
@@ -105,7 +795,7 @@ type PlanProvisionRequest struct {
 
 func (x *PlanProvisionRequest) Reset() {
 	*x = PlanProvisionRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[1]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -117,7 +807,7 @@ func (x *PlanProvisionRequest) String() string {
 func (*PlanProvisionRequest) ProtoMessage() {}
 
 func (x *PlanProvisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[1]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -130,7 +820,7 @@ func (x *PlanProvisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanProvisionRequest.ProtoReflect.Descriptor instead.
 func (*PlanProvisionRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{1}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PlanProvisionRequest) GetSelector() string {
@@ -157,7 +847,7 @@ type PlanProvisionResponse struct {
 
 func (x *PlanProvisionResponse) Reset() {
 	*x = PlanProvisionResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[2]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -169,7 +859,7 @@ func (x *PlanProvisionResponse) String() string {
 func (*PlanProvisionResponse) ProtoMessage() {}
 
 func (x *PlanProvisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[2]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -182,7 +872,7 @@ func (x *PlanProvisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanProvisionResponse.ProtoReflect.Descriptor instead.
 func (*PlanProvisionResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{2}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PlanProvisionResponse) GetProfile() *ProvisionProfile {
@@ -212,7 +902,7 @@ type ApplyProvisionRequest struct {
 
 func (x *ApplyProvisionRequest) Reset() {
 	*x = ApplyProvisionRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[3]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -224,7 +914,7 @@ func (x *ApplyProvisionRequest) String() string {
 func (*ApplyProvisionRequest) ProtoMessage() {}
 
 func (x *ApplyProvisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[3]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -237,7 +927,7 @@ func (x *ApplyProvisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyProvisionRequest.ProtoReflect.Descriptor instead.
 func (*ApplyProvisionRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{3}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ApplyProvisionRequest) GetSelector() string {
@@ -278,7 +968,7 @@ type ApplyProvisionResponse struct {
 
 func (x *ApplyProvisionResponse) Reset() {
 	*x = ApplyProvisionResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[4]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -290,7 +980,7 @@ func (x *ApplyProvisionResponse) String() string {
 func (*ApplyProvisionResponse) ProtoMessage() {}
 
 func (x *ApplyProvisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[4]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -303,7 +993,7 @@ func (x *ApplyProvisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyProvisionResponse.ProtoReflect.Descriptor instead.
 func (*ApplyProvisionResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{4}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ApplyProvisionResponse) GetProfile() *ProvisionProfile {
@@ -331,7 +1021,7 @@ type RevertProvisionRequest struct {
 
 func (x *RevertProvisionRequest) Reset() {
 	*x = RevertProvisionRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[5]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -343,7 +1033,7 @@ func (x *RevertProvisionRequest) String() string {
 func (*RevertProvisionRequest) ProtoMessage() {}
 
 func (x *RevertProvisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[5]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -356,7 +1046,7 @@ func (x *RevertProvisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevertProvisionRequest.ProtoReflect.Descriptor instead.
 func (*RevertProvisionRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{5}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RevertProvisionRequest) GetSelector() string {
@@ -389,7 +1079,7 @@ type RevertProvisionResponse struct {
 
 func (x *RevertProvisionResponse) Reset() {
 	*x = RevertProvisionResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[6]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -401,7 +1091,7 @@ func (x *RevertProvisionResponse) String() string {
 func (*RevertProvisionResponse) ProtoMessage() {}
 
 func (x *RevertProvisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[6]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -414,7 +1104,7 @@ func (x *RevertProvisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevertProvisionResponse.ProtoReflect.Descriptor instead.
 func (*RevertProvisionResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{6}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RevertProvisionResponse) GetResults() []*AgentProvisionResult {
@@ -437,7 +1127,7 @@ type UploadArtifactRequest struct {
 
 func (x *UploadArtifactRequest) Reset() {
 	*x = UploadArtifactRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[7]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -449,7 +1139,7 @@ func (x *UploadArtifactRequest) String() string {
 func (*UploadArtifactRequest) ProtoMessage() {}
 
 func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[7]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -462,7 +1152,7 @@ func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactRequest.ProtoReflect.Descriptor instead.
 func (*UploadArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{7}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UploadArtifactRequest) GetMsg() isUploadArtifactRequest_Msg {
@@ -516,7 +1206,7 @@ type UploadArtifactResponse struct {
 
 func (x *UploadArtifactResponse) Reset() {
 	*x = UploadArtifactResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[8]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -528,7 +1218,7 @@ func (x *UploadArtifactResponse) String() string {
 func (*UploadArtifactResponse) ProtoMessage() {}
 
 func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[8]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -541,7 +1231,7 @@ func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactResponse.ProtoReflect.Descriptor instead.
 func (*UploadArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{8}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UploadArtifactResponse) GetArtifact() *Artifact {
@@ -561,7 +1251,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[9]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +1263,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[9]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +1276,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{9}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListAgentsRequest) GetSelector() string {
@@ -605,7 +1295,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[10]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +1307,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[10]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +1320,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{10}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -653,7 +1343,7 @@ type LabelAgentRequest struct {
 
 func (x *LabelAgentRequest) Reset() {
 	*x = LabelAgentRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[11]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +1355,7 @@ func (x *LabelAgentRequest) String() string {
 func (*LabelAgentRequest) ProtoMessage() {}
 
 func (x *LabelAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[11]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +1368,7 @@ func (x *LabelAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelAgentRequest.ProtoReflect.Descriptor instead.
 func (*LabelAgentRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{11}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LabelAgentRequest) GetAgentId() string {
@@ -711,7 +1401,7 @@ type LabelAgentResponse struct {
 
 func (x *LabelAgentResponse) Reset() {
 	*x = LabelAgentResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[12]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +1413,7 @@ func (x *LabelAgentResponse) String() string {
 func (*LabelAgentResponse) ProtoMessage() {}
 
 func (x *LabelAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[12]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +1426,7 @@ func (x *LabelAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelAgentResponse.ProtoReflect.Descriptor instead.
 func (*LabelAgentResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{12}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LabelAgentResponse) GetAgent() *Agent {
@@ -755,7 +1445,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[13]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +1457,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[13]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +1470,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{13}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RevokeAgentRequest) GetAgentId() string {
@@ -799,7 +1489,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[14]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -811,7 +1501,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[14]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -824,7 +1514,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{14}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RevokeAgentResponse) GetAgent() *Agent {
@@ -852,7 +1542,7 @@ type Token struct {
 
 func (x *Token) Reset() {
 	*x = Token{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[15]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +1554,7 @@ func (x *Token) String() string {
 func (*Token) ProtoMessage() {}
 
 func (x *Token) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[15]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +1567,7 @@ func (x *Token) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Token.ProtoReflect.Descriptor instead.
 func (*Token) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{15}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Token) GetId() string {
@@ -950,7 +1640,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[16]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1652,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[16]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1665,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{16}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CreateTokenRequest) GetUses() int32 {
@@ -1010,7 +1700,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[17]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1712,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[17]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1725,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{17}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateTokenResponse) GetToken() *Token {
@@ -1060,7 +1750,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[18]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1762,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[18]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1775,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{18}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{32}
 }
 
 type ListTokensResponse struct {
@@ -1097,7 +1787,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[19]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1799,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[19]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1812,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{19}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListTokensResponse) GetTokens() []*Token {
@@ -1141,7 +1831,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[20]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1843,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[20]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1856,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{20}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -1185,7 +1875,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[21]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1197,7 +1887,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[21]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1210,7 +1900,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{21}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RevokeTokenResponse) GetToken() *Token {
@@ -1241,7 +1931,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[22]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1943,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[22]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1956,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{22}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *AuditEntry) GetId() int64 {
@@ -1330,7 +2020,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[23]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +2032,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[23]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +2045,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{23}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListAuditRequest) GetLimit() int32 {
@@ -1381,7 +2071,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[24]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +2083,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[24]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +2096,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{24}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
@@ -1420,7 +2110,42 @@ var File_livedump_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\n" +
-	"\x17livedump/v1/fleet.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18livedump/v1/common.proto\x1a\x1blivedump/v1/provision.proto\"\x99\x01\n" +
+	"\x17livedump/v1/fleet.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x1blivedump/v1/provision.proto\"D\n" +
+	"\x14CreateCaptureRequest\x12,\n" +
+	"\x04spec\x18\x01 \x01(\v2\x18.livedump.v1.CaptureSpecR\x04spec\"G\n" +
+	"\x15CreateCaptureResponse\x12.\n" +
+	"\acapture\x18\x01 \x01(\v2\x14.livedump.v1.CaptureR\acapture\"\x15\n" +
+	"\x13ListCapturesRequest\"H\n" +
+	"\x14ListCapturesResponse\x120\n" +
+	"\bcaptures\x18\x01 \x03(\v2\x14.livedump.v1.CaptureR\bcaptures\"#\n" +
+	"\x11GetCaptureRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"D\n" +
+	"\x12GetCaptureResponse\x12.\n" +
+	"\acapture\x18\x01 \x01(\v2\x14.livedump.v1.CaptureR\acapture\"%\n" +
+	"\x13WatchCaptureRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xb4\x01\n" +
+	"\x14WatchCaptureResponse\x121\n" +
+	"\x05event\x18\x01 \x01(\v2\x19.livedump.v1.TriggerEventH\x00R\x05event\x124\n" +
+	"\x06target\x18\x02 \x01(\v2\x1a.livedump.v1.CaptureTargetH\x00R\x06target\x12,\n" +
+	"\x05ended\x18\x03 \x01(\v2\x14.livedump.v1.CaptureH\x00R\x05endedB\x05\n" +
+	"\x03msg\"&\n" +
+	"\x14CancelCaptureRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"G\n" +
+	"\x15CancelCaptureResponse\x12.\n" +
+	"\acapture\x18\x01 \x01(\v2\x14.livedump.v1.CaptureR\acapture\"^\n" +
+	"\x11ListEventsRequest\x12\x1d\n" +
+	"\n" +
+	"capture_id\x18\x01 \x01(\tR\tcaptureId\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x14\n" +
+	"\x05after\x18\x03 \x01(\tR\x05after\"G\n" +
+	"\x12ListEventsResponse\x121\n" +
+	"\x06events\x18\x01 \x03(\v2\x19.livedump.v1.TriggerEventR\x06events\"L\n" +
+	"\x13BucketEventsRequest\x12\x1d\n" +
+	"\n" +
+	"capture_id\x18\x01 \x01(\tR\tcaptureId\x12\x16\n" +
+	"\x06frames\x18\x02 \x01(\x05R\x06frames\"E\n" +
+	"\x14BucketEventsResponse\x12-\n" +
+	"\abuckets\x18\x01 \x03(\v2\x13.livedump.v1.BucketR\abuckets\"\x99\x01\n" +
 	"\x14AgentProvisionResult\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x124\n" +
@@ -1512,7 +2237,7 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"F\n" +
 	"\x11ListAuditResponse\x121\n" +
-	"\aentries\x18\x01 \x03(\v2\x17.livedump.v1.AuditEntryR\aentries2\xab\a\n" +
+	"\aentries\x18\x01 \x03(\v2\x17.livedump.v1.AuditEntryR\aentries2\xfa\v\n" +
 	"\fFleetService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.livedump.v1.ListAgentsRequest\x1a\x1f.livedump.v1.ListAgentsResponse\x12M\n" +
@@ -1527,7 +2252,16 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\rPlanProvision\x12!.livedump.v1.PlanProvisionRequest\x1a\".livedump.v1.PlanProvisionResponse\x12Y\n" +
 	"\x0eApplyProvision\x12\".livedump.v1.ApplyProvisionRequest\x1a#.livedump.v1.ApplyProvisionResponse\x12\\\n" +
 	"\x0fRevertProvision\x12#.livedump.v1.RevertProvisionRequest\x1a$.livedump.v1.RevertProvisionResponse\x12[\n" +
-	"\x0eUploadArtifact\x12\".livedump.v1.UploadArtifactRequest\x1a#.livedump.v1.UploadArtifactResponse(\x01B;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
+	"\x0eUploadArtifact\x12\".livedump.v1.UploadArtifactRequest\x1a#.livedump.v1.UploadArtifactResponse(\x01\x12V\n" +
+	"\rCreateCapture\x12!.livedump.v1.CreateCaptureRequest\x1a\".livedump.v1.CreateCaptureResponse\x12S\n" +
+	"\fListCaptures\x12 .livedump.v1.ListCapturesRequest\x1a!.livedump.v1.ListCapturesResponse\x12M\n" +
+	"\n" +
+	"GetCapture\x12\x1e.livedump.v1.GetCaptureRequest\x1a\x1f.livedump.v1.GetCaptureResponse\x12U\n" +
+	"\fWatchCapture\x12 .livedump.v1.WatchCaptureRequest\x1a!.livedump.v1.WatchCaptureResponse0\x01\x12V\n" +
+	"\rCancelCapture\x12!.livedump.v1.CancelCaptureRequest\x1a\".livedump.v1.CancelCaptureResponse\x12M\n" +
+	"\n" +
+	"ListEvents\x12\x1e.livedump.v1.ListEventsRequest\x1a\x1f.livedump.v1.ListEventsResponse\x12S\n" +
+	"\fBucketEvents\x12 .livedump.v1.BucketEventsRequest\x1a!.livedump.v1.BucketEventsResponseB;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
 
 var (
 	file_livedump_v1_fleet_proto_rawDescOnce sync.Once
@@ -1541,100 +2275,143 @@ func file_livedump_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_livedump_v1_fleet_proto_rawDescData
 }
 
-var file_livedump_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_livedump_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_livedump_v1_fleet_proto_goTypes = []any{
-	(*AgentProvisionResult)(nil),    // 0: livedump.v1.AgentProvisionResult
-	(*PlanProvisionRequest)(nil),    // 1: livedump.v1.PlanProvisionRequest
-	(*PlanProvisionResponse)(nil),   // 2: livedump.v1.PlanProvisionResponse
-	(*ApplyProvisionRequest)(nil),   // 3: livedump.v1.ApplyProvisionRequest
-	(*ApplyProvisionResponse)(nil),  // 4: livedump.v1.ApplyProvisionResponse
-	(*RevertProvisionRequest)(nil),  // 5: livedump.v1.RevertProvisionRequest
-	(*RevertProvisionResponse)(nil), // 6: livedump.v1.RevertProvisionResponse
-	(*UploadArtifactRequest)(nil),   // 7: livedump.v1.UploadArtifactRequest
-	(*UploadArtifactResponse)(nil),  // 8: livedump.v1.UploadArtifactResponse
-	(*ListAgentsRequest)(nil),       // 9: livedump.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),      // 10: livedump.v1.ListAgentsResponse
-	(*LabelAgentRequest)(nil),       // 11: livedump.v1.LabelAgentRequest
-	(*LabelAgentResponse)(nil),      // 12: livedump.v1.LabelAgentResponse
-	(*RevokeAgentRequest)(nil),      // 13: livedump.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),     // 14: livedump.v1.RevokeAgentResponse
-	(*Token)(nil),                   // 15: livedump.v1.Token
-	(*CreateTokenRequest)(nil),      // 16: livedump.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),     // 17: livedump.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),       // 18: livedump.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),      // 19: livedump.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),      // 20: livedump.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),     // 21: livedump.v1.RevokeTokenResponse
-	(*AuditEntry)(nil),              // 22: livedump.v1.AuditEntry
-	(*ListAuditRequest)(nil),        // 23: livedump.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),       // 24: livedump.v1.ListAuditResponse
-	nil,                             // 25: livedump.v1.LabelAgentRequest.SetEntry
-	nil,                             // 26: livedump.v1.Token.LabelsEntry
-	nil,                             // 27: livedump.v1.CreateTokenRequest.LabelsEntry
-	(*ProvisionReport)(nil),         // 28: livedump.v1.ProvisionReport
-	(*durationpb.Duration)(nil),     // 29: google.protobuf.Duration
-	(*ProvisionProfile)(nil),        // 30: livedump.v1.ProvisionProfile
-	(RebootPolicy)(0),               // 31: livedump.v1.RebootPolicy
-	(*Artifact)(nil),                // 32: livedump.v1.Artifact
-	(*Agent)(nil),                   // 33: livedump.v1.Agent
-	(*timestamppb.Timestamp)(nil),   // 34: google.protobuf.Timestamp
+	(*CreateCaptureRequest)(nil),    // 0: livedump.v1.CreateCaptureRequest
+	(*CreateCaptureResponse)(nil),   // 1: livedump.v1.CreateCaptureResponse
+	(*ListCapturesRequest)(nil),     // 2: livedump.v1.ListCapturesRequest
+	(*ListCapturesResponse)(nil),    // 3: livedump.v1.ListCapturesResponse
+	(*GetCaptureRequest)(nil),       // 4: livedump.v1.GetCaptureRequest
+	(*GetCaptureResponse)(nil),      // 5: livedump.v1.GetCaptureResponse
+	(*WatchCaptureRequest)(nil),     // 6: livedump.v1.WatchCaptureRequest
+	(*WatchCaptureResponse)(nil),    // 7: livedump.v1.WatchCaptureResponse
+	(*CancelCaptureRequest)(nil),    // 8: livedump.v1.CancelCaptureRequest
+	(*CancelCaptureResponse)(nil),   // 9: livedump.v1.CancelCaptureResponse
+	(*ListEventsRequest)(nil),       // 10: livedump.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),      // 11: livedump.v1.ListEventsResponse
+	(*BucketEventsRequest)(nil),     // 12: livedump.v1.BucketEventsRequest
+	(*BucketEventsResponse)(nil),    // 13: livedump.v1.BucketEventsResponse
+	(*AgentProvisionResult)(nil),    // 14: livedump.v1.AgentProvisionResult
+	(*PlanProvisionRequest)(nil),    // 15: livedump.v1.PlanProvisionRequest
+	(*PlanProvisionResponse)(nil),   // 16: livedump.v1.PlanProvisionResponse
+	(*ApplyProvisionRequest)(nil),   // 17: livedump.v1.ApplyProvisionRequest
+	(*ApplyProvisionResponse)(nil),  // 18: livedump.v1.ApplyProvisionResponse
+	(*RevertProvisionRequest)(nil),  // 19: livedump.v1.RevertProvisionRequest
+	(*RevertProvisionResponse)(nil), // 20: livedump.v1.RevertProvisionResponse
+	(*UploadArtifactRequest)(nil),   // 21: livedump.v1.UploadArtifactRequest
+	(*UploadArtifactResponse)(nil),  // 22: livedump.v1.UploadArtifactResponse
+	(*ListAgentsRequest)(nil),       // 23: livedump.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),      // 24: livedump.v1.ListAgentsResponse
+	(*LabelAgentRequest)(nil),       // 25: livedump.v1.LabelAgentRequest
+	(*LabelAgentResponse)(nil),      // 26: livedump.v1.LabelAgentResponse
+	(*RevokeAgentRequest)(nil),      // 27: livedump.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),     // 28: livedump.v1.RevokeAgentResponse
+	(*Token)(nil),                   // 29: livedump.v1.Token
+	(*CreateTokenRequest)(nil),      // 30: livedump.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),     // 31: livedump.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),       // 32: livedump.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),      // 33: livedump.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),      // 34: livedump.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),     // 35: livedump.v1.RevokeTokenResponse
+	(*AuditEntry)(nil),              // 36: livedump.v1.AuditEntry
+	(*ListAuditRequest)(nil),        // 37: livedump.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),       // 38: livedump.v1.ListAuditResponse
+	nil,                             // 39: livedump.v1.LabelAgentRequest.SetEntry
+	nil,                             // 40: livedump.v1.Token.LabelsEntry
+	nil,                             // 41: livedump.v1.CreateTokenRequest.LabelsEntry
+	(*CaptureSpec)(nil),             // 42: livedump.v1.CaptureSpec
+	(*Capture)(nil),                 // 43: livedump.v1.Capture
+	(*TriggerEvent)(nil),            // 44: livedump.v1.TriggerEvent
+	(*CaptureTarget)(nil),           // 45: livedump.v1.CaptureTarget
+	(*Bucket)(nil),                  // 46: livedump.v1.Bucket
+	(*ProvisionReport)(nil),         // 47: livedump.v1.ProvisionReport
+	(*durationpb.Duration)(nil),     // 48: google.protobuf.Duration
+	(*ProvisionProfile)(nil),        // 49: livedump.v1.ProvisionProfile
+	(RebootPolicy)(0),               // 50: livedump.v1.RebootPolicy
+	(*Artifact)(nil),                // 51: livedump.v1.Artifact
+	(*Agent)(nil),                   // 52: livedump.v1.Agent
+	(*timestamppb.Timestamp)(nil),   // 53: google.protobuf.Timestamp
 }
 var file_livedump_v1_fleet_proto_depIdxs = []int32{
-	28, // 0: livedump.v1.AgentProvisionResult.report:type_name -> livedump.v1.ProvisionReport
-	29, // 1: livedump.v1.PlanProvisionRequest.wait:type_name -> google.protobuf.Duration
-	30, // 2: livedump.v1.PlanProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
-	0,  // 3: livedump.v1.PlanProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	31, // 4: livedump.v1.ApplyProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
-	29, // 5: livedump.v1.ApplyProvisionRequest.wait:type_name -> google.protobuf.Duration
-	30, // 6: livedump.v1.ApplyProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
-	0,  // 7: livedump.v1.ApplyProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	31, // 8: livedump.v1.RevertProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
-	29, // 9: livedump.v1.RevertProvisionRequest.wait:type_name -> google.protobuf.Duration
-	0,  // 10: livedump.v1.RevertProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	32, // 11: livedump.v1.UploadArtifactRequest.header:type_name -> livedump.v1.Artifact
-	32, // 12: livedump.v1.UploadArtifactResponse.artifact:type_name -> livedump.v1.Artifact
-	33, // 13: livedump.v1.ListAgentsResponse.agents:type_name -> livedump.v1.Agent
-	25, // 14: livedump.v1.LabelAgentRequest.set:type_name -> livedump.v1.LabelAgentRequest.SetEntry
-	33, // 15: livedump.v1.LabelAgentResponse.agent:type_name -> livedump.v1.Agent
-	33, // 16: livedump.v1.RevokeAgentResponse.agent:type_name -> livedump.v1.Agent
-	34, // 17: livedump.v1.Token.created:type_name -> google.protobuf.Timestamp
-	34, // 18: livedump.v1.Token.expires:type_name -> google.protobuf.Timestamp
-	26, // 19: livedump.v1.Token.labels:type_name -> livedump.v1.Token.LabelsEntry
-	29, // 20: livedump.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	27, // 21: livedump.v1.CreateTokenRequest.labels:type_name -> livedump.v1.CreateTokenRequest.LabelsEntry
-	15, // 22: livedump.v1.CreateTokenResponse.token:type_name -> livedump.v1.Token
-	15, // 23: livedump.v1.ListTokensResponse.tokens:type_name -> livedump.v1.Token
-	15, // 24: livedump.v1.RevokeTokenResponse.token:type_name -> livedump.v1.Token
-	34, // 25: livedump.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	34, // 26: livedump.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	22, // 27: livedump.v1.ListAuditResponse.entries:type_name -> livedump.v1.AuditEntry
-	9,  // 28: livedump.v1.FleetService.ListAgents:input_type -> livedump.v1.ListAgentsRequest
-	11, // 29: livedump.v1.FleetService.LabelAgent:input_type -> livedump.v1.LabelAgentRequest
-	13, // 30: livedump.v1.FleetService.RevokeAgent:input_type -> livedump.v1.RevokeAgentRequest
-	16, // 31: livedump.v1.FleetService.CreateToken:input_type -> livedump.v1.CreateTokenRequest
-	18, // 32: livedump.v1.FleetService.ListTokens:input_type -> livedump.v1.ListTokensRequest
-	20, // 33: livedump.v1.FleetService.RevokeToken:input_type -> livedump.v1.RevokeTokenRequest
-	23, // 34: livedump.v1.FleetService.ListAudit:input_type -> livedump.v1.ListAuditRequest
-	1,  // 35: livedump.v1.FleetService.PlanProvision:input_type -> livedump.v1.PlanProvisionRequest
-	3,  // 36: livedump.v1.FleetService.ApplyProvision:input_type -> livedump.v1.ApplyProvisionRequest
-	5,  // 37: livedump.v1.FleetService.RevertProvision:input_type -> livedump.v1.RevertProvisionRequest
-	7,  // 38: livedump.v1.FleetService.UploadArtifact:input_type -> livedump.v1.UploadArtifactRequest
-	10, // 39: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
-	12, // 40: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
-	14, // 41: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
-	17, // 42: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
-	19, // 43: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
-	21, // 44: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
-	24, // 45: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
-	2,  // 46: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
-	4,  // 47: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
-	6,  // 48: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
-	8,  // 49: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
-	39, // [39:50] is the sub-list for method output_type
-	28, // [28:39] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	42, // 0: livedump.v1.CreateCaptureRequest.spec:type_name -> livedump.v1.CaptureSpec
+	43, // 1: livedump.v1.CreateCaptureResponse.capture:type_name -> livedump.v1.Capture
+	43, // 2: livedump.v1.ListCapturesResponse.captures:type_name -> livedump.v1.Capture
+	43, // 3: livedump.v1.GetCaptureResponse.capture:type_name -> livedump.v1.Capture
+	44, // 4: livedump.v1.WatchCaptureResponse.event:type_name -> livedump.v1.TriggerEvent
+	45, // 5: livedump.v1.WatchCaptureResponse.target:type_name -> livedump.v1.CaptureTarget
+	43, // 6: livedump.v1.WatchCaptureResponse.ended:type_name -> livedump.v1.Capture
+	43, // 7: livedump.v1.CancelCaptureResponse.capture:type_name -> livedump.v1.Capture
+	44, // 8: livedump.v1.ListEventsResponse.events:type_name -> livedump.v1.TriggerEvent
+	46, // 9: livedump.v1.BucketEventsResponse.buckets:type_name -> livedump.v1.Bucket
+	47, // 10: livedump.v1.AgentProvisionResult.report:type_name -> livedump.v1.ProvisionReport
+	48, // 11: livedump.v1.PlanProvisionRequest.wait:type_name -> google.protobuf.Duration
+	49, // 12: livedump.v1.PlanProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
+	14, // 13: livedump.v1.PlanProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
+	50, // 14: livedump.v1.ApplyProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
+	48, // 15: livedump.v1.ApplyProvisionRequest.wait:type_name -> google.protobuf.Duration
+	49, // 16: livedump.v1.ApplyProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
+	14, // 17: livedump.v1.ApplyProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
+	50, // 18: livedump.v1.RevertProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
+	48, // 19: livedump.v1.RevertProvisionRequest.wait:type_name -> google.protobuf.Duration
+	14, // 20: livedump.v1.RevertProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
+	51, // 21: livedump.v1.UploadArtifactRequest.header:type_name -> livedump.v1.Artifact
+	51, // 22: livedump.v1.UploadArtifactResponse.artifact:type_name -> livedump.v1.Artifact
+	52, // 23: livedump.v1.ListAgentsResponse.agents:type_name -> livedump.v1.Agent
+	39, // 24: livedump.v1.LabelAgentRequest.set:type_name -> livedump.v1.LabelAgentRequest.SetEntry
+	52, // 25: livedump.v1.LabelAgentResponse.agent:type_name -> livedump.v1.Agent
+	52, // 26: livedump.v1.RevokeAgentResponse.agent:type_name -> livedump.v1.Agent
+	53, // 27: livedump.v1.Token.created:type_name -> google.protobuf.Timestamp
+	53, // 28: livedump.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	40, // 29: livedump.v1.Token.labels:type_name -> livedump.v1.Token.LabelsEntry
+	48, // 30: livedump.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	41, // 31: livedump.v1.CreateTokenRequest.labels:type_name -> livedump.v1.CreateTokenRequest.LabelsEntry
+	29, // 32: livedump.v1.CreateTokenResponse.token:type_name -> livedump.v1.Token
+	29, // 33: livedump.v1.ListTokensResponse.tokens:type_name -> livedump.v1.Token
+	29, // 34: livedump.v1.RevokeTokenResponse.token:type_name -> livedump.v1.Token
+	53, // 35: livedump.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	53, // 36: livedump.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	36, // 37: livedump.v1.ListAuditResponse.entries:type_name -> livedump.v1.AuditEntry
+	23, // 38: livedump.v1.FleetService.ListAgents:input_type -> livedump.v1.ListAgentsRequest
+	25, // 39: livedump.v1.FleetService.LabelAgent:input_type -> livedump.v1.LabelAgentRequest
+	27, // 40: livedump.v1.FleetService.RevokeAgent:input_type -> livedump.v1.RevokeAgentRequest
+	30, // 41: livedump.v1.FleetService.CreateToken:input_type -> livedump.v1.CreateTokenRequest
+	32, // 42: livedump.v1.FleetService.ListTokens:input_type -> livedump.v1.ListTokensRequest
+	34, // 43: livedump.v1.FleetService.RevokeToken:input_type -> livedump.v1.RevokeTokenRequest
+	37, // 44: livedump.v1.FleetService.ListAudit:input_type -> livedump.v1.ListAuditRequest
+	15, // 45: livedump.v1.FleetService.PlanProvision:input_type -> livedump.v1.PlanProvisionRequest
+	17, // 46: livedump.v1.FleetService.ApplyProvision:input_type -> livedump.v1.ApplyProvisionRequest
+	19, // 47: livedump.v1.FleetService.RevertProvision:input_type -> livedump.v1.RevertProvisionRequest
+	21, // 48: livedump.v1.FleetService.UploadArtifact:input_type -> livedump.v1.UploadArtifactRequest
+	0,  // 49: livedump.v1.FleetService.CreateCapture:input_type -> livedump.v1.CreateCaptureRequest
+	2,  // 50: livedump.v1.FleetService.ListCaptures:input_type -> livedump.v1.ListCapturesRequest
+	4,  // 51: livedump.v1.FleetService.GetCapture:input_type -> livedump.v1.GetCaptureRequest
+	6,  // 52: livedump.v1.FleetService.WatchCapture:input_type -> livedump.v1.WatchCaptureRequest
+	8,  // 53: livedump.v1.FleetService.CancelCapture:input_type -> livedump.v1.CancelCaptureRequest
+	10, // 54: livedump.v1.FleetService.ListEvents:input_type -> livedump.v1.ListEventsRequest
+	12, // 55: livedump.v1.FleetService.BucketEvents:input_type -> livedump.v1.BucketEventsRequest
+	24, // 56: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
+	26, // 57: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
+	28, // 58: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
+	31, // 59: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
+	33, // 60: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
+	35, // 61: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
+	38, // 62: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
+	16, // 63: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
+	18, // 64: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
+	20, // 65: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
+	22, // 66: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
+	1,  // 67: livedump.v1.FleetService.CreateCapture:output_type -> livedump.v1.CreateCaptureResponse
+	3,  // 68: livedump.v1.FleetService.ListCaptures:output_type -> livedump.v1.ListCapturesResponse
+	5,  // 69: livedump.v1.FleetService.GetCapture:output_type -> livedump.v1.GetCaptureResponse
+	7,  // 70: livedump.v1.FleetService.WatchCapture:output_type -> livedump.v1.WatchCaptureResponse
+	9,  // 71: livedump.v1.FleetService.CancelCapture:output_type -> livedump.v1.CancelCaptureResponse
+	11, // 72: livedump.v1.FleetService.ListEvents:output_type -> livedump.v1.ListEventsResponse
+	13, // 73: livedump.v1.FleetService.BucketEvents:output_type -> livedump.v1.BucketEventsResponse
+	56, // [56:74] is the sub-list for method output_type
+	38, // [38:56] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_livedump_v1_fleet_proto_init() }
@@ -1642,9 +2419,15 @@ func file_livedump_v1_fleet_proto_init() {
 	if File_livedump_v1_fleet_proto != nil {
 		return
 	}
+	file_livedump_v1_capture_proto_init()
 	file_livedump_v1_common_proto_init()
 	file_livedump_v1_provision_proto_init()
 	file_livedump_v1_fleet_proto_msgTypes[7].OneofWrappers = []any{
+		(*WatchCaptureResponse_Event)(nil),
+		(*WatchCaptureResponse_Target)(nil),
+		(*WatchCaptureResponse_Ended)(nil),
+	}
+	file_livedump_v1_fleet_proto_msgTypes[21].OneofWrappers = []any{
 		(*UploadArtifactRequest_Header)(nil),
 		(*UploadArtifactRequest_Chunk)(nil),
 	}
@@ -1654,7 +2437,7 @@ func file_livedump_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livedump_v1_fleet_proto_rawDesc), len(file_livedump_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

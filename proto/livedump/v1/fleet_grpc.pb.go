@@ -30,6 +30,13 @@ const (
 	FleetService_ApplyProvision_FullMethodName  = "/livedump.v1.FleetService/ApplyProvision"
 	FleetService_RevertProvision_FullMethodName = "/livedump.v1.FleetService/RevertProvision"
 	FleetService_UploadArtifact_FullMethodName  = "/livedump.v1.FleetService/UploadArtifact"
+	FleetService_CreateCapture_FullMethodName   = "/livedump.v1.FleetService/CreateCapture"
+	FleetService_ListCaptures_FullMethodName    = "/livedump.v1.FleetService/ListCaptures"
+	FleetService_GetCapture_FullMethodName      = "/livedump.v1.FleetService/GetCapture"
+	FleetService_WatchCapture_FullMethodName    = "/livedump.v1.FleetService/WatchCapture"
+	FleetService_CancelCapture_FullMethodName   = "/livedump.v1.FleetService/CancelCapture"
+	FleetService_ListEvents_FullMethodName      = "/livedump.v1.FleetService/ListEvents"
+	FleetService_BucketEvents_FullMethodName    = "/livedump.v1.FleetService/BucketEvents"
 )
 
 // FleetServiceClient is the client API for FleetService service.
@@ -61,6 +68,21 @@ type FleetServiceClient interface {
 	// UploadArtifact stores a file (the DTrace MSI) content-addressed: a
 	// header message first, then chunks. Role: operator.
 	UploadArtifact(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadArtifactRequest, UploadArtifactResponse], error)
+	// CreateCapture stores a capture and starts arming its targets. Role:
+	// operator; admin for raw scripts.
+	CreateCapture(ctx context.Context, in *CreateCaptureRequest, opts ...grpc.CallOption) (*CreateCaptureResponse, error)
+	// ListCaptures lists captures, newest first. Role: viewer.
+	ListCaptures(ctx context.Context, in *ListCapturesRequest, opts ...grpc.CallOption) (*ListCapturesResponse, error)
+	// GetCapture returns a capture with its per-agent progress. Role: viewer.
+	GetCapture(ctx context.Context, in *GetCaptureRequest, opts ...grpc.CallOption) (*GetCaptureResponse, error)
+	// WatchCapture streams events and progress until the capture ends. Role: viewer.
+	WatchCapture(ctx context.Context, in *WatchCaptureRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchCaptureResponse], error)
+	// CancelCapture disarms every target. Role: operator.
+	CancelCapture(ctx context.Context, in *CancelCaptureRequest, opts ...grpc.CallOption) (*CancelCaptureResponse, error)
+	// ListEvents lists a capture's trigger events, oldest first. Role: viewer.
+	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
+	// BucketEvents groups a capture's events by stack signature. Role: viewer.
+	BucketEvents(ctx context.Context, in *BucketEventsRequest, opts ...grpc.CallOption) (*BucketEventsResponse, error)
 }
 
 type fleetServiceClient struct {
@@ -184,6 +206,85 @@ func (c *fleetServiceClient) UploadArtifact(ctx context.Context, opts ...grpc.Ca
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type FleetService_UploadArtifactClient = grpc.ClientStreamingClient[UploadArtifactRequest, UploadArtifactResponse]
 
+func (c *fleetServiceClient) CreateCapture(ctx context.Context, in *CreateCaptureRequest, opts ...grpc.CallOption) (*CreateCaptureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateCaptureResponse)
+	err := c.cc.Invoke(ctx, FleetService_CreateCapture_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fleetServiceClient) ListCaptures(ctx context.Context, in *ListCapturesRequest, opts ...grpc.CallOption) (*ListCapturesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCapturesResponse)
+	err := c.cc.Invoke(ctx, FleetService_ListCaptures_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fleetServiceClient) GetCapture(ctx context.Context, in *GetCaptureRequest, opts ...grpc.CallOption) (*GetCaptureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCaptureResponse)
+	err := c.cc.Invoke(ctx, FleetService_GetCapture_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fleetServiceClient) WatchCapture(ctx context.Context, in *WatchCaptureRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchCaptureResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FleetService_ServiceDesc.Streams[1], FleetService_WatchCapture_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchCaptureRequest, WatchCaptureResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FleetService_WatchCaptureClient = grpc.ServerStreamingClient[WatchCaptureResponse]
+
+func (c *fleetServiceClient) CancelCapture(ctx context.Context, in *CancelCaptureRequest, opts ...grpc.CallOption) (*CancelCaptureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelCaptureResponse)
+	err := c.cc.Invoke(ctx, FleetService_CancelCapture_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fleetServiceClient) ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListEventsResponse)
+	err := c.cc.Invoke(ctx, FleetService_ListEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fleetServiceClient) BucketEvents(ctx context.Context, in *BucketEventsRequest, opts ...grpc.CallOption) (*BucketEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BucketEventsResponse)
+	err := c.cc.Invoke(ctx, FleetService_BucketEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FleetServiceServer is the server API for FleetService service.
 // All implementations must embed UnimplementedFleetServiceServer
 // for forward compatibility.
@@ -213,6 +314,21 @@ type FleetServiceServer interface {
 	// UploadArtifact stores a file (the DTrace MSI) content-addressed: a
 	// header message first, then chunks. Role: operator.
 	UploadArtifact(grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]) error
+	// CreateCapture stores a capture and starts arming its targets. Role:
+	// operator; admin for raw scripts.
+	CreateCapture(context.Context, *CreateCaptureRequest) (*CreateCaptureResponse, error)
+	// ListCaptures lists captures, newest first. Role: viewer.
+	ListCaptures(context.Context, *ListCapturesRequest) (*ListCapturesResponse, error)
+	// GetCapture returns a capture with its per-agent progress. Role: viewer.
+	GetCapture(context.Context, *GetCaptureRequest) (*GetCaptureResponse, error)
+	// WatchCapture streams events and progress until the capture ends. Role: viewer.
+	WatchCapture(*WatchCaptureRequest, grpc.ServerStreamingServer[WatchCaptureResponse]) error
+	// CancelCapture disarms every target. Role: operator.
+	CancelCapture(context.Context, *CancelCaptureRequest) (*CancelCaptureResponse, error)
+	// ListEvents lists a capture's trigger events, oldest first. Role: viewer.
+	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
+	// BucketEvents groups a capture's events by stack signature. Role: viewer.
+	BucketEvents(context.Context, *BucketEventsRequest) (*BucketEventsResponse, error)
 	mustEmbedUnimplementedFleetServiceServer()
 }
 
@@ -255,6 +371,27 @@ func (UnimplementedFleetServiceServer) RevertProvision(context.Context, *RevertP
 }
 func (UnimplementedFleetServiceServer) UploadArtifact(grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]) error {
 	return status.Error(codes.Unimplemented, "method UploadArtifact not implemented")
+}
+func (UnimplementedFleetServiceServer) CreateCapture(context.Context, *CreateCaptureRequest) (*CreateCaptureResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateCapture not implemented")
+}
+func (UnimplementedFleetServiceServer) ListCaptures(context.Context, *ListCapturesRequest) (*ListCapturesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListCaptures not implemented")
+}
+func (UnimplementedFleetServiceServer) GetCapture(context.Context, *GetCaptureRequest) (*GetCaptureResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCapture not implemented")
+}
+func (UnimplementedFleetServiceServer) WatchCapture(*WatchCaptureRequest, grpc.ServerStreamingServer[WatchCaptureResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchCapture not implemented")
+}
+func (UnimplementedFleetServiceServer) CancelCapture(context.Context, *CancelCaptureRequest) (*CancelCaptureResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelCapture not implemented")
+}
+func (UnimplementedFleetServiceServer) ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListEvents not implemented")
+}
+func (UnimplementedFleetServiceServer) BucketEvents(context.Context, *BucketEventsRequest) (*BucketEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BucketEvents not implemented")
 }
 func (UnimplementedFleetServiceServer) mustEmbedUnimplementedFleetServiceServer() {}
 func (UnimplementedFleetServiceServer) testEmbeddedByValue()                      {}
@@ -464,6 +601,125 @@ func _FleetService_UploadArtifact_Handler(srv interface{}, stream grpc.ServerStr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type FleetService_UploadArtifactServer = grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]
 
+func _FleetService_CreateCapture_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateCaptureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).CreateCapture(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_CreateCapture_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).CreateCapture(ctx, req.(*CreateCaptureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FleetService_ListCaptures_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCapturesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).ListCaptures(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_ListCaptures_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).ListCaptures(ctx, req.(*ListCapturesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FleetService_GetCapture_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCaptureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).GetCapture(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_GetCapture_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).GetCapture(ctx, req.(*GetCaptureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FleetService_WatchCapture_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchCaptureRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(FleetServiceServer).WatchCapture(m, &grpc.GenericServerStream[WatchCaptureRequest, WatchCaptureResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FleetService_WatchCaptureServer = grpc.ServerStreamingServer[WatchCaptureResponse]
+
+func _FleetService_CancelCapture_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelCaptureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).CancelCapture(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_CancelCapture_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).CancelCapture(ctx, req.(*CancelCaptureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FleetService_ListEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).ListEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_ListEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).ListEvents(ctx, req.(*ListEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FleetService_BucketEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BucketEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).BucketEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_BucketEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).BucketEvents(ctx, req.(*BucketEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FleetService_ServiceDesc is the grpc.ServiceDesc for FleetService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -511,12 +767,41 @@ var FleetService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "RevertProvision",
 			Handler:    _FleetService_RevertProvision_Handler,
 		},
+		{
+			MethodName: "CreateCapture",
+			Handler:    _FleetService_CreateCapture_Handler,
+		},
+		{
+			MethodName: "ListCaptures",
+			Handler:    _FleetService_ListCaptures_Handler,
+		},
+		{
+			MethodName: "GetCapture",
+			Handler:    _FleetService_GetCapture_Handler,
+		},
+		{
+			MethodName: "CancelCapture",
+			Handler:    _FleetService_CancelCapture_Handler,
+		},
+		{
+			MethodName: "ListEvents",
+			Handler:    _FleetService_ListEvents_Handler,
+		},
+		{
+			MethodName: "BucketEvents",
+			Handler:    _FleetService_BucketEvents_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "UploadArtifact",
 			Handler:       _FleetService_UploadArtifact_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "WatchCapture",
+			Handler:       _FleetService_WatchCapture_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "livedump/v1/fleet.proto",

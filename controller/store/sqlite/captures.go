@@ -1,0 +1,216 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/livedump/livedump/controller/store"
+)
+
+const captureColumns = `id, spec, state, detail, created, expires, created_by, rendered, statuses, warnings`
+
+func scanCapture(sc rowScanner) (store.Capture, error) {
+	var (
+		c                store.Capture
+		created, expires sql.NullInt64
+		warnings         string
+	)
+	if err := sc.Scan(&c.ID, &c.Spec, &c.State, &c.Detail, &created, &expires, &c.CreatedBy, &c.Rendered, &c.Statuses, &warnings); err != nil {
+		return store.Capture{}, err
+	}
+	c.Created, c.Expires = timeVal(created), timeVal(expires)
+	if err := json.Unmarshal([]byte(warnings), &c.Warnings); err != nil {
+		return store.Capture{}, fmt.Errorf("capture %s warnings: %w", c.ID, err)
+	}
+	return c, nil
+}
+
+// CreateCapture stores a capture and its targets atomically: a capture is
+// never visible without the agents it was created for.
+func (s *Store) CreateCapture(ctx context.Context, c store.Capture, targets []store.CaptureTarget) error {
+	warnings, err := json.Marshal(append([]string{}, c.Warnings...))
+	if err != nil {
+		return err
+	}
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO captures (`+captureColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO NOTHING`,
+			c.ID, c.Spec, c.State, c.Detail, timeArg(c.Created), timeArg(c.Expires), c.CreatedBy, c.Rendered, c.Statuses, string(warnings))
+		if err != nil {
+			return err
+		}
+		if err := conflictIfNone(res); err != nil {
+			return err
+		}
+		for _, t := range targets {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO capture_targets (capture_id, agent_id, state, detail, events, updated) VALUES (?, ?, ?, ?, 0, ?)`,
+				c.ID, t.AgentID, t.State, t.Detail, timeArg(t.Updated)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("create capture %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// GetCapture returns one capture.
+func (s *Store) GetCapture(ctx context.Context, id string) (store.Capture, error) {
+	c, err := scanCapture(s.r.QueryRowContext(ctx, `SELECT `+captureColumns+` FROM captures WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Capture{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Capture{}, fmt.Errorf("get capture %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// ListCaptures returns captures newest first, optionally only in state.
+func (s *Store) ListCaptures(ctx context.Context, state string) ([]store.Capture, error) {
+	q := `SELECT ` + captureColumns + ` FROM captures`
+	var args []any
+	if state != "" {
+		q += ` WHERE state = ?`
+		args = append(args, state)
+	}
+	rows, err := s.r.QueryContext(ctx, q+` ORDER BY created DESC, id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list captures: %w", err)
+	}
+	defer rows.Close()
+	out := []store.Capture{}
+	for rows.Next() {
+		c, err := scanCapture(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list captures: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// SetCaptureState records a capture's state.
+func (s *Store) SetCaptureState(ctx context.Context, id, state, detail string) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE captures SET state = ?, detail = ? WHERE id = ?`, state, detail, id)
+	if err == nil {
+		err = expectOne(res)
+	}
+	if err != nil {
+		return fmt.Errorf("set capture %s state: %w", id, err)
+	}
+	return nil
+}
+
+// ListTargets returns a capture's targets.
+func (s *Store) ListTargets(ctx context.Context, captureID string) ([]store.CaptureTarget, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT capture_id, agent_id, state, detail, events, updated FROM capture_targets
+		WHERE capture_id = ? ORDER BY agent_id`, captureID)
+	if err != nil {
+		return nil, fmt.Errorf("list targets of %s: %w", captureID, err)
+	}
+	defer rows.Close()
+	out := []store.CaptureTarget{}
+	for rows.Next() {
+		var t store.CaptureTarget
+		var updated sql.NullInt64
+		if err := rows.Scan(&t.CaptureID, &t.AgentID, &t.State, &t.Detail, &t.Events, &updated); err != nil {
+			return nil, fmt.Errorf("list targets of %s: %w", captureID, err)
+		}
+		t.Updated = timeVal(updated)
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// SetTargetState records one target's state.
+func (s *Store) SetTargetState(ctx context.Context, captureID, agentID, state, detail string, at time.Time) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE capture_targets SET state = ?, detail = ?, updated = ? WHERE capture_id = ? AND agent_id = ?`,
+		state, detail, timeArg(at), captureID, agentID)
+	if err == nil {
+		err = expectOne(res)
+	}
+	if err != nil {
+		return fmt.Errorf("set target %s/%s: %w", captureID, agentID, err)
+	}
+	return nil
+}
+
+// InsertEvents stores a batch in one transaction, which is what makes the
+// ingest rate: one fsync per batch, not per event.
+func (s *Store) InsertEvents(ctx context.Context, events []store.Event) (int, error) {
+	inserted := 0
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		ins, err := tx.PrepareContext(ctx, `INSERT INTO events (id, capture_id, agent_id, time, pid, tid, process, probe, status, user_frames, kernel_frames, signature)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
+		if err != nil {
+			return err
+		}
+		defer ins.Close()
+		count, err := tx.PrepareContext(ctx, `UPDATE capture_targets SET events = events + 1 WHERE capture_id = ? AND agent_id = ?`)
+		if err != nil {
+			return err
+		}
+		defer count.Close()
+		inserted = 0
+		for _, e := range events {
+			res, err := ins.ExecContext(ctx, e.ID, e.CaptureID, e.AgentID, timeArg(e.Time), e.PID, e.TID, e.Process, e.Probe, int64(e.Status), e.User, e.Kernel, e.Signature)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				continue // a re-sent event: already stored
+			}
+			inserted++
+			if _, err := count.ExecContext(ctx, e.CaptureID, e.AgentID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("insert %d events: %w", len(events), err)
+	}
+	return inserted, nil
+}
+
+// ListEvents returns a capture's events after a sequence number.
+func (s *Store) ListEvents(ctx context.Context, captureID string, afterSeq int64, limit int) ([]store.Event, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT seq, id, capture_id, agent_id, time, pid, tid, process, probe, status, user_frames, kernel_frames, signature
+		FROM events WHERE capture_id = ? AND seq > ? ORDER BY seq LIMIT ?`, captureID, afterSeq, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list events of %s: %w", captureID, err)
+	}
+	defer rows.Close()
+	out := []store.Event{}
+	for rows.Next() {
+		var e store.Event
+		var t sql.NullInt64
+		var status int64
+		if err := rows.Scan(&e.Seq, &e.ID, &e.CaptureID, &e.AgentID, &t, &e.PID, &e.TID, &e.Process, &e.Probe, &status, &e.User, &e.Kernel, &e.Signature); err != nil {
+			return nil, fmt.Errorf("list events of %s: %w", captureID, err)
+		}
+		e.Time, e.Status = timeVal(t), uint32(status)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// EventSeq returns the sequence number of an event.
+func (s *Store) EventSeq(ctx context.Context, id string) (int64, error) {
+	var seq int64
+	err := s.r.QueryRowContext(ctx, `SELECT seq FROM events WHERE id = ?`, id).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, store.ErrNotFound
+	}
+	return seq, err
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/livedump/livedump/agent/capture"
 	"github.com/livedump/livedump/agent/host"
 	"github.com/livedump/livedump/agent/provision"
 	"github.com/livedump/livedump/agent/session"
@@ -56,6 +57,7 @@ type Agent struct {
 	cfg       Config
 	session   *session.Client
 	prov      *provision.Provisioner
+	captures  *capture.Manager
 	provState prometheus.Gauge
 	mlis      net.Listener
 	runCtx    context.Context
@@ -120,12 +122,29 @@ func New(cfg Config) (*Agent, error) {
 		},
 		Directive:     a.handleDirective,
 		OnConnect:     a.stateReport,
+		Acked:         func(ids []string) { a.captures.Acked(ids) },
 		Logger:        cfg.Logger,
 		Metrics:       session.NewMetrics(reg),
 		Clock:         cfg.Clock,
 		BackoffMin:    cfg.BackoffMin,
 		BackoffMax:    cfg.BackoffMax,
 		ClientMetrics: clientMetrics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.captures, err = capture.New(capture.Config{
+		Host:     h,
+		StateDir: cfg.StateDir,
+		AgentID:  a.session.AgentID,
+		Sender:   a.session,
+		SymbolPath: func() string {
+			sp, _ := a.prov.SymbolPath()
+			return sp
+		},
+		Logger:   cfg.Logger,
+		Clock:    cfg.Clock,
+		Registry: reg,
 	})
 	if err != nil {
 		return nil, err
@@ -195,6 +214,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return hs.Shutdown(sctx)
 		})
 	}
+	g.Go(func() error { return a.captures.Run(ctx) })
 	g.Go(func() error {
 		err := a.session.Run(ctx)
 		if err != nil {

@@ -28,6 +28,11 @@ func (a *Agent) handleDirective(_ context.Context, d *livedumpv1.Directive) erro
 		}
 		go a.runProvision(d.GetId(), k.Provision, prof)
 		return nil
+	case *livedumpv1.Directive_Arm:
+		return a.captures.Arm(k.Arm)
+	case *livedumpv1.Directive_Disarm:
+		a.captures.Disarm(k.Disarm.GetCaptureId(), k.Disarm.GetReason())
+		return nil
 	}
 	return fmt.Errorf("directive %s: unsupported kind %T (agent version too old?)", d.GetId(), d.GetKind())
 }
@@ -75,9 +80,12 @@ func (a *Agent) stateReport(ctx context.Context) []*livedumpv1.ConnectRequest {
 		rep = provision.Report{State: provision.Failed, Detail: err.Error()}
 	}
 	a.provState.Set(stateValue(rep.State))
-	return []*livedumpv1.ConnectRequest{{Msg: &livedumpv1.ConnectRequest_ProvisionReport{
+	msgs := []*livedumpv1.ConnectRequest{{Msg: &livedumpv1.ConnectRequest_ProvisionReport{
 		ProvisionReport: reportToProto("", livedumpv1.ProvisionAction_PROVISION_ACTION_UNSPECIFIED, rep),
 	}}}
+	// Capture states and every unacknowledged event: whatever happened
+	// while disconnected reaches the controller now.
+	return append(msgs, a.captures.Statuses()...)
 }
 
 var stateValues = map[provision.State]livedumpv1.ProvisionState{

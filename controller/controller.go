@@ -27,6 +27,7 @@ import (
 
 	"github.com/livedump/livedump/controller/api"
 	"github.com/livedump/livedump/controller/blobstore"
+	"github.com/livedump/livedump/controller/capture"
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
@@ -90,6 +91,7 @@ type Controller struct {
 	mlis     net.Listener
 	registry *prometheus.Registry
 	blobs    *blobstore.Store
+	captures *capture.Manager
 }
 
 // New opens the store and CA, issues the server certificate and binds the
@@ -177,6 +179,7 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	c.enroller = enroll.New(enroll.Config{Store: c.store, CA: c.ca, Clock: cfg.Clock, CertTTL: cfg.CertTTL})
 	c.fleet = fleet.NewRegistry(metrics.AgentsConnected)
 	authz := &api.Authorizer{Store: c.store, Logger: c.log, Now: cfg.Clock.Now}
+	c.captures = capture.New(capture.Config{Store: c.store, Fleet: c.fleet, Logger: c.log, Clock: cfg.Clock, Registry: reg})
 
 	c.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(c.server.tlsConfig())),
@@ -188,11 +191,11 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
 	)
 	livedumpv1.RegisterAgentServiceServer(c.grpc, api.NewAgentServer(api.AgentConfig{
-		Store: c.store, Blobs: c.blobs, Enroller: c.enroller, Fleet: c.fleet, CA: c.ca, Metrics: metrics,
+		Store: c.store, Blobs: c.blobs, Captures: c.captures, Enroller: c.enroller, Fleet: c.fleet, CA: c.ca, Metrics: metrics,
 		Logger: c.log, Clock: cfg.Clock, HeartbeatInterval: cfg.HeartbeatInterval,
 	}))
 	livedumpv1.RegisterFleetServiceServer(c.grpc, api.NewFleetServer(api.FleetConfig{
-		Store: c.store, Blobs: c.blobs, Profile: *cfg.Profile, Enroller: c.enroller, Fleet: c.fleet, Logger: c.log, Clock: cfg.Clock,
+		Store: c.store, Blobs: c.blobs, Profile: *cfg.Profile, Captures: c.captures, Enroller: c.enroller, Fleet: c.fleet, Logger: c.log, Clock: cfg.Clock,
 	}))
 	c.health = health.NewServer()
 	healthpb.RegisterHealthServer(c.grpc, c.health)
@@ -290,6 +293,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		})
 	}
 	g.Go(func() error { c.maintain(ctx); return nil })
+	g.Go(func() error { return c.captures.Run(ctx) })
 	g.Go(func() error {
 		<-ctx.Done()
 		c.health.Shutdown()

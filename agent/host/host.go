@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -268,6 +269,11 @@ type Host interface {
 	// FileExists reports whether a file exists at a Windows path such as
 	// `C:\Program Files\DTrace\dtrace.exe`.
 	FileExists(path string) (bool, error)
+
+	// DTraceCommand prepares dtrace.exe, as DTrace installed it, to run with
+	// args; env entries (such as _NT_SYMBOL_PATH) are added to its
+	// environment. The caller starts, reads and kills it.
+	DTraceCommand(ctx context.Context, args, env []string) (*exec.Cmd, error)
 
 	// BootTime is when the machine last booted.
 	BootTime(ctx context.Context) (time.Time, error)

@@ -60,6 +60,8 @@ type Config struct {
 	// It runs on the receive path, so long work must be handed off; its
 	// result goes back later through Client.Send. Nil acks everything.
 	Directive func(ctx context.Context, d *livedumpv1.Directive) error
+	// Acked receives the IDs of events the controller has stored. Optional.
+	Acked func(ids []string)
 	// OnConnect returns messages to send right after the controller's
 	// welcome, such as the current provisioning state. Optional.
 	OnConnect func(ctx context.Context) []*livedumpv1.ConnectRequest
@@ -515,6 +517,9 @@ func (c *Client) stream(ctx context.Context, addr string) (established bool, err
 			if err != nil {
 				recvErr <- err
 				return
+			}
+			if a := m.GetEventAck(); a != nil && c.cfg.Acked != nil {
+				c.cfg.Acked(a.GetEventIds())
 			}
 			if d := m.GetDirective(); d != nil {
 				ack := &livedumpv1.Ack{DirectiveId: d.GetId()}

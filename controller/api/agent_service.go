@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/livedump/livedump/controller/blobstore"
+	"github.com/livedump/livedump/controller/capture"
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
@@ -30,6 +31,7 @@ const helloTimeout = 30 * time.Second
 type AgentConfig struct {
 	Store             store.Store
 	Blobs             *blobstore.Store
+	Captures          *capture.Manager
 	Enroller          *enroll.Enroller
 	Fleet             *fleet.Registry
 	CA                *pki.CA
@@ -166,6 +168,8 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 		}
 	}()
 	log.Info("agent connected", "hostname", inv.Hostname, "os_build", inv.OSBuild)
+	// Pending captures for this agent go out with the next scheduler pass.
+	defer s.cfg.Captures.Kick()
 
 	if err := stream.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_Welcome{Welcome: &livedumpv1.Welcome{
 		HeartbeatInterval: durationpb.New(s.cfg.HeartbeatInterval),
@@ -193,6 +197,15 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 				sess.Heartbeat(s.cfg.Clock.Now())
 				s.recordProvision(ctx, id.AgentID, msg.ProvisionReport)
 				sess.Deliver(msg.ProvisionReport)
+			case *livedumpv1.ConnectRequest_Event:
+				sess.Heartbeat(s.cfg.Clock.Now())
+				if err := s.cfg.Captures.Ingest(sctx, sess, id.AgentID, msg.Event); err != nil {
+					recvErr <- err
+					return
+				}
+			case *livedumpv1.ConnectRequest_CaptureStatus:
+				sess.Heartbeat(s.cfg.Clock.Now())
+				s.cfg.Captures.Status(ctx, id.AgentID, msg.CaptureStatus)
 			case *livedumpv1.ConnectRequest_Hello:
 				recvErr <- status.Error(codes.InvalidArgument, "hello: sent twice on one stream")
 				return

@@ -58,6 +58,14 @@ var policy = map[string]rule{
 	livedumpv1.FleetService_RevertProvision_FullMethodName: {caller: operators, minRole: pki.RoleOperator, mutating: true},
 	livedumpv1.FleetService_UploadArtifact_FullMethodName:  {caller: operators, minRole: pki.RoleOperator, mutating: true},
 
+	livedumpv1.FleetService_CreateCapture_FullMethodName: {caller: operators, minRole: pki.RoleOperator, mutating: true},
+	livedumpv1.FleetService_CancelCapture_FullMethodName: {caller: operators, minRole: pki.RoleOperator, mutating: true},
+	livedumpv1.FleetService_ListCaptures_FullMethodName:  {caller: operators, minRole: pki.RoleViewer},
+	livedumpv1.FleetService_GetCapture_FullMethodName:    {caller: operators, minRole: pki.RoleViewer},
+	livedumpv1.FleetService_WatchCapture_FullMethodName:  {caller: operators, minRole: pki.RoleViewer},
+	livedumpv1.FleetService_ListEvents_FullMethodName:    {caller: operators, minRole: pki.RoleViewer},
+	livedumpv1.FleetService_BucketEvents_FullMethodName:  {caller: operators, minRole: pki.RoleViewer},
+
 	"/grpc.health.v1.Health/Check": {caller: anyone},
 	"/grpc.health.v1.Health/Watch": {caller: anyone},
 	"/grpc.health.v1.Health/List":  {caller: anyone},

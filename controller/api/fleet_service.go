@@ -9,6 +9,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/livedump/livedump/controller/blobstore"
+	"github.com/livedump/livedump/controller/capture"
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
@@ -23,6 +24,7 @@ type FleetConfig struct {
 	Store    store.Store
 	Blobs    *blobstore.Store
 	Profile  profile.Profile
+	Captures *capture.Manager
 	Enroller *enroll.Enroller
 	Fleet    *fleet.Registry
 	Logger   *slog.Logger

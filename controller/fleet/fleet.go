@@ -43,6 +43,14 @@ type Session struct {
 	mu            sync.Mutex
 	lastHeartbeat time.Time
 	waiters       map[string]chan *livedumpv1.ProvisionReport
+	closed        bool
+}
+
+// Closed reports whether the session has been detached.
+func (s *Session) Closed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // Outbox is drained by the stream handler, the only goroutine that sends on
@@ -135,12 +143,22 @@ func (r *Registry) Attach(agentID string, now time.Time, cancel context.CancelCa
 
 // Detach removes s if it is still the agent's current session.
 func (r *Registry) Detach(s *Session) {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	r.mu.Lock()
 	if r.sessions[s.AgentID] == s {
 		delete(r.sessions, s.AgentID)
 		r.update()
 	}
 	r.mu.Unlock()
+}
+
+// Session returns the agent's attached session, or nil.
+func (r *Registry) Session(agentID string) *Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sessions[agentID]
 }
 
 // Online reports whether the agent has an attached session.

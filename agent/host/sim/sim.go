@@ -71,6 +71,11 @@ type Config struct {
 	// for VBS leaves it "enabled, not running". It is phrased negatively so
 	// that the zero value is a capable machine, which current hardware is.
 	NoVBS bool
+	// DTracePath is the simulated dtrace executable (cmd/dtrace-sim). Empty
+	// means this program itself, re-executed with LIVEDUMP_RUN_AS=dtrace-sim,
+	// which the livedump binaries honour so dev mode needs no second binary.
+	// It is not persisted.
+	DTracePath string
 	// Clock is the machine's clock, read for boot times and reboot delays;
 	// nil means the real clock. Tests pass a fake one to make reboots
 	// deterministic. It is not persisted.
@@ -97,6 +102,8 @@ type Host struct {
 	dir   string // Config.StateDir
 	path  string // the state file
 	clock clockwork.Clock
+	// dtrace is the simulated dtrace executable; "" means os.Executable.
+	dtrace string
 	// wake tells a running RunService that a reboot was requested, so it
 	// can arm its timer. It has room for one signal; more would say nothing
 	// new.
@@ -147,11 +154,12 @@ func New(cfg Config) (*Host, error) {
 		return nil, fmt.Errorf("sim: state directory: %w", err)
 	}
 	h := &Host{
-		dir:   cfg.StateDir,
-		path:  filepath.Join(cfg.StateDir, StateFile),
-		clock: cfg.Clock,
-		wake:  make(chan struct{}, 1),
-		keys:  make(map[string]*key),
+		dir:    cfg.StateDir,
+		path:   filepath.Join(cfg.StateDir, StateFile),
+		clock:  cfg.Clock,
+		dtrace: cfg.DTracePath,
+		wake:   make(chan struct{}, 1),
+		keys:   make(map[string]*key),
 	}
 	data, err := os.ReadFile(h.path)
 	switch {

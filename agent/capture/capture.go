@@ -1,0 +1,364 @@
+// Package capture runs the captures armed on this agent: it renders each
+// capture's D script, runs dtrace under supervision, turns its output into
+// trigger events, spools them durably and sends them to the controller, and
+// disarms on cancel, on expiry (even with the controller unreachable) and
+// when the per-agent cap is reached.
+package capture
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/livedump/livedump/agent/host"
+	"github.com/livedump/livedump/agent/spool"
+	"github.com/livedump/livedump/internal/pki"
+	"github.com/livedump/livedump/internal/probe"
+	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+)
+
+// StateFile records the captures armed on this agent, so a restarted agent
+// resumes them and still disarms them at expiry.
+const StateFile = "captures.json"
+
+// Sender delivers a message to the controller if connected.
+type Sender interface {
+	Send(m *livedumpv1.ConnectRequest) error
+}
+
+// Config configures a Manager.
+type Config struct {
+	Host       host.Host
+	StateDir   string
+	AgentID    func() string
+	Sender     Sender
+	SymbolPath func() string // _NT_SYMBOL_PATH for dtrace
+	Logger     *slog.Logger
+	Clock      clockwork.Clock
+	Registry   prometheus.Registerer
+	// Restart bounds: a dtrace that keeps exiting is restarted with
+	// exponential backoff from RestartMin to RestartMax, at most
+	// MaxRestarts times, after which the capture fails.
+	RestartMin, RestartMax time.Duration
+	MaxRestarts            int
+}
+
+// armed is a capture on this agent, as persisted.
+type armed struct {
+	Arm       json.RawMessage `json:"arm"` // ArmCapture as protojson
+	State     string          `json:"state"`
+	Detail    string          `json:"detail,omitempty"`
+	Triggered int             `json:"triggered"`
+	Restarts  int             `json:"restarts"`
+
+	arm    *livedumpv1.ArmCapture
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+}
+
+// Manager owns the captures of this agent.
+type Manager struct {
+	cfg   Config
+	spool *spool.Spool
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	captures map[string]*armed
+	ctx      context.Context
+	wg       sync.WaitGroup
+
+	events    prometheus.Counter
+	restarts  prometheus.Counter
+	spooled   prometheus.GaugeFunc
+	armedGage prometheus.GaugeFunc
+}
+
+// Reasons a capture stops.
+var (
+	errCancelled = errors.New("cancelled")
+	errExpired   = errors.New("expired")
+	errShutdown  = errors.New("agent stopping")
+)
+
+// New opens the spool and the persisted captures.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RestartMin <= 0 {
+		cfg.RestartMin = time.Second
+	}
+	if cfg.RestartMax <= 0 {
+		cfg.RestartMax = 30 * time.Second
+	}
+	if cfg.MaxRestarts <= 0 {
+		cfg.MaxRestarts = 5
+	}
+	sp, err := spool.Open(filepath.Join(cfg.StateDir, "spool"))
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{cfg: cfg, spool: sp, log: cfg.Logger, captures: map[string]*armed{}}
+	if err := m.load(); err != nil {
+		return nil, err
+	}
+	m.events = prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_agent_trigger_events_total", Help: "Trigger events parsed from dtrace output."})
+	m.restarts = prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_agent_dtrace_restarts_total", Help: "dtrace processes restarted after an unexpected exit."})
+	m.spooled = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "livedump_agent_spooled_events", Help: "Trigger events spooled and not yet acknowledged by the controller."},
+		func() float64 { return float64(m.spool.Len()) })
+	m.armedGage = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "livedump_agent_captures_armed", Help: "Captures whose probe is running on this agent."},
+		func() float64 { return float64(m.countState(stateArmed, stateTriggered)) })
+	if cfg.Registry != nil {
+		cfg.Registry.MustRegister(m.events, m.restarts, m.spooled, m.armedGage)
+	}
+	return m, nil
+}
+
+// Target states as the wire names them.
+const (
+	stateArmed     = "armed"
+	stateTriggered = "triggered"
+	stateDone      = "done"
+	stateFailed    = "failed"
+	stateExpired   = "expired"
+	stateCancelled = "cancelled"
+)
+
+var stateValues = map[string]livedumpv1.TargetState{
+	stateArmed:     livedumpv1.TargetState_TARGET_STATE_ARMED,
+	stateTriggered: livedumpv1.TargetState_TARGET_STATE_TRIGGERED,
+	stateDone:      livedumpv1.TargetState_TARGET_STATE_DONE,
+	stateFailed:    livedumpv1.TargetState_TARGET_STATE_FAILED,
+	stateExpired:   livedumpv1.TargetState_TARGET_STATE_EXPIRED,
+	stateCancelled: livedumpv1.TargetState_TARGET_STATE_CANCELLED,
+}
+
+func terminal(state string) bool {
+	return state == stateDone || state == stateFailed || state == stateExpired || state == stateCancelled
+}
+
+func (m *Manager) countState(states ...string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, a := range m.captures {
+		for _, s := range states {
+			if a.State == s {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func (m *Manager) load() error {
+	b, err := os.ReadFile(filepath.Join(m.cfg.StateDir, StateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var saved map[string]*armed
+	if err := json.Unmarshal(b, &saved); err != nil {
+		return fmt.Errorf("%s: %w", StateFile, err)
+	}
+	for id, a := range saved {
+		a.arm = &livedumpv1.ArmCapture{}
+		if err := protojson.Unmarshal(a.Arm, a.arm); err != nil {
+			return fmt.Errorf("%s: capture %s: %w", StateFile, id, err)
+		}
+		m.captures[id] = a
+	}
+	return nil
+}
+
+// save persists the captures; the caller holds m.mu. Terminal captures are
+// kept (newest 100) so their final state can be reported after a restart.
+func (m *Manager) save() error {
+	b, err := json.MarshalIndent(m.captures, "", "  ")
+	if err != nil {
+		return err
+	}
+	return pki.WriteFileAtomic(filepath.Join(m.cfg.StateDir, StateFile), b, 0o600)
+}
+
+// Run resumes the persisted captures and waits for ctx to end, then stops
+// every dtrace it started.
+func (m *Manager) Run(ctx context.Context) error {
+	m.mu.Lock()
+	m.ctx = ctx
+	for _, a := range m.captures {
+		if !terminal(a.State) {
+			m.start(a)
+		}
+	}
+	m.mu.Unlock()
+	<-ctx.Done()
+	m.mu.Lock()
+	for _, a := range m.captures {
+		if a.cancel != nil {
+			a.cancel(errShutdown)
+		}
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+	return nil
+}
+
+// Arm handles an ArmCapture directive. Arming a capture that is already
+// known is a no-op, which makes redelivery harmless.
+func (m *Manager) Arm(arm *livedumpv1.ArmCapture) error {
+	spec := specOf(arm)
+	if arm.GetScript() == "" {
+		if err := spec.Validate(); err != nil {
+			return err
+		}
+	}
+	if len(arm.GetScript()) > 64<<10 {
+		return errors.New("capture.script: longer than 64 KiB")
+	}
+	raw, err := protojson.Marshal(arm)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.captures[arm.GetCaptureId()]; ok {
+		return nil
+	}
+	a := &armed{Arm: raw, arm: proto.Clone(arm).(*livedumpv1.ArmCapture), State: stateArmed}
+	m.captures[arm.GetCaptureId()] = a
+	if err := m.save(); err != nil {
+		delete(m.captures, arm.GetCaptureId())
+		return err
+	}
+	if m.ctx != nil {
+		m.start(a)
+	}
+	return nil
+}
+
+// Disarm stops a capture.
+func (m *Manager) Disarm(id, reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a, ok := m.captures[id]
+	if !ok || terminal(a.State) {
+		return
+	}
+	cause := errCancelled
+	if reason == "expired" {
+		cause = errExpired
+	}
+	if a.cancel != nil {
+		a.cancel(cause)
+		return
+	}
+	m.finish(a, stateCancelled, reason)
+}
+
+func specOf(arm *livedumpv1.ArmCapture) probe.Spec {
+	action := probe.Action("stacks")
+	if arm.GetAction() == livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP {
+		action = probe.Action("dump")
+	}
+	return probe.Spec{
+		CaptureID:   arm.GetCaptureId(),
+		Processes:   arm.GetProcesses(),
+		Syscalls:    arm.GetSyscalls(),
+		Statuses:    arm.GetStatuses(),
+		UStack:      int(arm.GetUstack()),
+		KStack:      arm.GetKstack(),
+		Action:      action,
+		LKDMode:     int(arm.GetLkdMode()),
+		PerAgentCap: int(arm.GetPerAgentCap()),
+		RawScript:   arm.GetScript(),
+	}.WithDefaults()
+}
+
+// Statuses returns the current state of every known capture, for the report
+// after (re)connecting, followed by every spooled event to send again.
+func (m *Manager) Statuses() []*livedumpv1.ConnectRequest {
+	m.mu.Lock()
+	ids := make([]string, 0, len(m.captures))
+	for id := range m.captures {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var out []*livedumpv1.ConnectRequest
+	for _, id := range ids {
+		out = append(out, statusMsg(id, m.captures[id]))
+	}
+	m.mu.Unlock()
+	items, err := m.spool.Pending()
+	if err != nil {
+		m.log.Error("read spool", "err", err)
+	}
+	for _, it := range items {
+		ev := &livedumpv1.TriggerEvent{}
+		if err := proto.Unmarshal(it.Data, ev); err != nil {
+			m.log.Error("corrupt spooled event dropped", "event_id", it.ID, "err", err)
+			_ = m.spool.Ack(it.ID)
+			continue
+		}
+		out = append(out, &livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_Event{Event: ev}})
+	}
+	return out
+}
+
+func statusMsg(id string, a *armed) *livedumpv1.ConnectRequest {
+	return &livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_CaptureStatus{CaptureStatus: &livedumpv1.CaptureStatus{
+		CaptureId: id, State: stateValues[a.State], Detail: a.Detail, Triggered: int64(a.Triggered),
+	}}}
+}
+
+// Acked drops acknowledged events from the spool.
+func (m *Manager) Acked(ids []string) {
+	if err := m.spool.Ack(ids...); err != nil {
+		m.log.Warn("spool ack", "err", err)
+	}
+}
+
+// setState records and reports a state change; the caller holds m.mu.
+func (m *Manager) setState(id string, a *armed, state, detail string) {
+	a.State, a.Detail = state, detail
+	if err := m.save(); err != nil {
+		m.log.Error("save captures", "err", err)
+	}
+	if err := m.cfg.Sender.Send(statusMsg(id, a)); err != nil {
+		m.log.Debug("capture status not sent; the reconnect report carries it", "capture_id", id, "err", err)
+	}
+}
+
+func (m *Manager) finish(a *armed, state, detail string) {
+	m.setState(a.arm.GetCaptureId(), a, state, detail)
+	a.cancel = nil
+}
+
+// EventID is stable for one firing, so an event re-sent after a crash or a
+// reconnect is recognised and dropped by the controller.
+func EventID(agentID, captureID string, seq int, walltime time.Time, pid, tid int) string {
+	h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d\x00%d\x00%d\x00%d", agentID, captureID, seq, walltime.UnixNano(), pid, tid))
+	return hex.EncodeToString(h[:16])
+}
+
+func timestamp(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }

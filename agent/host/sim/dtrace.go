@@ -1,0 +1,46 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+// Environment variables of the simulated dtrace: which machine it runs on,
+// and, when the program re-executes itself, which program to be.
+const (
+	EnvHost  = "LIVEDUMP_SIM_HOST"
+	EnvRunAs = "LIVEDUMP_RUN_AS"
+	// RunAsDTrace is EnvRunAs's value that makes a livedump binary behave
+	// as the simulated dtrace.
+	RunAsDTrace = "dtrace-sim"
+)
+
+// DTraceCommand prepares the simulated dtrace the way the Windows host
+// prepares dtrace.exe: a separate process, the same arguments. It refuses,
+// like Windows would fail to find the program, when DTrace is not
+// installed on the simulated C: drive.
+func (h *Host) DTraceCommand(ctx context.Context, args, env []string) (*exec.Cmd, error) {
+	if ok, err := h.FileExists(`C:\Program Files\DTrace\dtrace.exe`); err != nil || !ok {
+		return nil, fmt.Errorf(`C:\Program Files\DTrace\dtrace.exe: the system cannot find the file specified (DTrace is not installed)`)
+	}
+	path := h.dtrace
+	extra := []string{EnvHost + "=" + h.dir}
+	if path == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("sim: find the simulated dtrace: %w", err)
+		}
+		path = self
+		extra = append(extra, EnvRunAs+"="+RunAsDTrace)
+	}
+	abs, err := filepath.Abs(h.dir)
+	if err == nil {
+		extra[0] = EnvHost + "=" + abs
+	}
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Env = append(append(os.Environ(), env...), extra...)
+	return cmd, nil
+}

@@ -1,0 +1,224 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"sort"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/livedump/livedump/controller/capture"
+	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/internal/pki"
+	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+)
+
+func captureErr(s *FleetServer, op string, err error) error {
+	var fe *capture.FieldError
+	if errors.As(err, &fe) {
+		return invalid(fe.Field, "%s", fe.Reason)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return status.Errorf(codes.NotFound, "%s: capture not found", op)
+	}
+	return toStatus(s.cfg.Logger, op, err)
+}
+
+func validCaptureID(id string) error {
+	if len(id) < 3 || len(id) > 64 {
+		return invalid("id", "%q is not a capture ID", id)
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return invalid("id", "%q is not a capture ID", id)
+		}
+	}
+	return nil
+}
+
+// CreateCapture implements FleetService.CreateCapture.
+func (s *FleetServer) CreateCapture(ctx context.Context, req *livedumpv1.CreateCaptureRequest) (*livedumpv1.CreateCaptureResponse, error) {
+	id, _ := IdentityFromContext(ctx)
+	c, err := s.cfg.Captures.Create(ctx, capture.Request{Spec: req.GetSpec(), Actor: id.String(), Admin: id.Role.Allows(pki.RoleAdmin)})
+	if err != nil {
+		return nil, captureErr(s, "create capture", err)
+	}
+	setAuditTarget(ctx, c.GetId())
+	return &livedumpv1.CreateCaptureResponse{Capture: c}, nil
+}
+
+// ListCaptures implements FleetService.ListCaptures.
+func (s *FleetServer) ListCaptures(ctx context.Context, _ *livedumpv1.ListCapturesRequest) (*livedumpv1.ListCapturesResponse, error) {
+	cs, err := s.cfg.Captures.List(ctx)
+	if err != nil {
+		return nil, captureErr(s, "list captures", err)
+	}
+	return &livedumpv1.ListCapturesResponse{Captures: cs}, nil
+}
+
+// GetCapture implements FleetService.GetCapture.
+func (s *FleetServer) GetCapture(ctx context.Context, req *livedumpv1.GetCaptureRequest) (*livedumpv1.GetCaptureResponse, error) {
+	if err := validCaptureID(req.GetId()); err != nil {
+		return nil, err
+	}
+	c, err := s.cfg.Captures.Get(ctx, req.GetId())
+	if err != nil {
+		return nil, captureErr(s, "capture "+req.GetId(), err)
+	}
+	return &livedumpv1.GetCaptureResponse{Capture: c}, nil
+}
+
+// CancelCapture implements FleetService.CancelCapture.
+func (s *FleetServer) CancelCapture(ctx context.Context, req *livedumpv1.CancelCaptureRequest) (*livedumpv1.CancelCaptureResponse, error) {
+	if err := validCaptureID(req.GetId()); err != nil {
+		return nil, err
+	}
+	setAuditTarget(ctx, req.GetId())
+	id, _ := IdentityFromContext(ctx)
+	c, err := s.cfg.Captures.Cancel(ctx, req.GetId(), id.String())
+	if err != nil {
+		return nil, captureErr(s, "capture "+req.GetId(), err)
+	}
+	return &livedumpv1.CancelCaptureResponse{Capture: c}, nil
+}
+
+// WatchCapture implements FleetService.WatchCapture: first the events stored
+// so far, then live events and target changes until the capture ends.
+func (s *FleetServer) WatchCapture(req *livedumpv1.WatchCaptureRequest, stream grpc.ServerStreamingServer[livedumpv1.WatchCaptureResponse]) error {
+	ctx := stream.Context()
+	if err := validCaptureID(req.GetId()); err != nil {
+		return err
+	}
+	// Subscribe before reading history, so nothing falls in between; an
+	// event in both is sent twice at most, and carries its ID.
+	ch, stop := s.cfg.Captures.Watch(req.GetId())
+	defer stop()
+	c, err := s.cfg.Captures.Get(ctx, req.GetId())
+	if err != nil {
+		return captureErr(s, "capture "+req.GetId(), err)
+	}
+	for _, t := range c.GetTargets() {
+		if err := stream.Send(&livedumpv1.WatchCaptureResponse{Msg: &livedumpv1.WatchCaptureResponse_Target{Target: t}}); err != nil {
+			return err
+		}
+	}
+	seen := map[string]bool{}
+	after := ""
+	for {
+		evs, err := s.cfg.Captures.Events(ctx, req.GetId(), after, 1000)
+		if err != nil {
+			return captureErr(s, "events", err)
+		}
+		for _, e := range evs {
+			seen[e.GetId()] = true
+			if err := stream.Send(&livedumpv1.WatchCaptureResponse{Msg: &livedumpv1.WatchCaptureResponse_Event{Event: e}}); err != nil {
+				return err
+			}
+		}
+		if len(evs) < 1000 {
+			break
+		}
+		after = evs[len(evs)-1].GetId()
+	}
+	if c.GetState() != livedumpv1.CaptureState_CAPTURE_STATE_ACTIVE {
+		return stream.Send(&livedumpv1.WatchCaptureResponse{Msg: &livedumpv1.WatchCaptureResponse_Ended{Ended: c}})
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok := <-ch:
+			if !ok {
+				return status.Error(codes.Unavailable, "watch ended: the controller dropped this watcher (too slow) or the capture ended; run watch again")
+			}
+			if e := m.GetEvent(); e != nil && seen[e.GetId()] {
+				continue
+			}
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+			if m.GetEnded() != nil {
+				return nil
+			}
+		}
+	}
+}
+
+// ListEvents implements FleetService.ListEvents.
+func (s *FleetServer) ListEvents(ctx context.Context, req *livedumpv1.ListEventsRequest) (*livedumpv1.ListEventsResponse, error) {
+	if err := validCaptureID(req.GetCaptureId()); err != nil {
+		return nil, err
+	}
+	limit := int(req.GetLimit())
+	if limit < 0 || limit > 10000 {
+		return nil, invalid("limit", "must be between 0 and 10000, got %d", limit)
+	}
+	if _, err := s.cfg.Captures.Get(ctx, req.GetCaptureId()); err != nil {
+		return nil, captureErr(s, "capture "+req.GetCaptureId(), err)
+	}
+	evs, err := s.cfg.Captures.Events(ctx, req.GetCaptureId(), req.GetAfter(), limit)
+	if err != nil {
+		return nil, captureErr(s, "events", err)
+	}
+	return &livedumpv1.ListEventsResponse{Events: evs}, nil
+}
+
+// BucketEvents implements FleetService.BucketEvents.
+func (s *FleetServer) BucketEvents(ctx context.Context, req *livedumpv1.BucketEventsRequest) (*livedumpv1.BucketEventsResponse, error) {
+	if err := validCaptureID(req.GetCaptureId()); err != nil {
+		return nil, err
+	}
+	frames := int(req.GetFrames())
+	if frames < 0 || frames > 50 {
+		return nil, invalid("frames", "must be between 1 and 50, got %d", frames)
+	}
+	if _, err := s.cfg.Captures.Get(ctx, req.GetCaptureId()); err != nil {
+		return nil, captureErr(s, "capture "+req.GetCaptureId(), err)
+	}
+	buckets := map[string]*livedumpv1.Bucket{}
+	agents := map[string]map[string]bool{}
+	after := ""
+	for {
+		evs, err := s.cfg.Captures.Events(ctx, req.GetCaptureId(), after, 10000)
+		if err != nil {
+			return nil, captureErr(s, "events", err)
+		}
+		for _, e := range evs {
+			sig := capture.Signature(e, frames)
+			b := buckets[sig]
+			if b == nil {
+				b = &livedumpv1.Bucket{Signature: sig, FirstSeen: e.GetTime(), Example: e}
+				buckets[sig] = b
+				agents[sig] = map[string]bool{}
+			}
+			b.Count++
+			b.LastSeen = e.GetTime()
+			name := e.GetHostname()
+			if name == "" {
+				name = e.GetAgentId()
+			}
+			agents[sig][name] = true
+		}
+		if len(evs) < 10000 {
+			break
+		}
+		after = evs[len(evs)-1].GetId()
+	}
+	resp := &livedumpv1.BucketEventsResponse{}
+	for sig, b := range buckets {
+		for a := range agents[sig] {
+			b.Agents = append(b.Agents, a)
+		}
+		sort.Strings(b.Agents)
+		resp.Buckets = append(resp.Buckets, b)
+	}
+	sort.Slice(resp.Buckets, func(i, j int) bool {
+		if resp.Buckets[i].GetCount() != resp.Buckets[j].GetCount() {
+			return resp.Buckets[i].GetCount() > resp.Buckets[j].GetCount()
+		}
+		return resp.Buckets[i].GetSignature() < resp.Buckets[j].GetSignature()
+	})
+	return resp, nil
+}

@@ -1,0 +1,662 @@
+// Package capture is the controller's side of captures: it validates and
+// stores them, arms their targets at the rollout rate (queuing offline agents
+// until expiry), ingests trigger events in batches, enforces the fleet-wide
+// dump limit and expiry, and feeds live watchers.
+package capture
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/livedump/livedump/controller/fleet"
+	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/internal/ntstatus"
+	"github.com/livedump/livedump/internal/probe"
+	"github.com/livedump/livedump/internal/selector"
+	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+)
+
+// Limits of a capture.
+const (
+	DefaultExpire = 24 * time.Hour
+	MaxExpire     = 7 * 24 * time.Hour
+	MinExpire     = time.Minute
+	MaxStatuses   = 64
+	MaxRollout    = 100000
+	MaxRawScript  = 64 << 10
+)
+
+// Capture states as stored.
+const (
+	StateActive    = "active"
+	StateDone      = "done"
+	StateExpired   = "expired"
+	StateCancelled = "cancelled"
+)
+
+// Target states as stored.
+const (
+	TargetPending   = "pending"
+	TargetDelivered = "delivered"
+	TargetArmed     = "armed"
+	TargetTriggered = "triggered"
+	TargetDumping   = "dumping"
+	TargetDone      = "done"
+	TargetFailed    = "failed"
+	TargetExpired   = "expired"
+	TargetCancelled = "cancelled"
+)
+
+func targetTerminal(s string) bool {
+	switch s {
+	case TargetDone, TargetFailed, TargetExpired, TargetCancelled:
+		return true
+	}
+	return false
+}
+
+// FieldError names the spec field that was rejected.
+type FieldError struct{ Field, Reason string }
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+// Config configures a Manager.
+type Config struct {
+	Store    store.Store
+	Fleet    *fleet.Registry
+	Logger   *slog.Logger
+	Clock    clockwork.Clock
+	Registry prometheus.Registerer
+	// Tick is how often delivery, expiry and limits are checked.
+	Tick time.Duration
+	// BatchSize and BatchDelay bound event ingest batching.
+	BatchSize  int
+	BatchDelay time.Duration
+}
+
+// Manager runs captures on the controller.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+
+	kick chan struct{}
+	in   chan ingest
+
+	mu       sync.Mutex
+	sent     map[*fleet.Session]map[string]bool // captures sent on each live session
+	watchers map[string]map[chan *livedumpv1.WatchCaptureResponse]struct{}
+
+	metrics metrics
+}
+
+type ingest struct {
+	agentID string
+	ev      *livedumpv1.TriggerEvent
+	sess    *fleet.Session
+}
+
+// New returns a Manager.
+func New(cfg Config) *Manager {
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = time.Second
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 512
+	}
+	if cfg.BatchDelay <= 0 {
+		cfg.BatchDelay = 50 * time.Millisecond
+	}
+	m := &Manager{
+		cfg: cfg, log: cfg.Logger,
+		kick:     make(chan struct{}, 1),
+		in:       make(chan ingest, 4096),
+		sent:     map[*fleet.Session]map[string]bool{},
+		watchers: map[string]map[chan *livedumpv1.WatchCaptureResponse]struct{}{},
+	}
+	m.metrics = newMetrics(cfg.Registry, m)
+	return m
+}
+
+// Kick asks the scheduler to run now, e.g. when an agent connects.
+func (m *Manager) Kick() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run schedules deliveries and ingests events until ctx ends.
+func (m *Manager) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); m.ingestLoop(ctx) }()
+	t := m.cfg.Clock.NewTicker(m.cfg.Tick)
+	defer t.Stop()
+	for {
+		if err := m.schedule(ctx); err != nil && ctx.Err() == nil {
+			m.log.Error("capture scheduler", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return nil
+		case <-t.Chan():
+		case <-m.kick:
+		}
+	}
+}
+
+func newID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return "c-" + hex.EncodeToString(b)
+}
+
+// Request is a validated capture request.
+type Request struct {
+	Spec  *livedumpv1.CaptureSpec
+	Actor string
+	Admin bool
+}
+
+// Create validates spec, resolves its statuses, renders its probe, picks
+// the targets and stores everything; nothing is stored for a rejected spec.
+func (m *Manager) Create(ctx context.Context, r Request) (*livedumpv1.Capture, error) {
+	spec := r.Spec
+	if spec == nil {
+		return nil, &FieldError{"spec", "missing"}
+	}
+	sel, err := selector.Parse(spec.GetSelector())
+	if err != nil {
+		return nil, &FieldError{"selector", err.Error()}
+	}
+	if spec.GetSelector() == "" {
+		return nil, &FieldError{"selector", "required: a capture never targets the whole fleet by accident"}
+	}
+	expire := DefaultExpire
+	if d := spec.GetExpire(); d != nil {
+		if err := d.CheckValid(); err != nil {
+			return nil, &FieldError{"expire", err.Error()}
+		}
+		expire = d.AsDuration()
+	}
+	if expire < MinExpire || expire > MaxExpire {
+		return nil, &FieldError{"expire", fmt.Sprintf("must be between %s and %s, got %s", MinExpire, MaxExpire, expire)}
+	}
+	if spec.GetRolloutRate() > MaxRollout {
+		return nil, &FieldError{"rollout_rate", fmt.Sprintf("at most %d agents per minute", MaxRollout)}
+	}
+	if spec.GetScript() != "" {
+		if !r.Admin {
+			return nil, &FieldError{"script", "raw D scripts need the admin role"}
+		}
+		if len(spec.GetScript()) > MaxRawScript {
+			return nil, &FieldError{"script", fmt.Sprintf("longer than %d bytes", MaxRawScript)}
+		}
+	}
+	if len(spec.GetStatuses()) > MaxStatuses {
+		return nil, &FieldError{"status", fmt.Sprintf("at most %d status codes", MaxStatuses)}
+	}
+	var resolved []*livedumpv1.ResolvedStatus
+	var values []uint32
+	for _, s := range spec.GetStatuses() {
+		res, err := ntstatus.Resolve(s)
+		if err != nil {
+			return nil, &FieldError{"status", err.Error()}
+		}
+		resolved = append(resolved, &livedumpv1.ResolvedStatus{Input: res.Input, Kind: string(res.Kind), Name: res.Name, Ntstatus: res.NTStatus, Note: res.Note})
+		values = append(values, res.NTStatus...)
+	}
+	slices.Sort(values)
+	values = slices.Compact(values)
+	if len(values) > MaxStatuses {
+		return nil, &FieldError{"status", fmt.Sprintf("the codes resolve to %d NTSTATUS values; at most %d fit in one probe", len(values), MaxStatuses)}
+	}
+	id := newID()
+	arm := armOf(id, spec, values, time.Time{})
+	ps := probeSpec(arm)
+	var rendered string
+	var warnings []string
+	if spec.GetScript() == "" {
+		if err := ps.Validate(); err != nil {
+			var fe *probe.FieldError
+			if errors.As(err, &fe) {
+				return nil, &FieldError{fe.Field, fe.Reason}
+			}
+			return nil, &FieldError{"spec", err.Error()}
+		}
+		if rendered, err = probe.Render(ps, 0); err != nil {
+			return nil, &FieldError{"spec", err.Error()}
+		}
+		for _, p := range spec.GetProcesses() {
+			if name, truncated := probe.ExecName(p); truncated {
+				warnings = append(warnings, fmt.Sprintf("process %q matches as %q: the kernel keeps only 14 characters of an image name (execname)", p, name))
+			}
+		}
+	} else {
+		rendered = spec.GetScript()
+	}
+
+	now := m.cfg.Clock.Now().UTC()
+	agents, err := m.cfg.Store.ListAgents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var targets []store.CaptureTarget
+	for _, a := range agents {
+		if a.Revoked || !sel.Matches(agentLabels(a)) {
+			continue
+		}
+		targets = append(targets, store.CaptureTarget{AgentID: a.ID, State: TargetPending, Updated: now})
+	}
+	specJSON, err := protojson.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	statusJSON, err := json.Marshal(resolved)
+	if err != nil {
+		return nil, err
+	}
+	c := store.Capture{
+		ID: id, Spec: string(specJSON), State: StateActive, Created: now, Expires: now.Add(expire),
+		CreatedBy: r.Actor, Rendered: rendered, Statuses: string(statusJSON), Warnings: warnings,
+	}
+	if len(targets) == 0 {
+		c.State, c.Detail = StateDone, "no agent matches the selector"
+	}
+	if err := m.cfg.Store.CreateCapture(ctx, c, targets); err != nil {
+		return nil, err
+	}
+	m.log.Info("capture created", "capture_id", id, "targets", len(targets), "by", r.Actor)
+	m.Kick()
+	return m.Get(ctx, id)
+}
+
+func agentLabels(a store.Agent) map[string]string {
+	l := map[string]string{}
+	for k, v := range a.Labels {
+		l[k] = v
+	}
+	l[selector.LabelHostname] = a.Hostname
+	l[selector.LabelOSBuild] = a.OSBuild
+	return l
+}
+
+func armOf(id string, spec *livedumpv1.CaptureSpec, statuses []uint32, expires time.Time) *livedumpv1.ArmCapture {
+	a := &livedumpv1.ArmCapture{
+		CaptureId: id, Processes: spec.GetProcesses(), Syscalls: spec.GetSyscalls(), Statuses: statuses,
+		Ustack: spec.GetUstack(), Kstack: spec.GetKstack(), Action: spec.GetAction(), LkdMode: spec.GetLkdMode(),
+		PerAgentCap: spec.GetPerAgentCap(), Script: spec.GetScript(), Upload: spec.GetUpload(),
+	}
+	if !expires.IsZero() {
+		a.Expires = timestamppb.New(expires)
+	}
+	return a
+}
+
+func probeSpec(a *livedumpv1.ArmCapture) probe.Spec {
+	action := probe.Action("stacks")
+	if a.GetAction() == livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP {
+		action = probe.Action("dump")
+	}
+	return probe.Spec{
+		CaptureID: a.GetCaptureId(), Processes: a.GetProcesses(), Syscalls: a.GetSyscalls(), Statuses: a.GetStatuses(),
+		UStack: int(a.GetUstack()), KStack: a.GetKstack(), Action: action, LKDMode: int(a.GetLkdMode()),
+		PerAgentCap: int(a.GetPerAgentCap()), RawScript: a.GetScript(),
+	}.WithDefaults()
+}
+
+// Get returns a capture with its targets.
+func (m *Manager) Get(ctx context.Context, id string) (*livedumpv1.Capture, error) {
+	c, err := m.cfg.Store.GetCapture(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	targets, err := m.cfg.Store.ListTargets(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	hosts := map[string]string{}
+	if agents, err := m.cfg.Store.ListAgents(ctx); err == nil {
+		for _, a := range agents {
+			hosts[a.ID] = a.Hostname
+		}
+	}
+	return toProto(c, targets, hosts)
+}
+
+func toProto(c store.Capture, targets []store.CaptureTarget, hosts map[string]string) (*livedumpv1.Capture, error) {
+	spec := &livedumpv1.CaptureSpec{}
+	if err := protojson.Unmarshal([]byte(c.Spec), spec); err != nil {
+		return nil, fmt.Errorf("capture %s spec: %w", c.ID, err)
+	}
+	var statuses []*livedumpv1.ResolvedStatus
+	if err := json.Unmarshal([]byte(c.Statuses), &statuses); err != nil {
+		return nil, fmt.Errorf("capture %s statuses: %w", c.ID, err)
+	}
+	p := &livedumpv1.Capture{
+		Id: c.ID, Spec: spec, State: captureStateValue(c.State), Created: timestamppb.New(c.Created), Expires: timestamppb.New(c.Expires),
+		CreatedBy: c.CreatedBy, RenderedScript: c.Rendered, Statuses: statuses, Warnings: c.Warnings, Detail: c.Detail,
+	}
+	for _, t := range targets {
+		p.Targets = append(p.Targets, &livedumpv1.CaptureTarget{
+			AgentId: t.AgentID, Hostname: hosts[t.AgentID], State: TargetStateValue(t.State), Detail: t.Detail, Events: t.Events, Updated: timestamppb.New(t.Updated),
+		})
+		p.Events += t.Events
+	}
+	return p, nil
+}
+
+func captureStateValue(s string) livedumpv1.CaptureState {
+	switch s {
+	case StateActive:
+		return livedumpv1.CaptureState_CAPTURE_STATE_ACTIVE
+	case StateDone:
+		return livedumpv1.CaptureState_CAPTURE_STATE_DONE
+	case StateExpired:
+		return livedumpv1.CaptureState_CAPTURE_STATE_EXPIRED
+	case StateCancelled:
+		return livedumpv1.CaptureState_CAPTURE_STATE_CANCELLED
+	}
+	return livedumpv1.CaptureState_CAPTURE_STATE_UNSPECIFIED
+}
+
+var targetStates = map[string]livedumpv1.TargetState{
+	TargetPending: livedumpv1.TargetState_TARGET_STATE_PENDING, TargetDelivered: livedumpv1.TargetState_TARGET_STATE_DELIVERED,
+	TargetArmed: livedumpv1.TargetState_TARGET_STATE_ARMED, TargetTriggered: livedumpv1.TargetState_TARGET_STATE_TRIGGERED,
+	TargetDumping: livedumpv1.TargetState_TARGET_STATE_DUMPING, TargetDone: livedumpv1.TargetState_TARGET_STATE_DONE,
+	TargetFailed: livedumpv1.TargetState_TARGET_STATE_FAILED, TargetExpired: livedumpv1.TargetState_TARGET_STATE_EXPIRED,
+	TargetCancelled: livedumpv1.TargetState_TARGET_STATE_CANCELLED,
+}
+
+// TargetStateValue maps a stored target state to the wire enum.
+func TargetStateValue(s string) livedumpv1.TargetState { return targetStates[s] }
+
+func targetStateName(v livedumpv1.TargetState) string {
+	for k, x := range targetStates {
+		if x == v {
+			return k
+		}
+	}
+	return ""
+}
+
+// List returns every capture, newest first, without targets' hostnames.
+func (m *Manager) List(ctx context.Context) ([]*livedumpv1.Capture, error) {
+	cs, err := m.cfg.Store.ListCaptures(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	var out []*livedumpv1.Capture
+	for _, c := range cs {
+		targets, err := m.cfg.Store.ListTargets(ctx, c.ID)
+		if err != nil {
+			return nil, err
+		}
+		p, err := toProto(c, targets, nil)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Cancel ends a capture and disarms every target.
+func (m *Manager) Cancel(ctx context.Context, id, actor string) (*livedumpv1.Capture, error) {
+	c, err := m.cfg.Store.GetCapture(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if c.State == StateActive {
+		if err := m.end(ctx, c, StateCancelled, "cancelled by "+actor, "cancelled"); err != nil {
+			return nil, err
+		}
+	}
+	return m.Get(ctx, id)
+}
+
+// end stores the capture's final state, disarms live targets and closes
+// watchers.
+func (m *Manager) end(ctx context.Context, c store.Capture, state, detail, reason string) error {
+	if err := m.cfg.Store.SetCaptureState(ctx, c.ID, state, detail); err != nil {
+		return err
+	}
+	targets, err := m.cfg.Store.ListTargets(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	now := m.cfg.Clock.Now().UTC()
+	tstate := map[string]string{StateCancelled: TargetCancelled, StateExpired: TargetExpired, StateDone: TargetCancelled}[state]
+	for _, t := range targets {
+		if targetTerminal(t.State) {
+			continue
+		}
+		if t.State != TargetPending {
+			m.send(t.AgentID, &livedumpv1.Directive{Id: "disarm-" + c.ID, Created: timestamppb.New(now),
+				Kind: &livedumpv1.Directive_Disarm{Disarm: &livedumpv1.DisarmCapture{CaptureId: c.ID, Reason: reason}}})
+		}
+		if err := m.cfg.Store.SetTargetState(ctx, c.ID, t.AgentID, tstate, detail, now); err != nil {
+			return err
+		}
+	}
+	m.log.Info("capture ended", "capture_id", c.ID, "state", state, "detail", detail)
+	if p, err := m.Get(ctx, c.ID); err == nil {
+		m.publish(c.ID, &livedumpv1.WatchCaptureResponse{Msg: &livedumpv1.WatchCaptureResponse_Ended{Ended: p}}, true)
+	}
+	return nil
+}
+
+func (m *Manager) send(agentID string, d *livedumpv1.Directive) bool {
+	s := m.cfg.Fleet.Session(agentID)
+	if s == nil {
+		return false
+	}
+	return s.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_Directive{Directive: d}}) == nil
+}
+
+// schedule expires captures, enforces max-dumps and delivers to online
+// targets within the rollout rate. Offline targets stay pending: an agent
+// that connects before expiry gets the capture.
+func (m *Manager) schedule(ctx context.Context) error {
+	caps, err := m.cfg.Store.ListCaptures(ctx, StateActive)
+	if err != nil {
+		return err
+	}
+	now := m.cfg.Clock.Now().UTC()
+	m.metrics.active.Set(float64(len(caps)))
+	for _, c := range caps {
+		if !now.Before(c.Expires) {
+			if err := m.end(ctx, c, StateExpired, "expired", "expired"); err != nil {
+				return err
+			}
+			continue
+		}
+		spec := &livedumpv1.CaptureSpec{}
+		if err := protojson.Unmarshal([]byte(c.Spec), spec); err != nil {
+			return err
+		}
+		targets, err := m.cfg.Store.ListTargets(ctx, c.ID)
+		if err != nil {
+			return err
+		}
+		var total int64
+		open := 0
+		delivered := 0
+		for _, t := range targets {
+			total += t.Events
+			if !targetTerminal(t.State) {
+				open++
+			}
+			if t.State != TargetPending {
+				delivered++
+			}
+		}
+		if spec.GetAction() == livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP && spec.GetMaxDumps() > 0 && total >= int64(spec.GetMaxDumps()) {
+			if err := m.end(ctx, c, StateDone, fmt.Sprintf("max-dumps %d reached", spec.GetMaxDumps()), "max-dumps"); err != nil {
+				return err
+			}
+			continue
+		}
+		if open == 0 {
+			if err := m.end(ctx, c, StateDone, "every target finished", "done"); err != nil {
+				return err
+			}
+			continue
+		}
+		// Rollout: rate agents per minute since creation, the first at once.
+		allowed := len(targets)
+		if r := spec.GetRolloutRate(); r > 0 {
+			allowed = 1 + int(now.Sub(c.Created).Minutes()*float64(r))
+		}
+		var statuses []uint32
+		var resolved []*livedumpv1.ResolvedStatus
+		if err := json.Unmarshal([]byte(c.Statuses), &resolved); err != nil {
+			return err
+		}
+		for _, r := range resolved {
+			statuses = append(statuses, r.GetNtstatus()...)
+		}
+		slices.Sort(statuses)
+		statuses = slices.Compact(statuses)
+		arm := armOf(c.ID, spec, statuses, c.Expires)
+		for _, t := range targets {
+			if targetTerminal(t.State) {
+				continue
+			}
+			if t.State == TargetPending && delivered >= allowed {
+				continue
+			}
+			s := m.cfg.Fleet.Session(t.AgentID)
+			if s == nil || m.wasSent(s, c.ID) {
+				continue
+			}
+			// Every new session gets the directive again: arming is
+			// idempotent on the agent, and a restarted agent may have lost
+			// nothing or everything.
+			d := &livedumpv1.Directive{Id: "arm-" + c.ID, Created: timestamppb.New(now), Kind: &livedumpv1.Directive_Arm{Arm: arm}}
+			if err := s.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_Directive{Directive: d}}); err != nil {
+				continue
+			}
+			m.markSent(s, c.ID)
+			m.metrics.directives.Inc()
+			if t.State == TargetPending {
+				delivered++
+				if err := m.cfg.Store.SetTargetState(ctx, c.ID, t.AgentID, TargetDelivered, "", now); err != nil {
+					return err
+				}
+				m.publishTarget(ctx, c.ID, t.AgentID)
+			}
+		}
+	}
+	m.forgetClosedSessions()
+	return nil
+}
+
+func (m *Manager) wasSent(s *fleet.Session, id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sent[s][id]
+}
+
+func (m *Manager) markSent(s *fleet.Session, id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sent[s] == nil {
+		m.sent[s] = map[string]bool{}
+	}
+	m.sent[s][id] = true
+}
+
+func (m *Manager) forgetClosedSessions() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for s := range m.sent {
+		if s.Closed() {
+			delete(m.sent, s)
+		}
+	}
+}
+
+// Status records a target state an agent reported.
+func (m *Manager) Status(ctx context.Context, agentID string, st *livedumpv1.CaptureStatus) {
+	name := targetStateName(st.GetState())
+	if name == "" {
+		return
+	}
+	detail := st.GetDetail()
+	if len(detail) > 1024 {
+		detail = detail[:1024]
+	}
+	c, err := m.cfg.Store.GetCapture(ctx, st.GetCaptureId())
+	if err != nil {
+		return // unknown capture: nothing to record
+	}
+	if c.State != StateActive && !targetTerminal(name) {
+		return // a late report must not reopen an ended capture's target
+	}
+	if err := m.cfg.Store.SetTargetState(ctx, st.GetCaptureId(), agentID, name, detail, m.cfg.Clock.Now().UTC()); err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			m.log.Warn("record capture status", "capture_id", st.GetCaptureId(), "agent_id", agentID, "err", err)
+		}
+		return
+	}
+	m.publishTarget(ctx, st.GetCaptureId(), agentID)
+	if targetTerminal(name) {
+		m.Kick()
+	}
+}
+
+func (m *Manager) publishTarget(ctx context.Context, captureID, agentID string) {
+	targets, err := m.cfg.Store.ListTargets(ctx, captureID)
+	if err != nil {
+		return
+	}
+	for _, t := range targets {
+		if t.AgentID == agentID {
+			m.publish(captureID, &livedumpv1.WatchCaptureResponse{Msg: &livedumpv1.WatchCaptureResponse_Target{Target: &livedumpv1.CaptureTarget{
+				AgentId: t.AgentID, State: TargetStateValue(t.State), Detail: t.Detail, Events: t.Events, Updated: timestamppb.New(t.Updated),
+			}}}, false)
+		}
+	}
+}
+
+// ExpireIn is for tests and the CLI: how long the default expiry is.
+func ExpireIn(d *durationpb.Duration) time.Duration {
+	if d == nil {
+		return DefaultExpire
+	}
+	return d.AsDuration()
+}
+
+// ParseState is the inverse of the stored state names, for filters.
+func ParseState(s string) (string, error) {
+	switch strings.ToLower(s) {
+	case StateActive, StateDone, StateExpired, StateCancelled:
+		return strings.ToLower(s), nil
+	}
+	return "", fmt.Errorf("state %q: want active, done, expired or cancelled", s)
+}
+
+func timestampOf(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }

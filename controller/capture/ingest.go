@@ -1,0 +1,267 @@
+package capture
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/livedump/livedump/controller/fleet"
+	"github.com/livedump/livedump/controller/store"
+	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+)
+
+// DefaultSignatureFrames is how many top resolved user frames make a stack
+// signature.
+const DefaultSignatureFrames = 5
+
+// Signature groups events by where they happened: the top resolved user
+// frames without offsets (offsets differ between builds of one module), and
+// the probe when no frame is resolved.
+func Signature(ev *livedumpv1.TriggerEvent, frames int) string {
+	if frames <= 0 {
+		frames = DefaultSignatureFrames
+	}
+	var parts []string
+	for _, f := range ev.GetUserFrames() {
+		if f.GetFunction() == "" {
+			continue
+		}
+		parts = append(parts, f.GetModule()+"!"+f.GetFunction())
+		if len(parts) == frames {
+			break
+		}
+	}
+	if len(parts) == 0 {
+		return ev.GetProbe() + " (no resolved user frames)"
+	}
+	return strings.Join(parts, " < ")
+}
+
+// Ingest queues an event from an agent's stream. It blocks when the queue is
+// full, which slows that agent's stream down instead of buffering without
+// bound.
+func (m *Manager) Ingest(ctx context.Context, s *fleet.Session, agentID string, ev *livedumpv1.TriggerEvent) error {
+	select {
+	case m.in <- ingest{agentID: agentID, ev: ev, sess: s}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// validEvent checks what the agent sent before it reaches the store.
+func validEvent(agentID string, ev *livedumpv1.TriggerEvent) error {
+	switch {
+	case len(ev.GetId()) < 8 || len(ev.GetId()) > 64:
+		return fmt.Errorf("event id %q", ev.GetId())
+	case ev.GetAgentId() != agentID:
+		return fmt.Errorf("event for agent %q on agent %s's stream", ev.GetAgentId(), agentID)
+	case len(ev.GetUserFrames()) > 100 || len(ev.GetKernelFrames()) > 100:
+		return fmt.Errorf("event %s has more than 100 frames", ev.GetId())
+	case len(ev.GetProcess()) > 256 || len(ev.GetProbe()) > 256:
+		return fmt.Errorf("event %s has an oversized field", ev.GetId())
+	}
+	return nil
+}
+
+func (m *Manager) ingestLoop(ctx context.Context) {
+	for {
+		var batch []ingest
+		select {
+		case <-ctx.Done():
+			return
+		case it := <-m.in:
+			batch = append(batch, it)
+		}
+		deadline := time.NewTimer(m.cfg.BatchDelay)
+	fill:
+		for len(batch) < m.cfg.BatchSize {
+			select {
+			case it := <-m.in:
+				batch = append(batch, it)
+			case <-deadline.C:
+				break fill
+			}
+		}
+		deadline.Stop()
+		m.flush(context.WithoutCancel(ctx), batch)
+	}
+}
+
+type frameJSON struct {
+	Module   string `json:"module,omitempty"`
+	Function string `json:"function,omitempty"`
+	Offset   uint64 `json:"offset,omitempty"`
+	Address  uint64 `json:"address,omitempty"`
+}
+
+func framesJSON(fs []*livedumpv1.Frame) string {
+	out := make([]frameJSON, 0, len(fs))
+	for _, f := range fs {
+		out = append(out, frameJSON{f.GetModule(), f.GetFunction(), f.GetOffset(), f.GetAddress()})
+	}
+	b, _ := json.Marshal(out)
+	return string(b)
+}
+
+func framesProto(s string) []*livedumpv1.Frame {
+	var fs []frameJSON
+	_ = json.Unmarshal([]byte(s), &fs)
+	out := make([]*livedumpv1.Frame, 0, len(fs))
+	for _, f := range fs {
+		out = append(out, &livedumpv1.Frame{Module: f.Module, Function: f.Function, Offset: f.Offset, Address: f.Address})
+	}
+	return out
+}
+
+// flush stores a batch in one transaction, then acks it to the agents: an
+// ack means the event is durable on the controller and the agent may drop
+// it from its spool.
+func (m *Manager) flush(ctx context.Context, batch []ingest) {
+	var rows []store.Event
+	acks := map[*fleet.Session][]string{}
+	var accepted []ingest
+	for _, it := range batch {
+		if err := validEvent(it.agentID, it.ev); err != nil {
+			m.log.Warn("event refused", "agent_id", it.agentID, "err", err)
+			acks[it.sess] = append(acks[it.sess], it.ev.GetId()) // never retry a bad event
+			continue
+		}
+		ev := it.ev
+		ev.Signature = Signature(ev, DefaultSignatureFrames)
+		rows = append(rows, store.Event{
+			ID: ev.GetId(), CaptureID: ev.GetCaptureId(), AgentID: it.agentID, Time: ev.GetTime().AsTime(),
+			PID: int(ev.GetPid()), TID: int(ev.GetTid()), Process: ev.GetProcess(), Probe: ev.GetProbe(), Status: ev.GetStatus(),
+			User: framesJSON(ev.GetUserFrames()), Kernel: framesJSON(ev.GetKernelFrames()), Signature: ev.GetSignature(),
+		})
+		accepted = append(accepted, it)
+	}
+	if len(rows) > 0 {
+		start := time.Now()
+		n, err := m.cfg.Store.InsertEvents(ctx, rows)
+		if err != nil {
+			// Not acked: the agents keep the events spooled and resend them.
+			m.log.Error("store events", "count", len(rows), "err", err)
+			return
+		}
+		m.metrics.ingestSeconds.Observe(time.Since(start).Seconds())
+		m.metrics.events.Add(float64(n))
+		m.metrics.duplicates.Add(float64(len(rows) - n))
+		for _, it := range accepted {
+			acks[it.sess] = append(acks[it.sess], it.ev.GetId())
+			m.publish(it.ev.GetCaptureId(), &livedumpv1.WatchCaptureResponse{Msg: &livedumpv1.WatchCaptureResponse_Event{Event: it.ev}}, false)
+		}
+		if n > 0 {
+			m.Kick() // max-dumps may be reached
+		}
+	}
+	for s, ids := range acks {
+		if s != nil {
+			_ = s.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_EventAck{EventAck: &livedumpv1.EventAck{EventIds: ids}}})
+		}
+	}
+}
+
+// Watch subscribes to a capture's events and target changes. The channel is
+// closed when the capture ends (after the final message) or when the
+// watcher falls too far behind; stop unsubscribes.
+func (m *Manager) Watch(id string) (<-chan *livedumpv1.WatchCaptureResponse, func()) {
+	ch := make(chan *livedumpv1.WatchCaptureResponse, 1024)
+	m.mu.Lock()
+	if m.watchers[id] == nil {
+		m.watchers[id] = map[chan *livedumpv1.WatchCaptureResponse]struct{}{}
+	}
+	m.watchers[id][ch] = struct{}{}
+	m.mu.Unlock()
+	return ch, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if _, ok := m.watchers[id][ch]; ok {
+			delete(m.watchers[id], ch)
+			close(ch)
+		}
+	}
+}
+
+func (m *Manager) publish(id string, msg *livedumpv1.WatchCaptureResponse, final bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for ch := range m.watchers[id] {
+		select {
+		case ch <- msg:
+		default:
+			// A watcher that cannot keep up is dropped rather than
+			// allowed to hold memory without bound.
+			delete(m.watchers[id], ch)
+			close(ch)
+			continue
+		}
+		if final {
+			delete(m.watchers[id], ch)
+			close(ch)
+		}
+	}
+}
+
+// Events returns a capture's events after the event with ID after.
+func (m *Manager) Events(ctx context.Context, captureID, after string, limit int) ([]*livedumpv1.TriggerEvent, error) {
+	var seq int64
+	if after != "" {
+		var err error
+		if seq, err = m.cfg.Store.EventSeq(ctx, after); err != nil {
+			return nil, err
+		}
+	}
+	rows, err := m.cfg.Store.ListEvents(ctx, captureID, seq, limit)
+	if err != nil {
+		return nil, err
+	}
+	hosts := map[string]string{}
+	if agents, err := m.cfg.Store.ListAgents(ctx); err == nil {
+		for _, a := range agents {
+			hosts[a.ID] = a.Hostname
+		}
+	}
+	out := make([]*livedumpv1.TriggerEvent, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, eventProto(r, hosts[r.AgentID]))
+	}
+	return out, nil
+}
+
+func eventProto(r store.Event, hostname string) *livedumpv1.TriggerEvent {
+	return &livedumpv1.TriggerEvent{
+		Id: r.ID, CaptureId: r.CaptureID, AgentId: r.AgentID, Hostname: hostname, Time: timestampOf(r.Time),
+		Pid: int32(r.PID), Tid: int32(r.TID), Process: r.Process, Probe: r.Probe, Status: r.Status,
+		UserFrames: framesProto(r.User), KernelFrames: framesProto(r.Kernel), Signature: r.Signature,
+	}
+}
+
+type metrics struct {
+	events        prometheus.Counter
+	duplicates    prometheus.Counter
+	directives    prometheus.Counter
+	active        prometheus.Gauge
+	ingestSeconds prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer, m *Manager) metrics {
+	mt := metrics{
+		events:     prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_controller_trigger_events_total", Help: "Trigger events stored."}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_controller_trigger_events_duplicate_total", Help: "Trigger events received again and dropped by ID."}),
+		directives: prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_controller_capture_directives_sent_total", Help: "Arm directives sent to agents."}),
+		active:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "livedump_controller_captures_active", Help: "Captures in the active state."}),
+		ingestSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "livedump_controller_event_batch_store_seconds", Help: "Time to store one batch of trigger events.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(mt.events, mt.duplicates, mt.directives, mt.active, mt.ingestSeconds)
+	}
+	return mt
+}

@@ -1,0 +1,258 @@
+// Package probe is the capture probe: the spec an operator gives to
+// `livedumpctl capture create`, its validation, and the D script rendered
+// from it. The controller validates the spec and shows the rendered script
+// (`capture create -o json`); the agent renders the same script and runs it
+// with dtrace.exe. Both sides use this package so that what the operator
+// sees is what runs.
+//
+// The rendered script has a fixed shape (see Render) that the agent's
+// output parser and the simulated dtrace depend on.
+package probe
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Action is what a probe does when it fires.
+type Action string
+
+// Actions.
+const (
+	// ActionStacks prints the user (and optionally kernel) stack of each
+	// matching syscall return.
+	ActionStacks Action = "stacks"
+	// ActionDump prints the stacks, then takes a live kernel dump with
+	// lkd().
+	ActionDump Action = "dump"
+)
+
+// Spec is a capture probe as the operator describes it.
+type Spec struct {
+	// CaptureID names the capture: [a-z0-9-]{1,64}.
+	CaptureID string
+	// Processes are image names as the user typed them, e.g.
+	// "ms-teams.exe". The script compares execname with ExecName of each
+	// (the kernel truncates image names to 14 characters). 1..16 of them.
+	Processes []string
+	// Syscalls are Nt* syscall names (^Nt[A-Za-z0-9]{1,63}$); empty means
+	// every syscall.
+	Syscalls []string
+	// Statuses are the NTSTATUS values to match, already resolved by
+	// internal/ntstatus; 1..64 distinct values. Duplicates are dropped.
+	Statuses []uint32
+	// UStack is the number of user frames to print: 1..100; 0 means
+	// DefaultUStack.
+	UStack int
+	// KStack adds the kernel stack.
+	KStack bool
+	// Action is ActionStacks (the default when empty) or ActionDump.
+	Action Action
+	// LKDMode is the lkd() argument, for ActionDump only: 0 (full kernel
+	// dump, the default), 2 (minidump), 4 (Hyper-V + kernel pages) or 5
+	// (user + kernel + hypervisor pages). 1 (user + kernel) is rejected: it
+	// works only with a kernel debugger attached.
+	LKDMode int
+	// PerAgentCap is how many times the probe fires on one agent before the
+	// script exits: 1..1000; 0 means the default (DefaultDumpCap for
+	// ActionDump, DefaultStacksCap for ActionStacks).
+	PerAgentCap int
+	// RawScript is a D script written by an administrator. When set, it is
+	// run verbatim and every field above except CaptureID and Action must be
+	// empty. At most MaxRawScript bytes, no NUL bytes.
+	RawScript string
+}
+
+// Defaults and bounds enforced by WithDefaults and Validate.
+const (
+	DefaultUStack    = 10
+	DefaultDumpCap   = 1
+	DefaultStacksCap = 100
+	MaxUStack        = 100
+	MaxPerAgentCap   = 1000
+	MaxProcesses     = 16
+	MaxProcessLen    = 255
+	MaxSyscalls      = 64
+	MaxStatuses      = 64
+	MaxRawScript     = 64 << 10
+	// ExecNameLen is the length of the kernel's ImageFileName, which is what
+	// D's execname holds.
+	ExecNameLen = 14
+)
+
+var (
+	captureIDRe = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
+	// processRe is the allow-list of image names. It keeps out quotes,
+	// slashes and backslashes, '*' (so no comment delimiters), newlines and
+	// every control character, so a name can be put in a D string literal
+	// and in a comment as is.
+	processRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9 ._+()-]*$`)
+	syscallRe = regexp.MustCompile(`^Nt[A-Za-z0-9]{1,63}$`)
+)
+
+// FieldError names the capture spec field that is wrong and why.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return "capture." + e.Field + ": " + e.Reason }
+
+// ExecName is the name D's execname holds for a process started from the
+// image process: the kernel's ImageFileName, the first 14 bytes of the
+// image name (case is kept, and execname comparisons are case-sensitive).
+// truncated tells whether the name was cut, so that the CLI can say so.
+// Names are ASCII once validated, so bytes and characters agree.
+func ExecName(process string) (name string, truncated bool) {
+	if len(process) <= ExecNameLen {
+		return process, false
+	}
+	return process[:ExecNameLen], true
+}
+
+// WithDefaults returns s with its defaults filled in and exact duplicates
+// of processes, syscalls and statuses dropped (first occurrence kept). The
+// slices of the result are copies. Fields of a raw-script spec are left as
+// they are, except Action.
+func (s Spec) WithDefaults() Spec {
+	if s.Action == "" {
+		s.Action = ActionStacks
+	}
+	s.Processes = dedupe(s.Processes)
+	s.Syscalls = dedupe(s.Syscalls)
+	s.Statuses = dedupe(s.Statuses)
+	if s.RawScript != "" {
+		return s
+	}
+	if s.UStack == 0 {
+		s.UStack = DefaultUStack
+	}
+	if s.PerAgentCap == 0 {
+		switch s.Action {
+		case ActionDump:
+			s.PerAgentCap = DefaultDumpCap
+		case ActionStacks:
+			s.PerAgentCap = DefaultStacksCap
+		}
+	}
+	return s
+}
+
+func dedupe[T comparable](in []T) []T {
+	if in == nil {
+		return nil
+	}
+	out := make([]T, 0, len(in))
+	seen := make(map[T]bool, len(in))
+	for _, v := range in {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Validate checks the spec, with its defaults applied, against the
+// allow-lists and ranges. The values end up in a D script run with
+// destructive actions allowed, so nothing outside the allow-lists is
+// accepted. The error is a *FieldError.
+func (s Spec) Validate() error {
+	s = s.WithDefaults()
+	if !captureIDRe.MatchString(s.CaptureID) {
+		return &FieldError{"capture_id", fmt.Sprintf("%q: 1 to 64 of a-z, 0-9 and -", s.CaptureID)}
+	}
+	if s.Action != ActionStacks && s.Action != ActionDump {
+		return &FieldError{"action", fmt.Sprintf("%q: must be %q or %q", s.Action, ActionStacks, ActionDump)}
+	}
+	if s.RawScript != "" {
+		return s.validateRaw()
+	}
+	if err := validateProcesses(s.Processes); err != nil {
+		return err
+	}
+	if len(s.Syscalls) > MaxSyscalls {
+		return &FieldError{"syscall", fmt.Sprintf("%d syscalls: at most %d (leave empty for every syscall)", len(s.Syscalls), MaxSyscalls)}
+	}
+	for _, c := range s.Syscalls {
+		if !syscallRe.MatchString(c) {
+			return &FieldError{"syscall", fmt.Sprintf("%q is not an Nt syscall name like NtCreateFile (Nt, then 1 to 63 letters and digits)", c)}
+		}
+	}
+	switch {
+	case len(s.Statuses) == 0:
+		return &FieldError{"status", "at least one status is required"}
+	case len(s.Statuses) > MaxStatuses:
+		return &FieldError{"status", fmt.Sprintf("%d distinct statuses: at most %d", len(s.Statuses), MaxStatuses)}
+	}
+	if s.UStack < 1 || s.UStack > MaxUStack {
+		return &FieldError{"ustack", fmt.Sprintf("%d frames: must be between 1 and %d", s.UStack, MaxUStack)}
+	}
+	switch {
+	case s.Action != ActionDump && s.LKDMode != 0:
+		return &FieldError{"lkd_mode", fmt.Sprintf("%d: a live dump mode applies only to action %q", s.LKDMode, ActionDump)}
+	case s.LKDMode == 1:
+		return &FieldError{"lkd_mode", "1 (user + kernel pages) works only with a kernel debugger attached; use 0, 2, 4 or 5"}
+	case s.LKDMode != 0 && s.LKDMode != 2 && s.LKDMode != 4 && s.LKDMode != 5:
+		return &FieldError{"lkd_mode", fmt.Sprintf("%d: must be 0 (full kernel), 2 (minidump), 4 (hypervisor + kernel) or 5 (user + kernel + hypervisor)", s.LKDMode)}
+	}
+	if s.PerAgentCap < 1 || s.PerAgentCap > MaxPerAgentCap {
+		return &FieldError{"per_agent_cap", fmt.Sprintf("%d: must be between 1 and %d", s.PerAgentCap, MaxPerAgentCap)}
+	}
+	return nil
+}
+
+func validateProcesses(ps []string) error {
+	switch {
+	case len(ps) == 0:
+		return &FieldError{"process", "at least one process is required"}
+	case len(ps) > MaxProcesses:
+		return &FieldError{"process", fmt.Sprintf("%d processes: at most %d", len(ps), MaxProcesses)}
+	}
+	for _, p := range ps {
+		if len(p) > MaxProcessLen {
+			return &FieldError{"process", fmt.Sprintf("%.32q...: longer than %d bytes", p, MaxProcessLen)}
+		}
+		if !processRe.MatchString(p) {
+			return &FieldError{"process", fmt.Sprintf("%q is not an image name like ms-teams.exe (a letter or digit, then letters, digits, space and . _ + ( ) -; no path)", p)}
+		}
+	}
+	return nil
+}
+
+func (s Spec) validateRaw() error {
+	var set []string
+	if len(s.Processes) > 0 {
+		set = append(set, "process")
+	}
+	if len(s.Syscalls) > 0 {
+		set = append(set, "syscall")
+	}
+	if len(s.Statuses) > 0 {
+		set = append(set, "status")
+	}
+	if s.UStack != 0 {
+		set = append(set, "ustack")
+	}
+	if s.KStack {
+		set = append(set, "kstack")
+	}
+	if s.LKDMode != 0 {
+		set = append(set, "lkd_mode")
+	}
+	if s.PerAgentCap != 0 {
+		set = append(set, "per_agent_cap")
+	}
+	switch {
+	case len(set) > 0:
+		return &FieldError{"script", "a raw script cannot be combined with " + strings.Join(set, ", ") + ": the script says it all"}
+	case len(s.RawScript) > MaxRawScript:
+		return &FieldError{"script", fmt.Sprintf("%d bytes: at most %d", len(s.RawScript), MaxRawScript)}
+	case strings.IndexByte(s.RawScript, 0) >= 0:
+		return &FieldError{"script", "contains a NUL byte"}
+	case strings.TrimSpace(s.RawScript) == "":
+		return &FieldError{"script", "is only white space"}
+	}
+	return nil
+}

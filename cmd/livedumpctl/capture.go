@@ -1,0 +1,447 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/livedump/livedump/internal/ntstatus"
+	"github.com/livedump/livedump/internal/probe"
+	"github.com/livedump/livedump/internal/selector"
+	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+)
+
+func (a *app) captureCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "capture",
+		Short: "Create, follow and cancel captures: probes armed across a group of machines",
+	}
+	groupCommand(cmd)
+	cmd.AddCommand(a.captureCreateCmd(), a.captureListCmd(), a.captureGetCmd(), a.captureWatchCmd(), a.captureCancelCmd())
+	return cmd
+}
+
+func (a *app) captureCreateCmd() *cobra.Command {
+	var (
+		sel, action, upload, script   string
+		processes, syscalls, statuses []string
+		ustack, perAgent, maxDumps    uint32
+		dumpsPerSig, rollout          uint32
+		lkdMode                       int32
+		kstack                        bool
+		expire                        time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "create -l SELECTOR --process NAME[,NAME] --status CODE[,CODE] [flags]",
+		Short: "Arm a probe on every machine matching the selector",
+		Long: `Arm a probe on every machine matching the selector, and print the capture ID.
+
+The probe fires when one of the processes gets one of the status codes back
+from a syscall (optionally only the named Nt* syscalls). Status codes may be
+NTSTATUS names (STATUS_INVALID_PARAMETER), Win32 error names
+(ERROR_INVALID_PARAMETER), HRESULT names (E_INVALIDARG) or hex; each resolves
+to the NTSTATUS values a syscall actually returns, shown by -o json.
+
+Process names are matched the way the kernel records them: at most 14
+characters (SearchIndexer.exe matches as "SearchIndexer."); you are warned
+when a name is truncated. --action dump also takes a live kernel dump per
+trigger (lkd mode 0 = full kernel dump by default).`,
+		Example: `  livedumpctl capture create -l role=vdi --process ms-teams.exe --status STATUS_INVALID_PARAMETER --action stacks --expire 10m
+  livedumpctl capture create -l role=vdi --process ms-teams.exe --syscall NtCreateFile --status E_INVALIDARG --action dump --max-dumps 3`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if sel == "" {
+				return errors.New("-l/--selector: required")
+			}
+			if _, err := selector.Parse(sel); err != nil {
+				return fmt.Errorf("-l/--selector: %w", err)
+			}
+			spec := &livedumpv1.CaptureSpec{
+				Selector: sel, Processes: processes, Syscalls: syscalls, Statuses: statuses,
+				Ustack: ustack, Kstack: kstack, LkdMode: lkdMode, PerAgentCap: perAgent, MaxDumps: maxDumps,
+				DumpsPerSignature: dumpsPerSig, RolloutRate: rollout, Expire: durationpb.New(expire),
+			}
+			switch action {
+			case "stacks":
+				spec.Action = livedumpv1.CaptureAction_CAPTURE_ACTION_STACKS
+			case "dump":
+				spec.Action = livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP
+			default:
+				return fmt.Errorf("--action: %q: want stacks or dump", action)
+			}
+			switch upload {
+			case "full":
+				spec.Upload = livedumpv1.UploadMode_UPLOAD_MODE_FULL
+			case "hash-only":
+				spec.Upload = livedumpv1.UploadMode_UPLOAD_MODE_HASH_ONLY
+			default:
+				return fmt.Errorf("--upload: %q: want full or hash-only", upload)
+			}
+			if script != "" {
+				b, err := os.ReadFile(script)
+				if err != nil {
+					return fmt.Errorf("--script: %w", err)
+				}
+				spec.Script = string(b)
+			}
+			if err := checkSpecLocally(spec); err != nil {
+				return err
+			}
+			for _, p := range processes {
+				if name, truncated := probe.ExecName(p); truncated {
+					fmt.Fprintf(a.stderr, "livedumpctl: warning: --process %q is matched as %q: the kernel keeps only 14 characters of an image name\n", p, name)
+				}
+			}
+			resp, s, err := call(a, cmd, fleetClient.CreateCapture, &livedumpv1.CreateCaptureRequest{Spec: spec})
+			if err != nil {
+				return err
+			}
+			if s.output == outputJSON {
+				return writeJSON(a.stdout, resp.GetCapture())
+			}
+			fmt.Fprintln(a.stdout, resp.GetCapture().GetId())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&sel, "selector", "l", "", "label `SELECTOR` of the machines (required)")
+	f.StringSliceVar(&processes, "process", nil, "image `NAME`s, e.g. ms-teams.exe (repeatable or comma-separated)")
+	f.StringSliceVar(&syscalls, "syscall", nil, "only these Nt* `SYSCALL`s (default: every syscall)")
+	f.StringSliceVar(&statuses, "status", nil, "status `CODE`s: NTSTATUS, Win32 or HRESULT names, or hex")
+	f.Uint32Var(&ustack, "ustack", 10, "user stack depth (1-100)")
+	f.BoolVar(&kstack, "kstack", false, "also record the kernel stack")
+	f.StringVar(&action, "action", "stacks", "stacks, or dump to take a live kernel dump on each trigger")
+	f.Int32Var(&lkdMode, "lkd-mode", 0, "live dump mode for --action dump: 0 full kernel, 2 minidump, 4 hypervisor+kernel, 5 user+kernel+hypervisor")
+	f.Uint32Var(&perAgent, "per-agent", 0, "triggers per machine before its probe stops (default 1 for dump, 100 for stacks)")
+	f.Uint32Var(&maxDumps, "max-dumps", 0, "dumps fleet-wide before every probe is disarmed (0: per-agent cap only)")
+	f.Uint32Var(&dumpsPerSig, "dumps-per-signature", 0, "dumps uploaded per stack signature; later ones stay hash-only (0: no limit)")
+	f.Uint32Var(&rollout, "rollout-rate", 0, "machines armed per minute (0: all at once)")
+	f.DurationVar(&expire, "expire", 24*time.Hour, "lifetime of the capture (max 168h)")
+	f.StringVar(&upload, "upload", "full", "dump upload mode: full or hash-only")
+	f.StringVar(&script, "script", "", "raw D script `FILE` instead of the rendered probe (admin only)")
+	_ = cmd.MarkFlagFilename("script", "d")
+	return cmd
+}
+
+// checkSpecLocally fails fast, before any network call, on input the
+// controller would refuse anyway.
+func checkSpecLocally(spec *livedumpv1.CaptureSpec) error {
+	if spec.GetScript() != "" {
+		return nil
+	}
+	if len(spec.GetStatuses()) == 0 {
+		return errors.New("--status: at least one status code is required")
+	}
+	var values []uint32
+	for _, s := range spec.GetStatuses() {
+		r, err := ntstatus.Resolve(s)
+		if err != nil {
+			return fmt.Errorf("--status: %w", err)
+		}
+		values = append(values, r.NTStatus...)
+	}
+	ps := probe.Spec{CaptureID: "local-check", Processes: spec.GetProcesses(), Syscalls: spec.GetSyscalls(), Statuses: values,
+		UStack: int(spec.GetUstack()), KStack: spec.GetKstack(), LKDMode: int(spec.GetLkdMode()), PerAgentCap: int(spec.GetPerAgentCap()),
+		Action: probe.Action(map[livedumpv1.CaptureAction]string{livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP: "dump"}[spec.GetAction()])}
+	if ps.Action == "" {
+		ps.Action = "stacks"
+	}
+	if len(values) > 64 {
+		return nil // the controller explains the limit
+	}
+	if err := ps.WithDefaults().Validate(); err != nil {
+		var fe *probe.FieldError
+		if errors.As(err, &fe) {
+			return fmt.Errorf("--%s: %s", flagOf(fe.Field), fe.Reason)
+		}
+		return err
+	}
+	if d := spec.GetExpire().AsDuration(); d < time.Minute || d > 7*24*time.Hour {
+		return fmt.Errorf("--expire: must be between 1m and 168h, got %s", d)
+	}
+	return nil
+}
+
+// flagOf names the CLI flag for a spec field.
+func flagOf(field string) string {
+	f := strings.TrimPrefix(field, "capture.")
+	switch f {
+	case "per_agent_cap":
+		return "per-agent"
+	case "lkd_mode":
+		return "lkd-mode"
+	}
+	return strings.ReplaceAll(f, "_", "-")
+}
+
+func captureStateName(s livedumpv1.CaptureState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "CAPTURE_STATE_"))
+}
+
+func targetStateName(s livedumpv1.TargetState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "TARGET_STATE_"))
+}
+
+func (a *app) captureListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List captures, newest first",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			resp, s, err := call(a, cmd, fleetClient.ListCaptures, &livedumpv1.ListCapturesRequest{})
+			if err != nil {
+				return err
+			}
+			if s.output == outputJSON {
+				return writeJSON(a.stdout, resp)
+			}
+			now := a.now()
+			t := newTable(a.stdout, "ID", "STATE", "CREATED", "EXPIRES", "TARGETS", "EVENTS", "SELECTOR", "PROCESSES", "STATUSES")
+			for _, c := range resp.GetCaptures() {
+				t.row(c.GetId(), captureStateName(c.GetState()), ago(now, c.GetCreated()), until(now, c.GetExpires()),
+					strconv.Itoa(len(c.GetTargets())), strconv.FormatInt(c.GetEvents(), 10), c.GetSpec().GetSelector(),
+					strings.Join(c.GetSpec().GetProcesses(), ","), strings.Join(c.GetSpec().GetStatuses(), ","))
+			}
+			return t.flush()
+		},
+	}
+}
+
+func (a *app) captureGetCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "get ID",
+		Short: "Show a capture, how its statuses resolved, and its progress on each machine",
+		Args:  exactArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			resp, s, err := call(a, cmd, fleetClient.GetCapture, &livedumpv1.GetCaptureRequest{Id: args[0]})
+			if err != nil {
+				return err
+			}
+			if s.output == outputJSON {
+				return writeJSON(a.stdout, resp.GetCapture())
+			}
+			return writeCapture(a.stdout, a.now(), resp.GetCapture())
+		},
+	}
+}
+
+func writeCapture(w io.Writer, now time.Time, c *livedumpv1.Capture) error {
+	spec := c.GetSpec()
+	fmt.Fprintf(w, "Capture:    %s (%s)\n", c.GetId(), captureStateName(c.GetState()))
+	if c.GetDetail() != "" {
+		fmt.Fprintf(w, "Detail:     %s\n", cell(c.GetDetail()))
+	}
+	fmt.Fprintf(w, "Selector:   %s\n", spec.GetSelector())
+	fmt.Fprintf(w, "Processes:  %s\n", strings.Join(spec.GetProcesses(), ", "))
+	if len(spec.GetSyscalls()) > 0 {
+		fmt.Fprintf(w, "Syscalls:   %s\n", strings.Join(spec.GetSyscalls(), ", "))
+	}
+	for _, r := range c.GetStatuses() {
+		var vals []string
+		for _, v := range r.GetNtstatus() {
+			vals = append(vals, fmt.Sprintf("0x%08X", v))
+		}
+		fmt.Fprintf(w, "Status:     %s -> %s\n", r.GetInput(), strings.Join(vals, " "))
+	}
+	fmt.Fprintf(w, "Action:     %s\n", strings.ToLower(strings.TrimPrefix(spec.GetAction().String(), "CAPTURE_ACTION_")))
+	fmt.Fprintf(w, "Created:    %s by %s\n", formatTime(c.GetCreated()), c.GetCreatedBy())
+	fmt.Fprintf(w, "Expires:    %s (%s)\n", formatTime(c.GetExpires()), until(now, c.GetExpires()))
+	fmt.Fprintf(w, "Events:     %d\n", c.GetEvents())
+	for _, warn := range c.GetWarnings() {
+		fmt.Fprintf(w, "Warning:    %s\n", warn)
+	}
+	fmt.Fprintln(w)
+	t := newTable(w, "AGENT", "HOSTNAME", "STATE", "EVENTS", "UPDATED", "DETAIL")
+	for _, tg := range c.GetTargets() {
+		t.row(tg.GetAgentId(), tg.GetHostname(), targetStateName(tg.GetState()), strconv.FormatInt(tg.GetEvents(), 10), ago(now, tg.GetUpdated()), tg.GetDetail())
+	}
+	return t.flush()
+}
+
+func (a *app) captureCancelCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Disarm the capture on every machine",
+		Args:  exactArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			resp, s, err := call(a, cmd, fleetClient.CancelCapture, &livedumpv1.CancelCaptureRequest{Id: args[0]})
+			if err != nil {
+				return err
+			}
+			if s.output == outputJSON {
+				return writeJSON(a.stdout, resp.GetCapture())
+			}
+			return writeCapture(a.stdout, a.now(), resp.GetCapture())
+		},
+	}
+}
+
+func (a *app) captureWatchCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "watch ID",
+		Short: "Stream a capture's events (with stacks) and progress until it ends or Ctrl-C",
+		Args:  exactArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := a.settings(cmd)
+			if err != nil {
+				return err
+			}
+			client, closeConn, err := a.dial(cmd.Context(), s)
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			st, err := client.WatchCapture(cmd.Context(), &livedumpv1.WatchCaptureRequest{Id: args[0]})
+			if err != nil {
+				return rpcError(err, s)
+			}
+			for {
+				m, err := st.Recv()
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				if err != nil {
+					if cmd.Context().Err() != nil {
+						return nil // Ctrl-C
+					}
+					return rpcError(err, s)
+				}
+				if s.output == outputJSON {
+					b, err := jsonOptions.Marshal(m)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(a.stdout, string(b))
+					continue
+				}
+				switch {
+				case m.GetEvent() != nil:
+					writeEvent(a.stdout, m.GetEvent())
+				case m.GetTarget() != nil:
+					tg := m.GetTarget()
+					line := fmt.Sprintf("[%s] %s %s", tg.GetAgentId(), targetStateName(tg.GetState()), tg.GetDetail())
+					fmt.Fprintln(a.stdout, cell(strings.TrimSpace(line)))
+				case m.GetEnded() != nil:
+					c := m.GetEnded()
+					fmt.Fprintf(a.stdout, "capture %s %s: %s, %d events\n", c.GetId(), captureStateName(c.GetState()), cell(c.GetDetail()), c.GetEvents())
+					return nil
+				}
+			}
+		},
+	}
+}
+
+func frameString(f *livedumpv1.Frame) string {
+	switch {
+	case f.GetFunction() != "" && f.GetOffset() != 0:
+		return fmt.Sprintf("%s`%s+0x%x", f.GetModule(), f.GetFunction(), f.GetOffset())
+	case f.GetFunction() != "":
+		return f.GetModule() + "`" + f.GetFunction()
+	case f.GetModule() != "":
+		return fmt.Sprintf("%s`0x%x", f.GetModule(), f.GetAddress())
+	}
+	return fmt.Sprintf("0x%x", f.GetAddress())
+}
+
+func statusString(ev *livedumpv1.TriggerEvent) string {
+	s := fmt.Sprintf("0x%08X", ev.GetStatus())
+	if n := ntstatus.Name(ev.GetStatus()); n != "" {
+		s += " " + n
+	}
+	return s
+}
+
+// writeEvent prints one event the way dtrace prints stacks: innermost frame
+// first, indented.
+func writeEvent(w io.Writer, ev *livedumpv1.TriggerEvent) {
+	host := ev.GetHostname()
+	if host == "" {
+		host = ev.GetAgentId()
+	}
+	fmt.Fprintf(w, "%s %s %s pid=%d tid=%d %s %s\n", formatTime(ev.GetTime()), cell(host), cell(ev.GetProcess()),
+		ev.GetPid(), ev.GetTid(), cell(ev.GetProbe()), statusString(ev))
+	for _, f := range ev.GetUserFrames() {
+		fmt.Fprintln(w, "    "+cell(frameString(f)))
+	}
+	if len(ev.GetKernelFrames()) > 0 {
+		fmt.Fprintln(w, "    -- kernel --")
+		for _, f := range ev.GetKernelFrames() {
+			fmt.Fprintln(w, "    "+cell(frameString(f)))
+		}
+	}
+}
+
+func (a *app) eventsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "events",
+		Short: "List and bucket a capture's trigger events",
+	}
+	groupCommand(cmd)
+	var captureID string
+	var limit int32
+	list := &cobra.Command{
+		Use:   "list --capture ID",
+		Short: "List a capture's events, oldest first",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if captureID == "" {
+				return errors.New("--capture: required")
+			}
+			resp, s, err := call(a, cmd, fleetClient.ListEvents, &livedumpv1.ListEventsRequest{CaptureId: captureID, Limit: limit})
+			if err != nil {
+				return err
+			}
+			if s.output == outputJSON {
+				return writeJSON(a.stdout, resp)
+			}
+			t := newTable(a.stdout, "TIME", "HOSTNAME", "PROCESS", "PID", "TID", "PROBE", "STATUS", "TOP FRAME")
+			for _, e := range resp.GetEvents() {
+				top := "-"
+				if len(e.GetUserFrames()) > 0 {
+					top = frameString(e.GetUserFrames()[0])
+				}
+				t.row(formatTime(e.GetTime()), e.GetHostname(), e.GetProcess(), strconv.Itoa(int(e.GetPid())), strconv.Itoa(int(e.GetTid())),
+					e.GetProbe(), statusString(e), top)
+			}
+			return t.flush()
+		},
+	}
+	list.Flags().StringVar(&captureID, "capture", "", "capture `ID` (required)")
+	list.Flags().Int32Var(&limit, "limit", 1000, "maximum events (1-10000)")
+
+	var bucketCapture string
+	var frames int32
+	buckets := &cobra.Command{
+		Use:   "buckets --capture ID",
+		Short: "Group a capture's events by stack signature (top resolved frames without offsets)",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if bucketCapture == "" {
+				return errors.New("--capture: required")
+			}
+			resp, s, err := call(a, cmd, fleetClient.BucketEvents, &livedumpv1.BucketEventsRequest{CaptureId: bucketCapture, Frames: frames})
+			if err != nil {
+				return err
+			}
+			if s.output == outputJSON {
+				return writeJSON(a.stdout, resp)
+			}
+			t := newTable(a.stdout, "COUNT", "AGENTS", "FIRST SEEN", "LAST SEEN", "SIGNATURE")
+			for _, b := range resp.GetBuckets() {
+				t.row(strconv.FormatInt(b.GetCount(), 10), strings.Join(b.GetAgents(), ","), formatTime(b.GetFirstSeen()), formatTime(b.GetLastSeen()), b.GetSignature())
+			}
+			return t.flush()
+		},
+	}
+	buckets.Flags().StringVar(&bucketCapture, "capture", "", "capture `ID` (required)")
+	buckets.Flags().Int32Var(&frames, "frames", 5, "top resolved user frames in a signature (1-50)")
+	cmd.AddCommand(list, buckets)
+	return cmd
+}

@@ -56,6 +56,11 @@ type Config struct {
 	// MaxRestarts times, after which the capture fails.
 	RestartMin, RestartMax time.Duration
 	MaxRestarts            int
+	// CPUBudget is the share of one core dtrace may use before its probe
+	// is disarmed (default 0.25); OverheadInterval is how often it is
+	// sampled (default 5s).
+	CPUBudget        float64
+	OverheadInterval time.Duration
 }
 
 // armed is a capture on this agent, as persisted.
@@ -66,9 +71,10 @@ type armed struct {
 	Triggered int             `json:"triggered"`
 	Restarts  int             `json:"restarts"`
 
-	arm    *livedumpv1.ArmCapture
-	cancel context.CancelCauseFunc
-	done   chan struct{}
+	arm          *livedumpv1.ArmCapture
+	cancel       context.CancelCauseFunc
+	done         chan struct{}
+	overheadNote string
 }
 
 // Manager owns the captures of this agent.
@@ -82,10 +88,11 @@ type Manager struct {
 	ctx      context.Context
 	wg       sync.WaitGroup
 
-	events    prometheus.Counter
-	restarts  prometheus.Counter
-	spooled   prometheus.GaugeFunc
-	armedGage prometheus.GaugeFunc
+	events          prometheus.Counter
+	restarts        prometheus.Counter
+	overheadDisarms prometheus.Counter
+	spooled         prometheus.GaugeFunc
+	armedGage       prometheus.GaugeFunc
 }
 
 // Reasons a capture stops.
@@ -112,6 +119,9 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.MaxRestarts <= 0 {
 		cfg.MaxRestarts = 5
 	}
+	if cfg.CPUBudget == 0 {
+		cfg.CPUBudget = 0.25
+	}
 	sp, err := spool.Open(filepath.Join(cfg.StateDir, "spool"))
 	if err != nil {
 		return nil, err
@@ -122,12 +132,13 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m.events = prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_agent_trigger_events_total", Help: "Trigger events parsed from dtrace output."})
 	m.restarts = prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_agent_dtrace_restarts_total", Help: "dtrace processes restarted after an unexpected exit."})
+	m.overheadDisarms = prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_agent_overhead_disarms_total", Help: "Probes disarmed because dtrace exceeded its CPU budget."})
 	m.spooled = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "livedump_agent_spooled_events", Help: "Trigger events spooled and not yet acknowledged by the controller."},
 		func() float64 { return float64(m.spool.Len()) })
 	m.armedGage = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "livedump_agent_captures_armed", Help: "Captures whose probe is running on this agent."},
 		func() float64 { return float64(m.countState(stateArmed, stateTriggered)) })
 	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(m.events, m.restarts, m.spooled, m.armedGage)
+		cfg.Registry.MustRegister(m.events, m.restarts, m.overheadDisarms, m.spooled, m.armedGage)
 	}
 	return m, nil
 }

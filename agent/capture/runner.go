@@ -73,6 +73,8 @@ func (m *Manager) supervise(ctx context.Context, a *armed) {
 				m.finish(a, stateExpired, "expired")
 			case errors.Is(cause, errShutdown):
 				// Still armed: the next agent start resumes it.
+			case errors.Is(cause, errOverhead):
+				m.finish(a, stateFailed, a.overheadNote)
 			default:
 				m.finish(a, stateCancelled, "cancelled")
 			}
@@ -154,6 +156,14 @@ func (m *Manager) runOnce(ctx context.Context, a *armed, spec probe.Spec, trigge
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start dtrace: %w", err)
 	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go m.watchOverhead(wctx, cmd.Process.Pid, a.cancel, func(note string) {
+		m.mu.Lock()
+		a.overheadNote = note
+		m.mu.Unlock()
+		m.log.Warn("probe disarmed for overhead", "capture_id", id, "note", note)
+	})
 	m.mu.Lock()
 	if a.State != stateTriggered {
 		m.setState(id, a, stateArmed, "")

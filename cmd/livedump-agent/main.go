@@ -17,6 +17,7 @@ import (
 
 	"github.com/livedump/livedump/agent"
 	"github.com/livedump/livedump/agent/host/sim"
+	"github.com/livedump/livedump/agent/host/sim/dtracesim"
 	"github.com/livedump/livedump/internal/config"
 	"github.com/livedump/livedump/internal/logging"
 	"github.com/livedump/livedump/internal/selector"
@@ -24,6 +25,11 @@ import (
 )
 
 func main() {
+	// The simulated host runs dtrace by re-executing this program, so dev
+	// mode needs no second binary (see agent/host/sim).
+	if os.Getenv(sim.EnvRunAs) == sim.RunAsDTrace {
+		os.Exit(dtracesim.Main(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))

@@ -168,8 +168,8 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 		}
 	}()
 	log.Info("agent connected", "hostname", inv.Hostname, "os_build", inv.OSBuild)
-	// Pending captures for this agent go out with the next scheduler pass.
-	defer s.cfg.Captures.Kick()
+	// Captures waiting for this agent go out now, not at the next tick.
+	s.cfg.Captures.Kick()
 
 	if err := stream.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_Welcome{Welcome: &livedumpv1.Welcome{
 		HeartbeatInterval: durationpb.New(s.cfg.HeartbeatInterval),

@@ -470,6 +470,10 @@ func serveOnce(ctx context.Context, h *Host, run func(context.Context) error) (r
 		select {
 		case err := <-done:
 			stopTimer(timer)
+			// run may notice ctx's end before this select does.
+			if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+				return false, ctx.Err()
+			}
 			return false, err
 		case <-h.wake:
 			stopTimer(timer) // look at the schedule again

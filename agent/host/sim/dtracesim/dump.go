@@ -1,0 +1,245 @@
+package dtracesim
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Live kernel dumps, as lkd() has Windows write them:
+//
+//   - full dumps (lkd modes 0, 4 and 5) go to the root of the
+//     LiveKernelReports path, minidumps (mode 2) to its DTRACE subfolder;
+//     Windows creates the folders with the first dump;
+//   - the name is DTRACE-YYYYMMDD-HHMM.dmp in the machine's local time; a
+//     second dump in the same minute is DTRACE-YYYYMMDD-HHMM-2.dmp, then
+//     -3 and so on (Windows' own suffix scheme is not documented; the agent
+//     must only not assume one dump per minute);
+//   - the file starts with a 64-bit kernel dump header ("PAGEDU64", bug
+//     check 0xE2 MANUALLY_INITIATED_CRASH) and grows in chunks until it
+//     reaches its size; it is held open, without sharing on Windows, until
+//     complete, so "size stable and opens without sharing" means complete.
+//
+// The kernel writes a live dump after the probe that asked for it, one at
+// a time; the simulation does it in a goroutine of this process, one dump
+// after the other, and the process does not exit before the last is
+// complete (a real dtrace.exe may exit first: the kernel finishes the dump).
+
+// dumpComponent is the component lkd() reports.
+const dumpComponent = "DTRACE"
+
+// dumpHeaderSize is the size of a 64-bit kernel dump header.
+const dumpHeaderSize = 0x2000
+
+// dumpChunk is how often a growing dump file grows.
+const dumpChunk = 100 * time.Millisecond
+
+// dumper writes the live dumps that lkd() asks for, in order.
+type dumper struct {
+	m       *machine
+	size    int64
+	dur     time.Duration
+	seed    uint64
+	now     func() time.Time
+	reqs    chan int64
+	done    chan struct{}
+	mu      sync.Mutex
+	started bool
+	files   []string // dumps written, host paths
+	errs    []error
+}
+
+func newDumper(m *machine, size int64, dur time.Duration, seed uint64, now func() time.Time) *dumper {
+	return &dumper{m: m, size: size, dur: dur, seed: seed, now: now, reqs: make(chan int64, 64), done: make(chan struct{})}
+}
+
+// request queues a dump of the given lkd mode. It does not block the
+// probe: the queue is large, and scripts cap their dumps.
+func (d *dumper) request(mode int64) {
+	d.mu.Lock()
+	if !d.started {
+		d.started = true
+		go d.run()
+	}
+	d.mu.Unlock()
+	d.reqs <- mode
+}
+
+// wait returns once every requested dump is complete. No dump may be
+// requested after it.
+func (d *dumper) wait() {
+	d.mu.Lock()
+	started := d.started
+	d.mu.Unlock()
+	close(d.reqs)
+	if started {
+		<-d.done
+	}
+}
+
+// written returns the dumps written so far (host paths) and the errors of
+// those that could not be.
+func (d *dumper) written() ([]string, []error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.files...), append([]error(nil), d.errs...)
+}
+
+func (d *dumper) run() {
+	defer close(d.done)
+	for mode := range d.reqs {
+		path, err := d.write(mode)
+		d.mu.Lock()
+		if err != nil {
+			d.errs = append(d.errs, err)
+		} else {
+			d.files = append(d.files, path)
+		}
+		d.mu.Unlock()
+	}
+}
+
+// write writes one dump and returns its host path.
+func (d *dumper) write(mode int64) (string, error) {
+	// Read the registry now, as Windows does when it writes the dump.
+	m := d.m
+	if fresh, err := loadMachine(m.dir); err == nil {
+		m = fresh
+	}
+	win := m.reportsDir()
+	if mode == 2 {
+		win += `\` + dumpComponent
+	}
+	dir, err := hostPath(m.dir, win)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	start := d.now()
+	base := fmt.Sprintf("%s-%s", dumpComponent, start.Format("20060102-1504"))
+	var f *os.File
+	var path string
+	for n := 1; ; n++ {
+		name := base + ".dmp"
+		if n > 1 {
+			name = fmt.Sprintf("%s-%d.dmp", base, n)
+		}
+		path = filepath.Join(dir, name)
+		f, err = createExclusive(path)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrExist) || n > 999 {
+			return "", err
+		}
+	}
+	defer f.Close()
+
+	content := newDumpContent(d.seed^uint64(start.UnixNano()), d.size, m.build(), m.ncpu(), mode, start)
+	steps := int64(1)
+	if d.dur > 0 {
+		steps = max(1, int64(d.dur/dumpChunk))
+	}
+	written := int64(0)
+	for i := int64(1); i <= steps; i++ {
+		target := d.size * i / steps
+		if err := content.writeTo(f, written, target); err != nil {
+			return "", err
+		}
+		written = target
+		if i < steps {
+			time.Sleep(d.dur / time.Duration(steps))
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return "", err
+	}
+	return path, f.Close()
+}
+
+// dumpContent produces a dump's bytes: the header, then pages that are
+// either zero or pseudo-random (a real dump compresses about that well).
+type dumpContent struct {
+	header []byte
+	seed   uint64
+}
+
+func newDumpContent(seed uint64, size int64, build uint32, ncpu int, mode int64, t time.Time) *dumpContent {
+	h := make([]byte, dumpHeaderSize)
+	le := binary.LittleEndian
+	copy(h[0:], "PAGEDU64")                    // Signature, ValidDump
+	le.PutUint32(h[0x08:], 0x0f)               // MajorVersion: free build
+	le.PutUint32(h[0x0c:], build)              // MinorVersion: the build number
+	le.PutUint64(h[0x10:], 0x1ad002)           // DirectoryTableBase
+	le.PutUint64(h[0x18:], 0xfffff80000000000) // PfnDataBase
+	le.PutUint64(h[0x20:], 0xfffff8057c42a2d0) // PsLoadedModuleList
+	le.PutUint64(h[0x28:], 0xfffff8057c41f4c0) // PsActiveProcessHead
+	le.PutUint32(h[0x30:], 0x8664)             // MachineImageType: AMD64
+	le.PutUint32(h[0x34:], uint32(ncpu))       // NumberProcessors
+	le.PutUint32(h[0x38:], 0xe2)               // BugCheckCode: MANUALLY_INITIATED_CRASH
+	le.PutUint64(h[0x40:], uint64(mode))       // BugCheckParameter1: the lkd() mode
+	dumpType := uint32(1)                      // full
+	if mode == 2 {
+		dumpType = 4 // triage (mini)
+	}
+	le.PutUint32(h[0xf98:], dumpType)
+	le.PutUint64(h[0xfa0:], uint64(size))                                // RequiredDumpSpace
+	le.PutUint64(h[0xfa8:], uint64(t.UnixNano()/100+116444736000000000)) // SystemTime (FILETIME)
+	copy(h[0xfb0:], fmt.Sprintf("Live kernel dump: component %s, lkd(%d)", dumpComponent, mode))
+	return &dumpContent{header: h, seed: seed}
+}
+
+// writeTo writes bytes [from, to) of the dump.
+func (c *dumpContent) writeTo(f *os.File, from, to int64) error {
+	const page = 4096
+	buf := make([]byte, 0, 1<<20)
+	flush := func() error {
+		_, err := f.Write(buf)
+		buf = buf[:0]
+		return err
+	}
+	for off := from; off < to; {
+		pageNo := off / page
+		end := min((pageNo+1)*page, to)
+		var p [page]byte
+		switch {
+		case off < int64(len(c.header)):
+			copy(p[:], c.header[pageNo*page:])
+		case hash64Uint(c.seed, uint64(pageNo))%2 == 1:
+			r := rand.NewChaCha8(seedBytes(c.seed, uint64(pageNo)))
+			_, _ = r.Read(p[:])
+		}
+		buf = append(buf, p[off-pageNo*page:end-pageNo*page]...)
+		off = end
+		if len(buf) >= cap(buf)-page {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+func hash64Uint(a, b uint64) uint64 {
+	x := a ^ (b * 0x9e3779b97f4a7c15)
+	x ^= x >> 31
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	return x
+}
+
+func seedBytes(a, b uint64) [32]byte {
+	var s [32]byte
+	binary.LittleEndian.PutUint64(s[0:], a)
+	binary.LittleEndian.PutUint64(s[8:], b)
+	binary.LittleEndian.PutUint64(s[16:], hash64Uint(a, b))
+	return s
+}

@@ -1,0 +1,326 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/livedump/livedump/internal/pki"
+	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+)
+
+// provisionedLab runs a controller and three agents (two VDI, one kiosk)
+// and provisions the VDI machines through a simulated reboot.
+func provisionedLab(t *testing.T, o controllerOpts) (*testController, []*testAgent, livedumpv1.FleetServiceClient) {
+	t.Helper()
+	t.Setenv("LIVEDUMP_SIM_DTRACE_RATE", "40")
+	msi := filepath.Join(t.TempDir(), "DTrace.msi")
+	if err := os.WriteFile(msi, simMSI(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o.profile, o.dtraceMSI = fastProfile(), msi
+	c := startController(t, o)
+	tok := c.token(t, 3, map[string]string{"site": "lab"})
+	var agents []*testAgent
+	for i, role := range []string{"vdi", "vdi", "kiosk"} {
+		agents = append(agents, startAgent(t, c, agentOpts{token: tok, labels: map[string]string{"role": role}, hostname: "LAB-" + strings.ToUpper(role) + "-0" + string(rune('1'+i))}))
+	}
+	op := fleetClient(t, c, pki.RoleOperator)
+	eventually(t, 15*time.Second, "3 agents online", func() bool { return countOnline(listAgents(t, op, "")) == 3 })
+	if _, err := op.ApplyProvision(context.Background(), &livedumpv1.ApplyProvisionRequest{Selector: "role=vdi", Reboot: livedumpv1.RebootPolicy_REBOOT_POLICY_IF_NEEDED}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "VDI machines ready", func() bool {
+		st := provisionState(t, op, "role=vdi")
+		return len(st) == 2 && allIn(st, "PROVISION_STATE_READY") && countOnline(listAgents(t, op, "role=vdi")) == 2
+	})
+	return c, agents, op
+}
+
+func getCapture(t *testing.T, fc livedumpv1.FleetServiceClient, id string) *livedumpv1.Capture {
+	t.Helper()
+	r, err := fc.GetCapture(context.Background(), &livedumpv1.GetCaptureRequest{Id: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.GetCapture()
+}
+
+// dtraceRunning reports whether any process runs the capture's script.
+func dtraceRunning(t *testing.T, captureID string) bool {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err == nil && strings.Contains(string(b), captureID+".d") {
+			return true
+		}
+	}
+	return false
+}
+
+func TestCaptureStacksAcrossAGroup(t *testing.T) {
+	_, agents, op := provisionedLab(t, controllerOpts{})
+	ctx := context.Background()
+	resp, err := op.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
+		Selector: "role=vdi", Processes: []string{"ms-teams.exe"}, Statuses: []string{"STATUS_INVALID_PARAMETER"},
+		Action: livedumpv1.CaptureAction_CAPTURE_ACTION_STACKS, Expire: durationpb.New(10 * time.Minute), PerAgentCap: 1000,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := resp.GetCapture()
+	if len(c.GetTargets()) != 2 || !strings.Contains(c.GetRenderedScript(), `(uint32_t)arg0 == 0xC000000D`) {
+		t.Fatalf("capture: %d targets, script:\n%s", len(c.GetTargets()), c.GetRenderedScript())
+	}
+	if st := c.GetStatuses(); len(st) != 1 || st[0].GetNtstatus()[0] != 0xC000000D {
+		t.Fatalf("statuses resolved to %v", st)
+	}
+	eventually(t, 20*time.Second, "events from both VDI machines", func() bool {
+		c := getCapture(t, op, c.GetId())
+		for _, tg := range c.GetTargets() {
+			if tg.GetEvents() < 3 {
+				return false
+			}
+		}
+		return true
+	})
+	evs, err := op.ListEvents(ctx, &livedumpv1.ListEventsRequest{CaptureId: c.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts := map[string]bool{}
+	for _, e := range evs.GetEvents() {
+		hosts[e.GetHostname()] = true
+		if e.GetProcess() != "ms-teams.exe" || e.GetStatus() != 0xC000000D || len(e.GetUserFrames()) == 0 {
+			t.Fatalf("event does not match the capture: %v", e)
+		}
+	}
+	if !hosts["LAB-VDI-01"] || !hosts["LAB-VDI-02"] || hosts["LAB-KIOSK-03"] {
+		t.Fatalf("events from %v, want both VDI machines only", hosts)
+	}
+	b, err := op.BucketEvents(ctx, &livedumpv1.BucketEventsRequest{CaptureId: c.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, bk := range b.GetBuckets() {
+		total += bk.GetCount()
+		if bk.GetSignature() == "" || len(bk.GetAgents()) == 0 {
+			t.Fatalf("bucket %v", bk)
+		}
+	}
+	if len(b.GetBuckets()) == 0 || total < int64(len(evs.GetEvents())) {
+		t.Fatalf("%d buckets holding %d events, for %d events", len(b.GetBuckets()), total, len(evs.GetEvents()))
+	}
+
+	if !dtraceRunning(t, c.GetId()) {
+		t.Fatal("no dtrace process runs the capture's script")
+	}
+	if _, err := op.CancelCapture(ctx, &livedumpv1.CancelCaptureRequest{Id: c.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "dtrace gone after cancel", func() bool { return !dtraceRunning(t, c.GetId()) })
+	eventually(t, 10*time.Second, "targets cancelled", func() bool {
+		for _, tg := range getCapture(t, op, c.GetId()).GetTargets() {
+			if tg.GetState() != livedumpv1.TargetState_TARGET_STATE_CANCELLED {
+				return false
+			}
+		}
+		return true
+	})
+	_ = agents
+}
+
+func TestCapturePerAgentCapAndUnprovisionedHost(t *testing.T) {
+	_, _, op := provisionedLab(t, controllerOpts{})
+	resp, err := op.CreateCapture(context.Background(), &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
+		Selector: "site=lab", Processes: []string{"ms-teams.exe"}, Statuses: []string{"E_INVALIDARG"}, PerAgentCap: 2,
+		Expire: durationpb.New(10 * time.Minute),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetCapture().GetId()
+	eventually(t, 20*time.Second, "every target finished and its events stored", func() bool {
+		c := getCapture(t, op, id)
+		return c.GetState() == livedumpv1.CaptureState_CAPTURE_STATE_DONE && c.GetEvents() == 4
+	})
+	for _, tg := range getCapture(t, op, id).GetTargets() {
+		switch tg.GetHostname() {
+		case "LAB-KIOSK-03": // not provisioned: dtrace cannot load its driver
+			if tg.GetState() != livedumpv1.TargetState_TARGET_STATE_FAILED || !strings.Contains(tg.GetDetail(), "provisioning") {
+				t.Fatalf("kiosk target: %v %q", tg.GetState(), tg.GetDetail())
+			}
+		default:
+			if tg.GetState() != livedumpv1.TargetState_TARGET_STATE_DONE || tg.GetEvents() != 2 {
+				t.Fatalf("%s: %v with %d events, want done with exactly 2", tg.GetHostname(), tg.GetState(), tg.GetEvents())
+			}
+		}
+	}
+}
+
+func TestCaptureRejectsBadInputAndStoresNothing(t *testing.T) {
+	c := startController(t, controllerOpts{})
+	op := fleetClient(t, c, pki.RoleOperator)
+	admin := fleetClient(t, c, pki.RoleAdmin)
+	ctx := context.Background()
+	base := func() *livedumpv1.CaptureSpec {
+		return &livedumpv1.CaptureSpec{Selector: "role=vdi", Processes: []string{"ms-teams.exe"}, Statuses: []string{"STATUS_INVALID_PARAMETER"}}
+	}
+	for _, tc := range []struct {
+		name  string
+		edit  func(*livedumpv1.CaptureSpec)
+		field string
+	}{
+		{"quote in process", func(s *livedumpv1.CaptureSpec) { s.Processes = []string{`ms-teams".exe`} }, "process"},
+		{"slash in process", func(s *livedumpv1.CaptureSpec) { s.Processes = []string{`a/b.exe`} }, "process"},
+		{"comment close", func(s *livedumpv1.CaptureSpec) { s.Processes = []string{`x*/y`} }, "process"},
+		{"newline", func(s *livedumpv1.CaptureSpec) { s.Processes = []string{"a\nb"} }, "process"},
+		{"too long", func(s *livedumpv1.CaptureSpec) { s.Processes = []string{strings.Repeat("a", 256)} }, "process"},
+		{"unknown status", func(s *livedumpv1.CaptureSpec) { s.Statuses = []string{"STATUS_MADE_UP"} }, "status"},
+		{"win32 hex", func(s *livedumpv1.CaptureSpec) { s.Statuses = []string{"0x57"} }, "status"},
+		{"bad syscall", func(s *livedumpv1.CaptureSpec) { s.Syscalls = []string{"ZwCreateFile"} }, "syscall"},
+		{"syscall injection", func(s *livedumpv1.CaptureSpec) { s.Syscalls = []string{"NtCreateFile:return{"} }, "syscall"},
+		{"ustack", func(s *livedumpv1.CaptureSpec) { s.Ustack = 101 }, "ustack"},
+		{"raw script from an operator", func(s *livedumpv1.CaptureSpec) { s.Script = "BEGIN { exit(0); }"; s.Processes = nil; s.Statuses = nil }, "script"},
+		{"expire", func(s *livedumpv1.CaptureSpec) { s.Expire = durationpb.New(8 * 24 * time.Hour) }, "expire"},
+		{"selector", func(s *livedumpv1.CaptureSpec) { s.Selector = "role in (vdi" }, "selector"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := base()
+			tc.edit(s)
+			_, err := op.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: s})
+			wantCode(t, err, codes.InvalidArgument, tc.field)
+		})
+	}
+	list, err := op.ListCaptures(ctx, &livedumpv1.ListCapturesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(list.GetCaptures()); n != 0 {
+		t.Fatalf("%d captures stored after rejected requests", n)
+	}
+	// An admin may send a raw script; it is audited like every create.
+	if _, err := admin.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{Selector: "role=vdi", Script: "BEGIN { exit(0); }"}}); err != nil {
+		t.Fatalf("admin raw script: %v", err)
+	}
+	audit, err := admin.ListAudit(ctx, &livedumpv1.ListAuditRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creates := 0
+	for _, e := range audit.GetEntries() {
+		if e.GetAction() == "FleetService/CreateCapture" {
+			creates++
+		}
+	}
+	if creates != 14 {
+		t.Fatalf("%d CreateCapture audit entries, want 14 (13 refused, 1 created)", creates)
+	}
+}
+
+func TestCaptureQueuedForOfflineAgentAndExpiry(t *testing.T) {
+	clock := clockwork.NewFakeClockAt(time.Now())
+	c := startController(t, controllerOpts{clock: clock})
+	tok := c.token(t, 2, nil)
+	a1 := startAgent(t, c, agentOpts{token: tok, hostname: "LATE-01", labels: map[string]string{"role": "late"}})
+	a2 := startAgent(t, c, agentOpts{token: tok, hostname: "GONE-02", labels: map[string]string{"role": "gone"}})
+	op := fleetClient(t, c, pki.RoleOperator)
+	eventually(t, 10*time.Second, "agents online", func() bool { return countOnline(listAgents(t, op, "")) == 2 })
+	dir1, dir2 := a1.stateDir, a2.stateDir
+	a1.stop()
+	a2.stop()
+	eventually(t, 10*time.Second, "agents offline", func() bool { return countOnline(listAgents(t, op, "")) == 0 })
+	ctx := context.Background()
+	spec := func(sel string, exp time.Duration) *livedumpv1.CaptureSpec {
+		return &livedumpv1.CaptureSpec{Selector: sel, Processes: []string{"ms-teams.exe"}, Statuses: []string{"STATUS_ACCESS_DENIED"}, Expire: durationpb.New(exp)}
+	}
+	queued, err := op.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: spec("role=late", time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiring, err := op.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: spec("role=gone", time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	clock.Advance(2 * time.Minute)
+	eventually(t, 10*time.Second, "short capture expired", func() bool {
+		return getCapture(t, op, expiring.GetCapture().GetId()).GetState() == livedumpv1.CaptureState_CAPTURE_STATE_EXPIRED
+	})
+	if tg := getCapture(t, op, queued.GetCapture().GetId()).GetTargets()[0]; tg.GetState() != livedumpv1.TargetState_TARGET_STATE_PENDING {
+		t.Fatalf("offline target is %v, want pending", tg.GetState())
+	}
+	startAgent(t, c, agentOpts{stateDir: dir1})
+	startAgent(t, c, agentOpts{stateDir: dir2})
+	eventually(t, 10*time.Second, "queued capture reached the agent that came back", func() bool {
+		st := getCapture(t, op, queued.GetCapture().GetId()).GetTargets()[0].GetState()
+		// The machine is not provisioned, so the probe fails: what matters
+		// is that the agent received and tried it.
+		return st != livedumpv1.TargetState_TARGET_STATE_PENDING && st != livedumpv1.TargetState_TARGET_STATE_DELIVERED
+	})
+	time.Sleep(500 * time.Millisecond)
+	if tg := getCapture(t, op, expiring.GetCapture().GetId()).GetTargets()[0]; tg.GetState() != livedumpv1.TargetState_TARGET_STATE_EXPIRED {
+		t.Fatalf("expired capture's target is %v: it was armed after expiry", tg.GetState())
+	}
+}
+
+func TestCaptureLosesNoEventWhileTheControllerIsDown(t *testing.T) {
+	dataDir := t.TempDir()
+	c, agents, op := provisionedLab(t, controllerOpts{dataDir: dataDir})
+	addr, caFile := c.Addr(), c.caFile
+	resp, err := op.CreateCapture(context.Background(), &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
+		Selector: "role=vdi", Processes: []string{"ms-teams.exe"}, Statuses: []string{"STATUS_INVALID_PARAMETER"},
+		PerAgentCap: 60, Expire: durationpb.New(10 * time.Minute),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetCapture().GetId()
+	eventually(t, 10*time.Second, "both probes armed", func() bool {
+		n := 0
+		for _, tg := range getCapture(t, op, id).GetTargets() {
+			if tg.GetState() == livedumpv1.TargetState_TARGET_STATE_ARMED || tg.GetState() == livedumpv1.TargetState_TARGET_STATE_TRIGGERED {
+				n++
+			}
+		}
+		return n == 2
+	})
+	c.stop() // the probes keep firing; events go to the agents' spools
+	time.Sleep(3 * time.Second)
+	c2 := startController(t, controllerOpts{dataDir: dataDir, listen: addr, profile: fastProfile()})
+	c2.caFile = caFile
+	op2 := fleetClient(t, c2, pki.RoleOperator)
+	eventually(t, 30*time.Second, "every event delivered after the restart", func() bool {
+		cp := getCapture(t, op2, id)
+		return cp.GetState() == livedumpv1.CaptureState_CAPTURE_STATE_DONE && cp.GetEvents() == 120
+	})
+	evs, err := op2.ListEvents(context.Background(), &livedumpv1.ListEventsRequest{CaptureId: id, Limit: 10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, e := range evs.GetEvents() {
+		if seen[e.GetId()] {
+			t.Fatalf("event %s stored twice", e.GetId())
+		}
+		seen[e.GetId()] = true
+	}
+	if len(seen) != 120 {
+		t.Fatalf("%d distinct events stored, want 120 (2 agents x cap 60)", len(seen))
+	}
+	for _, a := range agents[:2] {
+		eventually(t, 10*time.Second, "spool drained", func() bool {
+			left, _ := filepath.Glob(filepath.Join(a.stateDir, "spool", "*-*"))
+			return len(left) == 0
+		})
+	}
+}

@@ -1,0 +1,20 @@
+package integration
+
+import (
+	"os"
+	"testing"
+
+	"github.com/livedump/livedump/agent/host/sim"
+	"github.com/livedump/livedump/agent/host/sim/dtracesim"
+)
+
+// TestMain lets this test binary be the simulated dtrace too: the simulated
+// host re-executes the running program with LIVEDUMP_RUN_AS=dtrace-sim, as
+// the livedump binaries do in dev mode, so dtrace is a real separate
+// process here as well.
+func TestMain(m *testing.M) {
+	if os.Getenv(sim.EnvRunAs) == sim.RunAsDTrace {
+		os.Exit(dtracesim.Main(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}

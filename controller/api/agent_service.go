@@ -193,6 +193,7 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 			case *livedumpv1.ConnectRequest_Ack:
 				sess.Heartbeat(s.cfg.Clock.Now())
 				log.Debug("directive acked", "directive_id", msg.Ack.GetDirectiveId(), "error", msg.Ack.GetError())
+				s.cfg.Captures.Acked(ctx, id.AgentID, msg.Ack)
 			case *livedumpv1.ConnectRequest_ProvisionReport:
 				sess.Heartbeat(s.cfg.Clock.Now())
 				s.recordProvision(ctx, id.AgentID, msg.ProvisionReport)

@@ -99,6 +99,7 @@ type Manager struct {
 
 	mu       sync.Mutex
 	sent     map[*fleet.Session]map[string]bool // captures sent on each live session
+	sentAt   map[string]time.Time               // agent/directive -> when sent, for ack latency
 	watchers map[string]map[chan *livedumpv1.WatchCaptureResponse]struct{}
 
 	metrics metrics
@@ -132,6 +133,7 @@ func New(cfg Config) *Manager {
 		kick:     make(chan struct{}, 1),
 		in:       make(chan ingest, 4096),
 		sent:     map[*fleet.Session]map[string]bool{},
+		sentAt:   map[string]time.Time{},
 		watchers: map[string]map[chan *livedumpv1.WatchCaptureResponse]struct{}{},
 	}
 	m.metrics = newMetrics(cfg.Registry, m)
@@ -485,7 +487,15 @@ func (m *Manager) schedule(ctx context.Context) error {
 		return err
 	}
 	now := m.cfg.Clock.Now().UTC()
-	m.metrics.active.Set(float64(len(caps)))
+	if all, err := m.cfg.Store.ListCaptures(ctx, ""); err == nil {
+		counts := map[string]int{StateActive: 0, StateDone: 0, StateExpired: 0, StateCancelled: 0}
+		for _, c := range all {
+			counts[c.State]++
+		}
+		for st, n := range counts {
+			m.metrics.byState.WithLabelValues(st).Set(float64(n))
+		}
+	}
 	for _, c := range caps {
 		if !now.Before(c.Expires) {
 			if err := m.end(ctx, c, StateExpired, "expired", "expired"); err != nil {
@@ -561,6 +571,9 @@ func (m *Manager) schedule(ctx context.Context) error {
 			}
 			m.markSent(s, c.ID)
 			m.metrics.directives.Inc()
+			m.mu.Lock()
+			m.sentAt[t.AgentID+"/"+d.GetId()] = time.Now()
+			m.mu.Unlock()
 			if t.State == TargetPending {
 				delivered++
 				if err := m.cfg.Store.SetTargetState(ctx, c.ID, t.AgentID, TargetDelivered, "", now); err != nil {
@@ -572,6 +585,28 @@ func (m *Manager) schedule(ctx context.Context) error {
 	}
 	m.forgetClosedSessions()
 	return nil
+}
+
+// Acked records an agent's answer to a directive. A rejected arm (the agent
+// refused the spec, e.g. an older agent) fails that target with the reason.
+func (m *Manager) Acked(ctx context.Context, agentID string, ack *livedumpv1.Ack) {
+	key := agentID + "/" + ack.GetDirectiveId()
+	m.mu.Lock()
+	at, ok := m.sentAt[key]
+	delete(m.sentAt, key)
+	m.mu.Unlock()
+	if !ok {
+		return // not a capture directive, or sent before a controller restart
+	}
+	m.metrics.ackSeconds.Observe(time.Since(at).Seconds())
+	if ack.GetError() == "" {
+		m.metrics.acked.WithLabelValues("ok").Inc()
+		return
+	}
+	m.metrics.acked.WithLabelValues("rejected").Inc()
+	if id, ok := strings.CutPrefix(ack.GetDirectiveId(), "arm-"); ok {
+		m.Status(ctx, agentID, &livedumpv1.CaptureStatus{CaptureId: id, State: livedumpv1.TargetState_TARGET_STATE_FAILED, Detail: "agent refused the capture: " + ack.GetError()})
+	}
 }
 
 func (m *Manager) wasSent(s *fleet.Session, id string) bool {
@@ -595,6 +630,13 @@ func (m *Manager) forgetClosedSessions() {
 	for s := range m.sent {
 		if s.Closed() {
 			delete(m.sent, s)
+		}
+	}
+	// Directives never acked (the agent went away) are forgotten after a
+	// while, so the map cannot grow without bound.
+	for k, at := range m.sentAt {
+		if time.Since(at) > 10*time.Minute {
+			delete(m.sentAt, k)
 		}
 	}
 }

@@ -245,7 +245,9 @@ type metrics struct {
 	events        prometheus.Counter
 	duplicates    prometheus.Counter
 	directives    prometheus.Counter
-	active        prometheus.Gauge
+	acked         *prometheus.CounterVec
+	ackSeconds    prometheus.Histogram
+	byState       *prometheus.GaugeVec
 	ingestSeconds prometheus.Histogram
 }
 
@@ -253,15 +255,27 @@ func newMetrics(reg prometheus.Registerer, m *Manager) metrics {
 	mt := metrics{
 		events:     prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_controller_trigger_events_total", Help: "Trigger events stored."}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_controller_trigger_events_duplicate_total", Help: "Trigger events received again and dropped by ID."}),
-		directives: prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_controller_capture_directives_sent_total", Help: "Arm directives sent to agents."}),
-		active:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "livedump_controller_captures_active", Help: "Captures in the active state."}),
+		directives: prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_controller_directives_sent_total", Help: "Capture directives (arm, disarm) sent to agents."}),
+		acked: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "livedump_controller_directives_acked_total", Help: "Capture directives answered by agents, by result (ok, rejected)."},
+			[]string{"result"}),
+		ackSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "livedump_controller_directive_ack_seconds", Help: "Time from sending a capture directive to the agent's ack.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		byState: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "livedump_controller_captures", Help: "Captures by state."}, []string{"state"}),
 		ingestSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "livedump_controller_event_batch_store_seconds", Help: "Time to store one batch of trigger events.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(mt.events, mt.duplicates, mt.directives, mt.active, mt.ingestSeconds)
+		for _, r := range []string{"ok", "rejected"} {
+			mt.acked.WithLabelValues(r)
+		}
+		for _, st := range []string{StateActive, StateDone, StateExpired, StateCancelled} {
+			mt.byState.WithLabelValues(st)
+		}
+		reg.MustRegister(mt.events, mt.duplicates, mt.directives, mt.acked, mt.ackSeconds, mt.byState, mt.ingestSeconds)
 	}
 	return mt
 }

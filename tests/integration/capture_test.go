@@ -294,8 +294,19 @@ func TestCaptureLosesNoEventWhileTheControllerIsDown(t *testing.T) {
 		}
 		return n == 2
 	})
+	stored := getCapture(t, op, id).GetEvents()
 	c.stop() // the probes keep firing; events go to the agents' spools
-	time.Sleep(3 * time.Second)
+	outage := 3 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("LIVEDUMP_TEST_OUTAGE")); err == nil {
+		outage = d // CI sets 30s, the acceptance figure
+	}
+	time.Sleep(outage)
+	spooled := 0
+	for _, a := range agents[:2] {
+		left, _ := filepath.Glob(filepath.Join(a.stateDir, "spool", "*-*"))
+		spooled += len(left)
+	}
+	t.Logf("controller down for %s: %d events stored before, %d spooled on the agents meanwhile", outage, stored, spooled)
 	c2 := startController(t, controllerOpts{dataDir: dataDir, listen: addr, profile: fastProfile()})
 	c2.caFile = caFile
 	op2 := fleetClient(t, c2, pki.RoleOperator)
@@ -317,10 +328,125 @@ func TestCaptureLosesNoEventWhileTheControllerIsDown(t *testing.T) {
 	if len(seen) != 120 {
 		t.Fatalf("%d distinct events stored, want 120 (2 agents x cap 60)", len(seen))
 	}
+	t.Logf("after the restart: %d events stored, %d distinct, 120 fired", len(evs.GetEvents()), len(seen))
 	for _, a := range agents[:2] {
 		eventually(t, 10*time.Second, "spool drained", func() bool {
 			left, _ := filepath.Glob(filepath.Join(a.stateDir, "spool", "*-*"))
 			return len(left) == 0
 		})
+	}
+}
+
+func TestCaptureRolloutRate(t *testing.T) {
+	clock := clockwork.NewFakeClockAt(time.Now())
+	c := startController(t, controllerOpts{clock: clock})
+	tok := c.token(t, 3, map[string]string{"role": "vdi"})
+	for i := range 3 {
+		startAgent(t, c, agentOpts{token: tok, hostname: "ROLL-0" + string(rune('1'+i))})
+	}
+	op := fleetClient(t, c, pki.RoleOperator)
+	eventually(t, 10*time.Second, "agents online", func() bool { return countOnline(listAgents(t, op, "")) == 3 })
+	resp, err := op.CreateCapture(context.Background(), &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
+		Selector: "role=vdi", Processes: []string{"ms-teams.exe"}, Statuses: []string{"STATUS_ACCESS_DENIED"}, RolloutRate: 1,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetCapture().GetId()
+	armed := func() int {
+		n := 0
+		for _, tg := range getCapture(t, op, id).GetTargets() {
+			if tg.GetState() != livedumpv1.TargetState_TARGET_STATE_PENDING {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, 5*time.Second, "first agent armed at once", func() bool { return armed() == 1 })
+	time.Sleep(300 * time.Millisecond)
+	if n := armed(); n != 1 {
+		t.Fatalf("%d agents reached within the first minute at 1 per minute", n)
+	}
+	clock.Advance(61 * time.Second)
+	eventually(t, 5*time.Second, "second agent after a minute", func() bool { return armed() == 2 })
+	clock.Advance(61 * time.Second)
+	eventually(t, 5*time.Second, "third agent after two minutes", func() bool { return armed() == 3 })
+}
+
+func TestCaptureMaxDumpsDisarmsEverywhere(t *testing.T) {
+	t.Setenv("LIVEDUMP_SIM_DUMP_SECONDS", "0.2")
+	t.Setenv("LIVEDUMP_SIM_DUMP_BYTES", "65536")
+	_, _, op := provisionedLab(t, controllerOpts{})
+	resp, err := op.CreateCapture(context.Background(), &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
+		Selector: "role=vdi", Processes: []string{"ms-teams.exe"}, Statuses: []string{"STATUS_INVALID_PARAMETER"},
+		Action: livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP, PerAgentCap: 50, MaxDumps: 3, Expire: durationpb.New(10 * time.Minute),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := resp.GetCapture()
+	if !strings.Contains(c.GetRenderedScript(), "#pragma D option destructive") || !strings.Contains(c.GetRenderedScript(), "lkd(0);") {
+		t.Fatalf("dump capture's script lacks destructive/lkd:\n%s", c.GetRenderedScript())
+	}
+	eventually(t, 20*time.Second, "capture ended at max-dumps", func() bool {
+		return getCapture(t, op, c.GetId()).GetState() == livedumpv1.CaptureState_CAPTURE_STATE_DONE
+	})
+	c = getCapture(t, op, c.GetId())
+	if !strings.Contains(c.GetDetail(), "max-dumps 3") {
+		t.Fatalf("detail %q", c.GetDetail())
+	}
+	eventually(t, 10*time.Second, "no dtrace left", func() bool { return !dtraceRunning(t, c.GetId()) })
+	// Two probes run at once, so a few events past the limit may be in
+	// flight when it is reached; each agent stops far below its own cap.
+	if ev := getCapture(t, op, c.GetId()).GetEvents(); ev < 3 || ev > 20 {
+		t.Fatalf("%d events for max-dumps 3", ev)
+	}
+}
+
+func TestCaptureWatch(t *testing.T) {
+	_, _, op := provisionedLab(t, controllerOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := op.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
+		Selector: "role=vdi", Processes: []string{"ms-teams.exe"}, Statuses: []string{"STATUS_INVALID_PARAMETER"}, PerAgentCap: 1000,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetCapture().GetId()
+	st, err := op.WatchCapture(ctx, &livedumpv1.WatchCaptureRequest{Id: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, targets := 0, 0
+	for events < 10 {
+		m, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.GetEvent() != nil {
+			events++
+		}
+		if m.GetTarget() != nil {
+			targets++
+		}
+	}
+	if _, err := op.CancelCapture(ctx, &livedumpv1.CancelCaptureRequest{Id: id}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			t.Fatalf("watch ended without the final capture: %v", err)
+		}
+		if e := m.GetEnded(); e != nil {
+			if e.GetState() != livedumpv1.CaptureState_CAPTURE_STATE_CANCELLED {
+				t.Fatalf("ended in %v", e.GetState())
+			}
+			break
+		}
+	}
+	if targets < 2 {
+		t.Fatalf("watch showed %d target updates, want the two targets at least", targets)
 	}
 }

@@ -25,7 +25,10 @@ var errDriverMissing = errors.New("dtrace driver not loaded")
 
 // start launches the capture's supervisor; the caller holds m.mu.
 func (m *Manager) start(a *armed) {
-	ctx, cancel := context.WithCancelCause(m.ctx)
+	// Not derived from the agent's context: Run cancels each capture itself
+	// with errShutdown, so "the agent stopped" is never mistaken for
+	// "the operator cancelled".
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(m.ctx))
 	a.cancel = cancel
 	a.done = make(chan struct{})
 	m.wg.Add(1)

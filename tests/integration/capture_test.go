@@ -450,3 +450,37 @@ func TestCaptureWatch(t *testing.T) {
 		t.Fatalf("watch showed %d target updates, want the two targets at least", targets)
 	}
 }
+
+func TestCaptureSurvivesAnAgentRestart(t *testing.T) {
+	t.Setenv("LIVEDUMP_SIM_DTRACE_RATE", "20")
+	c, agents, op := provisionedLab(t, controllerOpts{})
+	t.Setenv("LIVEDUMP_SIM_DTRACE_RATE", "20")
+	resp, err := op.CreateCapture(context.Background(), &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
+		Selector: "hostname=LAB-VDI-01", Processes: []string{"ms-teams.exe"}, Statuses: []string{"STATUS_INVALID_PARAMETER"},
+		PerAgentCap: 60, Expire: durationpb.New(10 * time.Minute),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetCapture().GetId()
+	eventually(t, 10*time.Second, "some events", func() bool { return getCapture(t, op, id).GetEvents() >= 5 })
+	a := agents[0]
+	a.stop() // the agent service stops mid-capture; dtrace goes with it
+	if dtraceRunning(t, id) {
+		t.Fatal("dtrace outlived its agent")
+	}
+	before := getCapture(t, op, id).GetEvents()
+	startAgent(t, c, agentOpts{stateDir: a.stateDir})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		cp := getCapture(t, op, id)
+		if cp.GetState() == livedumpv1.CaptureState_CAPTURE_STATE_DONE && cp.GetEvents() == 60 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("capture %v with %d events, targets %v", cp.GetState(), cp.GetEvents(), cp.GetTargets())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("agent restarted after %d events; the capture finished with exactly 60", before)
+}

@@ -20,6 +20,15 @@
 // into a few stack signatures. lkd() writes a live kernel dump into the
 // machine's LiveKernelReports path as Windows does (see dump.go).
 //
+// Options: -s script and -n specifier (any number), -q, -w, -o file
+// (appended to), -x option[=value] (quiet, destructive, stackframes,
+// ustackframes and stackindent act; others are accepted and ignored), -l,
+// -e, -Z, -b (ignored), -32/-64. The other options of dtrace are refused as
+// not supported; unknown ones are a usage error (exit 2). On Windows the
+// output has CRLF line endings, as dtrace.exe's C runtime writes text
+// mode. The process does not exit before the dumps lkd() asked for are
+// complete.
+//
 // The machine is the sim state directory named by EnvHost; without it, or
 // when the machine did not boot with the dtrace flag or has no DTrace
 // installed, dtrace fails as on a machine without the driver. The
@@ -36,6 +45,7 @@
 package dtracesim
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -352,6 +362,9 @@ func strerror(err error) string {
 // the device, compiling, enabling, tracing, and stopping.
 func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (int, *stats) {
 	st := &stats{}
+	if crlf {
+		stdout, stderr = textMode{stdout}, textMode{stderr}
+	}
 	fail := func(format string, a ...any) (int, *stats) {
 		fmt.Fprintf(stderr, "%s: "+format+"\n", append([]any{pname}, a...)...)
 		return exitError, st
@@ -432,6 +445,9 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (int
 		}
 		defer f.Close()
 		out, outName = f, cl.ofile
+		if crlf {
+			out = textMode{f}
+		}
 	}
 	lw := &lineWriter{w: out}
 
@@ -510,7 +526,7 @@ func usesLKD(prog *program) bool {
 					return true
 				}
 			case *ifStmt:
-				if walk(s.then) || walk(s.els_) {
+				if walk(s.then) || walk(s.otherwise) {
 					return true
 				}
 			}
@@ -546,6 +562,21 @@ func listMode(lw *lineWriter, progs []*program) {
 	}
 }
 
+// crlf makes output lines end in CRLF, as dtrace.exe's C runtime writes
+// stdout, stderr and -o files in text mode on Windows.
+var crlf = runtime.GOOS == "windows"
+
+// textMode translates line endings the way a C runtime in text mode does:
+// every \n is written as \r\n.
+type textMode struct{ w io.Writer }
+
+func (t textMode) Write(b []byte) (int, error) {
+	if _, err := t.w.Write(bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n"))); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
 // lineWriter writes dtrace's output one line per write, so that a reader
 // of a pipe sees each line as soon as it is complete; the first error
 // sticks.
@@ -557,7 +588,7 @@ type lineWriter struct {
 func (l *lineWriter) write(b []byte) {
 	for len(b) > 0 && l.err == nil {
 		n := len(b)
-		if i := strings.IndexByte(string(b), '\n'); i >= 0 {
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
 			n = i + 1
 		}
 		_, l.err = l.w.Write(b[:n])

@@ -665,3 +665,35 @@ func TestInterpreter(t *testing.T) {
 		t.Errorf("stdout %q, stderr %q", r.stdout, r.stderr)
 	}
 }
+
+// TestCRLF checks the Windows build's text-mode line endings (forced here
+// on any OS) and that the agent's parser reads them.
+func TestCRLF(t *testing.T) {
+	old := crlf
+	crlf = true
+	defer func() { crlf = old }()
+	dir, _ := newMachine(t, machineOpts{})
+	path := writeScript(t, captureScript(2, false, false, true, ""))
+	r := runDTrace(t, []string{"-q", "-s", path}, fastEnv(dir))
+	if r.code != 0 || strings.Count(r.stdout, "\n") != strings.Count(r.stdout, "\r\n") || !strings.HasSuffix(r.stdout, "@@livedump end 2\r\n\r\n") {
+		t.Fatalf("code %d, stderr %q, stdout %q", r.code, r.stderr, r.stdout)
+	}
+	var p agentprobe.Parser
+	n := 0
+	for _, l := range strings.SplitAfter(r.stdout, "\n") {
+		rec, err := p.Line(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec != nil {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("the agent's parser read %d records, want 2", n)
+	}
+	r = runDTrace(t, []string{"-s", path}, fastEnv(dir))
+	if want := "dtrace: script '" + path + "' matched 4 probes\r\n"; r.stderr != want {
+		t.Errorf("stderr %q, want %q", r.stderr, want)
+	}
+}

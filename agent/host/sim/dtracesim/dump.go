@@ -59,8 +59,8 @@ func newDumper(m *machine, size int64, dur time.Duration, seed uint64, now func(
 	return &dumper{m: m, size: size, dur: dur, seed: seed, now: now, reqs: make(chan int64, 64), done: make(chan struct{})}
 }
 
-// request queues a dump of the given lkd mode. It does not block the
-// probe: the queue is large, and scripts cap their dumps.
+// request queues a dump of the given lkd mode. The probe waits only when
+// 64 dumps are already queued (scripts cap their dumps far lower).
 func (d *dumper) request(mode int64) {
 	d.mu.Lock()
 	if !d.started {

@@ -281,7 +281,7 @@ func (r *clauseRun) stmt(st stmt) *fault {
 		if c.i != 0 {
 			return r.exec(st.then)
 		}
-		return r.exec(st.els_)
+		return r.exec(st.otherwise)
 	case *actionStmt:
 		return r.action(st)
 	}

@@ -12,6 +12,10 @@ import (
 	"github.com/livedump/livedump/agent/host/sim"
 )
 
+// Tests compare output with LF line endings on every OS; TestCRLF covers
+// the Windows build's text-mode output.
+func init() { crlf = false }
+
 // machineOpts shapes the simulated machine a test runs dtrace on.
 type machineOpts struct {
 	noInstall  bool // DTrace MSI not installed

@@ -63,9 +63,9 @@ type actionStmt struct {
 
 // ifStmt is D's if/else.
 type ifStmt struct {
-	line       int
-	cond       expr
-	then, els_ []stmt
+	line            int
+	cond            expr
+	then, otherwise []stmt
 }
 
 func (s *incStmt) stmtLine() int    { return s.line }
@@ -497,7 +497,7 @@ func (p *parser) ifStatement(t token) stmt {
 	s.then = p.branch()
 	if n := p.peek(); n.kind == kIdent && n.text == "else" {
 		p.next()
-		s.els_ = p.branch()
+		s.otherwise = p.branch()
 	}
 	return s
 }

@@ -179,7 +179,7 @@ func candidates(progs []*program) (names []string, statuses []uint32) {
 			if s, ok := s.(*ifStmt); ok {
 				walk(s.cond)
 				walkStmts(s.then)
-				walkStmts(s.els_)
+				walkStmts(s.otherwise)
 			}
 		}
 	}

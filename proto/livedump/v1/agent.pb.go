@@ -363,6 +363,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_ProvisionReport
 	//	*ConnectRequest_Event
 	//	*ConnectRequest_CaptureStatus
+	//	*ConnectRequest_DumpReport
 	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -459,6 +460,15 @@ func (x *ConnectRequest) GetCaptureStatus() *CaptureStatus {
 	return nil
 }
 
+func (x *ConnectRequest) GetDumpReport() *DumpReport {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_DumpReport); ok {
+			return x.DumpReport
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Msg interface {
 	isConnectRequest_Msg()
 }
@@ -487,6 +497,10 @@ type ConnectRequest_CaptureStatus struct {
 	CaptureStatus *CaptureStatus `protobuf:"bytes,6,opt,name=capture_status,json=captureStatus,proto3,oneof"`
 }
 
+type ConnectRequest_DumpReport struct {
+	DumpReport *DumpReport `protobuf:"bytes,7,opt,name=dump_report,json=dumpReport,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
@@ -498,6 +512,8 @@ func (*ConnectRequest_ProvisionReport) isConnectRequest_Msg() {}
 func (*ConnectRequest_Event) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_CaptureStatus) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_DumpReport) isConnectRequest_Msg() {}
 
 // ConnectResponse is one message from controller to agent.
 type ConnectResponse struct {
@@ -822,6 +838,7 @@ type Directive struct {
 	//	*Directive_Provision
 	//	*Directive_Arm
 	//	*Directive_Disarm
+	//	*Directive_PullDump
 	Kind          isDirective_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -905,6 +922,15 @@ func (x *Directive) GetDisarm() *DisarmCapture {
 	return nil
 }
 
+func (x *Directive) GetPullDump() *PullDump {
+	if x != nil {
+		if x, ok := x.Kind.(*Directive_PullDump); ok {
+			return x.PullDump
+		}
+	}
+	return nil
+}
+
 type isDirective_Kind interface {
 	isDirective_Kind()
 }
@@ -921,11 +947,17 @@ type Directive_Disarm struct {
 	Disarm *DisarmCapture `protobuf:"bytes,5,opt,name=disarm,proto3,oneof"`
 }
 
+type Directive_PullDump struct {
+	PullDump *PullDump `protobuf:"bytes,6,opt,name=pull_dump,json=pullDump,proto3,oneof"`
+}
+
 func (*Directive_Provision) isDirective_Kind() {}
 
 func (*Directive_Arm) isDirective_Kind() {}
 
 func (*Directive_Disarm) isDirective_Kind() {}
+
+func (*Directive_PullDump) isDirective_Kind() {}
 
 // Ack acknowledges (or, with error set, rejects) a directive exactly once.
 type Ack struct {
@@ -984,7 +1016,7 @@ var File_livedump_v1_agent_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x17livedump/v1/agent.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x1blivedump/v1/provision.proto\"F\n" +
+	"\x17livedump/v1/agent.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x16livedump/v1/dump.proto\x1a\x1blivedump/v1/provision.proto\"F\n" +
 	"\x14FetchArtifactRequest\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\"-\n" +
@@ -1006,14 +1038,16 @@ const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"e\n" +
 	"\rRenewResponse\x12+\n" +
 	"\x11certificate_chain\x18\x01 \x03(\fR\x10certificateChain\x12'\n" +
-	"\x0fca_certificates\x18\x02 \x03(\fR\x0ecaCertificates\"\xe4\x02\n" +
+	"\x0fca_certificates\x18\x02 \x03(\fR\x0ecaCertificates\"\xa0\x03\n" +
 	"\x0eConnectRequest\x12*\n" +
 	"\x05hello\x18\x01 \x01(\v2\x12.livedump.v1.HelloH\x00R\x05hello\x126\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x16.livedump.v1.HeartbeatH\x00R\theartbeat\x12$\n" +
 	"\x03ack\x18\x03 \x01(\v2\x10.livedump.v1.AckH\x00R\x03ack\x12I\n" +
 	"\x10provision_report\x18\x04 \x01(\v2\x1c.livedump.v1.ProvisionReportH\x00R\x0fprovisionReport\x121\n" +
 	"\x05event\x18\x05 \x01(\v2\x19.livedump.v1.TriggerEventH\x00R\x05event\x12C\n" +
-	"\x0ecapture_status\x18\x06 \x01(\v2\x1a.livedump.v1.CaptureStatusH\x00R\rcaptureStatusB\x05\n" +
+	"\x0ecapture_status\x18\x06 \x01(\v2\x1a.livedump.v1.CaptureStatusH\x00R\rcaptureStatus\x12:\n" +
+	"\vdump_report\x18\a \x01(\v2\x17.livedump.v1.DumpReportH\x00R\n" +
+	"dumpReportB\x05\n" +
 	"\x03msg\"\xe1\x01\n" +
 	"\x0fConnectResponse\x120\n" +
 	"\awelcome\x18\x01 \x01(\v2\x14.livedump.v1.WelcomeH\x00R\awelcome\x12'\n" +
@@ -1033,22 +1067,27 @@ const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\tHeartbeat\x123\n" +
 	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\x1c\n" +
 	"\x04Ping\x12\x14\n" +
-	"\x05nonce\x18\x01 \x01(\tR\x05nonce\"\xfd\x01\n" +
+	"\x05nonce\x18\x01 \x01(\tR\x05nonce\"\xb3\x02\n" +
 	"\tDirective\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x124\n" +
 	"\acreated\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12?\n" +
 	"\tprovision\x18\x03 \x01(\v2\x1f.livedump.v1.ProvisionDirectiveH\x00R\tprovision\x12+\n" +
 	"\x03arm\x18\x04 \x01(\v2\x17.livedump.v1.ArmCaptureH\x00R\x03arm\x124\n" +
-	"\x06disarm\x18\x05 \x01(\v2\x1a.livedump.v1.DisarmCaptureH\x00R\x06disarmB\x06\n" +
+	"\x06disarm\x18\x05 \x01(\v2\x1a.livedump.v1.DisarmCaptureH\x00R\x06disarm\x124\n" +
+	"\tpull_dump\x18\x06 \x01(\v2\x15.livedump.v1.PullDumpH\x00R\bpullDumpB\x06\n" +
 	"\x04kind\">\n" +
 	"\x03Ack\x12!\n" +
 	"\fdirective_id\x18\x01 \x01(\tR\vdirectiveId\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error2\xb5\x02\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error2\xd5\x03\n" +
 	"\fAgentService\x12A\n" +
 	"\x06Enroll\x12\x1a.livedump.v1.EnrollRequest\x1a\x1b.livedump.v1.EnrollResponse\x12>\n" +
 	"\x05Renew\x12\x19.livedump.v1.RenewRequest\x1a\x1a.livedump.v1.RenewResponse\x12H\n" +
 	"\aConnect\x12\x1b.livedump.v1.ConnectRequest\x1a\x1c.livedump.v1.ConnectResponse(\x010\x01\x12X\n" +
-	"\rFetchArtifact\x12!.livedump.v1.FetchArtifactRequest\x1a\".livedump.v1.FetchArtifactResponse0\x01B;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
+	"\rFetchArtifact\x12!.livedump.v1.FetchArtifactRequest\x1a\".livedump.v1.FetchArtifactResponse0\x01\x12O\n" +
+	"\n" +
+	"UploadDump\x12\x1e.livedump.v1.UploadDumpRequest\x1a\x1f.livedump.v1.UploadDumpResponse(\x01\x12M\n" +
+	"\n" +
+	"DumpOffset\x12\x1e.livedump.v1.DumpOffsetRequest\x1a\x1f.livedump.v1.DumpOffsetResponseB;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
 
 var (
 	file_livedump_v1_agent_proto_rawDescOnce sync.Once
@@ -1084,12 +1123,18 @@ var file_livedump_v1_agent_proto_goTypes = []any{
 	(*ProvisionReport)(nil),       // 17: livedump.v1.ProvisionReport
 	(*TriggerEvent)(nil),          // 18: livedump.v1.TriggerEvent
 	(*CaptureStatus)(nil),         // 19: livedump.v1.CaptureStatus
-	(*EventAck)(nil),              // 20: livedump.v1.EventAck
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*ProvisionDirective)(nil),    // 23: livedump.v1.ProvisionDirective
-	(*ArmCapture)(nil),            // 24: livedump.v1.ArmCapture
-	(*DisarmCapture)(nil),         // 25: livedump.v1.DisarmCapture
+	(*DumpReport)(nil),            // 20: livedump.v1.DumpReport
+	(*EventAck)(nil),              // 21: livedump.v1.EventAck
+	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*ProvisionDirective)(nil),    // 24: livedump.v1.ProvisionDirective
+	(*ArmCapture)(nil),            // 25: livedump.v1.ArmCapture
+	(*DisarmCapture)(nil),         // 26: livedump.v1.DisarmCapture
+	(*PullDump)(nil),              // 27: livedump.v1.PullDump
+	(*UploadDumpRequest)(nil),     // 28: livedump.v1.UploadDumpRequest
+	(*DumpOffsetRequest)(nil),     // 29: livedump.v1.DumpOffsetRequest
+	(*UploadDumpResponse)(nil),    // 30: livedump.v1.UploadDumpResponse
+	(*DumpOffsetResponse)(nil),    // 31: livedump.v1.DumpOffsetResponse
 }
 var file_livedump_v1_agent_proto_depIdxs = []int32{
 	14, // 0: livedump.v1.EnrollRequest.labels:type_name -> livedump.v1.EnrollRequest.LabelsEntry
@@ -1100,31 +1145,37 @@ var file_livedump_v1_agent_proto_depIdxs = []int32{
 	17, // 5: livedump.v1.ConnectRequest.provision_report:type_name -> livedump.v1.ProvisionReport
 	18, // 6: livedump.v1.ConnectRequest.event:type_name -> livedump.v1.TriggerEvent
 	19, // 7: livedump.v1.ConnectRequest.capture_status:type_name -> livedump.v1.CaptureStatus
-	9,  // 8: livedump.v1.ConnectResponse.welcome:type_name -> livedump.v1.Welcome
-	11, // 9: livedump.v1.ConnectResponse.ping:type_name -> livedump.v1.Ping
-	12, // 10: livedump.v1.ConnectResponse.directive:type_name -> livedump.v1.Directive
-	20, // 11: livedump.v1.ConnectResponse.event_ack:type_name -> livedump.v1.EventAck
-	16, // 12: livedump.v1.Hello.inventory:type_name -> livedump.v1.Inventory
-	21, // 13: livedump.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	15, // 14: livedump.v1.Welcome.labels:type_name -> livedump.v1.Welcome.LabelsEntry
-	22, // 15: livedump.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	22, // 16: livedump.v1.Directive.created:type_name -> google.protobuf.Timestamp
-	23, // 17: livedump.v1.Directive.provision:type_name -> livedump.v1.ProvisionDirective
-	24, // 18: livedump.v1.Directive.arm:type_name -> livedump.v1.ArmCapture
-	25, // 19: livedump.v1.Directive.disarm:type_name -> livedump.v1.DisarmCapture
-	2,  // 20: livedump.v1.AgentService.Enroll:input_type -> livedump.v1.EnrollRequest
-	4,  // 21: livedump.v1.AgentService.Renew:input_type -> livedump.v1.RenewRequest
-	6,  // 22: livedump.v1.AgentService.Connect:input_type -> livedump.v1.ConnectRequest
-	0,  // 23: livedump.v1.AgentService.FetchArtifact:input_type -> livedump.v1.FetchArtifactRequest
-	3,  // 24: livedump.v1.AgentService.Enroll:output_type -> livedump.v1.EnrollResponse
-	5,  // 25: livedump.v1.AgentService.Renew:output_type -> livedump.v1.RenewResponse
-	7,  // 26: livedump.v1.AgentService.Connect:output_type -> livedump.v1.ConnectResponse
-	1,  // 27: livedump.v1.AgentService.FetchArtifact:output_type -> livedump.v1.FetchArtifactResponse
-	24, // [24:28] is the sub-list for method output_type
-	20, // [20:24] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	20, // 8: livedump.v1.ConnectRequest.dump_report:type_name -> livedump.v1.DumpReport
+	9,  // 9: livedump.v1.ConnectResponse.welcome:type_name -> livedump.v1.Welcome
+	11, // 10: livedump.v1.ConnectResponse.ping:type_name -> livedump.v1.Ping
+	12, // 11: livedump.v1.ConnectResponse.directive:type_name -> livedump.v1.Directive
+	21, // 12: livedump.v1.ConnectResponse.event_ack:type_name -> livedump.v1.EventAck
+	16, // 13: livedump.v1.Hello.inventory:type_name -> livedump.v1.Inventory
+	22, // 14: livedump.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	15, // 15: livedump.v1.Welcome.labels:type_name -> livedump.v1.Welcome.LabelsEntry
+	23, // 16: livedump.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	23, // 17: livedump.v1.Directive.created:type_name -> google.protobuf.Timestamp
+	24, // 18: livedump.v1.Directive.provision:type_name -> livedump.v1.ProvisionDirective
+	25, // 19: livedump.v1.Directive.arm:type_name -> livedump.v1.ArmCapture
+	26, // 20: livedump.v1.Directive.disarm:type_name -> livedump.v1.DisarmCapture
+	27, // 21: livedump.v1.Directive.pull_dump:type_name -> livedump.v1.PullDump
+	2,  // 22: livedump.v1.AgentService.Enroll:input_type -> livedump.v1.EnrollRequest
+	4,  // 23: livedump.v1.AgentService.Renew:input_type -> livedump.v1.RenewRequest
+	6,  // 24: livedump.v1.AgentService.Connect:input_type -> livedump.v1.ConnectRequest
+	0,  // 25: livedump.v1.AgentService.FetchArtifact:input_type -> livedump.v1.FetchArtifactRequest
+	28, // 26: livedump.v1.AgentService.UploadDump:input_type -> livedump.v1.UploadDumpRequest
+	29, // 27: livedump.v1.AgentService.DumpOffset:input_type -> livedump.v1.DumpOffsetRequest
+	3,  // 28: livedump.v1.AgentService.Enroll:output_type -> livedump.v1.EnrollResponse
+	5,  // 29: livedump.v1.AgentService.Renew:output_type -> livedump.v1.RenewResponse
+	7,  // 30: livedump.v1.AgentService.Connect:output_type -> livedump.v1.ConnectResponse
+	1,  // 31: livedump.v1.AgentService.FetchArtifact:output_type -> livedump.v1.FetchArtifactResponse
+	30, // 32: livedump.v1.AgentService.UploadDump:output_type -> livedump.v1.UploadDumpResponse
+	31, // 33: livedump.v1.AgentService.DumpOffset:output_type -> livedump.v1.DumpOffsetResponse
+	28, // [28:34] is the sub-list for method output_type
+	22, // [22:28] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_livedump_v1_agent_proto_init() }
@@ -1134,6 +1185,7 @@ func file_livedump_v1_agent_proto_init() {
 	}
 	file_livedump_v1_capture_proto_init()
 	file_livedump_v1_common_proto_init()
+	file_livedump_v1_dump_proto_init()
 	file_livedump_v1_provision_proto_init()
 	file_livedump_v1_agent_proto_msgTypes[6].OneofWrappers = []any{
 		(*ConnectRequest_Hello)(nil),
@@ -1142,6 +1194,7 @@ func file_livedump_v1_agent_proto_init() {
 		(*ConnectRequest_ProvisionReport)(nil),
 		(*ConnectRequest_Event)(nil),
 		(*ConnectRequest_CaptureStatus)(nil),
+		(*ConnectRequest_DumpReport)(nil),
 	}
 	file_livedump_v1_agent_proto_msgTypes[7].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
@@ -1153,6 +1206,7 @@ func file_livedump_v1_agent_proto_init() {
 		(*Directive_Provision)(nil),
 		(*Directive_Arm)(nil),
 		(*Directive_Disarm)(nil),
+		(*Directive_PullDump)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -23,6 +23,8 @@ const (
 	AgentService_Renew_FullMethodName         = "/livedump.v1.AgentService/Renew"
 	AgentService_Connect_FullMethodName       = "/livedump.v1.AgentService/Connect"
 	AgentService_FetchArtifact_FullMethodName = "/livedump.v1.AgentService/FetchArtifact"
+	AgentService_UploadDump_FullMethodName    = "/livedump.v1.AgentService/UploadDump"
+	AgentService_DumpOffset_FullMethodName    = "/livedump.v1.AgentService/DumpOffset"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -43,6 +45,11 @@ type AgentServiceClient interface {
 	// FetchArtifact streams a file from the controller's content-addressed
 	// store (the DTrace MSI); the agent verifies the SHA-256 itself.
 	FetchArtifact(ctx context.Context, in *FetchArtifactRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FetchArtifactResponse], error)
+	// UploadDump sends a dump: a header, then zstd chunks from the committed
+	// offset; the controller verifies the SHA-256 at the end.
+	UploadDump(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadDumpRequest, UploadDumpResponse], error)
+	// DumpOffset tells where an interrupted upload resumes.
+	DumpOffset(ctx context.Context, in *DumpOffsetRequest, opts ...grpc.CallOption) (*DumpOffsetResponse, error)
 }
 
 type agentServiceClient struct {
@@ -105,6 +112,29 @@ func (c *agentServiceClient) FetchArtifact(ctx context.Context, in *FetchArtifac
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_FetchArtifactClient = grpc.ServerStreamingClient[FetchArtifactResponse]
 
+func (c *agentServiceClient) UploadDump(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadDumpRequest, UploadDumpResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[2], AgentService_UploadDump_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UploadDumpRequest, UploadDumpResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_UploadDumpClient = grpc.ClientStreamingClient[UploadDumpRequest, UploadDumpResponse]
+
+func (c *agentServiceClient) DumpOffset(ctx context.Context, in *DumpOffsetRequest, opts ...grpc.CallOption) (*DumpOffsetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DumpOffsetResponse)
+	err := c.cc.Invoke(ctx, AgentService_DumpOffset_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -123,6 +153,11 @@ type AgentServiceServer interface {
 	// FetchArtifact streams a file from the controller's content-addressed
 	// store (the DTrace MSI); the agent verifies the SHA-256 itself.
 	FetchArtifact(*FetchArtifactRequest, grpc.ServerStreamingServer[FetchArtifactResponse]) error
+	// UploadDump sends a dump: a header, then zstd chunks from the committed
+	// offset; the controller verifies the SHA-256 at the end.
+	UploadDump(grpc.ClientStreamingServer[UploadDumpRequest, UploadDumpResponse]) error
+	// DumpOffset tells where an interrupted upload resumes.
+	DumpOffset(context.Context, *DumpOffsetRequest) (*DumpOffsetResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -144,6 +179,12 @@ func (UnimplementedAgentServiceServer) Connect(grpc.BidiStreamingServer[ConnectR
 }
 func (UnimplementedAgentServiceServer) FetchArtifact(*FetchArtifactRequest, grpc.ServerStreamingServer[FetchArtifactResponse]) error {
 	return status.Error(codes.Unimplemented, "method FetchArtifact not implemented")
+}
+func (UnimplementedAgentServiceServer) UploadDump(grpc.ClientStreamingServer[UploadDumpRequest, UploadDumpResponse]) error {
+	return status.Error(codes.Unimplemented, "method UploadDump not implemented")
+}
+func (UnimplementedAgentServiceServer) DumpOffset(context.Context, *DumpOffsetRequest) (*DumpOffsetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DumpOffset not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -220,6 +261,31 @@ func _AgentService_FetchArtifact_Handler(srv interface{}, stream grpc.ServerStre
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_FetchArtifactServer = grpc.ServerStreamingServer[FetchArtifactResponse]
 
+func _AgentService_UploadDump_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentServiceServer).UploadDump(&grpc.GenericServerStream[UploadDumpRequest, UploadDumpResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_UploadDumpServer = grpc.ClientStreamingServer[UploadDumpRequest, UploadDumpResponse]
+
+func _AgentService_DumpOffset_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DumpOffsetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).DumpOffset(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_DumpOffset_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).DumpOffset(ctx, req.(*DumpOffsetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -235,6 +301,10 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Renew",
 			Handler:    _AgentService_Renew_Handler,
 		},
+		{
+			MethodName: "DumpOffset",
+			Handler:    _AgentService_DumpOffset_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -247,6 +317,11 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "FetchArtifact",
 			Handler:       _AgentService_FetchArtifact_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "UploadDump",
+			Handler:       _AgentService_UploadDump_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "livedump/v1/agent.proto",

@@ -23,6 +23,317 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ListDumpsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CaptureId     string                 `protobuf:"bytes,1,opt,name=capture_id,json=captureId,proto3" json:"capture_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDumpsRequest) Reset() {
+	*x = ListDumpsRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDumpsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDumpsRequest) ProtoMessage() {}
+
+func (x *ListDumpsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDumpsRequest.ProtoReflect.Descriptor instead.
+func (*ListDumpsRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ListDumpsRequest) GetCaptureId() string {
+	if x != nil {
+		return x.CaptureId
+	}
+	return ""
+}
+
+type ListDumpsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dumps         []*Dump                `protobuf:"bytes,1,rep,name=dumps,proto3" json:"dumps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDumpsResponse) Reset() {
+	*x = ListDumpsResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDumpsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDumpsResponse) ProtoMessage() {}
+
+func (x *ListDumpsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDumpsResponse.ProtoReflect.Descriptor instead.
+func (*ListDumpsResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListDumpsResponse) GetDumps() []*Dump {
+	if x != nil {
+		return x.Dumps
+	}
+	return nil
+}
+
+type GetDumpRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Offset        int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDumpRequest) Reset() {
+	*x = GetDumpRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDumpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDumpRequest) ProtoMessage() {}
+
+func (x *GetDumpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDumpRequest.ProtoReflect.Descriptor instead.
+func (*GetDumpRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GetDumpRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *GetDumpRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+type GetDumpResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*GetDumpResponse_Dump
+	//	*GetDumpResponse_Chunk
+	Msg           isGetDumpResponse_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDumpResponse) Reset() {
+	*x = GetDumpResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDumpResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDumpResponse) ProtoMessage() {}
+
+func (x *GetDumpResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDumpResponse.ProtoReflect.Descriptor instead.
+func (*GetDumpResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetDumpResponse) GetMsg() isGetDumpResponse_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *GetDumpResponse) GetDump() *Dump {
+	if x != nil {
+		if x, ok := x.Msg.(*GetDumpResponse_Dump); ok {
+			return x.Dump
+		}
+	}
+	return nil
+}
+
+func (x *GetDumpResponse) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*GetDumpResponse_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isGetDumpResponse_Msg interface {
+	isGetDumpResponse_Msg()
+}
+
+type GetDumpResponse_Dump struct {
+	// First message: the dump, with its size and SHA-256.
+	Dump *Dump `protobuf:"bytes,1,opt,name=dump,proto3,oneof"`
+}
+
+type GetDumpResponse_Chunk struct {
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*GetDumpResponse_Dump) isGetDumpResponse_Msg() {}
+
+func (*GetDumpResponse_Chunk) isGetDumpResponse_Msg() {}
+
+type PullDumpRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullDumpRequest) Reset() {
+	*x = PullDumpRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullDumpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullDumpRequest) ProtoMessage() {}
+
+func (x *PullDumpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullDumpRequest.ProtoReflect.Descriptor instead.
+func (*PullDumpRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PullDumpRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type PullDumpResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dump          *Dump                  `protobuf:"bytes,1,opt,name=dump,proto3" json:"dump,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullDumpResponse) Reset() {
+	*x = PullDumpResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullDumpResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullDumpResponse) ProtoMessage() {}
+
+func (x *PullDumpResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullDumpResponse.ProtoReflect.Descriptor instead.
+func (*PullDumpResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PullDumpResponse) GetDump() *Dump {
+	if x != nil {
+		return x.Dump
+	}
+	return nil
+}
+
 type CreateCaptureRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Spec          *CaptureSpec           `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -32,7 +343,7 @@ type CreateCaptureRequest struct {
 
 func (x *CreateCaptureRequest) Reset() {
 	*x = CreateCaptureRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[0]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -44,7 +355,7 @@ func (x *CreateCaptureRequest) String() string {
 func (*CreateCaptureRequest) ProtoMessage() {}
 
 func (x *CreateCaptureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[0]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -57,7 +368,7 @@ func (x *CreateCaptureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCaptureRequest.ProtoReflect.Descriptor instead.
 func (*CreateCaptureRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{0}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateCaptureRequest) GetSpec() *CaptureSpec {
@@ -76,7 +387,7 @@ type CreateCaptureResponse struct {
 
 func (x *CreateCaptureResponse) Reset() {
 	*x = CreateCaptureResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[1]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -88,7 +399,7 @@ func (x *CreateCaptureResponse) String() string {
 func (*CreateCaptureResponse) ProtoMessage() {}
 
 func (x *CreateCaptureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[1]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -101,7 +412,7 @@ func (x *CreateCaptureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCaptureResponse.ProtoReflect.Descriptor instead.
 func (*CreateCaptureResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{1}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateCaptureResponse) GetCapture() *Capture {
@@ -119,7 +430,7 @@ type ListCapturesRequest struct {
 
 func (x *ListCapturesRequest) Reset() {
 	*x = ListCapturesRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[2]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -131,7 +442,7 @@ func (x *ListCapturesRequest) String() string {
 func (*ListCapturesRequest) ProtoMessage() {}
 
 func (x *ListCapturesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[2]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -144,7 +455,7 @@ func (x *ListCapturesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCapturesRequest.ProtoReflect.Descriptor instead.
 func (*ListCapturesRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{2}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{8}
 }
 
 type ListCapturesResponse struct {
@@ -156,7 +467,7 @@ type ListCapturesResponse struct {
 
 func (x *ListCapturesResponse) Reset() {
 	*x = ListCapturesResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[3]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -168,7 +479,7 @@ func (x *ListCapturesResponse) String() string {
 func (*ListCapturesResponse) ProtoMessage() {}
 
 func (x *ListCapturesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[3]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -181,7 +492,7 @@ func (x *ListCapturesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCapturesResponse.ProtoReflect.Descriptor instead.
 func (*ListCapturesResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{3}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListCapturesResponse) GetCaptures() []*Capture {
@@ -200,7 +511,7 @@ type GetCaptureRequest struct {
 
 func (x *GetCaptureRequest) Reset() {
 	*x = GetCaptureRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[4]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -212,7 +523,7 @@ func (x *GetCaptureRequest) String() string {
 func (*GetCaptureRequest) ProtoMessage() {}
 
 func (x *GetCaptureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[4]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -225,7 +536,7 @@ func (x *GetCaptureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCaptureRequest.ProtoReflect.Descriptor instead.
 func (*GetCaptureRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{4}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetCaptureRequest) GetId() string {
@@ -244,7 +555,7 @@ type GetCaptureResponse struct {
 
 func (x *GetCaptureResponse) Reset() {
 	*x = GetCaptureResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[5]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -256,7 +567,7 @@ func (x *GetCaptureResponse) String() string {
 func (*GetCaptureResponse) ProtoMessage() {}
 
 func (x *GetCaptureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[5]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -269,7 +580,7 @@ func (x *GetCaptureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCaptureResponse.ProtoReflect.Descriptor instead.
 func (*GetCaptureResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{5}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetCaptureResponse) GetCapture() *Capture {
@@ -288,7 +599,7 @@ type WatchCaptureRequest struct {
 
 func (x *WatchCaptureRequest) Reset() {
 	*x = WatchCaptureRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[6]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -300,7 +611,7 @@ func (x *WatchCaptureRequest) String() string {
 func (*WatchCaptureRequest) ProtoMessage() {}
 
 func (x *WatchCaptureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[6]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -313,7 +624,7 @@ func (x *WatchCaptureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchCaptureRequest.ProtoReflect.Descriptor instead.
 func (*WatchCaptureRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{6}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchCaptureRequest) GetId() string {
@@ -337,7 +648,7 @@ type WatchCaptureResponse struct {
 
 func (x *WatchCaptureResponse) Reset() {
 	*x = WatchCaptureResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[7]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -349,7 +660,7 @@ func (x *WatchCaptureResponse) String() string {
 func (*WatchCaptureResponse) ProtoMessage() {}
 
 func (x *WatchCaptureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[7]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -362,7 +673,7 @@ func (x *WatchCaptureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchCaptureResponse.ProtoReflect.Descriptor instead.
 func (*WatchCaptureResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{7}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchCaptureResponse) GetMsg() isWatchCaptureResponse_Msg {
@@ -431,7 +742,7 @@ type CancelCaptureRequest struct {
 
 func (x *CancelCaptureRequest) Reset() {
 	*x = CancelCaptureRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[8]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +754,7 @@ func (x *CancelCaptureRequest) String() string {
 func (*CancelCaptureRequest) ProtoMessage() {}
 
 func (x *CancelCaptureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[8]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +767,7 @@ func (x *CancelCaptureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelCaptureRequest.ProtoReflect.Descriptor instead.
 func (*CancelCaptureRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{8}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CancelCaptureRequest) GetId() string {
@@ -475,7 +786,7 @@ type CancelCaptureResponse struct {
 
 func (x *CancelCaptureResponse) Reset() {
 	*x = CancelCaptureResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[9]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +798,7 @@ func (x *CancelCaptureResponse) String() string {
 func (*CancelCaptureResponse) ProtoMessage() {}
 
 func (x *CancelCaptureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[9]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +811,7 @@ func (x *CancelCaptureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelCaptureResponse.ProtoReflect.Descriptor instead.
 func (*CancelCaptureResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{9}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CancelCaptureResponse) GetCapture() *Capture {
@@ -523,7 +834,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[10]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +846,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[10]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +859,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{10}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListEventsRequest) GetCaptureId() string {
@@ -581,7 +892,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[11]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -593,7 +904,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[11]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -606,7 +917,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{11}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListEventsResponse) GetEvents() []*TriggerEvent {
@@ -627,7 +938,7 @@ type BucketEventsRequest struct {
 
 func (x *BucketEventsRequest) Reset() {
 	*x = BucketEventsRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[12]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +950,7 @@ func (x *BucketEventsRequest) String() string {
 func (*BucketEventsRequest) ProtoMessage() {}
 
 func (x *BucketEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[12]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +963,7 @@ func (x *BucketEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BucketEventsRequest.ProtoReflect.Descriptor instead.
 func (*BucketEventsRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{12}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BucketEventsRequest) GetCaptureId() string {
@@ -678,7 +989,7 @@ type BucketEventsResponse struct {
 
 func (x *BucketEventsResponse) Reset() {
 	*x = BucketEventsResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[13]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +1001,7 @@ func (x *BucketEventsResponse) String() string {
 func (*BucketEventsResponse) ProtoMessage() {}
 
 func (x *BucketEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[13]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +1014,7 @@ func (x *BucketEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BucketEventsResponse.ProtoReflect.Descriptor instead.
 func (*BucketEventsResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{13}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BucketEventsResponse) GetBuckets() []*Bucket {
@@ -728,7 +1039,7 @@ type AgentProvisionResult struct {
 
 func (x *AgentProvisionResult) Reset() {
 	*x = AgentProvisionResult{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[14]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -740,7 +1051,7 @@ func (x *AgentProvisionResult) String() string {
 func (*AgentProvisionResult) ProtoMessage() {}
 
 func (x *AgentProvisionResult) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[14]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -753,7 +1064,7 @@ func (x *AgentProvisionResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentProvisionResult.ProtoReflect.Descriptor instead.
 func (*AgentProvisionResult) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{14}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AgentProvisionResult) GetAgentId() string {
@@ -795,7 +1106,7 @@ type PlanProvisionRequest struct {
 
 func (x *PlanProvisionRequest) Reset() {
 	*x = PlanProvisionRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[15]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +1118,7 @@ func (x *PlanProvisionRequest) String() string {
 func (*PlanProvisionRequest) ProtoMessage() {}
 
 func (x *PlanProvisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[15]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +1131,7 @@ func (x *PlanProvisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanProvisionRequest.ProtoReflect.Descriptor instead.
 func (*PlanProvisionRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{15}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PlanProvisionRequest) GetSelector() string {
@@ -847,7 +1158,7 @@ type PlanProvisionResponse struct {
 
 func (x *PlanProvisionResponse) Reset() {
 	*x = PlanProvisionResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[16]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +1170,7 @@ func (x *PlanProvisionResponse) String() string {
 func (*PlanProvisionResponse) ProtoMessage() {}
 
 func (x *PlanProvisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[16]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +1183,7 @@ func (x *PlanProvisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanProvisionResponse.ProtoReflect.Descriptor instead.
 func (*PlanProvisionResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{16}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PlanProvisionResponse) GetProfile() *ProvisionProfile {
@@ -902,7 +1213,7 @@ type ApplyProvisionRequest struct {
 
 func (x *ApplyProvisionRequest) Reset() {
 	*x = ApplyProvisionRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[17]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +1225,7 @@ func (x *ApplyProvisionRequest) String() string {
 func (*ApplyProvisionRequest) ProtoMessage() {}
 
 func (x *ApplyProvisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[17]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +1238,7 @@ func (x *ApplyProvisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyProvisionRequest.ProtoReflect.Descriptor instead.
 func (*ApplyProvisionRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{17}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ApplyProvisionRequest) GetSelector() string {
@@ -968,7 +1279,7 @@ type ApplyProvisionResponse struct {
 
 func (x *ApplyProvisionResponse) Reset() {
 	*x = ApplyProvisionResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[18]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1291,7 @@ func (x *ApplyProvisionResponse) String() string {
 func (*ApplyProvisionResponse) ProtoMessage() {}
 
 func (x *ApplyProvisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[18]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1304,7 @@ func (x *ApplyProvisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyProvisionResponse.ProtoReflect.Descriptor instead.
 func (*ApplyProvisionResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{18}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ApplyProvisionResponse) GetProfile() *ProvisionProfile {
@@ -1021,7 +1332,7 @@ type RevertProvisionRequest struct {
 
 func (x *RevertProvisionRequest) Reset() {
 	*x = RevertProvisionRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[19]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1344,7 @@ func (x *RevertProvisionRequest) String() string {
 func (*RevertProvisionRequest) ProtoMessage() {}
 
 func (x *RevertProvisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[19]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1357,7 @@ func (x *RevertProvisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevertProvisionRequest.ProtoReflect.Descriptor instead.
 func (*RevertProvisionRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{19}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RevertProvisionRequest) GetSelector() string {
@@ -1079,7 +1390,7 @@ type RevertProvisionResponse struct {
 
 func (x *RevertProvisionResponse) Reset() {
 	*x = RevertProvisionResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[20]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1402,7 @@ func (x *RevertProvisionResponse) String() string {
 func (*RevertProvisionResponse) ProtoMessage() {}
 
 func (x *RevertProvisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[20]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1415,7 @@ func (x *RevertProvisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevertProvisionResponse.ProtoReflect.Descriptor instead.
 func (*RevertProvisionResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{20}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RevertProvisionResponse) GetResults() []*AgentProvisionResult {
@@ -1127,7 +1438,7 @@ type UploadArtifactRequest struct {
 
 func (x *UploadArtifactRequest) Reset() {
 	*x = UploadArtifactRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[21]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1450,7 @@ func (x *UploadArtifactRequest) String() string {
 func (*UploadArtifactRequest) ProtoMessage() {}
 
 func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[21]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1463,7 @@ func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactRequest.ProtoReflect.Descriptor instead.
 func (*UploadArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{21}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UploadArtifactRequest) GetMsg() isUploadArtifactRequest_Msg {
@@ -1206,7 +1517,7 @@ type UploadArtifactResponse struct {
 
 func (x *UploadArtifactResponse) Reset() {
 	*x = UploadArtifactResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[22]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1529,7 @@ func (x *UploadArtifactResponse) String() string {
 func (*UploadArtifactResponse) ProtoMessage() {}
 
 func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[22]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1542,7 @@ func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactResponse.ProtoReflect.Descriptor instead.
 func (*UploadArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{22}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UploadArtifactResponse) GetArtifact() *Artifact {
@@ -1251,7 +1562,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[23]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1574,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[23]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1587,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{23}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListAgentsRequest) GetSelector() string {
@@ -1295,7 +1606,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[24]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1307,7 +1618,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[24]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1631,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{24}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -1343,7 +1654,7 @@ type LabelAgentRequest struct {
 
 func (x *LabelAgentRequest) Reset() {
 	*x = LabelAgentRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[25]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1666,7 @@ func (x *LabelAgentRequest) String() string {
 func (*LabelAgentRequest) ProtoMessage() {}
 
 func (x *LabelAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[25]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1679,7 @@ func (x *LabelAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelAgentRequest.ProtoReflect.Descriptor instead.
 func (*LabelAgentRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{25}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LabelAgentRequest) GetAgentId() string {
@@ -1401,7 +1712,7 @@ type LabelAgentResponse struct {
 
 func (x *LabelAgentResponse) Reset() {
 	*x = LabelAgentResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[26]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1724,7 @@ func (x *LabelAgentResponse) String() string {
 func (*LabelAgentResponse) ProtoMessage() {}
 
 func (x *LabelAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[26]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1737,7 @@ func (x *LabelAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelAgentResponse.ProtoReflect.Descriptor instead.
 func (*LabelAgentResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{26}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *LabelAgentResponse) GetAgent() *Agent {
@@ -1445,7 +1756,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[27]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1768,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[27]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1781,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{27}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RevokeAgentRequest) GetAgentId() string {
@@ -1489,7 +1800,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[28]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1812,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[28]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1825,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{28}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RevokeAgentResponse) GetAgent() *Agent {
@@ -1542,7 +1853,7 @@ type Token struct {
 
 func (x *Token) Reset() {
 	*x = Token{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[29]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +1865,7 @@ func (x *Token) String() string {
 func (*Token) ProtoMessage() {}
 
 func (x *Token) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[29]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +1878,7 @@ func (x *Token) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Token.ProtoReflect.Descriptor instead.
 func (*Token) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{29}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Token) GetId() string {
@@ -1640,7 +1951,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[30]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1963,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[30]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1976,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{30}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateTokenRequest) GetUses() int32 {
@@ -1700,7 +2011,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[31]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1712,7 +2023,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[31]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1725,7 +2036,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{31}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CreateTokenResponse) GetToken() *Token {
@@ -1750,7 +2061,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[32]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +2073,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[32]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +2086,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{32}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{38}
 }
 
 type ListTokensResponse struct {
@@ -1787,7 +2098,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[33]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1799,7 +2110,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[33]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1812,7 +2123,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{33}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListTokensResponse) GetTokens() []*Token {
@@ -1831,7 +2142,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[34]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +2154,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[34]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +2167,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{34}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -1875,7 +2186,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[35]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1887,7 +2198,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[35]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1900,7 +2211,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{35}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RevokeTokenResponse) GetToken() *Token {
@@ -1931,7 +2242,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[36]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1943,7 +2254,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[36]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1956,7 +2267,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{36}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AuditEntry) GetId() int64 {
@@ -2020,7 +2331,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[37]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2343,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[37]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2356,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{37}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListAuditRequest) GetLimit() int32 {
@@ -2071,7 +2382,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_livedump_v1_fleet_proto_msgTypes[38]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2394,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_fleet_proto_msgTypes[38]
+	mi := &file_livedump_v1_fleet_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2407,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{38}
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
@@ -2110,7 +2421,23 @@ var File_livedump_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\n" +
-	"\x17livedump/v1/fleet.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x1blivedump/v1/provision.proto\"D\n" +
+	"\x17livedump/v1/fleet.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x16livedump/v1/dump.proto\x1a\x1blivedump/v1/provision.proto\"1\n" +
+	"\x10ListDumpsRequest\x12\x1d\n" +
+	"\n" +
+	"capture_id\x18\x01 \x01(\tR\tcaptureId\"<\n" +
+	"\x11ListDumpsResponse\x12'\n" +
+	"\x05dumps\x18\x01 \x03(\v2\x11.livedump.v1.DumpR\x05dumps\"8\n" +
+	"\x0eGetDumpRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\"Y\n" +
+	"\x0fGetDumpResponse\x12'\n" +
+	"\x04dump\x18\x01 \x01(\v2\x11.livedump.v1.DumpH\x00R\x04dump\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
+	"\x03msg\"!\n" +
+	"\x0fPullDumpRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"9\n" +
+	"\x10PullDumpResponse\x12%\n" +
+	"\x04dump\x18\x01 \x01(\v2\x11.livedump.v1.DumpR\x04dump\"D\n" +
 	"\x14CreateCaptureRequest\x12,\n" +
 	"\x04spec\x18\x01 \x01(\v2\x18.livedump.v1.CaptureSpecR\x04spec\"G\n" +
 	"\x15CreateCaptureResponse\x12.\n" +
@@ -2237,7 +2564,7 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"F\n" +
 	"\x11ListAuditResponse\x121\n" +
-	"\aentries\x18\x01 \x03(\v2\x17.livedump.v1.AuditEntryR\aentries2\xfa\v\n" +
+	"\aentries\x18\x01 \x03(\v2\x17.livedump.v1.AuditEntryR\aentries2\xd7\r\n" +
 	"\fFleetService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.livedump.v1.ListAgentsRequest\x1a\x1f.livedump.v1.ListAgentsResponse\x12M\n" +
@@ -2261,7 +2588,10 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\rCancelCapture\x12!.livedump.v1.CancelCaptureRequest\x1a\".livedump.v1.CancelCaptureResponse\x12M\n" +
 	"\n" +
 	"ListEvents\x12\x1e.livedump.v1.ListEventsRequest\x1a\x1f.livedump.v1.ListEventsResponse\x12S\n" +
-	"\fBucketEvents\x12 .livedump.v1.BucketEventsRequest\x1a!.livedump.v1.BucketEventsResponseB;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
+	"\fBucketEvents\x12 .livedump.v1.BucketEventsRequest\x1a!.livedump.v1.BucketEventsResponse\x12J\n" +
+	"\tListDumps\x12\x1d.livedump.v1.ListDumpsRequest\x1a\x1e.livedump.v1.ListDumpsResponse\x12F\n" +
+	"\aGetDump\x12\x1b.livedump.v1.GetDumpRequest\x1a\x1c.livedump.v1.GetDumpResponse0\x01\x12G\n" +
+	"\bPullDump\x12\x1c.livedump.v1.PullDumpRequest\x1a\x1d.livedump.v1.PullDumpResponseB;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
 
 var (
 	file_livedump_v1_fleet_proto_rawDescOnce sync.Once
@@ -2275,143 +2605,159 @@ func file_livedump_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_livedump_v1_fleet_proto_rawDescData
 }
 
-var file_livedump_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_livedump_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_livedump_v1_fleet_proto_goTypes = []any{
-	(*CreateCaptureRequest)(nil),    // 0: livedump.v1.CreateCaptureRequest
-	(*CreateCaptureResponse)(nil),   // 1: livedump.v1.CreateCaptureResponse
-	(*ListCapturesRequest)(nil),     // 2: livedump.v1.ListCapturesRequest
-	(*ListCapturesResponse)(nil),    // 3: livedump.v1.ListCapturesResponse
-	(*GetCaptureRequest)(nil),       // 4: livedump.v1.GetCaptureRequest
-	(*GetCaptureResponse)(nil),      // 5: livedump.v1.GetCaptureResponse
-	(*WatchCaptureRequest)(nil),     // 6: livedump.v1.WatchCaptureRequest
-	(*WatchCaptureResponse)(nil),    // 7: livedump.v1.WatchCaptureResponse
-	(*CancelCaptureRequest)(nil),    // 8: livedump.v1.CancelCaptureRequest
-	(*CancelCaptureResponse)(nil),   // 9: livedump.v1.CancelCaptureResponse
-	(*ListEventsRequest)(nil),       // 10: livedump.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),      // 11: livedump.v1.ListEventsResponse
-	(*BucketEventsRequest)(nil),     // 12: livedump.v1.BucketEventsRequest
-	(*BucketEventsResponse)(nil),    // 13: livedump.v1.BucketEventsResponse
-	(*AgentProvisionResult)(nil),    // 14: livedump.v1.AgentProvisionResult
-	(*PlanProvisionRequest)(nil),    // 15: livedump.v1.PlanProvisionRequest
-	(*PlanProvisionResponse)(nil),   // 16: livedump.v1.PlanProvisionResponse
-	(*ApplyProvisionRequest)(nil),   // 17: livedump.v1.ApplyProvisionRequest
-	(*ApplyProvisionResponse)(nil),  // 18: livedump.v1.ApplyProvisionResponse
-	(*RevertProvisionRequest)(nil),  // 19: livedump.v1.RevertProvisionRequest
-	(*RevertProvisionResponse)(nil), // 20: livedump.v1.RevertProvisionResponse
-	(*UploadArtifactRequest)(nil),   // 21: livedump.v1.UploadArtifactRequest
-	(*UploadArtifactResponse)(nil),  // 22: livedump.v1.UploadArtifactResponse
-	(*ListAgentsRequest)(nil),       // 23: livedump.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),      // 24: livedump.v1.ListAgentsResponse
-	(*LabelAgentRequest)(nil),       // 25: livedump.v1.LabelAgentRequest
-	(*LabelAgentResponse)(nil),      // 26: livedump.v1.LabelAgentResponse
-	(*RevokeAgentRequest)(nil),      // 27: livedump.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),     // 28: livedump.v1.RevokeAgentResponse
-	(*Token)(nil),                   // 29: livedump.v1.Token
-	(*CreateTokenRequest)(nil),      // 30: livedump.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),     // 31: livedump.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),       // 32: livedump.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),      // 33: livedump.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),      // 34: livedump.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),     // 35: livedump.v1.RevokeTokenResponse
-	(*AuditEntry)(nil),              // 36: livedump.v1.AuditEntry
-	(*ListAuditRequest)(nil),        // 37: livedump.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),       // 38: livedump.v1.ListAuditResponse
-	nil,                             // 39: livedump.v1.LabelAgentRequest.SetEntry
-	nil,                             // 40: livedump.v1.Token.LabelsEntry
-	nil,                             // 41: livedump.v1.CreateTokenRequest.LabelsEntry
-	(*CaptureSpec)(nil),             // 42: livedump.v1.CaptureSpec
-	(*Capture)(nil),                 // 43: livedump.v1.Capture
-	(*TriggerEvent)(nil),            // 44: livedump.v1.TriggerEvent
-	(*CaptureTarget)(nil),           // 45: livedump.v1.CaptureTarget
-	(*Bucket)(nil),                  // 46: livedump.v1.Bucket
-	(*ProvisionReport)(nil),         // 47: livedump.v1.ProvisionReport
-	(*durationpb.Duration)(nil),     // 48: google.protobuf.Duration
-	(*ProvisionProfile)(nil),        // 49: livedump.v1.ProvisionProfile
-	(RebootPolicy)(0),               // 50: livedump.v1.RebootPolicy
-	(*Artifact)(nil),                // 51: livedump.v1.Artifact
-	(*Agent)(nil),                   // 52: livedump.v1.Agent
-	(*timestamppb.Timestamp)(nil),   // 53: google.protobuf.Timestamp
+	(*ListDumpsRequest)(nil),        // 0: livedump.v1.ListDumpsRequest
+	(*ListDumpsResponse)(nil),       // 1: livedump.v1.ListDumpsResponse
+	(*GetDumpRequest)(nil),          // 2: livedump.v1.GetDumpRequest
+	(*GetDumpResponse)(nil),         // 3: livedump.v1.GetDumpResponse
+	(*PullDumpRequest)(nil),         // 4: livedump.v1.PullDumpRequest
+	(*PullDumpResponse)(nil),        // 5: livedump.v1.PullDumpResponse
+	(*CreateCaptureRequest)(nil),    // 6: livedump.v1.CreateCaptureRequest
+	(*CreateCaptureResponse)(nil),   // 7: livedump.v1.CreateCaptureResponse
+	(*ListCapturesRequest)(nil),     // 8: livedump.v1.ListCapturesRequest
+	(*ListCapturesResponse)(nil),    // 9: livedump.v1.ListCapturesResponse
+	(*GetCaptureRequest)(nil),       // 10: livedump.v1.GetCaptureRequest
+	(*GetCaptureResponse)(nil),      // 11: livedump.v1.GetCaptureResponse
+	(*WatchCaptureRequest)(nil),     // 12: livedump.v1.WatchCaptureRequest
+	(*WatchCaptureResponse)(nil),    // 13: livedump.v1.WatchCaptureResponse
+	(*CancelCaptureRequest)(nil),    // 14: livedump.v1.CancelCaptureRequest
+	(*CancelCaptureResponse)(nil),   // 15: livedump.v1.CancelCaptureResponse
+	(*ListEventsRequest)(nil),       // 16: livedump.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),      // 17: livedump.v1.ListEventsResponse
+	(*BucketEventsRequest)(nil),     // 18: livedump.v1.BucketEventsRequest
+	(*BucketEventsResponse)(nil),    // 19: livedump.v1.BucketEventsResponse
+	(*AgentProvisionResult)(nil),    // 20: livedump.v1.AgentProvisionResult
+	(*PlanProvisionRequest)(nil),    // 21: livedump.v1.PlanProvisionRequest
+	(*PlanProvisionResponse)(nil),   // 22: livedump.v1.PlanProvisionResponse
+	(*ApplyProvisionRequest)(nil),   // 23: livedump.v1.ApplyProvisionRequest
+	(*ApplyProvisionResponse)(nil),  // 24: livedump.v1.ApplyProvisionResponse
+	(*RevertProvisionRequest)(nil),  // 25: livedump.v1.RevertProvisionRequest
+	(*RevertProvisionResponse)(nil), // 26: livedump.v1.RevertProvisionResponse
+	(*UploadArtifactRequest)(nil),   // 27: livedump.v1.UploadArtifactRequest
+	(*UploadArtifactResponse)(nil),  // 28: livedump.v1.UploadArtifactResponse
+	(*ListAgentsRequest)(nil),       // 29: livedump.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),      // 30: livedump.v1.ListAgentsResponse
+	(*LabelAgentRequest)(nil),       // 31: livedump.v1.LabelAgentRequest
+	(*LabelAgentResponse)(nil),      // 32: livedump.v1.LabelAgentResponse
+	(*RevokeAgentRequest)(nil),      // 33: livedump.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),     // 34: livedump.v1.RevokeAgentResponse
+	(*Token)(nil),                   // 35: livedump.v1.Token
+	(*CreateTokenRequest)(nil),      // 36: livedump.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),     // 37: livedump.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),       // 38: livedump.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),      // 39: livedump.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),      // 40: livedump.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),     // 41: livedump.v1.RevokeTokenResponse
+	(*AuditEntry)(nil),              // 42: livedump.v1.AuditEntry
+	(*ListAuditRequest)(nil),        // 43: livedump.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),       // 44: livedump.v1.ListAuditResponse
+	nil,                             // 45: livedump.v1.LabelAgentRequest.SetEntry
+	nil,                             // 46: livedump.v1.Token.LabelsEntry
+	nil,                             // 47: livedump.v1.CreateTokenRequest.LabelsEntry
+	(*Dump)(nil),                    // 48: livedump.v1.Dump
+	(*CaptureSpec)(nil),             // 49: livedump.v1.CaptureSpec
+	(*Capture)(nil),                 // 50: livedump.v1.Capture
+	(*TriggerEvent)(nil),            // 51: livedump.v1.TriggerEvent
+	(*CaptureTarget)(nil),           // 52: livedump.v1.CaptureTarget
+	(*Bucket)(nil),                  // 53: livedump.v1.Bucket
+	(*ProvisionReport)(nil),         // 54: livedump.v1.ProvisionReport
+	(*durationpb.Duration)(nil),     // 55: google.protobuf.Duration
+	(*ProvisionProfile)(nil),        // 56: livedump.v1.ProvisionProfile
+	(RebootPolicy)(0),               // 57: livedump.v1.RebootPolicy
+	(*Artifact)(nil),                // 58: livedump.v1.Artifact
+	(*Agent)(nil),                   // 59: livedump.v1.Agent
+	(*timestamppb.Timestamp)(nil),   // 60: google.protobuf.Timestamp
 }
 var file_livedump_v1_fleet_proto_depIdxs = []int32{
-	42, // 0: livedump.v1.CreateCaptureRequest.spec:type_name -> livedump.v1.CaptureSpec
-	43, // 1: livedump.v1.CreateCaptureResponse.capture:type_name -> livedump.v1.Capture
-	43, // 2: livedump.v1.ListCapturesResponse.captures:type_name -> livedump.v1.Capture
-	43, // 3: livedump.v1.GetCaptureResponse.capture:type_name -> livedump.v1.Capture
-	44, // 4: livedump.v1.WatchCaptureResponse.event:type_name -> livedump.v1.TriggerEvent
-	45, // 5: livedump.v1.WatchCaptureResponse.target:type_name -> livedump.v1.CaptureTarget
-	43, // 6: livedump.v1.WatchCaptureResponse.ended:type_name -> livedump.v1.Capture
-	43, // 7: livedump.v1.CancelCaptureResponse.capture:type_name -> livedump.v1.Capture
-	44, // 8: livedump.v1.ListEventsResponse.events:type_name -> livedump.v1.TriggerEvent
-	46, // 9: livedump.v1.BucketEventsResponse.buckets:type_name -> livedump.v1.Bucket
-	47, // 10: livedump.v1.AgentProvisionResult.report:type_name -> livedump.v1.ProvisionReport
-	48, // 11: livedump.v1.PlanProvisionRequest.wait:type_name -> google.protobuf.Duration
-	49, // 12: livedump.v1.PlanProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
-	14, // 13: livedump.v1.PlanProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	50, // 14: livedump.v1.ApplyProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
-	48, // 15: livedump.v1.ApplyProvisionRequest.wait:type_name -> google.protobuf.Duration
-	49, // 16: livedump.v1.ApplyProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
-	14, // 17: livedump.v1.ApplyProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	50, // 18: livedump.v1.RevertProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
-	48, // 19: livedump.v1.RevertProvisionRequest.wait:type_name -> google.protobuf.Duration
-	14, // 20: livedump.v1.RevertProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	51, // 21: livedump.v1.UploadArtifactRequest.header:type_name -> livedump.v1.Artifact
-	51, // 22: livedump.v1.UploadArtifactResponse.artifact:type_name -> livedump.v1.Artifact
-	52, // 23: livedump.v1.ListAgentsResponse.agents:type_name -> livedump.v1.Agent
-	39, // 24: livedump.v1.LabelAgentRequest.set:type_name -> livedump.v1.LabelAgentRequest.SetEntry
-	52, // 25: livedump.v1.LabelAgentResponse.agent:type_name -> livedump.v1.Agent
-	52, // 26: livedump.v1.RevokeAgentResponse.agent:type_name -> livedump.v1.Agent
-	53, // 27: livedump.v1.Token.created:type_name -> google.protobuf.Timestamp
-	53, // 28: livedump.v1.Token.expires:type_name -> google.protobuf.Timestamp
-	40, // 29: livedump.v1.Token.labels:type_name -> livedump.v1.Token.LabelsEntry
-	48, // 30: livedump.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	41, // 31: livedump.v1.CreateTokenRequest.labels:type_name -> livedump.v1.CreateTokenRequest.LabelsEntry
-	29, // 32: livedump.v1.CreateTokenResponse.token:type_name -> livedump.v1.Token
-	29, // 33: livedump.v1.ListTokensResponse.tokens:type_name -> livedump.v1.Token
-	29, // 34: livedump.v1.RevokeTokenResponse.token:type_name -> livedump.v1.Token
-	53, // 35: livedump.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	53, // 36: livedump.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	36, // 37: livedump.v1.ListAuditResponse.entries:type_name -> livedump.v1.AuditEntry
-	23, // 38: livedump.v1.FleetService.ListAgents:input_type -> livedump.v1.ListAgentsRequest
-	25, // 39: livedump.v1.FleetService.LabelAgent:input_type -> livedump.v1.LabelAgentRequest
-	27, // 40: livedump.v1.FleetService.RevokeAgent:input_type -> livedump.v1.RevokeAgentRequest
-	30, // 41: livedump.v1.FleetService.CreateToken:input_type -> livedump.v1.CreateTokenRequest
-	32, // 42: livedump.v1.FleetService.ListTokens:input_type -> livedump.v1.ListTokensRequest
-	34, // 43: livedump.v1.FleetService.RevokeToken:input_type -> livedump.v1.RevokeTokenRequest
-	37, // 44: livedump.v1.FleetService.ListAudit:input_type -> livedump.v1.ListAuditRequest
-	15, // 45: livedump.v1.FleetService.PlanProvision:input_type -> livedump.v1.PlanProvisionRequest
-	17, // 46: livedump.v1.FleetService.ApplyProvision:input_type -> livedump.v1.ApplyProvisionRequest
-	19, // 47: livedump.v1.FleetService.RevertProvision:input_type -> livedump.v1.RevertProvisionRequest
-	21, // 48: livedump.v1.FleetService.UploadArtifact:input_type -> livedump.v1.UploadArtifactRequest
-	0,  // 49: livedump.v1.FleetService.CreateCapture:input_type -> livedump.v1.CreateCaptureRequest
-	2,  // 50: livedump.v1.FleetService.ListCaptures:input_type -> livedump.v1.ListCapturesRequest
-	4,  // 51: livedump.v1.FleetService.GetCapture:input_type -> livedump.v1.GetCaptureRequest
-	6,  // 52: livedump.v1.FleetService.WatchCapture:input_type -> livedump.v1.WatchCaptureRequest
-	8,  // 53: livedump.v1.FleetService.CancelCapture:input_type -> livedump.v1.CancelCaptureRequest
-	10, // 54: livedump.v1.FleetService.ListEvents:input_type -> livedump.v1.ListEventsRequest
-	12, // 55: livedump.v1.FleetService.BucketEvents:input_type -> livedump.v1.BucketEventsRequest
-	24, // 56: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
-	26, // 57: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
-	28, // 58: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
-	31, // 59: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
-	33, // 60: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
-	35, // 61: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
-	38, // 62: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
-	16, // 63: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
-	18, // 64: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
-	20, // 65: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
-	22, // 66: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
-	1,  // 67: livedump.v1.FleetService.CreateCapture:output_type -> livedump.v1.CreateCaptureResponse
-	3,  // 68: livedump.v1.FleetService.ListCaptures:output_type -> livedump.v1.ListCapturesResponse
-	5,  // 69: livedump.v1.FleetService.GetCapture:output_type -> livedump.v1.GetCaptureResponse
-	7,  // 70: livedump.v1.FleetService.WatchCapture:output_type -> livedump.v1.WatchCaptureResponse
-	9,  // 71: livedump.v1.FleetService.CancelCapture:output_type -> livedump.v1.CancelCaptureResponse
-	11, // 72: livedump.v1.FleetService.ListEvents:output_type -> livedump.v1.ListEventsResponse
-	13, // 73: livedump.v1.FleetService.BucketEvents:output_type -> livedump.v1.BucketEventsResponse
-	56, // [56:74] is the sub-list for method output_type
-	38, // [38:56] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	48, // 0: livedump.v1.ListDumpsResponse.dumps:type_name -> livedump.v1.Dump
+	48, // 1: livedump.v1.GetDumpResponse.dump:type_name -> livedump.v1.Dump
+	48, // 2: livedump.v1.PullDumpResponse.dump:type_name -> livedump.v1.Dump
+	49, // 3: livedump.v1.CreateCaptureRequest.spec:type_name -> livedump.v1.CaptureSpec
+	50, // 4: livedump.v1.CreateCaptureResponse.capture:type_name -> livedump.v1.Capture
+	50, // 5: livedump.v1.ListCapturesResponse.captures:type_name -> livedump.v1.Capture
+	50, // 6: livedump.v1.GetCaptureResponse.capture:type_name -> livedump.v1.Capture
+	51, // 7: livedump.v1.WatchCaptureResponse.event:type_name -> livedump.v1.TriggerEvent
+	52, // 8: livedump.v1.WatchCaptureResponse.target:type_name -> livedump.v1.CaptureTarget
+	50, // 9: livedump.v1.WatchCaptureResponse.ended:type_name -> livedump.v1.Capture
+	50, // 10: livedump.v1.CancelCaptureResponse.capture:type_name -> livedump.v1.Capture
+	51, // 11: livedump.v1.ListEventsResponse.events:type_name -> livedump.v1.TriggerEvent
+	53, // 12: livedump.v1.BucketEventsResponse.buckets:type_name -> livedump.v1.Bucket
+	54, // 13: livedump.v1.AgentProvisionResult.report:type_name -> livedump.v1.ProvisionReport
+	55, // 14: livedump.v1.PlanProvisionRequest.wait:type_name -> google.protobuf.Duration
+	56, // 15: livedump.v1.PlanProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
+	20, // 16: livedump.v1.PlanProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
+	57, // 17: livedump.v1.ApplyProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
+	55, // 18: livedump.v1.ApplyProvisionRequest.wait:type_name -> google.protobuf.Duration
+	56, // 19: livedump.v1.ApplyProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
+	20, // 20: livedump.v1.ApplyProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
+	57, // 21: livedump.v1.RevertProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
+	55, // 22: livedump.v1.RevertProvisionRequest.wait:type_name -> google.protobuf.Duration
+	20, // 23: livedump.v1.RevertProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
+	58, // 24: livedump.v1.UploadArtifactRequest.header:type_name -> livedump.v1.Artifact
+	58, // 25: livedump.v1.UploadArtifactResponse.artifact:type_name -> livedump.v1.Artifact
+	59, // 26: livedump.v1.ListAgentsResponse.agents:type_name -> livedump.v1.Agent
+	45, // 27: livedump.v1.LabelAgentRequest.set:type_name -> livedump.v1.LabelAgentRequest.SetEntry
+	59, // 28: livedump.v1.LabelAgentResponse.agent:type_name -> livedump.v1.Agent
+	59, // 29: livedump.v1.RevokeAgentResponse.agent:type_name -> livedump.v1.Agent
+	60, // 30: livedump.v1.Token.created:type_name -> google.protobuf.Timestamp
+	60, // 31: livedump.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	46, // 32: livedump.v1.Token.labels:type_name -> livedump.v1.Token.LabelsEntry
+	55, // 33: livedump.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	47, // 34: livedump.v1.CreateTokenRequest.labels:type_name -> livedump.v1.CreateTokenRequest.LabelsEntry
+	35, // 35: livedump.v1.CreateTokenResponse.token:type_name -> livedump.v1.Token
+	35, // 36: livedump.v1.ListTokensResponse.tokens:type_name -> livedump.v1.Token
+	35, // 37: livedump.v1.RevokeTokenResponse.token:type_name -> livedump.v1.Token
+	60, // 38: livedump.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	60, // 39: livedump.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	42, // 40: livedump.v1.ListAuditResponse.entries:type_name -> livedump.v1.AuditEntry
+	29, // 41: livedump.v1.FleetService.ListAgents:input_type -> livedump.v1.ListAgentsRequest
+	31, // 42: livedump.v1.FleetService.LabelAgent:input_type -> livedump.v1.LabelAgentRequest
+	33, // 43: livedump.v1.FleetService.RevokeAgent:input_type -> livedump.v1.RevokeAgentRequest
+	36, // 44: livedump.v1.FleetService.CreateToken:input_type -> livedump.v1.CreateTokenRequest
+	38, // 45: livedump.v1.FleetService.ListTokens:input_type -> livedump.v1.ListTokensRequest
+	40, // 46: livedump.v1.FleetService.RevokeToken:input_type -> livedump.v1.RevokeTokenRequest
+	43, // 47: livedump.v1.FleetService.ListAudit:input_type -> livedump.v1.ListAuditRequest
+	21, // 48: livedump.v1.FleetService.PlanProvision:input_type -> livedump.v1.PlanProvisionRequest
+	23, // 49: livedump.v1.FleetService.ApplyProvision:input_type -> livedump.v1.ApplyProvisionRequest
+	25, // 50: livedump.v1.FleetService.RevertProvision:input_type -> livedump.v1.RevertProvisionRequest
+	27, // 51: livedump.v1.FleetService.UploadArtifact:input_type -> livedump.v1.UploadArtifactRequest
+	6,  // 52: livedump.v1.FleetService.CreateCapture:input_type -> livedump.v1.CreateCaptureRequest
+	8,  // 53: livedump.v1.FleetService.ListCaptures:input_type -> livedump.v1.ListCapturesRequest
+	10, // 54: livedump.v1.FleetService.GetCapture:input_type -> livedump.v1.GetCaptureRequest
+	12, // 55: livedump.v1.FleetService.WatchCapture:input_type -> livedump.v1.WatchCaptureRequest
+	14, // 56: livedump.v1.FleetService.CancelCapture:input_type -> livedump.v1.CancelCaptureRequest
+	16, // 57: livedump.v1.FleetService.ListEvents:input_type -> livedump.v1.ListEventsRequest
+	18, // 58: livedump.v1.FleetService.BucketEvents:input_type -> livedump.v1.BucketEventsRequest
+	0,  // 59: livedump.v1.FleetService.ListDumps:input_type -> livedump.v1.ListDumpsRequest
+	2,  // 60: livedump.v1.FleetService.GetDump:input_type -> livedump.v1.GetDumpRequest
+	4,  // 61: livedump.v1.FleetService.PullDump:input_type -> livedump.v1.PullDumpRequest
+	30, // 62: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
+	32, // 63: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
+	34, // 64: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
+	37, // 65: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
+	39, // 66: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
+	41, // 67: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
+	44, // 68: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
+	22, // 69: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
+	24, // 70: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
+	26, // 71: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
+	28, // 72: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
+	7,  // 73: livedump.v1.FleetService.CreateCapture:output_type -> livedump.v1.CreateCaptureResponse
+	9,  // 74: livedump.v1.FleetService.ListCaptures:output_type -> livedump.v1.ListCapturesResponse
+	11, // 75: livedump.v1.FleetService.GetCapture:output_type -> livedump.v1.GetCaptureResponse
+	13, // 76: livedump.v1.FleetService.WatchCapture:output_type -> livedump.v1.WatchCaptureResponse
+	15, // 77: livedump.v1.FleetService.CancelCapture:output_type -> livedump.v1.CancelCaptureResponse
+	17, // 78: livedump.v1.FleetService.ListEvents:output_type -> livedump.v1.ListEventsResponse
+	19, // 79: livedump.v1.FleetService.BucketEvents:output_type -> livedump.v1.BucketEventsResponse
+	1,  // 80: livedump.v1.FleetService.ListDumps:output_type -> livedump.v1.ListDumpsResponse
+	3,  // 81: livedump.v1.FleetService.GetDump:output_type -> livedump.v1.GetDumpResponse
+	5,  // 82: livedump.v1.FleetService.PullDump:output_type -> livedump.v1.PullDumpResponse
+	62, // [62:83] is the sub-list for method output_type
+	41, // [41:62] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_livedump_v1_fleet_proto_init() }
@@ -2421,13 +2767,18 @@ func file_livedump_v1_fleet_proto_init() {
 	}
 	file_livedump_v1_capture_proto_init()
 	file_livedump_v1_common_proto_init()
+	file_livedump_v1_dump_proto_init()
 	file_livedump_v1_provision_proto_init()
-	file_livedump_v1_fleet_proto_msgTypes[7].OneofWrappers = []any{
+	file_livedump_v1_fleet_proto_msgTypes[3].OneofWrappers = []any{
+		(*GetDumpResponse_Dump)(nil),
+		(*GetDumpResponse_Chunk)(nil),
+	}
+	file_livedump_v1_fleet_proto_msgTypes[13].OneofWrappers = []any{
 		(*WatchCaptureResponse_Event)(nil),
 		(*WatchCaptureResponse_Target)(nil),
 		(*WatchCaptureResponse_Ended)(nil),
 	}
-	file_livedump_v1_fleet_proto_msgTypes[21].OneofWrappers = []any{
+	file_livedump_v1_fleet_proto_msgTypes[27].OneofWrappers = []any{
 		(*UploadArtifactRequest_Header)(nil),
 		(*UploadArtifactRequest_Chunk)(nil),
 	}
@@ -2437,7 +2788,7 @@ func file_livedump_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livedump_v1_fleet_proto_rawDesc), len(file_livedump_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   42,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,9 @@ const (
 	FleetService_CancelCapture_FullMethodName   = "/livedump.v1.FleetService/CancelCapture"
 	FleetService_ListEvents_FullMethodName      = "/livedump.v1.FleetService/ListEvents"
 	FleetService_BucketEvents_FullMethodName    = "/livedump.v1.FleetService/BucketEvents"
+	FleetService_ListDumps_FullMethodName       = "/livedump.v1.FleetService/ListDumps"
+	FleetService_GetDump_FullMethodName         = "/livedump.v1.FleetService/GetDump"
+	FleetService_PullDump_FullMethodName        = "/livedump.v1.FleetService/PullDump"
 )
 
 // FleetServiceClient is the client API for FleetService service.
@@ -83,6 +86,12 @@ type FleetServiceClient interface {
 	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
 	// BucketEvents groups a capture's events by stack signature. Role: viewer.
 	BucketEvents(ctx context.Context, in *BucketEventsRequest, opts ...grpc.CallOption) (*BucketEventsResponse, error)
+	// ListDumps lists dumps, newest first. Role: viewer.
+	ListDumps(ctx context.Context, in *ListDumpsRequest, opts ...grpc.CallOption) (*ListDumpsResponse, error)
+	// GetDump streams an uploaded dump's content. Role: viewer.
+	GetDump(ctx context.Context, in *GetDumpRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetDumpResponse], error)
+	// PullDump asks the agent to upload a dump kept hash-only. Role: operator.
+	PullDump(ctx context.Context, in *PullDumpRequest, opts ...grpc.CallOption) (*PullDumpResponse, error)
 }
 
 type fleetServiceClient struct {
@@ -285,6 +294,45 @@ func (c *fleetServiceClient) BucketEvents(ctx context.Context, in *BucketEventsR
 	return out, nil
 }
 
+func (c *fleetServiceClient) ListDumps(ctx context.Context, in *ListDumpsRequest, opts ...grpc.CallOption) (*ListDumpsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDumpsResponse)
+	err := c.cc.Invoke(ctx, FleetService_ListDumps_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fleetServiceClient) GetDump(ctx context.Context, in *GetDumpRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetDumpResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FleetService_ServiceDesc.Streams[2], FleetService_GetDump_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetDumpRequest, GetDumpResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FleetService_GetDumpClient = grpc.ServerStreamingClient[GetDumpResponse]
+
+func (c *fleetServiceClient) PullDump(ctx context.Context, in *PullDumpRequest, opts ...grpc.CallOption) (*PullDumpResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PullDumpResponse)
+	err := c.cc.Invoke(ctx, FleetService_PullDump_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FleetServiceServer is the server API for FleetService service.
 // All implementations must embed UnimplementedFleetServiceServer
 // for forward compatibility.
@@ -329,6 +377,12 @@ type FleetServiceServer interface {
 	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
 	// BucketEvents groups a capture's events by stack signature. Role: viewer.
 	BucketEvents(context.Context, *BucketEventsRequest) (*BucketEventsResponse, error)
+	// ListDumps lists dumps, newest first. Role: viewer.
+	ListDumps(context.Context, *ListDumpsRequest) (*ListDumpsResponse, error)
+	// GetDump streams an uploaded dump's content. Role: viewer.
+	GetDump(*GetDumpRequest, grpc.ServerStreamingServer[GetDumpResponse]) error
+	// PullDump asks the agent to upload a dump kept hash-only. Role: operator.
+	PullDump(context.Context, *PullDumpRequest) (*PullDumpResponse, error)
 	mustEmbedUnimplementedFleetServiceServer()
 }
 
@@ -392,6 +446,15 @@ func (UnimplementedFleetServiceServer) ListEvents(context.Context, *ListEventsRe
 }
 func (UnimplementedFleetServiceServer) BucketEvents(context.Context, *BucketEventsRequest) (*BucketEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BucketEvents not implemented")
+}
+func (UnimplementedFleetServiceServer) ListDumps(context.Context, *ListDumpsRequest) (*ListDumpsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDumps not implemented")
+}
+func (UnimplementedFleetServiceServer) GetDump(*GetDumpRequest, grpc.ServerStreamingServer[GetDumpResponse]) error {
+	return status.Error(codes.Unimplemented, "method GetDump not implemented")
+}
+func (UnimplementedFleetServiceServer) PullDump(context.Context, *PullDumpRequest) (*PullDumpResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PullDump not implemented")
 }
 func (UnimplementedFleetServiceServer) mustEmbedUnimplementedFleetServiceServer() {}
 func (UnimplementedFleetServiceServer) testEmbeddedByValue()                      {}
@@ -720,6 +783,53 @@ func _FleetService_BucketEvents_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FleetService_ListDumps_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDumpsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).ListDumps(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_ListDumps_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).ListDumps(ctx, req.(*ListDumpsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FleetService_GetDump_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetDumpRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(FleetServiceServer).GetDump(m, &grpc.GenericServerStream[GetDumpRequest, GetDumpResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FleetService_GetDumpServer = grpc.ServerStreamingServer[GetDumpResponse]
+
+func _FleetService_PullDump_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PullDumpRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).PullDump(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_PullDump_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).PullDump(ctx, req.(*PullDumpRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FleetService_ServiceDesc is the grpc.ServiceDesc for FleetService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -791,6 +901,14 @@ var FleetService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "BucketEvents",
 			Handler:    _FleetService_BucketEvents_Handler,
 		},
+		{
+			MethodName: "ListDumps",
+			Handler:    _FleetService_ListDumps_Handler,
+		},
+		{
+			MethodName: "PullDump",
+			Handler:    _FleetService_PullDump_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -801,6 +919,11 @@ var FleetService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchCapture",
 			Handler:       _FleetService_WatchCapture_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "GetDump",
+			Handler:       _FleetService_GetDump_Handler,
 			ServerStreams: true,
 		},
 	},

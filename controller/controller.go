@@ -28,6 +28,7 @@ import (
 	"github.com/livedump/livedump/controller/api"
 	"github.com/livedump/livedump/controller/blobstore"
 	"github.com/livedump/livedump/controller/capture"
+	"github.com/livedump/livedump/controller/dumps"
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
@@ -67,6 +68,8 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// Profile is the provisioning profile; nil means profile.Default().
 	Profile *profile.Profile
+	// UploadSlots bounds concurrent dump uploads (default 4); more wait.
+	UploadSlots int
 	// DTraceMSI is a DTrace installer to load into the artifact store at
 	// start and offer to agents; empty keeps whatever was uploaded.
 	DTraceMSI string
@@ -92,6 +95,7 @@ type Controller struct {
 	registry *prometheus.Registry
 	blobs    *blobstore.Store
 	captures *capture.Manager
+	dumps    *dumps.Receiver
 }
 
 // New opens the store and CA, issues the server certificate and binds the
@@ -180,6 +184,12 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	c.fleet = fleet.NewRegistry(metrics.AgentsConnected)
 	authz := &api.Authorizer{Store: c.store, Logger: c.log, Now: cfg.Clock.Now}
 	c.captures = capture.New(capture.Config{Store: c.store, Fleet: c.fleet, Logger: c.log, Clock: cfg.Clock, Registry: reg})
+	if c.dumps, err = dumps.New(dumps.Config{
+		Store: c.store, Blobs: c.blobs, Dir: filepath.Join(cfg.DataDir, "uploads"), Slots: cfg.UploadSlots,
+		Quota: c.captures.DumpsPerSignature, Logger: c.log, Clock: cfg.Clock, Registry: reg,
+	}); err != nil {
+		return nil, err
+	}
 
 	c.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(c.server.tlsConfig())),
@@ -191,11 +201,11 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
 	)
 	livedumpv1.RegisterAgentServiceServer(c.grpc, api.NewAgentServer(api.AgentConfig{
-		Store: c.store, Blobs: c.blobs, Captures: c.captures, Enroller: c.enroller, Fleet: c.fleet, CA: c.ca, Metrics: metrics,
+		Store: c.store, Blobs: c.blobs, Captures: c.captures, Dumps: c.dumps, Enroller: c.enroller, Fleet: c.fleet, CA: c.ca, Metrics: metrics,
 		Logger: c.log, Clock: cfg.Clock, HeartbeatInterval: cfg.HeartbeatInterval,
 	}))
 	livedumpv1.RegisterFleetServiceServer(c.grpc, api.NewFleetServer(api.FleetConfig{
-		Store: c.store, Blobs: c.blobs, Profile: *cfg.Profile, Captures: c.captures, Enroller: c.enroller, Fleet: c.fleet, Logger: c.log, Clock: cfg.Clock,
+		Store: c.store, Blobs: c.blobs, Profile: *cfg.Profile, Captures: c.captures, Dumps: c.dumps, Enroller: c.enroller, Fleet: c.fleet, Logger: c.log, Clock: cfg.Clock,
 	}))
 	c.health = health.NewServer()
 	healthpb.RegisterHealthServer(c.grpc, c.health)

@@ -31,3 +31,6 @@ func (w *Windows) DTraceCommand(ctx context.Context, args, env []string) (*exec.
 	cmd.SysProcAttr = &syscall.SysProcAttr{HideWindow: true}
 	return cmd, nil
 }
+
+// LiveDumpDir is where Windows writes live kernel dumps on this machine.
+func (w *Windows) LiveDumpDir() (string, error) { return LiveDumpWinPath(w) }

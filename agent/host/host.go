@@ -275,6 +275,11 @@ type Host interface {
 	// environment. The caller starts, reads and kills it.
 	DTraceCommand(ctx context.Context, args, env []string) (*exec.Cmd, error)
 
+	// LiveDumpDir is the local folder Windows writes live kernel dumps to:
+	// LiveKernelReportsPath from the registry, else
+	// %SystemRoot%\LiveKernelReports.
+	LiveDumpDir() (string, error)
+
 	// BootTime is when the machine last booted.
 	BootTime(ctx context.Context) (time.Time, error)
 	// Reboot schedules a restart after delay, showing message to signed-in

@@ -17,6 +17,7 @@ import (
 
 	"github.com/livedump/livedump/controller/blobstore"
 	"github.com/livedump/livedump/controller/capture"
+	"github.com/livedump/livedump/controller/dumps"
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
@@ -32,6 +33,7 @@ type AgentConfig struct {
 	Store             store.Store
 	Blobs             *blobstore.Store
 	Captures          *capture.Manager
+	Dumps             *dumps.Receiver
 	Enroller          *enroll.Enroller
 	Fleet             *fleet.Registry
 	CA                *pki.CA
@@ -207,6 +209,11 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 			case *livedumpv1.ConnectRequest_CaptureStatus:
 				sess.Heartbeat(s.cfg.Clock.Now())
 				s.cfg.Captures.Status(ctx, id.AgentID, msg.CaptureStatus)
+			case *livedumpv1.ConnectRequest_DumpReport:
+				sess.Heartbeat(s.cfg.Clock.Now())
+				if err := s.cfg.Dumps.Report(ctx, id.AgentID, msg.DumpReport.GetDump()); err != nil {
+					log.Warn("dump report refused", "err", err)
+				}
 			case *livedumpv1.ConnectRequest_Hello:
 				recvErr <- status.Error(codes.InvalidArgument, "hello: sent twice on one stream")
 				return

@@ -44,6 +44,8 @@ var policy = map[string]rule{
 	livedumpv1.AgentService_Renew_FullMethodName:         {caller: agents, mutating: true},
 	livedumpv1.AgentService_Connect_FullMethodName:       {caller: agents},
 	livedumpv1.AgentService_FetchArtifact_FullMethodName: {caller: agents},
+	livedumpv1.AgentService_UploadDump_FullMethodName:    {caller: agents},
+	livedumpv1.AgentService_DumpOffset_FullMethodName:    {caller: agents},
 
 	livedumpv1.FleetService_ListAgents_FullMethodName:  {caller: operators, minRole: pki.RoleViewer},
 	livedumpv1.FleetService_LabelAgent_FullMethodName:  {caller: operators, minRole: pki.RoleOperator, mutating: true},
@@ -65,6 +67,9 @@ var policy = map[string]rule{
 	livedumpv1.FleetService_WatchCapture_FullMethodName:  {caller: operators, minRole: pki.RoleViewer},
 	livedumpv1.FleetService_ListEvents_FullMethodName:    {caller: operators, minRole: pki.RoleViewer},
 	livedumpv1.FleetService_BucketEvents_FullMethodName:  {caller: operators, minRole: pki.RoleViewer},
+	livedumpv1.FleetService_ListDumps_FullMethodName:     {caller: operators, minRole: pki.RoleViewer},
+	livedumpv1.FleetService_GetDump_FullMethodName:       {caller: operators, minRole: pki.RoleViewer},
+	livedumpv1.FleetService_PullDump_FullMethodName:      {caller: operators, minRole: pki.RoleOperator, mutating: true},
 
 	"/grpc.health.v1.Health/Check": {caller: anyone},
 	"/grpc.health.v1.Health/Watch": {caller: anyone},

@@ -10,6 +10,7 @@ import (
 
 	"github.com/livedump/livedump/controller/blobstore"
 	"github.com/livedump/livedump/controller/capture"
+	"github.com/livedump/livedump/controller/dumps"
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
@@ -25,6 +26,7 @@ type FleetConfig struct {
 	Blobs    *blobstore.Store
 	Profile  profile.Profile
 	Captures *capture.Manager
+	Dumps    *dumps.Receiver
 	Enroller *enroll.Enroller
 	Fleet    *fleet.Registry
 	Logger   *slog.Logger

@@ -114,3 +114,30 @@ func (s *Store) Open(sum string) (*os.File, error) {
 	}
 	return f, err
 }
+
+// Adopt moves a file whose content hashes to sum (checked by the caller)
+// into the store. If the content is already stored the file is removed:
+// identical dumps are kept once.
+func (s *Store) Adopt(path, sum string) error {
+	dst, err := s.Path(sum)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(dst); err == nil {
+		return os.Remove(path)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return err
+	}
+	return os.Rename(path, dst)
+}
+
+// Has reports whether the store holds content with hash sum.
+func (s *Store) Has(sum string) bool {
+	p, err := s.Path(sum)
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(p)
+	return err == nil
+}

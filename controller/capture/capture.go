@@ -702,3 +702,19 @@ func ParseState(s string) (string, error) {
 }
 
 func timestampOf(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
+
+// DumpsPerSignature is a capture's per-signature upload quota (0: none).
+func (m *Manager) DumpsPerSignature(ctx context.Context, id string) (int, error) {
+	c, err := m.cfg.Store.GetCapture(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	spec := &livedumpv1.CaptureSpec{}
+	if err := protojson.Unmarshal([]byte(c.Spec), spec); err != nil {
+		return 0, err
+	}
+	return int(spec.GetDumpsPerSignature()), nil
+}

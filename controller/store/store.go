@@ -103,6 +103,24 @@ type Event struct {
 	Signature string
 }
 
+// Dump is a live kernel dump as the controller knows it.
+type Dump struct {
+	ID         string
+	AgentID    string
+	CaptureID  string
+	EventID    string
+	FileName   string
+	Size       int64
+	SHA256     string
+	State      string
+	Detail     string
+	Written    time.Time
+	Updated    time.Time
+	Committed  int64 // raw bytes durably received
+	Compressed int64 // bytes received on the wire
+	Signature  string
+}
+
 // ArtifactDTraceMSI is the kind of the DTrace installer artifact.
 const ArtifactDTraceMSI = "dtrace-msi"
 
@@ -198,6 +216,20 @@ type Store interface {
 	ListEvents(ctx context.Context, captureID string, afterSeq int64, limit int) ([]Event, error)
 	// EventSeq returns the Seq of an event ID, or ErrNotFound.
 	EventSeq(ctx context.Context, id string) (int64, error)
+	// EventSignature returns the stack signature of an event, or ErrNotFound.
+	EventSignature(ctx context.Context, id string) (string, error)
+
+	// PutDump inserts a dump or updates what the agent reports about it
+	// (everything but Committed and Compressed, which the upload owns).
+	PutDump(ctx context.Context, d Dump) error
+	// GetDump returns a dump or ErrNotFound.
+	GetDump(ctx context.Context, id string) (Dump, error)
+	// ListDumps returns dumps newest first, only a capture's when captureID is set.
+	ListDumps(ctx context.Context, captureID string) ([]Dump, error)
+	// SetDumpProgress records the durable upload progress.
+	SetDumpProgress(ctx context.Context, id string, committed, compressed int64, state, detail string, at time.Time) error
+	// CountDumps counts a capture's dumps with a signature in a state.
+	CountDumps(ctx context.Context, captureID, signature, state string) (int, error)
 
 	// AppendAudit writes one audit entry and returns its ID.
 	AppendAudit(ctx context.Context, e AuditEntry) (int64, error)

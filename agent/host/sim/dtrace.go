@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+
+	"github.com/livedump/livedump/agent/host"
 )
 
 // Environment variables of the simulated dtrace: which machine it runs on,
@@ -43,4 +45,14 @@ func (h *Host) DTraceCommand(ctx context.Context, args, env []string) (*exec.Cmd
 	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Env = append(append(os.Environ(), env...), extra...)
 	return cmd, nil
+}
+
+// LiveDumpDir maps the machine's live dump folder into its simulated C:
+// drive.
+func (h *Host) LiveDumpDir() (string, error) {
+	p, err := host.LiveDumpWinPath(h)
+	if err != nil {
+		return "", err
+	}
+	return h.HostPath(p)
 }

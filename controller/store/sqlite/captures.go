@@ -214,3 +214,13 @@ func (s *Store) EventSeq(ctx context.Context, id string) (int64, error) {
 	}
 	return seq, err
 }
+
+// EventSignature returns the stack signature stored with an event.
+func (s *Store) EventSignature(ctx context.Context, id string) (string, error) {
+	var sig string
+	err := s.r.QueryRowContext(ctx, `SELECT signature FROM events WHERE id = ?`, id).Scan(&sig)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", store.ErrNotFound
+	}
+	return sig, err
+}

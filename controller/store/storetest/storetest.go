@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Artifacts", testArtifacts},
 		{"Captures", testCaptures},
 		{"Events", testEvents},
+		{"Dumps", testDumps},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -890,5 +891,44 @@ func testEvents(t *testing.T, s store.Store) {
 	ts, _ := s.ListTargets(ctx, "c1")
 	if ts[0].Events != 3 {
 		t.Fatalf("target counts %d events, want 3 (duplicates not counted)", ts[0].Events)
+	}
+}
+
+func testDumps(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	d := store.Dump{ID: "d1", AgentID: "a1", CaptureID: "c1", EventID: "e1", FileName: "DTRACE-20261126-1000.dmp", Size: 100,
+		State: "writing", Written: t0, Updated: t0, Signature: "sig"}
+	must(t, "PutDump", s.PutDump(ctx, d))
+	must(t, "SetDumpProgress", s.SetDumpProgress(ctx, "d1", 40, 10, "uploading", "", t0.Add(time.Second)))
+	// The agent's next report must not reset the upload's progress.
+	d.State, d.SHA256 = "hashed", "ab"
+	must(t, "PutDump again", s.PutDump(ctx, d))
+	got, err := s.GetDump(ctx, "d1")
+	must(t, "GetDump", err)
+	if got.Committed != 40 || got.Compressed != 10 || got.State != "hashed" || got.SHA256 != "ab" || got.FileName != d.FileName {
+		t.Fatalf("GetDump = %+v", got)
+	}
+	checkTime(t, "Written", got.Written, t0)
+	_, err = s.GetDump(ctx, "zz")
+	wantErr(t, "GetDump missing", err, store.ErrNotFound)
+	wantErr(t, "SetDumpProgress missing", s.SetDumpProgress(ctx, "zz", 0, 0, "x", "", t0), store.ErrNotFound)
+
+	must(t, "PutDump d2", s.PutDump(ctx, store.Dump{ID: "d2", AgentID: "a2", CaptureID: "c1", State: "uploaded", Written: t0.Add(time.Minute), Signature: "sig"}))
+	must(t, "PutDump d3", s.PutDump(ctx, store.Dump{ID: "d3", AgentID: "a2", CaptureID: "c2", State: "uploaded", Written: t0.Add(2 * time.Minute), Signature: "sig"}))
+	all, err := s.ListDumps(ctx, "")
+	must(t, "ListDumps", err)
+	if len(all) != 3 || all[0].ID != "d3" {
+		t.Fatalf("ListDumps = %v", all)
+	}
+	c1, err := s.ListDumps(ctx, "c1")
+	must(t, "ListDumps c1", err)
+	if len(c1) != 2 || c1[0].ID != "d2" {
+		t.Fatalf("ListDumps(c1) = %v", c1)
+	}
+	n, err := s.CountDumps(ctx, "c1", "sig", "uploaded")
+	must(t, "CountDumps", err)
+	if n != 1 {
+		t.Fatalf("CountDumps = %d, want 1", n)
 	}
 }

@@ -1,0 +1,142 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/livedump/livedump/controller/dumps"
+	"github.com/livedump/livedump/controller/store"
+	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+)
+
+// UploadDump implements AgentService.UploadDump.
+func (s *AgentServer) UploadDump(stream grpc.ClientStreamingServer[livedumpv1.UploadDumpRequest, livedumpv1.UploadDumpResponse]) error {
+	id, _ := IdentityFromContext(stream.Context())
+	return s.cfg.Dumps.Upload(id.AgentID, stream)
+}
+
+// DumpOffset implements AgentService.DumpOffset.
+func (s *AgentServer) DumpOffset(ctx context.Context, req *livedumpv1.DumpOffsetRequest) (*livedumpv1.DumpOffsetResponse, error) {
+	id, _ := IdentityFromContext(ctx)
+	resp, err := s.cfg.Dumps.Offset(ctx, id.AgentID, req.GetDumpId())
+	if err != nil {
+		return nil, toStatus(s.cfg.Logger, "dump offset", err)
+	}
+	return resp, nil
+}
+
+func (s *FleetServer) hostnames(ctx context.Context) map[string]string {
+	hosts := map[string]string{}
+	if agents, err := s.cfg.Store.ListAgents(ctx); err == nil {
+		for _, a := range agents {
+			hosts[a.ID] = a.Hostname
+		}
+	}
+	return hosts
+}
+
+// ListDumps implements FleetService.ListDumps.
+func (s *FleetServer) ListDumps(ctx context.Context, req *livedumpv1.ListDumpsRequest) (*livedumpv1.ListDumpsResponse, error) {
+	if req.GetCaptureId() != "" {
+		if err := validCaptureID(req.GetCaptureId()); err != nil {
+			return nil, err
+		}
+	}
+	ds, err := s.cfg.Store.ListDumps(ctx, req.GetCaptureId())
+	if err != nil {
+		return nil, toStatus(s.cfg.Logger, "list dumps", err)
+	}
+	hosts := s.hostnames(ctx)
+	resp := &livedumpv1.ListDumpsResponse{}
+	for _, d := range ds {
+		resp.Dumps = append(resp.Dumps, dumps.Proto(d, hosts[d.AgentID]))
+	}
+	return resp, nil
+}
+
+func validDumpID(id string) error {
+	if len(id) < 8 || len(id) > 64 {
+		return invalid("id", "%q is not a dump ID", id)
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return invalid("id", "%q is not a dump ID", id)
+		}
+	}
+	return nil
+}
+
+// GetDump implements FleetService.GetDump: the dump's metadata, then its
+// raw content from the requested offset.
+func (s *FleetServer) GetDump(req *livedumpv1.GetDumpRequest, stream grpc.ServerStreamingServer[livedumpv1.GetDumpResponse]) error {
+	ctx := stream.Context()
+	if err := validDumpID(req.GetId()); err != nil {
+		return err
+	}
+	d, f, err := s.cfg.Dumps.Open(ctx, req.GetId())
+	if errors.Is(err, store.ErrNotFound) {
+		return status.Errorf(codes.NotFound, "dump %s not found", req.GetId())
+	}
+	if err != nil {
+		return toStatus(s.cfg.Logger, "dump "+req.GetId(), err)
+	}
+	defer f.Close()
+	if req.GetOffset() < 0 || req.GetOffset() > d.Size {
+		return invalid("offset", "must be between 0 and %d", d.Size)
+	}
+	if err := stream.Send(&livedumpv1.GetDumpResponse{Msg: &livedumpv1.GetDumpResponse_Dump{Dump: dumps.Proto(d, s.hostnames(ctx)[d.AgentID])}}); err != nil {
+		return err
+	}
+	if _, err := f.Seek(req.GetOffset(), io.SeekStart); err != nil {
+		return toStatus(s.cfg.Logger, "seek dump", err)
+	}
+	buf := make([]byte, 1<<20)
+	for {
+		n, err := f.Read(buf)
+		if n > 0 {
+			if serr := stream.Send(&livedumpv1.GetDumpResponse{Msg: &livedumpv1.GetDumpResponse_Chunk{Chunk: buf[:n]}}); serr != nil {
+				return serr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return toStatus(s.cfg.Logger, "read dump", err)
+		}
+	}
+}
+
+// PullDump implements FleetService.PullDump.
+func (s *FleetServer) PullDump(ctx context.Context, req *livedumpv1.PullDumpRequest) (*livedumpv1.PullDumpResponse, error) {
+	if err := validDumpID(req.GetId()); err != nil {
+		return nil, err
+	}
+	setAuditTarget(ctx, req.GetId())
+	d, err := s.cfg.Store.GetDump(ctx, req.GetId())
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, status.Errorf(codes.NotFound, "dump %s not found", req.GetId())
+	}
+	if err != nil {
+		return nil, toStatus(s.cfg.Logger, "get dump", err)
+	}
+	if d.State == dumps.StateUploaded {
+		return &livedumpv1.PullDumpResponse{Dump: dumps.Proto(d, "")}, nil
+	}
+	sess := s.cfg.Fleet.Session(d.AgentID)
+	if sess == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "agent %s is offline; pull again when it is online", d.AgentID)
+	}
+	dir := &livedumpv1.Directive{Id: "pull-" + d.ID, Created: timestamppb.New(s.cfg.Clock.Now()),
+		Kind: &livedumpv1.Directive_PullDump{PullDump: &livedumpv1.PullDump{DumpId: d.ID}}}
+	if err := sess.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_Directive{Directive: dir}}); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "agent %s: %v", d.AgentID, err)
+	}
+	return &livedumpv1.PullDumpResponse{Dump: dumps.Proto(d, "")}, nil
+}

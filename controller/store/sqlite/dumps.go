@@ -1,0 +1,96 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/livedump/livedump/controller/store"
+)
+
+const dumpColumns = `id, agent_id, capture_id, event_id, file_name, size, sha256, state, detail, written, updated, committed, compressed, signature`
+
+func scanDump(sc rowScanner) (store.Dump, error) {
+	var d store.Dump
+	var written, updated sql.NullInt64
+	if err := sc.Scan(&d.ID, &d.AgentID, &d.CaptureID, &d.EventID, &d.FileName, &d.Size, &d.SHA256, &d.State, &d.Detail,
+		&written, &updated, &d.Committed, &d.Compressed, &d.Signature); err != nil {
+		return store.Dump{}, err
+	}
+	d.Written, d.Updated = timeVal(written), timeVal(updated)
+	return d, nil
+}
+
+// PutDump inserts or updates a dump's agent-reported fields.
+func (s *Store) PutDump(ctx context.Context, d store.Dump) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO dumps (`+dumpColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?)
+		ON CONFLICT (id) DO UPDATE SET capture_id = excluded.capture_id, event_id = excluded.event_id, file_name = excluded.file_name,
+			size = excluded.size, sha256 = excluded.sha256, state = excluded.state, detail = excluded.detail,
+			written = excluded.written, updated = excluded.updated, signature = excluded.signature`,
+		d.ID, d.AgentID, d.CaptureID, d.EventID, d.FileName, d.Size, d.SHA256, d.State, d.Detail, timeArg(d.Written), timeArg(d.Updated), d.Signature)
+	if err != nil {
+		return fmt.Errorf("put dump %s: %w", d.ID, err)
+	}
+	return nil
+}
+
+// GetDump returns one dump.
+func (s *Store) GetDump(ctx context.Context, id string) (store.Dump, error) {
+	d, err := scanDump(s.r.QueryRowContext(ctx, `SELECT `+dumpColumns+` FROM dumps WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Dump{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Dump{}, fmt.Errorf("get dump %s: %w", id, err)
+	}
+	return d, nil
+}
+
+// ListDumps returns dumps newest first.
+func (s *Store) ListDumps(ctx context.Context, captureID string) ([]store.Dump, error) {
+	q := `SELECT ` + dumpColumns + ` FROM dumps`
+	var args []any
+	if captureID != "" {
+		q += ` WHERE capture_id = ?`
+		args = append(args, captureID)
+	}
+	rows, err := s.r.QueryContext(ctx, q+` ORDER BY written DESC, id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list dumps: %w", err)
+	}
+	defer rows.Close()
+	out := []store.Dump{}
+	for rows.Next() {
+		d, err := scanDump(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list dumps: %w", err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// SetDumpProgress records upload progress and state.
+func (s *Store) SetDumpProgress(ctx context.Context, id string, committed, compressed int64, state, detail string, at time.Time) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE dumps SET committed = ?, compressed = ?, state = ?, detail = ?, updated = ? WHERE id = ?`,
+		committed, compressed, state, detail, timeArg(at), id)
+	if err == nil {
+		err = expectOne(res)
+	}
+	if err != nil {
+		return fmt.Errorf("set dump %s progress: %w", id, err)
+	}
+	return nil
+}
+
+// CountDumps counts dumps of a capture and signature in a state.
+func (s *Store) CountDumps(ctx context.Context, captureID, signature, state string) (int, error) {
+	var n int
+	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM dumps WHERE capture_id = ? AND signature = ? AND state = ?`, captureID, signature, state).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count dumps: %w", err)
+	}
+	return n, nil
+}

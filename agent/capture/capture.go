@@ -61,6 +61,9 @@ type Config struct {
 	// sampled (default 5s).
 	CPUBudget        float64
 	OverheadInterval time.Duration
+	// OnDump is told about every trigger that takes a live dump (and every
+	// on-demand dump), so the dump that appears can be linked to it.
+	OnDump func(captureID, eventID string, mode livedumpv1.UploadMode, at time.Time)
 }
 
 // armed is a capture on this agent, as persisted.
@@ -303,6 +306,7 @@ func specOf(arm *livedumpv1.ArmCapture) probe.Spec {
 		LKDMode:     int(arm.GetLkdMode()),
 		PerAgentCap: int(arm.GetPerAgentCap()),
 		RawScript:   arm.GetScript(),
+		OnDemand:    arm.GetOnDemand(),
 	}.WithDefaults()
 }
 

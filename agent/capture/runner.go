@@ -62,13 +62,31 @@ func (m *Manager) supervise(ctx context.Context, a *armed) {
 		m.mu.Lock()
 		triggered := a.Triggered
 		m.mu.Unlock()
-		if a.arm.GetScript() == "" && triggered >= spec.PerAgentCap {
+		if a.arm.GetScript() == "" && !spec.OnDemand && triggered >= spec.PerAgentCap {
 			m.mu.Lock()
 			m.finish(a, stateDone, fmt.Sprintf("per-agent cap of %d reached", spec.PerAgentCap))
 			m.mu.Unlock()
 			return
 		}
+		if spec.OnDemand {
+			if triggered > 0 {
+				m.mu.Lock()
+				m.finish(a, stateDone, "on-demand dump taken")
+				m.mu.Unlock()
+				return
+			}
+			if m.cfg.OnDump != nil {
+				m.cfg.OnDump(id, "", a.arm.GetUpload(), m.cfg.Clock.Now())
+			}
+		}
 		err := m.runOnce(ctx, a, spec, triggered)
+		if spec.OnDemand && err == nil {
+			m.mu.Lock()
+			a.Triggered = 1
+			m.finish(a, stateDone, "on-demand dump taken")
+			m.mu.Unlock()
+			return
+		}
 		if cause := context.Cause(ctx); ctx.Err() != nil {
 			m.mu.Lock()
 			switch {
@@ -252,6 +270,9 @@ func (m *Manager) emit(a *armed, rec *agentprobe.Record) {
 		m.log.Error("spool event", "capture_id", id, "err", err)
 	}
 	m.events.Inc()
+	if a.arm.GetAction() == livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP && m.cfg.OnDump != nil {
+		m.cfg.OnDump(id, ev.GetId(), a.arm.GetUpload(), rec.Time)
+	}
 	m.mu.Lock()
 	a.Triggered++
 	if a.State != stateTriggered {

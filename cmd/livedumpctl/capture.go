@@ -35,11 +35,11 @@ func (a *app) captureCreateCmd() *cobra.Command {
 		ustack, perAgent, maxDumps    uint32
 		dumpsPerSig, rollout          uint32
 		lkdMode                       int32
-		kstack                        bool
+		kstack, onDemand              bool
 		expire                        time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "create -l SELECTOR --process NAME[,NAME] --status CODE[,CODE] [flags]",
+		Use:   "create -l SELECTOR (--process NAME[,NAME] --status CODE[,CODE] | --on-demand) [flags]",
 		Short: "Arm a probe on every machine matching the selector",
 		Long: `Arm a probe on every machine matching the selector, and print the capture ID.
 
@@ -68,10 +68,13 @@ trigger (lkd mode 0 = full kernel dump by default).`,
 				Ustack: ustack, Kstack: kstack, LkdMode: lkdMode, PerAgentCap: perAgent, MaxDumps: maxDumps,
 				DumpsPerSignature: dumpsPerSig, RolloutRate: rollout, Expire: durationpb.New(expire),
 			}
-			switch action {
-			case "stacks":
+			spec.OnDemand = onDemand
+			switch {
+			case onDemand:
+				spec.Action = livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP
+			case action == "stacks":
 				spec.Action = livedumpv1.CaptureAction_CAPTURE_ACTION_STACKS
-			case "dump":
+			case action == "dump":
 				spec.Action = livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP
 			default:
 				return fmt.Errorf("--action: %q: want stacks or dump", action)
@@ -126,6 +129,7 @@ trigger (lkd mode 0 = full kernel dump by default).`,
 	f.DurationVar(&expire, "expire", 24*time.Hour, "lifetime of the capture (max 168h)")
 	f.StringVar(&upload, "upload", "full", "dump upload mode: full or hash-only")
 	f.StringVar(&script, "script", "", "raw D script `FILE` instead of the rendered probe (admin only)")
+	f.BoolVar(&onDemand, "on-demand", false, "take one live kernel dump now on each machine (no process or status)")
 	_ = cmd.MarkFlagFilename("script", "d")
 	return cmd
 }
@@ -134,6 +138,12 @@ trigger (lkd mode 0 = full kernel dump by default).`,
 // controller would refuse anyway.
 func checkSpecLocally(spec *livedumpv1.CaptureSpec) error {
 	if spec.GetScript() != "" {
+		return nil
+	}
+	if spec.GetOnDemand() {
+		if len(spec.GetProcesses())+len(spec.GetStatuses())+len(spec.GetSyscalls()) > 0 {
+			return errors.New("--on-demand: takes a dump now; --process, --syscall and --status do not apply")
+		}
 		return nil
 	}
 	if len(spec.GetStatuses()) == 0 {

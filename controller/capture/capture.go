@@ -309,7 +309,10 @@ func armOf(id string, spec *livedumpv1.CaptureSpec, statuses []uint32, expires t
 	a := &livedumpv1.ArmCapture{
 		CaptureId: id, Processes: spec.GetProcesses(), Syscalls: spec.GetSyscalls(), Statuses: statuses,
 		Ustack: spec.GetUstack(), Kstack: spec.GetKstack(), Action: spec.GetAction(), LkdMode: spec.GetLkdMode(),
-		PerAgentCap: spec.GetPerAgentCap(), Script: spec.GetScript(), Upload: spec.GetUpload(),
+		PerAgentCap: spec.GetPerAgentCap(), Script: spec.GetScript(), Upload: spec.GetUpload(), OnDemand: spec.GetOnDemand(),
+	}
+	if spec.GetOnDemand() {
+		a.Action = livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP
 	}
 	if !expires.IsZero() {
 		a.Expires = timestamppb.New(expires)
@@ -325,7 +328,7 @@ func probeSpec(a *livedumpv1.ArmCapture) probe.Spec {
 	return probe.Spec{
 		CaptureID: a.GetCaptureId(), Processes: a.GetProcesses(), Syscalls: a.GetSyscalls(), Statuses: a.GetStatuses(),
 		UStack: int(a.GetUstack()), KStack: a.GetKstack(), Action: action, LKDMode: int(a.GetLkdMode()),
-		PerAgentCap: int(a.GetPerAgentCap()), RawScript: a.GetScript(),
+		PerAgentCap: int(a.GetPerAgentCap()), RawScript: a.GetScript(), OnDemand: a.GetOnDemand(),
 	}.WithDefaults()
 }
 

@@ -63,6 +63,13 @@ func Render(s Spec, alreadyTriggered int) (string, error) {
 	if s.RawScript != "" {
 		return s.RawScript, nil
 	}
+	if s.OnDemand {
+		if alreadyTriggered > 0 {
+			return "", fmt.Errorf("%w: on-demand capture %s already took its dump", ErrCapReached, s.CaptureID)
+		}
+		return fmt.Sprintf("/*\n * livedump capture %s: on-demand live kernel dump; do not edit.\n */\n"+
+			"#pragma D option quiet\n#pragma D option destructive\n\nBEGIN\n{\n\tlkd(%d);\n\texit(0);\n}\n", s.CaptureID, s.LKDMode), nil
+	}
 	limit := s.PerAgentCap - alreadyTriggered
 	if limit <= 0 {
 		return "", fmt.Errorf("%w: capture %s fired %d times of %d on this agent", ErrCapReached, s.CaptureID, alreadyTriggered, s.PerAgentCap)

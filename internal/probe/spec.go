@@ -62,6 +62,9 @@ type Spec struct {
 	// run verbatim and every field above except CaptureID and Action must be
 	// empty. At most MaxRawScript bytes, no NUL bytes.
 	RawScript string
+	// OnDemand takes one live kernel dump as soon as the script starts
+	// (BEGIN { lkd(mode); exit(0); }): no process, syscall or status.
+	OnDemand bool
 }
 
 // Defaults and bounds enforced by WithDefaults and Validate.
@@ -116,6 +119,9 @@ func ExecName(process string) (name string, truncated bool) {
 // slices of the result are copies. Fields of a raw-script spec are left as
 // they are, except Action.
 func (s Spec) WithDefaults() Spec {
+	if s.OnDemand && s.Action == "" {
+		s.Action = ActionDump
+	}
 	if s.Action == "" {
 		s.Action = ActionStacks
 	}
@@ -168,6 +174,9 @@ func (s Spec) Validate() error {
 	}
 	if s.RawScript != "" {
 		return s.validateRaw()
+	}
+	if s.OnDemand {
+		return s.validateOnDemand()
 	}
 	if err := validateProcesses(s.Processes); err != nil {
 		return err
@@ -253,6 +262,25 @@ func (s Spec) validateRaw() error {
 		return &FieldError{"script", "contains a NUL byte"}
 	case strings.TrimSpace(s.RawScript) == "":
 		return &FieldError{"script", "is only white space"}
+	}
+	return nil
+}
+
+// validateOnDemand checks an on-demand dump: it has nothing to match on.
+func (s Spec) validateOnDemand() error {
+	switch {
+	case len(s.Processes) > 0:
+		return &FieldError{"process", "an on-demand dump matches no process"}
+	case len(s.Syscalls) > 0:
+		return &FieldError{"syscall", "an on-demand dump matches no syscall"}
+	case len(s.Statuses) > 0:
+		return &FieldError{"status", "an on-demand dump matches no status"}
+	case s.Action != ActionDump:
+		return &FieldError{"action", "an on-demand capture always takes a dump"}
+	case s.LKDMode == 1:
+		return &FieldError{"lkd_mode", "1 (user + kernel pages) works only with a kernel debugger attached; use 0, 2, 4 or 5"}
+	case s.LKDMode != 0 && s.LKDMode != 2 && s.LKDMode != 4 && s.LKDMode != 5:
+		return &FieldError{"lkd_mode", fmt.Sprintf("%d: must be 0, 2, 4 or 5", s.LKDMode)}
 	}
 	return nil
 }

@@ -282,8 +282,11 @@ type CaptureSpec struct {
 	Script string `protobuf:"bytes,14,opt,name=script,proto3" json:"script,omitempty"`
 	// Dumps uploaded per stack signature before further ones stay hash-only.
 	DumpsPerSignature uint32 `protobuf:"varint,15,opt,name=dumps_per_signature,json=dumpsPerSignature,proto3" json:"dumps_per_signature,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Take one live dump now on each target (BEGIN { lkd(mode); exit(0); })
+	// through the same pipeline; no process or status.
+	OnDemand      bool `protobuf:"varint,16,opt,name=on_demand,json=onDemand,proto3" json:"on_demand,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CaptureSpec) Reset() {
@@ -419,6 +422,13 @@ func (x *CaptureSpec) GetDumpsPerSignature() uint32 {
 		return x.DumpsPerSignature
 	}
 	return 0
+}
+
+func (x *CaptureSpec) GetOnDemand() bool {
+	if x != nil {
+		return x.OnDemand
+	}
+	return false
 }
 
 // ResolvedStatus shows how one status argument was understood.
@@ -958,6 +968,7 @@ type ArmCapture struct {
 	Script        string                 `protobuf:"bytes,10,opt,name=script,proto3" json:"script,omitempty"`
 	Expires       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=expires,proto3" json:"expires,omitempty"`
 	Upload        UploadMode             `protobuf:"varint,12,opt,name=upload,proto3,enum=livedump.v1.UploadMode" json:"upload,omitempty"`
+	OnDemand      bool                   `protobuf:"varint,13,opt,name=on_demand,json=onDemand,proto3" json:"on_demand,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1074,6 +1085,13 @@ func (x *ArmCapture) GetUpload() UploadMode {
 		return x.Upload
 	}
 	return UploadMode_UPLOAD_MODE_UNSPECIFIED
+}
+
+func (x *ArmCapture) GetOnDemand() bool {
+	if x != nil {
+		return x.OnDemand
+	}
+	return false
 }
 
 // DisarmCapture stops a capture on an agent.
@@ -1334,7 +1352,7 @@ var File_livedump_v1_capture_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_capture_proto_rawDesc = "" +
 	"\n" +
-	"\x19livedump/v1/capture.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x04\n" +
+	"\x19livedump/v1/capture.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x04\n" +
 	"\vCaptureSpec\x12\x1a\n" +
 	"\bselector\x18\x01 \x01(\tR\bselector\x12\x1c\n" +
 	"\tprocesses\x18\x02 \x03(\tR\tprocesses\x12\x1a\n" +
@@ -1351,7 +1369,8 @@ const file_livedump_v1_capture_proto_rawDesc = "" +
 	"\x06expire\x18\f \x01(\v2\x19.google.protobuf.DurationR\x06expire\x12/\n" +
 	"\x06upload\x18\r \x01(\x0e2\x17.livedump.v1.UploadModeR\x06upload\x12\x16\n" +
 	"\x06script\x18\x0e \x01(\tR\x06script\x12.\n" +
-	"\x13dumps_per_signature\x18\x0f \x01(\rR\x11dumpsPerSignature\"~\n" +
+	"\x13dumps_per_signature\x18\x0f \x01(\rR\x11dumpsPerSignature\x12\x1b\n" +
+	"\ton_demand\x18\x10 \x01(\bR\bonDemand\"~\n" +
 	"\x0eResolvedStatus\x12\x14\n" +
 	"\x05input\x18\x01 \x01(\tR\x05input\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +
@@ -1403,7 +1422,7 @@ const file_livedump_v1_capture_proto_rawDesc = "" +
 	"userFrames\x127\n" +
 	"\rkernel_frames\x18\f \x03(\v2\x12.livedump.v1.FrameR\fkernelFrames\x12\x1c\n" +
 	"\tsignature\x18\r \x01(\tR\tsignature\x12\x1a\n" +
-	"\bhostname\x18\x0e \x01(\tR\bhostname\"\xa3\x03\n" +
+	"\bhostname\x18\x0e \x01(\tR\bhostname\"\xc0\x03\n" +
 	"\n" +
 	"ArmCapture\x12\x1d\n" +
 	"\n" +
@@ -1419,7 +1438,8 @@ const file_livedump_v1_capture_proto_rawDesc = "" +
 	"\x06script\x18\n" +
 	" \x01(\tR\x06script\x124\n" +
 	"\aexpires\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12/\n" +
-	"\x06upload\x18\f \x01(\x0e2\x17.livedump.v1.UploadModeR\x06upload\"F\n" +
+	"\x06upload\x18\f \x01(\x0e2\x17.livedump.v1.UploadModeR\x06upload\x12\x1b\n" +
+	"\ton_demand\x18\r \x01(\bR\bonDemand\"F\n" +
 	"\rDisarmCapture\x12\x1d\n" +
 	"\n" +
 	"capture_id\x18\x01 \x01(\tR\tcaptureId\x12\x16\n" +

@@ -64,6 +64,10 @@ type Config struct {
 	// OnDump is told about every trigger that takes a live dump (and every
 	// on-demand dump), so the dump that appears can be linked to it.
 	OnDump func(captureID, eventID string, mode livedumpv1.UploadMode, at time.Time)
+	// ExpectedDumpBytes is the free space a dump capture needs on the dump
+	// volume before it is armed; zero means the machine's physical memory,
+	// the size of the largest full live dump.
+	ExpectedDumpBytes uint64
 }
 
 // armed is a capture on this agent, as persisted.
@@ -255,10 +259,18 @@ func (m *Manager) Arm(arm *livedumpv1.ArmCapture) error {
 		return err
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.captures[arm.GetCaptureId()]; ok {
+	_, known := m.captures[arm.GetCaptureId()]
+	m.mu.Unlock()
+	if known {
 		return nil
 	}
+	if arm.GetAction() == livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP {
+		if err := m.checkSpace(); err != nil {
+			return err
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	a := &armed{Arm: raw, arm: proto.Clone(arm).(*livedumpv1.ArmCapture), State: stateArmed}
 	m.captures[arm.GetCaptureId()] = a
 	if err := m.save(); err != nil {
@@ -377,3 +389,35 @@ func EventID(agentID, captureID string, seq int, walltime time.Time, pid, tid in
 }
 
 func timestamp(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
+
+// checkSpace refuses a dump capture when the dump volume cannot hold the
+// expected dump: a live dump that fills the disk hurts the machine more than
+// the failure it was meant to catch.
+func (m *Manager) checkSpace() error {
+	dir, err := m.cfg.Host.LiveDumpDir()
+	if err != nil {
+		return fmt.Errorf("blocker: live dump folder: %w", err)
+	}
+	need := m.cfg.ExpectedDumpBytes
+	if need == 0 {
+		if need, err = m.cfg.Host.PhysicalMemory(); err != nil {
+			return fmt.Errorf("blocker: physical memory: %w", err)
+		}
+	}
+	// The folder may not exist yet (Windows creates it with the first
+	// dump): ask about the closest existing parent.
+	for p := dir; ; p = filepath.Dir(p) {
+		if _, err := os.Stat(p); err == nil || filepath.Dir(p) == p {
+			dir = p
+			break
+		}
+	}
+	free, err := m.cfg.Host.DiskFree(dir)
+	if err != nil {
+		return fmt.Errorf("blocker: free space: %w", err)
+	}
+	if free < need {
+		return fmt.Errorf("blocker: %d MiB free for live dumps, below the expected dump size of %d MiB", free>>20, need>>20)
+	}
+	return nil
+}

@@ -9,6 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/windows"
 )
 
 // DTraceCommand prepares dtrace.exe from where the DTrace MSI installs it
@@ -34,3 +37,37 @@ func (w *Windows) DTraceCommand(ctx context.Context, args, env []string) (*exec.
 
 // LiveDumpDir is where Windows writes live kernel dumps on this machine.
 func (w *Windows) LiveDumpDir() (string, error) { return LiveDumpWinPath(w) }
+
+// DiskFree is GetDiskFreeSpaceEx's free bytes available to the caller.
+func (*Windows) DiskFree(path string) (uint64, error) {
+	p, err := windows.UTF16PtrFromString(path)
+	if err != nil {
+		return 0, err
+	}
+	var free, total, totalFree uint64
+	if err := windows.GetDiskFreeSpaceEx(p, &free, &total, &totalFree); err != nil {
+		return 0, fmt.Errorf("free space of %s: %w", path, err)
+	}
+	return free, nil
+}
+
+// memoryStatusEx is MEMORYSTATUSEX; x/sys/windows does not wrap it.
+type memoryStatusEx struct {
+	Length, MemoryLoad           uint32
+	TotalPhys, AvailPhys         uint64
+	TotalPageFile, AvailPageFile uint64
+	TotalVirtual, AvailVirtual   uint64
+	AvailExtendedVirtual         uint64
+}
+
+var procGlobalMemoryStatusEx = windows.NewLazySystemDLL("kernel32.dll").NewProc("GlobalMemoryStatusEx")
+
+// PhysicalMemory is GlobalMemoryStatusEx's total physical memory.
+func (*Windows) PhysicalMemory() (uint64, error) {
+	m := memoryStatusEx{}
+	m.Length = uint32(unsafe.Sizeof(m))
+	if r, _, err := procGlobalMemoryStatusEx.Call(uintptr(unsafe.Pointer(&m))); r == 0 {
+		return 0, fmt.Errorf("GlobalMemoryStatusEx: %w", err)
+	}
+	return m.TotalPhys, nil
+}

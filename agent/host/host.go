@@ -280,6 +280,12 @@ type Host interface {
 	// %SystemRoot%\LiveKernelReports.
 	LiveDumpDir() (string, error)
 
+	// DiskFree is the free space, in bytes, of the volume holding path.
+	DiskFree(path string) (uint64, error)
+	// PhysicalMemory is the machine's installed memory in bytes: the
+	// worst-case size of a full live kernel dump.
+	PhysicalMemory() (uint64, error)
+
 	// BootTime is when the machine last booted.
 	BootTime(ctx context.Context) (time.Time, error)
 	// Reboot schedules a restart after delay, showing message to signed-in

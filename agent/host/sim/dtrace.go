@@ -56,3 +56,19 @@ func (h *Host) LiveDumpDir() (string, error) {
 	}
 	return h.HostPath(p)
 }
+
+// DiskFree reports the simulated drive's free space.
+func (h *Host) DiskFree(string) (uint64, error) {
+	if h.free == 0 {
+		return 1 << 40, nil
+	}
+	return h.free, nil
+}
+
+// PhysicalMemory reports the simulated machine's memory.
+func (h *Host) PhysicalMemory() (uint64, error) {
+	if h.memory == 0 {
+		return 16 << 30, nil
+	}
+	return h.memory, nil
+}

@@ -71,6 +71,11 @@ type Config struct {
 	// for VBS leaves it "enabled, not running". It is phrased negatively so
 	// that the zero value is a capable machine, which current hardware is.
 	NoVBS bool
+	// FreeBytes is the free space of the simulated C: drive; zero means
+	// 1 TiB. MemoryBytes is its installed memory; zero means 16 GiB. Neither
+	// is persisted.
+	FreeBytes   uint64
+	MemoryBytes uint64
 	// DTracePath is the simulated dtrace executable (cmd/dtrace-sim). Empty
 	// means this program itself, re-executed with LIVEDUMP_RUN_AS=dtrace-sim,
 	// which the livedump binaries honour so dev mode needs no second binary.
@@ -103,7 +108,8 @@ type Host struct {
 	path  string // the state file
 	clock clockwork.Clock
 	// dtrace is the simulated dtrace executable; "" means os.Executable.
-	dtrace string
+	dtrace       string
+	free, memory uint64
 	// wake tells a running RunService that a reboot was requested, so it
 	// can arm its timer. It has room for one signal; more would say nothing
 	// new.
@@ -158,6 +164,8 @@ func New(cfg Config) (*Host, error) {
 		path:   filepath.Join(cfg.StateDir, StateFile),
 		clock:  cfg.Clock,
 		dtrace: cfg.DTracePath,
+		free:   cfg.FreeBytes,
+		memory: cfg.MemoryBytes,
 		wake:   make(chan struct{}, 1),
 		keys:   make(map[string]*key),
 	}

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/livedump/livedump/agent/capture"
+	"github.com/livedump/livedump/agent/dump"
 	"github.com/livedump/livedump/agent/host"
 	"github.com/livedump/livedump/agent/provision"
 	"github.com/livedump/livedump/agent/session"
@@ -44,6 +45,13 @@ type Config struct {
 	// DTraceMSI is a pre-staged DTrace installer on the local disk, used
 	// when the controller offers none or offers the same content.
 	DTraceMSI string
+	// UploadBytesPerSec limits dump uploads (raw bytes/s); 0 = unlimited.
+	UploadBytesPerSec int64
+	// KeepDumps keeps a dump on the machine after its verified upload.
+	KeepDumps bool
+	// ExpectedDumpBytes is the free space a dump capture needs; 0 means
+	// the machine's physical memory.
+	ExpectedDumpBytes uint64
 
 	Logger     *slog.Logger
 	Registry   *prometheus.Registry // nil: a new one
@@ -58,6 +66,7 @@ type Agent struct {
 	session   *session.Client
 	prov      *provision.Provisioner
 	captures  *capture.Manager
+	dumps     *dump.Manager
 	provState prometheus.Gauge
 	mlis      net.Listener
 	runCtx    context.Context
@@ -142,9 +151,31 @@ func New(cfg Config) (*Agent, error) {
 			sp, _ := a.prov.SymbolPath()
 			return sp
 		},
-		Logger:   cfg.Logger,
-		Clock:    cfg.Clock,
-		Registry: reg,
+		Logger:            cfg.Logger,
+		Clock:             cfg.Clock,
+		Registry:          reg,
+		ExpectedDumpBytes: cfg.ExpectedDumpBytes,
+		OnDump: func(captureID, eventID string, mode livedumpv1.UploadMode, at time.Time) {
+			a.dumps.Expect(captureID, eventID, "", mode, at)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.dumps, err = dump.New(dump.Config{
+		Dir:      h.LiveDumpDir,
+		StateDir: cfg.StateDir,
+		Client:   a.session.AgentClient,
+		Report: func(d *livedumpv1.Dump) {
+			_ = a.session.Send(&livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_DumpReport{DumpReport: &livedumpv1.DumpReport{Dump: d}}})
+		},
+		AgentID:              a.session.AgentID,
+		BandwidthBytesPerSec: cfg.UploadBytesPerSec,
+		KeepAfterUpload:      cfg.KeepDumps,
+		Exclusive:            exclusiveOpen,
+		Logger:               cfg.Logger,
+		Clock:                cfg.Clock,
+		Registry:             reg,
 	})
 	if err != nil {
 		return nil, err
@@ -215,6 +246,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		})
 	}
 	g.Go(func() error { return a.captures.Run(ctx) })
+	g.Go(func() error { return a.dumps.Run(ctx) })
 	g.Go(func() error {
 		err := a.session.Run(ctx)
 		if err != nil {

@@ -33,6 +33,8 @@ func (a *Agent) handleDirective(_ context.Context, d *livedumpv1.Directive) erro
 	case *livedumpv1.Directive_Disarm:
 		a.captures.Disarm(k.Disarm.GetCaptureId(), k.Disarm.GetReason())
 		return nil
+	case *livedumpv1.Directive_PullDump:
+		return a.dumps.Pull(k.PullDump.GetDumpId())
 	}
 	return fmt.Errorf("directive %s: unsupported kind %T (agent version too old?)", d.GetId(), d.GetKind())
 }
@@ -85,7 +87,11 @@ func (a *Agent) stateReport(ctx context.Context) []*livedumpv1.ConnectRequest {
 	}}}
 	// Capture states and every unacknowledged event: whatever happened
 	// while disconnected reaches the controller now.
-	return append(msgs, a.captures.Statuses()...)
+	msgs = append(msgs, a.captures.Statuses()...)
+	for _, d := range a.dumps.Reports() {
+		msgs = append(msgs, &livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_DumpReport{DumpReport: &livedumpv1.DumpReport{Dump: d}}})
+	}
+	return msgs
 }
 
 var stateValues = map[provision.State]livedumpv1.ProvisionState{

@@ -70,6 +70,9 @@ type Config struct {
 	Profile *profile.Profile
 	// UploadSlots bounds concurrent dump uploads (default 4); more wait.
 	UploadSlots int
+	// ShutdownGrace is how long streams may finish after a stop request
+	// before they are cut (default 10s).
+	ShutdownGrace time.Duration
 	// DTraceMSI is a DTrace installer to load into the artifact store at
 	// start and offer to agents; empty keeps whatever was uploaded.
 	DTraceMSI string
@@ -312,7 +315,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		go func() { c.grpc.GracefulStop(); close(done) }()
 		select {
 		case <-done:
-		case <-time.After(shutdownGrace):
+		case <-time.After(c.grace()):
 			c.grpc.Stop()
 		}
 		if hs != nil {
@@ -323,6 +326,13 @@ func (c *Controller) Run(ctx context.Context) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+func (c *Controller) grace() time.Duration {
+	if c.cfg.ShutdownGrace > 0 {
+		return c.cfg.ShutdownGrace
+	}
+	return shutdownGrace
 }
 
 // maintain expires silent agents and rotates the server certificate.

@@ -545,6 +545,19 @@ func (c *Client) stream(ctx context.Context, addr string) (established bool, err
 	return true, err
 }
 
+// AgentClient returns the AgentService client on the current controller's
+// mTLS connection.
+func (c *Client) AgentClient() (livedumpv1.AgentServiceClient, error) {
+	if c.ident.Load() == nil {
+		return nil, errors.New("not enrolled yet")
+	}
+	cc, err := c.conn(c.addr())
+	if err != nil {
+		return nil, err
+	}
+	return livedumpv1.NewAgentServiceClient(cc), nil
+}
+
 // FetchArtifact downloads the artifact with hex SHA-256 sum into path,
 // resuming a partial download left in path+".part", and verifies the hash
 // before the file appears at path.

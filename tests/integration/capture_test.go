@@ -21,11 +21,7 @@ import (
 func provisionedLab(t *testing.T, o controllerOpts) (*testController, []*testAgent, livedumpv1.FleetServiceClient) {
 	t.Helper()
 	t.Setenv("LIVEDUMP_SIM_DTRACE_RATE", "40")
-	msi := filepath.Join(t.TempDir(), "DTrace.msi")
-	if err := os.WriteFile(msi, simMSI(t), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	o.profile, o.dtraceMSI = fastProfile(), msi
+	o.profile, o.dtraceMSI = fastProfile(), writeSimMSI(t)
 	c := startController(t, o)
 	tok := c.token(t, 3, map[string]string{"site": "lab"})
 	var agents []*testAgent
@@ -483,4 +479,13 @@ func TestCaptureSurvivesAnAgentRestart(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("agent restarted after %d events; the capture finished with exactly 60", before)
+}
+
+func writeSimMSI(t *testing.T) string {
+	t.Helper()
+	msi := filepath.Join(t.TempDir(), "DTrace.msi")
+	if err := os.WriteFile(msi, simMSI(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return msi
 }

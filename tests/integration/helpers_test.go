@@ -53,6 +53,7 @@ type controllerOpts struct {
 	caCertFile, caKeyFile string
 	profile               *profile.Profile
 	dtraceMSI             string
+	shutdownGrace         time.Duration
 }
 
 // startController runs the real controller with real mTLS on 127.0.0.1:0
@@ -76,6 +77,7 @@ func startController(t testing.TB, o controllerOpts) *testController {
 		CACertFile:    o.caCertFile,
 		Profile:       o.profile,
 		DTraceMSI:     o.dtraceMSI,
+		ShutdownGrace: o.shutdownGrace,
 		CAKeyFile:     o.caKeyFile,
 		Registry:      prometheus.NewRegistry(),
 	})
@@ -149,6 +151,9 @@ type agentOpts struct {
 	hostname  string
 	clock     clockwork.Clock
 	bitLocker bool
+	freeBytes uint64
+	keepDumps bool
+	bandwidth int64
 }
 
 func startAgent(t testing.TB, c *testController, o agentOpts) *testAgent {
@@ -156,7 +161,7 @@ func startAgent(t testing.TB, c *testController, o agentOpts) *testAgent {
 	if o.stateDir == "" {
 		o.stateDir = t.TempDir()
 	}
-	h, err := sim.New(sim.Config{StateDir: filepath.Join(o.stateDir, "host"), Hostname: o.hostname, BitLocker: o.bitLocker})
+	h, err := sim.New(sim.Config{StateDir: filepath.Join(o.stateDir, "host"), Hostname: o.hostname, BitLocker: o.bitLocker, FreeBytes: o.freeBytes})
 	if err != nil {
 		t.Fatalf("sim.New: %v", err)
 	}
@@ -172,6 +177,9 @@ func startAgent(t testing.TB, c *testController, o agentOpts) *testAgent {
 		Clock:         o.clock,
 		BackoffMin:    50 * time.Millisecond,
 		BackoffMax:    500 * time.Millisecond,
+
+		KeepDumps:         o.keepDumps,
+		UploadBytesPerSec: o.bandwidth,
 	}
 	ta := &testAgent{host: h, stateDir: o.stateDir}
 	ctx, cancel := context.WithCancel(context.Background())

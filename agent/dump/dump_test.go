@@ -168,7 +168,7 @@ func TestMetricsPassPromlint(t *testing.T) {
 func TestGrowingFileUploadedOnlyWhenStable(t *testing.T) {
 	h := newHarness(t)
 	cfg := h.config()
-	cfg.StableFor = 300 * time.Millisecond
+	cfg.StableFor = 500 * time.Millisecond
 	h.start(&cfg)
 	name := "DTRACE-20261126-1405.dmp"
 	p := filepath.Join(h.dir, name)

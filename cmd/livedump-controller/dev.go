@@ -67,6 +67,12 @@ func runDev(ctx context.Context, cfg controller.Config, opts devOptions, stdout 
 	}
 	cfg.DataDir = dataDir
 	log := cfg.Logger
+	// Simulated live dumps are 256 MiB unless the environment says
+	// otherwise: big enough that hashing, compression and resumable upload
+	// are exercised, small enough for a laptop.
+	if os.Getenv("LIVEDUMP_SIM_DUMP_BYTES") == "" {
+		os.Setenv("LIVEDUMP_SIM_DUMP_BYTES", "256m")
+	}
 	if cfg.DTraceMSI == "" {
 		// The simulated machines install this stand-in for the DTrace MSI.
 		if cfg.DTraceMSI, err = writeSimDTraceMSI(dataDir); err != nil {

@@ -108,7 +108,10 @@ const (
 	expectTTL = 10 * time.Minute
 )
 
-// Config configures a Manager.
+// Config configures a Manager. The functions in it are called from the
+// pipeline's goroutines (Report from several at once) and must not block
+// for long; none is called with the Manager's lock held except AgentID and
+// Exclusive, which must not call back into the Manager.
 type Config struct {
 	// Dir returns the local folder Windows writes live dumps to (the
 	// LiveKernelReports path). It is called on every scan, so a changed

@@ -37,34 +37,40 @@ func main() {
 
 func defaults() map[string]any {
 	return map[string]any{
-		"controllers":    []string{},
-		"ca_file":        "",
-		"token":          "",
-		"labels":         "",
-		"state_dir":      defaultStateDir(),
-		"metrics_listen": agent.DefaultMetricsListen,
-		"simulate":       false,
-		"sim_hostname":   "",
-		"sim_bitlocker":  false,
-		"dtrace_path":    "",
-		"dtrace_msi":     "",
-		"log_level":      "info",
+		"controllers":          []string{},
+		"ca_file":              "",
+		"token":                "",
+		"labels":               "",
+		"state_dir":            defaultStateDir(),
+		"metrics_listen":       agent.DefaultMetricsListen,
+		"simulate":             false,
+		"sim_hostname":         "",
+		"sim_bitlocker":        false,
+		"dtrace_path":          "",
+		"dtrace_msi":           "",
+		"upload_bytes_per_sec": 0,
+		"keep_dumps":           false,
+		"expected_dump_bytes":  0,
+		"log_level":            "info",
 	}
 }
 
 var flagKeys = map[string]string{
-	"controllers":    "controller",
-	"ca_file":        "ca",
-	"token":          "token",
-	"labels":         "labels",
-	"state_dir":      "state-dir",
-	"metrics_listen": "metrics-listen",
-	"simulate":       "simulate",
-	"sim_hostname":   "sim-hostname",
-	"sim_bitlocker":  "sim-bitlocker",
-	"dtrace_path":    "dtrace-path",
-	"dtrace_msi":     "dtrace-msi",
-	"log_level":      "log-level",
+	"controllers":          "controller",
+	"ca_file":              "ca",
+	"token":                "token",
+	"labels":               "labels",
+	"state_dir":            "state-dir",
+	"metrics_listen":       "metrics-listen",
+	"simulate":             "simulate",
+	"sim_hostname":         "sim-hostname",
+	"sim_bitlocker":        "sim-bitlocker",
+	"dtrace_path":          "dtrace-path",
+	"dtrace_msi":           "dtrace-msi",
+	"upload_bytes_per_sec": "upload-bytes-per-sec",
+	"keep_dumps":           "keep-dumps",
+	"expected_dump_bytes":  "expected-dump-bytes",
+	"log_level":            "log-level",
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -107,6 +113,9 @@ LIVEDUMP_AGENT_TOKEN) > config file > default. The config file defaults to
 	f.Bool("sim-bitlocker", false, "the simulated host's C: is BitLocker-protected (first start only)")
 	f.String("dtrace-path", "", "dtrace executable to run (default: the one DTrace installs)")
 	f.String("dtrace-msi", "", "pre-staged DTrace installer (MSI) to use when the controller offers none or the same one")
+	f.Int64("upload-bytes-per-sec", 0, "limit dump uploads to this many raw bytes per second (0: unlimited)")
+	f.Bool("keep-dumps", false, "keep dumps on this machine after their verified upload")
+	f.Uint64("expected-dump-bytes", 0, "free space a dump capture needs on the dump volume (0: physical memory)")
 	f.String("log-level", "info", "debug, info, warn or error")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		file, _ := cmd.Flags().GetString("config")
@@ -129,6 +138,9 @@ LIVEDUMP_AGENT_TOKEN) > config file > default. The config file defaults to
 		if err != nil {
 			return fmt.Errorf("labels: %w", err)
 		}
+		if n := v.GetInt64("upload_bytes_per_sec"); n < 0 {
+			return fmt.Errorf("upload_bytes_per_sec: %d must not be negative", n)
+		}
 		stateDir := config.Path(v, "state_dir")
 		cfg := agent.Config{
 			Controllers:   v.GetStringSlice("controllers"),
@@ -138,7 +150,11 @@ LIVEDUMP_AGENT_TOKEN) > config file > default. The config file defaults to
 			StateDir:      stateDir,
 			MetricsListen: v.GetString("metrics_listen"),
 			DTraceMSI:     config.Path(v, "dtrace_msi"),
-			Logger:        log,
+
+			UploadBytesPerSec: v.GetInt64("upload_bytes_per_sec"),
+			KeepDumps:         v.GetBool("keep_dumps"),
+			ExpectedDumpBytes: v.GetUint64("expected_dump_bytes"),
+			Logger:            log,
 		}
 		if !v.GetBool("simulate") {
 			if cfg.Host, err = realHost(); err != nil {

@@ -172,7 +172,7 @@ func New(cfg Config) (*Agent, error) {
 		AgentID:              a.session.AgentID,
 		BandwidthBytesPerSec: cfg.UploadBytesPerSec,
 		KeepAfterUpload:      cfg.KeepDumps,
-		Exclusive:            exclusiveOpen,
+		Exclusive:            dump.OpensExclusively,
 		Logger:               cfg.Logger,
 		Clock:                cfg.Clock,
 		Registry:             reg,

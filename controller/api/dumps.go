@@ -129,6 +129,9 @@ func (s *FleetServer) PullDump(ctx context.Context, req *livedumpv1.PullDumpRequ
 	if d.State == dumps.StateUploaded {
 		return &livedumpv1.PullDumpResponse{Dump: dumps.Proto(d, "")}, nil
 	}
+	if err := s.cfg.Store.MarkDumpPulled(ctx, d.ID); err != nil {
+		return nil, toStatus(s.cfg.Logger, "mark dump pulled", err)
+	}
 	sess := s.cfg.Fleet.Session(d.AgentID)
 	if sess == nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "agent %s is offline; pull again when it is online", d.AgentID)

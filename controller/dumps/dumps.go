@@ -70,7 +70,7 @@ var (
 	idRe  = regexp.MustCompile(`^[0-9a-f]{8,64}$`)
 	shaRe = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	// Windows names live dumps <Component>-YYYYMMDD-HHMM[-N].dmp.
-	fileRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}\.dmp$`)
+	fileRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}\.(?i:dmp)$`)
 )
 
 // Config configures a Receiver.
@@ -272,7 +272,7 @@ func (r *Receiver) Upload(agentID string, stream grpc.ClientStreamingServer[live
 
 // quota reports whether the capture's per-signature upload quota is used up.
 func (r *Receiver) quota(ctx context.Context, d store.Dump) (bool, error) {
-	if r.cfg.Quota == nil || d.CaptureID == "" || d.Signature == "" {
+	if r.cfg.Quota == nil || d.Pulled || d.CaptureID == "" || d.Signature == "" {
 		return false, nil
 	}
 	n, err := r.cfg.Quota(ctx, d.CaptureID)

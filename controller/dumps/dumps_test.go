@@ -231,6 +231,15 @@ func TestQuotaAndDuplicates(t *testing.T) {
 		t.Fatalf("second dump of the signature: %v %v, want hash-only", err, s.resp)
 	}
 
+	// An operator's pull uploads it anyway.
+	if err := f.st.MarkDumpPulled(ctx, d2.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	s = &fakeStream{msgs: messages(t, d2, raw2, 0, 1<<20)}
+	if err := f.upload("agent-1", s); err != nil || s.resp.GetState() != livedumpv1.DumpState_DUMP_STATE_UPLOADED {
+		t.Fatalf("pulled dump over the quota: %v %v, want uploaded", err, s.resp)
+	}
+
 	// The same content from another dump is stored once.
 	f.quota = 0
 	d3 := dumpOf("aaaaaaaa06", raw1, sum1)

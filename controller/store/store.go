@@ -119,6 +119,7 @@ type Dump struct {
 	Committed  int64 // raw bytes durably received
 	Compressed int64 // bytes received on the wire
 	Signature  string
+	Pulled     bool // an operator asked for it: the quota does not apply
 }
 
 // ArtifactDTraceMSI is the kind of the DTrace installer artifact.
@@ -228,6 +229,8 @@ type Store interface {
 	ListDumps(ctx context.Context, captureID string) ([]Dump, error)
 	// SetDumpProgress records the durable upload progress.
 	SetDumpProgress(ctx context.Context, id string, committed, compressed int64, state, detail string, at time.Time) error
+	// MarkDumpPulled records that an operator asked for the dump's upload.
+	MarkDumpPulled(ctx context.Context, id string) error
 	// CountDumps counts a capture's dumps with a signature in a state.
 	CountDumps(ctx context.Context, captureID, signature, state string) (int, error)
 

@@ -10,22 +10,24 @@ import (
 	"github.com/livedump/livedump/controller/store"
 )
 
-const dumpColumns = `id, agent_id, capture_id, event_id, file_name, size, sha256, state, detail, written, updated, committed, compressed, signature`
+const dumpColumns = `id, agent_id, capture_id, event_id, file_name, size, sha256, state, detail, written, updated, committed, compressed, signature, pulled`
 
 func scanDump(sc rowScanner) (store.Dump, error) {
 	var d store.Dump
 	var written, updated sql.NullInt64
+	var pulled int64
 	if err := sc.Scan(&d.ID, &d.AgentID, &d.CaptureID, &d.EventID, &d.FileName, &d.Size, &d.SHA256, &d.State, &d.Detail,
-		&written, &updated, &d.Committed, &d.Compressed, &d.Signature); err != nil {
+		&written, &updated, &d.Committed, &d.Compressed, &d.Signature, &pulled); err != nil {
 		return store.Dump{}, err
 	}
+	d.Pulled = pulled != 0
 	d.Written, d.Updated = timeVal(written), timeVal(updated)
 	return d, nil
 }
 
 // PutDump inserts or updates a dump's agent-reported fields.
 func (s *Store) PutDump(ctx context.Context, d store.Dump) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO dumps (`+dumpColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?)
+	_, err := s.w.ExecContext(ctx, `INSERT INTO dumps (`+dumpColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0)
 		ON CONFLICT (id) DO UPDATE SET capture_id = excluded.capture_id, event_id = excluded.event_id, file_name = excluded.file_name,
 			size = excluded.size, sha256 = excluded.sha256, state = excluded.state, detail = excluded.detail,
 			written = excluded.written, updated = excluded.updated, signature = excluded.signature`,
@@ -93,4 +95,16 @@ func (s *Store) CountDumps(ctx context.Context, captureID, signature, state stri
 		return 0, fmt.Errorf("count dumps: %w", err)
 	}
 	return n, nil
+}
+
+// MarkDumpPulled records an operator's pull.
+func (s *Store) MarkDumpPulled(ctx context.Context, id string) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE dumps SET pulled = 1 WHERE id = ?`, id)
+	if err == nil {
+		err = expectOne(res)
+	}
+	if err != nil {
+		return fmt.Errorf("mark dump %s pulled: %w", id, err)
+	}
+	return nil
 }

@@ -931,4 +931,10 @@ func testDumps(t *testing.T, s store.Store) {
 	if n != 1 {
 		t.Fatalf("CountDumps = %d, want 1", n)
 	}
+	must(t, "MarkDumpPulled", s.MarkDumpPulled(ctx, "d1"))
+	must(t, "PutDump after pull", s.PutDump(ctx, d))
+	if got, _ := s.GetDump(ctx, "d1"); !got.Pulled {
+		t.Fatal("pull not recorded, or reset by a later report")
+	}
+	wantErr(t, "MarkDumpPulled missing", s.MarkDumpPulled(ctx, "zz"), store.ErrNotFound)
 }

@@ -320,7 +320,7 @@ func (h *harness) stop() {
 // wait returns the first report of the named file in the given state.
 func (h *harness) wait(name string, st livedumpv1.DumpState) *livedumpv1.Dump {
 	h.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if d := h.find(name, st); d != nil {
 			return d

@@ -159,24 +159,12 @@ func provisionFailure(results []*livedumpv1.AgentProvisionResult) error {
 	return nil
 }
 
+// provisionStateName is the state as SREs read it: "reboot-required".
 func provisionStateName(s livedumpv1.ProvisionState) string {
-	switch s {
-	case livedumpv1.ProvisionState_PROVISION_STATE_NOT_PROVISIONED:
-		return "not-provisioned"
-	case livedumpv1.ProvisionState_PROVISION_STATE_REBOOT_REQUIRED:
-		return "reboot-required"
-	case livedumpv1.ProvisionState_PROVISION_STATE_READY:
-		return "ready"
-	case livedumpv1.ProvisionState_PROVISION_STATE_BLOCKED:
-		return "blocked"
-	case livedumpv1.ProvisionState_PROVISION_STATE_FAILED:
-		return "failed"
-	case livedumpv1.ProvisionState_PROVISION_STATE_REBOOTING:
-		return "rebooting"
-	case livedumpv1.ProvisionState_PROVISION_STATE_IN_PROGRESS:
-		return "in-progress"
+	if s == livedumpv1.ProvisionState_PROVISION_STATE_UNSPECIFIED {
+		return ""
 	}
-	return ""
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(s.String(), "PROVISION_STATE_")), "_", "-")
 }
 
 // writeProvisionResults prints one block per agent: its state, then a row

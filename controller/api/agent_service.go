@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -311,25 +312,13 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// ProvisionStateName is the stored and displayed name of a state.
+// ProvisionStateName is the stored and displayed name of a state, derived
+// from the enum ("PROVISION_STATE_REBOOT_REQUIRED" is "reboot-required").
 func ProvisionStateName(st livedumpv1.ProvisionState) string {
-	switch st {
-	case livedumpv1.ProvisionState_PROVISION_STATE_NOT_PROVISIONED:
-		return "not-provisioned"
-	case livedumpv1.ProvisionState_PROVISION_STATE_REBOOT_REQUIRED:
-		return "reboot-required"
-	case livedumpv1.ProvisionState_PROVISION_STATE_READY:
-		return "ready"
-	case livedumpv1.ProvisionState_PROVISION_STATE_BLOCKED:
-		return "blocked"
-	case livedumpv1.ProvisionState_PROVISION_STATE_FAILED:
-		return "failed"
-	case livedumpv1.ProvisionState_PROVISION_STATE_REBOOTING:
-		return "rebooting"
-	case livedumpv1.ProvisionState_PROVISION_STATE_IN_PROGRESS:
-		return "in-progress"
+	if st == livedumpv1.ProvisionState_PROVISION_STATE_UNSPECIFIED {
+		return ""
 	}
-	return ""
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(st.String(), "PROVISION_STATE_")), "_", "-")
 }
 
 // provisionStateValue is the inverse of ProvisionStateName.

@@ -164,6 +164,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.dumps, err = dump.New(dump.Config{
 		Dir:      h.LiveDumpDir,
+		Events:   h.LiveDumpEvents,
 		StateDir: cfg.StateDir,
 		Client:   a.session.AgentClient,
 		Report: func(d *livedumpv1.Dump) {

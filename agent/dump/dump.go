@@ -78,6 +78,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/livedump/livedump/agent/host"
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -113,6 +114,9 @@ const (
 // for long; none is called with the Manager's lock held except AgentID and
 // Exclusive, which must not call back into the Manager.
 type Config struct {
+	// Events reads the Kernel-LiveDump event log (host.LiveDumpEvents);
+	// nil relies on the stable-size rule alone.
+	Events func(ctx context.Context, since time.Time) ([]host.LiveDumpEvent, error)
 	// Dir returns the local folder Windows writes live dumps to (the
 	// LiveKernelReports path). It is called on every scan, so a changed
 	// path takes effect without a restart.

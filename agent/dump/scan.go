@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/livedump/livedump/agent/host"
 	"io/fs"
 	"os"
 	"path"
@@ -312,6 +313,22 @@ func (m *Manager) observe(e *entry, fi os.FileInfo, now time.Time) (*livedumpv1.
 		e.Size = size
 		return nil, false
 	}
+	// Windows' own word comes first: the Kernel-LiveDump event log says
+	// when it finished writing (event 4, with the byte count) or gave up
+	// (event 202: disk full). The stable-size rule is the fallback for when
+	// the log has nothing, e.g. it was cleared or is unreadable.
+	switch verdict, detail := m.eventVerdict(e, size); verdict {
+	case verdictFailed:
+		e.Size = size
+		return m.setState(e, stateAborted, detail), false
+	case verdictDone:
+		if m.cfg.Exclusive(e.abs()) {
+			e.Complete, e.Size, e.Written = true, size, fi.ModTime()
+			e.Updated = now
+			m.saveLocked()
+			return nil, true
+		}
+	}
 	if now.Sub(e.lastChange) < m.cfg.StableFor || !m.cfg.Exclusive(e.abs()) {
 		return nil, false
 	}
@@ -345,4 +362,39 @@ func (m *Manager) missing(e *entry) []*livedumpv1.Dump {
 		m.saveLocked()
 		return nil
 	}
+}
+
+type verdict int
+
+const (
+	verdictUnknown verdict = iota
+	verdictDone
+	verdictFailed
+)
+
+// eventVerdict reads the Kernel-LiveDump events since the dump was created:
+// a successful write-ended event with the file's size completes it; a
+// failed one, or a disk-full event, aborts it.
+func (m *Manager) eventVerdict(e *entry, size int64) (verdict, string) {
+	if m.cfg.Events == nil || size == 0 {
+		return verdictUnknown, ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	evs, err := m.cfg.Events(ctx, e.Created.Add(-5*time.Second))
+	if err != nil {
+		m.log.Debug("live dump event log unavailable; using the stable-size rule", "err", err)
+		return verdictUnknown, ""
+	}
+	for _, ev := range evs {
+		switch {
+		case ev.ID == host.EventDumpDiskFull:
+			return verdictFailed, fmt.Sprintf("Windows could not finish the dump: disk full (event %d, NTSTATUS 0x%08X)", ev.ID, ev.NTStatus)
+		case ev.ID == host.EventDumpWriteEnd && ev.NTStatus != 0 && (ev.TotalBytes == 0 || ev.TotalBytes == uint64(size)):
+			return verdictFailed, fmt.Sprintf("Windows reported the dump write failed (event %d, NTSTATUS 0x%08X)", ev.ID, ev.NTStatus)
+		case ev.ID == host.EventDumpWriteEnd && ev.NTStatus == 0 && ev.TotalBytes == uint64(size):
+			return verdictDone, ""
+		}
+	}
+	return verdictUnknown, ""
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/windows"
@@ -70,4 +71,22 @@ func (*Windows) PhysicalMemory() (uint64, error) {
 		return 0, fmt.Errorf("GlobalMemoryStatusEx: %w", err)
 	}
 	return m.TotalPhys, nil
+}
+
+// LiveDumpEvents queries the Kernel-LiveDump channel with wevtutil, whose
+// XML carries the manifest's field names whatever the display language.
+func (*Windows) LiveDumpEvents(ctx context.Context, since time.Time) ([]LiveDumpEvent, error) {
+	dir, err := windows.GetSystemDirectory()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, dir+`\wevtutil.exe`, "qe", LiveDumpChannel, "/q:"+LiveDumpEventsQuery(since), "/f:xml", "/e:Events")
+	cmd.SysProcAttr = &syscall.SysProcAttr{HideWindow: true}
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("wevtutil qe %s: %w", LiveDumpChannel, err)
+	}
+	return ParseLiveDumpEventsXML(out)
 }

@@ -280,6 +280,11 @@ type Host interface {
 	// %SystemRoot%\LiveKernelReports.
 	LiveDumpDir() (string, error)
 
+	// LiveDumpEvents returns the Kernel-LiveDump write-ended (4) and
+	// disk-full (202) events since a time, oldest first: the precise signal
+	// that Windows finished (or gave up on) a dump.
+	LiveDumpEvents(ctx context.Context, since time.Time) ([]LiveDumpEvent, error)
+
 	// DiskFree is the free space, in bytes, of the volume holding path.
 	DiskFree(path string) (uint64, error)
 	// PhysicalMemory is the machine's installed memory in bytes: the

@@ -2,10 +2,14 @@ package sim
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/livedump/livedump/agent/host"
 )
@@ -71,4 +75,41 @@ func (h *Host) PhysicalMemory() (uint64, error) {
 		return 16 << 30, nil
 	}
 	return h.memory, nil
+}
+
+// EventsFile is the simulated machine's Kernel-LiveDump event log: one JSON
+// object per line, appended by the simulated dtrace when it writes a dump.
+const EventsFile = "livedump-events.jsonl"
+
+// LiveDumpEvent is one line of EventsFile.
+type LiveDumpEvent struct {
+	ID         int       `json:"id"`
+	Time       time.Time `json:"time"`
+	NTStatus   uint32    `json:"ntstatus"`
+	TotalBytes uint64    `json:"total_bytes"`
+}
+
+// LiveDumpEvents reads the simulated event log.
+func (h *Host) LiveDumpEvents(_ context.Context, since time.Time) ([]host.LiveDumpEvent, error) {
+	b, err := os.ReadFile(filepath.Join(h.dir, EventsFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []host.LiveDumpEvent
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		var e LiveDumpEvent
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			continue // a line being appended right now
+		}
+		if (e.ID == host.EventDumpWriteEnd || e.ID == host.EventDumpDiskFull) && !e.Time.Before(since) {
+			out = append(out, host.LiveDumpEvent{ID: e.ID, Time: e.Time, NTStatus: e.NTStatus, TotalBytes: e.TotalBytes})
+		}
+	}
+	return out, nil
 }

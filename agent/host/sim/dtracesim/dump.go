@@ -2,6 +2,7 @@ package dtracesim
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,7 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/livedump/livedump/agent/host"
+	"github.com/livedump/livedump/agent/host/sim"
 )
 
 // Live kernel dumps, as lkd() has Windows write them:
@@ -142,6 +147,7 @@ func (d *dumper) write(mode int64) (string, error) {
 		}
 	}
 	defer f.Close()
+	logEvent(m.dir, host.EventDumpWriteStart, d.now(), 0, 0)
 
 	content := newDumpContent(d.seed^uint64(start.UnixNano()), d.size, m.build(), m.ncpu(), mode, start)
 	steps := int64(1)
@@ -152,6 +158,13 @@ func (d *dumper) write(mode int64) (string, error) {
 	for i := int64(1); i <= steps; i++ {
 		target := d.size * i / steps
 		if err := content.writeTo(f, written, target); err != nil {
+			// Windows reports a failed write in its event log: 202 when
+			// the disk is full, else a write-ended event with the error.
+			if errors.Is(err, syscall.ENOSPC) {
+				logEvent(m.dir, host.EventDumpDiskFull, d.now(), 0xC000007F, 0)
+			} else {
+				logEvent(m.dir, host.EventDumpWriteEnd, d.now(), 0xC0000001, uint64(written))
+			}
 			return "", err
 		}
 		written = target
@@ -162,7 +175,26 @@ func (d *dumper) write(mode int64) (string, error) {
 	if err := f.Sync(); err != nil {
 		return "", err
 	}
-	return path, f.Close()
+	if err := f.Close(); err != nil {
+		return "", err
+	}
+	logEvent(m.dir, host.EventDumpWriteEnd, d.now(), 0, uint64(d.size))
+	return path, nil
+}
+
+// logEvent appends a Kernel-LiveDump event to the simulated machine's event
+// log, after the fact it reports, as Windows does.
+func logEvent(stateDir string, id int, t time.Time, status uint32, total uint64) {
+	b, err := json.Marshal(sim.LiveDumpEvent{ID: id, Time: t.UTC(), NTStatus: status, TotalBytes: total})
+	if err != nil {
+		return
+	}
+	f, err := os.OpenFile(filepath.Join(stateDir, sim.EventsFile), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = f.Write(append(b, '\n'))
 }
 
 // dumpContent produces a dump's bytes: the header, then pages that are

@@ -84,8 +84,9 @@ func oneLine(s string) string {
 }
 
 const rootLong = `livedumpctl talks to a livedump controller to manage the fleet of Windows
-agents: list, label and revoke agents, create enrollment tokens and read the
-audit log.
+agents: list, label and revoke agents; provision machines for live kernel
+dumps; arm captures across a group and watch their trigger events; download
+the dumps they take; create enrollment tokens and read the audit log.
 
 Configuration (highest precedence first):
   1. flags                  --controller, --ca, --cert, --key, -o, --timeout

@@ -202,8 +202,18 @@ func (m *Manager) runOnce(ctx context.Context, a *armed, spec probe.Spec, trigge
 			}
 		}
 	}()
-	m.consume(a, stdout)
+	// Read until dtrace's output ends, or until the capture is stopped: a
+	// child that dtrace left holding the pipe must not keep a cancelled
+	// capture alive. Wait then kills dtrace (CommandContext) and closes the
+	// pipe, which ends the reader.
+	consumed := make(chan struct{})
+	go func() { defer close(consumed); m.consume(a, stdout) }()
+	select {
+	case <-consumed:
+	case <-ctx.Done():
+	}
 	waitErr := cmd.Wait()
+	<-consumed
 	var stderrText []string
 	for l := range errLines {
 		stderrText = append(stderrText, l)

@@ -8,12 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
 
 	"github.com/livedump/livedump/agent"
 	"github.com/livedump/livedump/agent/host/sim"
@@ -98,9 +101,24 @@ LIVEDUMP_AGENT_TOKEN) > config file > default. The config file defaults to
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 	}
+	// Without a command the agent runs as a console process; "service" (on
+	// Windows) runs it under the service control manager.
+	cmd.CompletionOptions.DisableDefaultCmd = true
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
-	f := cmd.Flags()
+	agentFlags(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return runAgent(ctx, cmd, func(level string) (*slog.Logger, error) {
+			return logging.New(stderr, level)
+		})
+	}
+	addPlatformCommands(ctx, cmd)
+	return cmd
+}
+
+// agentFlags defines the flags of the agent, shared by the console process
+// and the service command.
+func agentFlags(f *pflag.FlagSet) {
 	f.String("config", "", "config file (YAML)")
 	f.StringSlice("controller", nil, "controller address HOST:PORT (repeatable or comma-separated; tried in order)")
 	f.String("ca", "", "controller CA certificate (PEM)")
@@ -117,77 +135,85 @@ LIVEDUMP_AGENT_TOKEN) > config file > default. The config file defaults to
 	f.Bool("keep-dumps", false, "keep dumps on this machine after their verified upload")
 	f.Uint64("expected-dump-bytes", 0, "free space a dump capture needs on the dump volume (0: physical memory)")
 	f.String("log-level", "info", "debug, info, warn or error")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		file, _ := cmd.Flags().GetString("config")
-		if file == "" {
-			if _, err := os.Stat(defaultConfigFile()); err == nil {
-				file = defaultConfigFile()
-			}
-		}
-		v, err := config.Load(config.Options{
-			File: file, EnvPrefix: "LIVEDUMP_AGENT", Flags: cmd.Flags(), FlagKeys: flagKeys, Defaults: defaults(),
-		})
-		if err != nil {
-			return err
-		}
-		log, err := logging.New(stderr, v.GetString("log_level"))
-		if err != nil {
-			return err
-		}
-		labels, err := selector.ParseSet(v.GetString("labels"))
-		if err != nil {
-			return fmt.Errorf("labels: %w", err)
-		}
-		if n := v.GetInt64("upload_bytes_per_sec"); n < 0 {
-			return fmt.Errorf("upload_bytes_per_sec: %d must not be negative", n)
-		}
-		stateDir := config.Path(v, "state_dir")
-		cfg := agent.Config{
-			Controllers:   v.GetStringSlice("controllers"),
-			CAFile:        config.Path(v, "ca_file"),
-			Token:         v.GetString("token"),
-			Labels:        labels,
-			StateDir:      stateDir,
-			MetricsListen: v.GetString("metrics_listen"),
-			DTraceMSI:     config.Path(v, "dtrace_msi"),
+}
 
-			UploadBytesPerSec: v.GetInt64("upload_bytes_per_sec"),
-			KeepDumps:         v.GetBool("keep_dumps"),
-			ExpectedDumpBytes: v.GetUint64("expected_dump_bytes"),
-			Logger:            log,
+// loadConfig reads the agent's configuration for cmd: flags, environment,
+// then the config file (--config, else the default file when it exists).
+func loadConfig(cmd *cobra.Command) (*viper.Viper, error) {
+	file, _ := cmd.Flags().GetString("config")
+	if file == "" {
+		if _, err := os.Stat(defaultConfigFile()); err == nil {
+			file = defaultConfigFile()
 		}
-		if !v.GetBool("simulate") {
-			if cfg.Host, err = realHost(); err != nil {
-				return err
-			}
-			a, err := agent.New(cfg)
-			if err != nil {
-				return err
-			}
-			return a.Run(ctx)
-		}
-		h, err := sim.New(sim.Config{
-			StateDir:  filepath.Join(stateDir, "host"),
-			Hostname:  v.GetString("sim_hostname"),
-			BitLocker: v.GetBool("sim_bitlocker"),
-		})
-		if err != nil {
-			return err
-		}
-		cfg.Host = h
-		// The simulated service manager restarts the agent after each
-		// simulated reboot, as Windows starts the service again.
-		err = sim.RunService(ctx, h, func(ctx context.Context) error {
-			a, err := agent.New(cfg)
-			if err != nil {
-				return err
-			}
-			return a.Run(ctx)
-		})
-		if errors.Is(err, context.Canceled) {
-			return nil
-		}
+	}
+	return config.Load(config.Options{
+		File: file, EnvPrefix: "LIVEDUMP_AGENT", Flags: cmd.Flags(), FlagKeys: flagKeys, Defaults: defaults(),
+	})
+}
+
+// runAgent runs the agent configured by cmd's flags until ctx ends; newLog
+// makes its logger at the configured level.
+func runAgent(ctx context.Context, cmd *cobra.Command, newLog func(level string) (*slog.Logger, error)) error {
+	v, err := loadConfig(cmd)
+	if err != nil {
 		return err
 	}
-	return cmd
+	log, err := newLog(v.GetString("log_level"))
+	if err != nil {
+		return err
+	}
+	labels, err := selector.ParseSet(v.GetString("labels"))
+	if err != nil {
+		return fmt.Errorf("labels: %w", err)
+	}
+	if n := v.GetInt64("upload_bytes_per_sec"); n < 0 {
+		return fmt.Errorf("upload_bytes_per_sec: %d must not be negative", n)
+	}
+	stateDir := config.Path(v, "state_dir")
+	cfg := agent.Config{
+		Controllers:   v.GetStringSlice("controllers"),
+		CAFile:        config.Path(v, "ca_file"),
+		Token:         v.GetString("token"),
+		Labels:        labels,
+		StateDir:      stateDir,
+		MetricsListen: v.GetString("metrics_listen"),
+		DTraceMSI:     config.Path(v, "dtrace_msi"),
+
+		UploadBytesPerSec: v.GetInt64("upload_bytes_per_sec"),
+		KeepDumps:         v.GetBool("keep_dumps"),
+		ExpectedDumpBytes: v.GetUint64("expected_dump_bytes"),
+		Logger:            log,
+	}
+	if !v.GetBool("simulate") {
+		if cfg.Host, err = realHost(); err != nil {
+			return err
+		}
+		a, err := agent.New(cfg)
+		if err != nil {
+			return err
+		}
+		return a.Run(ctx)
+	}
+	h, err := sim.New(sim.Config{
+		StateDir:  filepath.Join(stateDir, "host"),
+		Hostname:  v.GetString("sim_hostname"),
+		BitLocker: v.GetBool("sim_bitlocker"),
+	})
+	if err != nil {
+		return err
+	}
+	cfg.Host = h
+	// The simulated service manager restarts the agent after each
+	// simulated reboot, as Windows starts the service again.
+	err = sim.RunService(ctx, h, func(ctx context.Context) error {
+		a, err := agent.New(cfg)
+		if err != nil {
+			return err
+		}
+		return a.Run(ctx)
+	})
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
 }

@@ -191,33 +191,35 @@ func (m *Manager) runOnce(ctx context.Context, a *armed, spec probe.Spec, trigge
 	}
 	m.mu.Unlock()
 
-	errLines := make(chan string, 16)
+	var stderrText []string
+	stderrDone := make(chan struct{})
 	go func() {
-		defer close(errLines)
+		defer close(stderrDone)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			select {
-			case errLines <- sc.Text():
-			default: // keep draining even if nobody reads
+			if len(stderrText) < 16 { // keep the first lines; the rest is drained
+				stderrText = append(stderrText, sc.Text())
 			}
 		}
 	}()
 	// Read until dtrace's output ends, or until the capture is stopped: a
 	// child that dtrace left holding the pipe must not keep a cancelled
 	// capture alive. Wait then kills dtrace (CommandContext) and closes the
-	// pipe, which ends the reader.
+	// pipes, which ends the readers.
 	consumed := make(chan struct{})
 	go func() { defer close(consumed); m.consume(a, stdout) }()
 	select {
 	case <-consumed:
+		// Both pipes are read to their end before Wait closes them.
+		select {
+		case <-stderrDone:
+		case <-ctx.Done():
+		}
 	case <-ctx.Done():
 	}
 	waitErr := cmd.Wait()
 	<-consumed
-	var stderrText []string
-	for l := range errLines {
-		stderrText = append(stderrText, l)
-	}
+	<-stderrDone
 	msg := strings.Join(stderrText, "; ")
 	if strings.Contains(msg, "DTrace device not available") || strings.Contains(msg, "failed to initialize dtrace") {
 		return fmt.Errorf("%w: %s", errDriverMissing, msg)

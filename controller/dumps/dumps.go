@@ -267,7 +267,13 @@ func (r *Receiver) Upload(agentID string, stream grpc.ClientStreamingServer[live
 	if rec.Committed > 0 {
 		r.resumes.Inc()
 	}
-	return r.receive(ctx, stream, rec)
+	err = r.receive(ctx, stream, rec)
+	switch status.Code(err) {
+	case codes.OK, codes.Canceled, codes.DataLoss: // DataLoss is counted as corrupt
+	default:
+		r.results.WithLabelValues("failed").Inc()
+	}
+	return err
 }
 
 // quota reports whether the capture's per-signature upload quota is used up.

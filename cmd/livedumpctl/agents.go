@@ -25,7 +25,10 @@ func (a *app) agentsCmd() *cobra.Command {
 }
 
 func (a *app) agentsListCmd() *cobra.Command {
-	var sel string
+	var (
+		sel  string
+		port int
+	)
 	cmd := &cobra.Command{
 		Use:   "list [-l SELECTOR]",
 		Short: "List agents, optionally only those matching a label selector",
@@ -33,26 +36,39 @@ func (a *app) agentsListCmd() *cobra.Command {
 
 The selector has the Kubernetes syntax, e.g. 'site=ams,role in (vdi,kiosk),!canary'.
 Every agent has the built-in labels hostname and os.build. The LABELS column
-shows the user labels; -o json shows everything.`,
+shows the user labels; -o json shows everything.
+
+-o prometheus-sd prints a Prometheus file_sd target list of the online and
+offline agents: <hostname>:<--metrics-port>, labelled agent_id, hostname and
+livedump_label_<key> for each user label (see deploy/prometheus).`,
 		Example: `  livedumpctl agents list -l role=vdi
-  livedumpctl agents list -l 'site=ams,role in (vdi,kiosk)' -o json`,
-		Args: noArgs,
+  livedumpctl agents list -l 'site=ams,role in (vdi,kiosk)' -o json
+  livedumpctl agents list -l site=ams -o prometheus-sd > /etc/prometheus/livedump/agents.json`,
+		Annotations: map[string]string{annotationOutputs: outputPrometheusSD},
+		Args:        noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// Fail fast, without a round trip, on a malformed selector.
 			if _, err := selector.Parse(sel); err != nil {
 				return fmt.Errorf("-l/--selector: %w", err)
 			}
+			if port < 1 || port > 65535 {
+				return fmt.Errorf("--metrics-port: %d is not a TCP port (1-65535)", port)
+			}
 			resp, s, err := call(a, cmd, fleetClient.ListAgents, &livedumpv1.ListAgentsRequest{Selector: sel})
 			if err != nil {
 				return err
 			}
-			if s.output == outputJSON {
+			switch s.output {
+			case outputJSON:
 				return writeJSON(a.stdout, resp)
+			case outputPrometheusSD:
+				return writePrometheusSD(a.stdout, resp.GetAgents(), port)
 			}
 			return writeAgents(a.stdout, a.now(), resp.GetAgents())
 		},
 	}
 	cmd.Flags().StringVarP(&sel, "selector", "l", "", "label `SELECTOR`, e.g. 'site=ams,role in (vdi,kiosk)'")
+	cmd.Flags().IntVar(&port, "metrics-port", defaultMetricsPort, "agents' metrics `PORT`, for -o prometheus-sd")
 	return cmd
 }
 

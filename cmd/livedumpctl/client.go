@@ -132,8 +132,8 @@ func (a *app) settings(cmd *cobra.Command) (settings, error) {
 	if s.timeout <= 0 {
 		return settings{}, fmt.Errorf("timeout: %s: must be positive", s.timeout)
 	}
-	if s.output != outputTable && s.output != outputJSON {
-		return settings{}, fmt.Errorf("output %q: must be table or json", v.GetString(keyOutput))
+	if ok, formats := outputAllowed(cmd, s.output); !ok {
+		return settings{}, fmt.Errorf("output %q: must be %s", v.GetString(keyOutput), formats)
 	}
 	if err := s.checkConnection(); err != nil {
 		return settings{}, err

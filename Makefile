@@ -10,7 +10,7 @@ BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: help build windows test proto proto-check tools vet dev
+.PHONY: help build windows test proto proto-check tools vet dev msi wine-e2e
 
 help:
 	@echo "make build        build livedump-controller, livedump-agent, livedumpctl into bin/"
@@ -19,6 +19,8 @@ help:
 	@echo "make proto        regenerate proto/livedump/v1/*.pb.go with buf"
 	@echo "make proto-check  buf lint, and fail if generated code is stale"
 	@echo "make dev          run the dev controller with 3 simulated agents"
+	@echo "make msi          build bin/windows/livedump-agent.exe and its MSI (VERSION=1.2.3; SIGN_CERT=… SIGN_KEY=… to sign)"
+	@echo "make wine-e2e     install the MSI under Wine and enroll with a local controller (.ci/wine-e2e)"
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
@@ -49,3 +51,12 @@ proto-check:
 
 dev:
 	$(GO) run ./cmd/livedump-controller --dev
+
+# The agent MSI (deploy/msi/build): the exe is stamped with VERSION, the MSI
+# gets the same version (X.Y.Z; see the script for non-release VERSIONs).
+# Signs the exe, then the MSI, when SIGN_CERT and SIGN_KEY are given.
+msi:
+	GO='$(GO)' VERSION='$(VERSION)' MSI_VERSION='$(MSI_VERSION)' SIGN_CERT='$(SIGN_CERT)' SIGN_KEY='$(SIGN_KEY)' deploy/msi/build
+
+wine-e2e: build
+	.ci/wine-e2e

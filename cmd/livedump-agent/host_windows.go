@@ -6,10 +6,18 @@ import (
 	"os"
 	"path/filepath"
 
+	"golang.org/x/sys/windows"
+
 	"github.com/livedump/livedump/agent/host"
 )
 
+// programData is %ProgramData%, asked of the shell rather than read from
+// the environment, which a service may not have (or, under Wine, has
+// pointing elsewhere).
 func programData() string {
+	if d, err := windows.KnownFolderPath(windows.FOLDERID_ProgramData, 0); err == nil && d != "" {
+		return d
+	}
 	if d := os.Getenv("ProgramData"); d != "" {
 		return d
 	}

@@ -22,10 +22,12 @@ type installSettings struct {
 	CAFile      string // where the CA certificate was copied to (from CA_CERT)
 	Token       string // ENROLL_TOKEN
 	Labels      string // LABELS: K=V,K=V
+	// MetricsListen is METRICS_LISTEN: HOST:PORT for /metrics, or "-".
+	MetricsListen string
 }
 
 func (s installSettings) empty() bool {
-	return s.Controllers == "" && s.CAFile == "" && s.Token == "" && s.Labels == ""
+	return s.Controllers == "" && s.CAFile == "" && s.Token == "" && s.Labels == "" && s.MetricsListen == ""
 }
 
 // validate checks the settings the way the agent will read them, so that a
@@ -41,6 +43,13 @@ func (s installSettings) validate() error {
 			if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 				return fmt.Errorf("CONTROLLER %q: port %q is not a number from 1 to 65535", s.Controllers, port)
 			}
+		}
+	}
+	if m := s.MetricsListen; m != "" && m != "-" {
+		if _, port, err := net.SplitHostPort(m); err != nil {
+			return fmt.Errorf("METRICS_LISTEN %q: want HOST:PORT, or - to disable", m)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			return fmt.Errorf("METRICS_LISTEN %q: port %q is not a number from 0 to 65535", m, port)
 		}
 	}
 	if strings.ContainsAny(s.Token, " \t\r\n\"'") {
@@ -67,9 +76,10 @@ func splitList(s string) []string {
 
 // configHeader starts an agent.yaml written from installer settings.
 const configHeader = `livedump agent configuration (see docs/install-windows.md).
-Written from the MSI properties CONTROLLER, CA_CERT, ENROLL_TOKEN and LABELS
-when the service starts after an install or upgrade; a property given again
-later replaces the key it sets, other keys and comments are kept.`
+Written from the MSI properties CONTROLLER, CA_CERT, ENROLL_TOKEN, LABELS
+and METRICS_LISTEN when the service starts after an install or upgrade. A
+property given again later replaces the key it sets; other keys and
+comments are kept.`
 
 // mergeConfig returns the agent config document old (YAML; empty for none)
 // with the non-empty settings set, keeping every other key and comment, and
@@ -111,6 +121,7 @@ func mergeConfig(old []byte, s installSettings) ([]byte, []string, error) {
 	str("ca_file", s.CAFile)
 	str("token", s.Token)
 	str("labels", s.Labels)
+	str("metrics_listen", s.MetricsListen)
 
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)

@@ -27,6 +27,8 @@ func loadAgentConfig(t *testing.T, doc []byte) map[string]any {
 		"token":       v.GetString("token"),
 		"labels":      v.GetString("labels"),
 		"log_level":   v.GetString("log_level"),
+
+		"metrics_listen": v.GetString("metrics_listen"),
 	}
 }
 
@@ -36,12 +38,14 @@ func TestMergeConfigIntoNothing(t *testing.T) {
 		CAFile:      `C:\ProgramData\livedump\ca.crt`,
 		Token:       "ldt_abc.def",
 		Labels:      "role=vdi,site=ams",
+
+		MetricsListen: "0.0.0.0:9465",
 	}
 	doc, set, err := mergeConfig(nil, s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(set, []string{"controllers", "ca_file", "token", "labels"}) {
+	if !slices.Equal(set, []string{"controllers", "ca_file", "token", "labels", "metrics_listen"}) {
 		t.Errorf("set %v", set)
 	}
 	if !strings.HasPrefix(string(doc), "# livedump agent configuration") {
@@ -51,7 +55,7 @@ func TestMergeConfigIntoNothing(t *testing.T) {
 	if c := got["controllers"].([]string); !slices.Equal(c, []string{"ctl1.example:7443", "ctl2.example:7443"}) {
 		t.Errorf("controllers %q", c)
 	}
-	for k, want := range map[string]string{"ca_file": s.CAFile, "token": s.Token, "labels": s.Labels} {
+	for k, want := range map[string]string{"ca_file": s.CAFile, "token": s.Token, "labels": s.Labels, "metrics_listen": s.MetricsListen} {
 		if got[k] != want {
 			t.Errorf("%s = %q, want %q", k, got[k], want)
 		}
@@ -104,6 +108,7 @@ func TestMergeConfigRefusesBadProperties(t *testing.T) {
 		{installSettings{Controllers: "ctl.example:0"}, "CONTROLLER"},
 		{installSettings{Token: "two words"}, "ENROLL_TOKEN"},
 		{installSettings{Labels: "role=a b"}, "LABELS"},
+		{installSettings{MetricsListen: "9465"}, "METRICS_LISTEN"},
 	} {
 		if _, _, err := mergeConfig(nil, tc.s); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: err %v, want one naming %s", tc.s, err, tc.want)

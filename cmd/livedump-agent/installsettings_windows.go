@@ -26,10 +26,11 @@ const settingsKey = `SOFTWARE\livedump\Agent`
 
 // The values under settingsKey, one per MSI property.
 const (
-	regController = "Controller"  // CONTROLLER
-	regCACert     = "CACert"      // CA_CERT: path of a PEM file
-	regToken      = "EnrollToken" // ENROLL_TOKEN
-	regLabels     = "Labels"      // LABELS
+	regController = "Controller"    // CONTROLLER
+	regCACert     = "CACert"        // CA_CERT: path of a PEM file
+	regToken      = "EnrollToken"   // ENROLL_TOKEN
+	regLabels     = "Labels"        // LABELS
+	regMetrics    = "MetricsListen" // METRICS_LISTEN
 )
 
 // Access control: SYSTEM and Administrators only, not inherited from the
@@ -133,7 +134,10 @@ func readInstallSettings(k registry.Key) (caSource string, s installSettings, er
 	if s.Token, err = get(regToken); err != nil {
 		return
 	}
-	s.Labels, err = get(regLabels)
+	if s.Labels, err = get(regLabels); err != nil {
+		return
+	}
+	s.MetricsListen, err = get(regMetrics)
 	return
 }
 
@@ -186,7 +190,7 @@ func importInstallSettings(log *slog.Logger, configFile string) error {
 		}
 		log.Info("installer settings written to the config", "file", configFile, "keys", strings.Join(set, ","), "acl", daclOf(configFile))
 	}
-	for _, name := range []string{regController, regCACert, regToken, regLabels} {
+	for _, name := range []string{regController, regCACert, regToken, regLabels, regMetrics} {
 		if err := k.DeleteValue(name); err != nil && !errors.Is(err, registry.ErrNotExist) {
 			return fmt.Errorf(`registry HKLM\%s: delete %s: %w`, settingsKey, name, err)
 		}

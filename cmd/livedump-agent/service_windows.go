@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/windows"
@@ -108,7 +110,6 @@ func runService(ctx context.Context, cmd *cobra.Command) error {
 	if elogErr == nil {
 		defer elog.Close()
 	}
-	var fileOut *rotatingFile
 	dirErr := protectDataDir(defaultStateDir())
 	fileOut, fileErr := openRotating(filepath.Join(logDir(), "livedump-agent.log"), logMaxBytes, logKeep)
 	if fileErr == nil {
@@ -132,10 +133,12 @@ func runService(ctx context.Context, cmd *cobra.Command) error {
 		if elogErr == nil {
 			// The Event Log gets info and above even at debug level.
 			min := slog.LevelInfo
-			if l, err := logging.New(nil, level); err == nil && !l.Enabled(context.Background(), slog.LevelInfo) {
-				min = slog.LevelWarn
-				if !l.Enabled(context.Background(), slog.LevelWarn) {
-					min = slog.LevelError
+			if l, err := logging.New(io.Discard, level); err == nil {
+				for _, lv := range []slog.Level{slog.LevelInfo, slog.LevelWarn, slog.LevelError} {
+					if l.Enabled(context.Background(), lv) {
+						min = lv
+						break
+					}
 				}
 			}
 			hs = append(hs, newEventLogHandler(elog, min))
@@ -199,14 +202,14 @@ func configureService(log *slog.Logger) {
 		return
 	}
 	defer s.Close()
-	if c, err := s.Config(); err != nil {
+	if bin, err := binaryPathName(s.Handle); err != nil {
 		log.Warn("service configuration: cannot read it", "err", err)
 	} else if exe, err := os.Executable(); err == nil {
-		if quoted, ok := quoteImagePath(c.BinaryPathName, exe); ok {
+		if quoted, ok := quoteImagePath(bin, exe); ok {
 			p, _ := windows.UTF16PtrFromString(quoted)
 			const keep = windows.SERVICE_NO_CHANGE
 			if err := windows.ChangeServiceConfig(s.Handle, keep, keep, keep, p, nil, nil, nil, nil, nil, nil); err != nil {
-				log.Warn("service configuration: cannot quote the ImagePath", "image_path", c.BinaryPathName, "err", err)
+				log.Warn("service configuration: cannot quote the ImagePath", "image_path", bin, "err", err)
 			} else {
 				log.Info("service ImagePath quoted", "image_path", quoted)
 			}
@@ -230,6 +233,23 @@ func configureService(log *slog.Logger) {
 		log.Warn("service configuration: cannot set recovery on non-crash failures", "err", err)
 	}
 	log.Info("service recovery set: restart after 10 s, 30 s, 60 s")
+}
+
+// binaryPathName is the service's ImagePath (QueryServiceConfig; mgr's
+// Config also asks for the description and more, which Wine refuses).
+func binaryPathName(h windows.Handle) (string, error) {
+	n := uint32(1024)
+	for {
+		buf := make([]byte, n)
+		c := (*windows.QUERY_SERVICE_CONFIG)(unsafe.Pointer(&buf[0]))
+		err := windows.QueryServiceConfig(h, c, n, &n)
+		if err == nil {
+			return windows.UTF16PtrToString(c.BinaryPathName), nil
+		}
+		if !errors.Is(err, windows.ERROR_INSUFFICIENT_BUFFER) || n <= uint32(len(buf)) {
+			return "", err
+		}
+	}
 }
 
 // quoteImagePath returns the ImagePath with the executable's path quoted,

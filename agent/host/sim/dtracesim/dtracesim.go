@@ -33,7 +33,9 @@
 // when the machine did not boot with the dtrace flag or has no DTrace
 // installed, dtrace fails as on a machine without the driver. The
 // simulation reads the machine and never changes it, except for writing
-// dumps on its C: drive.
+// dumps on its C: drive. The Windows build without LIVEDUMP_SIM_HOST runs
+// against the Windows machine it is on instead (the dtrace.exe double of
+// the Wine tests, see local_windows.go).
 //
 // Environment:
 //
@@ -102,6 +104,9 @@ const optstring = "3:6:aAb:Bc:CD:ef:FGhHi:I:lL:m:n:o:p:P:qs:SU:vVwx:X:Z"
 // console close) stop tracing the way dtrace stops: END clauses run, the
 // output ends, and the exit status is the one exit() set (0 by default).
 func Main(args, env []string, stdout, stderr io.Writer) int {
+	if spec, ok := lookupEnv(env, envKernelDump); ok && runtime.GOOS == "windows" {
+		return kernelMain(spec, stdout, stderr)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return Run(ctx, args, env, stdout, stderr)
@@ -385,6 +390,12 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (int
 		if err != nil {
 			fmt.Fprintf(stderr, "%s: simulated machine %s: %v\n", pname, cfg.host, err)
 		}
+	} else if runtime.GOOS == "windows" {
+		// The Windows build standing in for dtrace.exe (local_windows.go).
+		m, err = localMachine()
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", pname, err)
+		}
 	}
 	if cl.exec || cl.list {
 		if m == nil || m.recovery || !m.driverLoaded || !m.dtraceInstalled() {
@@ -508,6 +519,12 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (int
 	code = s.trace(ctx, cfg.rate)
 	s.dumps.wait()
 	st.dumps, st.dumpErrs = s.dumps.written()
+	if m.local {
+		// Windows would say so in its event log; the double says it here.
+		for _, err := range st.dumpErrs {
+			fmt.Fprintf(stderr, "%s: live dump failed: %v\n", pname, err)
+		}
+	}
 	if lw.err != nil {
 		return fail("failed to write to %s: %s", outName, strerror(lw.err))
 	}
@@ -651,6 +668,10 @@ func (s *session) trace(ctx context.Context, rate float64) int {
 // and prints their data; lkd() dumps start at the end of the probe.
 func (s *session) fire(f *firing) {
 	var lkd []int64
+	// The probe's output reaches the consumer after the probe, and so
+	// after the dumps it asked for have started.
+	var out bytes.Buffer
+	defer func() { s.out.write(out.Bytes()) }()
 	matched, passed := false, false
 	for _, prog := range s.progs {
 		for _, c := range prog.clauses {
@@ -691,14 +712,14 @@ func (s *session) fire(f *firing) {
 				s.stats.recorded++
 				if !s.opts.quiet {
 					if !s.heading {
-						s.out.printf("%3s %6s %32s\n", "CPU", "ID", "FUNCTION:NAME")
+						fmt.Fprintf(&out, "%3s %6s %32s\n", "CPU", "ID", "FUNCTION:NAME")
 						s.heading = true
 					}
-					s.out.printf("%3d %6d %32s ", f.cpu, probeID(f.probe), f.probe.fn+":"+f.probe.name)
+					fmt.Fprintf(&out, "%3d %6d %32s ", f.cpu, probeID(f.probe), f.probe.fn+":"+f.probe.name)
 				}
-				s.out.write(r.buf.Bytes())
+				out.Write(r.buf.Bytes())
 				if !s.opts.quiet {
-					s.out.write([]byte("\n"))
+					out.WriteString("\n")
 				}
 			}
 			lkd = append(lkd, r.lkd...)

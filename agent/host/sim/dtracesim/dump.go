@@ -52,7 +52,7 @@ type dumper struct {
 	dur     time.Duration
 	seed    uint64
 	now     func() time.Time
-	reqs    chan int64
+	reqs    chan dumpRequest
 	done    chan struct{}
 	mu      sync.Mutex
 	started bool
@@ -61,19 +61,32 @@ type dumper struct {
 }
 
 func newDumper(m *machine, size int64, dur time.Duration, seed uint64, now func() time.Time) *dumper {
-	return &dumper{m: m, size: size, dur: dur, seed: seed, now: now, reqs: make(chan int64, 64), done: make(chan struct{})}
+	return &dumper{m: m, size: size, dur: dur, seed: seed, now: now, reqs: make(chan dumpRequest, 64), done: make(chan struct{})}
 }
 
 // request queues a dump of the given lkd mode. The probe waits only when
 // 64 dumps are already queued (scripts cap their dumps far lower).
 func (d *dumper) request(mode int64) {
+	r := dumpRequest{mode: mode}
+	if d.m.local {
+		// The kernel starts writing at the end of the probe, before
+		// dtrace.exe has consumed its output (kernel.go).
+		r.kernel = d.startKernel(mode)
+	}
 	d.mu.Lock()
 	if !d.started {
 		d.started = true
 		go d.run()
 	}
 	d.mu.Unlock()
-	d.reqs <- mode
+	d.reqs <- r
+}
+
+// dumpRequest is one lkd(): its mode, and on the local machine the
+// "kernel" process already writing it.
+type dumpRequest struct {
+	mode   int64
+	kernel *kernelDump
 }
 
 // wait returns once every requested dump is complete. No dump may be
@@ -98,8 +111,14 @@ func (d *dumper) written() ([]string, []error) {
 
 func (d *dumper) run() {
 	defer close(d.done)
-	for mode := range d.reqs {
-		path, err := d.write(mode)
+	for r := range d.reqs {
+		var path string
+		var err error
+		if r.kernel != nil {
+			path, err = r.kernel.wait()
+		} else {
+			path, err = d.write(r.mode)
+		}
 		d.mu.Lock()
 		if err != nil {
 			d.errs = append(d.errs, err)
@@ -114,14 +133,14 @@ func (d *dumper) run() {
 func (d *dumper) write(mode int64) (string, error) {
 	// Read the registry now, as Windows does when it writes the dump.
 	m := d.m
-	if fresh, err := loadMachine(m.dir); err == nil {
+	if fresh, err := m.reload(); err == nil {
 		m = fresh
 	}
 	win := m.reportsDir()
 	if mode == 2 {
 		win += `\` + dumpComponent
 	}
-	dir, err := hostPath(m.dir, win)
+	dir, err := m.path(win)
 	if err != nil {
 		return "", err
 	}
@@ -147,7 +166,7 @@ func (d *dumper) write(mode int64) (string, error) {
 		}
 	}
 	defer f.Close()
-	logEvent(m.dir, host.EventDumpWriteStart, d.now(), 0, 0)
+	m.logEvent(host.EventDumpWriteStart, d.now(), 0, 0)
 
 	content := newDumpContent(d.seed^uint64(start.UnixNano()), d.size, m.build(), m.ncpu(), mode, start)
 	steps := int64(1)
@@ -161,9 +180,9 @@ func (d *dumper) write(mode int64) (string, error) {
 			// Windows reports a failed write in its event log: 202 when
 			// the disk is full, else a write-ended event with the error.
 			if errors.Is(err, syscall.ENOSPC) {
-				logEvent(m.dir, host.EventDumpDiskFull, d.now(), 0xC000007F, 0)
+				m.logEvent(host.EventDumpDiskFull, d.now(), 0xC000007F, 0)
 			} else {
-				logEvent(m.dir, host.EventDumpWriteEnd, d.now(), 0xC0000001, uint64(written))
+				m.logEvent(host.EventDumpWriteEnd, d.now(), 0xC0000001, uint64(written))
 			}
 			return "", err
 		}
@@ -178,13 +197,21 @@ func (d *dumper) write(mode int64) (string, error) {
 	if err := f.Close(); err != nil {
 		return "", err
 	}
-	logEvent(m.dir, host.EventDumpWriteEnd, d.now(), 0, uint64(d.size))
+	m.logEvent(host.EventDumpWriteEnd, d.now(), 0, uint64(d.size))
 	return path, nil
 }
 
 // logEvent appends a Kernel-LiveDump event to the simulated machine's event
-// log, after the fact it reports, as Windows does.
-func logEvent(stateDir string, id int, t time.Time, status uint32, total uint64) {
+// log, after the fact it reports, as Windows does. The local machine has
+// none the simulation could write to.
+func (m *machine) logEvent(id int, t time.Time, status uint32, total uint64) {
+	if m.local {
+		return
+	}
+	logEventTo(m.dir, id, t, status, total)
+}
+
+func logEventTo(stateDir string, id int, t time.Time, status uint32, total uint64) {
 	b, err := json.Marshal(sim.LiveDumpEvent{ID: id, Time: t.UTC(), NTStatus: status, TotalBytes: total})
 	if err != nil {
 		return

@@ -34,7 +34,8 @@ const (
 // machine is what the simulated dtrace knows of the simulated Windows
 // machine it runs on.
 type machine struct {
-	dir          string // sim.Config.StateDir
+	dir          string // sim.Config.StateDir; "" for the local machine
+	local        bool   // the Windows machine this process runs on (local_windows.go)
 	driverLoaded bool   // the dtrace boot flag was on at the last boot
 	recovery     bool   // stopped at the BitLocker recovery screen
 	bootTime     time.Time
@@ -132,6 +133,9 @@ func (m *machine) stringValue(key, name string) string {
 
 // dtraceInstalled reports whether dtrace.exe is on the simulated drive.
 func (m *machine) dtraceInstalled() bool {
+	if m.local {
+		return localInstalled()
+	}
 	p, err := hostPath(m.dir, dtraceExe)
 	if err != nil {
 		return false
@@ -191,6 +195,22 @@ func (m *machine) reportsDir() string {
 		}
 	}
 	return strings.TrimRight(p, `\`)
+}
+
+// path is the file that holds the Windows path win on this machine.
+func (m *machine) path(win string) (string, error) {
+	if m.local {
+		return localPath(win)
+	}
+	return hostPath(m.dir, win)
+}
+
+// reload reads the machine again (its registry may have changed).
+func (m *machine) reload() (*machine, error) {
+	if m.local {
+		return localMachine()
+	}
+	return loadMachine(m.dir)
 }
 
 // hostPath maps a Windows path on the simulated C: drive to the file that

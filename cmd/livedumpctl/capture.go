@@ -299,11 +299,7 @@ func (a *app) captureWatchCmd() *cobra.Command {
 		Short: "Stream a capture's events (with stacks) and progress until it ends or Ctrl-C",
 		Args:  exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.settings(cmd)
-			if err != nil {
-				return err
-			}
-			client, closeConn, err := a.dial(cmd.Context(), s)
+			client, s, closeConn, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}

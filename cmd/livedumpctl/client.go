@@ -247,6 +247,20 @@ func dialController(_ context.Context, s settings) (fleetClient, func() error, e
 	return livedumpv1.NewFleetServiceClient(conn), conn.Close, nil
 }
 
+// connect loads the settings and opens the connection, for the commands
+// that stream and so cannot use call. The caller closes the connection.
+func (a *app) connect(cmd *cobra.Command) (fleetClient, settings, func() error, error) {
+	s, err := a.settings(cmd)
+	if err != nil {
+		return nil, s, nil, err
+	}
+	client, closeConn, err := a.dial(cmd.Context(), s)
+	if err != nil {
+		return nil, s, nil, err
+	}
+	return client, s, closeConn, nil
+}
+
 // rpc is a FleetServiceClient method expression, such as
 // livedumpv1.FleetServiceClient.ListAgents.
 type rpc[Req, Resp any] func(fleetClient, context.Context, Req, ...grpc.CallOption) (Resp, error)
@@ -262,11 +276,7 @@ func call[Req, Resp any](a *app, cmd *cobra.Command, method rpc[Req, Resp], req 
 // wait on agents by design (provisioning).
 func callLonger[Req, Resp any](a *app, cmd *cobra.Command, extra time.Duration, method rpc[Req, Resp], req Req) (Resp, settings, error) {
 	var zero Resp
-	s, err := a.settings(cmd)
-	if err != nil {
-		return zero, s, err
-	}
-	client, closeConn, err := a.dial(cmd.Context(), s)
+	client, s, closeConn, err := a.connect(cmd)
 	if err != nil {
 		return zero, s, err
 	}

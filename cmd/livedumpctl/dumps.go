@@ -97,11 +97,7 @@ func humanBytes(n int64) string {
 // hashing as it goes, and renames it into place only when the SHA-256
 // matches: a corrupt or partial download never takes the dump's name.
 func (a *app) downloadDump(cmd *cobra.Command, id, out string) error {
-	s, err := a.settings(cmd)
-	if err != nil {
-		return err
-	}
-	client, closeConn, err := a.dial(cmd.Context(), s)
+	client, s, closeConn, err := a.connect(cmd)
 	if err != nil {
 		return err
 	}

@@ -238,11 +238,7 @@ func (a *app) uploadArtifact(cmd *cobra.Command, path string) (string, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", err
 	}
-	s, err := a.settings(cmd)
-	if err != nil {
-		return "", err
-	}
-	client, closeConn, err := a.dial(cmd.Context(), s)
+	client, s, closeConn, err := a.connect(cmd)
 	if err != nil {
 		return "", err
 	}

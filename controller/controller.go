@@ -28,6 +28,7 @@ import (
 	"github.com/livedump/livedump/controller/api"
 	"github.com/livedump/livedump/controller/blobstore"
 	"github.com/livedump/livedump/controller/capture"
+	"github.com/livedump/livedump/controller/cluster"
 	"github.com/livedump/livedump/controller/dumps"
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
@@ -76,6 +77,14 @@ type Config struct {
 	// DTraceMSI is a DTrace installer to load into the artifact store at
 	// start and offer to agents; empty keeps whatever was uploaded.
 	DTraceMSI string
+	// ReplicaID names this controller among replicas sharing a PostgreSQL
+	// store; empty: hostname and a random suffix, new at every start.
+	ReplicaID string
+	// Advertise is the gRPC address other replicas and operators see.
+	Advertise string
+	// Lease is how long agents of a silent replica still count as online
+	// (default 15s).
+	Lease time.Duration
 
 	Logger   *slog.Logger
 	Registry *prometheus.Registry // nil: a new one
@@ -99,6 +108,7 @@ type Controller struct {
 	blobs    *blobstore.Store
 	captures *capture.Manager
 	dumps    *dumps.Receiver
+	cluster  *cluster.Cluster
 }
 
 // New opens the store and CA, issues the server certificate and binds the
@@ -186,7 +196,17 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	c.enroller = enroll.New(enroll.Config{Store: c.store, CA: c.ca, Clock: cfg.Clock, CertTTL: cfg.CertTTL})
 	c.fleet = fleet.NewRegistry(metrics.AgentsConnected)
 	authz := &api.Authorizer{Store: c.store, Logger: c.log, Now: cfg.Clock.Now}
-	c.captures = capture.New(capture.Config{Store: c.store, Fleet: c.fleet, Logger: c.log, Clock: cfg.Clock, Registry: reg})
+	c.cluster = cluster.New(cluster.Config{
+		Store: c.store, Fleet: c.fleet, ReplicaID: cfg.ReplicaID, Addr: cfg.Advertise, Lease: cfg.Lease,
+		Logger: c.log, Clock: cfg.Clock, Registry: reg,
+		OnCaptures: func(id string) { c.captures.Remote(id) },
+		OnEvents:   func(id string) { c.captures.Relay(id) },
+	})
+	if err := c.cluster.Start(ctx); err != nil {
+		return nil, err
+	}
+	c.log = c.log.With("replica_id", c.cluster.ID())
+	c.captures = capture.New(capture.Config{Store: c.store, Fleet: c.fleet, Router: c.cluster, Logger: c.log, Clock: cfg.Clock, Registry: reg})
 	if c.dumps, err = dumps.New(dumps.Config{
 		Store: c.store, Blobs: c.blobs, Dir: filepath.Join(cfg.DataDir, "uploads"), Slots: cfg.UploadSlots,
 		Quota: c.captures.DumpsPerSignature, Logger: c.log, Clock: cfg.Clock, Registry: reg,
@@ -204,11 +224,11 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
 	)
 	livedumpv1.RegisterAgentServiceServer(c.grpc, api.NewAgentServer(api.AgentConfig{
-		Store: c.store, Blobs: c.blobs, Captures: c.captures, Dumps: c.dumps, Enroller: c.enroller, Fleet: c.fleet, CA: c.ca, Metrics: metrics,
+		Store: c.store, Blobs: c.blobs, Captures: c.captures, Dumps: c.dumps, Enroller: c.enroller, Fleet: c.fleet, Cluster: c.cluster, CA: c.ca, Metrics: metrics,
 		Logger: c.log, Clock: cfg.Clock, HeartbeatInterval: cfg.HeartbeatInterval,
 	}))
 	livedumpv1.RegisterFleetServiceServer(c.grpc, api.NewFleetServer(api.FleetConfig{
-		Store: c.store, Blobs: c.blobs, Profile: *cfg.Profile, Captures: c.captures, Dumps: c.dumps, Enroller: c.enroller, Fleet: c.fleet, Logger: c.log, Clock: cfg.Clock,
+		Store: c.store, Blobs: c.blobs, Profile: *cfg.Profile, Captures: c.captures, Dumps: c.dumps, Enroller: c.enroller, Fleet: c.fleet, Cluster: c.cluster, Logger: c.log, Clock: cfg.Clock,
 	}))
 	c.health = health.NewServer()
 	healthpb.RegisterHealthServer(c.grpc, c.health)
@@ -307,6 +327,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { c.maintain(ctx); return nil })
 	g.Go(func() error { return c.captures.Run(ctx) })
+	g.Go(func() error { return c.cluster.Run(ctx) })
 	g.Go(func() error {
 		<-ctx.Done()
 		c.health.Shutdown()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/livedump/livedump/controller/blobstore"
 	"github.com/livedump/livedump/controller/capture"
+	"github.com/livedump/livedump/controller/cluster"
 	"github.com/livedump/livedump/controller/dumps"
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
@@ -37,6 +38,7 @@ type AgentConfig struct {
 	Dumps             *dumps.Receiver
 	Enroller          *enroll.Enroller
 	Fleet             *fleet.Registry
+	Cluster           *cluster.Cluster // which replica holds each stream; nil for a lone controller
 	CA                *pki.CA
 	Metrics           *Metrics
 	Logger            *slog.Logger
@@ -162,8 +164,22 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 		defer stop.Stop()
 	}
 	sess := s.cfg.Fleet.Attach(id.AgentID, now, cancel)
+	sessionID := newDirectiveID()
+	if s.cfg.Cluster != nil {
+		if err := s.cfg.Cluster.Attached(ctx, id.AgentID, sessionID); err != nil {
+			s.cfg.Fleet.Detach(sess)
+			return toStatus(log, "record presence", err)
+		}
+	}
 	defer func() {
 		s.cfg.Fleet.Detach(sess)
+		if s.cfg.Cluster != nil {
+			pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if err := s.cfg.Cluster.Detached(pctx, id.AgentID, sessionID); err != nil {
+				log.Warn("clear presence", "err", err)
+			}
+			pcancel()
+		}
 		tctx, tcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer tcancel()
 		if err := s.cfg.Store.TouchAgent(tctx, id.AgentID, s.cfg.Clock.Now().UTC()); err != nil {

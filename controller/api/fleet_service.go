@@ -10,6 +10,7 @@ import (
 
 	"github.com/livedump/livedump/controller/blobstore"
 	"github.com/livedump/livedump/controller/capture"
+	"github.com/livedump/livedump/controller/cluster"
 	"github.com/livedump/livedump/controller/dumps"
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
@@ -29,8 +30,10 @@ type FleetConfig struct {
 	Dumps    *dumps.Receiver
 	Enroller *enroll.Enroller
 	Fleet    *fleet.Registry
-	Logger   *slog.Logger
-	Clock    clockwork.Clock
+	// Cluster reaches agents attached to other replicas.
+	Cluster *cluster.Cluster
+	Logger  *slog.Logger
+	Clock   clockwork.Clock
 }
 
 // FleetServer implements livedump.v1.FleetService.
@@ -46,8 +49,12 @@ func NewFleetServer(cfg FleetConfig) *FleetServer { return &FleetServer{cfg: cfg
 // written at connect and disconnect only (heartbeats would be a write per
 // agent per interval); for an online agent the session's last heartbeat is
 // the fresher answer.
-func (s *FleetServer) view(a store.Agent) *livedumpv1.Agent {
+func (s *FleetServer) view(ctx context.Context, a store.Agent) *livedumpv1.Agent {
 	hb, online := s.cfg.Fleet.LastHeartbeat(a.ID)
+	if !online && s.cfg.Cluster != nil {
+		// Attached to another replica whose lease is live.
+		online = s.cfg.Cluster.Online(ctx, a.ID)
+	}
 	state := livedumpv1.AgentState_AGENT_STATE_OFFLINE
 	switch {
 	case a.Revoked:
@@ -74,7 +81,7 @@ func (s *FleetServer) ListAgents(ctx context.Context, req *livedumpv1.ListAgents
 	resp := &livedumpv1.ListAgentsResponse{}
 	for _, a := range all {
 		if sel.Matches(allLabels(a)) {
-			resp.Agents = append(resp.Agents, s.view(a))
+			resp.Agents = append(resp.Agents, s.view(ctx, a))
 		}
 	}
 	return resp, nil
@@ -126,7 +133,7 @@ func (s *FleetServer) LabelAgent(ctx context.Context, req *livedumpv1.LabelAgent
 	if err != nil {
 		return nil, toStatus(s.cfg.Logger, "agent "+req.GetAgentId(), err)
 	}
-	return &livedumpv1.LabelAgentResponse{Agent: s.view(a)}, nil
+	return &livedumpv1.LabelAgentResponse{Agent: s.view(ctx, a)}, nil
 }
 
 // RevokeAgent implements FleetService.RevokeAgent.
@@ -139,9 +146,13 @@ func (s *FleetServer) RevokeAgent(ctx context.Context, req *livedumpv1.RevokeAge
 	if err != nil {
 		return nil, toStatus(s.cfg.Logger, "agent "+req.GetAgentId(), err)
 	}
-	s.cfg.Fleet.Disconnect(a.ID, fleet.ErrRevoked)
+	if s.cfg.Cluster != nil {
+		s.cfg.Cluster.Revoked(ctx, a.ID)
+	} else {
+		s.cfg.Fleet.Disconnect(a.ID, fleet.ErrRevoked)
+	}
 	s.cfg.Logger.Info("agent revoked", "agent_id", a.ID)
-	return &livedumpv1.RevokeAgentResponse{Agent: s.view(a)}, nil
+	return &livedumpv1.RevokeAgentResponse{Agent: s.view(ctx, a)}, nil
 }
 
 // CreateToken implements FleetService.CreateToken.

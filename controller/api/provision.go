@@ -110,7 +110,7 @@ func (s *FleetServer) fanOut(ctx context.Context, sel string, wait time.Duration
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			dir := &livedumpv1.Directive{Id: newDirectiveID(), Created: timestamppb.New(s.cfg.Clock.Now()), Kind: &livedumpv1.Directive_Provision{Provision: d}}
-			rep, err := s.cfg.Fleet.Call(wctx, a.ID, dir)
+			rep, err := s.call(wctx, a.ID, dir)
 			switch {
 			case err == nil:
 				results[i].Report = rep
@@ -322,4 +322,13 @@ func (s *AgentServer) FetchArtifact(req *livedumpv1.FetchArtifactRequest, stream
 			return toStatus(s.cfg.Logger, "read artifact", err)
 		}
 	}
+}
+
+// call sends a directive to the agent wherever its stream is and waits for
+// the report.
+func (s *FleetServer) call(ctx context.Context, agentID string, d *livedumpv1.Directive) (*livedumpv1.ProvisionReport, error) {
+	if s.cfg.Cluster != nil {
+		return s.cfg.Cluster.Call(ctx, agentID, d)
+	}
+	return s.cfg.Fleet.Call(ctx, agentID, d)
 }

@@ -87,7 +87,34 @@ type Config struct {
 	// BatchSize and BatchDelay bound event ingest batching.
 	BatchSize  int
 	BatchDelay time.Duration
+	// Router reaches agents attached to other replicas and tells them about
+	// captures; nil: this process is the only controller.
+	Router Router
 }
+
+// Router is what the manager needs from the cluster of replicas.
+type Router interface {
+	// Send delivers a directive that needs no report to the agent,
+	// wherever its stream is.
+	Send(ctx context.Context, agentID string, d *livedumpv1.Directive) error
+	// CaptureChanged tells the other replicas a capture was created or ended.
+	CaptureChanged(ctx context.Context, captureID string)
+	// EventsStored tells the other replicas a capture has new events.
+	EventsStored(ctx context.Context, captureID string)
+}
+
+// localRouter serves a single controller.
+type localRouter struct{ fleet *fleet.Registry }
+
+func (r localRouter) Send(_ context.Context, agentID string, d *livedumpv1.Directive) error {
+	s := r.fleet.Session(agentID)
+	if s == nil {
+		return fleet.ErrOffline
+	}
+	return s.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_Directive{Directive: d}})
+}
+func (localRouter) CaptureChanged(context.Context, string) {}
+func (localRouter) EventsStored(context.Context, string)   {}
 
 // Manager runs captures on the controller.
 type Manager struct {
@@ -101,6 +128,7 @@ type Manager struct {
 	sent     map[*fleet.Session]map[string]bool // captures sent on each live session
 	sentAt   map[string]time.Time               // agent/directive -> when sent, for ack latency
 	watchers map[string]map[chan *livedumpv1.WatchCaptureResponse]struct{}
+	relays   map[string]*relayState
 
 	metrics metrics
 }
@@ -128,6 +156,9 @@ func New(cfg Config) *Manager {
 	if cfg.BatchDelay <= 0 {
 		cfg.BatchDelay = 50 * time.Millisecond
 	}
+	if cfg.Router == nil {
+		cfg.Router = localRouter{cfg.Fleet}
+	}
 	m := &Manager{
 		cfg: cfg, log: cfg.Logger,
 		kick:     make(chan struct{}, 1),
@@ -135,6 +166,7 @@ func New(cfg Config) *Manager {
 		sent:     map[*fleet.Session]map[string]bool{},
 		sentAt:   map[string]time.Time{},
 		watchers: map[string]map[chan *livedumpv1.WatchCaptureResponse]struct{}{},
+		relays:   map[string]*relayState{},
 	}
 	m.metrics = newMetrics(cfg.Registry, m)
 	return m
@@ -292,6 +324,7 @@ func (m *Manager) Create(ctx context.Context, r Request) (*livedumpv1.Capture, e
 	}
 	m.log.Info("capture created", "capture_id", id, "targets", len(targets), "by", r.Actor)
 	m.Kick()
+	m.cfg.Router.CaptureChanged(ctx, id)
 	return m.Get(ctx, id)
 }
 
@@ -443,10 +476,16 @@ func (m *Manager) Cancel(ctx context.Context, id, actor string) (*livedumpv1.Cap
 }
 
 // end stores the capture's final state, disarms live targets and closes
-// watchers.
+// watchers. Only the replica whose FinishCapture ended the capture does the
+// rest, so targets are disarmed once.
 func (m *Manager) end(ctx context.Context, c store.Capture, state, detail, reason string) error {
-	if err := m.cfg.Store.SetCaptureState(ctx, c.ID, state, detail); err != nil {
+	changed, err := m.cfg.Store.FinishCapture(ctx, c.ID, state, detail)
+	if err != nil {
 		return err
+	}
+	if !changed {
+		m.publishEnded(ctx, c.ID)
+		return nil
 	}
 	targets, err := m.cfg.Store.ListTargets(ctx, c.ID)
 	if err != nil {
@@ -459,26 +498,45 @@ func (m *Manager) end(ctx context.Context, c store.Capture, state, detail, reaso
 			continue
 		}
 		if t.State != TargetPending {
-			m.send(t.AgentID, &livedumpv1.Directive{Id: "disarm-" + c.ID, Created: timestamppb.New(now),
-				Kind: &livedumpv1.Directive_Disarm{Disarm: &livedumpv1.DisarmCapture{CaptureId: c.ID, Reason: reason}}})
+			d := &livedumpv1.Directive{Id: "disarm-" + c.ID, Created: timestamppb.New(now),
+				Kind: &livedumpv1.Directive_Disarm{Disarm: &livedumpv1.DisarmCapture{CaptureId: c.ID, Reason: reason}}}
+			if err := m.cfg.Router.Send(ctx, t.AgentID, d); err != nil {
+				m.log.Debug("disarm not sent", "capture_id", c.ID, "agent_id", t.AgentID, "err", err)
+			}
 		}
 		if err := m.cfg.Store.SetTargetState(ctx, c.ID, t.AgentID, tstate, detail, now); err != nil {
 			return err
 		}
 	}
 	m.log.Info("capture ended", "capture_id", c.ID, "state", state, "detail", detail)
-	if p, err := m.Get(ctx, c.ID); err == nil {
-		m.publish(c.ID, &livedumpv1.WatchCaptureResponse{Msg: &livedumpv1.WatchCaptureResponse_Ended{Ended: p}}, true)
-	}
+	m.cfg.Router.CaptureChanged(ctx, c.ID)
+	m.publishEnded(ctx, c.ID)
 	return nil
 }
 
-func (m *Manager) send(agentID string, d *livedumpv1.Directive) bool {
-	s := m.cfg.Fleet.Session(agentID)
-	if s == nil {
-		return false
+// publishEnded gives local watchers the capture's final state.
+func (m *Manager) publishEnded(ctx context.Context, id string) {
+	if !m.watched(id) {
+		return
 	}
-	return s.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_Directive{Directive: d}}) == nil
+	if p, err := m.Get(ctx, id); err == nil {
+		m.publish(id, &livedumpv1.WatchCaptureResponse{Msg: &livedumpv1.WatchCaptureResponse_Ended{Ended: p}}, true)
+	}
+}
+
+// Remote is called when another replica created or ended a capture: the
+// scheduler runs now, and local watchers of an ended capture are told.
+func (m *Manager) Remote(captureID string) {
+	m.Kick()
+	if !m.watched(captureID) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if c, err := m.cfg.Store.GetCapture(ctx, captureID); err == nil && c.State != StateActive {
+		m.relay(ctx, captureID)
+		m.publishEnded(ctx, captureID)
+	}
 }
 
 // schedule expires captures, enforces max-dumps and delivers to online
@@ -516,14 +574,10 @@ func (m *Manager) schedule(ctx context.Context) error {
 		}
 		var total int64
 		open := 0
-		delivered := 0
 		for _, t := range targets {
 			total += t.Events
 			if !targetTerminal(t.State) {
 				open++
-			}
-			if t.State != TargetPending {
-				delivered++
 			}
 		}
 		if spec.GetAction() == livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP && spec.GetMaxDumps() > 0 && total >= int64(spec.GetMaxDumps()) {
@@ -539,7 +593,7 @@ func (m *Manager) schedule(ctx context.Context) error {
 			continue
 		}
 		// Rollout: rate agents per minute since creation, the first at once.
-		allowed := len(targets)
+		allowed := -1
 		if r := spec.GetRolloutRate(); r > 0 {
 			allowed = 1 + int(now.Sub(c.Created).Minutes()*float64(r))
 		}
@@ -558,12 +612,20 @@ func (m *Manager) schedule(ctx context.Context) error {
 			if targetTerminal(t.State) {
 				continue
 			}
-			if t.State == TargetPending && delivered >= allowed {
-				continue
-			}
 			s := m.cfg.Fleet.Session(t.AgentID)
 			if s == nil || m.wasSent(s, c.ID) {
 				continue
+			}
+			if t.State == TargetPending {
+				// The rollout limit is counted in the store, so replicas
+				// delivering at once cannot exceed it together.
+				ok, err := m.cfg.Store.ClaimTarget(ctx, c.ID, t.AgentID, allowed, now)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					continue
+				}
 			}
 			// Every new session gets the directive again: arming is
 			// idempotent on the agent, and a restarted agent may have lost
@@ -578,10 +640,6 @@ func (m *Manager) schedule(ctx context.Context) error {
 			m.sentAt[t.AgentID+"/"+d.GetId()] = time.Now()
 			m.mu.Unlock()
 			if t.State == TargetPending {
-				delivered++
-				if err := m.cfg.Store.SetTargetState(ctx, c.ID, t.AgentID, TargetDelivered, "", now); err != nil {
-					return err
-				}
 				m.publishTarget(ctx, c.ID, t.AgentID)
 			}
 		}

@@ -151,17 +151,105 @@ func (m *Manager) flush(ctx context.Context, batch []ingest) {
 		m.metrics.ingestSeconds.Observe(time.Since(start).Seconds())
 		m.metrics.events.Add(float64(n))
 		m.metrics.duplicates.Add(float64(len(rows) - n))
+		captures := map[string]bool{}
 		for _, it := range accepted {
 			acks[it.sess] = append(acks[it.sess], it.ev.GetId())
-			m.publish(it.ev.GetCaptureId(), &livedumpv1.WatchCaptureResponse{Msg: &livedumpv1.WatchCaptureResponse_Event{Event: it.ev}}, false)
+			captures[it.ev.GetCaptureId()] = true
+			m.publishEvent(it.ev)
 		}
 		if n > 0 {
 			m.Kick() // max-dumps may be reached
+			for id := range captures {
+				m.cfg.Router.EventsStored(ctx, id)
+			}
 		}
 	}
 	for s, ids := range acks {
 		if s != nil {
 			_ = s.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_EventAck{EventAck: &livedumpv1.EventAck{EventIds: ids}}})
+		}
+	}
+}
+
+// relayWindow is how far back a relay re-reads: with several replicas,
+// events can commit out of sequence order.
+const relayWindow = 512
+
+// maxRelaySeen bounds the IDs remembered per watched capture.
+const maxRelaySeen = 100000
+
+// relayState is what the watchers of one capture have been given.
+type relayState struct {
+	after int64
+	seen  map[string]struct{}
+}
+
+func (m *Manager) watched(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.watchers[id]) > 0
+}
+
+// publishEvent gives an event to local watchers, once.
+func (m *Manager) publishEvent(ev *livedumpv1.TriggerEvent) {
+	id := ev.GetCaptureId()
+	m.mu.Lock()
+	st := m.relays[id]
+	if st != nil {
+		if _, dup := st.seen[ev.GetId()]; dup {
+			m.mu.Unlock()
+			return
+		}
+		st.seen[ev.GetId()] = struct{}{}
+	}
+	m.mu.Unlock()
+	m.publish(id, &livedumpv1.WatchCaptureResponse{Msg: &livedumpv1.WatchCaptureResponse_Event{Event: ev}}, false)
+}
+
+// Relay gives local watchers the events another replica stored.
+func (m *Manager) Relay(captureID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m.relay(ctx, captureID)
+}
+
+func (m *Manager) relay(ctx context.Context, captureID string) {
+	m.mu.Lock()
+	st := m.relays[captureID]
+	after := int64(0)
+	if st != nil {
+		after = max(0, st.after-relayWindow)
+	}
+	m.mu.Unlock()
+	if st == nil {
+		return
+	}
+	for range 100 {
+		rows, err := m.cfg.Store.ListEvents(ctx, captureID, after, 1000)
+		if err != nil {
+			m.log.Warn("relay events", "capture_id", captureID, "err", err)
+			return
+		}
+		hosts := map[string]string{}
+		for _, r := range rows {
+			after = r.Seq
+			if _, ok := hosts[r.AgentID]; !ok {
+				if a, err := m.cfg.Store.GetAgent(ctx, r.AgentID); err == nil {
+					hosts[r.AgentID] = a.Hostname
+				}
+			}
+			m.publishEvent(eventProto(r, hosts[r.AgentID]))
+		}
+		m.mu.Lock()
+		if cur := m.relays[captureID]; cur != nil {
+			cur.after = max(cur.after, after)
+			if len(cur.seen) > maxRelaySeen {
+				cur.seen = map[string]struct{}{}
+			}
+		}
+		m.mu.Unlock()
+		if len(rows) < 1000 {
+			return
 		}
 	}
 }
@@ -176,6 +264,9 @@ func (m *Manager) Watch(id string) (<-chan *livedumpv1.WatchCaptureResponse, fun
 		m.watchers[id] = map[chan *livedumpv1.WatchCaptureResponse]struct{}{}
 	}
 	m.watchers[id][ch] = struct{}{}
+	if m.relays[id] == nil {
+		m.relays[id] = &relayState{seen: map[string]struct{}{}}
+	}
 	m.mu.Unlock()
 	return ch, func() {
 		m.mu.Lock()
@@ -183,6 +274,10 @@ func (m *Manager) Watch(id string) (<-chan *livedumpv1.WatchCaptureResponse, fun
 		if _, ok := m.watchers[id][ch]; ok {
 			delete(m.watchers[id], ch)
 			close(ch)
+		}
+		if len(m.watchers[id]) == 0 {
+			delete(m.watchers, id)
+			delete(m.relays, id)
 		}
 	}
 }

@@ -1,7 +1,9 @@
 // Package store persists the controller's fleet state: agents, enrollment
-// tokens and the audit log. The Store interface is SQL-portable: the SQLite
-// implementation is the embedded default; PostgreSQL implements the same
-// interface and runs the same conformance tests.
+// tokens, captures, dumps, the audit log, and the coordination state that
+// lets several controller replicas share one database. The Store interface is
+// SQL-portable: the SQLite implementation is the embedded default for a
+// single controller; PostgreSQL implements the same interface, runs the same
+// conformance tests, and is what several replicas share.
 package store
 
 import (
@@ -120,6 +122,38 @@ type Dump struct {
 	Compressed int64 // bytes received on the wire
 	Signature  string
 	Pulled     bool // an operator asked for it: the quota does not apply
+	Admitted   bool // AdmitDump let it upload; set only by AdmitDump
+}
+
+// Replica is one controller process sharing the store.
+type Replica struct {
+	ID        string
+	Addr      string // where other replicas and operators reach it
+	Started   time.Time
+	Heartbeat time.Time // the presence lease: stale once older than the lease
+}
+
+// Directive states. A directive is pending until the replica holding the
+// agent's stream sends it, then done or failed once the agent answers.
+const (
+	DirectivePending = "pending"
+	DirectiveSent    = "sent"
+	DirectiveDone    = "done"
+	DirectiveFailed  = "failed"
+)
+
+// Directive is a message for one agent, routed through whichever replica
+// holds its stream. Body and Result are opaque to the store.
+type Directive struct {
+	Seq     int64 // assigned by the store, increasing
+	AgentID string
+	ID      string
+	Body    []byte
+	State   string // DirectivePending, DirectiveSent, DirectiveDone or DirectiveFailed
+	Result  []byte
+	Origin  string // the replica or operator that enqueued it
+	Created time.Time
+	Updated time.Time
 }
 
 // ArtifactDTraceMSI is the kind of the DTrace installer artifact.
@@ -233,6 +267,56 @@ type Store interface {
 	MarkDumpPulled(ctx context.Context, id string) error
 	// CountDumps counts a capture's dumps with a signature in a state.
 	CountDumps(ctx context.Context, captureID, signature, state string) (int, error)
+
+	// AdmitDump atomically admits a dump for upload: true if already
+	// admitted or if, among the dumps of its capture, fewer than maxDumps
+	// are admitted (0 = no limit) and fewer than perSignature admitted dumps
+	// share its signature (0 = no limit; only when the dump has a
+	// signature). A dump with Pulled set is always admitted. Two
+	// controllers admitting at once must never exceed the limits.
+	// ErrNotFound for an unknown dump.
+	AdmitDump(ctx context.Context, id string, maxDumps, perSignature int) (bool, error)
+
+	// ClaimTarget atomically moves a capture target from pending to
+	// delivered, but only while fewer than allowed targets of that capture
+	// have left pending (the rollout limit; allowed < 0 means no limit). It
+	// reports whether this call made the move. Two controllers claiming at
+	// once must never exceed allowed. ErrNotFound if there is no such target.
+	ClaimTarget(ctx context.Context, captureID, agentID string, allowed int, at time.Time) (bool, error)
+	// FinishCapture sets a capture's state and detail only if it is still
+	// "active", and reports whether it changed it (so only one replica ends
+	// a capture). ErrNotFound if there is no such capture.
+	FinishCapture(ctx context.Context, id, state, detail string) (bool, error)
+
+	// HeartbeatReplica upserts the replica row and sets Heartbeat (its
+	// presence lease); a zero r.Heartbeat means now.
+	HeartbeatReplica(ctx context.Context, r Replica) error
+	// ListReplicas returns every replica row ordered by ID.
+	ListReplicas(ctx context.Context) ([]Replica, error)
+	// SetPresence records that the agent's stream is attached to replicaID
+	// (session is an opaque id of that stream); upsert by agent.
+	SetPresence(ctx context.Context, agentID, replicaID, session string, at time.Time) error
+	// ClearPresence removes the agent's presence only if it still names
+	// this replica and session (a newer stream elsewhere is kept).
+	ClearPresence(ctx context.Context, agentID, replicaID, session string) error
+	// Presence returns agentID -> replicaID for every presence whose
+	// replica's Heartbeat is at or after liveSince (the lease).
+	Presence(ctx context.Context, liveSince time.Time) (map[string]string, error)
+
+	// EnqueueDirective stores a pending directive and returns its Seq
+	// (increasing). d.Seq, d.State and d.Result are ignored; a zero d.Created is the
+	// current time, and Updated starts equal to Created.
+	EnqueueDirective(ctx context.Context, d Directive) (int64, error)
+	// PendingDirectives returns pending directives, oldest first, for agents
+	// whose presence names replicaID, at most limit (100 when limit <= 0).
+	PendingDirectives(ctx context.Context, replicaID string, limit int) ([]Directive, error)
+	// SetDirectiveState sets state, result and Updated; ErrNotFound if absent.
+	SetDirectiveState(ctx context.Context, seq int64, state string, result []byte, at time.Time) error
+	// GetDirective returns one directive or ErrNotFound.
+	GetDirective(ctx context.Context, seq int64) (Directive, error)
+	// DeleteDirectivesBefore deletes finished (done/failed) directives
+	// updated before t, and any directive created before t; returns how many.
+	DeleteDirectivesBefore(ctx context.Context, t time.Time) (int, error)
 
 	// AppendAudit writes one audit entry and returns its ID.
 	AppendAudit(ctx context.Context, e AuditEntry) (int64, error)

@@ -224,3 +224,68 @@ func (s *Store) EventSignature(ctx context.Context, id string) (string, error) {
 	}
 	return sig, err
 }
+
+// ClaimTarget moves a pending target to delivered while the capture's
+// rollout limit allows. The limit check and the move are one statement on
+// the single writer connection, and BEGIN IMMEDIATE serialises it against
+// other processes, so concurrent claims can never overshoot allowed.
+func (s *Store) ClaimTarget(ctx context.Context, captureID, agentID string, allowed int, at time.Time) (bool, error) {
+	claimed := false
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE capture_targets SET state = 'delivered', updated = ?
+			WHERE capture_id = ? AND agent_id = ? AND state = 'pending'
+			AND (? < 0 OR (SELECT COUNT(*) FROM capture_targets WHERE capture_id = ? AND state <> 'pending') < ?)`,
+			timeArg(at), captureID, agentID, allowed, captureID, allowed)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 1 {
+			claimed = true
+			return nil
+		}
+		var one int
+		err = tx.QueryRowContext(ctx, `SELECT 1 FROM capture_targets WHERE capture_id = ? AND agent_id = ?`, captureID, agentID).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("claim target %s/%s: %w", captureID, agentID, err)
+	}
+	return claimed, nil
+}
+
+// FinishCapture ends an active capture; the state condition in the UPDATE
+// is what lets exactly one replica win when several notice the end at once.
+func (s *Store) FinishCapture(ctx context.Context, id, state, detail string) (bool, error) {
+	finished := false
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE captures SET state = ?, detail = ? WHERE id = ? AND state = 'active'`, state, detail, id)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 1 {
+			finished = true
+			return nil
+		}
+		var one int
+		err = tx.QueryRowContext(ctx, `SELECT 1 FROM captures WHERE id = ?`, id).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("finish capture %s: %w", id, err)
+	}
+	return finished, nil
+}

@@ -10,24 +10,26 @@ import (
 	"github.com/livedump/livedump/controller/store"
 )
 
-const dumpColumns = `id, agent_id, capture_id, event_id, file_name, size, sha256, state, detail, written, updated, committed, compressed, signature, pulled`
+const dumpColumns = `id, agent_id, capture_id, event_id, file_name, size, sha256, state, detail, written, updated, committed, compressed, signature, pulled, admitted`
 
 func scanDump(sc rowScanner) (store.Dump, error) {
 	var d store.Dump
 	var written, updated sql.NullInt64
-	var pulled int64
+	var pulled, admitted int64
 	if err := sc.Scan(&d.ID, &d.AgentID, &d.CaptureID, &d.EventID, &d.FileName, &d.Size, &d.SHA256, &d.State, &d.Detail,
-		&written, &updated, &d.Committed, &d.Compressed, &d.Signature, &pulled); err != nil {
+		&written, &updated, &d.Committed, &d.Compressed, &d.Signature, &pulled, &admitted); err != nil {
 		return store.Dump{}, err
 	}
-	d.Pulled = pulled != 0
+	d.Pulled, d.Admitted = pulled != 0, admitted != 0
 	d.Written, d.Updated = timeVal(written), timeVal(updated)
 	return d, nil
 }
 
-// PutDump inserts or updates a dump's agent-reported fields.
+// PutDump inserts or updates a dump's agent-reported fields. Progress, the
+// operator's pull and the admission are not the agent's to report, so a
+// later report leaves them alone.
 func (s *Store) PutDump(ctx context.Context, d store.Dump) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO dumps (`+dumpColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0)
+	_, err := s.w.ExecContext(ctx, `INSERT INTO dumps (`+dumpColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, 0)
 		ON CONFLICT (id) DO UPDATE SET capture_id = excluded.capture_id, event_id = excluded.event_id, file_name = excluded.file_name,
 			size = excluded.size, sha256 = excluded.sha256, state = excluded.state, detail = excluded.detail,
 			written = excluded.written, updated = excluded.updated, signature = excluded.signature`,
@@ -107,4 +109,58 @@ func (s *Store) MarkDumpPulled(ctx context.Context, id string) error {
 		return fmt.Errorf("mark dump %s pulled: %w", id, err)
 	}
 	return nil
+}
+
+// AdmitDump decides whether a dump may upload under its capture's quotas.
+// The counts and the mark share one write transaction, and writes are
+// serialised (one writer connection, BEGIN IMMEDIATE across processes), so
+// no two admissions can both see room for the last slot.
+func (s *Store) AdmitDump(ctx context.Context, id string, maxDumps, perSignature int) (bool, error) {
+	admitted := false
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		var captureID, signature string
+		var pulled, already int64
+		err := tx.QueryRowContext(ctx, `SELECT capture_id, signature, pulled, admitted FROM dumps WHERE id = ?`, id).
+			Scan(&captureID, &signature, &pulled, &already)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if already != 0 {
+			admitted = true
+			return nil
+		}
+		if pulled == 0 {
+			if maxDumps > 0 {
+				var n int
+				if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM dumps WHERE capture_id = ? AND admitted = 1`, captureID).Scan(&n); err != nil {
+					return err
+				}
+				if n >= maxDumps {
+					return nil
+				}
+			}
+			if perSignature > 0 && signature != "" {
+				var n int
+				if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM dumps WHERE capture_id = ? AND signature = ? AND admitted = 1`,
+					captureID, signature).Scan(&n); err != nil {
+					return err
+				}
+				if n >= perSignature {
+					return nil
+				}
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE dumps SET admitted = 1 WHERE id = ?`, id); err != nil {
+			return err
+		}
+		admitted = true
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("admit dump %s: %w", id, err)
+	}
+	return admitted, nil
 }

@@ -57,7 +57,18 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Artifacts", testArtifacts},
 		{"Captures", testCaptures},
 		{"Events", testEvents},
+		{"EventsDuplicateInBatch", testEventsDuplicateInBatch},
 		{"Dumps", testDumps},
+		{"AdmitDump", testAdmitDump},
+		{"AdmitDumpConcurrent", testAdmitDumpConcurrent},
+		{"ClaimTarget", testClaimTarget},
+		{"ClaimTargetConcurrent", testClaimTargetConcurrent},
+		{"FinishCapture", testFinishCapture},
+		{"FinishCaptureConcurrent", testFinishCaptureConcurrent},
+		{"Replicas", testReplicas},
+		{"Presence", testPresence},
+		{"Directives", testDirectives},
+		{"DirectivesDelete", testDirectivesDelete},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -33,6 +32,7 @@ import (
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/open"
 	"github.com/livedump/livedump/controller/store/sqlite"
 	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/internal/profile"
@@ -57,8 +57,8 @@ type Config struct {
 	Listen        string // gRPC address
 	MetricsListen string // HTTP /metrics, /healthz, /readyz; "-" disables
 	DataDir       string // PKI and, by default, the SQLite database
-	// Store is a store URL: sqlite:///abs/path.db or sqlite://rel/path.db.
-	// Empty means <DataDir>/livedump.db.
+	// Store is a store URL: sqlite:///abs/path.db, sqlite://rel/path.db or
+	// postgres://… (shared by replicas). Empty means <DataDir>/livedump.db.
 	Store string
 	// CACertFile and CAKeyFile name an external CA; empty means the CA in
 	// <DataDir>/pki, created on first start.
@@ -85,6 +85,13 @@ type Config struct {
 	// Lease is how long agents of a silent replica still count as online
 	// (default 15s).
 	Lease time.Duration
+	// BlobsURL is where dumps and artifacts live: empty or file:///dir for
+	// a directory (default <DataDir>/blobs), s3://bucket/prefix?endpoint=…
+	// for an S3-compatible bucket shared by replicas.
+	BlobsURL string
+	// BlobsAccessKey and BlobsSecretKey are the S3 credentials; empty: the
+	// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables.
+	BlobsAccessKey, BlobsSecretKey string
 
 	Logger   *slog.Logger
 	Registry *prometheus.Registry // nil: a new one
@@ -105,7 +112,7 @@ type Controller struct {
 	lis      net.Listener
 	mlis     net.Listener
 	registry *prometheus.Registry
-	blobs    *blobstore.Store
+	blobs    blobstore.Blobs
 	captures *capture.Manager
 	dumps    *dumps.Receiver
 	cluster  *cluster.Cluster
@@ -161,8 +168,10 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	if c.store, err = openStore(ctx, cfg.Store, cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if c.blobs, err = blobstore.New(filepath.Join(cfg.DataDir, "blobs")); err != nil {
-		return nil, fmt.Errorf("blob store: %w", err)
+	if c.blobs, err = blobstore.Open(ctx, blobstore.Options{
+		URL: cfg.BlobsURL, Dir: filepath.Join(cfg.DataDir, "blobs"), AccessKey: cfg.BlobsAccessKey, SecretKey: cfg.BlobsSecretKey,
+	}); err != nil {
+		return nil, fmt.Errorf("blobs.url: %w", err)
 	}
 	if cfg.DTraceMSI != "" {
 		if _, err := c.AddDTraceMSI(ctx, cfg.DTraceMSI); err != nil {
@@ -205,11 +214,14 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	if err := c.cluster.Start(ctx); err != nil {
 		return nil, err
 	}
-	c.log = c.log.With("replica_id", c.cluster.ID())
 	c.captures = capture.New(capture.Config{Store: c.store, Fleet: c.fleet, Router: c.cluster, Logger: c.log, Clock: cfg.Clock, Registry: reg})
 	if c.dumps, err = dumps.New(dumps.Config{
-		Store: c.store, Blobs: c.blobs, Dir: filepath.Join(cfg.DataDir, "uploads"), Slots: cfg.UploadSlots,
-		Quota: c.captures.DumpsPerSignature, Logger: c.log, Clock: cfg.Clock, Registry: reg,
+		Store: c.store, Blobs: c.blobs, Slots: cfg.UploadSlots,
+		Limits: func(ctx context.Context, id string) (dumps.Limits, error) {
+			maxDumps, perSig, err := c.captures.DumpLimits(ctx, id)
+			return dumps.Limits{MaxDumps: maxDumps, PerSignature: perSig}, err
+		},
+		Logger: c.log, Clock: cfg.Clock, Registry: reg,
 	}); err != nil {
 		return nil, err
 	}
@@ -246,19 +258,14 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 }
 
 func openStore(ctx context.Context, url, dataDir string) (store.Store, error) {
-	switch {
-	case url == "":
+	if url == "" {
 		return sqlite.Open(ctx, filepath.Join(dataDir, "livedump.db"))
-	case strings.HasPrefix(url, "sqlite://"):
-		p := strings.TrimPrefix(url, "sqlite://")
-		if p == "" {
-			return nil, fmt.Errorf("store %q: missing database path", url)
-		}
-		return sqlite.Open(ctx, p)
-	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
-		return nil, fmt.Errorf("store %q: PostgreSQL is not supported by this build yet; use sqlite://", url)
 	}
-	return nil, fmt.Errorf("store %q: want sqlite:///path/to/livedump.db", url)
+	s, err := open.Open(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return s, nil
 }
 
 // Addr is the gRPC listen address.
@@ -271,6 +278,12 @@ func (c *Controller) MetricsAddr() string {
 	}
 	return c.mlis.Addr().String()
 }
+
+// Connected is the number of agent streams attached to this replica.
+func (c *Controller) Connected() int { return c.fleet.Len() }
+
+// ReplicaID is this controller's name among replicas.
+func (c *Controller) ReplicaID() string { return c.cluster.ID() }
 
 // CA is the controller's certificate authority.
 func (c *Controller) CA() *pki.CA { return c.ca }
@@ -293,7 +306,7 @@ func (c *Controller) AddDTraceMSI(ctx context.Context, path string) (string, err
 		return "", err
 	}
 	defer f.Close()
-	sum, size, err := c.blobs.Put(f, "", api.MaxArtifactSize)
+	sum, size, err := c.blobs.Put(ctx, f, "", api.MaxArtifactSize)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
@@ -308,7 +321,7 @@ func (c *Controller) AddDTraceMSI(ctx context.Context, path string) (string, err
 func (c *Controller) Run(ctx context.Context) error {
 	defer c.Close()
 	g, ctx := errgroup.WithContext(ctx)
-	c.log.Info("controller listening", "addr", c.Addr(), "metrics", c.MetricsAddr(), "version", version.Version)
+	c.log.Info("controller listening", "addr", c.Addr(), "metrics", c.MetricsAddr(), "version", version.Version, "replica_id", c.cluster.ID())
 	g.Go(func() error {
 		if err := c.grpc.Serve(c.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("serve grpc: %w", err)

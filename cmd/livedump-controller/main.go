@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"syscall"
 	"time"
 
@@ -53,6 +55,13 @@ var defaults = map[string]any{
 	"heartbeat_interval": "30s",
 	"log_level":          "info",
 
+	"replica.id":            "",
+	"replica.advertise":     "",
+	"replica.lease":         "15s",
+	"blobs.url":             "",
+	"blobs.access_key":      "",
+	"blobs.secret_key_file": "",
+
 	"provision.full_live_reports_max":        10,
 	"provision.system_throttle_threshold":    0,
 	"provision.component_throttle_threshold": 0,
@@ -80,6 +89,9 @@ var flagKeys = map[string]string{
 	"heartbeat_interval":   "heartbeat-interval",
 	"log_level":            "log-level",
 	"provision.dtrace_msi": "dtrace-msi",
+	"replica.id":           "replica-id",
+	"replica.advertise":    "advertise",
+	"blobs.url":            "blobs",
 }
 
 func addConfigFlags(cmd *cobra.Command) {
@@ -96,6 +108,9 @@ func addConfigFlags(cmd *cobra.Command) {
 	f.String("heartbeat-interval", "30s", "how often agents heartbeat; silent for 3 intervals means offline")
 	f.String("log-level", "info", "debug, info, warn or error")
 	f.String("dtrace-msi", "", "DTrace installer (MSI) agents install when provisioning")
+	f.String("replica-id", "", "this replica's name among controllers sharing a PostgreSQL store (default hostname-<random>)")
+	f.String("advertise", "", "gRPC address of this replica as agents and operators reach it")
+	f.String("blobs", "", "where dumps and artifacts live: file:///dir or s3://bucket/prefix?endpoint=https://host (default <data-dir>/blobs)")
 }
 
 func loadConfig(cmd *cobra.Command) (*viper.Viper, error) {
@@ -138,6 +153,24 @@ func controllerConfig(v *viper.Viper) (controller.Config, error) {
 	if err != nil {
 		return controller.Config{}, err
 	}
+	lease, err := config.Duration(v, "replica.lease")
+	if err != nil {
+		return controller.Config{}, err
+	}
+	if lease < 3*time.Second || lease > 10*time.Minute {
+		return controller.Config{}, fmt.Errorf("replica.lease: %s is outside 3s-10m", lease)
+	}
+	if id := v.GetString("replica.id"); id != "" && !replicaIDRe.MatchString(id) {
+		return controller.Config{}, fmt.Errorf("replica.id: %q: want 1-64 letters, digits, '.', '_' or '-'", id)
+	}
+	secret := ""
+	if f := config.Path(v, "blobs.secret_key_file"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return controller.Config{}, fmt.Errorf("blobs.secret_key_file: %w", err)
+		}
+		secret = strings.TrimSpace(string(b))
+	}
 	return controller.Config{
 		Profile:           &prof,
 		DTraceMSI:         config.Path(v, "provision.dtrace_msi"),
@@ -150,8 +183,16 @@ func controllerConfig(v *viper.Viper) (controller.Config, error) {
 		ServerNames:       v.GetStringSlice("tls.server_names"),
 		CertTTL:           certTTL,
 		HeartbeatInterval: hb,
+		ReplicaID:         v.GetString("replica.id"),
+		Advertise:         v.GetString("replica.advertise"),
+		Lease:             lease,
+		BlobsURL:          v.GetString("blobs.url"),
+		BlobsAccessKey:    v.GetString("blobs.access_key"),
+		BlobsSecretKey:    secret,
 	}, nil
 }
+
+var replicaIDRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(ctx, stdout, stderr)

@@ -33,7 +33,7 @@ const helloTimeout = 30 * time.Second
 // AgentConfig wires an AgentServer.
 type AgentConfig struct {
 	Store             store.Store
-	Blobs             *blobstore.Store
+	Blobs             blobstore.Blobs
 	Captures          *capture.Manager
 	Dumps             *dumps.Receiver
 	Enroller          *enroll.Enroller
@@ -307,6 +307,8 @@ func disconnectStatus(cause error, agentID string) (string, error) {
 		return "heartbeat_timeout", status.Error(codes.Unavailable, "no heartbeat in time")
 	case errors.Is(cause, errCertExpired):
 		return "certificate_expired", status.Error(codes.Unauthenticated, "client certificate expired; reconnect with the renewed one")
+	case errors.Is(cause, fleet.ErrStoreUnavailable):
+		return "store_unavailable", status.Error(codes.Unavailable, "the controller could not store events; reconnect and send them again")
 	case errors.Is(cause, fleet.ErrShutdown):
 		return "shutdown", status.Error(codes.Unavailable, "controller shutting down")
 	}

@@ -24,7 +24,7 @@ import (
 // FleetConfig wires a FleetServer.
 type FleetConfig struct {
 	Store    store.Store
-	Blobs    *blobstore.Store
+	Blobs    blobstore.Blobs
 	Profile  profile.Profile
 	Captures *capture.Manager
 	Dumps    *dumps.Receiver

@@ -238,7 +238,7 @@ func (s *FleetServer) UploadArtifact(stream grpc.ClientStreamingServer[livedumpv
 		}
 	}
 	r := &chunkReader{recv: stream.Recv}
-	sum, size, err := s.cfg.Blobs.Put(r, h.GetSha256(), h.GetSize())
+	sum, size, err := s.cfg.Blobs.Put(ctx, r, h.GetSha256(), h.GetSize())
 	switch {
 	case errors.Is(err, blobstore.ErrHashMismatch):
 		return invalid("header.sha256", "%v", err)
@@ -296,7 +296,7 @@ func (s *AgentServer) FetchArtifact(req *livedumpv1.FetchArtifactRequest, stream
 		}
 		return toStatus(s.cfg.Logger, "get artifact", err)
 	}
-	f, err := s.cfg.Blobs.Open(req.GetSha256())
+	f, err := s.cfg.Blobs.Open(stream.Context(), req.GetSha256())
 	if err != nil {
 		return toStatus(s.cfg.Logger, "open artifact", err)
 	}

@@ -1,18 +1,15 @@
-// Package blobstore keeps files content-addressed on the filesystem, under
-// sha256/ab/cdef... by the hex SHA-256 of their content. A file enters the
-// store only after its hash is known and checked, so a reader never sees a
-// partial or corrupt blob, and identical content is stored once.
+// Package blobstore keeps content addressed by the hex SHA-256 of its
+// bytes (sha256/ab/cdef...), on the filesystem or in an S3-compatible
+// bucket. Content becomes visible under its address only after its hash is
+// known and checked, so a reader never sees a partial or corrupt blob, and
+// identical content is stored once.
 package blobstore
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"regexp"
 )
 
@@ -23,10 +20,64 @@ var ErrNotFound = errors.New("blob not found")
 // promised.
 var ErrHashMismatch = errors.New("content does not match its SHA-256")
 
-var hexSHA = regexp.MustCompile(`^[0-9a-f]{64}$`)
+// ErrUnavailable marks errors of a store that cannot be reached or fails
+// for now (S3 down, throttling): the operation can be retried later.
+var ErrUnavailable = errors.New("blob store unavailable")
+
+// Blobs is a content-addressed store.
+type Blobs interface {
+	// Put streams r into the store, at most max bytes, and returns the
+	// content's hash and size. If want is not empty the content must hash
+	// to it. Nothing is visible under the hash before it is checked.
+	Put(ctx context.Context, r io.Reader, want string, max int64) (sum string, size int64, err error)
+	// Open opens the blob with hash sum; it returns ErrNotFound if there
+	// is none.
+	Open(ctx context.Context, sum string) (Reader, error)
+	// Has reports whether the store holds content with hash sum.
+	Has(ctx context.Context, sum string) (bool, error)
+	// Upload starts or resumes the resumable upload id of content
+	// announced as size bytes hashing to sum. committed is 0 or an offset
+	// an earlier Sync of the same upload returned, possibly in another
+	// process sharing the store.
+	Upload(ctx context.Context, id, sum string, size, committed int64) (Upload, error)
+}
+
+// Reader reads a blob. Seek makes ranged reads possible, so downloads can
+// resume.
+type Reader interface {
+	io.ReadSeekCloser
+	// Size is the blob's length in bytes.
+	Size() int64
+}
+
+// Upload is one resumable upload in progress.
+type Upload interface {
+	// Offset is where writing resumes. It is 0 when the partial data is
+	// out of reach (another machine's disk, or lost), even if the
+	// committed offset was not; the writer must then start over.
+	Offset() int64
+	// Write appends to the content. It fails past the announced size.
+	Write(p []byte) (int, error)
+	// Sync makes as much of what was written durable as the backend can
+	// and returns the offset up to which it is durable; an upload resumed
+	// at that offset continues from there.
+	Sync(ctx context.Context) (durable int64, err error)
+	// Finish checks that the content hashes to the announced SHA-256 and
+	// publishes it under its address. On ErrHashMismatch everything
+	// written is discarded.
+	Finish(ctx context.Context) error
+	// Close releases the upload without finishing it; what is durable
+	// stays for a resume. Close after Finish does nothing.
+	Close() error
+}
+
+var (
+	hexSHA   = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	uploadID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+)
 
 // ValidSHA256 reports whether s is a lower-case hex SHA-256. Hashes become
-// paths, so nothing else is accepted.
+// paths and keys, so nothing else is accepted.
 func ValidSHA256(s string) error {
 	if !hexSHA.MatchString(s) {
 		return fmt.Errorf("sha256 %q: want 64 lower-case hex digits", s)
@@ -34,110 +85,26 @@ func ValidSHA256(s string) error {
 	return nil
 }
 
-// Store is a content-addressed directory.
-type Store struct {
-	dir string
-}
-
-// New opens (creating if needed) the store rooted at dir.
-func New(dir string) (*Store, error) {
-	for _, d := range []string{filepath.Join(dir, "sha256"), filepath.Join(dir, "tmp")} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, err
-		}
+// checkUpload validates the arguments of Blobs.Upload: the id becomes a
+// file name or key as well.
+func checkUpload(id, sum string, size, committed int64) error {
+	if !uploadID.MatchString(id) {
+		return fmt.Errorf("upload id %q: want 1-128 letters, digits, _ or -", id)
 	}
-	return &Store{dir: dir}, nil
-}
-
-// Path returns where the blob with hash sum lives (whether or not it exists).
-func (s *Store) Path(sum string) (string, error) {
 	if err := ValidSHA256(sum); err != nil {
-		return "", err
-	}
-	return filepath.Join(s.dir, "sha256", sum[:2], sum[2:]), nil
-}
-
-// Put streams r into the store, at most max bytes, and returns the content's
-// hash and size. If want is not empty the content must hash to it. Content
-// already present is not written twice.
-func (s *Store) Put(r io.Reader, want string, max int64) (sum string, size int64, err error) {
-	if want != "" {
-		if err := ValidSHA256(want); err != nil {
-			return "", 0, err
-		}
-	}
-	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "put-*")
-	if err != nil {
-		return "", 0, err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	h := sha256.New()
-	size, err = io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, max+1))
-	if err == nil && size > max {
-		err = fmt.Errorf("content is larger than the %d-byte limit", max)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return "", 0, err
-	}
-	sum = hex.EncodeToString(h.Sum(nil))
-	if want != "" && sum != want {
-		return "", 0, fmt.Errorf("%w: got %s, want %s", ErrHashMismatch, sum, want)
-	}
-	dst, _ := s.Path(sum)
-	if _, err := os.Stat(dst); err == nil {
-		return sum, size, nil // deduplicated
-	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-		return "", 0, err
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return "", 0, err
-	}
-	return sum, size, nil
-}
-
-// Open opens the blob with hash sum for reading.
-func (s *Store) Open(sum string) (*os.File, error) {
-	p, err := s.Path(sum)
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.Open(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, sum)
-	}
-	return f, err
-}
-
-// Adopt moves a file whose content hashes to sum (checked by the caller)
-// into the store. If the content is already stored the file is removed:
-// identical dumps are kept once.
-func (s *Store) Adopt(path, sum string) error {
-	dst, err := s.Path(sum)
-	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(dst); err == nil {
-		return os.Remove(path)
+	if size <= 0 || committed < 0 || committed > size {
+		return fmt.Errorf("upload %s: committed %d of %d bytes is out of range", id, committed, size)
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-		return err
-	}
-	return os.Rename(path, dst)
+	return nil
 }
 
-// Has reports whether the store holds content with hash sum.
-func (s *Store) Has(sum string) bool {
-	p, err := s.Path(sum)
-	if err != nil {
-		return false
-	}
-	_, err = os.Stat(p)
-	return err == nil
+// errPastSize is returned by Upload.Write for more data than announced.
+func errPastSize(size int64) error {
+	return fmt.Errorf("more data than the announced %d bytes", size)
+}
+
+func mismatch(got, want string) error {
+	return fmt.Errorf("%w: got %s, want %s", ErrHashMismatch, got, want)
 }

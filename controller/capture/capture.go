@@ -764,18 +764,22 @@ func ParseState(s string) (string, error) {
 
 func timestampOf(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
 
-// DumpsPerSignature is a capture's per-signature upload quota (0: none).
-func (m *Manager) DumpsPerSignature(ctx context.Context, id string) (int, error) {
+// DumpLimits returns a capture's upload limits: --max-dumps for a dump
+// capture and --dumps-per-signature. An unknown capture has none.
+func (m *Manager) DumpLimits(ctx context.Context, id string) (maxDumps, perSignature int, err error) {
 	c, err := m.cfg.Store.GetCapture(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return 0, nil
+		return 0, 0, nil
 	}
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	spec := &livedumpv1.CaptureSpec{}
 	if err := protojson.Unmarshal([]byte(c.Spec), spec); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return int(spec.GetDumpsPerSignature()), nil
+	if spec.GetAction() == livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP || spec.GetOnDemand() {
+		maxDumps = int(spec.GetMaxDumps())
+	}
+	return maxDumps, int(spec.GetDumpsPerSignature()), nil
 }

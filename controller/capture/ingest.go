@@ -144,8 +144,15 @@ func (m *Manager) flush(ctx context.Context, batch []ingest) {
 		start := time.Now()
 		n, err := m.cfg.Store.InsertEvents(ctx, rows)
 		if err != nil {
-			// Not acked: the agents keep the events spooled and resend them.
+			// Not acked: the agents keep the events spooled and send
+			// them again when they reconnect, so make them reconnect,
+			// perhaps to a replica that reaches the store.
 			m.log.Error("store events", "count", len(rows), "err", err)
+			for _, it := range batch {
+				if it.sess != nil {
+					it.sess.End(fleet.ErrStoreUnavailable)
+				}
+			}
 			return
 		}
 		m.metrics.ingestSeconds.Observe(time.Since(start).Seconds())

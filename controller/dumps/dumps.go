@@ -5,15 +5,12 @@ package dumps
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"regexp"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,8 +31,11 @@ import (
 const (
 	MaxDumpSize  = 1 << 40 // 1 TiB
 	MaxChunkRaw  = 8 << 20 // raw bytes one zstd chunk may expand to
-	commitEvery  = 4 << 20 // fsync and record the offset this often
+	commitEvery  = 4 << 20 // sync and record the offset this often
 	defaultSlots = 4
+	// finishTimeout bounds publishing a complete upload, which goes on
+	// if the agent disconnects after its last chunk.
+	finishTimeout = 15 * time.Minute
 )
 
 // Stored states.
@@ -75,14 +75,21 @@ var (
 
 // Config configures a Receiver.
 type Config struct {
-	Store    store.Store
-	Blobs    *blobstore.Store
-	Dir      string // partial uploads
-	Slots    int    // concurrent uploads; more wait (backpressure, not errors)
-	Quota    func(ctx context.Context, captureID string) (int, error)
+	Store store.Store
+	Blobs blobstore.Blobs // dumps, and the partial uploads that become them
+	Slots int             // concurrent uploads; more wait (backpressure, not errors)
+	// Limits returns a capture's upload limits; nil: none.
+	Limits   func(ctx context.Context, captureID string) (Limits, error)
 	Logger   *slog.Logger
 	Clock    clockwork.Clock
 	Registry prometheus.Registerer
+}
+
+// Limits bound how many of a capture's dumps are uploaded; the rest are
+// kept on their agents (hash only) until an operator pulls them.
+type Limits struct {
+	MaxDumps     int // fleet-wide (--max-dumps); 0: no limit
+	PerSignature int // per stack signature (--dumps-per-signature); 0: no limit
 }
 
 // Receiver takes dump uploads.
@@ -108,9 +115,6 @@ func New(cfg Config) (*Receiver, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
-	}
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, err
 	}
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(MaxChunkRaw), zstd.WithDecoderConcurrency(0))
 	if err != nil {
@@ -243,7 +247,13 @@ func (r *Receiver) Upload(agentID string, stream grpc.ClientStreamingServer[live
 		return err
 	}
 	now := func() time.Time { return r.cfg.Clock.Now().UTC() }
-	if rec.State == StateUploaded || r.cfg.Blobs.Has(d.GetSha256()) && rec.Committed == 0 && h.GetOffset() == 0 {
+	dup := rec.State == StateUploaded
+	if !dup && rec.Committed == 0 && h.GetOffset() == 0 {
+		if dup, err = r.cfg.Blobs.Has(ctx, d.GetSha256()); err != nil {
+			return blobErr("look up the dump's content", err)
+		}
+	}
+	if dup {
 		// Identical content is stored once: a second copy is verified by
 		// its hash alone.
 		if err := r.cfg.Store.SetDumpProgress(ctx, rec.ID, rec.Size, rec.Compressed, StateUploaded, "identical content already stored", now()); err != nil {
@@ -252,22 +262,37 @@ func (r *Receiver) Upload(agentID string, stream grpc.ClientStreamingServer[live
 		r.results.WithLabelValues("duplicate").Inc()
 		return stream.SendAndClose(&livedumpv1.UploadDumpResponse{State: livedumpv1.DumpState_DUMP_STATE_UPLOADED, Committed: rec.Size, Detail: "identical content already stored"})
 	}
-	if quota, err := r.quota(ctx, rec); err != nil {
+	if ok, why, err := r.admit(ctx, rec); err != nil {
 		return err
-	} else if quota {
-		if err := r.cfg.Store.SetDumpProgress(ctx, rec.ID, 0, 0, StateHashOnly, "dumps-per-signature quota reached", now()); err != nil {
+	} else if !ok {
+		if err := r.cfg.Store.SetDumpProgress(ctx, rec.ID, 0, 0, StateHashOnly, why, now()); err != nil {
 			return err
 		}
 		r.results.WithLabelValues("hash_only").Inc()
-		return stream.SendAndClose(&livedumpv1.UploadDumpResponse{State: livedumpv1.DumpState_DUMP_STATE_HASH_ONLY, Detail: "dumps-per-signature quota reached; kept on the agent"})
+		return stream.SendAndClose(&livedumpv1.UploadDumpResponse{State: livedumpv1.DumpState_DUMP_STATE_HASH_ONLY, Detail: why + "; kept on the agent"})
 	}
 	if h.GetOffset() != rec.Committed {
 		return status.Errorf(codes.FailedPrecondition, "offset %d: the controller has %d bytes committed; resume from there", h.GetOffset(), rec.Committed)
 	}
+	up, err := r.cfg.Blobs.Upload(ctx, rec.ID, rec.SHA256, rec.Size, rec.Committed)
+	if err != nil {
+		r.results.WithLabelValues("failed").Inc()
+		return blobErr("resume the upload", err)
+	}
+	defer up.Close()
+	if up.Offset() != rec.Committed {
+		// The partial upload is out of this controller's reach (on
+		// another replica's disk, or lost): the agent starts again.
+		if err := r.cfg.Store.SetDumpProgress(ctx, rec.ID, up.Offset(), 0, StateUploading, "partial upload not available on this controller", now()); err != nil {
+			return err
+		}
+		r.cfg.Logger.Warn("partial dump upload not available, restarting it", "dump_id", rec.ID, "committed", rec.Committed)
+		return status.Errorf(codes.FailedPrecondition, "offset %d: the partial upload is not available on this controller; resume from %d", rec.Committed, up.Offset())
+	}
 	if rec.Committed > 0 {
 		r.resumes.Inc()
 	}
-	err = r.receive(ctx, stream, rec)
+	err = r.receive(ctx, stream, rec, up)
 	switch status.Code(err) {
 	case codes.OK, codes.Canceled, codes.DataLoss: // DataLoss is counted as corrupt
 	default:
@@ -276,48 +301,85 @@ func (r *Receiver) Upload(agentID string, stream grpc.ClientStreamingServer[live
 	return err
 }
 
-// quota reports whether the capture's per-signature upload quota is used up.
-func (r *Receiver) quota(ctx context.Context, d store.Dump) (bool, error) {
-	if r.cfg.Quota == nil || d.Pulled || d.CaptureID == "" || d.Signature == "" {
-		return false, nil
+// admit reports whether the dump may upload under its capture's limits, and
+// if not, why. Admission is one transaction in the store, so replicas
+// admitting at once never exceed a limit together, and a dump once admitted
+// stays admitted when its upload resumes.
+func (r *Receiver) admit(ctx context.Context, d store.Dump) (bool, string, error) {
+	if r.cfg.Limits == nil || d.CaptureID == "" {
+		return true, "", nil
 	}
-	n, err := r.cfg.Quota(ctx, d.CaptureID)
-	if err != nil || n <= 0 {
-		return false, err
-	}
-	have, err := r.cfg.Store.CountDumps(ctx, d.CaptureID, d.Signature, StateUploaded)
-	return have >= n, err
-}
-
-func diskErr(err error) error {
-	if errors.Is(err, syscall.ENOSPC) {
-		return status.Errorf(codes.ResourceExhausted, "controller disk full: %v; keep the dump and retry later", err)
-	}
-	return status.Errorf(codes.Internal, "write dump: %v", err)
-}
-
-func (r *Receiver) receive(ctx context.Context, stream grpc.ClientStreamingServer[livedumpv1.UploadDumpRequest, livedumpv1.UploadDumpResponse], rec store.Dump) error {
-	path := filepath.Join(r.cfg.Dir, rec.ID+".part")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	l, err := r.cfg.Limits(ctx, d.CaptureID)
 	if err != nil {
-		return diskErr(err)
+		return false, "", err
 	}
-	defer f.Close()
-	// Anything past the committed offset was not synced when it was
-	// recorded, so it is not trusted.
-	if err := f.Truncate(rec.Committed); err != nil {
-		return diskErr(err)
+	if l.MaxDumps <= 0 && l.PerSignature <= 0 {
+		return true, "", nil
 	}
-	if _, err := f.Seek(rec.Committed, io.SeekStart); err != nil {
-		return diskErr(err)
+	ok, err := r.cfg.Store.AdmitDump(ctx, d.ID, l.MaxDumps, l.PerSignature)
+	if err != nil || ok {
+		return ok, "", err
 	}
-	written, compressed, lastCommit := rec.Committed, rec.Compressed, rec.Committed
+	var why []string
+	if l.MaxDumps > 0 {
+		why = append(why, fmt.Sprintf("max-dumps %d", l.MaxDumps))
+	}
+	if l.PerSignature > 0 {
+		why = append(why, fmt.Sprintf("dumps-per-signature %d", l.PerSignature))
+	}
+	return false, "capture limit reached (" + strings.Join(why, ", ") + ")", nil
+}
+
+// blobErr turns a blob store error into a status for the agent, which
+// keeps the dump and retries; a full disk and an unreachable store say so.
+func blobErr(op string, err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		return status.Errorf(codes.ResourceExhausted, "controller disk full: %v; keep the dump and retry later", err)
+	case errors.Is(err, blobstore.ErrUnavailable):
+		return status.Errorf(codes.Unavailable, "%s: %v; keep the dump and retry later", op, err)
+	}
+	return status.Errorf(codes.Internal, "%s: %v", op, err)
+}
+
+// wireMark is how many compressed bytes had arrived when raw bytes had
+// been written, at a chunk boundary.
+type wireMark struct{ raw, compressed int64 }
+
+// compressedAt estimates the compressed bytes behind the first durable raw
+// bytes, exactly at a chunk boundary and proportionally inside a chunk,
+// and drops the marks before it. marks[0] is at or before durable.
+func compressedAt(marks []wireMark, durable int64) (int64, []wireMark) {
+	i := 0
+	for i+1 < len(marks) && marks[i+1].raw <= durable {
+		i++
+	}
+	marks = marks[i:]
+	m := marks[0]
+	if m.raw == durable || len(marks) == 1 {
+		return m.compressed, marks
+	}
+	next := marks[1]
+	return m.compressed + (durable-m.raw)*(next.compressed-m.compressed)/(next.raw-m.raw), marks
+}
+
+func (r *Receiver) receive(ctx context.Context, stream grpc.ClientStreamingServer[livedumpv1.UploadDumpRequest, livedumpv1.UploadDumpResponse], rec store.Dump, up blobstore.Upload) error {
+	written, compressed, lastSync := rec.Committed, rec.Compressed, rec.Committed
+	marks := []wireMark{{written, compressed}}
+	// commit records what the store says is durable, which may trail what
+	// was written (an S3 upload is durable a whole part at a time).
+	// Anything past the recorded offset is never trusted: an upload
+	// resumes there.
 	commit := func(state string) error {
-		if err := f.Sync(); err != nil {
-			return diskErr(err)
+		ctx := context.WithoutCancel(ctx)
+		durable, err := up.Sync(ctx)
+		if err != nil {
+			return blobErr("sync dump", err)
 		}
-		lastCommit = written
-		return r.cfg.Store.SetDumpProgress(context.WithoutCancel(ctx), rec.ID, written, compressed, state, "", r.cfg.Clock.Now().UTC())
+		lastSync = written
+		var wire int64
+		wire, marks = compressedAt(marks, durable)
+		return r.cfg.Store.SetDumpProgress(ctx, rec.ID, durable, wire, state, "", r.cfg.Clock.Now().UTC())
 	}
 	buf := make([]byte, 0, MaxChunkRaw)
 	for {
@@ -341,15 +403,16 @@ func (r *Receiver) receive(ctx context.Context, stream grpc.ClientStreamingServe
 		if written+int64(len(raw)) > rec.Size {
 			return invalid("chunk", "more data than the announced %d bytes", rec.Size)
 		}
-		if _, err := f.Write(raw); err != nil {
+		if _, err := up.Write(raw); err != nil {
 			_ = commit(StateUploading)
-			return diskErr(err)
+			return blobErr("write dump", err)
 		}
 		written += int64(len(raw))
 		compressed += int64(len(chunk))
+		marks = append(marks, wireMark{written, compressed})
 		r.bytes.Add(float64(len(raw)))
 		r.compressed.Add(float64(len(chunk)))
-		if written-lastCommit >= commitEvery {
+		if written-lastSync >= commitEvery {
 			if err := commit(StateUploading); err != nil {
 				return err
 			}
@@ -362,43 +425,27 @@ func (r *Receiver) receive(ctx context.Context, stream grpc.ClientStreamingServe
 	if err := commit(StateUploading); err != nil {
 		return err
 	}
-	sum, err := hashFile(path)
-	if err != nil {
-		return diskErr(err)
-	}
-	if sum != rec.SHA256 {
-		// Discard everything: a resumed upload cannot fix bytes that are
-		// wrong somewhere before the offset.
-		f.Close()
-		os.Remove(path)
+	// All the content is here: publish it even if the agent goes away now.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	err := up.Finish(fctx)
+	if errors.Is(err, blobstore.ErrHashMismatch) {
+		// Everything was discarded: a resumed upload cannot fix bytes that
+		// are wrong somewhere before the offset.
 		r.results.WithLabelValues("corrupt").Inc()
-		_ = r.cfg.Store.SetDumpProgress(context.WithoutCancel(ctx), rec.ID, 0, 0, StateUploading, "hash mismatch: upload discarded", r.cfg.Clock.Now().UTC())
-		r.cfg.Logger.Warn("dump hash mismatch, upload discarded", "dump_id", rec.ID, "got", sum, "want", rec.SHA256)
-		return status.Errorf(codes.DataLoss, "content hashes to %s, not %s: upload discarded, send it again from 0", sum, rec.SHA256)
+		_ = r.cfg.Store.SetDumpProgress(fctx, rec.ID, 0, 0, StateUploading, "hash mismatch: upload discarded", r.cfg.Clock.Now().UTC())
+		r.cfg.Logger.Warn("dump hash mismatch, upload discarded", "dump_id", rec.ID, "error", err)
+		return status.Errorf(codes.DataLoss, "%v: upload discarded, send it again from 0", err)
 	}
-	f.Close()
-	if err := r.cfg.Blobs.Adopt(path, sum); err != nil {
-		return diskErr(err)
+	if err != nil {
+		return blobErr("store dump", err)
 	}
-	if err := r.cfg.Store.SetDumpProgress(context.WithoutCancel(ctx), rec.ID, written, compressed, StateUploaded, "", r.cfg.Clock.Now().UTC()); err != nil {
+	if err := r.cfg.Store.SetDumpProgress(fctx, rec.ID, written, compressed, StateUploaded, "", r.cfg.Clock.Now().UTC()); err != nil {
 		return err
 	}
 	r.results.WithLabelValues("uploaded").Inc()
-	r.cfg.Logger.Info("dump uploaded and verified", "dump_id", rec.ID, "sha256", sum, "bytes", written, "compressed", compressed)
+	r.cfg.Logger.Info("dump uploaded and verified", "dump_id", rec.ID, "sha256", rec.SHA256, "bytes", written, "compressed", compressed)
 	return stream.SendAndClose(&livedumpv1.UploadDumpResponse{State: livedumpv1.DumpState_DUMP_STATE_UPLOADED, Committed: written})
-}
-
-func hashFile(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Proto renders a stored dump.
@@ -411,7 +458,7 @@ func Proto(d store.Dump, hostname string) *livedumpv1.Dump {
 }
 
 // Open opens an uploaded dump's content.
-func (r *Receiver) Open(ctx context.Context, id string) (store.Dump, *os.File, error) {
+func (r *Receiver) Open(ctx context.Context, id string) (store.Dump, blobstore.Reader, error) {
 	d, err := r.cfg.Store.GetDump(ctx, id)
 	if err != nil {
 		return store.Dump{}, nil, err
@@ -419,7 +466,7 @@ func (r *Receiver) Open(ctx context.Context, id string) (store.Dump, *os.File, e
 	if d.State != StateUploaded {
 		return d, nil, status.Errorf(codes.FailedPrecondition, "dump %s is %s, not uploaded (hash-only dumps: dumps pull %s)", id, d.State, id)
 	}
-	f, err := r.cfg.Blobs.Open(d.SHA256)
+	f, err := r.cfg.Blobs.Open(ctx, d.SHA256)
 	if err != nil {
 		return d, nil, fmt.Errorf("open dump %s: %w", id, err)
 	}

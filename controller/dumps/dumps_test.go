@@ -53,30 +53,52 @@ func (f *fakeStream) Recv() (*livedumpv1.UploadDumpRequest, error) {
 type fixture struct {
 	t     *testing.T
 	st    store.Store
-	blobs *blobstore.Store
+	blobs blobstore.Blobs
 	r     *Receiver
 	quota int
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "db"))
+	blobs, err := blobstore.New(filepath.Join(t.TempDir(), "blobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newFixtureWith(t, blobs)
+}
+
+// newFixtureWith returns a Receiver on a fresh database and blobs.
+func newFixtureWith(t *testing.T, blobs blobstore.Blobs) *fixture {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	blobs, err := blobstore.New(filepath.Join(dir, "blobs"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	f := &fixture{t: t, st: st, blobs: blobs}
-	f.r, err = New(Config{Store: st, Blobs: blobs, Dir: filepath.Join(dir, "uploads"),
-		Quota: func(context.Context, string) (int, error) { return f.quota, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f.r = f.receiver(blobs)
 	return f
+}
+
+// receiver returns another Receiver on the fixture's database, as another
+// controller replica would run.
+func (f *fixture) receiver(blobs blobstore.Blobs) *Receiver {
+	f.t.Helper()
+	r, err := New(Config{Store: f.st, Blobs: blobs,
+		Limits: func(context.Context, string) (Limits, error) { return Limits{PerSignature: f.quota}, nil }})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return r
+}
+
+func (f *fixture) has(sum string) bool {
+	f.t.Helper()
+	ok, err := f.blobs.Has(context.Background(), sum)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return ok
 }
 
 func content(n int) ([]byte, string) {
@@ -121,7 +143,7 @@ func TestUploadVerifiesAndStores(t *testing.T) {
 	if s.resp.GetState() != livedumpv1.DumpState_DUMP_STATE_UPLOADED {
 		t.Fatalf("response %v", s.resp)
 	}
-	rc, err := f.blobs.Open(sum)
+	rc, err := f.blobs.Open(context.Background(), sum)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +214,7 @@ func TestCorruptUploadsAreRejected(t *testing.T) {
 	if off, _ := f.r.Offset(context.Background(), "agent-1", d.GetId()); off.GetCommitted() != 0 {
 		t.Fatalf("committed %d after a hash mismatch, want 0", off.GetCommitted())
 	}
-	if f.blobs.Has(sum) {
+	if f.has(sum) {
 		t.Fatal("corrupt content reached the store")
 	}
 	s := &fakeStream{msgs: messages(t, d, raw, 0, 1<<20)}

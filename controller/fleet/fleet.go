@@ -21,6 +21,10 @@ var (
 	ErrRevoked          = errors.New("agent revoked")
 	ErrHeartbeatTimeout = errors.New("heartbeat timeout")
 	ErrShutdown         = errors.New("controller shutting down")
+	// ErrStoreUnavailable ends a stream whose events could not be stored:
+	// the agent reconnects, to this replica or another, and sends its
+	// spool again.
+	ErrStoreUnavailable = errors.New("store unavailable")
 )
 
 // outboxSize bounds what may wait for a slow agent: a session whose agent
@@ -201,6 +205,13 @@ func (r *Registry) Call(ctx context.Context, agentID string, d *livedumpv1.Direc
 		return rep, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// End cancels s with cause, if it is still attached.
+func (s *Session) End(cause error) {
+	if !s.Closed() {
+		s.cancel(cause)
 	}
 }
 

@@ -54,6 +54,13 @@ type controllerOpts struct {
 	profile               *profile.Profile
 	dtraceMSI             string
 	shutdownGrace         time.Duration
+
+	// Replicas: a shared store and blob store.
+	store                 string
+	blobsURL              string
+	blobsAccess, blobsKey string
+	lease                 time.Duration
+	replicaID             string
 }
 
 // startController runs the real controller with real mTLS on 127.0.0.1:0
@@ -80,6 +87,13 @@ func startController(t testing.TB, o controllerOpts) *testController {
 		ShutdownGrace: o.shutdownGrace,
 		CAKeyFile:     o.caKeyFile,
 		Registry:      prometheus.NewRegistry(),
+
+		Store:          o.store,
+		BlobsURL:       o.blobsURL,
+		BlobsAccessKey: o.blobsAccess,
+		BlobsSecretKey: o.blobsKey,
+		Lease:          o.lease,
+		ReplicaID:      o.replicaID,
 	})
 	if err != nil {
 		cancel()
@@ -154,6 +168,8 @@ type agentOpts struct {
 	freeBytes uint64
 	keepDumps bool
 	bandwidth int64
+	// controllers overrides the address list (default: the controller's).
+	controllers []string
 }
 
 func startAgent(t testing.TB, c *testController, o agentOpts) *testAgent {
@@ -165,8 +181,11 @@ func startAgent(t testing.TB, c *testController, o agentOpts) *testAgent {
 	if err != nil {
 		t.Fatalf("sim.New: %v", err)
 	}
+	if len(o.controllers) == 0 {
+		o.controllers = []string{c.Addr()}
+	}
 	cfg := agent.Config{
-		Controllers:   []string{c.Addr()},
+		Controllers:   o.controllers,
 		CAFile:        c.caFile,
 		Token:         o.token,
 		Labels:        o.labels,
@@ -233,11 +252,17 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 // and presents cert, if any.
 func dial(t testing.TB, c *testController, cert *tls.Certificate) *grpc.ClientConn {
 	t.Helper()
+	return dialAddr(t, c, c.Addr(), cert)
+}
+
+// dialAddr is dial to another address serving a certificate from c's CA.
+func dialAddr(t testing.TB, c *testController, addr string, cert *tls.Certificate) *grpc.ClientConn {
+	t.Helper()
 	cfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: c.CA().Pool(), ServerName: "127.0.0.1"}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
-	cc, err := grpc.NewClient(c.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {
 		t.Fatal(err)
 	}

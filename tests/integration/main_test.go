@@ -6,6 +6,7 @@ import (
 
 	"github.com/livedump/livedump/agent/host/sim"
 	"github.com/livedump/livedump/agent/host/sim/dtracesim"
+	"github.com/livedump/livedump/internal/pgtest"
 )
 
 // TestMain lets this test binary be the simulated dtrace too: the simulated
@@ -16,5 +17,8 @@ func TestMain(m *testing.M) {
 	if os.Getenv(sim.EnvRunAs) == sim.RunAsDTrace {
 		os.Exit(dtracesim.Main(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	if js := os.Getenv(envReplica); js != "" {
+		os.Exit(runReplica(js))
+	}
+	pgtest.Main(m)
 }

@@ -1,0 +1,298 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/livedump/livedump/controller/store"
+)
+
+// Advisory lock classes for the two-key form pg_advisory_xact_lock(int,
+// int), whose key space is separate from the one-key form the migration
+// lock uses. The second key is hashtext of the capture ID.
+const (
+	eventsLockClass = 0x6c64_0001 // serialises event inserts per capture
+	dumpsLockClass  = 0x6c64_0002 // dump admission for dumps without a capture row
+)
+
+const captureColumns = `id, spec, state, detail, created, expires, created_by, rendered, statuses, warnings`
+
+func scanCapture(row pgx.Row) (store.Capture, error) {
+	var (
+		c                store.Capture
+		created, expires *int64
+		warnings         string
+	)
+	if err := row.Scan(&c.ID, &c.Spec, &c.State, &c.Detail, &created, &expires, &c.CreatedBy, &c.Rendered, &c.Statuses, &warnings); err != nil {
+		return store.Capture{}, mapErr(err)
+	}
+	c.Created, c.Expires = timeVal(created), timeVal(expires)
+	if err := json.Unmarshal([]byte(warnings), &c.Warnings); err != nil {
+		return store.Capture{}, fmt.Errorf("capture %s warnings: %w", c.ID, err)
+	}
+	return c, nil
+}
+
+// CreateCapture stores a capture and its targets atomically.
+func (s *Store) CreateCapture(ctx context.Context, c store.Capture, targets []store.CaptureTarget) error {
+	warnings, err := json.Marshal(append([]string{}, c.Warnings...))
+	if err != nil {
+		return err
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		err := conflictIfNone(tx.Exec(ctx, `INSERT INTO captures (`+captureColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+			ON CONFLICT (id) DO NOTHING`,
+			c.ID, c.Spec, c.State, c.Detail, timeArg(c.Created), timeArg(c.Expires), c.CreatedBy, c.Rendered, c.Statuses, string(warnings)))
+		if err != nil || len(targets) == 0 {
+			return err
+		}
+		agents := make([]string, len(targets))
+		states := make([]string, len(targets))
+		details := make([]string, len(targets))
+		updated := make([]*int64, len(targets))
+		for i, t := range targets {
+			agents[i], states[i], details[i] = t.AgentID, t.State, t.Detail
+			if !t.Updated.IsZero() {
+				ms := t.Updated.UnixMilli()
+				updated[i] = &ms
+			}
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO capture_targets (capture_id, agent_id, state, detail, events, updated)
+			SELECT $1, a, s, d, 0, u FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[]) AS t(a, s, d, u)`,
+			c.ID, agents, states, details, updated)
+		return mapErr(err)
+	})
+	if err != nil {
+		return fmt.Errorf("create capture %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// GetCapture returns one capture.
+func (s *Store) GetCapture(ctx context.Context, id string) (store.Capture, error) {
+	c, err := scanCapture(s.pool.QueryRow(ctx, `SELECT `+captureColumns+` FROM captures WHERE id = $1`, id))
+	if err != nil {
+		return store.Capture{}, fmt.Errorf("get capture %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// ListCaptures returns captures newest first, optionally only in state.
+func (s *Store) ListCaptures(ctx context.Context, state string) ([]store.Capture, error) {
+	q := `SELECT ` + captureColumns + ` FROM captures`
+	var args []any
+	if state != "" {
+		q += ` WHERE state = $1`
+		args = append(args, state)
+	}
+	rows, err := s.pool.Query(ctx, q+` ORDER BY created DESC, id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list captures: %w", err)
+	}
+	out, err := collect(rows, scanCapture)
+	if err != nil {
+		return nil, fmt.Errorf("list captures: %w", err)
+	}
+	return out, nil
+}
+
+// SetCaptureState records a capture's state.
+func (s *Store) SetCaptureState(ctx context.Context, id, state, detail string) error {
+	err := expectOne(s.pool.Exec(ctx, `UPDATE captures SET state = $1, detail = $2 WHERE id = $3`, state, detail, id))
+	if err != nil {
+		return fmt.Errorf("set capture %s state: %w", id, err)
+	}
+	return nil
+}
+
+// FinishCapture ends an active capture. Concurrent updates of one row wait
+// for each other and re-check the WHERE clause against the committed row,
+// so exactly one replica sees the capture still active.
+func (s *Store) FinishCapture(ctx context.Context, id, state, detail string) (bool, error) {
+	var exists, finished bool
+	err := s.pool.QueryRow(ctx, `WITH upd AS (
+			UPDATE captures SET state = $1, detail = $2 WHERE id = $3 AND state = 'active' RETURNING 1
+		)
+		SELECT EXISTS (SELECT 1 FROM captures WHERE id = $3), EXISTS (SELECT 1 FROM upd)`,
+		state, detail, id).Scan(&exists, &finished)
+	if err == nil && !exists {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return false, fmt.Errorf("finish capture %s: %w", id, err)
+	}
+	return finished, nil
+}
+
+// ListTargets returns a capture's targets.
+func (s *Store) ListTargets(ctx context.Context, captureID string) ([]store.CaptureTarget, error) {
+	rows, err := s.pool.Query(ctx, `SELECT capture_id, agent_id, state, detail, events, updated FROM capture_targets
+		WHERE capture_id = $1 ORDER BY agent_id`, captureID)
+	if err != nil {
+		return nil, fmt.Errorf("list targets of %s: %w", captureID, err)
+	}
+	out, err := collect(rows, func(row pgx.Row) (store.CaptureTarget, error) {
+		var t store.CaptureTarget
+		var updated *int64
+		err := row.Scan(&t.CaptureID, &t.AgentID, &t.State, &t.Detail, &t.Events, &updated)
+		t.Updated = timeVal(updated)
+		return t, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list targets of %s: %w", captureID, err)
+	}
+	return out, nil
+}
+
+// SetTargetState records one target's state.
+func (s *Store) SetTargetState(ctx context.Context, captureID, agentID, state, detail string, at time.Time) error {
+	err := expectOne(s.pool.Exec(ctx, `UPDATE capture_targets SET state = $1, detail = $2, updated = $3 WHERE capture_id = $4 AND agent_id = $5`,
+		state, detail, timeArg(at), captureID, agentID))
+	if err != nil {
+		return fmt.Errorf("set target %s/%s: %w", captureID, agentID, err)
+	}
+	return nil
+}
+
+// ClaimTarget moves a pending target to delivered while the rollout limit
+// allows. Locking the capture row serialises claims for one capture across
+// replicas; under READ COMMITTED the UPDATE that follows counts with a
+// snapshot taken after the lock, so it sees every earlier claim.
+func (s *Store) ClaimTarget(ctx context.Context, captureID, agentID string, allowed int, at time.Time) (bool, error) {
+	claimed := false
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var one int
+		if err := tx.QueryRow(ctx, `SELECT 1 FROM captures WHERE id = $1 FOR UPDATE`, captureID).Scan(&one); err != nil {
+			return mapErr(err)
+		}
+		tag, err := tx.Exec(ctx, `UPDATE capture_targets SET state = 'delivered', updated = $1
+			WHERE capture_id = $2 AND agent_id = $3 AND state = 'pending'
+			AND ($4 < 0 OR (SELECT count(*) FROM capture_targets WHERE capture_id = $2 AND state <> 'pending') < $4)`,
+			timeArg(at), captureID, agentID, int64(allowed))
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 1 {
+			claimed = true
+			return nil
+		}
+		return mapErr(tx.QueryRow(ctx, `SELECT 1 FROM capture_targets WHERE capture_id = $1 AND agent_id = $2`, captureID, agentID).Scan(&one))
+	})
+	if err != nil {
+		return false, fmt.Errorf("claim target %s/%s: %w", captureID, agentID, err)
+	}
+	return claimed, nil
+}
+
+// insertEventsSQL inserts a batch given as parallel arrays, skipping IDs
+// already stored (also a repeat within the batch), and adds the new events
+// to their targets' counts, all in one statement and one round trip. WITH
+// ORDINALITY and ORDER BY keep Seq in batch order.
+const insertEventsSQL = `WITH input AS (
+	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[],
+		$7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[]) WITH ORDINALITY
+		AS i(id, capture_id, agent_id, time, pid, tid, process, probe, status, user_frames, kernel_frames, signature, ord)
+), ins AS (
+	INSERT INTO events (id, capture_id, agent_id, time, pid, tid, process, probe, status, user_frames, kernel_frames, signature)
+	SELECT id, capture_id, agent_id, time, pid, tid, process, probe, status, user_frames, kernel_frames, signature
+	FROM input ORDER BY ord
+	ON CONFLICT (id) DO NOTHING
+	RETURNING capture_id, agent_id
+), counts AS (
+	SELECT capture_id, agent_id, count(*) AS n FROM ins GROUP BY capture_id, agent_id
+), upd AS (
+	UPDATE capture_targets t SET events = t.events + c.n FROM counts c
+	WHERE t.capture_id = c.capture_id AND t.agent_id = c.agent_id
+)
+SELECT coalesce(sum(n), 0)::bigint FROM counts`
+
+// InsertEvents stores a batch in one transaction and one round trip.
+//
+// Readers page through a capture's events by Seq (ListEvents after the last
+// Seq seen), so a capture's events must become visible in Seq order. Two
+// transactions inserting concurrently could commit out of order, the lower
+// Seq last, and a reader between the commits would skip it for good. A
+// per-capture advisory lock, held to commit, keeps the inserts for one
+// capture in order; captures do not wait for each other. The locks are
+// taken in sorted order so two batches spanning the same captures cannot
+// deadlock.
+func (s *Store) InsertEvents(ctx context.Context, events []store.Event) (int, error) {
+	if len(events) == 0 {
+		return 0, nil
+	}
+	n := len(events)
+	var (
+		ids, captures, agents, processes = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		probes, users, kernels, sigs     = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		times, pids, tids, statuses      = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	)
+	for i, e := range events {
+		ids[i], captures[i], agents[i], processes[i] = e.ID, e.CaptureID, e.AgentID, e.Process
+		probes[i], users[i], kernels[i], sigs[i] = e.Probe, e.User, e.Kernel, e.Signature
+		times[i], pids[i], tids[i], statuses[i] = e.Time.UnixMilli(), int64(e.PID), int64(e.TID), int64(e.Status)
+	}
+	lockOrder := slices.Clone(captures)
+	slices.Sort(lockOrder)
+	lockOrder = slices.Compact(lockOrder)
+
+	// A batch without transaction control statements runs as one implicit
+	// transaction (pgx sends a single Sync after it), so the locks are held
+	// until the insert commits, and the whole call is one round trip.
+	var inserted int64
+	b := &pgx.Batch{}
+	for _, c := range lockOrder {
+		b.Queue(`SELECT pg_advisory_xact_lock($1, hashtext($2))`, int32(eventsLockClass), c)
+	}
+	b.Queue(insertEventsSQL, ids, captures, agents, times, pids, tids, processes, probes, statuses, users, kernels, sigs).
+		QueryRow(func(row pgx.Row) error { return row.Scan(&inserted) })
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return 0, fmt.Errorf("insert %d events: %w", len(events), err)
+	}
+	return int(inserted), nil
+}
+
+// ListEvents returns a capture's events after a sequence number.
+func (s *Store) ListEvents(ctx context.Context, captureID string, afterSeq int64, limit int) ([]store.Event, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	rows, err := s.pool.Query(ctx, `SELECT seq, id, capture_id, agent_id, time, pid, tid, process, probe, status, user_frames, kernel_frames, signature
+		FROM events WHERE capture_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, captureID, afterSeq, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list events of %s: %w", captureID, err)
+	}
+	out, err := collect(rows, func(row pgx.Row) (store.Event, error) {
+		var e store.Event
+		var t, pid, tid, status int64
+		err := row.Scan(&e.Seq, &e.ID, &e.CaptureID, &e.AgentID, &t, &pid, &tid, &e.Process, &e.Probe, &status, &e.User, &e.Kernel, &e.Signature)
+		e.Time, e.PID, e.TID, e.Status = time.UnixMilli(t).UTC(), int(pid), int(tid), uint32(status)
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list events of %s: %w", captureID, err)
+	}
+	return out, nil
+}
+
+// EventSeq returns the sequence number of an event.
+func (s *Store) EventSeq(ctx context.Context, id string) (int64, error) {
+	var seq int64
+	if err := s.pool.QueryRow(ctx, `SELECT seq FROM events WHERE id = $1`, id).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("event %s seq: %w", id, mapErr(err))
+	}
+	return seq, nil
+}
+
+// EventSignature returns the stack signature stored with an event.
+func (s *Store) EventSignature(ctx context.Context, id string) (string, error) {
+	var sig string
+	if err := s.pool.QueryRow(ctx, `SELECT signature FROM events WHERE id = $1`, id).Scan(&sig); err != nil {
+		return "", fmt.Errorf("event %s signature: %w", id, mapErr(err))
+	}
+	return sig, nil
+}

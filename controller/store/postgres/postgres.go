@@ -1,0 +1,187 @@
+// Package postgres implements store.Store on PostgreSQL with pgx, for
+// several controller replicas sharing one database. It passes the same
+// conformance suite as the embedded SQLite store; the difference is that
+// here atomicity across replicas comes from row locks and conditional
+// updates rather than from SQLite's single writer.
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/livedump/livedump/controller/store"
+)
+
+// Store is the PostgreSQL implementation of store.Store. It is safe for
+// concurrent use, and several Stores (in several processes) may share one
+// database.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to the database at url (postgres:// or postgresql://, with
+// any libpq parameters pgx understands, e.g. sslmode, and pool_max_conns
+// for the pool size) and applies any pending schema migrations.
+func Open(ctx context.Context, url string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// The parse error may quote the URL, password included.
+		return nil, fmt.Errorf("open postgres store %s: invalid URL", redact(url))
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres store %s: %w", redact(url), err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open postgres store %s: %w", redact(url), err)
+	}
+	if err := migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open postgres store %s: %w", redact(url), err)
+	}
+	return &Store{pool: pool}, nil
+}
+
+// redact hides the password of a URL for error messages.
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// Close closes the connection pool, waiting for connections in use.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// querier is what pgxpool.Pool and pgx.Tx have in common, so a read can run
+// either on its own or inside the transaction that just wrote.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// uniqueViolation is SQLSTATE 23505.
+const uniqueViolation = "23505"
+
+// mapErr turns driver errors into the store's sentinel errors: no row is
+// store.ErrNotFound and a unique violation is store.ErrConflict.
+func mapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == uniqueViolation {
+		return fmt.Errorf("%w (%s)", store.ErrConflict, pgErr.ConstraintName)
+	}
+	return err
+}
+
+// expectOne maps an update that matched no row to store.ErrNotFound.
+func expectOne(tag pgconn.CommandTag, err error) error {
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+// conflictIfNone maps an insert that ON CONFLICT DO NOTHING skipped to
+// store.ErrConflict.
+func conflictIfNone(tag pgconn.CommandTag, err error) error {
+	if err != nil {
+		return mapErr(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return store.ErrConflict
+	}
+	return nil
+}
+
+// timeArg encodes t as unix milliseconds, with NULL for the zero time so
+// that "unset" survives the round trip instead of becoming year 1.
+func timeArg(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMilli()
+}
+
+// timeVal decodes a column written by timeArg.
+func timeVal(v *int64) time.Time {
+	if v == nil {
+		return time.Time{}
+	}
+	return time.UnixMilli(*v).UTC()
+}
+
+// blobArg keeps NOT NULL BYTEA columns from receiving NULL, which is what
+// pgx sends for a nil slice.
+func blobArg(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// labelsArg encodes labels as a JSON object; nil becomes "{}".
+func labelsArg(m map[string]string) (string, error) {
+	if m == nil {
+		m = map[string]string{}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return "", fmt.Errorf("encode labels: %w", err)
+	}
+	return string(b), nil
+}
+
+// labelsVal decodes a labels column, always to a non-nil map.
+func labelsVal(s string) (map[string]string, error) {
+	m := map[string]string{}
+	if s == "" {
+		return m, nil
+	}
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		return nil, fmt.Errorf("decode labels: %w", err)
+	}
+	if m == nil {
+		m = map[string]string{}
+	}
+	return m, nil
+}
+
+// collect reads every row with scan into a non-nil slice, so that empty
+// results encode as an empty JSON array.
+func collect[T any](rows pgx.Rows, scan func(pgx.Row) (T, error)) ([]T, error) {
+	defer rows.Close()
+	out := []T{}
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}

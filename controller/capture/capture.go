@@ -137,6 +137,7 @@ type ingest struct {
 	agentID string
 	ev      *livedumpv1.TriggerEvent
 	sess    *fleet.Session
+	status  *livedumpv1.CaptureStatus // a final target state, applied after the events before it
 }
 
 // New returns a Manager.
@@ -519,6 +520,9 @@ func (m *Manager) publishEnded(ctx context.Context, id string) {
 	if !m.watched(id) {
 		return
 	}
+	// Events another replica stored whose notification never came are
+	// read now, so the watcher has them all before the end.
+	m.relay(ctx, id)
 	if p, err := m.Get(ctx, id); err == nil {
 		m.publish(id, &livedumpv1.WatchCaptureResponse{Msg: &livedumpv1.WatchCaptureResponse_Ended{Ended: p}}, true)
 	}
@@ -534,7 +538,6 @@ func (m *Manager) Remote(captureID string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if c, err := m.cfg.Store.GetCapture(ctx, captureID); err == nil && c.State != StateActive {
-		m.relay(ctx, captureID)
 		m.publishEnded(ctx, captureID)
 	}
 }
@@ -555,6 +558,13 @@ func (m *Manager) schedule(ctx context.Context) error {
 		}
 		for st, n := range counts {
 			m.metrics.byState.WithLabelValues(st).Set(float64(n))
+		}
+	}
+	// The catch-up for watchers: events other replicas stored are read
+	// at every tick, whether or not their notification arrived.
+	for _, c := range caps {
+		if m.watched(c.ID) {
+			m.relay(ctx, c.ID)
 		}
 	}
 	for _, c := range caps {
@@ -702,12 +712,27 @@ func (m *Manager) forgetClosedSessions() {
 	}
 }
 
-// Status records a target state an agent reported.
+// Status records a target state an agent reported. A final state goes
+// through the ingest queue behind the agent's events, so a capture never
+// ends (and its watchers never see the end) before its last events are
+// stored.
 func (m *Manager) Status(ctx context.Context, agentID string, st *livedumpv1.CaptureStatus) {
 	name := targetStateName(st.GetState())
 	if name == "" {
 		return
 	}
+	if targetTerminal(name) {
+		select {
+		case m.in <- ingest{agentID: agentID, status: st}:
+		case <-ctx.Done():
+		}
+		return
+	}
+	m.status(ctx, agentID, st)
+}
+
+func (m *Manager) status(ctx context.Context, agentID string, st *livedumpv1.CaptureStatus) {
+	name := targetStateName(st.GetState())
 	detail := st.GetDetail()
 	if len(detail) > 1024 {
 		detail = detail[:1024]

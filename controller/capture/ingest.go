@@ -124,8 +124,12 @@ func framesProto(s string) []*livedumpv1.Frame {
 func (m *Manager) flush(ctx context.Context, batch []ingest) {
 	var rows []store.Event
 	acks := map[*fleet.Session][]string{}
-	var accepted []ingest
+	var accepted, statuses []ingest
 	for _, it := range batch {
+		if it.status != nil {
+			statuses = append(statuses, it)
+			continue
+		}
 		if err := validEvent(it.agentID, it.ev); err != nil {
 			m.log.Warn("event refused", "agent_id", it.agentID, "err", err)
 			acks[it.sess] = append(acks[it.sess], it.ev.GetId()) // never retry a bad event
@@ -175,6 +179,9 @@ func (m *Manager) flush(ctx context.Context, batch []ingest) {
 		if s != nil {
 			_ = s.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_EventAck{EventAck: &livedumpv1.EventAck{EventIds: ids}}})
 		}
+	}
+	for _, it := range statuses {
+		m.status(ctx, it.agentID, it.status)
 	}
 }
 

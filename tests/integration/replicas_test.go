@@ -178,14 +178,23 @@ func TestReplicasSharePostgreSQLAndS3(t *testing.T) {
 	eventually(t, 60*time.Second, "dump capture ended at max-dumps", func() bool {
 		return getCapture(t, op, dumpID).GetState() == livedumpv1.CaptureState_CAPTURE_STATE_DONE
 	})
-	eventually(t, 90*time.Second, "every written dump settled (uploaded or kept on its agent)", func() bool {
+	var last []*livedumpv1.Dump
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, d := range last {
+				t.Logf("dump %s agent %s: %s %q committed %d of %d", d.GetId(), d.GetAgentId(), d.GetState(), d.GetDetail(), d.GetUploaded(), d.GetSize())
+			}
+		}
+	})
+	eventually(t, 90*time.Second, "every written dump settled (uploaded, kept on its agent, or aborted)", func() bool {
 		ds := listDumps(t, op, dumpID)
+		last = ds
 		up := 0
 		for _, d := range ds {
 			switch d.GetState() {
 			case livedumpv1.DumpState_DUMP_STATE_UPLOADED:
 				up++
-			case livedumpv1.DumpState_DUMP_STATE_HASH_ONLY:
+			case livedumpv1.DumpState_DUMP_STATE_HASH_ONLY, livedumpv1.DumpState_DUMP_STATE_ABORTED:
 			default:
 				return false
 			}
@@ -226,6 +235,27 @@ func TestReplicasSharePostgreSQLAndS3(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := resp.GetCapture().GetId()
+	// A watcher on A sees the events B stores too.
+	wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer wcancel()
+	watch, err := op.WatchCapture(wctx, &livedumpv1.WatchCaptureRequest{Id: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	watched := make(chan map[string]bool, 1)
+	go func() {
+		seen := map[string]bool{}
+		for {
+			m, err := watch.Recv()
+			if err != nil || m.GetEnded() != nil {
+				watched <- seen
+				return
+			}
+			if e := m.GetEvent(); e != nil {
+				seen[e.GetId()] = true
+			}
+		}
+	}()
 	eventually(t, 30*time.Second, "every target armed, B's too", func() bool {
 		n := 0
 		for _, tg := range getCapture(t, op, id).GetTargets() {
@@ -268,6 +298,19 @@ func TestReplicasSharePostgreSQLAndS3(t *testing.T) {
 	}
 	t.Logf("replica B killed with %d of %d events stored; its agents were on A %s later; all %d events stored once",
 		before, nAgents*perAgent, moved.Round(10*time.Millisecond), len(seen))
+	select {
+	case got := <-watched:
+		if len(got) != nAgents*perAgent {
+			for _, e := range evs.GetEvents() {
+				if !got[e.GetId()] {
+					t.Logf("not watched: event %s of agent %s at %s", e.GetId(), e.GetAgentId(), e.GetTime().AsTime().Format(time.RFC3339Nano))
+				}
+			}
+			t.Fatalf("the watcher on replica A saw %d distinct events, want %d", len(got), nAgents*perAgent)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the watcher on replica A never saw the capture end")
+	}
 
 	// The audit trail of both replicas is in the one store.
 	entries, err := st.ListAudit(context.Background(), store.AuditFilter{Limit: 1000})

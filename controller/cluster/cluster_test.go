@@ -1,0 +1,191 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/livedump/livedump/controller/fleet"
+	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/sqlite"
+	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+)
+
+// lossyBus delivers nothing: every directive must then arrive through the
+// catch-up query alone.
+type lossyBus struct{}
+
+func (lossyBus) Notify(context.Context, string, string) error { return nil }
+func (lossyBus) Listen(ctx context.Context, _ []string, _ func(string, string)) error {
+	<-ctx.Done()
+	return nil
+}
+
+type replica struct {
+	*Cluster
+	fleet *fleet.Registry
+	stop  func() // ends Run: the lease is no longer renewed, as in a crash
+}
+
+// twoReplicas runs replicas a and b on one store and one bus.
+func twoReplicas(t *testing.T, bus Bus, lease time.Duration) (st store.Store, a, b replica) {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "livedump.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	mk := func(id string) replica {
+		f := fleet.NewRegistry(nil)
+		c := New(Config{Store: st, Bus: bus, Fleet: f, ReplicaID: id, Lease: lease, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err := c.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = c.Run(ctx) }()
+		stop := func() { cancel(); <-done }
+		t.Cleanup(stop)
+		return replica{c, f, stop}
+	}
+	return st, mk("a"), mk("b")
+}
+
+// attach connects agentID's stream to r and returns the session and the
+// cause its stream ends with.
+func attach(t *testing.T, r replica, agentID string) (*fleet.Session, context.Context) {
+	t.Helper()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	t.Cleanup(func() { cancel(nil) })
+	s := r.fleet.Attach(agentID, time.Now(), cancel)
+	if err := r.Attached(context.Background(), agentID, "session-"+agentID); err != nil {
+		t.Fatal(err)
+	}
+	return s, ctx
+}
+
+func recvDirective(t *testing.T, s *fleet.Session, within time.Duration) *livedumpv1.Directive {
+	t.Helper()
+	select {
+	case m := <-s.Outbox():
+		return m.GetDirective()
+	case <-time.After(within):
+		t.Fatalf("no directive within %s", within)
+		return nil
+	}
+}
+
+func TestSendReachesTheReplicaHoldingTheStream(t *testing.T) {
+	for name, bus := range map[string]Bus{"notified": NewLocalBus(), "catch-up only": lossyBus{}} {
+		t.Run(name, func(t *testing.T) {
+			_, a, b := twoReplicas(t, bus, 15*time.Second)
+			s, _ := attach(t, b, "agent-1")
+			d := &livedumpv1.Directive{Id: "disarm-c-1", Kind: &livedumpv1.Directive_Disarm{Disarm: &livedumpv1.DisarmCapture{CaptureId: "c-1"}}}
+			if err := a.Send(context.Background(), "agent-1", d); err != nil {
+				t.Fatal(err)
+			}
+			// The catch-up query runs every second.
+			if got := recvDirective(t, s, 3*time.Second); got.GetId() != d.GetId() {
+				t.Fatalf("got directive %q, want %q", got.GetId(), d.GetId())
+			}
+			select {
+			case m := <-s.Outbox():
+				t.Fatalf("directive delivered twice: %v", m)
+			case <-time.After(1500 * time.Millisecond):
+			}
+		})
+	}
+}
+
+func TestCallRoundTripsThroughTheOtherReplica(t *testing.T) {
+	for name, bus := range map[string]Bus{"notified": NewLocalBus(), "catch-up only": lossyBus{}} {
+		t.Run(name, func(t *testing.T) {
+			_, a, b := twoReplicas(t, bus, 15*time.Second)
+			s, _ := attach(t, b, "agent-1")
+			// The agent answers the directive it receives on b.
+			go func() {
+				d := <-s.Outbox()
+				s.Deliver(&livedumpv1.ProvisionReport{DirectiveId: d.GetDirective().GetId(), State: livedumpv1.ProvisionState_PROVISION_STATE_READY, Detail: "done on b"})
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			rep, err := a.Call(ctx, "agent-1", &livedumpv1.Directive{Id: "prov-1", Kind: &livedumpv1.Directive_Provision{Provision: &livedumpv1.ProvisionDirective{}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.GetDetail() != "done on b" || rep.GetState() != livedumpv1.ProvisionState_PROVISION_STATE_READY {
+				t.Fatalf("report %v", rep)
+			}
+		})
+	}
+}
+
+func TestCallToAnAgentNoReplicaHoldsIsOfflineAtOnce(t *testing.T) {
+	_, a, _ := twoReplicas(t, NewLocalBus(), 15*time.Second)
+	start := time.Now()
+	_, err := a.Call(context.Background(), "agent-9", &livedumpv1.Directive{Id: "prov-9"})
+	if !errors.Is(err, ErrOffline) {
+		t.Fatalf("err = %v, want ErrOffline", err)
+	}
+	if time.Since(start) > time.Second {
+		t.Fatalf("ErrOffline took %s", time.Since(start))
+	}
+}
+
+func TestPresenceEndsWithTheReplicasLease(t *testing.T) {
+	const lease = 600 * time.Millisecond
+	st, a, b := twoReplicas(t, NewLocalBus(), lease)
+	attach(t, b, "agent-1")
+	if !a.Online(context.Background(), "agent-1") {
+		t.Fatal("agent on b not online as seen from a")
+	}
+	// b stops renewing its lease, as a crashed replica does: its presence
+	// rows stay, but stop counting within the lease (a's view may be a
+	// second old).
+	b.stop()
+	stopped := time.Now()
+	for a.Online(context.Background(), "agent-1") {
+		if time.Since(stopped) > lease+2*time.Second {
+			t.Fatal("the agent of a replica whose lease ran out still shows online")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The agent reconnects to a, which takes its presence over.
+	attach(t, a, "agent-1")
+	p, err := st.Presence(context.Background(), time.Now().Add(-lease))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p["agent-1"] != "a" {
+		t.Fatalf("presence %v, want agent-1 on a", p)
+	}
+	// b's stream ending late must not clear a's presence.
+	if err := b.Detached(context.Background(), "agent-1", "session-agent-1"); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	a.snap = nil
+	a.mu.Unlock()
+	a.fleet.Detach(a.fleet.Session("agent-1")) // only the store can answer now
+	if !a.Online(context.Background(), "agent-1") {
+		t.Fatal("a stale detach on b took the agent offline")
+	}
+}
+
+func TestRevocationEndsTheStreamOnEveryReplica(t *testing.T) {
+	_, a, b := twoReplicas(t, NewLocalBus(), 15*time.Second)
+	_, ended := attach(t, b, "agent-1")
+	a.Revoked(context.Background(), "agent-1")
+	select {
+	case <-ended.Done():
+		if !errors.Is(context.Cause(ended), fleet.ErrRevoked) {
+			t.Fatalf("stream ended with %v, want ErrRevoked", context.Cause(ended))
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the stream on b was not ended")
+	}
+}

@@ -291,11 +291,6 @@ func (c *Cluster) Attached(ctx context.Context, agentID, session string) error {
 	if err := c.cfg.Store.SetPresence(ctx, agentID, c.id, session, c.cfg.Clock.Now().UTC()); err != nil {
 		return err
 	}
-	c.mu.Lock()
-	if c.snap != nil {
-		c.snap[agentID] = c.id
-	}
-	c.mu.Unlock()
 	// Directives queued while the agent was away or elsewhere go out now.
 	select {
 	case c.wake <- struct{}{}:
@@ -306,16 +301,13 @@ func (c *Cluster) Attached(ctx context.Context, agentID, session string) error {
 
 // Detached clears the agent's presence unless a newer stream took it.
 func (c *Cluster) Detached(ctx context.Context, agentID, session string) error {
-	c.mu.Lock()
-	if c.snap != nil && c.snap[agentID] == c.id {
-		delete(c.snap, agentID)
-	}
-	c.mu.Unlock()
 	return c.cfg.Store.ClearPresence(ctx, agentID, c.id, session)
 }
 
 // Presence returns agent -> replica for every agent held by a live replica.
-// The answer may be up to a second old.
+// The answer may be up to a second old, and the map is shared: read it only.
+// Agents attached here are better asked of the fleet registry, which is
+// never stale.
 func (c *Cluster) Presence(ctx context.Context) (map[string]string, error) {
 	c.mu.Lock()
 	if c.snap != nil && c.cfg.Clock.Since(c.snapAt) < time.Second {
@@ -328,8 +320,6 @@ func (c *Cluster) Presence(ctx context.Context) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Local sessions are the truth for this replica, whatever the store's
-	// last write says.
 	c.mu.Lock()
 	c.snap, c.snapAt = m, c.cfg.Clock.Now()
 	c.mu.Unlock()

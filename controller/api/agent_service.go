@@ -241,12 +241,39 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 		}
 	}()
 
+	// Sends run on a writer goroutine that exists only while there is
+	// something to send: an idle agent costs no third goroutine, and this
+	// handler never blocks in Send, so it can always return (which ends the
+	// stream and unblocks a Send stuck on an agent that stopped reading).
 	var reason string
+	writing := false
+	writerDone := make(chan error, 1)
 loop:
 	for {
+		in := sess.Outbox()
+		if writing {
+			in = nil
+		}
 		select {
-		case m := <-sess.Outbox():
-			if err = stream.Send(m); err != nil {
+		case m := <-in:
+			writing = true
+			go func() {
+				for {
+					if err := stream.Send(m); err != nil {
+						writerDone <- err
+						return
+					}
+					select {
+					case m = <-sess.Outbox():
+					default:
+						writerDone <- nil
+						return
+					}
+				}
+			}()
+		case err = <-writerDone:
+			writing = false
+			if err != nil {
 				reason = "error"
 				break loop
 			}
@@ -307,6 +334,8 @@ func disconnectStatus(cause error, agentID string) (string, error) {
 		return "heartbeat_timeout", status.Error(codes.Unavailable, "no heartbeat in time")
 	case errors.Is(cause, errCertExpired):
 		return "certificate_expired", status.Error(codes.Unauthenticated, "client certificate expired; reconnect with the renewed one")
+	case errors.Is(cause, fleet.ErrOutboxFull):
+		return "slow_consumer", status.Error(codes.ResourceExhausted, "the agent is not reading its stream; reconnect")
 	case errors.Is(cause, fleet.ErrStoreUnavailable):
 		return "store_unavailable", status.Error(codes.Unavailable, "the controller could not store events; reconnect and send them again")
 	case errors.Is(cause, fleet.ErrShutdown):

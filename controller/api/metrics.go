@@ -47,7 +47,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.Enrollments.WithLabelValues(r)
 		m.Renewals.WithLabelValues(r)
 	}
-	for _, r := range []string{"closed", "replaced", "revoked", "heartbeat_timeout", "certificate_expired", "shutdown", "store_unavailable", "error"} {
+	for _, r := range []string{"closed", "replaced", "revoked", "heartbeat_timeout", "certificate_expired", "shutdown", "store_unavailable", "slow_consumer", "error"} {
 		m.Disconnects.WithLabelValues(r)
 	}
 	reg.MustRegister(m.AgentsConnected, m.Enrollments, m.Renewals, m.Heartbeats, m.Disconnects)

@@ -206,9 +206,18 @@ func (c *Cluster) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := c.cfg.Bus.Listen(ctx, []string{ChanDirectives, ChanResults, ChanCaptures, ChanAgents, ChanEvents}, c.notified)
-		if err != nil && ctx.Err() == nil {
-			c.log.Error("listen for notifications", "err", err)
+		// Without notifications everything still arrives through the
+		// catch-up queries, only later; keep trying to listen.
+		for ctx.Err() == nil {
+			err := c.cfg.Bus.Listen(ctx, []string{ChanDirectives, ChanResults, ChanCaptures, ChanAgents, ChanEvents}, c.notified)
+			if ctx.Err() != nil {
+				return
+			}
+			c.log.Error("listen for notifications; retrying in 5s", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-c.cfg.Clock.After(5 * time.Second):
+			}
 		}
 	}()
 	defer wg.Wait()
@@ -277,6 +286,9 @@ func (c *Cluster) notified(channel, payload string) {
 	case ChanAgents:
 		if id, ok := strings.CutPrefix(payload, "revoke "); ok {
 			c.cfg.Fleet.Disconnect(id, fleet.ErrRevoked)
+		} else if payload == "" {
+			// Revocations may have been missed while not listening.
+			go c.sweepRevoked()
 		}
 	case ChanEvents:
 		from, capID, _ := strings.Cut(payload, " ")
@@ -506,6 +518,25 @@ func (c *Cluster) collect(ctx context.Context) {
 	}
 }
 
+// sweepRevoked ends the local streams of agents revoked meanwhile.
+func (c *Cluster) sweepRevoked() {
+	if c.cfg.Fleet.Len() == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	agents, err := c.cfg.Store.ListAgents(ctx)
+	if err != nil {
+		c.log.Warn("revocation catch-up", "err", err)
+		return
+	}
+	for _, a := range agents {
+		if a.Revoked && c.cfg.Fleet.Disconnect(a.ID, fleet.ErrRevoked) {
+			c.log.Info("revoked agent disconnected by catch-up", "agent_id", a.ID)
+		}
+	}
+}
+
 // Revoked disconnects a revoked agent here and on every other replica.
 func (c *Cluster) Revoked(ctx context.Context, agentID string) {
 	c.cfg.Fleet.Disconnect(agentID, fleet.ErrRevoked)
@@ -553,6 +584,12 @@ func (b *LocalBus) Notify(_ context.Context, channel, payload string) error {
 		go fn(channel, payload)
 	}
 	return nil
+}
+
+func (b *LocalBus) listeners(channel string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.subs[channel])
 }
 
 // Listen registers fn until ctx ends.

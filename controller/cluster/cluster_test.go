@@ -177,8 +177,12 @@ func TestPresenceEndsWithTheReplicasLease(t *testing.T) {
 }
 
 func TestRevocationEndsTheStreamOnEveryReplica(t *testing.T) {
-	_, a, b := twoReplicas(t, NewLocalBus(), 15*time.Second)
+	bus := NewLocalBus()
+	_, a, b := twoReplicas(t, bus, 15*time.Second)
 	_, ended := attach(t, b, "agent-1")
+	for bus.listeners(ChanAgents) < 2 {
+		time.Sleep(time.Millisecond)
+	}
 	a.Revoked(context.Background(), "agent-1")
 	select {
 	case <-ended.Done():

@@ -28,9 +28,9 @@ var (
 )
 
 // outboxSize bounds what may wait for a slow agent: a session whose agent
-// does not read its stream fails new sends instead of buffering without
-// bound.
-const outboxSize = 32
+// does not read its stream is ended (the agent reconnects) instead of
+// buffering without bound.
+const outboxSize = 64
 
 // ErrOutboxFull is returned when an agent is not keeping up with its stream.
 var ErrOutboxFull = errors.New("agent is not reading its stream")
@@ -61,12 +61,16 @@ func (s *Session) Closed() bool {
 // the stream.
 func (s *Session) Outbox() <-chan *livedumpv1.ConnectResponse { return s.outbox }
 
-// Send queues a message for the agent without blocking.
+// Send queues a message for the agent without blocking. When the outbox is
+// full the agent has stopped reading: the session is ended with
+// ErrOutboxFull, and whatever was queued is sent again on its next stream
+// (captures are re-armed, events re-acked, calls fail to their callers).
 func (s *Session) Send(m *livedumpv1.ConnectResponse) error {
 	select {
 	case s.outbox <- m:
 		return nil
 	default:
+		s.End(ErrOutboxFull)
 		return ErrOutboxFull
 	}
 }

@@ -618,6 +618,21 @@ func (m *Manager) schedule(ctx context.Context) error {
 		slices.Sort(statuses)
 		statuses = slices.Compact(statuses)
 		arm := armOf(c.ID, spec, statuses, c.Expires)
+		// Every new session gets the directive again: arming is idempotent
+		// on the agent, and a restarted agent may have lost nothing or
+		// everything.
+		send := func(agentID string, s *fleet.Session) {
+			d := &livedumpv1.Directive{Id: "arm-" + c.ID, Created: timestamppb.New(now), Kind: &livedumpv1.Directive_Arm{Arm: arm}}
+			if err := s.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_Directive{Directive: d}}); err != nil {
+				return
+			}
+			m.markSent(s, c.ID)
+			m.metrics.directives.Inc()
+			m.mu.Lock()
+			m.sentAt[agentID+"/"+d.GetId()] = time.Now()
+			m.mu.Unlock()
+		}
+		var pending []string
 		for _, t := range targets {
 			if targetTerminal(t.State) {
 				continue
@@ -627,31 +642,26 @@ func (m *Manager) schedule(ctx context.Context) error {
 				continue
 			}
 			if t.State == TargetPending {
-				// The rollout limit is counted in the store, so replicas
-				// delivering at once cannot exceed it together.
-				ok, err := m.cfg.Store.ClaimTarget(ctx, c.ID, t.AgentID, allowed, now)
-				if err != nil {
-					return err
-				}
-				if !ok {
-					continue
-				}
-			}
-			// Every new session gets the directive again: arming is
-			// idempotent on the agent, and a restarted agent may have lost
-			// nothing or everything.
-			d := &livedumpv1.Directive{Id: "arm-" + c.ID, Created: timestamppb.New(now), Kind: &livedumpv1.Directive_Arm{Arm: arm}}
-			if err := s.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_Directive{Directive: d}}); err != nil {
+				pending = append(pending, t.AgentID)
 				continue
 			}
-			m.markSent(s, c.ID)
-			m.metrics.directives.Inc()
-			m.mu.Lock()
-			m.sentAt[t.AgentID+"/"+d.GetId()] = time.Now()
-			m.mu.Unlock()
-			if t.State == TargetPending {
-				m.publishTarget(ctx, c.ID, t.AgentID)
+			send(t.AgentID, s)
+		}
+		if len(pending) == 0 {
+			continue
+		}
+		// The rollout limit is counted in the store, in one transaction for
+		// every target this replica can reach now, so replicas delivering
+		// at once cannot exceed it together.
+		claimed, err := m.cfg.Store.ClaimTargets(ctx, c.ID, pending, allowed, now)
+		if err != nil {
+			return err
+		}
+		for _, a := range claimed {
+			if s := m.cfg.Fleet.Session(a); s != nil {
+				send(a, s)
 			}
+			m.publishTarget(ctx, c.ID, a)
 		}
 	}
 	m.forgetClosedSessions()
@@ -757,6 +767,9 @@ func (m *Manager) status(ctx context.Context, agentID string, st *livedumpv1.Cap
 }
 
 func (m *Manager) publishTarget(ctx context.Context, captureID, agentID string) {
+	if !m.watched(captureID) {
+		return // reading every target per change is only worth it for a watcher
+	}
 	targets, err := m.cfg.Store.ListTargets(ctx, captureID)
 	if err != nil {
 		return

@@ -283,6 +283,10 @@ type Store interface {
 	// reports whether this call made the move. Two controllers claiming at
 	// once must never exceed allowed. ErrNotFound if there is no such target.
 	ClaimTarget(ctx context.Context, captureID, agentID string, allowed int, at time.Time) (bool, error)
+	// ClaimTargets is ClaimTarget for many agents in one transaction, in
+	// the order given: it returns the agents this call moved to delivered.
+	// Agents that are not targets, or no longer pending, are skipped.
+	ClaimTargets(ctx context.Context, captureID string, agentIDs []string, allowed int, at time.Time) ([]string, error)
 	// FinishCapture sets a capture's state and detail only if it is still
 	// "active", and reports whether it changed it (so only one replica ends
 	// a capture). ErrNotFound if there is no such capture.

@@ -189,6 +189,60 @@ func (s *Store) ClaimTarget(ctx context.Context, captureID, agentID string, allo
 	return claimed, nil
 }
 
+// ClaimTargets claims many targets in one transaction under the capture
+// row's lock: one statement picks at most the remaining room among the
+// given agents' pending targets, in the order given, and moves them.
+func (s *Store) ClaimTargets(ctx context.Context, captureID string, agentIDs []string, allowed int, at time.Time) ([]string, error) {
+	var claimed []string
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		claimed = claimed[:0]
+		var one int
+		if err := tx.QueryRow(ctx, `SELECT 1 FROM captures WHERE id = $1 FOR UPDATE`, captureID).Scan(&one); err != nil {
+			return mapErr(err)
+		}
+		var room *int64 // NULL: LIMIT ALL
+		if allowed >= 0 {
+			var left int64
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM capture_targets WHERE capture_id = $1 AND state <> 'pending'`, captureID).Scan(&left); err != nil {
+				return err
+			}
+			r := max(0, int64(allowed)-left)
+			room = &r
+		}
+		rows, err := tx.Query(ctx, `WITH pick AS (
+			SELECT t.agent_id FROM unnest($2::text[]) WITH ORDINALITY AS a(agent_id, ord)
+			JOIN capture_targets t ON t.capture_id = $1 AND t.agent_id = a.agent_id AND t.state = 'pending'
+			ORDER BY a.ord LIMIT $3
+		)
+		UPDATE capture_targets t SET state = 'delivered', updated = $4 FROM pick
+		WHERE t.capture_id = $1 AND t.agent_id = pick.agent_id
+		RETURNING t.agent_id`, captureID, agentIDs, room, timeArg(at))
+		if err != nil {
+			return err
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		// RETURNING has no order: give the claimed agents in the order asked.
+		in := make(map[string]bool, len(got))
+		for _, a := range got {
+			in[a] = true
+		}
+		for _, a := range agentIDs {
+			if in[a] {
+				claimed = append(claimed, a)
+				delete(in, a)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim targets of %s: %w", captureID, err)
+	}
+	return claimed, nil
+}
+
 // insertEventsSQL inserts a batch given as parallel arrays, skipping IDs
 // already stored (also a repeat within the batch), and adds the new events
 // to their targets' counts, all in one statement and one round trip. WITH

@@ -260,6 +260,51 @@ func (s *Store) ClaimTarget(ctx context.Context, captureID, agentID string, allo
 	return claimed, nil
 }
 
+// ClaimTargets claims many targets in one write transaction: the count of
+// targets that left pending is read once, then each UPDATE is by primary
+// key, so a fan-out to 10,000 agents is one transaction, not 10,000.
+func (s *Store) ClaimTargets(ctx context.Context, captureID string, agentIDs []string, allowed int, at time.Time) ([]string, error) {
+	var claimed []string
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		claimed = claimed[:0]
+		room := -1
+		if allowed >= 0 {
+			var left int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM capture_targets WHERE capture_id = ? AND state <> 'pending'`, captureID).Scan(&left); err != nil {
+				return err
+			}
+			room = max(0, allowed-left)
+		}
+		st, err := tx.PrepareContext(ctx, `UPDATE capture_targets SET state = 'delivered', updated = ? WHERE capture_id = ? AND agent_id = ? AND state = 'pending'`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for _, a := range agentIDs {
+			if room == 0 {
+				break
+			}
+			res, err := st.ExecContext(ctx, timeArg(at), captureID, a)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n == 1 {
+				claimed = append(claimed, a)
+				if room > 0 {
+					room--
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim targets of %s: %w", captureID, err)
+	}
+	return claimed, nil
+}
+
 // FinishCapture ends an active capture; the state condition in the UPDATE
 // is what lets exactly one replica win when several notice the end at once.
 func (s *Store) FinishCapture(ctx context.Context, id, state, detail string) (bool, error) {

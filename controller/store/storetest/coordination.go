@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -570,5 +571,89 @@ func testDirectivesDelete(t *testing.T, s store.Store) {
 	must(t, "DeleteDirectivesBefore again", err)
 	if n != 0 {
 		t.Errorf("second DeleteDirectivesBefore = %d, want 0", n)
+	}
+}
+
+func testClaimTargets(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	var targets []store.CaptureTarget
+	var all []string
+	for i := range 10 {
+		a := fmt.Sprintf("a%02d", i)
+		all = append(all, a)
+		targets = append(targets, store.CaptureTarget{AgentID: a, State: "pending", Updated: t0})
+	}
+	must(t, "CreateCapture", s.CreateCapture(ctx, store.Capture{ID: "c1", Spec: "{}", State: "active", Created: t0, Expires: t0.Add(time.Hour)}, targets))
+	must(t, "SetTargetState", s.SetTargetState(ctx, "c1", "a00", "armed", "", t0))
+	// a00 has left pending, so 3 allowed leaves room for 2, taken in the
+	// order asked; unknown agents are skipped.
+	got, err := s.ClaimTargets(ctx, "c1", []string{"zz", "a05", "a00", "a03", "a01"}, 3, t0.Add(time.Minute))
+	must(t, "ClaimTargets", err)
+	if want := []string{"a05", "a03"}; !slices.Equal(got, want) {
+		t.Errorf("ClaimTargets = %v, want %v", got, want)
+	}
+	got, err = s.ClaimTargets(ctx, "c1", all, 3, t0)
+	must(t, "ClaimTargets full", err)
+	if len(got) != 0 {
+		t.Errorf("ClaimTargets past the limit = %v, want none", got)
+	}
+	got, err = s.ClaimTargets(ctx, "c1", all, -1, t0.Add(2*time.Minute))
+	must(t, "ClaimTargets unlimited", err)
+	if want := []string{"a01", "a02", "a04", "a06", "a07", "a08", "a09"}; !slices.Equal(got, want) {
+		t.Errorf("ClaimTargets unlimited = %v, want %v", got, want)
+	}
+	ts, err := s.ListTargets(ctx, "c1")
+	must(t, "ListTargets", err)
+	for _, tg := range ts {
+		if tg.State == "pending" {
+			t.Errorf("target %s still pending", tg.AgentID)
+		}
+	}
+	// A missing capture claims nothing (PostgreSQL, which locks the
+	// capture row first, says ErrNotFound).
+	got, err = s.ClaimTargets(ctx, "nope", all, -1, t0)
+	if len(got) != 0 || err != nil && !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("ClaimTargets of a missing capture = %v, %v", got, err)
+	}
+}
+
+func testClaimTargetsConcurrent(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	const agents, allowed = 200, 37
+	var targets []store.CaptureTarget
+	var all []string
+	for i := range agents {
+		a := fmt.Sprintf("a%03d", i)
+		all = append(all, a)
+		targets = append(targets, store.CaptureTarget{AgentID: a, State: "pending"})
+	}
+	must(t, "CreateCapture", s.CreateCapture(ctx, store.Capture{ID: "c1", Spec: "{}", State: "active", Created: t0, Expires: t0.Add(time.Hour)}, targets))
+	var mu sync.Mutex
+	total := 0
+	seen := map[string]bool{}
+	race(4, func(i int) {
+		// Each worker asks for every agent, in its own order.
+		order := slices.Clone(all)
+		if i%2 == 1 {
+			slices.Reverse(order)
+		}
+		got, err := s.ClaimTargets(ctx, "c1", order, allowed, t0)
+		if err != nil {
+			t.Errorf("ClaimTargets: %v", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		total += len(got)
+		for _, a := range got {
+			if seen[a] {
+				t.Errorf("agent %s claimed twice", a)
+			}
+			seen[a] = true
+		}
+	})
+	if total != allowed {
+		t.Errorf("%d targets claimed by concurrent batches, want exactly %d", total, allowed)
 	}
 }

@@ -62,6 +62,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AdmitDump", testAdmitDump},
 		{"AdmitDumpConcurrent", testAdmitDumpConcurrent},
 		{"ClaimTarget", testClaimTarget},
+		{"ClaimTargets", testClaimTargets},
+		{"ClaimTargetsConcurrent", testClaimTargetsConcurrent},
 		{"ClaimTargetConcurrent", testClaimTargetConcurrent},
 		{"FinishCapture", testFinishCapture},
 		{"FinishCaptureConcurrent", testFinishCaptureConcurrent},

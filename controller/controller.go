@@ -89,6 +89,9 @@ type Config struct {
 	// a directory (default <DataDir>/blobs), s3://bucket/prefix?endpoint=…
 	// for an S3-compatible bucket shared by replicas.
 	BlobsURL string
+	// Pprof serves the Go profiler under /debug/pprof/ on the metrics
+	// listener.
+	Pprof bool
 	// BlobsAccessKey and BlobsSecretKey are the S3 credentials; empty: the
 	// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables.
 	BlobsAccessKey, BlobsSecretKey string
@@ -234,6 +237,13 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 		// agents ping no more often than every 15 s.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
+		// Tens of thousands of mostly idle connections: no read buffer on
+		// top of TLS (which buffers a record itself; grpc's default 32 KiB
+		// bufio was half of the controller's heap at 10k agents), and a
+		// write buffer taken from a pool only while writing.
+		grpc.ReadBufferSize(0),
+		grpc.WriteBufferSize(16<<10),
+		grpc.SharedWriteBuffer(true),
 	)
 	livedumpv1.RegisterAgentServiceServer(c.grpc, api.NewAgentServer(api.AgentConfig{
 		Store: c.store, Blobs: c.blobs, Captures: c.captures, Dumps: c.dumps, Enroller: c.enroller, Fleet: c.fleet, Cluster: c.cluster, CA: c.ca, Metrics: metrics,
@@ -394,12 +404,16 @@ func (c *Controller) maintain(ctx context.Context) {
 }
 
 func (c *Controller) httpHandler() http.Handler {
-	return telemetry.Handler(c.registry, func(ctx context.Context) error {
+	h := telemetry.Handler(c.registry, func(ctx context.Context) error {
 		if _, err := c.store.ListAudit(ctx, store.AuditFilter{Limit: 1}); err != nil {
 			return fmt.Errorf("store: %w", err)
 		}
 		return nil
 	})
+	if c.cfg.Pprof {
+		h = telemetry.WithPprof(h)
+	}
+	return h
 }
 
 // Close releases listeners and the store. It is safe to call more than once.

@@ -54,6 +54,7 @@ var defaults = map[string]any{
 	"cert_ttl":           "720h",
 	"heartbeat_interval": "30s",
 	"log_level":          "info",
+	"pprof":              false,
 
 	"replica.id":            "",
 	"replica.advertise":     "",
@@ -92,6 +93,7 @@ var flagKeys = map[string]string{
 	"replica.id":           "replica-id",
 	"replica.advertise":    "advertise",
 	"blobs.url":            "blobs",
+	"pprof":                "pprof",
 }
 
 func addConfigFlags(cmd *cobra.Command) {
@@ -110,6 +112,7 @@ func addConfigFlags(cmd *cobra.Command) {
 	f.String("dtrace-msi", "", "DTrace installer (MSI) agents install when provisioning")
 	f.String("replica-id", "", "this replica's name among controllers sharing a PostgreSQL store (default hostname-<random>)")
 	f.String("advertise", "", "gRPC address of this replica as agents and operators reach it")
+	f.Bool("pprof", false, "serve the Go profiler under /debug/pprof/ on the metrics listener")
 	f.String("blobs", "", "where dumps and artifacts live: file:///dir or s3://bucket/prefix?endpoint=https://host (default <data-dir>/blobs)")
 }
 
@@ -183,6 +186,7 @@ func controllerConfig(v *viper.Viper) (controller.Config, error) {
 		ServerNames:       v.GetStringSlice("tls.server_names"),
 		CertTTL:           certTTL,
 		HeartbeatInterval: hb,
+		Pprof:             v.GetBool("pprof"),
 		ReplicaID:         v.GetString("replica.id"),
 		Advertise:         v.GetString("replica.advertise"),
 		Lease:             lease,

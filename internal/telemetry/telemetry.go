@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,5 +46,19 @@ func Handler(reg *prometheus.Registry, ready func(context.Context) error) http.H
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	return mux
+}
+
+// WithPprof adds the Go profiler under /debug/pprof/ to h. It exposes stack
+// traces and memory contents, so it is for a metrics listener that only
+// operators reach, and off by default.
+func WithPprof(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }

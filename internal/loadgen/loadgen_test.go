@@ -1,0 +1,148 @@
+package loadgen_test
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/livedump/livedump/controller"
+	"github.com/livedump/livedump/internal/loadgen"
+	"github.com/livedump/livedump/internal/pki"
+	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+)
+
+// TestFleetAgainstARealController runs 50 simulated agents against a real
+// controller: enrollment, streams, an arm directive to every agent, events
+// up to the per-agent cap stored and acknowledged, and identities reused
+// from the state file by a second fleet.
+func TestFleetAgainstARealController(t *testing.T) {
+	const n, perAgent = 50, 4
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	c, err := controller.New(ctx, controller.Config{Listen: "127.0.0.1:0", MetricsListen: "-", DataDir: dir,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	tok, err := c.CreateToken(ctx, n, time.Hour, map[string]string{"fleet": "loadgen"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "ids.json")
+	fl, err := loadgen.New(loadgen.Config{Controller: c.Addr(), CA: c.CA().Pool(), Token: tok, Agents: n, EventRate: 50,
+		StateFile: state, SourceIPs: []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := fl.Enroll(ctx)
+	if err != nil || st.Enrolled != n {
+		t.Fatalf("enrolled %d of %d: %v", st.Enrolled, n, err)
+	}
+	rctx, rcancel := context.WithCancel(ctx)
+	ran := make(chan struct{})
+	go func() { defer close(ran); _ = fl.Run(rctx) }()
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	if err := fl.WaitConnected(wctx, n); err != nil {
+		t.Fatal(err)
+	}
+
+	op := operator(t, c)
+	resp, err := op.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
+		Selector: "fleet=loadgen", Processes: []string{"ms-teams.exe"}, Statuses: []string{"STATUS_INVALID_PARAMETER"},
+		PerAgentCap: perAgent, Expire: durationpb.New(time.Hour),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetCapture().GetId()
+	deadline := time.Now().Add(30 * time.Second)
+	for (len(fl.ArmTimes(id)) < n || fl.Stats().EventsAcked < n*perAgent) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := len(fl.ArmTimes(id)); got != n {
+		t.Fatalf("%d agents armed, want %d", got, n)
+	}
+	if s := fl.Stats(); s.EventsSent != n*perAgent || s.EventsAcked != n*perAgent {
+		t.Fatalf("events sent %d, acked %d, want %d each (the per-agent cap)", s.EventsSent, s.EventsAcked, n*perAgent)
+	}
+	got, err := op.GetCapture(ctx, &livedumpv1.GetCaptureRequest{Id: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetCapture().GetEvents() != n*perAgent {
+		t.Fatalf("controller stored %d events, want %d", got.GetCapture().GetEvents(), n*perAgent)
+	}
+	rcancel()
+	<-ran
+
+	// A second fleet from the state file needs no token.
+	again, err := loadgen.New(loadgen.Config{Controller: c.Addr(), CA: c.CA().Pool(), Agents: n, StateFile: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := again.Enroll(ctx); err != nil || st.Enrolled != 0 {
+		t.Fatalf("second fleet enrolled %d: %v", st.Enrolled, err)
+	}
+}
+
+func operator(t *testing.T, c *controller.Controller) livedumpv1.FleetServiceClient {
+	t.Helper()
+	key, err := pki.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := pki.CreateCSR(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := pki.ParseCSR(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := c.CA().SignClient(csr, pki.OperatorIdentity(pki.RoleOperator, "loadgen-test"), time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(c.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		MinVersion: tls.VersionTLS13, RootCAs: c.CA().Pool(), ServerName: "127.0.0.1",
+		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}},
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return livedumpv1.NewFleetServiceClient(cc)
+}
+
+func TestPercentile(t *testing.T) {
+	var ds []time.Duration
+	for i := 1; i <= 100; i++ {
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	for _, c := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 50 * time.Millisecond}, {99, 99 * time.Millisecond}, {100, 100 * time.Millisecond}, {0, time.Millisecond}} {
+		if got := loadgen.Percentile(ds, c.p); got != c.want {
+			t.Errorf("Percentile(%v) = %v, want %v", c.p, got, c.want)
+		}
+	}
+	if loadgen.Percentile(nil, 50) != 0 {
+		t.Error("Percentile of nothing is not 0")
+	}
+}

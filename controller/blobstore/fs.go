@@ -11,11 +11,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // Store is a content-addressed directory: blobs under sha256/, Put's
-// temporary files under tmp/, partial uploads under uploads/. All three
-// are on one filesystem, so publishing a blob is a rename.
+// temporary files under tmp/, partial uploads under uploads/. Publishing a
+// blob is a rename, or a copy when uploads/ is a filesystem of its own.
 type Store struct {
 	dir string
 }
@@ -87,7 +88,43 @@ func (s *Store) adopt(path, sum string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return err
 	}
-	return os.Rename(path, dst)
+	err = os.Rename(path, dst)
+	if errors.Is(err, syscall.EXDEV) {
+		// uploads/ on a volume of its own (an operator gave partial
+		// uploads more room, or a tmpfs) cannot be renamed into sha256/:
+		// copy instead, or every resumed upload would fail at its end.
+		err = s.copyIn(path, dst)
+	}
+	return err
+}
+
+// copyIn publishes path at dst through tmp/, which is on dst's filesystem,
+// and removes path.
+func (s *Store) copyIn(path, dst string) error {
+	src, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "adopt-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	_, err = io.Copy(tmp, src)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return err
+	}
+	return os.Remove(path)
 }
 
 // Open implements Blobs.Open.

@@ -31,6 +31,9 @@ import (
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
+// claimChunk is how many targets one delivery transaction claims.
+const claimChunk = 500
+
 // Limits of a capture.
 const (
 	DefaultExpire = 24 * time.Hour
@@ -129,6 +132,7 @@ type Manager struct {
 	sentAt   map[string]time.Time               // agent/directive -> when sent, for ack latency
 	watchers map[string]map[chan *livedumpv1.WatchCaptureResponse]struct{}
 	relays   map[string]*relayState
+	forgotAt time.Time // last forgetClosedSessions walk
 
 	metrics metrics
 }
@@ -494,6 +498,7 @@ func (m *Manager) end(ctx context.Context, c store.Capture, state, detail, reaso
 	}
 	now := m.cfg.Clock.Now().UTC()
 	tstate := map[string]string{StateCancelled: TargetCancelled, StateExpired: TargetExpired, StateDone: TargetCancelled}[state]
+	var ups []store.CaptureTarget
 	for _, t := range targets {
 		if targetTerminal(t.State) {
 			continue
@@ -505,9 +510,10 @@ func (m *Manager) end(ctx context.Context, c store.Capture, state, detail, reaso
 				m.log.Debug("disarm not sent", "capture_id", c.ID, "agent_id", t.AgentID, "err", err)
 			}
 		}
-		if err := m.cfg.Store.SetTargetState(ctx, c.ID, t.AgentID, tstate, detail, now); err != nil {
-			return err
-		}
+		ups = append(ups, store.CaptureTarget{CaptureID: c.ID, AgentID: t.AgentID, State: tstate, Detail: detail, Updated: now})
+	}
+	if _, err := m.cfg.Store.SetTargetStates(ctx, ups); err != nil {
+		return err
 	}
 	m.log.Info("capture ended", "capture_id", c.ID, "state", state, "detail", detail)
 	m.cfg.Router.CaptureChanged(ctx, c.ID)
@@ -650,18 +656,21 @@ func (m *Manager) schedule(ctx context.Context) error {
 		if len(pending) == 0 {
 			continue
 		}
-		// The rollout limit is counted in the store, in one transaction for
-		// every target this replica can reach now, so replicas delivering
-		// at once cannot exceed it together.
-		claimed, err := m.cfg.Store.ClaimTargets(ctx, c.ID, pending, allowed, now)
-		if err != nil {
-			return err
-		}
-		for _, a := range claimed {
-			if s := m.cfg.Fleet.Session(a); s != nil {
-				send(a, s)
+		// The rollout limit is counted in the store, one transaction per
+		// chunk of targets this replica can reach now, so replicas
+		// delivering at once cannot exceed it together. Chunks let the
+		// first directives leave while later targets are being claimed.
+		for chunk := range slices.Chunk(pending, claimChunk) {
+			claimed, err := m.cfg.Store.ClaimTargets(ctx, c.ID, chunk, allowed, now)
+			if err != nil {
+				return err
 			}
-			m.publishTarget(ctx, c.ID, a)
+			for _, a := range claimed {
+				if s := m.cfg.Fleet.Session(a); s != nil {
+					send(a, s)
+				}
+				m.publishTarget(ctx, c.ID, a)
+			}
 		}
 	}
 	m.forgetClosedSessions()
@@ -708,6 +717,13 @@ func (m *Manager) markSent(s *fleet.Session, id string) {
 func (m *Manager) forgetClosedSessions() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// A walk over every session: the scheduler runs at every kick, so the
+	// walk runs at most every 10 s (at 10k agents it was a fifth of the
+	// controller's CPU during a fan-out).
+	if time.Since(m.forgotAt) < 10*time.Second {
+		return
+	}
+	m.forgotAt = time.Now()
 	for s := range m.sent {
 		if s.Closed() {
 			delete(m.sent, s)
@@ -722,46 +738,62 @@ func (m *Manager) forgetClosedSessions() {
 	}
 }
 
-// Status records a target state an agent reported. A final state goes
-// through the ingest queue behind the agent's events, so a capture never
-// ends (and its watchers never see the end) before its last events are
-// stored.
+// Status records a target state an agent reported. States go through the
+// ingest queue behind the agent's events, so a capture never ends (and its
+// watchers never see the end) before its last events are stored, and they
+// are written in batches: a fan-out to 10,000 agents is answered by 10,000
+// "armed" reports.
 func (m *Manager) Status(ctx context.Context, agentID string, st *livedumpv1.CaptureStatus) {
-	name := targetStateName(st.GetState())
-	if name == "" {
+	if targetStateName(st.GetState()) == "" {
 		return
 	}
-	if targetTerminal(name) {
-		select {
-		case m.in <- ingest{agentID: agentID, status: st}:
-		case <-ctx.Done():
-		}
-		return
+	select {
+	case m.in <- ingest{agentID: agentID, status: st}:
+	case <-ctx.Done():
 	}
-	m.status(ctx, agentID, st)
 }
 
-func (m *Manager) status(ctx context.Context, agentID string, st *livedumpv1.CaptureStatus) {
-	name := targetStateName(st.GetState())
-	detail := st.GetDetail()
-	if len(detail) > 1024 {
-		detail = detail[:1024]
-	}
-	c, err := m.cfg.Store.GetCapture(ctx, st.GetCaptureId())
-	if err != nil {
-		return // unknown capture: nothing to record
-	}
-	if c.State != StateActive && !targetTerminal(name) {
-		return // a late report must not reopen an ended capture's target
-	}
-	if err := m.cfg.Store.SetTargetState(ctx, st.GetCaptureId(), agentID, name, detail, m.cfg.Clock.Now().UTC()); err != nil {
-		if !errors.Is(err, store.ErrNotFound) {
-			m.log.Warn("record capture status", "capture_id", st.GetCaptureId(), "agent_id", agentID, "err", err)
+// applyStatuses records a batch of reported states in one transaction.
+func (m *Manager) applyStatuses(ctx context.Context, items []ingest) {
+	now := m.cfg.Clock.Now().UTC()
+	states := map[string]string{} // capture -> state; "" for unknown
+	var ups []store.CaptureTarget
+	terminal := false
+	for _, it := range items {
+		st := it.status
+		name := targetStateName(st.GetState())
+		id := st.GetCaptureId()
+		cs, ok := states[id]
+		if !ok {
+			if c, err := m.cfg.Store.GetCapture(ctx, id); err == nil {
+				cs = c.State
+			}
+			states[id] = cs
 		}
+		if cs == "" {
+			continue // unknown capture: nothing to record
+		}
+		if cs != StateActive && !targetTerminal(name) {
+			continue // a late report must not reopen an ended capture's target
+		}
+		detail := st.GetDetail()
+		if len(detail) > 1024 {
+			detail = detail[:1024]
+		}
+		ups = append(ups, store.CaptureTarget{CaptureID: id, AgentID: it.agentID, State: name, Detail: detail, Updated: now})
+		terminal = terminal || targetTerminal(name)
+	}
+	if len(ups) == 0 {
 		return
 	}
-	m.publishTarget(ctx, st.GetCaptureId(), agentID)
-	if targetTerminal(name) {
+	if _, err := m.cfg.Store.SetTargetStates(ctx, ups); err != nil {
+		m.log.Warn("record capture statuses", "count", len(ups), "err", err)
+		return
+	}
+	for _, u := range ups {
+		m.publishTarget(ctx, u.CaptureID, u.AgentID)
+	}
+	if terminal {
 		m.Kick()
 	}
 }

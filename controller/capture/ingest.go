@@ -180,9 +180,7 @@ func (m *Manager) flush(ctx context.Context, batch []ingest) {
 			_ = s.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_EventAck{EventAck: &livedumpv1.EventAck{EventIds: ids}}})
 		}
 	}
-	for _, it := range statuses {
-		m.status(ctx, it.agentID, it.status)
-	}
+	m.applyStatuses(ctx, statuses)
 }
 
 // relayWindow is how far back a relay re-reads: with several replicas,

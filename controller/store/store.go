@@ -244,6 +244,10 @@ type Store interface {
 	ListTargets(ctx context.Context, captureID string) ([]CaptureTarget, error)
 	// SetTargetState records a target's state; ErrNotFound if absent.
 	SetTargetState(ctx context.Context, captureID, agentID, state, detail string, at time.Time) error
+	// SetTargetStates records many targets' states in one transaction, in
+	// order (a later update of the same target wins). Updates of targets
+	// that do not exist are skipped; it returns how many rows it changed.
+	SetTargetStates(ctx context.Context, updates []CaptureTarget) (int, error)
 	// InsertEvents stores events, skipping IDs already stored, counts the
 	// new ones on their targets, and returns how many were new.
 	InsertEvents(ctx context.Context, events []Event) (int, error)

@@ -159,6 +159,34 @@ func (s *Store) SetTargetState(ctx context.Context, captureID, agentID, state, d
 	return nil
 }
 
+// SetTargetStates applies a batch of target states in one transaction and
+// one round trip (pgx.Batch), in order.
+func (s *Store) SetTargetStates(ctx context.Context, updates []store.CaptureTarget) (int, error) {
+	changed := 0
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		changed = 0
+		b := &pgx.Batch{}
+		for _, u := range updates {
+			b.Queue(`UPDATE capture_targets SET state = $1, detail = $2, updated = $3 WHERE capture_id = $4 AND agent_id = $5`,
+				u.State, u.Detail, timeArg(u.Updated), u.CaptureID, u.AgentID)
+		}
+		br := tx.SendBatch(ctx, b)
+		for range updates {
+			tag, err := br.Exec()
+			if err != nil {
+				br.Close()
+				return err
+			}
+			changed += int(tag.RowsAffected())
+		}
+		return br.Close()
+	})
+	if err != nil {
+		return 0, fmt.Errorf("set %d target states: %w", len(updates), err)
+	}
+	return changed, nil
+}
+
 // ClaimTarget moves a pending target to delivered while the rollout limit
 // allows. Locking the capture row serialises claims for one capture across
 // replicas; under READ COMMITTED the UPDATE that follows counts with a

@@ -64,7 +64,13 @@ func (s *Store) Listen(ctx context.Context, channels []string, fn func(channel, 
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	defer func() { conn.Close(context.Background()) }()
+	// conn is nil while reconnecting: a shutdown then (the database still
+	// unreachable) must not close a connection that is not there.
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err == nil {
@@ -75,6 +81,7 @@ func (s *Store) Listen(ctx context.Context, channels []string, fn func(channel, 
 			return nil
 		}
 		conn.Close(context.Background())
+		conn = nil
 		for delay := listenMinBackoff; ; delay = min(2*delay, listenMaxBackoff) {
 			// Full jitter over the upper half keeps replicas that lost the
 			// database together from reconnecting in lockstep.

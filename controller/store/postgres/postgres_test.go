@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/livedump/livedump/controller/store"
 	"github.com/livedump/livedump/controller/store/storetest"
+	"github.com/livedump/livedump/internal/netproxy"
 	"github.com/livedump/livedump/internal/pgtest"
 )
 
@@ -423,5 +425,37 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestListenStopsWhileTheDatabaseIsDown stops Listen while it is waiting to
+// reconnect: it must return, not close the connection it no longer has.
+func TestListenStopsWhileTheDatabaseIsDown(t *testing.T) {
+	u, err := url.Parse(pgtest.URL(t))
+	must(t, err)
+	px, err := netproxy.New(u.Host)
+	must(t, err)
+	defer px.Close()
+	u.Host = px.Addr()
+	s, err := Open(context.Background(), u.String())
+	must(t, err)
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan [2]string, 64)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Listen(ctx, []string{"a"}, func(ch, payload string) { got <- [2]string{ch, payload} })
+	}()
+	waitFor(t, got, [2]string{"a", "up"}, func() { must(t, s.Notify(context.Background(), "a", "up")) })
+	px.Cut()
+	time.Sleep(300 * time.Millisecond) // the connection drops; reconnects fail
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Listen: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Listen did not return after its context ended")
 	}
 }

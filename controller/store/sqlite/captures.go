@@ -142,6 +142,37 @@ func (s *Store) SetTargetState(ctx context.Context, captureID, agentID, state, d
 	return nil
 }
 
+// SetTargetStates applies a batch of target states in one transaction: a
+// fan-out to 10,000 agents answers with 10,000 "armed" reports, which one
+// commit each would make the writer's bottleneck.
+func (s *Store) SetTargetStates(ctx context.Context, updates []store.CaptureTarget) (int, error) {
+	changed := 0
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		changed = 0
+		st, err := tx.PrepareContext(ctx, `UPDATE capture_targets SET state = ?, detail = ?, updated = ? WHERE capture_id = ? AND agent_id = ?`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for _, u := range updates {
+			res, err := st.ExecContext(ctx, u.State, u.Detail, timeArg(u.Updated), u.CaptureID, u.AgentID)
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			changed += int(n)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("set %d target states: %w", len(updates), err)
+	}
+	return changed, nil
+}
+
 // InsertEvents stores a batch in one transaction, which is what makes the
 // ingest rate: one fsync per batch, not per event.
 func (s *Store) InsertEvents(ctx context.Context, events []store.Event) (int, error) {

@@ -657,3 +657,29 @@ func testClaimTargetsConcurrent(t *testing.T, s store.Store) {
 		t.Errorf("%d targets claimed by concurrent batches, want exactly %d", total, allowed)
 	}
 }
+
+func testSetTargetStates(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	must(t, "CreateCapture", s.CreateCapture(ctx, store.Capture{ID: "c1", Spec: "{}", State: "active", Created: t0, Expires: t0.Add(time.Hour)},
+		[]store.CaptureTarget{{AgentID: "a1", State: "delivered"}, {AgentID: "a2", State: "delivered"}}))
+	n, err := s.SetTargetStates(ctx, []store.CaptureTarget{
+		{CaptureID: "c1", AgentID: "a1", State: "armed", Updated: t0.Add(time.Minute)},
+		{CaptureID: "c1", AgentID: "zz", State: "armed", Updated: t0}, // not a target: skipped
+		{CaptureID: "c1", AgentID: "a2", State: "armed", Updated: t0.Add(time.Minute)},
+		{CaptureID: "c1", AgentID: "a2", State: "failed", Detail: "dtrace: no driver", Updated: t0.Add(2 * time.Minute)},
+	})
+	must(t, "SetTargetStates", err)
+	if n != 3 {
+		t.Errorf("SetTargetStates changed %d rows, want 3", n)
+	}
+	ts, err := s.ListTargets(ctx, "c1")
+	must(t, "ListTargets", err)
+	if len(ts) != 2 || ts[0].State != "armed" || ts[1].State != "failed" || ts[1].Detail != "dtrace: no driver" {
+		t.Fatalf("targets %+v", ts)
+	}
+	checkTime(t, "Updated", ts[1].Updated, t0.Add(2*time.Minute))
+	if n, err := s.SetTargetStates(ctx, nil); err != nil || n != 0 {
+		t.Errorf("SetTargetStates(nil) = %d, %v", n, err)
+	}
+}

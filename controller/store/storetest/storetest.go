@@ -63,6 +63,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AdmitDumpConcurrent", testAdmitDumpConcurrent},
 		{"ClaimTarget", testClaimTarget},
 		{"ClaimTargets", testClaimTargets},
+		{"SetTargetStates", testSetTargetStates},
 		{"ClaimTargetsConcurrent", testClaimTargetsConcurrent},
 		{"ClaimTargetConcurrent", testClaimTargetConcurrent},
 		{"FinishCapture", testFinishCapture},

@@ -52,8 +52,8 @@ stop_controller() { # signal
 	wait "$cpid" 2>/dev/null || true
 	cpid=""
 }
-lg() { # args...: common flags first
-	"$bin/livedump-loadgen" --controller "127.0.0.1:$port" --ca "$data/ca.crt" \
+lg() { # args...; exec, so that a backgrounded lg's $! is the load generator itself
+	exec "$bin/livedump-loadgen" --controller "127.0.0.1:$port" --ca "$data/ca.crt" \
 		--operator-cert "$data/dev-admin.crt" --operator-key "$data/dev-admin.key" "$@"
 }
 # hold N: loadgen processes holding N agents (the first 10,000 from
@@ -138,11 +138,14 @@ for n in $sizes; do
 			stop_controller KILL
 			start_controller
 			wait "$spid" || true
-			for _ in $(seq 600); do [ "$(metric livedump_controller_agents_connected)" = 0 ] && break; sleep 0.2; done
-			curl -s "127.0.0.1:$mport/debug/pprof/heap?gc=1" >/dev/null
-			sleep 2
-			base_rss=$(rss_kib "$cpid") # a new process
 			out=$(tail -1 "$work/storm.out")
+			# A fresh controller for the next size, so its RSS baseline
+			# holds no memory of the storm.
+			for _ in $(seq 600); do [ "$(metric livedump_controller_agents_connected)" = 0 ] && break; sleep 0.2; done
+			stop_controller TERM
+			start_controller
+			sleep 2
+			base_rss=$(rss_kib "$cpid")
 			say "storm: $out"
 			rows+=("| $n agents, controller killed (SIGKILL) and restarted: all back after / not back | $(printf '%.1f' "$(jq .seconds <<<"$out")") s / $(jq .not_back <<<"$out") |")
 		fi
@@ -167,7 +170,7 @@ if [ -n "${PG:-}" ]; then
 	start_controller "$pgurl"
 	tok=$("$bin/livedumpctl" tokens create --uses 1100 --ttl 1h --labels fleet=loadgen -o json | jq -r .secret)
 	rm -f "$work/ids-0.json"
-	lg --agents 1000 --token "$tok" --state "$work/ids-0.json" enroll >/dev/null
+	out=$(lg --agents 1000 --token "$tok" --state "$work/ids-0.json" enroll)
 	ingest PostgreSQL
 	stop_controller TERM
 	psql "$PG" -qc "DROP DATABASE $pgdb" >/dev/null || true

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	backoffpkg "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -217,6 +218,12 @@ func (f *Fleet) dialOptions(a *agent, withCert bool) []grpc.DialOption {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
 		// Thousands of idle connections in one process: small buffers.
 		grpc.WithReadBufferSize(4 << 10), grpc.WithWriteBufferSize(4 << 10), grpc.WithSharedWriteBuffer(true),
+		// As the real agent: gRPC's own reconnect backoff within the
+		// connect loop's bounds.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoffpkg.Config{BaseDelay: f.cfg.BackoffMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: f.cfg.BackoffMax},
+			MinConnectTimeout: 20 * time.Second,
+		}),
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -203,6 +204,10 @@ func (c *Client) tlsConfig(addr string, withCert bool) *tls.Config {
 		MinVersion: tls.VersionTLS13,
 		RootCAs:    c.cfg.CAPool,
 		ServerName: serverName(addr),
+		// The controller's certificate is checked against the agent's
+		// clock, which is the machine's wall clock: the same clock
+		// that decides when our own certificate expires and renews.
+		Time: c.cfg.Clock.Now,
 	}
 	if withCert {
 		// Looked up per handshake, so a renewed certificate is used by the
@@ -223,6 +228,15 @@ func (c *Client) dialOptions(addr string, withCert bool) []grpc.DialOption {
 		grpc.WithTransportCredentials(credentials.NewTLS(c.tlsConfig(addr, withCert))),
 		// Must not ping more often than the controller's enforcement MinTime.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
+		// gRPC keeps its own reconnect backoff under the connect loop's
+		// (1s growing to 120s by default): after an outage the stream
+		// could not come back until that timer fired, up to two minutes
+		// after the controller was reachable again, whatever BackoffMax
+		// says. Give it the same bounds as the connect loop.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: c.cfg.BackoffMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: c.cfg.BackoffMax},
+			MinConnectTimeout: 20 * time.Second,
+		}),
 	}
 	if m := c.cfg.ClientMetrics; m != nil {
 		opts = append(opts, grpc.WithChainUnaryInterceptor(m.UnaryClientInterceptor()), grpc.WithChainStreamInterceptor(m.StreamClientInterceptor()))

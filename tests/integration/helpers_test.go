@@ -170,6 +170,14 @@ type agentOpts struct {
 	bandwidth int64
 	// controllers overrides the address list (default: the controller's).
 	controllers []string
+	// caFile overrides the CA file (default: the controller's); with
+	// controllers also set, the controller argument may be nil (a
+	// controller running as another process).
+	caFile string
+	// clockSkew offsets the machine's clock (the agent's and the
+	// simulated Windows') from real time, as a machine whose wall clock
+	// is wrong; it replaces clock when set.
+	clockSkew time.Duration
 }
 
 func startAgent(t testing.TB, c *testController, o agentOpts) *testAgent {
@@ -177,16 +185,26 @@ func startAgent(t testing.TB, c *testController, o agentOpts) *testAgent {
 	if o.stateDir == "" {
 		o.stateDir = t.TempDir()
 	}
-	h, err := sim.New(sim.Config{StateDir: filepath.Join(o.stateDir, "host"), Hostname: o.hostname, BitLocker: o.bitLocker, FreeBytes: o.freeBytes})
+	var machineClock clockwork.Clock
+	if o.clockSkew != 0 {
+		// The machine's wall clock is off: the agent and the simulated
+		// Windows (boot times, reboot delays) read the same wrong time.
+		o.clock = skewedClock{Clock: clockwork.NewRealClock(), skew: o.clockSkew}
+		machineClock = o.clock
+	}
+	h, err := sim.New(sim.Config{StateDir: filepath.Join(o.stateDir, "host"), Hostname: o.hostname, BitLocker: o.bitLocker, FreeBytes: o.freeBytes, Clock: machineClock})
 	if err != nil {
 		t.Fatalf("sim.New: %v", err)
 	}
 	if len(o.controllers) == 0 {
 		o.controllers = []string{c.Addr()}
 	}
+	if o.caFile == "" {
+		o.caFile = c.caFile
+	}
 	cfg := agent.Config{
 		Controllers:   o.controllers,
-		CAFile:        c.caFile,
+		CAFile:        o.caFile,
 		Token:         o.token,
 		Labels:        o.labels,
 		StateDir:      o.stateDir,

@@ -20,5 +20,11 @@ func TestMain(m *testing.M) {
 	if js := os.Getenv(envReplica); js != "" {
 		os.Exit(runReplica(js))
 	}
+	if js := os.Getenv(envFaultController); js != "" {
+		os.Exit(runFaultController(js))
+	}
+	if js := os.Getenv(envFaultAgent); js != "" {
+		os.Exit(runFaultAgent(js))
+	}
 	pgtest.Main(m)
 }

@@ -41,8 +41,8 @@ start_controller() { # [store URL]
 	"$bin/livedump-controller" --dev --dev-agents 0 --pprof --data-dir "$data" --listen "127.0.0.1:$port" \
 		--metrics-listen "127.0.0.1:$mport" "${store[@]}" 2>>"$work/controller.log" >/dev/null &
 	cpid=$!
-	for _ in $(seq 300); do
-		[ -f "$LIVEDUMPCTL_CONFIG" ] && "$bin/livedumpctl" agents list >/dev/null 2>&1 && return 0
+	for _ in $(seq 600); do
+		[ -f "$LIVEDUMPCTL_CONFIG" ] && curl -sf "127.0.0.1:$mport/readyz" >/dev/null && return 0
 		sleep 0.2
 	done
 	say "controller did not start"; tail -5 "$work/controller.log" >&2; exit 1
@@ -83,19 +83,25 @@ max_size=0
 for n in $sizes; do [ "$n" -gt "$max_size" ] && max_size=$n; done
 
 start_controller
-tok=$("$bin/livedumpctl" tokens create --uses $((max_size + 100)) --ttl 24h --labels fleet=loadgen -o json | jq -r .secret)
-
-# Enrollment rate, and identities for every size.
-rows=()
+# Agents are enrolled in slices whose label says the smallest size that
+# uses them (size=1000, size=10000, ...), so a fan-out at N targets exactly
+# the N agents connected, not every agent enrolled.
 enrolled=0
-for i in 0 1; do
-	count=$(( i == 0 ? (max_size < per_proc ? max_size : per_proc) : max_size - per_proc ))
-	[ "$count" -le 0 ] && continue
-	out=$(lg --agents "$count" --token "$tok" --state "$work/ids-$i.json" --concurrency 32 enroll)
-	enrolled=$((enrolled + $(jq .enrolled <<<"$out")))
-	rate=$(jq .per_second <<<"$out")
-	say "enroll: $out"
+prev=0
+for n in $sizes; do
+	tok=$("$bin/livedumpctl" tokens create --uses $((n - prev + 10)) --ttl 24h --labels "fleet=loadgen,size=$n" -o json | jq -r .secret)
+	for i in 0 1; do
+		count=$(( i == 0 ? (n < per_proc ? n : per_proc) : n - per_proc ))
+		[ "$count" -le 0 ] && continue
+		out=$(lg --agents "$count" --token "$tok" --state "$work/ids-$i.json" --concurrency 32 enroll)
+		[ "$(jq .enrolled <<<"$out")" = 0 ] && continue
+		enrolled=$((enrolled + $(jq .enrolled <<<"$out")))
+		rate=$(jq .per_second <<<"$out")
+		say "enroll: $out"
+	done
+	prev=$n
 done
+sizes_so_far=""
 rows+=("| enrollment (token + CSR signing + certificate), $enrolled agents, 32 in flight | $(printf '%.0f' "$rate")/s |")
 
 sleep 2
@@ -124,9 +130,11 @@ for n in $sizes; do
 	rows+=("| $n idle agents: connected in | $(printf '%.1f' "$took") s |")
 	rows+=("| $n idle agents: controller RSS, per agent | $((rss / 1024)) MiB, $per KiB (heap $((heap / n / 1024)) KiB, stacks $((stack / n / 1024)) KiB, $((gor / n)) goroutines) |")
 	rows+=("| $n idle agents: CPU over 30 s, controller / load generator | $ccpu % / $lcpu % of a core |")
+	sizes_so_far="${sizes_so_far:+$sizes_so_far,}$n"
 	if [ "$n" -le 10000 ]; then
 		unhold
-		out=$(lg --agents "$n" --state "$work/ids-0.json" --source-ips 127.0.1.1-127.0.1.8 fanout --rounds 3 2>>"$work/loadgen.log" | tail -1)
+		out=$(lg --agents "$n" --state "$work/ids-0.json" --source-ips 127.0.1.1-127.0.1.8 --selector "size in ($sizes_so_far)" \
+			fanout --rounds 3 2>>"$work/loadgen.log" | tail -1)
 		say "fanout: $out"
 		rows+=("| $n agents: capture create → arm directive received, p50 / p99 / max (3rd round) | $(jq .p50_ms <<<"$out") / $(jq .p99_ms <<<"$out") / $(jq .max_ms <<<"$out") ms |")
 		if [ "$n" = 10000 ]; then
@@ -155,7 +163,7 @@ for n in $sizes; do
 done
 
 ingest() { # label
-	out=$(lg --agents 1000 --state "$work/ids-0.json" --source-ips 127.0.1.1-127.0.1.8 --event-rate 40 \
+	out=$(lg --agents 1000 --state "$work/ids-0.json" --source-ips 127.0.1.1-127.0.1.8 --event-rate 40 --selector "size in (1000)" \
 		ingest --duration 20s 2>>"$work/loadgen.log" | tail -1)
 	say "ingest $1: $out"
 	rows+=("| trigger events stored, $1, 1000 agents offering 40/s each, 10-frame stacks | $(printf '%.0f' "$(jq .stored_per_second <<<"$out")")/s (offered $(printf '%.0f' "$(jq .sent_per_second <<<"$out")")/s) |")
@@ -168,7 +176,7 @@ if [ -n "${PG:-}" ]; then
 	pgurl=$(sed -E "s#/[^/?]+(\?|$)#/$pgdb\1#" <<<"$PG")
 	rm -f "$data/livedump.db"*
 	start_controller "$pgurl"
-	tok=$("$bin/livedumpctl" tokens create --uses 1100 --ttl 1h --labels fleet=loadgen -o json | jq -r .secret)
+	tok=$("$bin/livedumpctl" tokens create --uses 1100 --ttl 1h --labels fleet=loadgen,size=1000 -o json | jq -r .secret)
 	rm -f "$work/ids-0.json"
 	out=$(lg --agents 1000 --token "$tok" --state "$work/ids-0.json" enroll)
 	ingest PostgreSQL

@@ -322,7 +322,9 @@ func (c *Cluster) Detached(ctx context.Context, agentID, session string) error {
 // never stale.
 func (c *Cluster) Presence(ctx context.Context) (map[string]string, error) {
 	c.mu.Lock()
-	if c.snap != nil && c.cfg.Clock.Since(c.snapAt) < time.Second {
+	// The snapshot's age is a cache lifetime, on the real clock: with a
+	// clock that stands still (tests) it would otherwise never expire.
+	if c.snap != nil && time.Since(c.snapAt) < time.Second {
 		m := c.snap
 		c.mu.Unlock()
 		return m, nil
@@ -333,7 +335,7 @@ func (c *Cluster) Presence(ctx context.Context) (map[string]string, error) {
 		return nil, err
 	}
 	c.mu.Lock()
-	c.snap, c.snapAt = m, c.cfg.Clock.Now()
+	c.snap, c.snapAt = m, time.Now()
 	c.mu.Unlock()
 	return m, nil
 }

@@ -186,9 +186,6 @@ func NewReplicaID() string {
 // ID is this replica's ID.
 func (c *Cluster) ID() string { return c.id }
 
-// Lease is how long presence outlives its replica's last renewal.
-func (c *Cluster) Lease() time.Duration { return c.cfg.Lease }
-
 // Start takes the lease before any agent can attach.
 func (c *Cluster) Start(ctx context.Context) error {
 	now := c.cfg.Clock.Now().UTC()
@@ -360,7 +357,7 @@ func (c *Cluster) Send(ctx context.Context, agentID string, d *livedumpv1.Direct
 	if s := c.cfg.Fleet.Session(agentID); s != nil {
 		return s.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_Directive{Directive: d}})
 	}
-	_, err := c.enqueue(ctx, agentID, kindSend, d)
+	_, err := c.enqueue(ctx, agentID, kindSend, d, nil)
 	return err
 }
 
@@ -379,7 +376,7 @@ func (c *Cluster) Call(ctx context.Context, agentID string, d *livedumpv1.Direct
 		return nil, ErrOffline
 	}
 	ch := make(chan store.Directive, 1)
-	seq, err := c.enqueueWith(ctx, agentID, kindCall, d, func(seq int64) {
+	seq, err := c.enqueue(ctx, agentID, kindCall, d, func(seq int64) {
 		c.mu.Lock()
 		c.waiting[seq] = ch
 		c.mu.Unlock()
@@ -411,11 +408,9 @@ func (c *Cluster) Call(ctx context.Context, agentID string, d *livedumpv1.Direct
 	}
 }
 
-func (c *Cluster) enqueue(ctx context.Context, agentID, kind string, d *livedumpv1.Directive) (int64, error) {
-	return c.enqueueWith(ctx, agentID, kind, d, nil)
-}
-
-func (c *Cluster) enqueueWith(ctx context.Context, agentID, kind string, d *livedumpv1.Directive, registered func(int64)) (int64, error) {
+// enqueue stores a directive for the replica holding the agent's stream;
+// registered, if set, sees its seq before anyone is notified.
+func (c *Cluster) enqueue(ctx context.Context, agentID, kind string, d *livedumpv1.Directive, registered func(int64)) (int64, error) {
 	body, err := proto.Marshal(d)
 	if err != nil {
 		return 0, err
@@ -561,11 +556,6 @@ func (c *Cluster) EventsStored(ctx context.Context, captureID string) {
 	if err := c.cfg.Bus.Notify(ctx, ChanEvents, c.id+" "+captureID); err != nil {
 		c.log.Debug("notify events", "capture_id", captureID, "err", err)
 	}
-}
-
-// Replicas lists the replicas with whether each holds a live lease.
-func (c *Cluster) Replicas(ctx context.Context) ([]store.Replica, error) {
-	return c.cfg.Store.ListReplicas(ctx)
 }
 
 // LocalBus is a Bus inside one process.

@@ -79,9 +79,8 @@ type Fleet struct {
 	reconnect atomic.Int64
 	failures  atomic.Int64 // stream attempts that failed
 
-	mu    sync.Mutex
-	arms  map[string][]time.Time // capture -> when each agent received its arm
-	onArm func(captureID string, at time.Time)
+	mu   sync.Mutex
+	arms map[string][]time.Time // capture -> when each agent received its arm
 }
 
 type agent struct {
@@ -95,8 +94,7 @@ type agent struct {
 	armed map[string]*livedumpv1.ArmCapture
 	sent  map[string]int // events sent per capture
 	up    bool
-	seen  bool      // connected at least once
-	down  time.Time // when the last stream ended
+	seen  bool // connected at least once
 }
 
 // New returns a Fleet, loading identities from the state file if any.
@@ -502,8 +500,6 @@ func (a *agent) setUp(up bool) {
 	a.up = up
 	if up {
 		a.seen = true
-	} else if was {
-		a.down = time.Now()
 	}
 	a.mu.Unlock()
 	switch {
@@ -574,14 +570,9 @@ func (a *agent) event() *livedumpv1.TriggerEvent {
 }
 
 func (f *Fleet) armed(captureID string) {
-	now := time.Now()
 	f.mu.Lock()
-	f.arms[captureID] = append(f.arms[captureID], now)
-	fn := f.onArm
+	f.arms[captureID] = append(f.arms[captureID], time.Now())
 	f.mu.Unlock()
-	if fn != nil {
-		fn(captureID, now)
-	}
 }
 
 // Stats is a snapshot of the fleet.

@@ -60,8 +60,8 @@ func TestReopenKeepsDataAndSkipsMigrations(t *testing.T) {
 		if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*), MAX(version) FROM schema_migrations`).Scan(&n, &maxV); err != nil {
 			t.Fatal(err)
 		}
-		if n != len(ms) || maxV != ms[len(ms)-1].version {
-			t.Errorf("schema_migrations has %d rows up to %d, want %d up to %d", n, maxV, len(ms), ms[len(ms)-1].version)
+		if n != len(ms) || maxV != ms[len(ms)-1].Version {
+			t.Errorf("schema_migrations has %d rows up to %d, want %d up to %d", n, maxV, len(ms), ms[len(ms)-1].Version)
 		}
 		if err := s.Close(); err != nil {
 			t.Fatal(err)

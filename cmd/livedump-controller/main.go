@@ -102,7 +102,7 @@ func addConfigFlags(cmd *cobra.Command) {
 	f.String("listen", controller.DefaultListen, "gRPC listen address")
 	f.String("metrics-listen", controller.DefaultMetricsListen, `HTTP listen address for /metrics, /healthz and /readyz ("-" disables)`)
 	f.String("data-dir", "/var/lib/livedump", "directory for the database, PKI and dumps")
-	f.String("store", "", "store URL (default sqlite://<data-dir>/livedump.db)")
+	f.String("store", "", "store URL: sqlite:///path.db or postgres://… shared by replicas (default sqlite://<data-dir>/livedump.db)")
 	f.String("ca-cert-file", "", "external CA certificate (PEM); default: a CA created in <data-dir>/pki")
 	f.String("ca-key-file", "", "external CA private key (PEM)")
 	f.StringSlice("server-name", nil, "DNS name or IP for the server certificate (repeatable; default localhost, 127.0.0.1, ::1, hostname)")

@@ -39,7 +39,7 @@ func PermissionMatrix() string {
 				cells[i] = "yes"
 			}
 		}
-		fmt.Fprintf(&b, "| `%s/%s` | %s | %s |\n", serviceOf(m), shortMethod(m), strings.Join(cells, " | "), auditedCell(r))
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", shortMethod(m), strings.Join(cells, " | "), auditedCell(r))
 	}
 	return b.String()
 }

@@ -58,12 +58,14 @@ func StartController(t testing.TB, edit func(*controller.Config)) *Controller {
 	cfg := controller.Config{
 		Listen:        "127.0.0.1:0",
 		MetricsListen: "127.0.0.1:0",
-		DataDir:       t.TempDir(),
 		Logger:        Logger(t),
 		Registry:      reg,
 	}
 	if edit != nil {
 		edit(&cfg)
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c, err := controller.New(ctx, cfg)
@@ -114,11 +116,18 @@ func (c *Controller) Token(t testing.TB, uses int, labels map[string]string) str
 // presents cert, if any.
 func (c *Controller) Dial(t testing.TB, cert *tls.Certificate) *grpc.ClientConn {
 	t.Helper()
+	return c.DialAddr(t, c.Addr(), cert)
+}
+
+// DialAddr is Dial to another address serving a certificate from c's CA
+// (another replica, or a proxy in front of the controller).
+func (c *Controller) DialAddr(t testing.TB, addr string, cert *tls.Certificate) *grpc.ClientConn {
+	t.Helper()
 	cfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: c.CA().Pool(), ServerName: "127.0.0.1"}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
-	cc, err := grpc.NewClient(c.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,6 +181,17 @@ func (r *RawAgent) Client() livedumpv1.AgentServiceClient {
 // EnrollRaw enrolls hostname through the bare RPC with a fresh token.
 func (c *Controller) EnrollRaw(t testing.TB, hostname string, labels map[string]string) *RawAgent {
 	t.Helper()
+	id, cert, err := c.EnrollWith(t, c.Token(t, 1, labels), Inventory(hostname))
+	if err != nil {
+		t.Fatalf("enroll %s: %v", hostname, err)
+	}
+	return &RawAgent{ID: id, Cert: cert, Conn: c.Dial(t, cert)}
+}
+
+// EnrollWith enrolls through the bare RPC with token and inv, and returns
+// the agent's ID and TLS identity, or the RPC's error.
+func (c *Controller) EnrollWith(t testing.TB, token string, inv *livedumpv1.Inventory) (string, *tls.Certificate, error) {
+	t.Helper()
 	key, err := pki.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
@@ -181,17 +201,16 @@ func (c *Controller) EnrollRaw(t testing.TB, hostname string, labels map[string]
 		t.Fatal(err)
 	}
 	resp, err := livedumpv1.NewAgentServiceClient(c.Dial(t, nil)).Enroll(context.Background(), &livedumpv1.EnrollRequest{
-		Token: c.Token(t, 1, labels), Csr: csr, Inventory: Inventory(hostname),
+		Token: token, Csr: csr, Inventory: inv,
 	})
 	if err != nil {
-		t.Fatalf("enroll %s: %v", hostname, err)
+		return "", nil, err
 	}
 	leaf, err := x509.ParseCertificate(resp.GetCertificateChain()[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert := &tls.Certificate{Certificate: resp.GetCertificateChain(), PrivateKey: key, Leaf: leaf}
-	return &RawAgent{ID: resp.GetAgentId(), Cert: cert, Conn: c.Dial(t, cert)}
+	return resp.GetAgentId(), &tls.Certificate{Certificate: resp.GetCertificateChain(), PrivateKey: key, Leaf: leaf}, nil
 }
 
 // Inventory is a plausible Windows 11 inventory.
@@ -225,11 +244,17 @@ func (a *Agent) ID() string { return a.Current().ID() }
 // Session is the agent's connection to the controller.
 func (a *Agent) Session() *session.Client { return a.Current().Session() }
 
+// MetricsAddr is the agent's metrics address.
+func (a *Agent) MetricsAddr() string { return a.Current().MetricsAddr() }
+
 // Stop stops the agent now rather than at cleanup.
 func (a *Agent) Stop() error { return a.stop() }
 
 // AgentOpts describes a simulated machine and its agent.
 type AgentOpts struct {
+	// StateDir is the agent's state directory (default: a new temporary
+	// one); the simulated machine lives in its host/ subdirectory.
+	StateDir string
 	Token    string
 	Labels   map[string]string
 	Hostname string
@@ -239,10 +264,14 @@ type AgentOpts struct {
 	EditHost func(*sim.Config)
 }
 
-// StartAgent runs a real agent against c on a fresh simulated machine.
+// StartAgent runs a real agent against c on a fresh simulated machine. c may
+// be nil when Edit names the controllers and the CA file.
 func StartAgent(t testing.TB, c *Controller, o AgentOpts) *Agent {
 	t.Helper()
-	stateDir := t.TempDir()
+	stateDir := o.StateDir
+	if stateDir == "" {
+		stateDir = t.TempDir()
+	}
 	hc := sim.Config{StateDir: filepath.Join(stateDir, "host"), Hostname: o.Hostname}
 	if o.EditHost != nil {
 		o.EditHost(&hc)
@@ -252,8 +281,6 @@ func StartAgent(t testing.TB, c *Controller, o AgentOpts) *Agent {
 		t.Fatalf("sim.New: %v", err)
 	}
 	cfg := agent.Config{
-		Controllers:   []string{c.Addr()},
-		CAFile:        c.CAFile,
 		Token:         o.Token,
 		Labels:        o.Labels,
 		StateDir:      stateDir,
@@ -262,6 +289,9 @@ func StartAgent(t testing.TB, c *Controller, o AgentOpts) *Agent {
 		Logger:        Logger(t),
 		BackoffMin:    50 * time.Millisecond,
 		BackoffMax:    500 * time.Millisecond,
+	}
+	if c != nil {
+		cfg.Controllers, cfg.CAFile = []string{c.Addr()}, c.CAFile
 	}
 	if o.Edit != nil {
 		o.Edit(&cfg)

@@ -5,28 +5,22 @@ package integration
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jonboulle/clockwork"
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/livedump/livedump/agent"
 	"github.com/livedump/livedump/agent/host/sim"
-	"github.com/livedump/livedump/agent/session"
 	"github.com/livedump/livedump/controller"
 	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/internal/profile"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/tests/harness"
 )
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -38,7 +32,7 @@ func testLogger(t testing.TB) *slog.Logger {
 
 // testController is a controller running on 127.0.0.1:0.
 type testController struct {
-	*controller.Controller
+	*harness.Controller
 	dataDir string
 	caFile  string
 	stop    func()
@@ -67,62 +61,23 @@ type controllerOpts struct {
 // and stops it at cleanup (or earlier through stop).
 func startController(t testing.TB, o controllerOpts) *testController {
 	t.Helper()
-	if o.dataDir == "" {
-		o.dataDir = t.TempDir()
-	}
-	if o.listen == "" {
-		o.listen = "127.0.0.1:0"
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	c, err := controller.New(ctx, controller.Config{
-		Listen:        o.listen,
-		MetricsListen: "127.0.0.1:0",
-		DataDir:       o.dataDir,
-		Logger:        testLogger(t),
-		Clock:         o.clock,
-		CertTTL:       o.certTTL,
-		CACertFile:    o.caCertFile,
-		Profile:       o.profile,
-		DTraceMSI:     o.dtraceMSI,
-		ShutdownGrace: o.shutdownGrace,
-		CAKeyFile:     o.caKeyFile,
-		Registry:      prometheus.NewRegistry(),
-
-		Store:          o.store,
-		BlobsURL:       o.blobsURL,
-		BlobsAccessKey: o.blobsAccess,
-		BlobsSecretKey: o.blobsKey,
-		Lease:          o.lease,
-		ReplicaID:      o.replicaID,
+	c := harness.StartController(t, func(cfg *controller.Config) {
+		if o.listen != "" {
+			cfg.Listen = o.listen
+		}
+		cfg.DataDir = o.dataDir
+		cfg.Clock = o.clock
+		cfg.CertTTL = o.certTTL
+		cfg.CACertFile, cfg.CAKeyFile = o.caCertFile, o.caKeyFile
+		cfg.Profile = o.profile
+		cfg.DTraceMSI = o.dtraceMSI
+		cfg.ShutdownGrace = o.shutdownGrace
+		cfg.Store = o.store
+		cfg.BlobsURL, cfg.BlobsAccessKey, cfg.BlobsSecretKey = o.blobsURL, o.blobsAccess, o.blobsKey
+		cfg.Lease = o.lease
+		cfg.ReplicaID = o.replicaID
 	})
-	if err != nil {
-		cancel()
-		t.Fatalf("controller.New: %v", err)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.crt")
-	if err := pki.WriteCerts(caFile, c.CA().Cert); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("controller.Run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("controller did not stop within 20s")
-		}
-	}
-	t.Cleanup(stop)
-	return &testController{Controller: c, dataDir: o.dataDir, caFile: caFile, stop: stop}
+	return &testController{Controller: c, dataDir: c.DataDir, caFile: c.CAFile, stop: c.Stop}
 }
 
 func (c *testController) token(t testing.TB, uses int, labels map[string]string) string {
@@ -137,26 +92,13 @@ func (c *testController) token(t testing.TB, uses int, labels map[string]string)
 // testAgent is a real agent on a simulated machine, run by the simulated
 // service manager: a simulated reboot restarts it with a fresh Agent.
 type testAgent struct {
+	*harness.Agent
 	host     *sim.Host
 	stateDir string
 	stop     func() error
-	cur      atomic.Pointer[agent.Agent]
 }
 
-// current waits for the agent running on the machine now.
-func (a *testAgent) current() *agent.Agent {
-	for range 500 {
-		if c := a.cur.Load(); c != nil {
-			return c
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	panic("agent never started")
-}
-
-func (a *testAgent) ID() string               { return a.current().ID() }
-func (a *testAgent) Session() *session.Client { return a.current().Session() }
-func (a *testAgent) MetricsAddr() string      { return a.current().MetricsAddr() }
+func (a *testAgent) current() *agent.Agent { return a.Current() }
 
 type agentOpts struct {
 	stateDir  string
@@ -182,9 +124,6 @@ type agentOpts struct {
 
 func startAgent(t testing.TB, c *testController, o agentOpts) *testAgent {
 	t.Helper()
-	if o.stateDir == "" {
-		o.stateDir = t.TempDir()
-	}
 	var machineClock clockwork.Clock
 	if o.clockSkew != 0 {
 		// The machine's wall clock is off: the agent and the simulated
@@ -192,65 +131,28 @@ func startAgent(t testing.TB, c *testController, o agentOpts) *testAgent {
 		o.clock = skewedClock{Clock: clockwork.NewRealClock(), skew: o.clockSkew}
 		machineClock = o.clock
 	}
-	h, err := sim.New(sim.Config{StateDir: filepath.Join(o.stateDir, "host"), Hostname: o.hostname, BitLocker: o.bitLocker, FreeBytes: o.freeBytes, Clock: machineClock})
-	if err != nil {
-		t.Fatalf("sim.New: %v", err)
+	var hc *harness.Controller
+	if c != nil {
+		hc = c.Controller
 	}
-	if len(o.controllers) == 0 {
-		o.controllers = []string{c.Addr()}
-	}
-	if o.caFile == "" {
-		o.caFile = c.caFile
-	}
-	cfg := agent.Config{
-		Controllers:   o.controllers,
-		CAFile:        o.caFile,
-		Token:         o.token,
-		Labels:        o.labels,
-		StateDir:      o.stateDir,
-		MetricsListen: "127.0.0.1:0",
-		Host:          h,
-		Logger:        testLogger(t),
-		Clock:         o.clock,
-		BackoffMin:    50 * time.Millisecond,
-		BackoffMax:    500 * time.Millisecond,
-
-		KeepDumps:         o.keepDumps,
-		UploadBytesPerSec: o.bandwidth,
-	}
-	ta := &testAgent{host: h, stateDir: o.stateDir}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- sim.RunService(ctx, h, func(ctx context.Context) error {
-			a, err := agent.New(cfg)
-			if err != nil {
-				return err
+	a := harness.StartAgent(t, hc, harness.AgentOpts{
+		StateDir: o.stateDir, Token: o.token, Labels: o.labels, Hostname: o.hostname,
+		EditHost: func(cfg *sim.Config) {
+			cfg.BitLocker, cfg.FreeBytes, cfg.Clock = o.bitLocker, o.freeBytes, machineClock
+		},
+		Edit: func(cfg *agent.Config) {
+			if len(o.controllers) > 0 {
+				cfg.Controllers = o.controllers
 			}
-			ta.cur.Store(a)
-			return a.Run(ctx)
-		})
-	}()
-	var result error
-	stopped := false
-	ta.stop = func() error {
-		if stopped {
-			return result
-		}
-		stopped = true
-		cancel()
-		select {
-		case result = <-done:
-			if errors.Is(result, context.Canceled) {
-				result = nil
+			if o.caFile != "" {
+				cfg.CAFile = o.caFile
 			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("agent did not stop within 20s")
-		}
-		return result
-	}
-	t.Cleanup(func() { ta.stop() })
-	return ta
+			cfg.Clock = o.clock
+			cfg.KeepDumps = o.keepDumps
+			cfg.UploadBytesPerSec = o.bandwidth
+		},
+	})
+	return &testAgent{Agent: a, host: a.Host, stateDir: a.StateDir, stop: a.Stop}
 }
 
 // eventually polls cond until it holds or the timeout passes.
@@ -270,74 +172,31 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 // and presents cert, if any.
 func dial(t testing.TB, c *testController, cert *tls.Certificate) *grpc.ClientConn {
 	t.Helper()
-	return dialAddr(t, c, c.Addr(), cert)
+	return c.Dial(t, cert)
 }
 
 // dialAddr is dial to another address serving a certificate from c's CA.
 func dialAddr(t testing.TB, c *testController, addr string, cert *tls.Certificate) *grpc.ClientConn {
 	t.Helper()
-	cfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: c.CA().Pool(), ServerName: "127.0.0.1"}
-	if cert != nil {
-		cfg.Certificates = []tls.Certificate{*cert}
-	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return cc
+	return c.DialAddr(t, addr, cert)
 }
 
 // issue signs a client certificate for id straight from the controller CA.
 func issue(t testing.TB, c *testController, id pki.Identity) *tls.Certificate {
 	t.Helper()
-	key, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := pki.CreateCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.ParseCSR(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := c.CA().SignClient(csr, id, time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
+	return c.Issue(t, id)
 }
 
 func fleetClient(t testing.TB, c *testController, role pki.Role) livedumpv1.FleetServiceClient {
 	t.Helper()
-	return livedumpv1.NewFleetServiceClient(dial(t, c, issue(t, c, pki.OperatorIdentity(role, "test-"+string(role)))))
+	return c.Fleet(t, role)
 }
 
 // enrollRaw enrolls through the bare RPC and returns the agent's ID and TLS
 // identity, for tests that must misbehave as an agent.
 func enrollRaw(t testing.TB, c *testController, token string) (string, *tls.Certificate, error) {
 	t.Helper()
-	key, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.CreateCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := livedumpv1.NewAgentServiceClient(dial(t, c, nil)).Enroll(context.Background(), &livedumpv1.EnrollRequest{
-		Token: token, Csr: csr, Inventory: testInventory("RAW-HOST"),
-	})
-	if err != nil {
-		return "", nil, err
-	}
-	leaf, err := x509.ParseCertificate(resp.GetCertificateChain()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.GetAgentId(), &tls.Certificate{Certificate: resp.GetCertificateChain(), PrivateKey: key, Leaf: leaf}, nil
+	return c.EnrollWith(t, token, testInventory("RAW-HOST"))
 }
 
 func testInventory(hostname string) *livedumpv1.Inventory {

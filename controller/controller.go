@@ -69,6 +69,11 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// Profile is the provisioning profile; nil means profile.Default().
 	Profile *profile.Profile
+	// EventRate and EventBurst bound the trigger events one agent may send
+	// (per second, and at once); the excess is refused. Zero: the defaults
+	// of capture.DefaultEventRate and capture.DefaultEventBurst.
+	EventRate  float64
+	EventBurst int
 	// UploadSlots bounds concurrent dump uploads (default 4); more wait.
 	UploadSlots int
 	// ShutdownGrace is how long streams may finish after a stop request

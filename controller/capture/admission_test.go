@@ -36,7 +36,9 @@ func TestCheckEvent(t *testing.T) {
 		field  string
 	}{
 		{"valid", func(*livedumpv1.TriggerEvent) {}, "", ""},
-		{"the most frames", func(e *livedumpv1.TriggerEvent) { e.UserFrames, e.KernelFrames = frames(MaxEventFrames), frames(MaxEventFrames) }, "", ""},
+		{"the most frames", func(e *livedumpv1.TriggerEvent) {
+			e.UserFrames, e.KernelFrames = frames(MaxEventFrames), frames(MaxEventFrames)
+		}, "", ""},
 		{"short id", func(e *livedumpv1.TriggerEvent) { e.Id = "x" }, RefusedInvalid, "id"},
 		{"another agent", func(e *livedumpv1.TriggerEvent) { e.AgentId = "b" }, RefusedInvalid, "agent_id"},
 		{"capture id", func(e *livedumpv1.TriggerEvent) { e.CaptureId = "C/../x" }, RefusedInvalid, "capture_id"},

@@ -402,7 +402,7 @@ func (a *app) eventsCmd() *cobra.Command {
 				return errors.New("--capture: required")
 			}
 			if limit < 1 || limit > 10000 {
-				return fmt.Errorf("--limit: must be between 1 and 10000, got %d", limit)
+				return usageErrorf(cmd, "--limit: must be between 1 and 10000, got %d", limit)
 			}
 			// The controller sends pages of at most about 1 MiB and says
 			// where the next one starts.

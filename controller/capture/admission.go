@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/livedump/livedump/controller/store"
@@ -54,8 +55,8 @@ const refusalWindow = time.Minute
 // maxRefusalCaptures bounds the capture IDs named in one audit summary.
 const maxRefusalCaptures = 16
 
-// maxInactive bounds the remembered IDs of ended and unknown captures.
-const maxInactive = 10000
+// maxInactive bounds the remembered ended and unknown captures.
+const maxInactive = 1000
 
 // refusal is an event the controller will not store, and why.
 type refusal struct {
@@ -121,18 +122,37 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
+// LateEventGrace is how long after its part in a capture ended (the
+// capture was cancelled, expired or reached its limits, or the target
+// finished) a target may still deliver events it fired before: events in
+// flight, or spooled on a machine that was offline or restarting. It never
+// gets more than the capture's per-agent cap stored.
+const LateEventGrace = 10 * time.Minute
+
 // admission knows which captures are active and whom they target, so the
 // ingest path checks an event without a store query. The scheduler refreshes
 // it at every pass; a capture it does not know yet (created a moment ago,
-// perhaps on another replica) is read from the store once.
+// perhaps on another replica, or ended) is read from the store once.
 type admission struct {
 	mu       sync.Mutex
 	active   map[string]map[string]struct{} // capture -> target agents
-	inactive map[string]string              // capture -> reason: ended or unknown
+	inactive map[string]*inactiveCapture
+}
+
+// inactiveCapture is a capture that takes no new events: unknown, or ended
+// with what its targets may still deliver late.
+type inactiveCapture struct {
+	reason string
+	late   map[string]*lateTarget // by agent
+}
+
+type lateTarget struct {
+	until time.Time
+	left  int64 // events below the per-agent cap
 }
 
 func newAdmission() *admission {
-	return &admission{active: map[string]map[string]struct{}{}, inactive: map[string]string{}}
+	return &admission{active: map[string]map[string]struct{}{}, inactive: map[string]*inactiveCapture{}}
 }
 
 // refresh replaces the active captures with what the scheduler just read.
@@ -142,26 +162,27 @@ func (a *admission) refresh(active map[string]map[string]struct{}) {
 	a.active = active
 }
 
-// ended forgets an active capture.
+// ended forgets an active capture; its next event reads what its targets
+// may still deliver from the store.
 func (a *admission) ended(id string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.active, id)
-	a.rememberInactive(id, RefusedCaptureNotActive)
+	delete(a.inactive, id)
 }
 
-// rememberInactive records a capture that will never take events; the
-// caller holds a.mu.
-func (a *admission) rememberInactive(id, reason string) {
+// rememberInactive records a capture that takes no new events; the caller
+// holds a.mu.
+func (a *admission) rememberInactive(id string, ic *inactiveCapture) {
 	if len(a.inactive) >= maxInactive {
-		a.inactive = map[string]string{}
+		a.inactive = map[string]*inactiveCapture{}
 	}
-	a.inactive[id] = reason
+	a.inactive[id] = ic
 }
 
 // check admits an event of agentID for captureID from what is known; known
 // is false when the store must be asked.
-func (a *admission) check(captureID, agentID string) (r *refusal, known bool) {
+func (a *admission) check(captureID, agentID string, now time.Time) (r *refusal, known bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if targets, ok := a.active[captureID]; ok {
@@ -170,43 +191,59 @@ func (a *admission) check(captureID, agentID string) (r *refusal, known bool) {
 		}
 		return nil, true
 	}
-	switch a.inactive[captureID] {
-	case RefusedCaptureUnknown:
+	ic := a.inactive[captureID]
+	switch {
+	case ic == nil:
+		return nil, false
+	case ic.reason == RefusedCaptureUnknown:
 		return &refusal{RefusedCaptureUnknown, fmt.Sprintf("capture %s does not exist", captureID)}, true
-	case RefusedCaptureNotActive:
-		return &refusal{RefusedCaptureNotActive, fmt.Sprintf("capture %s has ended", captureID)}, true
 	}
-	return nil, false
+	if lt := ic.late[agentID]; lt != nil && now.Before(lt.until) && lt.left > 0 {
+		lt.left--
+		return nil, true
+	}
+	return &refusal{RefusedCaptureNotActive, fmt.Sprintf("capture %s has ended (its targets' late events are taken for %s after, up to the per-agent cap)", captureID, LateEventGrace)}, true
 }
 
 // load reads a capture the admission does not know from the store.
-func (a *admission) load(ctx context.Context, st store.Store, captureID string) error {
+func (a *admission) load(ctx context.Context, st store.Store, captureID string, now time.Time) error {
 	c, err := st.GetCapture(ctx, captureID)
 	if errors.Is(err, store.ErrNotFound) {
 		a.mu.Lock()
-		a.rememberInactive(captureID, RefusedCaptureUnknown)
+		a.rememberInactive(captureID, &inactiveCapture{reason: RefusedCaptureUnknown})
 		a.mu.Unlock()
 		return nil
 	}
 	if err != nil {
 		return err
-	}
-	if c.State != StateActive {
-		a.mu.Lock()
-		a.rememberInactive(captureID, RefusedCaptureNotActive)
-		a.mu.Unlock()
-		return nil
 	}
 	targets, err := st.ListTargets(ctx, captureID)
 	if err != nil {
 		return err
 	}
-	set := make(map[string]struct{}, len(targets))
+	if c.State == StateActive {
+		set := make(map[string]struct{}, len(targets))
+		for _, t := range targets {
+			set[t.AgentID] = struct{}{}
+		}
+		a.mu.Lock()
+		a.active[captureID] = set
+		a.mu.Unlock()
+		return nil
+	}
+	ic := &inactiveCapture{reason: RefusedCaptureNotActive, late: map[string]*lateTarget{}}
+	spec := &livedumpv1.CaptureSpec{}
+	if err := protojson.Unmarshal([]byte(c.Spec), spec); err != nil {
+		return fmt.Errorf("capture %s spec: %w", captureID, err)
+	}
+	limit := int64(probeSpec(armOf(captureID, spec, nil, time.Time{})).PerAgentCap)
 	for _, t := range targets {
-		set[t.AgentID] = struct{}{}
+		if until := t.Updated.Add(LateEventGrace); now.Before(until) && t.Events < limit {
+			ic.late[t.AgentID] = &lateTarget{until: until, left: limit - t.Events}
+		}
 	}
 	a.mu.Lock()
-	a.active[captureID] = set
+	a.rememberInactive(captureID, ic)
 	a.mu.Unlock()
 	return nil
 }

@@ -3,6 +3,8 @@ package capture
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -105,7 +107,7 @@ func newFixture(t *testing.T, edit func(*Config)) *fixture {
 	}
 	reg := prometheus.NewRegistry()
 	fl := fleet.NewRegistry(prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"}))
-	cfg := Config{Store: st, Fleet: fl, Clock: clock, Registry: reg}
+	cfg := Config{Store: st, Fleet: fl, Clock: clock, Registry: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -145,12 +147,16 @@ func (f *fixture) send(agentID string, evs ...*livedumpv1.TriggerEvent) *livedum
 		batch = append(batch, <-f.m.in)
 	}
 	f.m.flush(ctx, batch)
-	select {
-	case m := <-s.Outbox():
-		return m.GetEventAck()
-	default:
-		f.t.Fatal("no ack")
-		return nil
+	for {
+		select {
+		case m := <-s.Outbox():
+			if a := m.GetEventAck(); a != nil {
+				return a
+			}
+		default:
+			f.t.Fatal("no ack")
+			return nil
+		}
 	}
 }
 
@@ -177,11 +183,11 @@ func TestAdmission(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ack := f.send("a", event("a", "c-own", 1), event("a", "c-other", 1), event("a", "c-ended", 1), event("a", "c-none", 1))
+	ack := f.send("a", event("a", "c-own", 1), event("a", "c-other", 1), event("b", "c-ended", 1), event("a", "c-none", 1))
 	if len(ack.GetEventIds()) != 4 {
 		t.Fatalf("acked %v, want all 4 (stored or refused for good)", ack.GetEventIds())
 	}
-	want := map[string]string{"ev-c-other-00000001": RefusedNotTarget, "ev-c-ended-00000001": RefusedCaptureNotActive, "ev-c-none-00000001": RefusedCaptureUnknown}
+	want := map[string]string{"ev-c-other-00000001": RefusedNotTarget, "ev-c-ended-00000001": RefusedInvalid, "ev-c-none-00000001": RefusedCaptureUnknown}
 	if len(ack.GetRefused()) != len(want) {
 		t.Fatalf("refused %v", ack.GetRefused())
 	}
@@ -195,18 +201,58 @@ func TestAdmission(t *testing.T) {
 			t.Errorf("%d events stored for %s, want %d", got, id, n)
 		}
 	}
-	for _, r := range []string{RefusedNotTarget, RefusedCaptureNotActive, RefusedCaptureUnknown} {
+	for _, r := range []string{RefusedNotTarget, RefusedInvalid, RefusedCaptureUnknown} {
 		if got := f.refused(r); got != 1 {
 			t.Errorf("refused{%s} = %v, want 1", r, got)
 		}
 	}
 
+	// An ended capture that never targeted the agent takes nothing.
+	if ack := f.send("b", event("b", "c-ended", 2)); len(ack.GetRefused()) != 1 || !strings.HasPrefix(ack.GetRefused()[0].GetReason(), RefusedCaptureNotActive) {
+		t.Fatalf("b's event for c-ended: %v", ack.GetRefused())
+	}
+
 	// What the store said is remembered: the same events again cost no
 	// look-up (the cache answers even with the store gone).
 	f.st.Close()
-	ack = f.send("a", event("a", "c-other", 2), event("a", "c-ended", 2), event("a", "c-none", 2))
+	ack = f.send("a", event("a", "c-other", 2), event("b", "c-ended", 3), event("a", "c-none", 2))
 	if len(ack.GetRefused()) != 3 {
 		t.Fatalf("refused from the cache: %v", ack.GetRefused())
+	}
+}
+
+// TestLateEvents: a target of an ended capture may deliver what it fired
+// before the end (in flight, or spooled while it was offline), for
+// LateEventGrace and never past the per-agent cap.
+func TestLateEvents(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	f.capture("c-late", "a")
+	if err := f.st.CreateCapture(ctx, store.Capture{ID: "c-cap", Spec: `{"selector":"x","perAgentCap":2}`, State: StateActive, Created: f.clock.Now(),
+		Expires: f.clock.Now().Add(time.Hour), Statuses: "[]"}, []store.CaptureTarget{{AgentID: "a", State: TargetArmed, Updated: f.clock.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	if ack := f.send("a", event("a", "c-cap", 1)); len(ack.GetRefused()) != 0 {
+		t.Fatal(ack.GetRefused())
+	}
+	for _, id := range []string{"c-late", "c-cap"} {
+		if _, err := f.m.Cancel(ctx, id, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.clock.Advance(LateEventGrace / 2)
+	if ack := f.send("a", event("a", "c-late", 1), event("a", "c-cap", 2)); len(ack.GetRefused()) != 0 {
+		t.Fatalf("late events within the grace and the cap refused: %v", ack.GetRefused())
+	}
+	if ack := f.send("a", event("a", "c-cap", 3)); len(ack.GetRefused()) != 1 || !strings.HasPrefix(ack.GetRefused()[0].GetReason(), RefusedCaptureNotActive) {
+		t.Fatalf("a late event past the per-agent cap of 2: %v", ack.GetRefused())
+	}
+	f.clock.Advance(LateEventGrace / 2)
+	if ack := f.send("a", event("a", "c-late", 2)); len(ack.GetRefused()) != 1 {
+		t.Fatalf("a late event after the grace: %v", ack.GetRefused())
+	}
+	if n, m := f.stored("c-late"), f.stored("c-cap"); n != 1 || m != 2 {
+		t.Fatalf("stored %d and %d, want 1 and 2", n, m)
 	}
 }
 
@@ -216,13 +262,14 @@ func TestAdmissionEndsWithTheCapture(t *testing.T) {
 	if err := f.m.schedule(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if r, known := f.m.adm.check("c-one", "a"); !known || r != nil {
+	if r, known := f.m.adm.check("c-one", "a", f.clock.Now()); !known || r != nil {
 		t.Fatalf("after a scheduler pass: %v %v", r, known)
 	}
 	if _, err := f.m.Cancel(context.Background(), "c-one", "test"); err != nil {
 		t.Fatal(err)
 	}
-	if r, known := f.m.adm.check("c-one", "a"); !known || r == nil || r.reason != RefusedCaptureNotActive {
+	// Forgotten at once: the next event reads the ended capture.
+	if r, known := f.m.adm.check("c-one", "a", f.clock.Now()); known {
 		t.Fatalf("after cancel: %v %v", r, known)
 	}
 }

@@ -151,16 +151,17 @@ func (m *Manager) flush(ctx context.Context, batch []ingest) {
 		captureID := it.ev.GetCaptureId()
 		r := it.refused
 		if r == nil {
+			now := m.cfg.Clock.Now()
 			var known bool
-			r, known = m.adm.check(captureID, it.agentID)
+			r, known = m.adm.check(captureID, it.agentID, now)
 			if !known && !loaded[captureID] {
 				loaded[captureID] = true
-				if err := m.adm.load(ctx, m.cfg.Store, captureID); err != nil {
+				if err := m.adm.load(ctx, m.cfg.Store, captureID, now); err != nil {
 					// Not acked: the agent sends it again after a reconnect.
 					m.log.Warn("look up capture of an event", "capture_id", captureID, "err", err)
 					continue
 				}
-				r, known = m.adm.check(captureID, it.agentID)
+				r, known = m.adm.check(captureID, it.agentID, now)
 			}
 			if !known {
 				continue // the look-up failed earlier in this batch

@@ -128,12 +128,16 @@ func evEvent(agentID, captureID string) *livedumpv1.TriggerEvent {
 }
 
 // evCapture creates an active stacks capture on sel as an operator.
-func evCapture(t testing.TB, op livedumpv1.FleetServiceClient, sel string) string {
+func evCapture(t testing.TB, op livedumpv1.FleetServiceClient, sel string, edit ...func(*livedumpv1.CaptureSpec)) string {
 	t.Helper()
-	resp, err := op.CreateCapture(context.Background(), &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
+	spec := &livedumpv1.CaptureSpec{
 		Selector: sel, Processes: []string{"ms-teams.exe"}, Statuses: []string{"STATUS_INVALID_PARAMETER"},
 		Action: livedumpv1.CaptureAction_CAPTURE_ACTION_STACKS, Expire: durationpb.New(10 * time.Minute),
-	}})
+	}
+	for _, e := range edit {
+		e(spec)
+	}
+	resp, err := op.CreateCapture(context.Background(), &livedumpv1.CreateCaptureRequest{Spec: spec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,9 +195,18 @@ func TestHole07_EventsRefused(t *testing.T) {
 	op := c.Fleet(t, pki.RoleOperator)
 	own := evCapture(t, op, "site=lab")
 	notMine := evCapture(t, op, "site=other")
-	ended := evCapture(t, op, "site=lab")
-	if _, err := op.CancelCapture(ctx, &livedumpv1.CancelCaptureRequest{Id: ended}); err != nil {
-		t.Fatal(err)
+	// Ended captures: one that never targeted the agent, and one that did,
+	// whose per-agent cap of 1 the agent filled before the end (a target's
+	// events fired before the end may arrive late, never past the cap).
+	endedOther := evCapture(t, op, "site=other")
+	ended := evCapture(t, op, "site=lab", func(s *livedumpv1.CaptureSpec) { s.PerAgentCap = 1 })
+	if refused := st.events(evEvent(thief.ID, ended)); len(refused) != 0 {
+		t.Fatalf("the capture's one event refused: %v", refused)
+	}
+	for _, id := range []string{ended, endedOther} {
+		if _, err := op.CancelCapture(ctx, &livedumpv1.CancelCaptureRequest{Id: id}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	const unknown = "c-0123456789ab"
 
@@ -216,7 +229,8 @@ func TestHole07_EventsRefused(t *testing.T) {
 		reason  string
 	}{
 		{"unknown capture", evEvent(thief.ID, unknown), unknown, "capture_unknown"},
-		{"ended capture", evEvent(thief.ID, ended), ended, "capture_not_active"},
+		{"ended capture", evEvent(thief.ID, endedOther), endedOther, "capture_not_active"},
+		{"ended capture past its per-agent cap", evEvent(thief.ID, ended), ended, "capture_not_active"},
 		{"capture not targeting the agent", evEvent(thief.ID, notMine), notMine, "not_target"},
 		{"10k frames", manyFrames, own, "too_large"},
 		{"1 MiB frame string", hugeFrame, own, "too_large"},
@@ -226,9 +240,10 @@ func TestHole07_EventsRefused(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := evMetric(t, c.Registry, evRefusedMetric, "reason", tc.reason)
+			stored := evStored(t, c, tc.capture)
 			refused := st.events(tc.ev)
-			if n := evStored(t, c, tc.capture); n != 0 {
-				t.Errorf("%d events stored in capture %s, want none", n, tc.capture)
+			if n := evStored(t, c, tc.capture); n != stored {
+				t.Errorf("%d events stored in capture %s, want %d", n, tc.capture, stored)
 			}
 			if got := refused[tc.ev.GetId()]; !strings.HasPrefix(got, tc.reason) {
 				t.Errorf("ack refusal %q, want reason %s", got, tc.reason)

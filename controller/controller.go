@@ -69,6 +69,11 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// Profile is the provisioning profile; nil means profile.Default().
 	Profile *profile.Profile
+	// EventRate and EventBurst bound the trigger events one agent may send
+	// (per second, and at once); the excess is refused. Zero: the defaults
+	// of capture.DefaultEventRate and capture.DefaultEventBurst.
+	EventRate  float64
+	EventBurst int
 	// UploadSlots bounds concurrent dump uploads (default 4); more wait.
 	UploadSlots int
 	// ShutdownGrace is how long streams may finish after a stop request
@@ -217,7 +222,8 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	if err := c.cluster.Start(ctx); err != nil {
 		return nil, err
 	}
-	c.captures = capture.New(capture.Config{Store: c.store, Fleet: c.fleet, Router: c.cluster, Logger: c.log, Clock: cfg.Clock, Registry: reg})
+	c.captures = capture.New(capture.Config{Store: c.store, Fleet: c.fleet, Router: c.cluster, Logger: c.log, Clock: cfg.Clock, Registry: reg,
+		EventRate: cfg.EventRate, EventBurst: cfg.EventBurst})
 	if c.dumps, err = dumps.New(dumps.Config{
 		Store: c.store, Blobs: c.blobs, Slots: cfg.UploadSlots,
 		Limits: func(ctx context.Context, id string) (dumps.Limits, error) {

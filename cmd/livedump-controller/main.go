@@ -24,6 +24,7 @@ import (
 	"github.com/livedump/livedump/agent/host/sim"
 	"github.com/livedump/livedump/agent/host/sim/dtracesim"
 	"github.com/livedump/livedump/controller"
+	"github.com/livedump/livedump/controller/capture"
 	"github.com/livedump/livedump/internal/config"
 	"github.com/livedump/livedump/internal/logging"
 	"github.com/livedump/livedump/internal/pki"
@@ -62,6 +63,9 @@ var defaults = map[string]any{
 	"blobs.url":             "",
 	"blobs.access_key":      "",
 	"blobs.secret_key_file": "",
+
+	"events.rate":  capture.DefaultEventRate,
+	"events.burst": capture.DefaultEventBurst,
 
 	"provision.full_live_reports_max":        10,
 	"provision.system_throttle_threshold":    0,
@@ -163,6 +167,13 @@ func controllerConfig(v *viper.Viper) (controller.Config, error) {
 	if lease < 3*time.Second || lease > 10*time.Minute {
 		return controller.Config{}, fmt.Errorf("replica.lease: %s is outside 3s-10m", lease)
 	}
+	eventRate, eventBurst := v.GetFloat64("events.rate"), v.GetInt("events.burst")
+	if eventRate <= 0 {
+		return controller.Config{}, fmt.Errorf("events.rate: %v: must be above 0 events a second", v.Get("events.rate"))
+	}
+	if eventBurst < 1 {
+		return controller.Config{}, fmt.Errorf("events.burst: %v: must be at least 1", v.Get("events.burst"))
+	}
 	if id := v.GetString("replica.id"); id != "" && !replicaIDRe.MatchString(id) {
 		return controller.Config{}, fmt.Errorf("replica.id: %q: want 1-64 letters, digits, '.', '_' or '-'", id)
 	}
@@ -193,6 +204,8 @@ func controllerConfig(v *viper.Viper) (controller.Config, error) {
 		BlobsURL:          v.GetString("blobs.url"),
 		BlobsAccessKey:    v.GetString("blobs.access_key"),
 		BlobsSecretKey:    secret,
+		EventRate:         eventRate,
+		EventBurst:        eventBurst,
 	}, nil
 }
 

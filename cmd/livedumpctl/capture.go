@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -400,9 +401,29 @@ func (a *app) eventsCmd() *cobra.Command {
 			if captureID == "" {
 				return errors.New("--capture: required")
 			}
-			resp, s, err := call(a, cmd, fleetClient.ListEvents, &livedumpv1.ListEventsRequest{CaptureId: captureID, Limit: limit})
+			if limit < 1 || limit > 10000 {
+				return usageErrorf(cmd, "--limit: must be between 1 and 10000, got %d", limit)
+			}
+			// The controller sends pages of at most about 1 MiB and says
+			// where the next one starts.
+			client, s, closeConn, err := a.connect(cmd)
 			if err != nil {
 				return err
+			}
+			defer closeConn()
+			resp := &livedumpv1.ListEventsResponse{}
+			for {
+				ctx, cancel := context.WithTimeout(cmd.Context(), s.timeout)
+				page, err := client.ListEvents(ctx, &livedumpv1.ListEventsRequest{CaptureId: captureID, Limit: limit - int32(len(resp.Events)), After: resp.GetNext()})
+				cancel()
+				if err != nil {
+					return rpcError(err, s)
+				}
+				resp.Events = append(resp.Events, page.GetEvents()...)
+				resp.Next = page.GetNext()
+				if resp.Next == "" || len(resp.Events) >= int(limit) || len(page.GetEvents()) == 0 {
+					break
+				}
 			}
 			if s.output == outputJSON {
 				return writeJSON(a.stdout, resp)
@@ -441,9 +462,19 @@ func (a *app) eventsCmd() *cobra.Command {
 			}
 			t := newTable(a.stdout, "COUNT", "AGENTS", "FIRST SEEN", "LAST SEEN", "SIGNATURE")
 			for _, b := range resp.GetBuckets() {
-				t.row(strconv.FormatInt(b.GetCount(), 10), strings.Join(b.GetAgents(), ","), formatTime(b.GetFirstSeen()), formatTime(b.GetLastSeen()), b.GetSignature())
+				agents := strings.Join(b.GetAgents(), ",")
+				if more := b.GetAgentCount() - int64(len(b.GetAgents())); more > 0 {
+					agents += fmt.Sprintf(",+%d", more)
+				}
+				t.row(strconv.FormatInt(b.GetCount(), 10), agents, formatTime(b.GetFirstSeen()), formatTime(b.GetLastSeen()), b.GetSignature())
 			}
-			return t.flush()
+			if err := t.flush(); err != nil {
+				return err
+			}
+			if n := resp.GetOmittedBuckets(); n > 0 {
+				fmt.Fprintf(a.stderr, "%d smaller buckets not shown (the response would be too large); use --frames to group more coarsely\n", n)
+			}
+			return nil
 		},
 	}
 	buckets.Flags().StringVar(&bucketCapture, "capture", "", "capture `ID` (required)")

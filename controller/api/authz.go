@@ -35,7 +35,12 @@ type rule struct {
 	caller   caller
 	minRole  pki.Role // operators only
 	mutating bool     // written to the audit log
+	audit    bool     // written to the audit log though it changes nothing
 }
+
+// audited says whether every call, allowed or not, is written to the audit
+// log. Refused calls of every method are written in any case.
+func (r rule) audited() bool { return r.mutating || r.audit }
 
 // policy is default-deny: a method missing here cannot be called at all, so
 // a new RPC is unusable until someone decides who may call it.
@@ -55,7 +60,7 @@ var policy = map[string]rule{
 	livedumpv1.FleetService_RevokeToken_FullMethodName: {caller: operators, minRole: pki.RoleAdmin, mutating: true},
 	livedumpv1.FleetService_ListAudit_FullMethodName:   {caller: operators, minRole: pki.RoleAdmin},
 
-	livedumpv1.FleetService_PlanProvision_FullMethodName:   {caller: operators, minRole: pki.RoleViewer},
+	livedumpv1.FleetService_PlanProvision_FullMethodName:   {caller: operators, minRole: pki.RoleOperator, audit: true}, // every agent inspects its machine
 	livedumpv1.FleetService_ApplyProvision_FullMethodName:  {caller: operators, minRole: pki.RoleOperator, mutating: true},
 	livedumpv1.FleetService_RevertProvision_FullMethodName: {caller: operators, minRole: pki.RoleOperator, mutating: true},
 	livedumpv1.FleetService_UploadArtifact_FullMethodName:  {caller: operators, minRole: pki.RoleOperator, mutating: true},
@@ -68,7 +73,7 @@ var policy = map[string]rule{
 	livedumpv1.FleetService_ListEvents_FullMethodName:    {caller: operators, minRole: pki.RoleViewer},
 	livedumpv1.FleetService_BucketEvents_FullMethodName:  {caller: operators, minRole: pki.RoleViewer},
 	livedumpv1.FleetService_ListDumps_FullMethodName:     {caller: operators, minRole: pki.RoleViewer},
-	livedumpv1.FleetService_GetDump_FullMethodName:       {caller: operators, minRole: pki.RoleViewer},
+	livedumpv1.FleetService_GetDump_FullMethodName:       {caller: operators, minRole: pki.RoleOperator}, // dumps hold kernel memory
 	livedumpv1.FleetService_PullDump_FullMethodName:      {caller: operators, minRole: pki.RoleOperator, mutating: true},
 
 	"/grpc.health.v1.Health/Check": {caller: anyone},
@@ -185,46 +190,50 @@ func (a *Authorizer) authorize(ctx context.Context, method string) (context.Cont
 	return ctx, r, status.Errorf(codes.PermissionDenied, "method %s is not allowed", method)
 }
 
-// UnaryInterceptor enforces the policy and audits mutating calls, including
-// refused ones: a denied attempt is exactly what an audit log is for.
+// UnaryInterceptor enforces the policy and audits mutating calls, and every
+// refused call: a denied attempt is exactly what an audit log is for.
 func (a *Authorizer) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		ctx, r, err := a.authorize(ctx, info.FullMethod)
-		if !r.mutating {
-			if err != nil {
-				return nil, err
-			}
+		if err != nil {
+			a.auditRefusal(ctx, info.FullMethod, err)
+			return nil, err
+		}
+		if !r.audited() {
 			return handler(ctx, req)
 		}
 		rec := &auditRecord{actor: actorOf(ctx)}
 		ctx = context.WithValue(ctx, auditKey{}, rec)
-		var resp any
-		if err == nil {
-			resp, err = handler(ctx, req)
-		}
+		resp, err := handler(ctx, req)
 		a.audit(ctx, info.FullMethod, rec, req, err)
 		return resp, err
 	}
 }
 
-// StreamInterceptor enforces the policy on streaming RPCs.
+// StreamInterceptor enforces the policy on streaming RPCs, and audits as
+// UnaryInterceptor does.
 func (a *Authorizer) StreamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx, r, err := a.authorize(ss.Context(), info.FullMethod)
-		if !r.mutating {
-			if err != nil {
-				return err
-			}
+		if err != nil {
+			a.auditRefusal(ctx, info.FullMethod, err)
+			return err
+		}
+		if !r.audited() {
 			return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
 		}
 		rec := &auditRecord{actor: actorOf(ctx)}
 		ctx = context.WithValue(ctx, auditKey{}, rec)
-		if err == nil {
-			err = handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
-		}
+		err = handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
 		a.audit(ctx, info.FullMethod, rec, nil, err)
 		return err
 	}
+}
+
+// auditRefusal writes a call the policy refused: who, which method and why,
+// never the request (whoever was refused does not get to fill the log).
+func (a *Authorizer) auditRefusal(ctx context.Context, method string, err error) {
+	a.audit(ctx, method, &auditRecord{actor: actorOf(ctx)}, nil, err)
 }
 
 type wrappedStream struct {
@@ -262,10 +271,10 @@ func (a *Authorizer) audit(ctx context.Context, method string, rec *auditRecord,
 	}
 	e := store.AuditEntry{
 		Time:    a.Now().UTC(),
-		Actor:   rec.actor,
-		Action:  shortMethod(method),
-		Target:  rec.target,
-		Outcome: outcome,
+		Actor:   truncateAudit(rec.actor, 256),
+		Action:  truncateAudit(shortMethod(method), 128),
+		Target:  truncateAudit(rec.target, 256),
+		Outcome: truncateAudit(outcome, 512),
 		Details: auditDetails(req),
 	}
 	// The caller's context may already be cancelled; the record must still land.
@@ -274,6 +283,15 @@ func (a *Authorizer) audit(ctx context.Context, method string, rec *auditRecord,
 	if _, aerr := a.Store.AppendAudit(actx, e); aerr != nil {
 		a.Logger.Error("audit write failed", "action", e.Action, "actor", e.Actor, "err", aerr)
 	}
+}
+
+// truncateAudit bounds a field that may hold what a caller chose (a method
+// name outside the policy, a refusal message quoting it).
+func truncateAudit(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // auditDetails renders the request as JSON with secrets and bulky fields

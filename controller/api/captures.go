@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/livedump/livedump/controller/capture"
 	"github.com/livedump/livedump/controller/store"
@@ -158,12 +159,26 @@ func (s *FleetServer) ListEvents(ctx context.Context, req *livedumpv1.ListEvents
 	if _, err := s.cfg.Captures.Get(ctx, req.GetCaptureId()); err != nil {
 		return nil, captureErr(s, "capture "+req.GetCaptureId(), err)
 	}
-	evs, err := s.cfg.Captures.Events(ctx, req.GetCaptureId(), req.GetAfter(), limit)
+	if req.GetAfter() != "" && len(req.GetAfter()) > 64 {
+		return nil, invalid("after", "%q is not an event ID", req.GetAfter()[:64])
+	}
+	evs, next, err := s.cfg.Captures.EventsPage(ctx, req.GetCaptureId(), req.GetAfter(), limit, eventPageBytes)
+	if errors.Is(err, store.ErrNotFound) && req.GetAfter() != "" {
+		return nil, invalid("after", "event %q not found", req.GetAfter())
+	}
 	if err != nil {
 		return nil, captureErr(s, "events", err)
 	}
-	return &livedumpv1.ListEventsResponse{Events: evs}, nil
+	return &livedumpv1.ListEventsResponse{Events: evs, Next: next}, nil
 }
+
+// Response size budgets, well under gRPC's default 4 MiB message limit: a
+// page stops before it would pass its budget, and says where to go on.
+const (
+	eventPageBytes  = 1 << 20
+	bucketsBytes    = 3 << 20
+	maxBucketAgents = 100
+)
 
 // BucketEvents implements FleetService.BucketEvents.
 func (s *FleetServer) BucketEvents(ctx context.Context, req *livedumpv1.BucketEventsRequest) (*livedumpv1.BucketEventsResponse, error) {
@@ -206,19 +221,34 @@ func (s *FleetServer) BucketEvents(ctx context.Context, req *livedumpv1.BucketEv
 		}
 		after = evs[len(evs)-1].GetId()
 	}
-	resp := &livedumpv1.BucketEventsResponse{}
+	all := make([]*livedumpv1.Bucket, 0, len(buckets))
 	for sig, b := range buckets {
 		for a := range agents[sig] {
 			b.Agents = append(b.Agents, a)
 		}
 		sort.Strings(b.Agents)
+		b.AgentCount = int64(len(b.Agents))
+		if len(b.Agents) > maxBucketAgents {
+			b.Agents = b.Agents[:maxBucketAgents]
+		}
+		all = append(all, b)
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].GetCount() != all[j].GetCount() {
+			return all[i].GetCount() > all[j].GetCount()
+		}
+		return all[i].GetSignature() < all[j].GetSignature()
+	})
+	resp := &livedumpv1.BucketEventsResponse{}
+	size := 0
+	for i, b := range all {
+		n := proto.Size(b) + 8
+		if size+n > bucketsBytes {
+			resp.OmittedBuckets = int64(len(all) - i)
+			break
+		}
+		size += n
 		resp.Buckets = append(resp.Buckets, b)
 	}
-	sort.Slice(resp.Buckets, func(i, j int) bool {
-		if resp.Buckets[i].GetCount() != resp.Buckets[j].GetCount() {
-			return resp.Buckets[i].GetCount() > resp.Buckets[j].GetCount()
-		}
-		return resp.Buckets[i].GetSignature() < resp.Buckets[j].GetSignature()
-	})
 	return resp, nil
 }

@@ -83,9 +83,9 @@ func (s *FleetServer) dtraceMSI(ctx context.Context) (*livedumpv1.Artifact, erro
 // are reported, not queued: provisioning changes a machine and an operator
 // should see it happen, so it is re-run when the agent is back.
 func (s *FleetServer) fanOut(ctx context.Context, sel string, wait time.Duration, d *livedumpv1.ProvisionDirective) ([]*livedumpv1.AgentProvisionResult, error) {
-	parsed, err := selector.Parse(sel)
+	parsed, err := provisionSelector(sel)
 	if err != nil {
-		return nil, invalid("selector", "%v", err)
+		return nil, err
 	}
 	all, err := s.cfg.Store.ListAgents(ctx)
 	if err != nil {
@@ -127,10 +127,28 @@ func (s *FleetServer) fanOut(ctx context.Context, sel string, wait time.Duration
 	return results, nil
 }
 
+// provisionSelector parses the selector of a provisioning call. An empty
+// one would mean the whole fleet: refused, as for captures; every agent
+// carries a hostname label, so "hostname" says "all" on purpose.
+func provisionSelector(sel string) (selector.Selector, error) {
+	if sel == "" {
+		return selector.Selector{}, invalid("selector", "required: provisioning never targets the whole fleet by accident (the selector \"hostname\" matches every agent)")
+	}
+	parsed, err := selector.Parse(sel)
+	if err != nil {
+		return selector.Selector{}, invalid("selector", "%v", err)
+	}
+	return parsed, nil
+}
+
 // PlanProvision implements FleetService.PlanProvision.
 func (s *FleetServer) PlanProvision(ctx context.Context, req *livedumpv1.PlanProvisionRequest) (*livedumpv1.PlanProvisionResponse, error) {
+	setAuditTarget(ctx, req.GetSelector())
 	wait, err := waitFor(req.GetWait(), defaultPlanWait)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := provisionSelector(req.GetSelector()); err != nil {
 		return nil, err
 	}
 	msi, err := s.dtraceMSI(ctx)
@@ -158,8 +176,8 @@ func (s *FleetServer) ApplyProvision(ctx context.Context, req *livedumpv1.ApplyP
 	if err != nil {
 		return nil, err
 	}
-	if _, err := selector.Parse(req.GetSelector()); err != nil {
-		return nil, invalid("selector", "%v", err)
+	if _, err := provisionSelector(req.GetSelector()); err != nil {
+		return nil, err
 	}
 	if sum := req.GetDtraceMsiSha256(); sum != "" {
 		if err := blobstore.ValidSHA256(sum); err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -93,6 +94,11 @@ type Config struct {
 	// Router reaches agents attached to other replicas and tells them about
 	// captures; nil: this process is the only controller.
 	Router Router
+	// EventRate and EventBurst bound the events one agent may send, per
+	// second and at once (default DefaultEventRate, DefaultEventBurst); the
+	// excess is refused.
+	EventRate  float64
+	EventBurst int
 }
 
 // Router is what the manager needs from the cluster of replicas.
@@ -134,6 +140,12 @@ type Manager struct {
 	relays   map[string]*relayState
 	forgotAt time.Time // last forgetClosedSessions walk
 
+	adm    *admission
+	limits *limiters
+	rmu    sync.Mutex
+	// refused sums each agent's refused events for the audit log.
+	refused map[string]*refusals
+
 	metrics metrics
 }
 
@@ -142,6 +154,7 @@ type ingest struct {
 	ev      *livedumpv1.TriggerEvent
 	sess    *fleet.Session
 	status  *livedumpv1.CaptureStatus // a final target state, applied after the events before it
+	refused *refusal                  // refused before it was queued; ev holds only the IDs
 }
 
 // New returns a Manager.
@@ -164,6 +177,12 @@ func New(cfg Config) *Manager {
 	if cfg.Router == nil {
 		cfg.Router = localRouter{cfg.Fleet}
 	}
+	if cfg.EventRate <= 0 {
+		cfg.EventRate = DefaultEventRate
+	}
+	if cfg.EventBurst <= 0 {
+		cfg.EventBurst = DefaultEventBurst
+	}
 	m := &Manager{
 		cfg: cfg, log: cfg.Logger,
 		kick:     make(chan struct{}, 1),
@@ -172,6 +191,9 @@ func New(cfg Config) *Manager {
 		sentAt:   map[string]time.Time{},
 		watchers: map[string]map[chan *livedumpv1.WatchCaptureResponse]struct{}{},
 		relays:   map[string]*relayState{},
+		adm:      newAdmission(),
+		limits:   &limiters{rate: rate.Limit(cfg.EventRate), burst: cfg.EventBurst, m: map[string]*rate.Limiter{}},
+		refused:  map[string]*refusals{},
 	}
 	m.metrics = newMetrics(cfg.Registry, m)
 	return m
@@ -196,9 +218,11 @@ func (m *Manager) Run(ctx context.Context) error {
 		if err := m.schedule(ctx); err != nil && ctx.Err() == nil {
 			m.log.Error("capture scheduler", "err", err)
 		}
+		m.flushRefusals(false)
 		select {
 		case <-ctx.Done():
 			wg.Wait()
+			m.flushRefusals(true)
 			return nil
 		case <-t.Chan():
 		case <-m.kick:
@@ -488,6 +512,7 @@ func (m *Manager) end(ctx context.Context, c store.Capture, state, detail, reaso
 	if err != nil {
 		return err
 	}
+	m.adm.ended(c.ID)
 	if !changed {
 		m.publishEnded(ctx, c.ID)
 		return nil
@@ -573,6 +598,9 @@ func (m *Manager) schedule(ctx context.Context) error {
 			m.relay(ctx, c.ID)
 		}
 	}
+	// What the ingest path admits events for: the captures still active
+	// after this pass, and their targets.
+	fresh := make(map[string]map[string]struct{}, len(caps))
 	for _, c := range caps {
 		if !now.Before(c.Expires) {
 			if err := m.end(ctx, c, StateExpired, "expired", "expired"); err != nil {
@@ -608,6 +636,11 @@ func (m *Manager) schedule(ctx context.Context) error {
 			}
 			continue
 		}
+		set := make(map[string]struct{}, len(targets))
+		for _, t := range targets {
+			set[t.AgentID] = struct{}{}
+		}
+		fresh[c.ID] = set
 		// Rollout: rate agents per minute since creation, the first at once.
 		allowed := -1
 		if r := spec.GetRolloutRate(); r > 0 {
@@ -673,6 +706,7 @@ func (m *Manager) schedule(ctx context.Context) error {
 			}
 		}
 	}
+	m.adm.refresh(fresh)
 	m.forgetClosedSessions()
 	return nil
 }
@@ -724,6 +758,7 @@ func (m *Manager) forgetClosedSessions() {
 		return
 	}
 	m.forgotAt = time.Now()
+	m.limits.forgetFull(m.cfg.Clock.Now())
 	for s := range m.sent {
 		if s.Closed() {
 			delete(m.sent, s)

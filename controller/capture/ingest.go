@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
@@ -43,29 +44,24 @@ func Signature(ev *livedumpv1.TriggerEvent, frames int) string {
 
 // Ingest queues an event from an agent's stream. It blocks when the queue is
 // full, which slows that agent's stream down instead of buffering without
-// bound.
+// bound. An event over the agent's rate or over the size limits is refused
+// here, so only its IDs are queued, for the acknowledgement.
 func (m *Manager) Ingest(ctx context.Context, s *fleet.Session, agentID string, ev *livedumpv1.TriggerEvent) error {
+	it := ingest{agentID: agentID, ev: ev, sess: s}
+	if !m.limits.allow(agentID, m.cfg.Clock.Now()) {
+		it.refused = &refusal{RefusedRateLimited, fmt.Sprintf("agent %s sent more than %g events a second (burst %d)", agentID, m.cfg.EventRate, m.cfg.EventBurst)}
+	} else {
+		it.refused = checkEvent(agentID, ev)
+	}
+	if it.refused != nil {
+		it.ev = &livedumpv1.TriggerEvent{Id: ev.GetId(), CaptureId: truncate(ev.GetCaptureId(), 64)}
+	}
 	select {
-	case m.in <- ingest{agentID: agentID, ev: ev, sess: s}:
+	case m.in <- it:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// validEvent checks what the agent sent before it reaches the store.
-func validEvent(agentID string, ev *livedumpv1.TriggerEvent) error {
-	switch {
-	case len(ev.GetId()) < 8 || len(ev.GetId()) > 64:
-		return fmt.Errorf("event id %q", ev.GetId())
-	case ev.GetAgentId() != agentID:
-		return fmt.Errorf("event for agent %q on agent %s's stream", ev.GetAgentId(), agentID)
-	case len(ev.GetUserFrames()) > 100 || len(ev.GetKernelFrames()) > 100:
-		return fmt.Errorf("event %s has more than 100 frames", ev.GetId())
-	case len(ev.GetProcess()) > 256 || len(ev.GetProbe()) > 256:
-		return fmt.Errorf("event %s has an oversized field", ev.GetId())
-	}
-	return nil
 }
 
 func (m *Manager) ingestLoop(ctx context.Context) {
@@ -111,28 +107,69 @@ func framesJSON(fs []*livedumpv1.Frame) string {
 func framesProto(s string) []*livedumpv1.Frame {
 	var fs []frameJSON
 	_ = json.Unmarshal([]byte(s), &fs)
+	if len(fs) > MaxEventFrames {
+		fs = fs[:MaxEventFrames]
+	}
 	out := make([]*livedumpv1.Frame, 0, len(fs))
 	for _, f := range fs {
-		out = append(out, &livedumpv1.Frame{Module: f.Module, Function: f.Function, Offset: f.Offset, Address: f.Address})
+		out = append(out, &livedumpv1.Frame{Module: truncate(f.Module, MaxEventString), Function: truncate(f.Function, MaxEventString), Offset: f.Offset, Address: f.Address})
 	}
 	return out
 }
 
+// ackableID bounds the event IDs echoed in an acknowledgement: a longer one
+// cannot be an ID our agents make, so there is nothing to drop from a spool.
+const ackableID = 128
+
 // flush stores a batch in one transaction, then acks it to the agents: an
-// ack means the event is durable on the controller and the agent may drop
-// it from its spool.
+// ack means the event is durable on the controller, or refused for good,
+// and the agent may drop it from its spool.
 func (m *Manager) flush(ctx context.Context, batch []ingest) {
 	var rows []store.Event
-	acks := map[*fleet.Session][]string{}
+	acks := map[*fleet.Session]*livedumpv1.EventAck{}
+	ack := func(it ingest, r *refusal) {
+		if it.sess == nil || len(it.ev.GetId()) > ackableID {
+			return
+		}
+		a := acks[it.sess]
+		if a == nil {
+			a = &livedumpv1.EventAck{}
+			acks[it.sess] = a
+		}
+		a.EventIds = append(a.EventIds, it.ev.GetId())
+		if r != nil {
+			a.Refused = append(a.Refused, refusalAck(it.ev.GetId(), r))
+		}
+	}
 	var accepted, statuses []ingest
+	loaded := map[string]bool{}
 	for _, it := range batch {
 		if it.status != nil {
 			statuses = append(statuses, it)
 			continue
 		}
-		if err := validEvent(it.agentID, it.ev); err != nil {
-			m.log.Warn("event refused", "agent_id", it.agentID, "err", err)
-			acks[it.sess] = append(acks[it.sess], it.ev.GetId()) // never retry a bad event
+		captureID := it.ev.GetCaptureId()
+		r := it.refused
+		if r == nil {
+			now := m.cfg.Clock.Now()
+			var known bool
+			r, known = m.adm.check(captureID, it.agentID, now)
+			if !known && !loaded[captureID] {
+				loaded[captureID] = true
+				if err := m.adm.load(ctx, m.cfg.Store, captureID, now); err != nil {
+					// Not acked: the agent sends it again after a reconnect.
+					m.log.Warn("look up capture of an event", "capture_id", captureID, "err", err)
+					continue
+				}
+				r, known = m.adm.check(captureID, it.agentID, now)
+			}
+			if !known {
+				continue // the look-up failed earlier in this batch
+			}
+		}
+		if r != nil {
+			m.refuse(it.agentID, captureID, r)
+			ack(it, r)
 			continue
 		}
 		ev := it.ev
@@ -163,10 +200,13 @@ func (m *Manager) flush(ctx context.Context, batch []ingest) {
 		m.metrics.events.Add(float64(n))
 		m.metrics.duplicates.Add(float64(len(rows) - n))
 		captures := map[string]bool{}
-		for _, it := range accepted {
-			acks[it.sess] = append(acks[it.sess], it.ev.GetId())
+		hosts := map[string]string{}
+		for i, it := range accepted {
+			ack(it, nil)
 			captures[it.ev.GetCaptureId()] = true
-			m.publishEvent(it.ev)
+			if m.watched(it.ev.GetCaptureId()) {
+				m.publishEvent(eventProto(rows[i], m.hostname(ctx, hosts, it.agentID)))
+			}
 		}
 		if n > 0 {
 			m.Kick() // max-dumps may be reached
@@ -175,12 +215,23 @@ func (m *Manager) flush(ctx context.Context, batch []ingest) {
 			}
 		}
 	}
-	for s, ids := range acks {
-		if s != nil {
-			_ = s.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_EventAck{EventAck: &livedumpv1.EventAck{EventIds: ids}}})
-		}
+	for s, a := range acks {
+		_ = s.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_EventAck{EventAck: a}})
 	}
 	m.applyStatuses(ctx, statuses)
+}
+
+// hostname is the agent's hostname as the controller stores it (never what
+// an event claims), read once per batch.
+func (m *Manager) hostname(ctx context.Context, memo map[string]string, agentID string) string {
+	h, ok := memo[agentID]
+	if !ok {
+		if a, err := m.cfg.Store.GetAgent(ctx, agentID); err == nil {
+			h = a.Hostname
+		}
+		memo[agentID] = h
+	}
+	return h
 }
 
 // relayWindow is how far back a relay re-reads: with several replicas,
@@ -316,35 +367,70 @@ func (m *Manager) publish(id string, msg *livedumpv1.WatchCaptureResponse, final
 
 // Events returns a capture's events after the event with ID after.
 func (m *Manager) Events(ctx context.Context, captureID, after string, limit int) ([]*livedumpv1.TriggerEvent, error) {
-	var seq int64
-	if after != "" {
-		var err error
-		if seq, err = m.cfg.Store.EventSeq(ctx, after); err != nil {
-			return nil, err
-		}
-	}
-	rows, err := m.cfg.Store.ListEvents(ctx, captureID, seq, limit)
-	if err != nil {
-		return nil, err
-	}
-	hosts := map[string]string{}
-	if agents, err := m.cfg.Store.ListAgents(ctx); err == nil {
-		for _, a := range agents {
-			hosts[a.ID] = a.Hostname
-		}
-	}
-	out := make([]*livedumpv1.TriggerEvent, 0, len(rows))
-	for _, r := range rows {
-		out = append(out, eventProto(r, hosts[r.AgentID]))
-	}
-	return out, nil
+	evs, _, err := m.EventsPage(ctx, captureID, after, limit, 0)
+	return evs, err
 }
 
+// eventChunk is how many stored events a page reads at a time.
+const eventChunk = 256
+
+// EventsPage returns up to limit of a capture's events after the event with
+// ID after, and at most budget encoded bytes of them (0: no budget; one
+// event is always returned, and none exceeds MaxEventBytes by much). next is
+// the ID to read on from, empty when no event follows.
+func (m *Manager) EventsPage(ctx context.Context, captureID, after string, limit, budget int) (evs []*livedumpv1.TriggerEvent, next string, err error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	var seq int64
+	if after != "" {
+		if seq, err = m.cfg.Store.EventSeq(ctx, after); err != nil {
+			return nil, "", err
+		}
+	}
+	var hosts map[string]string
+	size := 0
+	for {
+		// One row more than the limit, to know whether another follows.
+		want := min(limit-len(evs)+1, eventChunk)
+		rows, err := m.cfg.Store.ListEvents(ctx, captureID, seq, want)
+		if err != nil {
+			return nil, "", err
+		}
+		if hosts == nil && len(rows) > 0 {
+			hosts = map[string]string{}
+			if agents, err := m.cfg.Store.ListAgents(ctx); err == nil {
+				for _, a := range agents {
+					hosts[a.ID] = a.Hostname
+				}
+			}
+		}
+		for _, r := range rows {
+			if len(evs) == limit {
+				return evs, evs[len(evs)-1].GetId(), nil
+			}
+			ev := eventProto(r, hosts[r.AgentID])
+			n := proto.Size(ev) + 8 // with the field's tag and length
+			if budget > 0 && len(evs) > 0 && size+n > budget {
+				return evs, evs[len(evs)-1].GetId(), nil
+			}
+			size += n
+			evs = append(evs, ev)
+			seq = r.Seq
+		}
+		if len(rows) < want {
+			return evs, "", nil
+		}
+	}
+}
+
+// eventProto is a stored event as the API shows it. Strings and stacks are
+// cut to the ingest limits, for events stored before those limits existed.
 func eventProto(r store.Event, hostname string) *livedumpv1.TriggerEvent {
 	return &livedumpv1.TriggerEvent{
 		Id: r.ID, CaptureId: r.CaptureID, AgentId: r.AgentID, Hostname: hostname, Time: timestampOf(r.Time),
-		Pid: int32(r.PID), Tid: int32(r.TID), Process: r.Process, Probe: r.Probe, Status: r.Status,
-		UserFrames: framesProto(r.User), KernelFrames: framesProto(r.Kernel), Signature: r.Signature,
+		Pid: int32(r.PID), Tid: int32(r.TID), Process: truncate(r.Process, MaxEventString), Probe: truncate(r.Probe, MaxEventString), Status: r.Status,
+		UserFrames: framesProto(r.User), KernelFrames: framesProto(r.Kernel), Signature: truncate(r.Signature, 4*MaxEventString),
 	}
 }
 
@@ -356,6 +442,7 @@ type metrics struct {
 	ackSeconds    prometheus.Histogram
 	byState       *prometheus.GaugeVec
 	ingestSeconds prometheus.Histogram
+	refused       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, m *Manager) metrics {
@@ -369,6 +456,8 @@ func newMetrics(reg prometheus.Registerer, m *Manager) metrics {
 			Name: "livedump_controller_directive_ack_seconds", Help: "Time from sending a capture directive to the agent's ack.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "livedump_controller_events_refused_total",
+			Help: "Trigger events refused, by reason (capture_unknown, capture_not_active, not_target, invalid, too_large, rate_limited)."}, []string{"reason"}),
 		byState: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "livedump_controller_captures", Help: "Captures by state."}, []string{"state"}),
 		ingestSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "livedump_controller_event_batch_store_seconds", Help: "Time to store one batch of trigger events.",
@@ -379,10 +468,13 @@ func newMetrics(reg prometheus.Registerer, m *Manager) metrics {
 		for _, r := range []string{"ok", "rejected"} {
 			mt.acked.WithLabelValues(r)
 		}
+		for _, r := range refusalReasons {
+			mt.refused.WithLabelValues(r)
+		}
 		for _, st := range []string{StateActive, StateDone, StateExpired, StateCancelled} {
 			mt.byState.WithLabelValues(st)
 		}
-		reg.MustRegister(mt.events, mt.duplicates, mt.directives, mt.acked, mt.ackSeconds, mt.byState, mt.ingestSeconds)
+		reg.MustRegister(mt.events, mt.duplicates, mt.directives, mt.acked, mt.ackSeconds, mt.byState, mt.ingestSeconds, mt.refused)
 	}
 	return mt
 }

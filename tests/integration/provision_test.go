@@ -249,9 +249,8 @@ func TestProvisionOfflineAndBadInput(t *testing.T) {
 	}
 
 	viewer := fleetClient(t, c, pki.RoleViewer)
-	if _, err := viewer.PlanProvision(ctx, &livedumpv1.PlanProvisionRequest{Selector: "x=y"}); err != nil {
-		t.Fatalf("viewer plan: %v", err)
-	}
+	_, err = viewer.PlanProvision(ctx, &livedumpv1.PlanProvisionRequest{Selector: "x=y"})
+	wantCode(t, err, codes.PermissionDenied, "role viewer")
 	_, err = viewer.ApplyProvision(ctx, &livedumpv1.ApplyProvisionRequest{Selector: "x=y"})
 	wantCode(t, err, codes.PermissionDenied, "role viewer")
 	_, err = upload(t, viewer, "x.msi", []byte("x"), "")
@@ -274,6 +273,10 @@ func TestProvisionOfflineAndBadInput(t *testing.T) {
 			_, err := op.PlanProvision(ctx, &livedumpv1.PlanProvisionRequest{Wait: durationpb.New(time.Hour)})
 			return err
 		}, "wait"},
+		{"empty selector", func() error {
+			_, err := op.RevertProvision(ctx, &livedumpv1.RevertProvisionRequest{})
+			return err
+		}, "selector"},
 		{"reboot", func() error {
 			_, err := op.ApplyProvision(ctx, &livedumpv1.ApplyProvisionRequest{Selector: "x=y", Reboot: 7})
 			return err

@@ -1217,10 +1217,13 @@ func (x *CaptureStatus) GetTriggered() int64 {
 	return 0
 }
 
-// EventAck tells the agent which spooled events are stored for good.
+// EventAck tells the agent which spooled events it may drop: those stored
+// for good, and those the controller refused for good (listed again in
+// refused, with the reason), which sending again would not change.
 type EventAck struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	EventIds      []string               `protobuf:"bytes,1,rep,name=event_ids,json=eventIds,proto3" json:"event_ids,omitempty"`
+	Refused       []*EventRefusal        `protobuf:"bytes,2,rep,name=refused,proto3" json:"refused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1262,6 +1265,68 @@ func (x *EventAck) GetEventIds() []string {
 	return nil
 }
 
+func (x *EventAck) GetRefused() []*EventRefusal {
+	if x != nil {
+		return x.Refused
+	}
+	return nil
+}
+
+// EventRefusal is why the controller refused one event.
+type EventRefusal struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	EventId string                 `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// A stable reason word (capture_unknown, capture_not_active, not_target,
+	// invalid, too_large, rate_limited), then ": " and the detail.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventRefusal) Reset() {
+	*x = EventRefusal{}
+	mi := &file_livedump_v1_capture_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventRefusal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventRefusal) ProtoMessage() {}
+
+func (x *EventRefusal) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_capture_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventRefusal.ProtoReflect.Descriptor instead.
+func (*EventRefusal) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_capture_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *EventRefusal) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *EventRefusal) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // Bucket groups events with the same stack signature.
 type Bucket struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1269,16 +1334,19 @@ type Bucket struct {
 	Count     int64                  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
 	FirstSeen *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
 	LastSeen  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
-	Agents    []string               `protobuf:"bytes,5,rep,name=agents,proto3" json:"agents,omitempty"`
+	// Hostnames (agent IDs when unknown), sorted; at most 100.
+	Agents []string `protobuf:"bytes,5,rep,name=agents,proto3" json:"agents,omitempty"`
 	// One example event of the bucket.
-	Example       *TriggerEvent `protobuf:"bytes,6,opt,name=example,proto3" json:"example,omitempty"`
+	Example *TriggerEvent `protobuf:"bytes,6,opt,name=example,proto3" json:"example,omitempty"`
+	// How many distinct agents the bucket holds, listed in agents or not.
+	AgentCount    int64 `protobuf:"varint,7,opt,name=agent_count,json=agentCount,proto3" json:"agent_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Bucket) Reset() {
 	*x = Bucket{}
-	mi := &file_livedump_v1_capture_proto_msgTypes[10]
+	mi := &file_livedump_v1_capture_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1290,7 +1358,7 @@ func (x *Bucket) String() string {
 func (*Bucket) ProtoMessage() {}
 
 func (x *Bucket) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_capture_proto_msgTypes[10]
+	mi := &file_livedump_v1_capture_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1303,7 +1371,7 @@ func (x *Bucket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bucket.ProtoReflect.Descriptor instead.
 func (*Bucket) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_capture_proto_rawDescGZIP(), []int{10}
+	return file_livedump_v1_capture_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Bucket) GetSignature() string {
@@ -1346,6 +1414,13 @@ func (x *Bucket) GetExample() *TriggerEvent {
 		return x.Example
 	}
 	return nil
+}
+
+func (x *Bucket) GetAgentCount() int64 {
+	if x != nil {
+		return x.AgentCount
+	}
+	return 0
 }
 
 var File_livedump_v1_capture_proto protoreflect.FileDescriptor
@@ -1449,9 +1524,13 @@ const file_livedump_v1_capture_proto_rawDesc = "" +
 	"capture_id\x18\x01 \x01(\tR\tcaptureId\x12.\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x18.livedump.v1.TargetStateR\x05state\x12\x16\n" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\x1c\n" +
-	"\ttriggered\x18\x04 \x01(\x03R\ttriggered\"'\n" +
+	"\ttriggered\x18\x04 \x01(\x03R\ttriggered\"\\\n" +
 	"\bEventAck\x12\x1b\n" +
-	"\tevent_ids\x18\x01 \x03(\tR\beventIds\"\xfd\x01\n" +
+	"\tevent_ids\x18\x01 \x03(\tR\beventIds\x123\n" +
+	"\arefused\x18\x02 \x03(\v2\x19.livedump.v1.EventRefusalR\arefused\"A\n" +
+	"\fEventRefusal\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x9e\x02\n" +
 	"\x06Bucket\x12\x1c\n" +
 	"\tsignature\x18\x01 \x01(\tR\tsignature\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x129\n" +
@@ -1459,7 +1538,9 @@ const file_livedump_v1_capture_proto_rawDesc = "" +
 	"first_seen\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x127\n" +
 	"\tlast_seen\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x16\n" +
 	"\x06agents\x18\x05 \x03(\tR\x06agents\x123\n" +
-	"\aexample\x18\x06 \x01(\v2\x19.livedump.v1.TriggerEventR\aexample*c\n" +
+	"\aexample\x18\x06 \x01(\v2\x19.livedump.v1.TriggerEventR\aexample\x12\x1f\n" +
+	"\vagent_count\x18\a \x01(\x03R\n" +
+	"agentCount*c\n" +
 	"\rCaptureAction\x12\x1e\n" +
 	"\x1aCAPTURE_ACTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15CAPTURE_ACTION_STACKS\x10\x01\x12\x17\n" +
@@ -1500,7 +1581,7 @@ func file_livedump_v1_capture_proto_rawDescGZIP() []byte {
 }
 
 var file_livedump_v1_capture_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_livedump_v1_capture_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_livedump_v1_capture_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_livedump_v1_capture_proto_goTypes = []any{
 	(CaptureAction)(0),            // 0: livedump.v1.CaptureAction
 	(UploadMode)(0),               // 1: livedump.v1.UploadMode
@@ -1516,37 +1597,39 @@ var file_livedump_v1_capture_proto_goTypes = []any{
 	(*DisarmCapture)(nil),         // 11: livedump.v1.DisarmCapture
 	(*CaptureStatus)(nil),         // 12: livedump.v1.CaptureStatus
 	(*EventAck)(nil),              // 13: livedump.v1.EventAck
-	(*Bucket)(nil),                // 14: livedump.v1.Bucket
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*EventRefusal)(nil),          // 14: livedump.v1.EventRefusal
+	(*Bucket)(nil),                // 15: livedump.v1.Bucket
+	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_livedump_v1_capture_proto_depIdxs = []int32{
 	0,  // 0: livedump.v1.CaptureSpec.action:type_name -> livedump.v1.CaptureAction
-	15, // 1: livedump.v1.CaptureSpec.expire:type_name -> google.protobuf.Duration
+	16, // 1: livedump.v1.CaptureSpec.expire:type_name -> google.protobuf.Duration
 	1,  // 2: livedump.v1.CaptureSpec.upload:type_name -> livedump.v1.UploadMode
 	3,  // 3: livedump.v1.CaptureTarget.state:type_name -> livedump.v1.TargetState
-	16, // 4: livedump.v1.CaptureTarget.updated:type_name -> google.protobuf.Timestamp
+	17, // 4: livedump.v1.CaptureTarget.updated:type_name -> google.protobuf.Timestamp
 	4,  // 5: livedump.v1.Capture.spec:type_name -> livedump.v1.CaptureSpec
 	2,  // 6: livedump.v1.Capture.state:type_name -> livedump.v1.CaptureState
-	16, // 7: livedump.v1.Capture.created:type_name -> google.protobuf.Timestamp
-	16, // 8: livedump.v1.Capture.expires:type_name -> google.protobuf.Timestamp
+	17, // 7: livedump.v1.Capture.created:type_name -> google.protobuf.Timestamp
+	17, // 8: livedump.v1.Capture.expires:type_name -> google.protobuf.Timestamp
 	5,  // 9: livedump.v1.Capture.statuses:type_name -> livedump.v1.ResolvedStatus
 	6,  // 10: livedump.v1.Capture.targets:type_name -> livedump.v1.CaptureTarget
-	16, // 11: livedump.v1.TriggerEvent.time:type_name -> google.protobuf.Timestamp
+	17, // 11: livedump.v1.TriggerEvent.time:type_name -> google.protobuf.Timestamp
 	8,  // 12: livedump.v1.TriggerEvent.user_frames:type_name -> livedump.v1.Frame
 	8,  // 13: livedump.v1.TriggerEvent.kernel_frames:type_name -> livedump.v1.Frame
 	0,  // 14: livedump.v1.ArmCapture.action:type_name -> livedump.v1.CaptureAction
-	16, // 15: livedump.v1.ArmCapture.expires:type_name -> google.protobuf.Timestamp
+	17, // 15: livedump.v1.ArmCapture.expires:type_name -> google.protobuf.Timestamp
 	1,  // 16: livedump.v1.ArmCapture.upload:type_name -> livedump.v1.UploadMode
 	3,  // 17: livedump.v1.CaptureStatus.state:type_name -> livedump.v1.TargetState
-	16, // 18: livedump.v1.Bucket.first_seen:type_name -> google.protobuf.Timestamp
-	16, // 19: livedump.v1.Bucket.last_seen:type_name -> google.protobuf.Timestamp
-	9,  // 20: livedump.v1.Bucket.example:type_name -> livedump.v1.TriggerEvent
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	14, // 18: livedump.v1.EventAck.refused:type_name -> livedump.v1.EventRefusal
+	17, // 19: livedump.v1.Bucket.first_seen:type_name -> google.protobuf.Timestamp
+	17, // 20: livedump.v1.Bucket.last_seen:type_name -> google.protobuf.Timestamp
+	9,  // 21: livedump.v1.Bucket.example:type_name -> livedump.v1.TriggerEvent
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_livedump_v1_capture_proto_init() }
@@ -1560,7 +1643,7 @@ func file_livedump_v1_capture_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livedump_v1_capture_proto_rawDesc), len(file_livedump_v1_capture_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

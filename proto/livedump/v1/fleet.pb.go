@@ -884,8 +884,11 @@ func (x *ListEventsRequest) GetAfter() string {
 }
 
 type ListEventsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Events        []*TriggerEvent        `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Events []*TriggerEvent        `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// Set when more events may follow (the page reached its limit or its
+	// size budget): pass it as after to read the next page.
+	Next          string `protobuf:"bytes,2,opt,name=next,proto3" json:"next,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -925,6 +928,13 @@ func (x *ListEventsResponse) GetEvents() []*TriggerEvent {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *ListEventsResponse) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
 }
 
 type BucketEventsRequest struct {
@@ -981,10 +991,13 @@ func (x *BucketEventsRequest) GetFrames() int32 {
 }
 
 type BucketEventsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Buckets       []*Bucket              `protobuf:"bytes,1,rep,name=buckets,proto3" json:"buckets,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The largest buckets first, as many as fit in one response.
+	Buckets []*Bucket `protobuf:"bytes,1,rep,name=buckets,proto3" json:"buckets,omitempty"`
+	// Smaller buckets left out to keep the response under the message limit.
+	OmittedBuckets int64 `protobuf:"varint,2,opt,name=omitted_buckets,json=omittedBuckets,proto3" json:"omitted_buckets,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *BucketEventsResponse) Reset() {
@@ -1022,6 +1035,13 @@ func (x *BucketEventsResponse) GetBuckets() []*Bucket {
 		return x.Buckets
 	}
 	return nil
+}
+
+func (x *BucketEventsResponse) GetOmittedBuckets() int64 {
+	if x != nil {
+		return x.OmittedBuckets
+	}
+	return 0
 }
 
 // AgentProvisionResult is one agent's part of a provisioning call.
@@ -2464,15 +2484,17 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\n" +
 	"capture_id\x18\x01 \x01(\tR\tcaptureId\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x14\n" +
-	"\x05after\x18\x03 \x01(\tR\x05after\"G\n" +
+	"\x05after\x18\x03 \x01(\tR\x05after\"[\n" +
 	"\x12ListEventsResponse\x121\n" +
-	"\x06events\x18\x01 \x03(\v2\x19.livedump.v1.TriggerEventR\x06events\"L\n" +
+	"\x06events\x18\x01 \x03(\v2\x19.livedump.v1.TriggerEventR\x06events\x12\x12\n" +
+	"\x04next\x18\x02 \x01(\tR\x04next\"L\n" +
 	"\x13BucketEventsRequest\x12\x1d\n" +
 	"\n" +
 	"capture_id\x18\x01 \x01(\tR\tcaptureId\x12\x16\n" +
-	"\x06frames\x18\x02 \x01(\x05R\x06frames\"E\n" +
+	"\x06frames\x18\x02 \x01(\x05R\x06frames\"n\n" +
 	"\x14BucketEventsResponse\x12-\n" +
-	"\abuckets\x18\x01 \x03(\v2\x13.livedump.v1.BucketR\abuckets\"\x99\x01\n" +
+	"\abuckets\x18\x01 \x03(\v2\x13.livedump.v1.BucketR\abuckets\x12'\n" +
+	"\x0fomitted_buckets\x18\x02 \x01(\x03R\x0eomittedBuckets\"\x99\x01\n" +
 	"\x14AgentProvisionResult\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x124\n" +

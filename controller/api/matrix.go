@@ -62,7 +62,7 @@ func (r rule) allows(who string) bool {
 }
 
 func auditedCell(r rule) string {
-	if r.mutating {
+	if r.mutating || r.audit {
 		return "every call"
 	}
 	return "refusals"

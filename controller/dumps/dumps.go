@@ -73,11 +73,30 @@ var (
 	fileRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}\.(?i:dmp)$`)
 )
 
+// Bounds limit what agents may make the controller store and hold. Zero
+// values take the defaults; a negative quota means none.
+type Bounds struct {
+	// HeaderTimeout bounds the wait for an upload's header, ChunkTimeout
+	// the wait for each following message (defaults 30s and 60s).
+	HeaderTimeout, ChunkTimeout time.Duration
+	// MaxSize caps the announced size of a dump (default 1 TiB); a dump
+	// is also refused when larger than its agent's reported physical
+	// memory plus slack.
+	MaxSize int64
+	// QuotaPerAgent and QuotaTotal cap the bytes of dumps stored and
+	// being uploaded, per agent and in all (defaults 64 GiB and 1 TiB).
+	QuotaPerAgent, QuotaTotal int64
+	// PartialTTL is how long a partial upload may make no progress
+	// before it is removed (default 24h).
+	PartialTTL time.Duration
+}
+
 // Config configures a Receiver.
 type Config struct {
-	Store store.Store
-	Blobs blobstore.Blobs // dumps, and the partial uploads that become them
-	Slots int             // concurrent uploads; more wait (backpressure, not errors)
+	Store  store.Store
+	Blobs  blobstore.Blobs // dumps, and the partial uploads that become them
+	Slots  int             // concurrent uploads; more wait (backpressure, not errors)
+	Bounds Bounds
 	// Limits returns a capture's upload limits; nil: none.
 	Limits   func(ctx context.Context, captureID string) (Limits, error)
 	Logger   *slog.Logger

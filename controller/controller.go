@@ -353,6 +353,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { c.maintain(ctx); return nil })
 	g.Go(func() error { return c.captures.Run(ctx) })
+	g.Go(func() error { return c.dumps.Run(ctx) })
 	g.Go(func() error { return c.cluster.Run(ctx) })
 	g.Go(func() error {
 		<-ctx.Done()

@@ -204,7 +204,18 @@ func inventory(h host.Host) (*livedumpv1.Inventory, error) {
 		OsInstallationType: inv.OSInstallationType,
 		Arch:               inv.Arch,
 		AgentVersion:       version.Version,
+		MemoryBytes:        memory(h),
 	}, nil
+}
+
+// memory is the host's physical memory, 0 when it cannot be read: the
+// controller then bounds dumps by its own configured maximum.
+func memory(h host.Host) uint64 {
+	m, err := h.PhysicalMemory()
+	if err != nil {
+		return 0
+	}
+	return m
 }
 
 // ID returns the agent's ID once enrolled, else "".

@@ -76,6 +76,9 @@ type Config struct {
 	EventBurst int
 	// UploadSlots bounds concurrent dump uploads (default 4); more wait.
 	UploadSlots int
+	// Uploads bounds dump uploads: deadlines, sizes, quotas, and how long
+	// partial uploads are kept (zero values: the defaults of package dumps).
+	Uploads dumps.Bounds
 	// ShutdownGrace is how long streams may finish after a stop request
 	// before they are cut (default 10s).
 	ShutdownGrace time.Duration
@@ -225,7 +228,7 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	c.captures = capture.New(capture.Config{Store: c.store, Fleet: c.fleet, Router: c.cluster, Logger: c.log, Clock: cfg.Clock, Registry: reg,
 		EventRate: cfg.EventRate, EventBurst: cfg.EventBurst})
 	if c.dumps, err = dumps.New(dumps.Config{
-		Store: c.store, Blobs: c.blobs, Slots: cfg.UploadSlots,
+		Store: c.store, Blobs: c.blobs, Slots: cfg.UploadSlots, Bounds: cfg.Uploads,
 		Limits: func(ctx context.Context, id string) (dumps.Limits, error) {
 			maxDumps, perSig, err := c.captures.DumpLimits(ctx, id)
 			return dumps.Limits{MaxDumps: maxDumps, PerSignature: perSig}, err
@@ -356,6 +359,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { c.maintain(ctx); return nil })
 	g.Go(func() error { return c.captures.Run(ctx) })
+	g.Go(func() error { return c.dumps.Run(ctx) })
 	g.Go(func() error { return c.cluster.Run(ctx) })
 	g.Go(func() error {
 		<-ctx.Done()

@@ -25,6 +25,7 @@ import (
 	"github.com/livedump/livedump/agent/host/sim/dtracesim"
 	"github.com/livedump/livedump/controller"
 	"github.com/livedump/livedump/controller/capture"
+	"github.com/livedump/livedump/controller/dumps"
 	"github.com/livedump/livedump/internal/config"
 	"github.com/livedump/livedump/internal/logging"
 	"github.com/livedump/livedump/internal/pki"
@@ -66,6 +67,14 @@ var defaults = map[string]any{
 
 	"events.rate":  capture.DefaultEventRate,
 	"events.burst": capture.DefaultEventBurst,
+
+	"dumps.upload_slots":    4,
+	"dumps.header_timeout":  "30s",
+	"dumps.chunk_timeout":   "60s",
+	"dumps.max_size":        "1TiB",
+	"dumps.quota_per_agent": "64GiB",
+	"dumps.quota_total":     "1TiB",
+	"dumps.partial_ttl":     "24h",
 
 	"provision.full_live_reports_max":        10,
 	"provision.system_throttle_threshold":    0,
@@ -185,7 +194,13 @@ func controllerConfig(v *viper.Viper) (controller.Config, error) {
 		}
 		secret = strings.TrimSpace(string(b))
 	}
+	uploads, slots, err := uploadsConfig(v)
+	if err != nil {
+		return controller.Config{}, err
+	}
 	return controller.Config{
+		Uploads:           uploads,
+		UploadSlots:       slots,
 		Profile:           &prof,
 		DTraceMSI:         config.Path(v, "provision.dtrace_msi"),
 		Listen:            v.GetString("listen"),
@@ -210,6 +225,83 @@ func controllerConfig(v *viper.Viper) (controller.Config, error) {
 }
 
 var replicaIDRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// uploadsConfig reads the dumps.* keys: what agents may make the
+// controller hold. A quota of 0 means none.
+func uploadsConfig(v *viper.Viper) (dumps.Bounds, int, error) {
+	var b dumps.Bounds
+	slots, err := cast.ToIntE(v.Get("dumps.upload_slots"))
+	if err != nil || slots < 1 || slots > 1024 {
+		return b, 0, fmt.Errorf("dumps.upload_slots: %v: want 1-1024", v.Get("dumps.upload_slots"))
+	}
+	for _, d := range []struct {
+		key      string
+		min, max time.Duration
+		to       *time.Duration
+	}{
+		{"dumps.header_timeout", time.Second, time.Hour, &b.HeaderTimeout},
+		{"dumps.chunk_timeout", time.Second, time.Hour, &b.ChunkTimeout},
+		{"dumps.partial_ttl", time.Minute, 365 * 24 * time.Hour, &b.PartialTTL},
+	} {
+		if *d.to, err = config.Duration(v, d.key); err != nil {
+			return b, 0, err
+		}
+		if *d.to < d.min || *d.to > d.max {
+			return b, 0, fmt.Errorf("%s: %s is outside %s-%s", d.key, *d.to, d.min, d.max)
+		}
+	}
+	for _, q := range []struct {
+		key  string
+		zero bool // 0 allowed: no quota
+		to   *int64
+	}{
+		{"dumps.max_size", false, &b.MaxSize},
+		{"dumps.quota_per_agent", true, &b.QuotaPerAgent},
+		{"dumps.quota_total", true, &b.QuotaTotal},
+	} {
+		n, err := parseBytes(v.Get(q.key))
+		if err != nil {
+			return b, 0, fmt.Errorf("%s: %w", q.key, err)
+		}
+		switch {
+		case n == 0 && q.zero:
+			n = -1 // dumps.Bounds: negative is none, zero the default
+		case n < 1<<20:
+			return b, 0, fmt.Errorf("%s: %d bytes is less than 1MiB", q.key, n)
+		case q.key == "dumps.max_size" && n > dumps.MaxDumpSize:
+			return b, 0, fmt.Errorf("%s: %d bytes is more than 1TiB", q.key, n)
+		}
+		*q.to = n
+	}
+	return b, slots, nil
+}
+
+var bytesRe = regexp.MustCompile(`^\s*([0-9]+)\s*(B|KiB|MiB|GiB|TiB)?\s*$`)
+
+// parseBytes reads a byte count: a number, or a number with one of the
+// units B, KiB, MiB, GiB, TiB.
+func parseBytes(x any) (int64, error) {
+	if n, err := cast.ToInt64E(x); err == nil {
+		if n < 0 {
+			return 0, fmt.Errorf("%d: want a size such as 64GiB", n)
+		}
+		return n, nil
+	}
+	s := cast.ToString(x)
+	m := bytesRe.FindStringSubmatch(s)
+	if m == nil {
+		return 0, fmt.Errorf("%q: want a size such as 64GiB (units B, KiB, MiB, GiB, TiB)", s)
+	}
+	n, err := cast.ToInt64E(m[1])
+	if err != nil {
+		return 0, fmt.Errorf("%q: %w", s, err)
+	}
+	shift := map[string]uint{"": 0, "B": 0, "KiB": 10, "MiB": 20, "GiB": 30, "TiB": 40}[m[2]]
+	if n > (1<<62)>>shift {
+		return 0, fmt.Errorf("%q: too large", s)
+	}
+	return n << shift, nil
+}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(ctx, stdout, stderr)

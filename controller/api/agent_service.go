@@ -152,6 +152,9 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 	if err := s.cfg.Store.UpdateInventory(ctx, inv); err != nil {
 		return toStatus(log, "update inventory", err)
 	}
+	if err := s.cfg.Dumps.SetMemory(ctx, id.AgentID, hello.GetInventory().GetMemoryBytes()); err != nil {
+		return toStatus(log, "record memory", err)
+	}
 	agent, err := s.cfg.Store.GetAgent(ctx, id.AgentID)
 	if err != nil {
 		return toStatus(log, "get agent", err)
@@ -198,6 +201,7 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 	}
 
 	recvErr := make(chan error, 1)
+	var reportAudits auditBudget
 	go func() {
 		for {
 			m, err := stream.Recv()
@@ -230,6 +234,9 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 				sess.Heartbeat(s.cfg.Clock.Now())
 				if err := s.cfg.Dumps.Report(ctx, id.AgentID, msg.DumpReport.GetDump()); err != nil {
 					log.Warn("dump report refused", "err", err)
+					if reportAudits.allow(s.cfg.Clock.Now()) {
+						s.auditReport(ctx, id.String(), msg.DumpReport.GetDump().GetId(), err)
+					}
 				}
 			case *livedumpv1.ConnectRequest_Hello:
 				recvErr <- status.Error(codes.InvalidArgument, "hello: sent twice on one stream")
@@ -376,4 +383,41 @@ func provisionStateValue(name string) livedumpv1.ProvisionState {
 		}
 	}
 	return livedumpv1.ProvisionState_PROVISION_STATE_UNSPECIFIED
+}
+
+// auditBudget bounds how many refused reports of one Connect stream reach
+// the audit log: a few a minute; the rest are logged and counted only.
+type auditBudget struct {
+	window time.Time
+	used   int
+}
+
+const auditsPerMinute = 10
+
+func (b *auditBudget) allow(now time.Time) bool {
+	if now.Sub(b.window) >= time.Minute {
+		b.window, b.used = now, 0
+	}
+	b.used++
+	return b.used <= auditsPerMinute
+}
+
+// auditReport records a refused DumpReport, which arrives on the Connect
+// stream and so passes no interceptor. Everything in it is bounded: the
+// dump ID only if valid, the outcome cut to 512 bytes.
+func (s *AgentServer) auditReport(ctx context.Context, actor, dumpID string, err error) {
+	if validDumpID(dumpID) != nil {
+		dumpID = "" // the outcome says what was wrong with it
+	}
+	st := status.Convert(err)
+	outcome := strings.ToLower(st.Code().String()) + ": " + st.Message()
+	if len(outcome) > 512 {
+		outcome = strings.ToValidUTF8(outcome[:512], "")
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, aerr := s.cfg.Store.AppendAudit(actx, store.AuditEntry{Time: s.cfg.Clock.Now().UTC(), Actor: actor,
+		Action: "AgentService/DumpReport", Target: dumpID, Outcome: outcome}); aerr != nil {
+		s.cfg.Logger.Error("audit write failed", "action", "AgentService/DumpReport", "actor", actor, "err", aerr)
+	}
 }

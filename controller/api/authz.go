@@ -49,7 +49,7 @@ var policy = map[string]rule{
 	livedumpv1.AgentService_Renew_FullMethodName:         {caller: agents, mutating: true},
 	livedumpv1.AgentService_Connect_FullMethodName:       {caller: agents},
 	livedumpv1.AgentService_FetchArtifact_FullMethodName: {caller: agents},
-	livedumpv1.AgentService_UploadDump_FullMethodName:    {caller: agents},
+	livedumpv1.AgentService_UploadDump_FullMethodName:    {caller: agents, mutating: true},
 	livedumpv1.AgentService_DumpOffset_FullMethodName:    {caller: agents},
 
 	livedumpv1.FleetService_ListAgents_FullMethodName:  {caller: operators, minRole: pki.RoleViewer},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -15,10 +16,32 @@ import (
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
-// UploadDump implements AgentService.UploadDump.
+// UploadDump implements AgentService.UploadDump. The audit entry (every
+// upload, and every refusal) names the dump its header announced.
 func (s *AgentServer) UploadDump(stream grpc.ClientStreamingServer[livedumpv1.UploadDumpRequest, livedumpv1.UploadDumpResponse]) error {
 	id, _ := IdentityFromContext(stream.Context())
-	return s.cfg.Dumps.Upload(id.AgentID, stream)
+	hs := &headerSeen{ClientStreamingServer: stream}
+	err := s.cfg.Dumps.Upload(id.AgentID, hs)
+	if d := hs.dumpID.Load(); d != nil {
+		setAuditTarget(stream.Context(), *d)
+	}
+	return err
+}
+
+// headerSeen remembers the dump ID of an upload's header. Recv runs on the
+// receiver's reading goroutine, which may outlive the handler; hence the
+// atomic.
+type headerSeen struct {
+	grpc.ClientStreamingServer[livedumpv1.UploadDumpRequest, livedumpv1.UploadDumpResponse]
+	dumpID atomic.Pointer[string]
+}
+
+func (h *headerSeen) Recv() (*livedumpv1.UploadDumpRequest, error) {
+	m, err := h.ClientStreamingServer.Recv()
+	if d := m.GetHeader().GetDump().GetId(); d != "" && validDumpID(d) == nil {
+		h.dumpID.CompareAndSwap(nil, &d)
+	}
+	return m, err
 }
 
 // DumpOffset implements AgentService.DumpOffset.

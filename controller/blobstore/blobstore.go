@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"time"
 )
 
 // ErrNotFound is returned for a hash the store does not hold.
@@ -40,6 +41,15 @@ type Blobs interface {
 	// an earlier Sync of the same upload returned, possibly in another
 	// process sharing the store.
 	Upload(ctx context.Context, id, sum string, size, committed int64) (Upload, error)
+	// DiscardUpload removes whatever the unfinished upload id holds (a
+	// partial file, a multipart upload and its resume state); an upload
+	// that holds nothing is not an error.
+	DiscardUpload(ctx context.Context, id string) error
+	// ExpireUploads discards the unfinished uploads that made no progress
+	// since before, except those keep names (uploads in progress in this
+	// process), and the leftovers of interrupted Puts, and returns the ids
+	// of the uploads it discarded.
+	ExpireUploads(ctx context.Context, before time.Time, keep func(id string) bool) ([]string, error)
 }
 
 // Reader reads a blob. Seek makes ranged reads possible, so downloads can
@@ -85,11 +95,19 @@ func ValidSHA256(s string) error {
 	return nil
 }
 
+// checkUploadID validates an upload id, which becomes a file name or key.
+func checkUploadID(id string) error {
+	if !uploadID.MatchString(id) {
+		return fmt.Errorf("upload id %q: want 1-128 letters, digits, _ or -", id)
+	}
+	return nil
+}
+
 // checkUpload validates the arguments of Blobs.Upload: the id becomes a
 // file name or key as well.
 func checkUpload(id, sum string, size, committed int64) error {
-	if !uploadID.MatchString(id) {
-		return fmt.Errorf("upload id %q: want 1-128 letters, digits, _ or -", id)
+	if err := checkUploadID(id); err != nil {
+		return err
 	}
 	if err := ValidSHA256(sum); err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 
@@ -474,6 +475,62 @@ func TestConcurrentUploadsOfTheSameContent(t *testing.T) {
 		}
 		if got := readBlob(t, b.open(t), sum); !bytes.Equal(got, content) {
 			t.Fatal("content changed")
+		}
+		noLeftovers(t, b)
+	})
+}
+
+// startPartial leaves an unfinished upload id with more than one part
+// synced, as an agent that went away would.
+func startPartial(t *testing.T, s Blobs, id string) {
+	t.Helper()
+	content := randomContent(2*partSize + 5)
+	u, err := s.Upload(context.Background(), id, sha(content), int64(len(content)), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, u, content[:partSize+100])
+	if n, err := u.Sync(context.Background()); err != nil || n == 0 {
+		t.Fatalf("Sync = %d %v", n, err)
+	}
+	u.Close()
+}
+
+func TestExpireUploads(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		s := b.open(t)
+		startPartial(t, s, "old")
+		startPartial(t, s, "busy")
+		// Nothing is older than a time before the uploads.
+		if ids, err := s.ExpireUploads(ctx, time.Now().Add(-time.Hour), nil); err != nil || len(ids) != 0 {
+			t.Fatalf("ExpireUploads(an hour ago) = %v %v, want none", ids, err)
+		}
+		ids, err := s.ExpireUploads(ctx, time.Now().Add(time.Minute), func(id string) bool { return id == "busy" })
+		if err != nil || len(ids) != 1 || ids[0] != "old" {
+			t.Fatalf("ExpireUploads = %v %v, want [old]", ids, err)
+		}
+		if left := b.leftovers(t); len(left) == 0 {
+			t.Fatal("the upload in progress was discarded too")
+		}
+		// A discarded upload resumes from 0.
+		content := randomContent(1000)
+		u, err := b.open(t).Upload(ctx, "old", sha(content), 1000, 0)
+		if err != nil || u.Offset() != 0 {
+			t.Fatalf("Upload after expiry: %v", err)
+		}
+		u.Close()
+		if err := s.DiscardUpload(ctx, "busy"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DiscardUpload(ctx, "busy"); err != nil {
+			t.Fatalf("DiscardUpload of nothing: %v", err)
+		}
+		if err := s.DiscardUpload(ctx, "old"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DiscardUpload(ctx, "../x"); err == nil {
+			t.Fatal("DiscardUpload accepted a bad id")
 		}
 		noLeftovers(t, b)
 	})

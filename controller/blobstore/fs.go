@@ -11,7 +11,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 )
 
 // Store is a content-addressed directory: blobs under sha256/, Put's
@@ -281,4 +283,50 @@ func (r readerCtx) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return r.r.Read(p)
+}
+
+// DiscardUpload implements Blobs.DiscardUpload.
+func (s *Store) DiscardUpload(_ context.Context, id string) error {
+	if err := checkUploadID(id); err != nil {
+		return err
+	}
+	err := os.Remove(filepath.Join(s.dir, "uploads", id+".part"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// ExpireUploads implements Blobs.ExpireUploads: partial files not written
+// since before, and temporary files of Puts that did not finish.
+func (s *Store) ExpireUploads(_ context.Context, before time.Time, keep func(id string) bool) ([]string, error) {
+	var ids []string
+	var errs []error
+	for _, sub := range []string{"uploads", "tmp"} {
+		dir := filepath.Join(s.dir, sub)
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, e := range entries {
+			name := e.Name()
+			id, isPart := strings.CutSuffix(name, ".part")
+			if e.IsDir() || sub == "uploads" && (!isPart || keep != nil && keep(id)) {
+				continue
+			}
+			fi, err := e.Info()
+			if err != nil || !fi.ModTime().Before(before) {
+				continue // gone meanwhile, or recent
+			}
+			if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+				continue
+			}
+			if sub == "uploads" {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids, errors.Join(errs...)
 }

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -433,4 +434,80 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// DiscardUpload implements Blobs.DiscardUpload.
+func (s *S3) DiscardUpload(ctx context.Context, id string) (err error) {
+	defer func() { err = transient(err) }()
+	if err := checkUploadID(id); err != nil {
+		return err
+	}
+	st, err := s.loadState(ctx, id)
+	if err != nil || st == nil {
+		return err
+	}
+	return s.discard(ctx, id, st)
+}
+
+// ExpireUploads implements Blobs.ExpireUploads. An upload's resume state is
+// rewritten with every part, so its age is the upload's silence; multipart
+// uploads that no state names (a state write failed, a process died
+// before the first one) are aborted once initiated before before, and
+// staged Puts older than before are removed. Bucket lifecycle rules on
+// these prefixes remain a good second line.
+func (s *S3) ExpireUploads(ctx context.Context, before time.Time, keep func(id string) bool) (_ []string, err error) {
+	defer func() { err = transient(err) }()
+	var ids []string
+	var errs []error
+	named := map[string]bool{} // multipart upload IDs that a live state names
+	statePrefix := s.prefix + "uploads/"
+	for o := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: statePrefix, Recursive: true}) {
+		if o.Err != nil {
+			return ids, o.Err
+		}
+		id, ok := strings.CutSuffix(strings.TrimPrefix(o.Key, statePrefix), ".json")
+		if !ok || checkUploadID(id) != nil {
+			continue
+		}
+		st, err := s.loadState(ctx, id)
+		if err != nil || st == nil {
+			if err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if !o.LastModified.Before(before) || keep != nil && keep(id) {
+			named[st.UploadID] = true
+			continue
+		}
+		if err := s.discard(ctx, id, st); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ids = append(ids, id)
+	}
+	for u := range s.client.ListIncompleteUploads(ctx, s.bucket, s.prefix+"sha256/", true) {
+		if u.Err != nil {
+			errs = append(errs, u.Err)
+			break
+		}
+		if named[u.UploadID] || !u.Initiated.Before(before) {
+			continue
+		}
+		if err := s.core.AbortMultipartUpload(ctx, s.bucket, u.Key, u.UploadID); err != nil && !notFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	for o := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.prefix + "tmp/", Recursive: true}) {
+		if o.Err != nil {
+			errs = append(errs, o.Err)
+			break
+		}
+		if o.LastModified.Before(before) {
+			if err := s.client.RemoveObject(ctx, s.bucket, o.Key, minio.RemoveObjectOptions{}); err != nil && !notFound(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return ids, errors.Join(errs...)
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -36,6 +37,18 @@ const (
 	// finishTimeout bounds publishing a complete upload, which goes on
 	// if the agent disconnects after its last chunk.
 	finishTimeout = 15 * time.Minute
+
+	DefaultHeaderTimeout = 30 * time.Second
+	DefaultChunkTimeout  = 60 * time.Second
+	DefaultQuotaPerAgent = 64 << 30 // 64 GiB
+	DefaultQuotaTotal    = 1 << 40  // 1 TiB
+	DefaultPartialTTL    = 24 * time.Hour
+	// memorySlack is how much larger than the machine's physical memory
+	// a live kernel dump may be announced (headers, metadata): an eighth
+	// of the memory plus this.
+	memorySlack = 64 << 20
+	// sweepBatch bounds the partial uploads expired per sweep.
+	sweepBatch = 100
 )
 
 // Stored states.
@@ -44,7 +57,7 @@ const (
 	StateHashed    = "hashed"
 	StateHashOnly  = "hash_only"
 	StateUploading = "uploading"
-	StateUploaded  = "uploaded"
+	StateUploaded  = store.DumpUploaded
 	StateFailed    = "failed"
 	StateAborted   = "aborted"
 )
@@ -55,6 +68,11 @@ var stateNames = map[livedumpv1.DumpState]string{
 	livedumpv1.DumpState_DUMP_STATE_UPLOADED: StateUploaded, livedumpv1.DumpState_DUMP_STATE_FAILED: StateFailed,
 	livedumpv1.DumpState_DUMP_STATE_ABORTED: StateAborted,
 }
+
+// Reasons a report or upload is refused, the label values of
+// livedump_controller_dump_refusals_total.
+var refusalReasons = []string{"invalid", "not_owner", "not_target", "forged_state", "immutable", "too_large",
+	"quota_agent", "quota_total", "busy", "header_timeout", "chunk_timeout", "past_size"}
 
 // StateValue maps a stored state to the wire enum.
 func StateValue(s string) livedumpv1.DumpState {
@@ -73,11 +91,30 @@ var (
 	fileRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}\.(?i:dmp)$`)
 )
 
+// Bounds limit what agents may make the controller store and hold. Zero
+// values take the defaults; a negative quota means none.
+type Bounds struct {
+	// HeaderTimeout bounds the wait for an upload's header, ChunkTimeout
+	// the wait for each following message (defaults 30s and 60s).
+	HeaderTimeout, ChunkTimeout time.Duration
+	// MaxSize caps the announced size of a dump (default 1 TiB); a dump
+	// is also refused when larger than its agent's reported physical
+	// memory plus slack.
+	MaxSize int64
+	// QuotaPerAgent and QuotaTotal cap the bytes of dumps stored and
+	// being uploaded, per agent and in all (defaults 64 GiB and 1 TiB).
+	QuotaPerAgent, QuotaTotal int64
+	// PartialTTL is how long a partial upload may make no progress
+	// before it is removed (default 24h).
+	PartialTTL time.Duration
+}
+
 // Config configures a Receiver.
 type Config struct {
-	Store store.Store
-	Blobs blobstore.Blobs // dumps, and the partial uploads that become them
-	Slots int             // concurrent uploads; more wait (backpressure, not errors)
+	Store  store.Store
+	Blobs  blobstore.Blobs // dumps, and the partial uploads that become them
+	Slots  int             // concurrent uploads; more wait (backpressure, not errors)
+	Bounds Bounds
 	// Limits returns a capture's upload limits; nil: none.
 	Limits   func(ctx context.Context, captureID string) (Limits, error)
 	Logger   *slog.Logger
@@ -98,11 +135,26 @@ type Receiver struct {
 	slots chan struct{}
 	dec   *zstd.Decoder
 
+	mu     sync.Mutex
+	agents map[string]bool    // agents with an upload stream open here: one each
+	active map[string]*active // dump ID -> upload in progress here
+
 	results    *prometheus.CounterVec
+	refusals   *prometheus.CounterVec
 	bytes      prometheus.Counter
 	compressed prometheus.Counter
 	duration   prometheus.Histogram
 	resumes    prometheus.Counter
+	stored     prometheus.Gauge
+	expired    prometheus.Counter
+}
+
+// active is an upload in progress: it reserves the bytes it has yet to
+// commit against the quotas.
+type active struct {
+	agentID   string
+	size      int64
+	committed int64 // what the store records as committed (under mu)
 }
 
 // New returns a Receiver.
@@ -116,25 +168,71 @@ func New(cfg Config) (*Receiver, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	b := &cfg.Bounds
+	if b.HeaderTimeout <= 0 {
+		b.HeaderTimeout = DefaultHeaderTimeout
+	}
+	if b.ChunkTimeout <= 0 {
+		b.ChunkTimeout = DefaultChunkTimeout
+	}
+	if b.MaxSize <= 0 || b.MaxSize > MaxDumpSize {
+		b.MaxSize = MaxDumpSize
+	}
+	if b.QuotaPerAgent == 0 {
+		b.QuotaPerAgent = DefaultQuotaPerAgent
+	}
+	if b.QuotaTotal == 0 {
+		b.QuotaTotal = DefaultQuotaTotal
+	}
+	if b.PartialTTL <= 0 {
+		b.PartialTTL = DefaultPartialTTL
+	}
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(MaxChunkRaw), zstd.WithDecoderConcurrency(0))
 	if err != nil {
 		return nil, err
 	}
-	r := &Receiver{cfg: cfg, slots: make(chan struct{}, cfg.Slots), dec: dec,
-		results:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "livedump_controller_dumps_total", Help: "Dump uploads finished, by result (uploaded, duplicate, hash_only, corrupt, failed)."}, []string{"result"}),
+	r := &Receiver{cfg: cfg, slots: make(chan struct{}, cfg.Slots), dec: dec, agents: map[string]bool{}, active: map[string]*active{},
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "livedump_controller_dumps_total", Help: "Dump uploads finished, by result (uploaded, duplicate: already uploaded and verified, hash_only, corrupt, failed)."}, []string{"result"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "livedump_controller_dump_refusals_total",
+			Help: "Dump reports and uploads refused, by reason (invalid, not_owner, not_target, forged_state, immutable, too_large, quota_agent, quota_total, busy, header_timeout, chunk_timeout, past_size)."}, []string{"reason"}),
 		bytes:      prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_controller_dump_bytes_received_total", Help: "Raw dump bytes received and written."}),
 		compressed: prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_controller_dump_compressed_bytes_received_total", Help: "Compressed dump bytes received on the wire."}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "livedump_controller_dump_upload_seconds", Help: "Duration of one upload stream.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 18)}),
 		resumes: prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_controller_dump_upload_resumes_total", Help: "Uploads that resumed from a committed offset above 0."}),
+		stored: prometheus.NewGauge(prometheus.GaugeOpts{Name: "livedump_controller_dump_stored_bytes",
+			Help: "Bytes dumps hold against the total quota (uploaded dumps and committed partial uploads), as last counted."}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_controller_dump_partial_uploads_expired_total",
+			Help: "Partial dump uploads removed after making no progress for dumps.partial_ttl."}),
 	}
 	for _, res := range []string{"uploaded", "duplicate", "hash_only", "corrupt", "failed"} {
 		r.results.WithLabelValues(res)
 	}
+	for _, res := range refusalReasons {
+		r.refusals.WithLabelValues(res)
+	}
 	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(r.results, r.bytes, r.compressed, r.duration, r.resumes)
+		cfg.Registry.MustRegister(r.results, r.refusals, r.bytes, r.compressed, r.duration, r.resumes, r.stored, r.expired)
 	}
 	return r, nil
+}
+
+// refuse counts and logs a refusal and returns err, the status the agent
+// gets (and the audit log records).
+func (r *Receiver) refuse(reason, agentID, dumpID string, err error) error {
+	r.refusals.WithLabelValues(reason).Inc()
+	r.cfg.Logger.Warn("dump refused", "agent_id", agentID, "dump_id", clip(dumpID), "reason", reason, "err", err)
+	return err
+}
+
+// clip bounds a string from an agent before it goes into an error, a log
+// line or the audit log.
+func clip(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
 }
 
 func invalid(field, format string, args ...any) error {
@@ -146,11 +244,11 @@ func checkDump(d *livedumpv1.Dump) error {
 	case d == nil:
 		return invalid("dump", "missing")
 	case !idRe.MatchString(d.GetId()):
-		return invalid("dump.id", "%q: want 8-64 lower-case hex digits", d.GetId())
+		return invalid("dump.id", "%q: want 8-64 lower-case hex digits", clip(d.GetId()))
 	case d.GetFileName() != "" && !fileRe.MatchString(d.GetFileName()):
-		return invalid("dump.file_name", "%q is not a dump file name", d.GetFileName())
+		return invalid("dump.file_name", "%q is not a dump file name", clip(d.GetFileName()))
 	case d.GetSha256() != "" && !shaRe.MatchString(d.GetSha256()):
-		return invalid("dump.sha256", "%q: want 64 lower-case hex digits", d.GetSha256())
+		return invalid("dump.sha256", "%q: want 64 lower-case hex digits", clip(d.GetSha256()))
 	case d.GetSize() < 0 || d.GetSize() > MaxDumpSize:
 		return invalid("dump.size", "%d out of range", d.GetSize())
 	case len(d.GetCaptureId()) > 64 || len(d.GetEventId()) > 64 || len(d.GetDetail()) > 4096:
@@ -160,19 +258,57 @@ func checkDump(d *livedumpv1.Dump) error {
 }
 
 // Report records what an agent says about a dump. Progress the upload owns
-// (and an uploaded dump's state) is never rolled back by a late report.
+// (and an uploaded dump's state) is never rolled back by a late report. An
+// agent may only speak of its own dumps, may link them only to captures
+// that target it, may never call a dump uploaded (only a verified upload
+// makes it so), and may never change a dump's hash and size, or its
+// capture, once reported.
 func (r *Receiver) Report(ctx context.Context, agentID string, d *livedumpv1.Dump) error {
+	_, err := r.report(ctx, agentID, d)
+	return err
+}
+
+// report is Report; it also returns the dump as stored before.
+func (r *Receiver) report(ctx context.Context, agentID string, d *livedumpv1.Dump) (*store.Dump, error) {
 	if err := checkDump(d); err != nil {
-		return err
+		return nil, r.refuse("invalid", agentID, d.GetId(), err)
 	}
-	old, err := r.cfg.Store.GetDump(ctx, d.GetId())
+	var old *store.Dump
+	o, err := r.cfg.Store.GetDump(ctx, d.GetId())
 	switch {
-	case err == nil && old.AgentID != agentID:
-		return status.Errorf(codes.PermissionDenied, "dump %s belongs to another agent", d.GetId())
-	case err == nil && old.State == StateUploaded:
-		return nil
-	case err != nil && !errors.Is(err, store.ErrNotFound):
-		return err
+	case err == nil:
+		old = &o
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, err
+	}
+	switch {
+	case old != nil && old.AgentID != agentID:
+		return nil, r.refuse("not_owner", agentID, d.GetId(), status.Errorf(codes.PermissionDenied, "dump %s belongs to another agent", d.GetId()))
+	case old != nil && old.State == StateUploaded:
+		return old, nil
+	case d.GetState() == livedumpv1.DumpState_DUMP_STATE_UPLOADED:
+		return nil, r.refuse("forged_state", agentID, d.GetId(), invalid("dump.state",
+			"an agent cannot report a dump uploaded; the controller marks it uploaded once it has received and verified the content"))
+	case old != nil && old.SHA256 != "" && d.GetSha256() != "" && d.GetSha256() != old.SHA256:
+		return nil, r.refuse("immutable", agentID, d.GetId(), invalid("dump.sha256",
+			"%s differs from the %s reported before; a dump's hash never changes", d.GetSha256(), old.SHA256))
+	case old != nil && old.SHA256 != "" && d.GetSha256() != "" && d.GetSize() != old.Size:
+		return nil, r.refuse("immutable", agentID, d.GetId(), invalid("dump.size",
+			"%d differs from the %d bytes reported with its hash; a dump's size never changes", d.GetSize(), old.Size))
+	case old != nil && old.CaptureID != "" && d.GetCaptureId() != old.CaptureID:
+		return nil, r.refuse("immutable", agentID, d.GetId(), invalid("dump.capture_id",
+			"%q: the dump belongs to capture %s", clip(d.GetCaptureId()), old.CaptureID))
+	}
+	if c := d.GetCaptureId(); c != "" && (old == nil || old.CaptureID != c) {
+		// Only a capture's targets may spend its dump quota.
+		_, err := r.cfg.Store.GetTarget(ctx, c, agentID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, r.refuse("not_target", agentID, d.GetId(), status.Errorf(codes.PermissionDenied,
+				"dump.capture_id: agent %s is not a target of capture %q", agentID, clip(c)))
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	sig := ""
 	if d.GetEventId() != "" {
@@ -182,11 +318,39 @@ func (r *Receiver) Report(ctx context.Context, agentID string, d *livedumpv1.Dum
 	if state == "" {
 		state = StateWriting
 	}
-	return r.cfg.Store.PutDump(ctx, store.Dump{
+	return old, r.cfg.Store.PutDump(ctx, store.Dump{
 		ID: d.GetId(), AgentID: agentID, CaptureID: d.GetCaptureId(), EventID: d.GetEventId(), FileName: d.GetFileName(),
 		Size: d.GetSize(), SHA256: d.GetSha256(), State: state, Detail: d.GetDetail(), Written: d.GetWritten().AsTime(),
 		Updated: r.cfg.Clock.Now().UTC(), Signature: sig,
 	})
+}
+
+// SetMemory records the physical memory an agent reports: the largest
+// live kernel dump its machine can write.
+func (r *Receiver) SetMemory(ctx context.Context, agentID string, bytes uint64) error {
+	return r.cfg.Store.SetAgentMemory(ctx, agentID, int64(min(bytes, 1<<62)))
+}
+
+// checkSize refuses an announced size no live kernel dump of the agent's
+// machine can have.
+func (r *Receiver) checkSize(ctx context.Context, agentID string, d *livedumpv1.Dump) error {
+	mem, err := r.cfg.Store.AgentMemory(ctx, agentID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	size := d.GetSize()
+	if mem > 0 {
+		if limit := min(r.cfg.Bounds.MaxSize, mem+mem/8+memorySlack); size > limit {
+			return r.refuse("too_large", agentID, d.GetId(), invalid("dump.size",
+				"%d bytes is more than a live kernel dump of this machine can be: it reported %d bytes of physical memory (at most %d bytes)",
+				size, mem, limit))
+		}
+	}
+	if size > r.cfg.Bounds.MaxSize {
+		return r.refuse("too_large", agentID, d.GetId(), invalid("dump.size",
+			"%d bytes is more than the %d-byte maximum (dumps.max_size)", size, r.cfg.Bounds.MaxSize))
+	}
+	return nil
 }
 
 // Offset returns where an upload resumes.
@@ -207,39 +371,101 @@ func (r *Receiver) Offset(ctx context.Context, agentID, id string) (*livedumpv1.
 	return &livedumpv1.DumpOffsetResponse{Committed: d.Committed, State: StateValue(d.State)}, nil
 }
 
-// Upload receives one upload stream.
-func (r *Receiver) Upload(agentID string, stream grpc.ClientStreamingServer[livedumpv1.UploadDumpRequest, livedumpv1.UploadDumpResponse]) error {
-	ctx := stream.Context()
-	// A bounded number of uploads write at once; the others wait here, which
-	// the agent sees as a slow stream, not an error.
+// msg is one message read from an upload stream, or why none came.
+type msg struct {
+	m   *livedumpv1.UploadDumpRequest
+	err error
+}
+
+// reader reads the stream on its own goroutine, so that each wait for a
+// message can have a deadline; it stops when ctx ends (the handler
+// returning ends the stream, which ends its Recv).
+func reader(ctx context.Context, stream grpc.ClientStreamingServer[livedumpv1.UploadDumpRequest, livedumpv1.UploadDumpResponse]) <-chan msg {
+	ch := make(chan msg)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			select {
+			case ch <- msg{m, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+// next waits at most d for the next message of an upload.
+func (r *Receiver) next(ctx context.Context, in <-chan msg, d time.Duration, what string) (*livedumpv1.UploadDumpRequest, error) {
+	t := r.cfg.Clock.NewTimer(d)
+	defer t.Stop()
 	select {
-	case r.slots <- struct{}{}:
-		defer func() { <-r.slots }()
+	case m := <-in:
+		return m.m, m.err
+	case <-t.Chan():
+		return nil, status.Errorf(codes.DeadlineExceeded, "%s: nothing received within %s; the upload is cut, resume it from the committed offset", what, d)
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, status.FromContextError(ctx.Err()).Err()
 	}
+}
+
+// Upload receives one upload stream. An agent has at most one upload
+// stream open; its header must come within the header timeout and every
+// later message within the chunk timeout. Only an upload with a valid
+// header that fits the size ceiling and the quotas waits for one of the
+// bounded upload slots.
+func (r *Receiver) Upload(agentID string, stream grpc.ClientStreamingServer[livedumpv1.UploadDumpRequest, livedumpv1.UploadDumpResponse]) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	r.mu.Lock()
+	if r.agents[agentID] {
+		r.mu.Unlock()
+		return r.refuse("busy", agentID, "", status.Errorf(codes.ResourceExhausted,
+			"agent %s already has a dump upload in progress; one at a time", agentID))
+	}
+	r.agents[agentID] = true
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.agents, agentID)
+		r.mu.Unlock()
+	}()
 	start := time.Now()
 	defer func() { r.duration.Observe(time.Since(start).Seconds()) }()
 
-	first, err := stream.Recv()
+	in := reader(ctx, stream)
+	first, err := r.next(ctx, in, r.cfg.Bounds.HeaderTimeout, "header")
+	if status.Code(err) == codes.DeadlineExceeded {
+		return r.refuse("header_timeout", agentID, "", err)
+	}
 	if err != nil {
 		return err
 	}
 	h := first.GetHeader()
 	if h == nil {
-		return invalid("header", "the first message must be the header")
+		return r.refuse("invalid", agentID, "", invalid("header", "the first message must be the header"))
 	}
 	d := h.GetDump()
 	if err := checkDump(d); err != nil {
-		return err
+		return r.refuse("invalid", agentID, d.GetId(), err)
 	}
 	if !shaRe.MatchString(d.GetSha256()) || d.GetSize() <= 0 {
-		return invalid("dump", "an upload needs the dump's size and sha256")
+		return r.refuse("invalid", agentID, d.GetId(), invalid("dump", "an upload needs the dump's size and sha256"))
 	}
 	if h.GetCompression() != "zstd" {
-		return invalid("header.compression", "%q: want zstd", h.GetCompression())
+		return r.refuse("invalid", agentID, d.GetId(), invalid("header.compression", "%q: want zstd", clip(h.GetCompression())))
 	}
-	if err := r.Report(ctx, agentID, d); err != nil {
+	// A dump verified before is confirmed whatever its size; any other
+	// must fit its machine, checked before anything of it is recorded.
+	if old, err := r.cfg.Store.GetDump(ctx, d.GetId()); err != nil || old.State != StateUploaded {
+		if err := r.checkSize(ctx, agentID, d); err != nil {
+			return err
+		}
+	}
+	if _, err := r.report(ctx, agentID, d); err != nil {
 		return err
 	}
 	rec, err := r.cfg.Store.GetDump(ctx, d.GetId())
@@ -247,20 +473,10 @@ func (r *Receiver) Upload(agentID string, stream grpc.ClientStreamingServer[live
 		return err
 	}
 	now := func() time.Time { return r.cfg.Clock.Now().UTC() }
-	dup := rec.State == StateUploaded
-	if !dup && rec.Committed == 0 && h.GetOffset() == 0 {
-		if dup, err = r.cfg.Blobs.Has(ctx, d.GetSha256()); err != nil {
-			return blobErr("look up the dump's content", err)
-		}
-	}
-	if dup {
-		// Identical content is stored once: a second copy is verified by
-		// its hash alone.
-		if err := r.cfg.Store.SetDumpProgress(ctx, rec.ID, rec.Size, rec.Compressed, StateUploaded, "identical content already stored", now()); err != nil {
-			return err
-		}
+	if rec.State == StateUploaded {
+		// Received and verified before (the agent missed the answer).
 		r.results.WithLabelValues("duplicate").Inc()
-		return stream.SendAndClose(&livedumpv1.UploadDumpResponse{State: livedumpv1.DumpState_DUMP_STATE_UPLOADED, Committed: rec.Size, Detail: "identical content already stored"})
+		return stream.SendAndClose(&livedumpv1.UploadDumpResponse{State: livedumpv1.DumpState_DUMP_STATE_UPLOADED, Committed: rec.Size, Detail: "already uploaded and verified"})
 	}
 	if ok, why, err := r.admit(ctx, rec); err != nil {
 		return err
@@ -273,6 +489,19 @@ func (r *Receiver) Upload(agentID string, stream grpc.ClientStreamingServer[live
 	}
 	if h.GetOffset() != rec.Committed {
 		return status.Errorf(codes.FailedPrecondition, "offset %d: the controller has %d bytes committed; resume from there", h.GetOffset(), rec.Committed)
+	}
+	release, err := r.reserve(ctx, rec)
+	if err != nil {
+		return err
+	}
+	defer release()
+	// A bounded number of uploads write at once; the others wait here, which
+	// the agent sees as a slow stream, not an error.
+	select {
+	case r.slots <- struct{}{}:
+		defer func() { <-r.slots }()
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
 	}
 	up, err := r.cfg.Blobs.Upload(ctx, rec.ID, rec.SHA256, rec.Size, rec.Committed)
 	if err != nil {
@@ -292,13 +521,132 @@ func (r *Receiver) Upload(agentID string, stream grpc.ClientStreamingServer[live
 	if rec.Committed > 0 {
 		r.resumes.Inc()
 	}
-	err = r.receive(ctx, stream, rec, up)
+	err = r.receive(ctx, agentID, in, stream, rec, up)
 	switch status.Code(err) {
 	case codes.OK, codes.Canceled, codes.DataLoss: // DataLoss is counted as corrupt
 	default:
 		r.results.WithLabelValues("failed").Inc()
 	}
 	return err
+}
+
+// reserve checks that the rest of the dump fits the agent's and the total
+// byte quotas, counting what the store holds and the uploads in progress
+// here, and reserves it until release. (Replicas reserve each on their
+// own: together they may pass a quota by what their uploads in progress
+// still have to send.)
+func (r *Receiver) reserve(ctx context.Context, rec store.Dump) (release func(), err error) {
+	agentHeld, err := r.cfg.Store.DumpBytes(ctx, rec.AgentID)
+	if err != nil {
+		return nil, err
+	}
+	totalHeld, err := r.cfg.Store.DumpBytes(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	r.stored.Set(float64(totalHeld))
+	need := rec.Size - rec.Committed
+	b := r.cfg.Bounds
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, a := range r.active {
+		pending := a.size - a.committed
+		totalHeld += pending
+		if a.agentID == rec.AgentID {
+			agentHeld += pending
+		}
+	}
+	switch {
+	case b.QuotaPerAgent > 0 && agentHeld+need > b.QuotaPerAgent:
+		return nil, r.refuse("quota_agent", rec.AgentID, rec.ID, status.Errorf(codes.ResourceExhausted,
+			"dump.size: %d more bytes would pass the agent's dump quota (%d of %d bytes held); keep the dump and retry once dumps are removed",
+			need, agentHeld, b.QuotaPerAgent))
+	case b.QuotaTotal > 0 && totalHeld+need > b.QuotaTotal:
+		return nil, r.refuse("quota_total", rec.AgentID, rec.ID, status.Errorf(codes.ResourceExhausted,
+			"dump.size: %d more bytes would pass the controller's total dump quota (%d of %d bytes held); keep the dump and retry once dumps are removed",
+			need, totalHeld, b.QuotaTotal))
+	}
+	a := &active{agentID: rec.AgentID, size: rec.Size, committed: rec.Committed}
+	r.active[rec.ID] = a
+	return func() {
+		r.mu.Lock()
+		if r.active[rec.ID] == a {
+			delete(r.active, rec.ID)
+		}
+		r.mu.Unlock()
+	}, nil
+}
+
+// uploading reports whether dump id is being uploaded here.
+func (r *Receiver) uploading(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.active[id] != nil
+}
+
+// Run removes partial uploads that made no progress for the partial
+// upload TTL until ctx ends.
+func (r *Receiver) Run(ctx context.Context) error {
+	every := min(max(r.cfg.Bounds.PartialTTL/4, 100*time.Millisecond), 10*time.Minute)
+	t := r.cfg.Clock.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.Chan():
+		}
+		r.Sweep(ctx)
+	}
+}
+
+// Sweep removes the partial uploads that made no progress for the partial
+// upload TTL, except uploads in progress here: their content in the blob
+// store, and their committed offset in the store (the dump is marked
+// failed; the agent starts it again from 0 if it comes back). It returns
+// how many it removed.
+func (r *Receiver) Sweep(ctx context.Context) int {
+	now := r.cfg.Clock.Now().UTC()
+	before := now.Add(-r.cfg.Bounds.PartialTTL)
+	detail := fmt.Sprintf("partial upload removed after %s without progress", r.cfg.Bounds.PartialTTL)
+	n := 0
+	stale, err := r.cfg.Store.StaleDumpUploads(ctx, before, sweepBatch)
+	if err != nil {
+		r.cfg.Logger.Warn("list stale dump uploads", "err", err)
+	}
+	for _, d := range stale {
+		if r.uploading(d.ID) {
+			continue
+		}
+		ok, err := r.cfg.Store.ExpireDumpUpload(ctx, d.ID, before, detail, now)
+		if err != nil {
+			r.cfg.Logger.Warn("expire dump upload", "dump_id", d.ID, "err", err)
+			continue
+		}
+		if !ok {
+			continue // it moved meanwhile
+		}
+		if err := r.cfg.Blobs.DiscardUpload(ctx, d.ID); err != nil {
+			// Harmless: an upload of the dump from 0 replaces it.
+			r.cfg.Logger.Warn("discard partial dump upload", "dump_id", d.ID, "err", err)
+		}
+		n++
+		r.expired.Inc()
+		r.cfg.Logger.Info("partial dump upload expired", "dump_id", d.ID, "agent_id", d.AgentID, "committed", d.Committed, "ttl", r.cfg.Bounds.PartialTTL)
+	}
+	// Partial uploads the store does not know of, or no longer counts.
+	ids, err := r.cfg.Blobs.ExpireUploads(ctx, before, r.uploading)
+	if err != nil {
+		r.cfg.Logger.Warn("expire partial uploads in the blob store", "err", err)
+	}
+	if len(ids) > 0 {
+		r.expired.Add(float64(len(ids)))
+		r.cfg.Logger.Info("orphaned partial uploads removed", "count", len(ids))
+	}
+	if held, err := r.cfg.Store.DumpBytes(ctx, ""); err == nil {
+		r.stored.Set(float64(held))
+	}
+	return n
 }
 
 // admit reports whether the dump may upload under its capture's limits, and
@@ -363,7 +711,7 @@ func compressedAt(marks []wireMark, durable int64) (int64, []wireMark) {
 	return m.compressed + (durable-m.raw)*(next.compressed-m.compressed)/(next.raw-m.raw), marks
 }
 
-func (r *Receiver) receive(ctx context.Context, stream grpc.ClientStreamingServer[livedumpv1.UploadDumpRequest, livedumpv1.UploadDumpResponse], rec store.Dump, up blobstore.Upload) error {
+func (r *Receiver) receive(ctx context.Context, agentID string, in <-chan msg, stream grpc.ClientStreamingServer[livedumpv1.UploadDumpRequest, livedumpv1.UploadDumpResponse], rec store.Dump, up blobstore.Upload) error {
 	written, compressed, lastSync := rec.Committed, rec.Compressed, rec.Committed
 	marks := []wireMark{{written, compressed}}
 	// commit records what the store says is durable, which may trail what
@@ -379,29 +727,43 @@ func (r *Receiver) receive(ctx context.Context, stream grpc.ClientStreamingServe
 		lastSync = written
 		var wire int64
 		wire, marks = compressedAt(marks, durable)
-		return r.cfg.Store.SetDumpProgress(ctx, rec.ID, durable, wire, state, "", r.cfg.Clock.Now().UTC())
+		if err := r.cfg.Store.SetDumpProgress(ctx, rec.ID, durable, wire, state, "", r.cfg.Clock.Now().UTC()); err != nil {
+			return err
+		}
+		r.mu.Lock()
+		if a := r.active[rec.ID]; a != nil {
+			a.committed = durable
+		}
+		r.mu.Unlock()
+		return nil
 	}
 	buf := make([]byte, 0, MaxChunkRaw)
 	for {
-		m, err := stream.Recv()
+		m, err := r.next(ctx, in, r.cfg.Bounds.ChunkTimeout, "chunk")
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			// Keep what is durable; the agent resumes from it.
 			_ = commit(StateUploading)
+			if status.Code(err) == codes.DeadlineExceeded {
+				return r.refuse("chunk_timeout", agentID, rec.ID, err)
+			}
 			return err
 		}
 		chunk := m.GetChunk()
 		if m.GetHeader() != nil || len(chunk) == 0 {
-			return invalid("chunk", "expected a non-empty zstd chunk")
+			return r.refuse("invalid", agentID, rec.ID, invalid("chunk", "expected a non-empty zstd chunk"))
 		}
+		// The decoder allocates at most MaxChunkRaw and stops there, and
+		// nothing decoded is written unless it fits the announced size.
 		raw, err := r.dec.DecodeAll(chunk, buf[:0])
 		if err != nil {
-			return invalid("chunk", "not a zstd frame of at most %d bytes: %v", MaxChunkRaw, err)
+			return r.refuse("invalid", agentID, rec.ID, invalid("chunk", "not a zstd frame of at most %d bytes: %v", MaxChunkRaw, err))
 		}
 		if written+int64(len(raw)) > rec.Size {
-			return invalid("chunk", "more data than the announced %d bytes", rec.Size)
+			_ = commit(StateUploading)
+			return r.refuse("past_size", agentID, rec.ID, invalid("chunk", "more data than the announced %d bytes", rec.Size))
 		}
 		if _, err := up.Write(raw); err != nil {
 			_ = commit(StateUploading)

@@ -75,6 +75,12 @@ func newFixtureWith(t *testing.T, blobs blobstore.Blobs) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	// Capture c-1 targets both test agents: only targets may link dumps to it.
+	now := time.Now()
+	if err := st.CreateCapture(context.Background(), store.Capture{ID: "c-1", Spec: "{}", State: "active", Created: now, Expires: now.Add(time.Hour)},
+		[]store.CaptureTarget{{AgentID: "agent-1", State: "armed"}, {AgentID: "agent-2", State: "armed"}}); err != nil {
+		t.Fatal(err)
+	}
 	f := &fixture{t: t, st: st, blobs: blobs}
 	f.r = f.receiver(blobs)
 	return f
@@ -227,10 +233,6 @@ func TestQuotaAndDuplicates(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	now := time.Now()
-	if err := f.st.CreateCapture(ctx, store.Capture{ID: "c-1", Spec: "{}", State: "active", Created: now, Expires: now.Add(time.Hour)},
-		[]store.CaptureTarget{{AgentID: "agent-1", State: "armed"}}); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := f.st.InsertEvents(ctx, []store.Event{
 		{ID: "ev000001", CaptureID: "c-1", AgentID: "agent-1", Time: now, Signature: "ntdll!NtCreateFile", User: "[]", Kernel: "[]"},
 		{ID: "ev000002", CaptureID: "c-1", AgentID: "agent-1", Time: now, Signature: "ntdll!NtCreateFile", User: "[]", Kernel: "[]"},
@@ -262,12 +264,18 @@ func TestQuotaAndDuplicates(t *testing.T) {
 		t.Fatalf("pulled dump over the quota: %v %v, want uploaded", err, s.resp)
 	}
 
-	// The same content from another dump is stored once.
+	// The same content from another dump is sent again (a hash alone
+	// proves nothing) and verified, and stored once.
 	f.quota = 0
 	d3 := dumpOf("aaaaaaaa06", raw1, sum1)
 	s = &fakeStream{msgs: messages(t, d3, raw1, 0, 1<<20)}
+	if err := f.upload("agent-1", s); err != nil || s.resp.GetState() != livedumpv1.DumpState_DUMP_STATE_UPLOADED || len(s.msgs) != 0 {
+		t.Fatalf("duplicate content: %v %v, %d messages unread", err, s.resp, len(s.msgs))
+	}
+	// Sending it again for a dump already uploaded is confirmed at once.
+	s = &fakeStream{msgs: messages(t, d3, raw1, 0, 1<<20)}
 	if err := f.upload("agent-1", s); err != nil || s.resp.GetState() != livedumpv1.DumpState_DUMP_STATE_UPLOADED || s.resp.GetDetail() == "" {
-		t.Fatalf("duplicate content: %v %v", err, s.resp)
+		t.Fatalf("uploaded dump sent again: %v %v", err, s.resp)
 	}
 }
 

@@ -105,6 +105,11 @@ type Event struct {
 	Signature string
 }
 
+// DumpUploaded is the state of a dump whose content the controller received
+// and verified. Only SetDumpProgress sets it: PutDump, which records what
+// an agent says, refuses it and never leaves it.
+const DumpUploaded = "uploaded"
+
 // Dump is a live kernel dump as the controller knows it.
 type Dump struct {
 	ID         string
@@ -260,6 +265,9 @@ type Store interface {
 
 	// PutDump inserts a dump or updates what the agent reports about it
 	// (everything but Committed and Compressed, which the upload owns).
+	// Once a dump has a SHA256, its SHA256 and Size never change; a dump in
+	// state DumpUploaded keeps its state and detail; and d.State may not be
+	// DumpUploaded (an error): only a verified upload makes a dump uploaded.
 	PutDump(ctx context.Context, d Dump) error
 	// GetDump returns a dump or ErrNotFound.
 	GetDump(ctx context.Context, id string) (Dump, error)
@@ -271,6 +279,27 @@ type Store interface {
 	MarkDumpPulled(ctx context.Context, id string) error
 	// CountDumps counts a capture's dumps with a signature in a state.
 	CountDumps(ctx context.Context, captureID, signature, state string) (int, error)
+	// DumpBytes is how many bytes dumps hold: the Size of uploaded dumps
+	// plus the Committed bytes of the others, over one agent's dumps or,
+	// when agentID is empty, over all.
+	DumpBytes(ctx context.Context, agentID string) (int64, error)
+	// StaleDumpUploads returns up to limit dumps that hold a partial upload
+	// (not uploaded, Committed > 0) and were last updated before t, oldest
+	// first.
+	StaleDumpUploads(ctx context.Context, t time.Time, limit int) ([]Dump, error)
+	// ExpireDumpUpload forgets a stale partial upload: Committed and
+	// Compressed 0, state "failed" with detail, Updated at; only if the
+	// dump is still not uploaded and was last updated before t. It reports
+	// whether it changed the dump.
+	ExpireDumpUpload(ctx context.Context, id string, t time.Time, detail string, at time.Time) (bool, error)
+	// SetAgentMemory records the physical memory an agent reported, in
+	// bytes (0: unknown); ErrNotFound for an unknown agent.
+	SetAgentMemory(ctx context.Context, agentID string, bytes int64) error
+	// AgentMemory returns the memory SetAgentMemory recorded, 0 if none;
+	// ErrNotFound for an unknown agent.
+	AgentMemory(ctx context.Context, agentID string) (int64, error)
+	// GetTarget returns one target of a capture, or ErrNotFound.
+	GetTarget(ctx context.Context, captureID, agentID string) (CaptureTarget, error)
 
 	// AdmitDump atomically admits a dump for upload: true if already
 	// admitted or if, among the dumps of its capture, fewer than maxDumps

@@ -58,7 +58,10 @@ func TestHole10_ViewerCannotDownloadDumps(t *testing.T) {
 	const dumpID = "0123456789abcdef"
 	now := time.Now().UTC()
 	if err := c.Store().PutDump(ctx, store.Dump{ID: dumpID, AgentID: agent.ID, FileName: "DTRACE-1.dmp", Size: size, SHA256: sum,
-		State: "uploaded", Committed: size, Written: now, Updated: now}); err != nil {
+		State: "reported", Written: now, Updated: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Store().SetDumpProgress(ctx, dumpID, size, size, "uploaded", "", now); err != nil {
 		t.Fatal(err)
 	}
 

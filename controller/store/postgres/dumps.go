@@ -26,12 +26,19 @@ func scanDump(row pgx.Row) (store.Dump, error) {
 
 // PutDump inserts or updates a dump's agent-reported fields. Progress, the
 // operator's pull and the admission are not the agent's to report, so a
-// later report leaves them alone.
+// later report leaves them alone; nor are the hash and size once known, or
+// the uploaded state, which only a verified upload sets.
 func (s *Store) PutDump(ctx context.Context, d store.Dump) error {
+	if d.State == store.DumpUploaded {
+		return fmt.Errorf("put dump %s: state %s is set only by a verified upload", d.ID, d.State)
+	}
 	_, err := s.pool.Exec(ctx, `INSERT INTO dumps (`+dumpColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, 0, $12, false, false)
 		ON CONFLICT (id) DO UPDATE SET capture_id = excluded.capture_id, event_id = excluded.event_id, file_name = excluded.file_name,
-			size = excluded.size, sha256 = excluded.sha256, state = excluded.state, detail = excluded.detail,
+			size = CASE WHEN dumps.sha256 = '' THEN excluded.size ELSE dumps.size END,
+			sha256 = CASE WHEN dumps.sha256 = '' THEN excluded.sha256 ELSE dumps.sha256 END,
+			state = CASE WHEN dumps.state = 'uploaded' THEN dumps.state ELSE excluded.state END,
+			detail = CASE WHEN dumps.state = 'uploaded' THEN dumps.detail ELSE excluded.detail END,
 			written = excluded.written, updated = excluded.updated, signature = excluded.signature`,
 		d.ID, d.AgentID, d.CaptureID, d.EventID, d.FileName, d.Size, d.SHA256, d.State, d.Detail, timeArg(d.Written), timeArg(d.Updated), d.Signature)
 	if err != nil {
@@ -160,4 +167,74 @@ func (s *Store) AdmitDump(ctx context.Context, id string, maxDumps, perSignature
 		return false, fmt.Errorf("admit dump %s: %w", id, err)
 	}
 	return admitted, nil
+}
+
+// DumpBytes sums what dumps hold: uploaded ones whole, others what was
+// committed of them.
+func (s *Store) DumpBytes(ctx context.Context, agentID string) (int64, error) {
+	q := `SELECT COALESCE(SUM(CASE WHEN state = 'uploaded' THEN size ELSE committed END), 0)::BIGINT FROM dumps`
+	var args []any
+	if agentID != "" {
+		q += ` WHERE agent_id = $1`
+		args = append(args, agentID)
+	}
+	var n int64
+	if err := s.pool.QueryRow(ctx, q, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("sum dump bytes: %w", err)
+	}
+	return n, nil
+}
+
+// StaleDumpUploads lists partial uploads not updated since t.
+func (s *Store) StaleDumpUploads(ctx context.Context, t time.Time, limit int) ([]store.Dump, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+dumpColumns+` FROM dumps
+		WHERE state <> 'uploaded' AND committed > 0 AND updated < $1 ORDER BY updated, id LIMIT $2`, timeArg(t), limit)
+	if err != nil {
+		return nil, fmt.Errorf("list stale dump uploads: %w", err)
+	}
+	out, err := collect(rows, scanDump)
+	if err != nil {
+		return nil, fmt.Errorf("list stale dump uploads: %w", err)
+	}
+	return out, nil
+}
+
+// ExpireDumpUpload forgets a partial upload if it is still stale.
+func (s *Store) ExpireDumpUpload(ctx context.Context, id string, t time.Time, detail string, at time.Time) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE dumps SET committed = 0, compressed = 0, state = 'failed', detail = $1, updated = $2
+		WHERE id = $3 AND state <> 'uploaded' AND updated < $4`, detail, timeArg(at), id, timeArg(t))
+	if err != nil {
+		return false, fmt.Errorf("expire dump upload %s: %w", id, err)
+	}
+	return tag.RowsAffected() > 0, nil
+}
+
+// SetAgentMemory records an agent's physical memory.
+func (s *Store) SetAgentMemory(ctx context.Context, agentID string, bytes int64) error {
+	if err := expectOne(s.pool.Exec(ctx, `UPDATE agents SET memory_bytes = $1 WHERE id = $2`, bytes, agentID)); err != nil {
+		return fmt.Errorf("set agent %s memory: %w", agentID, err)
+	}
+	return nil
+}
+
+// AgentMemory returns an agent's recorded physical memory.
+func (s *Store) AgentMemory(ctx context.Context, agentID string) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, `SELECT memory_bytes FROM agents WHERE id = $1`, agentID).Scan(&n); err != nil {
+		return 0, fmt.Errorf("agent %s memory: %w", agentID, mapErr(err))
+	}
+	return n, nil
+}
+
+// GetTarget returns one capture target.
+func (s *Store) GetTarget(ctx context.Context, captureID, agentID string) (store.CaptureTarget, error) {
+	var t store.CaptureTarget
+	var updated *int64
+	err := s.pool.QueryRow(ctx, `SELECT capture_id, agent_id, state, detail, events, updated FROM capture_targets
+		WHERE capture_id = $1 AND agent_id = $2`, captureID, agentID).Scan(&t.CaptureID, &t.AgentID, &t.State, &t.Detail, &t.Events, &updated)
+	if err != nil {
+		return store.CaptureTarget{}, fmt.Errorf("get target %s/%s: %w", captureID, agentID, mapErr(err))
+	}
+	t.Updated = timeVal(updated)
+	return t, nil
 }

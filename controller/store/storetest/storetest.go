@@ -59,6 +59,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Events", testEvents},
 		{"EventsDuplicateInBatch", testEventsDuplicateInBatch},
 		{"Dumps", testDumps},
+		{"DumpReportsCannotForge", testDumpReportsCannotForge},
+		{"DumpBytes", testDumpBytes},
+		{"StaleDumpUploads", testStaleDumpUploads},
+		{"AgentMemory", testAgentMemory},
+		{"GetTarget", testGetTarget},
 		{"AdmitDump", testAdmitDump},
 		{"AdmitDumpConcurrent", testAdmitDumpConcurrent},
 		{"ClaimTarget", testClaimTarget},
@@ -928,8 +933,13 @@ func testDumps(t *testing.T, s store.Store) {
 	wantErr(t, "GetDump missing", err, store.ErrNotFound)
 	wantErr(t, "SetDumpProgress missing", s.SetDumpProgress(ctx, "zz", 0, 0, "x", "", t0), store.ErrNotFound)
 
-	must(t, "PutDump d2", s.PutDump(ctx, store.Dump{ID: "d2", AgentID: "a2", CaptureID: "c1", State: "uploaded", Written: t0.Add(time.Minute), Signature: "sig"}))
-	must(t, "PutDump d3", s.PutDump(ctx, store.Dump{ID: "d3", AgentID: "a2", CaptureID: "c2", State: "uploaded", Written: t0.Add(2 * time.Minute), Signature: "sig"}))
+	for _, d := range []store.Dump{
+		{ID: "d2", AgentID: "a2", CaptureID: "c1", State: "hashed", Written: t0.Add(time.Minute), Signature: "sig"},
+		{ID: "d3", AgentID: "a2", CaptureID: "c2", State: "hashed", Written: t0.Add(2 * time.Minute), Signature: "sig"},
+	} {
+		must(t, "PutDump "+d.ID, s.PutDump(ctx, d))
+		must(t, "SetDumpProgress "+d.ID, s.SetDumpProgress(ctx, d.ID, 0, 0, store.DumpUploaded, "", t0))
+	}
 	all, err := s.ListDumps(ctx, "")
 	must(t, "ListDumps", err)
 	if len(all) != 3 || all[0].ID != "d3" {
@@ -951,4 +961,138 @@ func testDumps(t *testing.T, s store.Store) {
 		t.Fatal("pull not recorded, or reset by a later report")
 	}
 	wantErr(t, "MarkDumpPulled missing", s.MarkDumpPulled(ctx, "zz"), store.ErrNotFound)
+}
+
+// testDumpReportsCannotForge: what an agent reports (PutDump) never makes a
+// dump uploaded, and never changes a hash and size once reported.
+func testDumpReportsCannotForge(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	if err := s.PutDump(ctx, store.Dump{ID: "f1", AgentID: "a1", State: store.DumpUploaded, SHA256: "aa", Size: 10, Updated: t0}); err == nil {
+		t.Fatal("PutDump with state uploaded succeeded")
+	}
+	if _, err := s.GetDump(ctx, "f1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a refused PutDump stored the dump: %v", err)
+	}
+	// While the file is written its size grows and there is no hash yet.
+	d := store.Dump{ID: "f2", AgentID: "a1", State: "writing", Size: 5, Updated: t0}
+	must(t, "PutDump writing", s.PutDump(ctx, d))
+	d.Size, d.SHA256, d.State = 10, "aa", "hashed"
+	must(t, "PutDump hashed", s.PutDump(ctx, d))
+	d.Size, d.SHA256 = 99, "bb"
+	must(t, "PutDump with another hash", s.PutDump(ctx, d))
+	d.Size, d.SHA256, d.State = 0, "", "writing" // a re-hash starts again
+	must(t, "PutDump without a hash", s.PutDump(ctx, d))
+	got, err := s.GetDump(ctx, "f2")
+	must(t, "GetDump", err)
+	if got.SHA256 != "aa" || got.Size != 10 || got.State != "writing" {
+		t.Fatalf("GetDump = %+v, want sha256 aa and size 10 kept", got)
+	}
+	must(t, "SetDumpProgress", s.SetDumpProgress(ctx, "f2", 10, 4, store.DumpUploaded, "", t0))
+	d.State, d.Detail = "failed", "forged"
+	must(t, "PutDump after upload", s.PutDump(ctx, d))
+	if got, _ := s.GetDump(ctx, "f2"); got.State != store.DumpUploaded || got.Detail != "" || got.Committed != 10 {
+		t.Fatalf("a report changed an uploaded dump: %+v", got)
+	}
+}
+
+func testDumpBytes(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	for _, d := range []store.Dump{
+		{ID: "b1", AgentID: "a1", State: "hashed", SHA256: "aa", Size: 100},
+		{ID: "b2", AgentID: "a1", State: "hashed", SHA256: "bb", Size: 1000},
+		{ID: "b3", AgentID: "a2", State: "hashed", SHA256: "cc", Size: 7},
+		{ID: "b4", AgentID: "a2", State: "hashed", SHA256: "dd", Size: 1 << 40}, // announced, nothing received
+	} {
+		must(t, "PutDump "+d.ID, s.PutDump(ctx, d))
+	}
+	must(t, "SetDumpProgress b1", s.SetDumpProgress(ctx, "b1", 100, 50, store.DumpUploaded, "", t0))
+	must(t, "SetDumpProgress b2", s.SetDumpProgress(ctx, "b2", 300, 50, "uploading", "", t0))
+	must(t, "SetDumpProgress b3", s.SetDumpProgress(ctx, "b3", 7, 7, store.DumpUploaded, "", t0))
+	for agent, want := range map[string]int64{"a1": 400, "a2": 7, "": 407, "nobody": 0} {
+		got, err := s.DumpBytes(ctx, agent)
+		must(t, "DumpBytes "+agent, err)
+		if got != want {
+			t.Errorf("DumpBytes(%q) = %d, want %d", agent, got, want)
+		}
+	}
+}
+
+func testStaleDumpUploads(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	for _, d := range []store.Dump{
+		{ID: "s1", AgentID: "a1", State: "hashed", SHA256: "aa", Size: 100},
+		{ID: "s2", AgentID: "a1", State: "hashed", SHA256: "bb", Size: 100},
+		{ID: "s3", AgentID: "a1", State: "hashed", SHA256: "cc", Size: 100},
+		{ID: "s4", AgentID: "a1", State: "hashed", SHA256: "dd", Size: 100},
+	} {
+		must(t, "PutDump "+d.ID, s.PutDump(ctx, d))
+	}
+	must(t, "SetDumpProgress s1", s.SetDumpProgress(ctx, "s1", 40, 10, "uploading", "", t0))                // stale
+	must(t, "SetDumpProgress s2", s.SetDumpProgress(ctx, "s2", 40, 10, "uploading", "", t0.Add(time.Hour))) // fresh
+	must(t, "SetDumpProgress s3", s.SetDumpProgress(ctx, "s3", 100, 10, store.DumpUploaded, "", t0))        // done
+	must(t, "SetDumpProgress s4", s.SetDumpProgress(ctx, "s4", 0, 0, "uploading", "", t0))                  // nothing held
+	cut := t0.Add(time.Minute)
+	got, err := s.StaleDumpUploads(ctx, cut, 10)
+	must(t, "StaleDumpUploads", err)
+	if len(got) != 1 || got[0].ID != "s1" {
+		t.Fatalf("StaleDumpUploads = %+v, want s1 only", got)
+	}
+	ok, err := s.ExpireDumpUpload(ctx, "s2", cut, "expired", cut)
+	must(t, "ExpireDumpUpload s2", err)
+	if ok {
+		t.Fatal("ExpireDumpUpload expired an upload updated after the cut")
+	}
+	ok, err = s.ExpireDumpUpload(ctx, "s3", t0.Add(time.Hour), "expired", cut)
+	must(t, "ExpireDumpUpload s3", err)
+	if ok {
+		t.Fatal("ExpireDumpUpload expired an uploaded dump")
+	}
+	ok, err = s.ExpireDumpUpload(ctx, "s1", cut, "partial upload expired", cut)
+	must(t, "ExpireDumpUpload s1", err)
+	if !ok {
+		t.Fatal("ExpireDumpUpload did not expire a stale upload")
+	}
+	d, err := s.GetDump(ctx, "s1")
+	must(t, "GetDump", err)
+	if d.Committed != 0 || d.Compressed != 0 || d.State != "failed" || d.Detail != "partial upload expired" || d.SHA256 != "aa" {
+		t.Fatalf("expired upload = %+v", d)
+	}
+	checkTime(t, "Updated", d.Updated, cut)
+	if got, _ := s.StaleDumpUploads(ctx, t0.Add(24*time.Hour), 10); len(got) != 1 || got[0].ID != "s2" {
+		t.Fatalf("StaleDumpUploads later = %+v, want s2 only", got)
+	}
+}
+
+func testAgentMemory(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	must(t, "CreateAgent", s.CreateAgent(ctx, sampleAgent("m1", "HOST-M1")))
+	if n, err := s.AgentMemory(ctx, "m1"); err != nil || n != 0 {
+		t.Fatalf("AgentMemory before a report = %d %v, want 0", n, err)
+	}
+	must(t, "SetAgentMemory", s.SetAgentMemory(ctx, "m1", 16<<30))
+	if n, err := s.AgentMemory(ctx, "m1"); err != nil || n != 16<<30 {
+		t.Fatalf("AgentMemory = %d %v", n, err)
+	}
+	wantErr(t, "SetAgentMemory missing", s.SetAgentMemory(ctx, "zz", 1), store.ErrNotFound)
+	_, err := s.AgentMemory(ctx, "zz")
+	wantErr(t, "AgentMemory missing", err, store.ErrNotFound)
+}
+
+func testGetTarget(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	must(t, "CreateCapture", s.CreateCapture(ctx, store.Capture{ID: "gt1", Spec: "{}", State: "active", Created: t0, Expires: t0.Add(time.Hour)},
+		[]store.CaptureTarget{{CaptureID: "gt1", AgentID: "a1", State: "armed", Updated: t0}}))
+	got, err := s.GetTarget(ctx, "gt1", "a1")
+	must(t, "GetTarget", err)
+	if got.CaptureID != "gt1" || got.AgentID != "a1" || got.State != "armed" {
+		t.Fatalf("GetTarget = %+v", got)
+	}
+	_, err = s.GetTarget(ctx, "gt1", "a2")
+	wantErr(t, "GetTarget of a non-target", err, store.ErrNotFound)
+	_, err = s.GetTarget(ctx, "zz", "a1")
+	wantErr(t, "GetTarget of an unknown capture", err, store.ErrNotFound)
 }

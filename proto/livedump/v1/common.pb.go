@@ -93,7 +93,10 @@ type Inventory struct {
 	// Processor architecture: "amd64", "arm64", "x86".
 	Arch string `protobuf:"bytes,7,opt,name=arch,proto3" json:"arch,omitempty"`
 	// Version of the livedump agent.
-	AgentVersion  string `protobuf:"bytes,8,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	AgentVersion string `protobuf:"bytes,8,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	// Installed physical memory in bytes (0: unknown). A live kernel dump
+	// cannot be larger, so the controller refuses larger announcements.
+	MemoryBytes   uint64 `protobuf:"varint,9,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -182,6 +185,13 @@ func (x *Inventory) GetAgentVersion() string {
 		return x.AgentVersion
 	}
 	return ""
+}
+
+func (x *Inventory) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
 }
 
 // Agent is one enrolled machine.
@@ -309,7 +319,7 @@ var File_livedump_v1_common_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"\x18livedump/v1/common.proto\x12\vlivedump.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1blivedump/v1/provision.proto\"\x8b\x02\n" +
+	"\x18livedump/v1/common.proto\x12\vlivedump.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1blivedump/v1/provision.proto\"\xae\x02\n" +
 	"\tInventory\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x19\n" +
 	"\bos_build\x18\x02 \x01(\tR\aosBuild\x12\x15\n" +
@@ -319,7 +329,8 @@ const file_livedump_v1_common_proto_rawDesc = "" +
 	"\x0fos_product_name\x18\x05 \x01(\tR\rosProductName\x120\n" +
 	"\x14os_installation_type\x18\x06 \x01(\tR\x12osInstallationType\x12\x12\n" +
 	"\x04arch\x18\a \x01(\tR\x04arch\x12#\n" +
-	"\ragent_version\x18\b \x01(\tR\fagentVersion\"\xbd\x04\n" +
+	"\ragent_version\x18\b \x01(\tR\fagentVersion\x12!\n" +
+	"\fmemory_bytes\x18\t \x01(\x04R\vmemoryBytes\"\xbd\x04\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x126\n" +

@@ -160,10 +160,15 @@ func (h *Host) UninstallMSI(ctx context.Context, msi, log string) (int, error) {
 	return h.msiexec(ctx, msi, log, false)
 }
 
+// MsiexecRuns is how many times msiexec ran on this machine (install or
+// uninstall, whatever the outcome) since the Host was made.
+func (h *Host) MsiexecRuns() int64 { return h.msiexecRuns.Load() }
+
 func (h *Host) msiexec(ctx context.Context, msi, log string, install bool) (int, error) {
 	if err := ctxErr(ctx); err != nil {
 		return -1, err
 	}
+	h.msiexecRuns.Add(1)
 	f, err := os.OpenFile(log, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return msiLogFailure, nil

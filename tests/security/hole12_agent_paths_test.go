@@ -68,6 +68,27 @@ func TestHole12_HostileControllerCannotEscapeStateDir(t *testing.T) {
 		})
 	}
 
+	// A valid directive whose artifact download never ends: the agent
+	// stops at the announced size and keeps nothing.
+	t.Run("artifact larger than announced", func(t *testing.T) {
+		d := &livedumpv1.Directive{Id: "prov-4", Kind: &livedumpv1.Directive_Provision{Provision: &livedumpv1.ProvisionDirective{
+			Action: livedumpv1.ProvisionAction_PROVISION_ACTION_APPLY, Profile: prof,
+			DtraceMsi: &livedumpv1.Artifact{Sha256: strings.Repeat("ab", 32), Size: 1000, Name: "DTrace.msi"}}}}
+		evil.send <- d
+		if e := evil.ack(t, d.GetId()).GetError(); e != "" {
+			t.Fatalf("a valid directive was refused: %s", e)
+		}
+		var r *livedumpv1.ProvisionReport
+		harness.Eventually(t, 10*time.Second, "the provisioning report", func() bool { r = evil.report(d.GetId()); return r != nil })
+		if r.GetState() != livedumpv1.ProvisionState_PROVISION_STATE_FAILED || !strings.Contains(r.GetDetail(), "more than the announced 1000 bytes") {
+			t.Fatalf("report %v %q, want failed: more than announced", r.GetState(), r.GetDetail())
+		}
+		matches, _ := filepath.Glob(filepath.Join(a.StateDir, "artifacts", "*"))
+		if len(matches) != 0 {
+			t.Fatalf("the agent kept %v", matches)
+		}
+	})
+
 	// Give anything the agent started in the background time to touch the
 	// disk, then look for it.
 	time.Sleep(time.Second)

@@ -81,6 +81,18 @@ func (h *hostileController) Enroll(_ context.Context, req *livedumpv1.EnrollRequ
 	return &livedumpv1.EnrollResponse{AgentId: hostileAgentID, CertificateChain: [][]byte{cert.Raw}, CaCertificates: [][]byte{h.ca.Cert.Raw}}, nil
 }
 
+// FetchArtifact sends far more than any artifact the controller announced:
+// 4 MiB of zeros, whatever was asked for.
+func (h *hostileController) FetchArtifact(_ *livedumpv1.FetchArtifactRequest, st grpc.ServerStreamingServer[livedumpv1.FetchArtifactResponse]) error {
+	chunk := make([]byte, 64<<10)
+	for range 64 {
+		if err := st.Send(&livedumpv1.FetchArtifactResponse{Chunk: chunk}); err != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
 // Connect welcomes the agent, then sends the test's directives and records
 // what comes back.
 func (h *hostileController) Connect(st grpc.BidiStreamingServer[livedumpv1.ConnectRequest, livedumpv1.ConnectResponse]) error {

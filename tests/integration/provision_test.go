@@ -21,8 +21,8 @@ import (
 
 func simMSI(t *testing.T) []byte {
 	t.Helper()
-	b, err := sim.BuildMSI(sim.MSIManifest{Product: "DTrace", Version: "2.0.0",
-		Files: map[string]string{`C:\Program Files\DTrace\dtrace.exe`: "dtrace"}})
+	b, err := sim.BuildSignedMSI(sim.MSIManifest{Product: "DTrace", Version: "2.0.0",
+		Files: map[string]string{`C:\Program Files\DTrace\dtrace.exe`: "dtrace"}}, sim.DTraceSigner)
 	if err != nil {
 		t.Fatal(err)
 	}

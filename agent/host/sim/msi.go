@@ -120,6 +120,9 @@ func parseMSI(data []byte) (MSIManifest, error) {
 	if !ok {
 		return MSIManifest{}, errors.New("not an OLE compound file")
 	}
+	// msiexec installs signed and unsigned packages alike; the signature
+	// is for whoever verifies it first (signature.go).
+	body, _, _ = bytes.Cut(body, sigStream)
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	var m MSIManifest

@@ -1,10 +1,14 @@
 package security
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +17,7 @@ import (
 
 	"github.com/livedump/livedump/agent"
 	"github.com/livedump/livedump/agent/host/sim"
+	"github.com/livedump/livedump/agent/provision"
 	"github.com/livedump/livedump/controller/store"
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
@@ -195,7 +200,80 @@ func wantRefused(t *testing.T, c *harness.Controller, a *harness.Agent, host str
 		st, d := recordedDetail(t, c, host)
 		return st == livedumpv1.ProvisionState_PROVISION_STATE_FAILED && strings.Contains(d, "installer refused")
 	})
-	if !auditHas(t, c, "admin", "FleetService/ApplyProvision", "ok") {
+	if !auditHas(t, c, "operator/", "FleetService/ApplyProvision", "ok") {
 		t.Fatal("the apply is not in the audit log")
+	}
+}
+
+// signedMSI is a simulated DTrace package signed by s.
+func signedMSI(t *testing.T, s sim.MSISigner) []byte {
+	t.Helper()
+	b, err := sim.SignMSI(evilMSI(t), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestHole01_AgentRefusesWronglySignedInstaller: validly signed, but by a
+// publisher the agent's local installer_publishers does not name; signed
+// in the DTrace publisher's name by a certificate no trusted root vouches
+// for; and a genuinely signed package altered after signing.
+func TestHole01_AgentRefusesWronglySignedInstaller(t *testing.T) {
+	c := harness.StartController(t, nil)
+	genuine, err := sim.BuildSignedMSI(sim.MSIManifest{Product: "DTrace", Version: "2.0.0",
+		Files: map[string]string{dtraceExe: "dtrace", `C:\Program Files\DTrace\drivers\dtrace.sys`: "the real driver"}}, sim.DTraceSigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tc := range []struct {
+		name string
+		msi  []byte
+		why  string
+	}{
+		{"another publisher", signedMSI(t, sim.MSISigner{Publisher: "Totally Legit Software", Organization: "Totally Legit Software"}), `signed by "Totally Legit Software", not on installer_publishers`},
+		{"self-signed in the DTrace publisher's name", signedMSI(t, sim.MSISigner{Publisher: "Microsoft Corporation", Untrusted: true}), "CERT_E_UNTRUSTEDROOT"},
+		{"altered after signing", bytes.Replace(genuine, []byte("the real driver"), []byte("a rootkit driver"), 1), "TRUST_E_BAD_DIGEST"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			host := fmt.Sprintf("VDI-1%d", i)
+			a := startLabAgent(t, c, host, nil)
+			wantRefused(t, c, a, host, applyMSI(t, c, host, tc.msi), tc.why)
+		})
+	}
+}
+
+// TestHole01_AgentRefusesPrestagedInstaller: the agent's own pre-staged
+// dtrace_msi is checked the same way (a file dropped on the machine is no
+// more trusted than one from the controller).
+func TestHole01_AgentRefusesPrestagedInstaller(t *testing.T) {
+	c := harness.StartController(t, nil)
+	pre := filepath.Join(t.TempDir(), "DTrace.amd64.msi")
+	if err := os.WriteFile(pre, evilMSI(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startLabAgent(t, c, "VDI-20", func(cfg *agent.Config) { cfg.DTraceMSI = pre })
+	resp, err := c.Fleet(t, pki.RoleOperator).ApplyProvision(context.Background(), &livedumpv1.ApplyProvisionRequest{Selector: "hostname=VDI-20"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRefused(t, c, a, "VDI-20", resp.GetResults()[0].GetReport(), "not signed")
+}
+
+// TestHole01_LocalSHA256AllowListIsHonoured: an installer that is not
+// signed at all runs when the agent's own installer_sha256 (set at install
+// time by the agent MSI's INSTALLER_SHA256) names it, and only then.
+func TestHole01_LocalSHA256AllowListIsHonoured(t *testing.T) {
+	c := harness.StartController(t, nil)
+	msi := evilMSI(t) // unsigned; here it is the organization's own package
+	a := startLabAgent(t, c, "VDI-30", func(cfg *agent.Config) {
+		cfg.Installers = provision.InstallerPolicy{SHA256: []string{sha(msi)}}
+	})
+	rep := applyMSI(t, c, "VDI-30", msi)
+	if rep.GetState() != livedumpv1.ProvisionState_PROVISION_STATE_REBOOT_REQUIRED {
+		t.Fatalf("apply with an allow-listed MSI: %v %q", rep.GetState(), rep.GetDetail())
+	}
+	if ok, _ := a.Host.FileExists(dtraceExe); !ok || a.Host.MsiexecRuns() != 1 {
+		t.Fatalf("the allow-listed MSI was not installed (dtrace.exe %v, %d msiexec runs)", ok, a.Host.MsiexecRuns())
 	}
 }

@@ -184,3 +184,19 @@ func TestInstallerPolicyConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestInstallerPolicyFromEnvironment(t *testing.T) {
+	t.Setenv("LIVEDUMP_AGENT_INSTALLER_PUBLISHERS", "Microsoft Corporation, Contoso Ltd")
+	t.Setenv("LIVEDUMP_AGENT_INSTALLER_SHA256", strings.Repeat("AB", 32))
+	v, err := config.Load(config.Options{EnvPrefix: "LIVEDUMP_AGENT", Defaults: defaults()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := installerPolicy(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(p.Publishers, []string{"Microsoft Corporation", "Contoso Ltd"}) || !slices.Equal(p.SHA256, []string{strings.Repeat("ab", 32)}) {
+		t.Fatalf("from the environment: %q %q", p.Publishers, p.SHA256)
+	}
+}

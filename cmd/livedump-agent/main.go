@@ -237,15 +237,25 @@ func runAgent(ctx context.Context, cmd *cobra.Command, newLog func(level string)
 // signer: only installer_sha256 then decides.
 func installerPolicy(v *viper.Viper) (provision.InstallerPolicy, error) {
 	p := provision.InstallerPolicy{Publishers: []string{}}
-	for _, name := range v.GetStringSlice("installer_publishers") {
+	for _, name := range stringList(v, "installer_publishers") {
 		if name = strings.TrimSpace(name); name != "" {
 			p.Publishers = append(p.Publishers, name)
 		}
 	}
-	for _, sum := range v.GetStringSlice("installer_sha256") {
+	for _, sum := range stringList(v, "installer_sha256") {
 		if sum = strings.ToLower(strings.TrimSpace(sum)); sum != "" {
 			p.SHA256 = append(p.SHA256, sum)
 		}
 	}
 	return p, p.Validate()
+}
+
+// stringList reads a list key. From the environment it is one string,
+// split at commas (not at blanks, as viper would: "Microsoft Corporation"
+// is one publisher).
+func stringList(v *viper.Viper, key string) []string {
+	if s, ok := v.Get(key).(string); ok {
+		return strings.Split(s, ",")
+	}
+	return v.GetStringSlice(key)
 }

@@ -45,6 +45,11 @@ type Config struct {
 	// DTraceMSI is a pre-staged DTrace installer on the local disk, used
 	// when the controller offers none or offers the same content.
 	DTraceMSI string
+	// Installers is the local rule for which installers (the DTrace MSI,
+	// from the controller or pre-staged) the agent runs: signed by an
+	// allowed publisher, or allowed by SHA-256. The zero value allows
+	// installers validly signed by the DTrace publisher.
+	Installers provision.InstallerPolicy
 	// UploadBytesPerSec limits dump uploads (raw bytes/s); 0 = unlimited.
 	UploadBytesPerSec int64
 	// KeepDumps keeps a dump on the machine after its verified upload.
@@ -111,7 +116,7 @@ func New(cfg Config) (*Agent, error) {
 
 	h := cfg.Host
 	a := &Agent{cfg: cfg, runCtx: context.Background()}
-	a.prov, err = provision.New(provision.Config{Host: h, StateDir: cfg.StateDir, Clock: cfg.Clock, Logger: cfg.Logger})
+	a.prov, err = provision.New(provision.Config{Host: h, StateDir: cfg.StateDir, Installers: cfg.Installers, Clock: cfg.Clock, Logger: cfg.Logger, Registry: reg})
 	if err != nil {
 		return nil, err
 	}

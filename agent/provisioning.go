@@ -12,16 +12,35 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/livedump/livedump/agent/provision"
+	"github.com/livedump/livedump/agent/statedir"
+	"github.com/livedump/livedump/internal/ids"
 	"github.com/livedump/livedump/internal/profile"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
 // handleDirective runs on the stream's receive path: it only checks the
 // directive and hands the work to a goroutine, so heartbeats and other
-// directives keep flowing while msiexec runs.
+// directives keep flowing while msiexec runs. A refusal is logged here and
+// sent back to the controller in the directive's acknowledgement.
 func (a *Agent) handleDirective(_ context.Context, d *livedumpv1.Directive) error {
+	if err := a.directive(d); err != nil {
+		a.cfg.Logger.Warn("directive refused", "directive_kind", fmt.Sprintf("%T", d.GetKind()), "err", err)
+		return err
+	}
+	return nil
+}
+
+// directive checks every identifier in d (the controller may be hostile:
+// none may reach a path unchecked) and starts the work.
+func (a *Agent) directive(d *livedumpv1.Directive) error {
+	if err := ids.DirectiveID(d.GetId()); err != nil {
+		return err
+	}
 	switch k := d.GetKind().(type) {
 	case *livedumpv1.Directive_Provision:
+		if err := checkArtifact(k.Provision.GetDtraceMsi()); err != nil {
+			return err
+		}
 		prof, err := profile.FromProto(k.Provision.GetProfile())
 		if err != nil {
 			return err
@@ -31,12 +50,39 @@ func (a *Agent) handleDirective(_ context.Context, d *livedumpv1.Directive) erro
 	case *livedumpv1.Directive_Arm:
 		return a.captures.Arm(k.Arm)
 	case *livedumpv1.Directive_Disarm:
+		if err := ids.CaptureID(k.Disarm.GetCaptureId()); err != nil {
+			return err
+		}
 		a.captures.Disarm(k.Disarm.GetCaptureId(), k.Disarm.GetReason())
 		return nil
 	case *livedumpv1.Directive_PullDump:
 		return a.dumps.Pull(k.PullDump.GetDumpId())
 	}
 	return fmt.Errorf("directive %s: unsupported kind %T (agent version too old?)", d.GetId(), d.GetKind())
+}
+
+// MaxArtifactBytes bounds an artifact the agent downloads, as the
+// controller bounds uploads (the DTrace MSI is about 20 MB).
+const MaxArtifactBytes = 512 << 20
+
+// checkArtifact validates the installer a provisioning directive names;
+// nil or empty means none.
+func checkArtifact(art *livedumpv1.Artifact) error {
+	if art.GetSha256() == "" && art.GetName() == "" && art.GetSize() == 0 {
+		return nil
+	}
+	if err := ids.SHA256(art.GetSha256()); err != nil {
+		return fmt.Errorf("dtrace_msi.%w", err)
+	}
+	if n := art.GetName(); n != "" {
+		if err := ids.FileName(n); err != nil {
+			return fmt.Errorf("dtrace_msi.name: %w", err)
+		}
+	}
+	if s := art.GetSize(); s <= 0 || s > MaxArtifactBytes {
+		return fmt.Errorf("dtrace_msi.size %d: want 1 to %d bytes", s, MaxArtifactBytes)
+	}
+	return nil
 }
 
 func (a *Agent) runProvision(id string, d *livedumpv1.ProvisionDirective, prof profile.Profile) {
@@ -144,20 +190,27 @@ func (a *Agent) msiSource(art *livedumpv1.Artifact) provision.MSISource {
 			return pre, nil
 		}
 	}
-	sum := art.GetSha256()
+	sum, size := art.GetSha256(), art.GetSize()
 	return func(ctx context.Context) (string, error) {
+		// Checked with the directive already; checked again because this
+		// hash becomes a file name.
+		if err := checkArtifact(art); err != nil {
+			return "", err
+		}
 		if pre != "" && fileHash(pre) == sum {
 			return pre, nil
 		}
-		dir := filepath.Join(a.cfg.StateDir, "artifacts")
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+		path, err := statedir.Join(a.cfg.StateDir, "artifacts", sum+".msi")
+		if err != nil {
 			return "", err
 		}
-		path := filepath.Join(dir, sum+".msi")
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return "", err
+		}
 		if fileHash(path) == sum {
 			return path, nil
 		}
-		if err := a.session.FetchArtifact(ctx, sum, path); err != nil {
+		if err := a.session.FetchArtifact(ctx, sum, size, path); err != nil {
 			return "", err
 		}
 		return path, nil

@@ -27,6 +27,7 @@ import (
 
 	"github.com/livedump/livedump/agent/host"
 	"github.com/livedump/livedump/agent/spool"
+	"github.com/livedump/livedump/internal/ids"
 	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/internal/probe"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
@@ -245,6 +246,11 @@ func (m *Manager) Run(ctx context.Context) error {
 // Arm handles an ArmCapture directive. Arming a capture that is already
 // known is a no-op, which makes redelivery harmless.
 func (m *Manager) Arm(arm *livedumpv1.ArmCapture) error {
+	// The ID names the capture's script file: checked for every capture,
+	// raw scripts included, before anything else.
+	if err := ids.CaptureID(arm.GetCaptureId()); err != nil {
+		return err
+	}
 	spec := specOf(arm)
 	if arm.GetScript() == "" {
 		if err := spec.Validate(); err != nil {

@@ -190,3 +190,20 @@ func TestExpiryOnTheAgentsOwnClock(t *testing.T) {
 		t.Fatalf("detail %q", d)
 	}
 }
+
+// TestArmRefusesUnsafeCaptureIDs: the capture ID names the script file,
+// so it is checked for raw scripts too (a hostile controller's
+// "../../x" must not leave the state directory).
+func TestArmRefusesUnsafeCaptureIDs(t *testing.T) {
+	m, sh, _, _ := setup(t, `exit 0`)
+	for _, id := range []string{"../../evil", `..\..\evil`, "", "C-UPPER", strings.Repeat("a", 65)} {
+		a := &livedumpv1.ArmCapture{CaptureId: id, Script: "BEGIN { exit(0); }", Expires: timestamppb.New(time.Now().Add(time.Hour))}
+		if err := m.Arm(a); err == nil || !strings.Contains(err.Error(), "capture_id") {
+			t.Errorf("Arm(%q) = %v, want a capture_id refusal", id, err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := sh.startCount(); n != 0 {
+		t.Fatalf("dtrace started %d times for refused captures", n)
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	agentprobe "github.com/livedump/livedump/agent/probe"
+	"github.com/livedump/livedump/agent/statedir"
+	"github.com/livedump/livedump/internal/ids"
 	"github.com/livedump/livedump/internal/ntstatus"
 	"github.com/livedump/livedump/internal/probe"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
@@ -147,11 +149,16 @@ func (m *Manager) runOnce(ctx context.Context, a *armed, spec probe.Spec, trigge
 			return fmt.Errorf("render: %w", err)
 		}
 	}
-	dir := filepath.Join(m.cfg.StateDir, "scripts")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := ids.CaptureID(id); err != nil {
 		return err
 	}
-	path := filepath.Join(dir, id+".d")
+	path, err := statedir.Join(m.cfg.StateDir, "scripts", id+".d")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
 	if err := os.WriteFile(path, []byte(script), 0o600); err != nil {
 		return err
 	}

@@ -79,6 +79,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/livedump/livedump/agent/host"
+	"github.com/livedump/livedump/internal/ids"
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -366,6 +367,9 @@ func (m *Manager) takeExpectation(created time.Time) (expectation, bool) {
 // no-op; an unknown ID, an aborted dump or one whose file is gone is an
 // error.
 func (m *Manager) Pull(dumpID string) error {
+	if err := ids.DumpID(dumpID); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	e, ok := m.dumps[dumpID]
 	if !ok {

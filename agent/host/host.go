@@ -266,6 +266,12 @@ type Host interface {
 	InstallMSI(ctx context.Context, msi, log string) (exitCode int, err error)
 	// UninstallMSI runs `msiexec /x msi /qn /norestart /L*V log`.
 	UninstallMSI(ctx context.Context, msi, log string) (exitCode int, err error)
+	// VerifySignature checks the Authenticode signature of a local file
+	// (WinVerifyTrust with WINTRUST_ACTION_GENERIC_VERIFY_V2) and names
+	// the signer of a valid one. A missing or invalid signature is a
+	// result, not an error: err is set only when the file cannot be read
+	// or the check cannot run.
+	VerifySignature(ctx context.Context, path string) (Signature, error)
 	// FileExists reports whether a file exists at a Windows path such as
 	// `C:\Program Files\DTrace\dtrace.exe`.
 	FileExists(path string) (bool, error)
@@ -297,6 +303,42 @@ type Host interface {
 	// users (`shutdown /r /t N /c message`). It returns once scheduled.
 	Reboot(ctx context.Context, delay time.Duration, message string) error
 }
+
+// Signature is what Authenticode says about a file.
+type Signature struct {
+	// Signed says the file carries a signature at all.
+	Signed bool
+	// Valid says WinVerifyTrust accepted the signature: the content
+	// matches its digest, the signing certificate chains to a root the
+	// machine trusts, and no certificate in the chain is revoked.
+	Valid bool
+	// Publisher and Organization are the subject's common name (CN) and
+	// organization (O) of the leaf signing certificate, set only when
+	// Valid. Publisher is the name Windows shows as "Verified publisher".
+	Publisher    string
+	Organization string
+	// Problem says why the file is unsigned or its signature not valid,
+	// as WinVerifyTrust reported it, e.g. "TRUST_E_NOSIGNATURE: ...".
+	Problem string
+}
+
+// String renders the result the way logs and refusals show it.
+func (s Signature) String() string {
+	switch {
+	case s.Valid && s.Organization != "" && s.Organization != s.Publisher:
+		return fmt.Sprintf("signed by %s (O=%s)", Quote(s.Publisher), Quote(s.Organization))
+	case s.Valid:
+		return "signed by " + Quote(s.Publisher)
+	case s.Signed:
+		return "signature not valid: " + s.Problem
+	}
+	return "not signed: " + s.Problem
+}
+
+// DTracePublisher is the publisher of DTrace for Windows: Microsoft
+// distributes DTrace.amd64.msi signed as "Microsoft Corporation", like its
+// other downloads. It is the agent's default installer_publishers.
+const DTracePublisher = "Microsoft Corporation"
 
 // BCDValue is the stored state of a boolean BCD element.
 type BCDValue struct {

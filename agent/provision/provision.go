@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/livedump/livedump/agent/host"
 	"github.com/livedump/livedump/internal/profile"
@@ -86,21 +87,31 @@ type MSISource func(ctx context.Context) (string, error)
 type Config struct {
 	Host     host.Host
 	StateDir string
-	Clock    clockwork.Clock
-	Logger   *slog.Logger
+	// Installers decides which installers the agent runs (checked before
+	// every msiexec, install and uninstall).
+	Installers InstallerPolicy
+	Clock      clockwork.Clock
+	Logger     *slog.Logger
+	// Registry receives the provisioner's metrics; nil registers none.
+	Registry prometheus.Registerer
 }
 
 // Provisioner plans, applies and reverts profiles on one host. Operations
 // are serialized: two applies never interleave their journal writes.
 type Provisioner struct {
-	cfg Config
-	mu  sync.Mutex
+	cfg     Config
+	metrics installerMetrics
+	mu      sync.Mutex
 }
 
 // New returns a Provisioner.
 func New(cfg Config) (*Provisioner, error) {
 	if cfg.Host == nil || cfg.StateDir == "" {
 		return nil, errors.New("provision: Host and StateDir are required")
+	}
+	cfg.Installers = cfg.Installers.withDefaults()
+	if err := cfg.Installers.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
@@ -111,7 +122,7 @@ func New(cfg Config) (*Provisioner, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, err
 	}
-	return &Provisioner{cfg: cfg}, nil
+	return &Provisioner{cfg: cfg, metrics: newInstallerMetrics(cfg.Registry)}, nil
 }
 
 // SymbolPath returns the _NT_SYMBOL_PATH provisioning set for dtrace.

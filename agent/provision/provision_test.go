@@ -45,8 +45,8 @@ func newFixture(t *testing.T, cfg sim.Config) *fixture {
 }
 
 func (f *fixture) writeMSI(name string, exit int) string {
-	b, err := sim.BuildMSI(sim.MSIManifest{Product: "DTrace", Version: "2.0.0", ExitCode: exit,
-		Files: map[string]string{`C:\Program Files\DTrace\dtrace.exe`: "dtrace"}})
+	b, err := sim.BuildSignedMSI(sim.MSIManifest{Product: "DTrace", Version: "2.0.0", ExitCode: exit,
+		Files: map[string]string{`C:\Program Files\DTrace\dtrace.exe`: "dtrace"}}, sim.DTraceSigner)
 	if err != nil {
 		f.t.Fatal(err)
 	}

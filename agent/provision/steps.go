@@ -263,6 +263,11 @@ func (s *installStep) apply(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("get DTrace MSI: %w", err)
 	}
+	// msiexec runs the package as SYSTEM: the agent's own policy decides,
+	// whoever sent it.
+	if err := s.p.checkInstaller(ctx, msi); err != nil {
+		return err
+	}
 	log, err := s.logPath("install")
 	if err != nil {
 		return err
@@ -308,6 +313,11 @@ func (s *installStep) revert(ctx context.Context, prior json.RawMessage) error {
 	}
 	if s.j.MSIPath == "" {
 		return errors.New("journal has no MSI path to uninstall DTrace with")
+	}
+	// msiexec /x runs the package's own uninstall logic as SYSTEM: the
+	// file must still be one the policy allows.
+	if err := s.p.checkInstaller(ctx, s.j.MSIPath); err != nil {
+		return err
 	}
 	log, err := s.logPath("uninstall")
 	if err != nil {

@@ -572,10 +572,14 @@ func (c *Client) AgentClient() (livedumpv1.AgentServiceClient, error) {
 	return livedumpv1.NewAgentServiceClient(cc), nil
 }
 
-// FetchArtifact downloads the artifact with hex SHA-256 sum into path,
-// resuming a partial download left in path+".part", and verifies the hash
-// before the file appears at path.
-func (c *Client) FetchArtifact(ctx context.Context, sum, path string) error {
+// FetchArtifact downloads the artifact with hex SHA-256 sum and the
+// announced size into path, resuming a partial download left in
+// path+".part", refuses more bytes than announced, and verifies the hash
+// before the file appears at path. The caller validates sum and path.
+func (c *Client) FetchArtifact(ctx context.Context, sum string, size int64, path string) error {
+	if size <= 0 {
+		return fmt.Errorf("fetch artifact %s: size %d: want a positive size", sum, size)
+	}
 	part := path + ".part"
 	f, err := os.OpenFile(part, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -584,9 +588,14 @@ func (c *Client) FetchArtifact(ctx context.Context, sum, path string) error {
 	defer f.Close()
 	h := sha256.New()
 	// Re-hash what is already there, so a resumed download is verified whole.
-	offset, err := io.Copy(h, f)
+	offset, err := io.Copy(h, io.LimitReader(f, size+1))
 	if err != nil {
 		return err
+	}
+	if offset > size {
+		f.Close()
+		os.Remove(part)
+		return fmt.Errorf("fetch artifact %s: partial download larger than the announced %d bytes; starting over next time", sum, size)
 	}
 	cc, err := c.conn(c.addr())
 	if err != nil {
@@ -603,6 +612,13 @@ func (c *Client) FetchArtifact(ctx context.Context, sum, path string) error {
 		}
 		if err != nil {
 			return fmt.Errorf("fetch artifact %s at offset %d: %w", sum, offset, err)
+		}
+		// The controller announced the size: more is refused, so that a
+		// hostile controller cannot fill the disk.
+		if offset+int64(len(m.GetChunk())) > size {
+			f.Close()
+			os.Remove(part)
+			return fmt.Errorf("fetch artifact %s: the controller sent more than the announced %d bytes", sum, size)
 		}
 		if _, err := f.Write(m.GetChunk()); err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/livedump/livedump/internal/ids"
 	"github.com/livedump/livedump/internal/selector"
 )
 
@@ -24,10 +25,15 @@ type installSettings struct {
 	Labels      string // LABELS: K=V,K=V
 	// MetricsListen is METRICS_LISTEN: HOST:PORT for /metrics, or "-".
 	MetricsListen string
+	// InstallerSHA256 is INSTALLER_SHA256: HEX[,HEX...], the SHA-256 of
+	// installers (the DTrace MSI) the agent runs whatever their signature.
+	// It is set here, at install time, by whoever installs the agent:
+	// never by the controller.
+	InstallerSHA256 string
 }
 
 func (s installSettings) empty() bool {
-	return s.Controllers == "" && s.CAFile == "" && s.Token == "" && s.Labels == "" && s.MetricsListen == ""
+	return s.Controllers == "" && s.CAFile == "" && s.Token == "" && s.Labels == "" && s.MetricsListen == "" && s.InstallerSHA256 == ""
 }
 
 // validate checks the settings the way the agent will read them, so that a
@@ -60,7 +66,29 @@ func (s installSettings) validate() error {
 			return fmt.Errorf("LABELS %q: %w", s.Labels, err)
 		}
 	}
+	if s.InstallerSHA256 != "" {
+		sums := installerSums(s.InstallerSHA256)
+		if len(sums) == 0 {
+			return fmt.Errorf("INSTALLER_SHA256 %q: want HEX[,HEX...]", s.InstallerSHA256)
+		}
+		for _, sum := range sums {
+			if err := ids.SHA256(sum); err != nil {
+				return fmt.Errorf("INSTALLER_SHA256: %w", err)
+			}
+		}
+	}
 	return nil
+}
+
+// installerSums splits INSTALLER_SHA256 into lower-case hashes (commas,
+// semicolons or blanks between them), as Get-FileHash prints them in upper
+// case.
+func installerSums(s string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ';' || r == ' ' || r == '\t' }) {
+		out = append(out, strings.ToLower(f))
+	}
+	return out
 }
 
 // splitList splits a comma-separated list, dropping blanks.
@@ -76,8 +104,9 @@ func splitList(s string) []string {
 
 // configHeader starts an agent.yaml written from installer settings.
 const configHeader = `livedump agent configuration (see docs/install-windows.md).
-Written from the MSI properties CONTROLLER, CA_CERT, ENROLL_TOKEN, LABELS
-and METRICS_LISTEN when the service starts after an install or upgrade. A
+Written from the MSI properties CONTROLLER, CA_CERT, ENROLL_TOKEN, LABELS,
+METRICS_LISTEN and INSTALLER_SHA256 when the service starts after an
+install or upgrade. A
 property given again later replaces the key it sets; other keys and
 comments are kept.`
 
@@ -122,6 +151,14 @@ func mergeConfig(old []byte, s installSettings) ([]byte, []string, error) {
 	str("token", s.Token)
 	str("labels", s.Labels)
 	str("metrics_listen", s.MetricsListen)
+	if s.InstallerSHA256 != "" {
+		seq := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+		for _, sum := range installerSums(s.InstallerSHA256) {
+			seq.Content = append(seq.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: sum, Style: yaml.DoubleQuotedStyle})
+		}
+		setKey(root, "installer_sha256", seq)
+		set = append(set, "installer_sha256")
+	}
 
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)

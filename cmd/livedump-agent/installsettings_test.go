@@ -118,3 +118,85 @@ func TestMergeConfigRefusesBadProperties(t *testing.T) {
 		t.Error("a config that is a list was accepted")
 	}
 }
+
+func TestMergeConfigInstallerSHA256(t *testing.T) {
+	a, b := strings.Repeat("AB", 32), strings.Repeat("0f", 32)
+	doc, set, err := mergeConfig(nil, installSettings{InstallerSHA256: a + ", " + b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(set, []string{"installer_sha256"}) {
+		t.Errorf("set %v", set)
+	}
+	path := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(path, doc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v, err := config.Load(config.Options{File: path, Defaults: defaults()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := installerPolicy(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{strings.ToLower(a), b}; !slices.Equal(p.SHA256, want) {
+		t.Errorf("installer_sha256 = %q, want %q", p.SHA256, want)
+	}
+	if !slices.Equal(p.Publishers, []string{"Microsoft Corporation"}) {
+		t.Errorf("installer_publishers = %q, want the default", p.Publishers)
+	}
+
+	for _, bad := range []string{"abc", strings.Repeat("ab", 32) + ",../x", ","} {
+		if _, _, err := mergeConfig(nil, installSettings{InstallerSHA256: bad}); err == nil || !strings.Contains(err.Error(), "INSTALLER_SHA256") {
+			t.Errorf("INSTALLER_SHA256=%q: err %v, want one naming the property", bad, err)
+		}
+	}
+}
+
+func TestInstallerPolicyConfig(t *testing.T) {
+	for _, tc := range []struct {
+		doc        string
+		publishers []string
+		err        string
+	}{
+		{"installer_publishers: []\n", []string{}, ""},
+		{"installer_publishers: [\"Contoso Ltd\"]\n", []string{"Contoso Ltd"}, ""},
+		{"installer_sha256: [\"nothex\"]\n", nil, "installer_sha256"},
+	} {
+		path := filepath.Join(t.TempDir(), "agent.yaml")
+		if err := os.WriteFile(path, []byte(tc.doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		v, err := config.Load(config.Options{File: path, Defaults: defaults()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := installerPolicy(v)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: err %v, want %s", tc.doc, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(p.Publishers, tc.publishers) || p.Publishers == nil {
+			t.Errorf("%q: publishers %#v, %v; want %q", tc.doc, p.Publishers, err, tc.publishers)
+		}
+	}
+}
+
+func TestInstallerPolicyFromEnvironment(t *testing.T) {
+	t.Setenv("LIVEDUMP_AGENT_INSTALLER_PUBLISHERS", "Microsoft Corporation, Contoso Ltd")
+	t.Setenv("LIVEDUMP_AGENT_INSTALLER_SHA256", strings.Repeat("AB", 32))
+	v, err := config.Load(config.Options{EnvPrefix: "LIVEDUMP_AGENT", Defaults: defaults()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := installerPolicy(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(p.Publishers, []string{"Microsoft Corporation", "Contoso Ltd"}) || !slices.Equal(p.SHA256, []string{strings.Repeat("ab", 32)}) {
+		t.Fatalf("from the environment: %q %q", p.Publishers, p.SHA256)
+	}
+}

@@ -26,11 +26,12 @@ const settingsKey = `SOFTWARE\livedump\Agent`
 
 // The values under settingsKey, one per MSI property.
 const (
-	regController = "Controller"    // CONTROLLER
-	regCACert     = "CACert"        // CA_CERT: path of a PEM file
-	regToken      = "EnrollToken"   // ENROLL_TOKEN
-	regLabels     = "Labels"        // LABELS
-	regMetrics    = "MetricsListen" // METRICS_LISTEN
+	regController = "Controller"      // CONTROLLER
+	regCACert     = "CACert"          // CA_CERT: path of a PEM file
+	regToken      = "EnrollToken"     // ENROLL_TOKEN
+	regLabels     = "Labels"          // LABELS
+	regMetrics    = "MetricsListen"   // METRICS_LISTEN
+	regInstallers = "InstallerSHA256" // INSTALLER_SHA256
 )
 
 // Access control: SYSTEM and Administrators only, not inherited from the
@@ -137,7 +138,10 @@ func readInstallSettings(k registry.Key) (caSource string, s installSettings, er
 	if s.Labels, err = get(regLabels); err != nil {
 		return
 	}
-	s.MetricsListen, err = get(regMetrics)
+	if s.MetricsListen, err = get(regMetrics); err != nil {
+		return
+	}
+	s.InstallerSHA256, err = get(regInstallers)
 	return
 }
 
@@ -190,7 +194,7 @@ func importInstallSettings(log *slog.Logger, configFile string) error {
 		}
 		log.Info("installer settings written to the config", "file", configFile, "keys", strings.Join(set, ","), "acl", daclOf(configFile))
 	}
-	for _, name := range []string{regController, regCACert, regToken, regLabels, regMetrics} {
+	for _, name := range []string{regController, regCACert, regToken, regLabels, regMetrics, regInstallers} {
 		if err := k.DeleteValue(name); err != nil && !errors.Is(err, registry.ErrNotExist) {
 			return fmt.Errorf(`registry HKLM\%s: delete %s: %w`, settingsKey, name, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -21,6 +22,7 @@ import (
 	"github.com/livedump/livedump/agent"
 	"github.com/livedump/livedump/agent/host/sim"
 	"github.com/livedump/livedump/agent/host/sim/dtracesim"
+	"github.com/livedump/livedump/agent/provision"
 	"github.com/livedump/livedump/internal/config"
 	"github.com/livedump/livedump/internal/logging"
 	"github.com/livedump/livedump/internal/selector"
@@ -51,6 +53,8 @@ func defaults() map[string]any {
 		"sim_bitlocker":        false,
 		"dtrace_path":          "",
 		"dtrace_msi":           "",
+		"installer_publishers": provision.DefaultInstallerPublishers,
+		"installer_sha256":     []string{},
 		"upload_bytes_per_sec": 0,
 		"keep_dumps":           false,
 		"expected_dump_bytes":  0,
@@ -70,6 +74,8 @@ var flagKeys = map[string]string{
 	"sim_bitlocker":        "sim-bitlocker",
 	"dtrace_path":          "dtrace-path",
 	"dtrace_msi":           "dtrace-msi",
+	"installer_publishers": "installer-publisher",
+	"installer_sha256":     "installer-sha256",
 	"upload_bytes_per_sec": "upload-bytes-per-sec",
 	"keep_dumps":           "keep-dumps",
 	"expected_dump_bytes":  "expected-dump-bytes",
@@ -131,6 +137,8 @@ func agentFlags(f *pflag.FlagSet) {
 	f.Bool("sim-bitlocker", false, "the simulated host's C: is BitLocker-protected (first start only)")
 	f.String("dtrace-path", "", "dtrace executable to run (default: the one DTrace installs)")
 	f.String("dtrace-msi", "", "pre-staged DTrace installer (MSI) to use when the controller offers none or the same one")
+	f.StringSlice("installer-publisher", provision.DefaultInstallerPublishers, "run an installer (the DTrace MSI) only if validly signed by this `PUBLISHER` (signing certificate's CN or O; repeatable)...")
+	f.StringSlice("installer-sha256", nil, "...or if its SHA-256 is this `HEX` (repeatable; set at install time by the MSI property INSTALLER_SHA256)")
 	f.Int64("upload-bytes-per-sec", 0, "limit dump uploads to this many raw bytes per second (0: unlimited)")
 	f.Bool("keep-dumps", false, "keep dumps on this machine after their verified upload")
 	f.Uint64("expected-dump-bytes", 0, "free space a dump capture needs on the dump volume (0: physical memory)")
@@ -169,6 +177,10 @@ func runAgent(ctx context.Context, cmd *cobra.Command, newLog func(level string)
 	if n := v.GetInt64("upload_bytes_per_sec"); n < 0 {
 		return fmt.Errorf("upload_bytes_per_sec: %d must not be negative", n)
 	}
+	installers, err := installerPolicy(v)
+	if err != nil {
+		return err
+	}
 	stateDir := config.Path(v, "state_dir")
 	cfg := agent.Config{
 		Controllers:   v.GetStringSlice("controllers"),
@@ -178,6 +190,7 @@ func runAgent(ctx context.Context, cmd *cobra.Command, newLog func(level string)
 		StateDir:      stateDir,
 		MetricsListen: v.GetString("metrics_listen"),
 		DTraceMSI:     config.Path(v, "dtrace_msi"),
+		Installers:    installers,
 
 		UploadBytesPerSec: v.GetInt64("upload_bytes_per_sec"),
 		KeepDumps:         v.GetBool("keep_dumps"),
@@ -216,4 +229,33 @@ func runAgent(ctx context.Context, cmd *cobra.Command, newLog func(level string)
 		return nil
 	}
 	return err
+}
+
+// installerPolicy reads installer_publishers and installer_sha256. Hashes
+// are accepted in either case (PowerShell's Get-FileHash prints upper
+// case) and kept in lower case. An empty installer_publishers allows no
+// signer: only installer_sha256 then decides.
+func installerPolicy(v *viper.Viper) (provision.InstallerPolicy, error) {
+	p := provision.InstallerPolicy{Publishers: []string{}}
+	for _, name := range stringList(v, "installer_publishers") {
+		if name = strings.TrimSpace(name); name != "" {
+			p.Publishers = append(p.Publishers, name)
+		}
+	}
+	for _, sum := range stringList(v, "installer_sha256") {
+		if sum = strings.ToLower(strings.TrimSpace(sum)); sum != "" {
+			p.SHA256 = append(p.SHA256, sum)
+		}
+	}
+	return p, p.Validate()
+}
+
+// stringList reads a list key. From the environment it is one string,
+// split at commas (not at blanks, as viper would: "Microsoft Corporation"
+// is one publisher).
+func stringList(v *viper.Viper, key string) []string {
+	if s, ok := v.Get(key).(string); ok {
+		return strings.Split(s, ",")
+	}
+	return v.GetStringSlice(key)
 }

@@ -185,13 +185,15 @@ func newDevAgent(i int, dataDir, addr, caFile, token string, opts devOptions, lo
 }
 
 // writeSimDTraceMSI writes the simulated DTrace package the dev machines
-// install, so provisioning works end to end without the real MSI.
+// install, so provisioning works end to end without the real MSI. It is
+// signed in the DTrace publisher's name, as the real one is, so the agents'
+// default installer_publishers accept it.
 func writeSimDTraceMSI(dataDir string) (string, error) {
-	b, err := sim.BuildMSI(sim.MSIManifest{
+	b, err := sim.BuildSignedMSI(sim.MSIManifest{
 		Product: "DTrace",
 		Version: "2.0.0",
 		Files:   map[string]string{`C:\Program Files\DTrace\dtrace.exe`: "simulated dtrace.exe\n"},
-	})
+	}, sim.DTraceSigner)
 	if err != nil {
 		return "", err
 	}

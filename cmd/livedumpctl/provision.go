@@ -125,7 +125,7 @@ func (a *app) provisionActionCmd(action string) *cobra.Command {
 		_ = cmd.RegisterFlagCompletionFunc("reboot", cobra.FixedCompletions([]string{"never", "if-needed"}, cobra.ShellCompDirectiveNoFileComp))
 	}
 	if action == "apply" {
-		cmd.Flags().StringVar(&msi, "dtrace-msi", "", "DTrace installer `FILE` to upload and install from now on")
+		cmd.Flags().StringVar(&msi, "dtrace-msi", "", "DTrace installer `FILE` to upload and install from now on (needs role admin; each agent still runs it only if it is signed by a publisher on its installer_publishers or its SHA-256 is on its installer_sha256)")
 		_ = cmd.MarkFlagFilename("dtrace-msi", "msi")
 	}
 	return cmd

@@ -63,7 +63,7 @@ var policy = map[string]rule{
 	livedumpv1.FleetService_PlanProvision_FullMethodName:   {caller: operators, minRole: pki.RoleOperator, audit: true}, // every agent inspects its machine
 	livedumpv1.FleetService_ApplyProvision_FullMethodName:  {caller: operators, minRole: pki.RoleOperator, mutating: true},
 	livedumpv1.FleetService_RevertProvision_FullMethodName: {caller: operators, minRole: pki.RoleOperator, mutating: true},
-	livedumpv1.FleetService_UploadArtifact_FullMethodName:  {caller: operators, minRole: pki.RoleOperator, mutating: true},
+	livedumpv1.FleetService_UploadArtifact_FullMethodName:  {caller: operators, minRole: pki.RoleAdmin, mutating: true},
 
 	livedumpv1.FleetService_CreateCapture_FullMethodName: {caller: operators, minRole: pki.RoleOperator, mutating: true},
 	livedumpv1.FleetService_CancelCapture_FullMethodName: {caller: operators, minRole: pki.RoleOperator, mutating: true},

@@ -20,6 +20,7 @@ import (
 	"github.com/livedump/livedump/controller/blobstore"
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/internal/selector"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -180,6 +181,12 @@ func (s *FleetServer) ApplyProvision(ctx context.Context, req *livedumpv1.ApplyP
 		return nil, err
 	}
 	if sum := req.GetDtraceMsiSha256(); sum != "" {
+		// Choosing the installer every agent runs as SYSTEM is an admin's
+		// decision (agents verify it again themselves). The interceptor
+		// audits this refusal like any other outcome.
+		if id, ok := IdentityFromContext(ctx); !ok || !id.Role.Allows(pki.RoleAdmin) {
+			return nil, status.Errorf(codes.PermissionDenied, "dtrace_msi_sha256: choosing the DTrace installer needs role admin, not %s", id.Role)
+		}
 		if err := blobstore.ValidSHA256(sum); err != nil {
 			return nil, invalid("dtrace_msi_sha256", "%v", err)
 		}

@@ -21,8 +21,8 @@ import (
 
 func simMSI(t *testing.T) []byte {
 	t.Helper()
-	b, err := sim.BuildMSI(sim.MSIManifest{Product: "DTrace", Version: "2.0.0",
-		Files: map[string]string{`C:\Program Files\DTrace\dtrace.exe`: "dtrace"}})
+	b, err := sim.BuildSignedMSI(sim.MSIManifest{Product: "DTrace", Version: "2.0.0",
+		Files: map[string]string{`C:\Program Files\DTrace\dtrace.exe`: "dtrace"}}, sim.DTraceSigner)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,14 +118,16 @@ func TestProvisionPlanApplyRevert(t *testing.T) {
 		}
 	}
 
-	// The operator hands over the MSI once; agents fetch it over mTLS.
+	// An admin hands over the MSI once (choosing the installer agents run
+	// as SYSTEM needs admin); agents fetch it over mTLS.
+	admin := fleetClient(t, c, pki.RoleAdmin)
 	msi := simMSI(t)
 	sum := sha256.Sum256(msi)
-	up, err := upload(t, op, "DTrace.amd64.msi", msi, hex.EncodeToString(sum[:]))
+	up, err := upload(t, admin, "DTrace.amd64.msi", msi, hex.EncodeToString(sum[:]))
 	if err != nil {
 		t.Fatal(err)
 	}
-	apply, err := op.ApplyProvision(ctx, &livedumpv1.ApplyProvisionRequest{
+	apply, err := admin.ApplyProvision(ctx, &livedumpv1.ApplyProvisionRequest{
 		Selector: "role=vdi", Reboot: livedumpv1.RebootPolicy_REBOOT_POLICY_IF_NEEDED, DtraceMsiSha256: up.GetArtifact().GetSha256(),
 	})
 	if err != nil {
@@ -255,6 +257,11 @@ func TestProvisionOfflineAndBadInput(t *testing.T) {
 	wantCode(t, err, codes.PermissionDenied, "role viewer")
 	_, err = upload(t, viewer, "x.msi", []byte("x"), "")
 	wantCode(t, err, codes.PermissionDenied, "role viewer")
+	_, err = upload(t, op, "x.msi", []byte("x"), "")
+	wantCode(t, err, codes.PermissionDenied, "needs admin")
+	_, err = op.ApplyProvision(ctx, &livedumpv1.ApplyProvisionRequest{Selector: "x=y", DtraceMsiSha256: strings.Repeat("ab", 32)})
+	wantCode(t, err, codes.PermissionDenied, "dtrace_msi_sha256")
+	admin := fleetClient(t, c, pki.RoleAdmin)
 
 	for _, tc := range []struct {
 		name  string
@@ -282,30 +289,29 @@ func TestProvisionOfflineAndBadInput(t *testing.T) {
 			return err
 		}, "reboot"},
 		{"unknown msi", func() error {
-			_, err := op.ApplyProvision(ctx, &livedumpv1.ApplyProvisionRequest{Selector: "x=y", DtraceMsiSha256: strings.Repeat("ab", 32)})
+			_, err := admin.ApplyProvision(ctx, &livedumpv1.ApplyProvisionRequest{Selector: "x=y", DtraceMsiSha256: strings.Repeat("ab", 32)})
 			return err
 		}, "dtrace_msi_sha256"},
 		{"msi path injection", func() error {
-			_, err := op.ApplyProvision(ctx, &livedumpv1.ApplyProvisionRequest{Selector: "x=y", DtraceMsiSha256: "../../etc/passwd"})
+			_, err := admin.ApplyProvision(ctx, &livedumpv1.ApplyProvisionRequest{Selector: "x=y", DtraceMsiSha256: "../../etc/passwd"})
 			return err
 		}, "dtrace_msi_sha256"},
 		{"upload hash mismatch", func() error {
-			_, err := upload(t, op, "DTrace.msi", []byte("content"), strings.Repeat("0", 64))
+			_, err := upload(t, admin, "DTrace.msi", []byte("content"), strings.Repeat("0", 64))
 			return err
 		}, "header.sha256"},
 		{"upload name", func() error {
-			_, err := upload(t, op, "..", []byte("content"), "")
+			_, err := upload(t, admin, "..", []byte("content"), "")
 			return err
 		}, "header.name"},
 		{"upload size", func() error {
-			_, err := upload(t, op, "a.msi", []byte{}, "")
+			_, err := upload(t, admin, "a.msi", []byte{}, "")
 			return err
 		}, "header.size"},
 	} {
 		t.Run(tc.name, func(t *testing.T) { wantCode(t, tc.call(), codes.InvalidArgument, tc.field) })
 	}
 
-	admin := fleetClient(t, c, pki.RoleAdmin)
 	audit, err := admin.ListAudit(ctx, &livedumpv1.ListAuditRequest{})
 	if err != nil {
 		t.Fatal(err)

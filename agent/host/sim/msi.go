@@ -120,6 +120,9 @@ func parseMSI(data []byte) (MSIManifest, error) {
 	if !ok {
 		return MSIManifest{}, errors.New("not an OLE compound file")
 	}
+	// msiexec installs signed and unsigned packages alike; the signature
+	// is for whoever verifies it first (signature.go).
+	body, _, _ = bytes.Cut(body, sigStream)
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	var m MSIManifest
@@ -160,10 +163,15 @@ func (h *Host) UninstallMSI(ctx context.Context, msi, log string) (int, error) {
 	return h.msiexec(ctx, msi, log, false)
 }
 
+// MsiexecRuns is how many times msiexec ran on this machine (install or
+// uninstall, whatever the outcome) since the Host was made.
+func (h *Host) MsiexecRuns() int64 { return h.msiexecRuns.Load() }
+
 func (h *Host) msiexec(ctx context.Context, msi, log string, install bool) (int, error) {
 	if err := ctxErr(ctx); err != nil {
 		return -1, err
 	}
+	h.msiexecRuns.Add(1)
 	f, err := os.OpenFile(log, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return msiLogFailure, nil

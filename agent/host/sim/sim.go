@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jonboulle/clockwork"
 
@@ -114,6 +115,10 @@ type Host struct {
 	// can arm its timer. It has room for one signal; more would say nothing
 	// new.
 	wake chan struct{}
+
+	// msiexecRuns counts msiexec runs, install and uninstall, whatever
+	// their outcome: what tests check to prove a package was never run.
+	msiexecRuns atomic.Int64
 
 	mu      sync.Mutex
 	keys    map[string]*key // by folded path

@@ -66,22 +66,6 @@ func uploadArtifact(t *testing.T, fc livedumpv1.FleetServiceClient, name string,
 	return st.CloseAndRecv()
 }
 
-// auditHas reports whether the audit log holds an entry for action whose
-// outcome contains outcome, by an actor containing actor.
-func auditHas(t *testing.T, c *harness.Controller, actor, action, outcome string) bool {
-	t.Helper()
-	resp, err := c.Fleet(t, pki.RoleAdmin).ListAudit(context.Background(), &livedumpv1.ListAuditRequest{Limit: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range resp.GetEntries() {
-		if strings.Contains(e.GetActor(), actor) && e.GetAction() == action && strings.Contains(e.GetOutcome(), outcome) {
-			return true
-		}
-	}
-	return false
-}
-
 // TestHole01_OperatorCannotUploadInstaller: an operator who is not an
 // admin uploads an MSI of his choosing. Refused, audited, nothing stored,
 // and the fleet's DTrace MSI is unchanged.

@@ -95,6 +95,9 @@ type Config struct {
 	// BlobsAccessKey and BlobsSecretKey are the S3 credentials; empty: the
 	// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables.
 	BlobsAccessKey, BlobsSecretKey string
+	// Transport bounds connections, streams and Enroll calls of peers
+	// that have not proven who they are.
+	Transport TransportConfig
 
 	Logger   *slog.Logger
 	Registry *prometheus.Registry // nil: a new one

@@ -107,4 +107,16 @@ func TestHole15_HandshakeFailureLogIsRateLimited(t *testing.T) {
 	if lines == 0 || lines > 20 {
 		t.Errorf("%d failed handshakes logged %d lines, want 1-20", flood, lines)
 	}
+	// A second later, the next failure is logged with the count suppressed.
+	time.Sleep(1100 * time.Millisecond)
+	conn, err := net.Dial("tcp", c.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Write([]byte("garbage\r\n\r\n"))
+	closedWithin(conn, 5*time.Second)
+	conn.Close()
+	harness.Eventually(t, 5*time.Second, "a log line with the suppressed count", func() bool {
+		return strings.Contains(logs.String(), "suppressed=")
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -282,15 +283,22 @@ func (c *Controller) newGRPCServer(tm *transportMetrics, srvMetrics *grpcprom.Se
 		log:                  newSparseLog(c.log, c.cfg.Clock),
 		conns:                &sync.Map{},
 	}
-	// The rate limit first: a call it refuses takes no slot of its connection.
+	// Calls without a certificate other than health checks, and Enroll
+	// whoever makes it, are rate-limited per source first, so a refused
+	// call takes no slot of its connection.
 	tapHandle := func(ctx context.Context, info *tap.Info) (context.Context, error) {
-		if c.limiter != nil {
-			var err error
-			if ctx, err = c.limiter.TapHandle(ctx, info); err != nil {
+		anon := creds.anonymousConnOf(ctx)
+		limited := info.FullMethodName == livedumpv1.AgentService_Enroll_FullMethodName ||
+			anon != nil && !strings.HasPrefix(info.FullMethodName, "/grpc.health.v1.Health/")
+		if c.limiter != nil && limited {
+			if err := c.limiter.Check(ctx, info.FullMethodName); err != nil {
 				return ctx, err
 			}
 		}
-		return creds.tap(ctx, info)
+		if anon == nil {
+			return ctx, nil
+		}
+		return creds.admit(ctx, anon, info.FullMethodName)
 	}
 	return grpc.NewServer(
 		grpc.Creds(creds),

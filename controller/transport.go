@@ -23,7 +23,6 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/tap"
 
 	"github.com/livedump/livedump/controller/api"
 )
@@ -164,10 +163,10 @@ func newTransportMetrics(reg prometheus.Registerer) *transportMetrics {
 		}, []string{"reason"}),
 		anonymousRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "livedump_controller_anonymous_calls_refused_total",
-			Help: "Calls without a client certificate refused before they were served, by reason (needs_certificate, too_many_streams).",
+			Help: "Calls without a client certificate refused before they were served, by reason (unknown_method, too_many_streams).",
 		}, []string{"reason"}),
 	}
-	for _, r := range []string{"needs_certificate", "too_many_streams"} {
+	for _, r := range []string{"unknown_method", "too_many_streams"} {
 		m.anonymousRefused.WithLabelValues(r)
 	}
 	for _, r := range []string{refusedMaxConnections, refusedMaxAnonymousConnections} {
@@ -330,23 +329,28 @@ type anonymousStream struct {
 
 func (s *anonymousStream) end() { s.once.Do(func() { s.conn.streams.Add(-1) }) }
 
-// tap runs when a stream's headers arrive, before gRPC starts a goroutine
-// for it. On a connection without a certificate it refuses methods that
-// need one and calls past maxAnonymousStreams in flight. It must not block
-// (gRPC holds its transport's lock).
-func (g *guardedCreds) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+// anonymousConnOf returns the connection without a certificate a stream
+// arrived on, or nil for a certificate holder.
+func (g *guardedCreds) anonymousConnOf(ctx context.Context) *anonymousConn {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.Addr == nil {
-		return ctx, nil
+		return nil
 	}
-	v, ok := g.conns.Load(p.Addr.String())
-	if !ok {
-		return ctx, nil // a certificate holder
+	if v, ok := g.conns.Load(p.Addr.String()); ok {
+		return v.(*anonymousConn)
 	}
-	a := v.(*anonymousConn)
-	if !api.AllowsAnonymous(info.FullMethodName) {
-		g.metrics.anonymousRefused.WithLabelValues("needs_certificate").Inc()
-		return ctx, status.Errorf(codes.Unauthenticated, "%s requires a client certificate", strings.TrimPrefix(info.FullMethodName, "/"))
+	return nil
+}
+
+// admit runs when the headers of a stream without a certificate arrive,
+// before gRPC starts a goroutine for it: it refuses unknown methods and
+// calls past maxAnonymousStreams in flight. Known methods go on to the
+// authorizer, which refuses what needs a certificate and audits it. It must
+// not block (gRPC holds its transport's lock).
+func (g *guardedCreds) admit(ctx context.Context, a *anonymousConn, method string) (context.Context, error) {
+	if !api.KnownMethod(method) {
+		g.metrics.anonymousRefused.WithLabelValues("unknown_method").Inc()
+		return ctx, status.Errorf(codes.Unimplemented, "unknown method %s", strings.TrimPrefix(method, "/"))
 	}
 	if a.streams.Add(1) > maxAnonymousStreams {
 		a.streams.Add(-1)

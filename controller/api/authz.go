@@ -80,12 +80,11 @@ var policy = map[string]rule{
 	"/grpc.health.v1.Health/List":  {caller: anyone},
 }
 
-// AllowsAnonymous reports whether callers without a client certificate may
-// call method at all; the transport refuses the others before a stream is
-// served.
-func AllowsAnonymous(method string) bool {
-	r, ok := policy[method]
-	return ok && r.caller == anyone
+// KnownMethod reports whether method is in the policy table. Calls to
+// other methods are refused whoever makes them.
+func KnownMethod(method string) bool {
+	_, ok := policy[method]
+	return ok
 }
 
 type identityKey struct{}

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/tap"
 
 	"github.com/livedump/livedump/controller/store"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
@@ -44,10 +43,11 @@ type EnrollLimiterConfig struct {
 	Clock         clockwork.Clock
 }
 
-// EnrollLimiter limits Enroll calls per source address, before the request
-// is read: the one RPC anyone may call must not let anyone spend the
-// controller's CPU, store or audit log. A source is an IPv4 address or an
-// IPv6 /64 (one host usually holds a whole /64).
+// EnrollLimiter limits calls per source address, before the request is
+// read: Enroll, and every other call without a client certificate except
+// health checks. Anyone may make these calls; they must not let anyone spend
+// the controller's CPU, store or audit log. A source is an IPv4 address or
+// an IPv6 /64 (one host usually holds a whole /64).
 //
 // Refused calls are counted at once in the metric, and audited in
 // aggregate: at most one entry per source per interval ("N calls refused
@@ -68,6 +68,7 @@ type limitedSource struct {
 	lim       *rate.Limiter
 	lastSeen  time.Time
 	refused   int // since the last audit entry
+	method    string
 	since     time.Time
 	lastAudit time.Time
 }
@@ -98,13 +99,10 @@ func sourceKey(a net.Addr) string {
 	return (&net.IPNet{IP: tcp.IP.Mask(net.CIDRMask(64, 128)), Mask: net.CIDRMask(64, 128)}).String()
 }
 
-// TapHandle refuses Enroll calls over the limit when their headers arrive,
-// before the request is read. gRPC calls it on its transport's goroutine
-// with a lock held: it must not block.
-func (l *EnrollLimiter) TapHandle(ctx context.Context, info *tap.Info) (context.Context, error) {
-	if info.FullMethodName != livedumpv1.AgentService_Enroll_FullMethodName {
-		return ctx, nil
-	}
+// Check refuses a call over its source's limit. It runs from gRPC's tap
+// handle when the call's headers arrive, before the request is read, on the
+// transport's goroutine with a lock held: it must not block.
+func (l *EnrollLimiter) Check(ctx context.Context, method string) error {
 	var addr net.Addr
 	if p, ok := peer.FromContext(ctx); ok {
 		addr = p.Addr
@@ -115,20 +113,21 @@ func (l *EnrollLimiter) TapHandle(ctx context.Context, info *tap.Info) (context.
 	s := l.source(key, now)
 	if s.lim.AllowN(now, 1) {
 		l.mu.Unlock()
-		return ctx, nil
+		return nil
 	}
 	if s.refused == 0 {
 		s.since = now
 	}
 	s.refused++
+	s.method = method
 	l.mu.Unlock()
 	l.cfg.Metric.Inc()
 	select {
 	case l.wake <- struct{}{}:
 	default:
 	}
-	return ctx, status.Errorf(codes.ResourceExhausted,
-		"Enroll: rate limit of %g calls per second (burst %d) from %s exceeded; retry later", l.cfg.Rate, l.cfg.Burst, key)
+	return status.Errorf(codes.ResourceExhausted,
+		"%s: rate limit of %g calls per second (burst %d) from %s exceeded; retry later", shortMethod(method), l.cfg.Rate, l.cfg.Burst, key)
 }
 
 // source returns the entry of key, creating it and forgetting the oldest
@@ -172,9 +171,9 @@ func (l *EnrollLimiter) Run(ctx context.Context) error {
 }
 
 type refusalRecord struct {
-	key   string
-	n     int
-	since time.Time
+	key, method string
+	n           int
+	since       time.Time
 }
 
 // flush audits the refusals of each source not audited within the
@@ -188,20 +187,21 @@ func (l *EnrollLimiter) flush(ctx context.Context, final bool) {
 		if s.refused == 0 || (!final && now.Sub(s.lastAudit) < l.cfg.AuditInterval) {
 			continue
 		}
-		out = append(out, refusalRecord{key: s.key, n: s.refused, since: s.since})
+		out = append(out, refusalRecord{key: s.key, method: s.method, n: s.refused, since: s.since})
 		s.refused, s.lastAudit = 0, now
 	}
 	if l.evicted > 0 {
-		out = append(out, refusalRecord{key: "forgotten sources", n: l.evicted, since: now})
+		out = append(out, refusalRecord{key: "forgotten sources", method: livedumpv1.AgentService_Enroll_FullMethodName, n: l.evicted, since: now})
 		l.evicted = 0
 	}
 	l.mu.Unlock()
 	for _, r := range out {
 		details, _ := json.Marshal(map[string]any{"source": r.key, "refused": r.n})
 		e := store.AuditEntry{
-			Time:   now.UTC(),
-			Actor:  "anonymous@" + r.key,
-			Action: shortMethod(livedumpv1.AgentService_Enroll_FullMethodName),
+			Time:  now.UTC(),
+			Actor: "anonymous@" + r.key,
+			// The method of the last refused call; the outcome counts them all.
+			Action: shortMethod(r.method),
 			Outcome: fmt.Sprintf("resource_exhausted: %d calls refused by the rate limit (%g/s, burst %d) since %s",
 				r.n, l.cfg.Rate, l.cfg.Burst, r.since.UTC().Format(time.RFC3339)),
 			Details: string(details),

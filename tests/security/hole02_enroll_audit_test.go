@@ -135,7 +135,7 @@ func TestHole02_RefusedEnrollCannotFillTheAuditLog(t *testing.T) {
 		if n > 1024 {
 			t.Errorf("audit entry %d (%s by %s) is %d bytes, want <= 1024", e.ID, e.Action, e.Actor, n)
 		}
-		if e.Action == "Enroll" && !strings.Contains(e.Details+e.Actor, "127.0.0.2") {
+		if e.Action == "AgentService/Enroll" && !strings.Contains(e.Details+e.Actor, "127.0.0.2") {
 			t.Errorf("audit entry %d does not name the source address: %+v", e.ID, e)
 		}
 	}
@@ -180,4 +180,39 @@ func manyLabels(n int) map[string]string {
 		m["k"+strconv.Itoa(i)] = "v"
 	}
 	return m
+}
+
+// TestHole02_AnonymousCallsToOtherMethodsCannotFillTheAuditLog: refused
+// calls without a certificate to mutating operator methods are audited too;
+// a flood of them with megabytes of labels is rate-limited per source and
+// costs the audit log at most 1 KiB per entry.
+func TestHole02_AnonymousCallsToOtherMethodsCannotFillTheAuditLog(t *testing.T) {
+	c := harness.StartController(t, nil)
+	ctx := context.Background()
+	anon := livedumpv1.NewFleetServiceClient(dialFrom(t, c, "127.0.0.3"))
+	mib := strings.Repeat("x", 1<<20)
+	seen := map[codes.Code]int{}
+	for range 60 {
+		_, err := anon.LabelAgent(ctx, &livedumpv1.LabelAgentRequest{AgentId: "x", Set: map[string]string{"a": mib, "b": mib, "c": mib}})
+		seen[status.Code(err)]++
+	}
+	t.Logf("refusals: %v", seen)
+	if seen[codes.Unauthenticated]+seen[codes.ResourceExhausted] != 60 || seen[codes.ResourceExhausted] < 60-harnessBurstSlack {
+		t.Errorf("refusals %v: want all Unauthenticated or ResourceExhausted, at least %d rate-limited", seen, 60-harnessBurstSlack)
+	}
+	entries, err := c.Store().ListAudit(ctx, store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, e := range entries {
+		total += auditSize(e)
+		if auditSize(e) > 1024 {
+			t.Errorf("audit entry %d (%s by %s) is %d bytes, want <= 1024", e.ID, e.Action, e.Actor, auditSize(e))
+		}
+	}
+	t.Logf("%d audit entries, %d bytes", len(entries), total)
+	if total > 64<<10 {
+		t.Errorf("60 refused calls wrote %d bytes of audit, want <= 64 KiB", total)
+	}
 }

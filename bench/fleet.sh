@@ -38,7 +38,11 @@ rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 start_controller() { # [store URL]
 	local store=()
 	[ -n "${1:-}" ] && store=(--store "$1")
-	"$bin/livedump-controller" --dev --dev-agents 0 --pprof --data-dir "$data" --listen "127.0.0.1:$port" \
+	# The enrollment figure is the controller's token + CSR rate from one
+	# source over reused connections without a certificate: lift the
+	# per-source Enroll limit and the lifetime of such connections.
+	LIVEDUMP_CONTROLLER_TRANSPORT_ENROLL_RATE=0 LIVEDUMP_CONTROLLER_TRANSPORT_ANONYMOUS_MAX_LIFETIME=1h \
+		"$bin/livedump-controller" --dev --dev-agents 0 --pprof --data-dir "$data" --listen "127.0.0.1:$port" \
 		--metrics-listen "127.0.0.1:$mport" "${store[@]}" 2>>"$work/controller.log" >/dev/null &
 	cpid=$!
 	for _ in $(seq 600); do

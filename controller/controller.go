@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -23,6 +25,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/tap"
 
 	"github.com/livedump/livedump/controller/api"
 	"github.com/livedump/livedump/controller/blobstore"
@@ -103,6 +106,9 @@ type Config struct {
 	// BlobsAccessKey and BlobsSecretKey are the S3 credentials; empty: the
 	// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables.
 	BlobsAccessKey, BlobsSecretKey string
+	// Transport bounds connections, streams and Enroll calls of peers
+	// that have not proven who they are.
+	Transport TransportConfig
 
 	Logger   *slog.Logger
 	Registry *prometheus.Registry // nil: a new one
@@ -124,6 +130,7 @@ type Controller struct {
 	mlis     net.Listener
 	registry *prometheus.Registry
 	blobs    blobstore.Blobs
+	limiter  *api.EnrollLimiter // nil when Enroll is not rate-limited
 	captures *capture.Manager
 	dumps    *dumps.Receiver
 	cluster  *cluster.Cluster
@@ -160,6 +167,7 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
+	cfg.Transport = cfg.Transport.withDefaults()
 	c := &Controller{cfg: cfg, log: cfg.Logger, registry: cfg.Registry}
 	defer func() {
 		if err != nil {
@@ -238,8 +246,76 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 		return nil, err
 	}
 
-	c.grpc = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(c.server.tlsConfig())),
+	tm := newTransportMetrics(reg)
+	if cfg.Transport.EnrollRate > 0 {
+		c.limiter = api.NewEnrollLimiter(api.EnrollLimiterConfig{
+			Rate: cfg.Transport.EnrollRate, Burst: cfg.Transport.EnrollBurst, Store: c.store,
+			Metric: metrics.EnrollRateLimited, Logger: c.log, Clock: cfg.Clock,
+		})
+	}
+	c.grpc = c.newGRPCServer(tm, srvMetrics, authz)
+	livedumpv1.RegisterAgentServiceServer(c.grpc, api.NewAgentServer(api.AgentConfig{
+		Store: c.store, Blobs: c.blobs, Captures: c.captures, Dumps: c.dumps, Enroller: c.enroller, Fleet: c.fleet, Cluster: c.cluster, CA: c.ca, Metrics: metrics,
+		Logger: c.log, Clock: cfg.Clock, HeartbeatInterval: cfg.HeartbeatInterval,
+	}))
+	livedumpv1.RegisterFleetServiceServer(c.grpc, api.NewFleetServer(api.FleetConfig{
+		Store: c.store, Blobs: c.blobs, Profile: *cfg.Profile, Captures: c.captures, Dumps: c.dumps, Enroller: c.enroller, Fleet: c.fleet, Cluster: c.cluster, Logger: c.log, Clock: cfg.Clock,
+	}))
+	c.health = health.NewServer()
+	healthpb.RegisterHealthServer(c.grpc, c.health)
+	srvMetrics.InitializeMetrics(c.grpc)
+
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	c.lis = &limitListener{Listener: lis, max: int64(cfg.Transport.MaxConnections), metrics: tm, log: newSparseLog(c.log, cfg.Clock)}
+	if cfg.MetricsListen != "-" {
+		if c.mlis, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return nil, fmt.Errorf("metrics_listen: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// newGRPCServer builds the one gRPC server: TLS whose handshakes are
+// bounded, counted and logged, with connections without a certificate on a
+// short leash (see TransportConfig); interceptors in a fixed order (logging,
+// metrics, authorization and audit); Enroll rate-limited per source before
+// its request is read.
+func (c *Controller) newGRPCServer(tm *transportMetrics, srvMetrics *grpcprom.ServerMetrics, authz *api.Authorizer) *grpc.Server {
+	t := c.cfg.Transport
+	creds := &guardedCreds{
+		TransportCredentials: credentials.NewTLS(c.server.tlsConfig()),
+		cfg:                  t,
+		metrics:              tm,
+		log:                  newSparseLog(c.log, c.cfg.Clock),
+		conns:                &sync.Map{},
+	}
+	// Calls without a certificate other than health checks, and Enroll
+	// whoever makes it, are rate-limited per source first, so a refused
+	// call takes no slot of its connection.
+	tapHandle := func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		anon := creds.anonymousConnOf(ctx)
+		limited := info.FullMethodName == livedumpv1.AgentService_Enroll_FullMethodName ||
+			anon != nil && !strings.HasPrefix(info.FullMethodName, "/grpc.health.v1.Health/")
+		if c.limiter != nil && limited {
+			if err := c.limiter.Check(ctx, info.FullMethodName); err != nil {
+				return ctx, err
+			}
+		}
+		if anon == nil {
+			return ctx, nil
+		}
+		return creds.admit(ctx, anon, info.FullMethodName)
+	}
+	return grpc.NewServer(
+		grpc.Creds(creds),
+		grpc.InTapHandle(tapHandle),
+		grpc.StatsHandler(anonymousStreamEnd{}),
+		// The TLS handshake and the HTTP/2 preface.
+		grpc.ConnectionTimeout(t.HandshakeTimeout),
+		grpc.MaxConcurrentStreams(t.MaxStreamsPerConnection),
 		grpc.ChainUnaryInterceptor(logUnary(c.log), srvMetrics.UnaryServerInterceptor(), authz.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(logStream(c.log), srvMetrics.StreamServerInterceptor(), authz.StreamInterceptor()),
 		// Agents hold one idle stream for weeks: probe dead peers, but let
@@ -254,26 +330,6 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 		grpc.WriteBufferSize(16<<10),
 		grpc.SharedWriteBuffer(true),
 	)
-	livedumpv1.RegisterAgentServiceServer(c.grpc, api.NewAgentServer(api.AgentConfig{
-		Store: c.store, Blobs: c.blobs, Captures: c.captures, Dumps: c.dumps, Enroller: c.enroller, Fleet: c.fleet, Cluster: c.cluster, CA: c.ca, Metrics: metrics,
-		Logger: c.log, Clock: cfg.Clock, HeartbeatInterval: cfg.HeartbeatInterval,
-	}))
-	livedumpv1.RegisterFleetServiceServer(c.grpc, api.NewFleetServer(api.FleetConfig{
-		Store: c.store, Blobs: c.blobs, Profile: *cfg.Profile, Captures: c.captures, Dumps: c.dumps, Enroller: c.enroller, Fleet: c.fleet, Cluster: c.cluster, Logger: c.log, Clock: cfg.Clock,
-	}))
-	c.health = health.NewServer()
-	healthpb.RegisterHealthServer(c.grpc, c.health)
-	srvMetrics.InitializeMetrics(c.grpc)
-
-	if c.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
-	}
-	if cfg.MetricsListen != "-" {
-		if c.mlis, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
-			return nil, fmt.Errorf("metrics_listen: %w", err)
-		}
-	}
-	return c, nil
 }
 
 func openStore(ctx context.Context, url, dataDir string) (store.Store, error) {
@@ -358,6 +414,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		})
 	}
 	g.Go(func() error { c.maintain(ctx); return nil })
+	if c.limiter != nil {
+		g.Go(func() error { return c.limiter.Run(ctx) })
+	}
 	g.Go(func() error { return c.captures.Run(ctx) })
 	g.Go(func() error { return c.dumps.Run(ctx) })
 	g.Go(func() error { return c.cluster.Run(ctx) })

@@ -89,6 +89,15 @@ var defaults = map[string]any{
 	"provision.reboot_delay":                 "60s",
 	"provision.unsupported_editions":         []string{},
 	"provision.dtrace_msi":                   "",
+
+	"transport.max_connections":            0,
+	"transport.max_anonymous_connections":  controller.DefaultMaxAnonymousConnections,
+	"transport.max_streams_per_connection": controller.DefaultMaxStreamsPerConnection,
+	"transport.handshake_timeout":          controller.DefaultHandshakeTimeout.String(),
+	"transport.anonymous_idle_timeout":     controller.DefaultAnonymousIdleTimeout.String(),
+	"transport.anonymous_max_lifetime":     controller.DefaultAnonymousMaxLifetime.String(),
+	"transport.enroll_rate":                controller.DefaultEnrollRate,
+	"transport.enroll_burst":               controller.DefaultEnrollBurst,
 }
 
 var flagKeys = map[string]string{
@@ -186,6 +195,10 @@ func controllerConfig(v *viper.Viper) (controller.Config, error) {
 	if id := v.GetString("replica.id"); id != "" && !replicaIDRe.MatchString(id) {
 		return controller.Config{}, fmt.Errorf("replica.id: %q: want 1-64 letters, digits, '.', '_' or '-'", id)
 	}
+	transport, err := transportConfig(v)
+	if err != nil {
+		return controller.Config{}, err
+	}
 	secret := ""
 	if f := config.Path(v, "blobs.secret_key_file"); f != "" {
 		b, err := os.ReadFile(f)
@@ -221,7 +234,67 @@ func controllerConfig(v *viper.Viper) (controller.Config, error) {
 		BlobsSecretKey:    secret,
 		EventRate:         eventRate,
 		EventBurst:        eventBurst,
+		Transport:         transport,
 	}, nil
+}
+
+// transportConfig reads the transport.* keys: the limits on peers that have
+// not proven who they are (docs/security.md).
+func transportConfig(v *viper.Viper) (controller.TransportConfig, error) {
+	var t controller.TransportConfig
+	integer := func(key string, lo, hi int) (int, error) {
+		n, err := cast.ToIntE(v.Get(key))
+		if err != nil {
+			return 0, fmt.Errorf("%s: %v is not an integer", key, v.Get(key))
+		}
+		if n < lo || n > hi {
+			return 0, fmt.Errorf("%s: %d is outside %d-%d", key, n, lo, hi)
+		}
+		return n, nil
+	}
+	duration := func(key string, lo, hi time.Duration) (time.Duration, error) {
+		d, err := config.Duration(v, key)
+		if err != nil {
+			return 0, err
+		}
+		if d < lo || d > hi {
+			return 0, fmt.Errorf("%s: %s is outside %s-%s", key, d, lo, hi)
+		}
+		return d, nil
+	}
+	var err error
+	if t.MaxConnections, err = integer("transport.max_connections", 0, 10_000_000); err != nil {
+		return t, err
+	}
+	if t.MaxAnonymousConnections, err = integer("transport.max_anonymous_connections", 1, 10_000_000); err != nil {
+		return t, err
+	}
+	streams, err := integer("transport.max_streams_per_connection", 4, 65535)
+	if err != nil {
+		return t, err
+	}
+	t.MaxStreamsPerConnection = uint32(streams)
+	if t.HandshakeTimeout, err = duration("transport.handshake_timeout", time.Second, 5*time.Minute); err != nil {
+		return t, err
+	}
+	if t.AnonymousIdleTimeout, err = duration("transport.anonymous_idle_timeout", time.Second, 10*time.Minute); err != nil {
+		return t, err
+	}
+	if t.AnonymousMaxLifetime, err = duration("transport.anonymous_max_lifetime", 5*time.Second, time.Hour); err != nil {
+		return t, err
+	}
+	rate, err := cast.ToFloat64E(v.Get("transport.enroll_rate"))
+	if err != nil || rate < 0 || rate > 1e6 {
+		return t, fmt.Errorf("transport.enroll_rate: %v is not a number of calls per second between 0 (no limit) and 1000000", v.Get("transport.enroll_rate"))
+	}
+	t.EnrollRate = rate
+	if rate == 0 {
+		t.EnrollRate = -1 // off; zero in controller.Config means the default
+	}
+	if t.EnrollBurst, err = integer("transport.enroll_burst", 1, 1_000_000); err != nil {
+		return t, err
+	}
+	return t, nil
 }
 
 var replicaIDRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)

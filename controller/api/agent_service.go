@@ -72,8 +72,14 @@ func resultOf(err error) string {
 
 // Enroll implements AgentService.Enroll.
 func (s *AgentServer) Enroll(ctx context.Context, req *livedumpv1.EnrollRequest) (*livedumpv1.EnrollResponse, error) {
-	if tid := enroll.TokenID(req.GetToken()); tid != "" {
-		setAuditActor(ctx, "token/"+tid)
+	if len(req.GetToken()) <= maxTokenLen {
+		if tid := enroll.TokenID(req.GetToken()); tid != "" {
+			setAuditActor(ctx, "token/"+tid)
+		}
+	}
+	if err := validateEnrollSizes(req); err != nil {
+		s.cfg.Metrics.Enrollments.WithLabelValues(resultInvalid).Inc()
+		return nil, err
 	}
 	if err := validateInventory(req.GetInventory()); err != nil {
 		s.cfg.Metrics.Enrollments.WithLabelValues(resultInvalid).Inc()
@@ -97,6 +103,45 @@ func (s *AgentServer) Enroll(ctx context.Context, req *livedumpv1.EnrollRequest)
 		CertificateChain: [][]byte{e.Cert.Raw},
 		CaCertificates:   s.caChain(),
 	}, nil
+}
+
+// Size limits of an Enroll request, checked before anything else looks at
+// it: anyone may call Enroll, and nothing of a refused request is kept.
+const (
+	// maxTokenLen is well above a token's 45 characters.
+	maxTokenLen = 128
+	// maxCSRBytes is well above a DER CSR of an RSA-4096 key (~1.2 KiB).
+	maxCSRBytes = 16 << 10
+	// maxEnrollLabels is how many labels an installer may ask for.
+	maxEnrollLabels = 64
+	// maxLabelKeyLen and maxLabelValueLen are the Kubernetes limits that
+	// selector.ValidateUserLabels enforces: a 253-byte prefix, '/', a
+	// 63-byte name; a 63-byte value.
+	maxLabelKeyLen   = 253 + 1 + 63
+	maxLabelValueLen = 63
+)
+
+// validateEnrollSizes refuses an Enroll request with an oversized field,
+// naming the field and its size but never echoing its content.
+func validateEnrollSizes(req *livedumpv1.EnrollRequest) error {
+	if n := len(req.GetToken()); n > maxTokenLen {
+		return invalid("token", "%d bytes, longer than %d", n, maxTokenLen)
+	}
+	if n := len(req.GetCsr()); n > maxCSRBytes {
+		return invalid("csr", "%d bytes, longer than %d", n, maxCSRBytes)
+	}
+	if n := len(req.GetLabels()); n > maxEnrollLabels {
+		return invalid("labels", "%d labels, more than %d", n, maxEnrollLabels)
+	}
+	for k, v := range req.GetLabels() {
+		if len(k) > maxLabelKeyLen {
+			return invalid("labels", "a key of %d bytes, longer than %d", len(k), maxLabelKeyLen)
+		}
+		if len(v) > maxLabelValueLen {
+			return invalid("labels", "the value of a key of %d bytes is %d bytes, longer than %d", len(k), len(v), maxLabelValueLen)
+		}
+	}
+	return nil
 }
 
 // Renew implements AgentService.Renew.

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +29,7 @@ const (
 	anyone caller = iota + 1 // no client certificate needed (Enroll, health)
 	agents
 	operators
+	certified // any verified client certificate, agent or operator
 )
 
 // rule is the authorization policy of one RPC.
@@ -77,8 +79,17 @@ var policy = map[string]rule{
 	livedumpv1.FleetService_PullDump_FullMethodName:      {caller: operators, minRole: pki.RoleOperator, mutating: true},
 
 	"/grpc.health.v1.Health/Check": {caller: anyone},
-	"/grpc.health.v1.Health/Watch": {caller: anyone},
+	// A Watch stream is held open: not for callers without a certificate
+	// (load balancers use Check).
+	"/grpc.health.v1.Health/Watch": {caller: certified},
 	"/grpc.health.v1.Health/List":  {caller: anyone},
+}
+
+// KnownMethod reports whether method is in the policy table. Calls to
+// other methods are refused whoever makes them.
+func KnownMethod(method string) bool {
+	_, ok := policy[method]
+	return ok
 }
 
 type identityKey struct{}
@@ -156,6 +167,11 @@ func (a *Authorizer) authorize(ctx context.Context, method string) (context.Cont
 	short := shortMethod(method)
 	switch r.caller {
 	case anyone:
+		return ctx, r, nil
+	case certified:
+		if !has {
+			return ctx, r, status.Errorf(codes.Unauthenticated, "%s requires a client certificate", short)
+		}
 		return ctx, r, nil
 	case agents:
 		if !has {
@@ -277,6 +293,12 @@ func (a *Authorizer) audit(ctx context.Context, method string, rec *auditRecord,
 		Outcome: truncateAudit(outcome, 512),
 		Details: auditDetails(req),
 	}
+	if _, ok := IdentityFromContext(ctx); !ok {
+		// Anyone can make these calls: keep what they cost the audit log
+		// bounded, whatever they sent.
+		e.Details = anonymousDetails(ctx)
+		boundAnonymousEntry(&e)
+	}
 	// The caller's context may already be cancelled; the record must still land.
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -314,4 +336,38 @@ func auditDetails(req any) string {
 		return ""
 	}
 	return string(b)
+}
+
+// maxAnonymousAudit bounds the text of an audit entry of a caller without a
+// certificate: the method, the source address, the outcome and the token ID.
+const maxAnonymousAudit = 1024
+
+// anonymousDetails is the JSON detail of a call without a certificate: only
+// its source address, never what it sent.
+func anonymousDetails(ctx context.Context) string {
+	src := ""
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		src = p.Addr.String()
+	}
+	b, _ := json.Marshal(map[string]string{"source": src})
+	return string(b)
+}
+
+// boundAnonymousEntry truncates an entry so its text fields total at most
+// maxAnonymousAudit bytes, marking what was cut.
+func boundAnonymousEntry(e *store.AuditEntry) {
+	const marker = "...[truncated]"
+	budget := maxAnonymousAudit
+	for _, f := range []*string{&e.Action, &e.Actor, &e.Target, &e.Details, &e.Outcome} {
+		if f == &e.Details && len(*f) > budget/4 {
+			*f = `{"truncated":true}`
+		}
+		if len(*f) > budget {
+			*f = strings.ToValidUTF8((*f)[:max(budget-len(marker), 0)], "") + marker
+			if len(*f) > budget {
+				*f = ""
+			}
+		}
+		budget -= len(*f)
+	}
 }

@@ -50,6 +50,8 @@ func (r rule) allows(who string) bool {
 	switch r.caller {
 	case anyone:
 		return true
+	case certified:
+		return who != "no certificate"
 	case agents:
 		return who == "agent"
 	case operators:

@@ -62,7 +62,7 @@ func TestPolicyRowsAreComplete(t *testing.T) {
 	}
 	for m, r := range policy {
 		switch r.caller {
-		case anyone, agents:
+		case anyone, agents, certified:
 		case operators:
 			if r.minRole == "" {
 				t.Errorf("%s: operator rule without a role", m)

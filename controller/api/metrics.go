@@ -17,6 +17,9 @@ type Metrics struct {
 	Renewals        *prometheus.CounterVec
 	Heartbeats      prometheus.Counter
 	Disconnects     *prometheus.CounterVec
+	// EnrollRateLimited counts Enroll calls refused by the per-source
+	// rate limit.
+	EnrollRateLimited prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -42,6 +45,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "livedump_controller_agent_disconnects_total",
 			Help: "Agent streams ended, by reason (closed, replaced, revoked, heartbeat_timeout, certificate_expired, shutdown, error).",
 		}, []string{"reason"}),
+		EnrollRateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "livedump_controller_enroll_rate_limited_total",
+			Help: "Enroll calls refused by the per-source rate limit.",
+		}),
 	}
 	for _, r := range []string{resultOK, resultDenied, resultInvalid, resultError} {
 		m.Enrollments.WithLabelValues(r)
@@ -50,6 +57,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"closed", "replaced", "revoked", "heartbeat_timeout", "certificate_expired", "shutdown", "store_unavailable", "slow_consumer", "error"} {
 		m.Disconnects.WithLabelValues(r)
 	}
-	reg.MustRegister(m.AgentsConnected, m.Enrollments, m.Renewals, m.Heartbeats, m.Disconnects)
+	reg.MustRegister(m.AgentsConnected, m.Enrollments, m.Renewals, m.Heartbeats, m.Disconnects, m.EnrollRateLimited)
 	return m
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
@@ -114,6 +115,11 @@ type Authorizer struct {
 	Store  store.Store
 	Logger *slog.Logger
 	Now    func() time.Time
+	// Streams registers every authorized stream under its owner, so that
+	// revocations end them; nil: streams are not tracked.
+	Streams *fleet.Streams
+
+	seen operatorSeen // when each operator certificate was last recorded
 }
 
 // peerIdentity returns the identity in the verified client certificate, or
@@ -169,6 +175,9 @@ func (a *Authorizer) authorize(ctx context.Context, method string) (context.Cont
 		if ag.Revoked {
 			return ctx, r, status.Errorf(codes.PermissionDenied, "agent %s is revoked", id.AgentID)
 		}
+		if ctx, err = a.checkAgentCert(ctx, method, ag); err != nil {
+			return ctx, r, err
+		}
 		return ctx, r, nil
 	case operators:
 		if !has {
@@ -176,6 +185,9 @@ func (a *Authorizer) authorize(ctx context.Context, method string) (context.Cont
 		}
 		if id.Kind != pki.KindOperator {
 			return ctx, r, status.Errorf(codes.PermissionDenied, "%s may only be called by operators, not %s", short, id)
+		}
+		if err := a.checkOperatorCert(ctx, id); err != nil {
+			return ctx, r, err
 		}
 		if !id.Role.Allows(r.minRole) {
 			return ctx, r, status.Errorf(codes.PermissionDenied, "role %s may not call %s (needs %s)", id.Role, short, r.minRole)
@@ -215,12 +227,12 @@ func (a *Authorizer) StreamInterceptor() grpc.StreamServerInterceptor {
 			if err != nil {
 				return err
 			}
-			return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+			return a.serveStream(ctx, srv, ss, info, handler)
 		}
 		rec := &auditRecord{actor: actorOf(ctx)}
 		ctx = context.WithValue(ctx, auditKey{}, rec)
 		if err == nil {
-			err = handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+			err = a.serveStream(ctx, srv, ss, info, handler)
 		}
 		a.audit(ctx, info.FullMethod, rec, nil, err)
 		return err
@@ -267,6 +279,8 @@ func (a *Authorizer) audit(ctx context.Context, method string, rec *auditRecord,
 		Target:  rec.target,
 		Outcome: outcome,
 		Details: auditDetails(req),
+
+		CertSerial: callerSerial(ctx),
 	}
 	// The caller's context may already be cancelled; the record must still land.
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -60,6 +60,9 @@ type Config struct {
 	// still accepted (never for another renewal); 0 means
 	// DefaultRenewGrace, negative means not at all.
 	RenewGrace time.Duration
+	// Renewed, if set, is told of every renewal: the streams still open
+	// with the replaced certificate must end when graceUntil passes.
+	Renewed func(ctx context.Context, agentID, oldSerial string, graceUntil time.Time)
 }
 
 // Enroller creates tokens, enrolls agents and renews their certificates.
@@ -259,6 +262,13 @@ func (e *Enroller) Renew(ctx context.Context, agentID string, csrDER []byte) (*x
 	}
 	if err := e.cfg.Store.SetCertificate(ctx, agentID, pki.SerialHex(cert), cert.NotAfter, graceUntil); err != nil {
 		return nil, fmt.Errorf("renew %s: %w", agentID, err)
+	}
+	if e.cfg.Renewed != nil && a.CertSerial != "" {
+		until := graceUntil
+		if until.IsZero() {
+			until = now // no grace: the replaced certificate's streams end now
+		}
+		e.cfg.Renewed(ctx, agentID, a.CertSerial, until)
 	}
 	return cert, nil
 }

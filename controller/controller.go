@@ -66,10 +66,6 @@ type Config struct {
 	// ServerNames are the DNS names and IPs in the server certificate.
 	ServerNames       []string
 	CertTTL           time.Duration // agent certificate lifetime
-	// RenewGrace is how long an agent's certificate replaced by a renewal
-	// is still accepted (never to renew again); 0 means 10 minutes,
-	// negative means not at all.
-	RenewGrace time.Duration
 	HeartbeatInterval time.Duration
 	// Profile is the provisioning profile; nil means profile.Default().
 	Profile *profile.Profile
@@ -99,6 +95,11 @@ type Config struct {
 	// BlobsAccessKey and BlobsSecretKey are the S3 credentials; empty: the
 	// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables.
 	BlobsAccessKey, BlobsSecretKey string
+
+	// RenewGrace is how long an agent's certificate replaced by a renewal
+	// is still accepted (never to renew again); 0 means 10 minutes,
+	// negative means not at all.
+	RenewGrace time.Duration
 
 	Logger   *slog.Logger
 	Registry *prometheus.Registry // nil: a new one

@@ -72,6 +72,9 @@ var policy = map[string]rule{
 	livedumpv1.FleetService_GetDump_FullMethodName:       {caller: operators, minRole: pki.RoleViewer},
 	livedumpv1.FleetService_PullDump_FullMethodName:      {caller: operators, minRole: pki.RoleOperator, mutating: true},
 
+	livedumpv1.FleetService_ListOperatorCertificates_FullMethodName:  {caller: operators, minRole: pki.RoleAdmin},
+	livedumpv1.FleetService_RevokeOperatorCertificate_FullMethodName: {caller: operators, minRole: pki.RoleAdmin, mutating: true},
+
 	"/grpc.health.v1.Health/Check": {caller: anyone},
 	"/grpc.health.v1.Health/Watch": {caller: anyone},
 	"/grpc.health.v1.Health/List":  {caller: anyone},

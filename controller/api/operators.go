@@ -86,6 +86,13 @@ func (s *FleetServer) RevokeOperatorCertificate(ctx context.Context, req *livedu
 			return nil, invalid("name", "%v", err)
 		}
 		setAuditTarget(ctx, "operator/"+t.Name)
+		// Certificates carry their issue time in whole seconds: the cut-off
+		// is rounded up to the next second, so that every certificate
+		// issued before the revocation is covered (one issued in the same
+		// second just after it is too).
+		if r := at.Truncate(time.Second); !r.Equal(at) {
+			at = r.Add(time.Second)
+		}
 		n, err := s.cfg.Store.RevokeOperatorName(ctx, t.Name, at, by)
 		if err != nil {
 			return nil, toStatus(s.cfg.Logger, "revoke operator "+t.Name, err)

@@ -135,7 +135,7 @@ func TestHole11_RevokedAgentEveryStreamEnds(t *testing.T) {
 	}
 	// The header alone holds the stream open; the agent sends nothing else.
 	_ = up.Send(&livedumpv1.UploadDumpRequest{Msg: &livedumpv1.UploadDumpRequest_Header{Header: &livedumpv1.UploadDumpHeader{
-		Dump: &livedumpv1.Dump{Id: "d0d0d0d0d0d0d0d2", Size: 1 << 20, Sha256: hex.EncodeToString(make([]byte, 32)), State: livedumpv1.DumpState_DUMP_STATE_HASHED},
+		Dump:        &livedumpv1.Dump{Id: "d0d0d0d0d0d0d0d2", Size: 1 << 20, Sha256: hex.EncodeToString(make([]byte, 32)), State: livedumpv1.DumpState_DUMP_STATE_HASHED},
 		Compression: "zstd",
 	}}})
 	time.Sleep(300 * time.Millisecond)

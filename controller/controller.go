@@ -110,6 +110,11 @@ type Config struct {
 	// that have not proven who they are.
 	Transport TransportConfig
 
+	// RenewGrace is how long an agent's certificate replaced by a renewal
+	// is still accepted (never to renew again); 0 means 10 minutes,
+	// negative means not at all.
+	RenewGrace time.Duration
+
 	Logger   *slog.Logger
 	Registry *prometheus.Registry // nil: a new one
 	Clock    clockwork.Clock
@@ -221,11 +226,17 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	srvMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	reg.MustRegister(srvMetrics)
 
-	c.enroller = enroll.New(enroll.Config{Store: c.store, CA: c.ca, Clock: cfg.Clock, CertTTL: cfg.CertTTL})
+	c.enroller = enroll.New(enroll.Config{
+		Store: c.store, CA: c.ca, Clock: cfg.Clock, CertTTL: cfg.CertTTL, RenewGrace: cfg.RenewGrace,
+		Renewed: func(ctx context.Context, agentID, oldSerial string, graceUntil time.Time) {
+			c.cluster.Superseded(ctx, agentID, oldSerial, graceUntil)
+		},
+	})
 	c.fleet = fleet.NewRegistry(metrics.AgentsConnected)
-	authz := &api.Authorizer{Store: c.store, Logger: c.log, Now: cfg.Clock.Now}
+	streams := fleet.NewStreams()
+	authz := &api.Authorizer{Store: c.store, Logger: c.log, Now: cfg.Clock.Now, Streams: streams}
 	c.cluster = cluster.New(cluster.Config{
-		Store: c.store, Fleet: c.fleet, ReplicaID: cfg.ReplicaID, Addr: cfg.Advertise, Lease: cfg.Lease,
+		Store: c.store, Fleet: c.fleet, Streams: streams, ReplicaID: cfg.ReplicaID, Addr: cfg.Advertise, Lease: cfg.Lease,
 		Logger: c.log, Clock: cfg.Clock, Registry: reg,
 		OnCaptures: func(id string) { c.captures.Remote(id) },
 		OnEvents:   func(id string) { c.captures.Relay(id) },

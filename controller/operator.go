@@ -1,12 +1,22 @@
 package controller
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/livedump/livedump/controller/store"
 	"github.com/livedump/livedump/internal/pki"
+)
+
+// Operator certificate lifetimes. Operator certificates can be revoked
+// (livedumpctl operators revoke), but a short life still bounds what a
+// lost laptop is worth when nobody notices.
+const (
+	DefaultOperatorCertTTL = 30 * 24 * time.Hour
+	MaxOperatorCertTTL     = 365 * 24 * time.Hour
 )
 
 // OperatorConfig describes an operator credential written to disk.
@@ -15,7 +25,10 @@ type OperatorConfig struct {
 	Name       string
 	Dir        string        // where key, certificate, CA and livedumpctl.yaml go
 	Controller string        // address livedumpctl should dial
-	TTL        time.Duration // certificate lifetime
+	TTL        time.Duration // certificate lifetime; 0: DefaultOperatorCertTTL
+	// Store, when set, records the issued certificate so that it is listed
+	// (livedumpctl operators list) before its first use.
+	Store store.Store
 }
 
 // WriteOperatorCredentials issues an operator certificate from ca and writes
@@ -26,8 +39,11 @@ func WriteOperatorCredentials(ca *pki.CA, cfg OperatorConfig, now time.Time) (st
 	if err := id.Validate(); err != nil {
 		return "", err
 	}
-	if cfg.TTL <= 0 {
-		cfg.TTL = 365 * 24 * time.Hour
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultOperatorCertTTL
+	}
+	if cfg.TTL < time.Hour || cfg.TTL > MaxOperatorCertTTL {
+		return "", fmt.Errorf("ttl: %s is outside 1h-%s", cfg.TTL, MaxOperatorCertTTL)
 	}
 	key, err := pki.GenerateKey()
 	if err != nil {
@@ -63,6 +79,17 @@ func WriteOperatorCredentials(ca *pki.CA, cfg OperatorConfig, now time.Time) (st
 	path := filepath.Join(cfg.Dir, "livedumpctl.yaml")
 	if err := pki.WriteFileAtomic(path, []byte(conf), 0o600); err != nil {
 		return "", err
+	}
+	if cfg.Store != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err := cfg.Store.RecordOperatorCert(ctx, store.OperatorCert{
+			Serial: pki.SerialHex(cert), Role: string(cfg.Role), Name: cfg.Name,
+			Issued: pki.IssuedAt(cert), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
+		})
+		if err != nil {
+			return path, fmt.Errorf("record the certificate (it was written and works): %w", err)
+		}
 	}
 	return path, nil
 }

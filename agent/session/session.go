@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,6 +85,8 @@ type Client struct {
 
 	mu        sync.Mutex
 	conns     map[string]*grpc.ClientConn
+	retired   []*grpc.ClientConn                     // made with a certificate since renewed
+	renewed   chan struct{}                          // closed when the certificate is renewed
 	preferred int                                    // index of the address that worked last
 	send      func(*livedumpv1.ConnectRequest) error // nil while disconnected
 }
@@ -135,7 +138,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = DefaultBackoffMax
 	}
-	return &Client{cfg: cfg, log: cfg.Logger, conns: map[string]*grpc.ClientConn{}}, nil
+	return &Client{cfg: cfg, log: cfg.Logger, conns: map[string]*grpc.ClientConn{}, renewed: make(chan struct{})}, nil
 }
 
 // AgentID returns the enrolled agent ID, or "" before enrollment.
@@ -266,6 +269,46 @@ func (c *Client) closeConns() {
 		cc.Close()
 		delete(c.conns, a)
 	}
+	for _, cc := range c.retired {
+		cc.Close()
+	}
+	c.retired = nil
+}
+
+// retireAfter is how long calls already under way on a connection made with
+// the replaced certificate (an upload) may go on after a renewal; the
+// controller accepts that certificate a while longer (its renew_grace,
+// 10 minutes by default).
+const retireAfter = time.Minute
+
+// errRenewed ends a stream made with a certificate that has been renewed,
+// so that the next one presents the new certificate.
+var errRenewed = errors.New("certificate renewed; reconnecting with the new one")
+
+// retireConns makes new calls dial again, presenting the renewed
+// certificate (a TLS connection keeps the certificate of its handshake),
+// ends the stream on the old connection and closes the old connections
+// once calls under way have had time to finish. The controller accepts the
+// replaced certificate only for a grace window after the renewal.
+func (c *Client) retireConns() {
+	c.mu.Lock()
+	old := make([]*grpc.ClientConn, 0, len(c.conns))
+	for a, cc := range c.conns {
+		old = append(old, cc)
+		delete(c.conns, a)
+	}
+	c.retired = append(c.retired, old...)
+	close(c.renewed)
+	c.renewed = make(chan struct{})
+	c.mu.Unlock()
+	c.cfg.Clock.AfterFunc(retireAfter, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, cc := range old {
+			cc.Close()
+		}
+		c.retired = slices.DeleteFunc(c.retired, func(cc *grpc.ClientConn) bool { return slices.Contains(old, cc) })
+	})
 }
 
 func (c *Client) addr() string {
@@ -404,6 +447,7 @@ func (c *Client) renew(ctx context.Context) error {
 		return fmt.Errorf("save identity: %w", err)
 	}
 	c.setIdentity(id)
+	c.retireConns()
 	c.log.Info("certificate renewed", "agent_id", id.AgentID, "expires", id.Leaf().NotAfter)
 	return nil
 }
@@ -427,6 +471,11 @@ func (c *Client) connectLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, errRenewed) {
+			c.log.Info("reconnecting with the renewed certificate", "controller", addr)
+			attempt = 0
+			continue
+		}
 		if established {
 			attempt = 0
 		} else {
@@ -444,6 +493,9 @@ func (c *Client) connectLoop(ctx context.Context) {
 // stream runs one Connect stream until it fails. established reports whether
 // the controller welcomed us.
 func (c *Client) stream(ctx context.Context, addr string) (established bool, err error) {
+	c.mu.Lock()
+	renewed := c.renewed
+	c.mu.Unlock()
 	cc, err := c.conn(addr)
 	if err != nil {
 		return false, err
@@ -553,6 +605,8 @@ func (c *Client) stream(ctx context.Context, addr string) (established bool, err
 	select {
 	case err = <-recvErr:
 	case err = <-hbErr:
+	case <-renewed:
+		err = errRenewed
 	case <-ctx.Done():
 		err = ctx.Err()
 	}

@@ -85,7 +85,7 @@ func runDev(ctx context.Context, cfg controller.Config, opts devOptions, stdout 
 		return err
 	}
 	ctlConfig, err := controller.WriteOperatorCredentials(c.CA(), controller.OperatorConfig{
-		Role: pki.RoleAdmin, Name: devOperator, Dir: dataDir, Controller: c.Addr(),
+		Role: pki.RoleAdmin, Name: devOperator, Dir: dataDir, Controller: c.Addr(), Store: c.Store(),
 	}, time.Now())
 	if err != nil {
 		c.Close()

@@ -26,6 +26,10 @@ import (
 	"github.com/livedump/livedump/controller"
 	"github.com/livedump/livedump/controller/capture"
 	"github.com/livedump/livedump/controller/dumps"
+	"github.com/livedump/livedump/controller/enroll"
+	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/open"
+	"github.com/livedump/livedump/controller/store/sqlite"
 	"github.com/livedump/livedump/internal/config"
 	"github.com/livedump/livedump/internal/logging"
 	"github.com/livedump/livedump/internal/pki"
@@ -54,6 +58,7 @@ var defaults = map[string]any{
 	"tls.ca_key_file":    "",
 	"tls.server_names":   []string{},
 	"cert_ttl":           "720h",
+	"renew_grace":        "10m",
 	"heartbeat_interval": "30s",
 	"log_level":          "info",
 	"pprof":              false,
@@ -109,6 +114,7 @@ var flagKeys = map[string]string{
 	"tls.ca_key_file":      "ca-key-file",
 	"tls.server_names":     "server-name",
 	"cert_ttl":             "cert-ttl",
+	"renew_grace":          "renew-grace",
 	"heartbeat_interval":   "heartbeat-interval",
 	"log_level":            "log-level",
 	"provision.dtrace_msi": "dtrace-msi",
@@ -129,6 +135,7 @@ func addConfigFlags(cmd *cobra.Command) {
 	f.String("ca-key-file", "", "external CA private key (PEM)")
 	f.StringSlice("server-name", nil, "DNS name or IP for the server certificate (repeatable; default localhost, 127.0.0.1, ::1, hostname)")
 	f.String("cert-ttl", "720h", "lifetime of agent certificates")
+	f.String("renew-grace", "10m", "how long an agent certificate replaced by a renewal is still accepted (0s: not at all; at most 24h)")
 	f.String("heartbeat-interval", "30s", "how often agents heartbeat; silent for 3 intervals means offline")
 	f.String("log-level", "info", "debug, info, warn or error")
 	f.String("dtrace-msi", "", "DTrace installer (MSI) agents install when provisioning")
@@ -170,6 +177,16 @@ func controllerConfig(v *viper.Viper) (controller.Config, error) {
 	}
 	if certTTL < time.Hour {
 		return controller.Config{}, fmt.Errorf("cert_ttl: %s is shorter than the 1h minimum", certTTL)
+	}
+	grace, err := config.Duration(v, "renew_grace")
+	if err != nil {
+		return controller.Config{}, err
+	}
+	if grace < 0 || grace > enroll.MaxRenewGrace {
+		return controller.Config{}, fmt.Errorf("renew_grace: %s is outside 0s-%s", grace, enroll.MaxRenewGrace)
+	}
+	if grace == 0 {
+		grace = -1 // none; the controller's zero value means the default
 	}
 	if hb < time.Second {
 		return controller.Config{}, fmt.Errorf("heartbeat_interval: %s is shorter than the 1s minimum", hb)
@@ -224,6 +241,7 @@ func controllerConfig(v *viper.Viper) (controller.Config, error) {
 		CAKeyFile:         config.Path(v, "tls.ca_key_file"),
 		ServerNames:       v.GetStringSlice("tls.server_names"),
 		CertTTL:           certTTL,
+		RenewGrace:        grace,
 		HeartbeatInterval: hb,
 		Pprof:             v.GetBool("pprof"),
 		ReplicaID:         v.GetString("replica.id"),
@@ -450,7 +468,13 @@ func issueOperatorCmd(stdout io.Writer) *cobra.Command {
 		Short: "Issue an operator certificate and write a livedumpctl config for it",
 		Long: `issue-operator signs an operator certificate with the controller CA (run it on
 the controller host, as the user that owns the data directory) and writes
-NAME.key, NAME.crt, ca.crt and livedumpctl.yaml into DIR.`,
+NAME.key, NAME.crt, ca.crt and livedumpctl.yaml into DIR.
+
+The certificate lives --ttl (default 30 days, at most 365 days). When the
+controller's store is reachable from here (the SQLite database in the data
+directory, or the configured store URL) the certificate is recorded in it, so
+that "livedumpctl operators list" shows it before its first use; otherwise it
+is recorded at first use. Revoke it with "livedumpctl operators revoke".`,
 		Args: cobra.NoArgs,
 	}
 	addConfigFlags(cmd)
@@ -458,7 +482,7 @@ NAME.key, NAME.crt, ca.crt and livedumpctl.yaml into DIR.`,
 	cmd.Flags().String("name", "", "operator name (letters, digits, . _ @ -)")
 	cmd.Flags().String("out", "", "output directory")
 	cmd.Flags().String("controller", "", "controller address written into livedumpctl.yaml (default: the listen address)")
-	cmd.Flags().Duration("ttl", 365*24*time.Hour, "certificate lifetime")
+	cmd.Flags().Duration("ttl", controller.DefaultOperatorCertTTL, fmt.Sprintf("certificate lifetime (1h to %s)", controller.MaxOperatorCertTTL))
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		v, err := loadConfig(cmd)
 		if err != nil {
@@ -489,14 +513,42 @@ NAME.key, NAME.crt, ca.crt and livedumpctl.yaml into DIR.`,
 		if err != nil {
 			return err
 		}
-		path, err := controller.WriteOperatorCredentials(ca, controller.OperatorConfig{Role: role, Name: name, Dir: out, Controller: addr, TTL: ttl}, time.Now())
+		if ttl < time.Hour || ttl > controller.MaxOperatorCertTTL {
+			return fmt.Errorf("ttl: %s is outside 1h-%s", ttl, controller.MaxOperatorCertTTL)
+		}
+		st, err := operatorStore(cmd.Context(), v)
 		if err != nil {
+			fmt.Fprintf(cmd.ErrOrStderr(), "livedump-controller: not recording the certificate in the store (it is recorded at first use): %v\n", err)
+		}
+		if st != nil {
+			defer st.Close()
+		}
+		path, err := controller.WriteOperatorCredentials(ca, controller.OperatorConfig{Role: role, Name: name, Dir: out, Controller: addr, TTL: ttl, Store: st}, time.Now())
+		if path == "" && err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "wrote %s\n", path)
+		if err != nil {
+			fmt.Fprintf(cmd.ErrOrStderr(), "livedump-controller: %v\n", err)
+		}
 		return nil
 	}
 	return cmd
+}
+
+// operatorStore opens the controller's store to record an issued operator
+// certificate: the configured store URL, else the SQLite database in the
+// data directory if there is one (nil, nil when there is none: a new empty
+// database would help nobody).
+func operatorStore(ctx context.Context, v *viper.Viper) (store.Store, error) {
+	if u := v.GetString("store"); u != "" {
+		return open.Open(ctx, u)
+	}
+	db := filepath.Join(config.Path(v, "data_dir"), "livedump.db")
+	if _, err := os.Stat(db); err != nil {
+		return nil, nil
+	}
+	return sqlite.Open(ctx, db)
 }
 
 // profileConfig reads the provision.* keys. Numbers and booleans are parsed

@@ -36,7 +36,8 @@ func (a *app) auditListCmd() *cobra.Command {
 		Short: "List audit entries, newest first",
 		Long: `List audit entries, newest first: who did what, to what, when, and how it ended.
 
-The table leaves out the request details; -o json includes them.`,
+The table leaves out the request details; -o json includes them. SERIAL is
+the caller's certificate serial (empty for callers without a certificate).`,
 		Example: `  livedumpctl audit list --since 2h
   livedumpctl audit list --since 2026-03-01T00:00:00Z --limit 1000 -o json`,
 		Args: noArgs,
@@ -86,13 +87,13 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 
 // writeAudit prints the audit table.
 func writeAudit(w io.Writer, entries []*livedumpv1.AuditEntry) error {
-	t := newTable(w, "ID", "TIME", "ACTOR", "ACTION", "TARGET", "OUTCOME")
+	t := newTable(w, "ID", "TIME", "ACTOR", "ACTION", "TARGET", "SERIAL", "OUTCOME")
 	for _, e := range entries {
 		if e == nil {
 			continue
 		}
 		t.row(strconv.FormatInt(e.GetId(), 10), formatTime(e.GetTime()), e.GetActor(),
-			e.GetAction(), e.GetTarget(), e.GetOutcome())
+			e.GetAction(), e.GetTarget(), e.GetCertSerial(), e.GetOutcome())
 	}
 	return t.flush()
 }

@@ -218,10 +218,10 @@ func TestAuditList(t *testing.T) {
 		t.Errorf("request = %v, want limit 10 and since about 2h ago", req)
 	}
 	rows := tableRows(out)
-	if len(rows) != 3 || !slices.Equal(rows[0], []string{"ID", "TIME", "ACTOR", "ACTION", "TARGET", "OUTCOME"}) {
+	if len(rows) != 3 || !slices.Equal(rows[0], []string{"ID", "TIME", "ACTOR", "ACTION", "TARGET", "SERIAL", "OUTCOME"}) {
 		t.Fatalf("audit output:\n%s", out)
 	}
-	if !slices.Equal(rows[1][2:], []string{"operator/admin/test", "FleetService/LabelAgent", "ws-0001", "ok"}) || rows[1][0] != "42" {
+	if !slices.Equal(rows[1][2:], []string{"operator/admin/test", "FleetService/LabelAgent", "ws-0001", "5eed42", "ok"}) || rows[1][0] != "42" {
 		t.Errorf("row 1: %q", rows[1])
 	}
 
@@ -358,6 +358,67 @@ func TestProvisioningColumn(t *testing.T) {
 		got := provisioning(&livedumpv1.Agent{ProvisionState: tc.st, ProvisionDetail: tc.detail})
 		if got != tc.want {
 			t.Errorf("provisioning(%v, %q) = %q, want %q", tc.st, tc.detail, got, tc.want)
+		}
+	}
+}
+
+func TestOperatorsList(t *testing.T) {
+	tc := startController(t)
+	out := runOK(t, "operators", "list")
+	wantCall(t, tc, "ListOperatorCertificates", &livedumpv1.ListOperatorCertificatesRequest{Limit: 1000})
+	rows := tableRows(out)
+	if len(rows) != 4 || !slices.Equal(rows[0], []string{"SERIAL", "OPERATOR", "STATE", "ISSUED", "EXPIRES", "LAST", "SEEN"}) {
+		t.Fatalf("operators list:\n%s", out)
+	}
+	if rows[1][0] != "a11ce" || rows[1][1] != "operator/admin/alice" || rows[1][2] != "active" {
+		t.Errorf("row 1: %q", rows[1])
+	}
+	if rows[2][0] != "b0b" || rows[2][2] != "revoked" {
+		t.Errorf("row 2: %q", rows[2])
+	}
+	if rows[3][0] != "c0ffee" || rows[3][1] != "-" {
+		t.Errorf("row 3 (a serial revoked before it was seen): %q", rows[3])
+	}
+	tc.fake.reset()
+	out = runOK(t, "operators", "list", "-o", "json", "--limit", "5")
+	wantCall(t, tc, "ListOperatorCertificates", &livedumpv1.ListOperatorCertificatesRequest{Limit: 5})
+	var resp livedumpv1.ListOperatorCertificatesResponse
+	if err := protojson.Unmarshal([]byte(out), &resp); err != nil || len(resp.GetCertificates()) != 3 {
+		t.Fatalf("json: %v\n%s", err, out)
+	}
+}
+
+func TestOperatorsRevoke(t *testing.T) {
+	tc := startController(t)
+	out := runOK(t, "operators", "revoke", "0B:0B")
+	wantCall(t, tc, "RevokeOperatorCertificate", &livedumpv1.RevokeOperatorCertificateRequest{
+		Target: &livedumpv1.RevokeOperatorCertificateRequest_Serial{Serial: "b0b"},
+	})
+	if rows := tableRows(out); len(rows) != 2 || rows[1][0] != "b0b" || rows[1][2] != "revoked" {
+		t.Errorf("revoke output:\n%s", out)
+	}
+	tc.fake.reset()
+	out = runOK(t, "operators", "revoke", "--name", "bob")
+	wantCall(t, tc, "RevokeOperatorCertificate", &livedumpv1.RevokeOperatorCertificateRequest{
+		Target: &livedumpv1.RevokeOperatorCertificateRequest_Name{Name: "bob"},
+	})
+	if !strings.Contains(out, "Every certificate of operator bob issued before") {
+		t.Errorf("revoke by name output:\n%s", out)
+	}
+	for _, args := range [][]string{
+		{"operators", "revoke"},
+		{"operators", "revoke", "b0b", "--name", "bob"},
+	} {
+		if code, _, stderr := runCLI(t, args...); code != 2 || stderr == "" {
+			t.Errorf("%q: exit %d, stderr %q; want a usage error", args, code, stderr)
+		}
+	}
+	for _, args := range [][]string{
+		{"operators", "revoke", "not-hex"},
+		{"operators", "revoke", "--name", "bad name"},
+	} {
+		if code, _, stderr := runCLI(t, args...); code != 1 || stderr == "" {
+			t.Errorf("%q: exit %d, stderr %q; want an error", args, code, stderr)
 		}
 	}
 }

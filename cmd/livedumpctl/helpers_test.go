@@ -320,9 +320,31 @@ func (f *fakeFleet) RevokeToken(ctx context.Context, req *livedumpv1.RevokeToken
 
 func (f *fakeFleet) audit() []*livedumpv1.AuditEntry {
 	return []*livedumpv1.AuditEntry{
-		{Id: 42, Time: ts(f.now.Add(-time.Minute)), Actor: "operator/admin/test", Action: "FleetService/LabelAgent", Target: "ws-0001", Outcome: "ok", Details: `{"set":{"role":"vdi"}}`},
+		{Id: 42, Time: ts(f.now.Add(-time.Minute)), Actor: "operator/admin/test", Action: "FleetService/LabelAgent", Target: "ws-0001", Outcome: "ok", Details: `{"set":{"role":"vdi"}}`, CertSerial: "5eed42"},
 		{Id: 41, Time: ts(f.now.Add(-time.Hour)), Actor: "operator/viewer/bob", Action: "FleetService/RevokeAgent", Target: "ws-0002", Outcome: "PermissionDenied: role viewer may not call RevokeAgent"},
 	}
+}
+
+func (f *fakeFleet) operatorCerts() []*livedumpv1.OperatorCertificate {
+	return []*livedumpv1.OperatorCertificate{
+		{Serial: "a11ce", Role: "admin", Name: "alice", Issued: ts(f.now.Add(-48 * time.Hour)), NotAfter: ts(f.now.Add(28 * 24 * time.Hour)), FirstSeen: ts(f.now.Add(-47 * time.Hour)), LastSeen: ts(f.now.Add(-5 * time.Minute))},
+		{Serial: "b0b", Role: "viewer", Name: "bob", Issued: ts(f.now.Add(-72 * time.Hour)), NotAfter: ts(f.now.Add(27 * 24 * time.Hour)), RevokedAt: ts(f.now.Add(-time.Hour)), RevokedBy: "operator/admin/alice"},
+		{Serial: "c0ffee", RevokedAt: ts(f.now.Add(-2 * time.Hour)), RevokedBy: "operator/admin/alice"},
+	}
+}
+
+func (f *fakeFleet) ListOperatorCertificates(ctx context.Context, req *livedumpv1.ListOperatorCertificatesRequest) (*livedumpv1.ListOperatorCertificatesResponse, error) {
+	if err := f.record(ctx, "ListOperatorCertificates", req); err != nil {
+		return nil, err
+	}
+	return &livedumpv1.ListOperatorCertificatesResponse{Certificates: f.operatorCerts()}, nil
+}
+
+func (f *fakeFleet) RevokeOperatorCertificate(ctx context.Context, req *livedumpv1.RevokeOperatorCertificateRequest) (*livedumpv1.RevokeOperatorCertificateResponse, error) {
+	if err := f.record(ctx, "RevokeOperatorCertificate", req); err != nil {
+		return nil, err
+	}
+	return &livedumpv1.RevokeOperatorCertificateResponse{Certificates: f.operatorCerts()[1:2], RevokedAt: ts(f.now)}, nil
 }
 
 func (f *fakeFleet) ListAudit(ctx context.Context, req *livedumpv1.ListAuditRequest) (*livedumpv1.ListAuditResponse, error) {

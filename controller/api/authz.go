@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
@@ -78,6 +79,9 @@ var policy = map[string]rule{
 	livedumpv1.FleetService_GetDump_FullMethodName:       {caller: operators, minRole: pki.RoleOperator}, // dumps hold kernel memory
 	livedumpv1.FleetService_PullDump_FullMethodName:      {caller: operators, minRole: pki.RoleOperator, mutating: true},
 
+	livedumpv1.FleetService_ListOperatorCertificates_FullMethodName:  {caller: operators, minRole: pki.RoleAdmin},
+	livedumpv1.FleetService_RevokeOperatorCertificate_FullMethodName: {caller: operators, minRole: pki.RoleAdmin, mutating: true},
+
 	"/grpc.health.v1.Health/Check": {caller: anyone},
 	// A Watch stream is held open: not for callers without a certificate
 	// (load balancers use Check).
@@ -130,6 +134,11 @@ type Authorizer struct {
 	Store  store.Store
 	Logger *slog.Logger
 	Now    func() time.Time
+	// Streams registers every authorized stream under its owner, so that
+	// revocations end them; nil: streams are not tracked.
+	Streams *fleet.Streams
+
+	seen operatorSeen // when each operator certificate was last recorded
 }
 
 // peerIdentity returns the identity in the verified client certificate, or
@@ -190,6 +199,9 @@ func (a *Authorizer) authorize(ctx context.Context, method string) (context.Cont
 		if ag.Revoked {
 			return ctx, r, status.Errorf(codes.PermissionDenied, "agent %s is revoked", id.AgentID)
 		}
+		if ctx, err = a.checkAgentCert(ctx, method, ag); err != nil {
+			return ctx, r, err
+		}
 		return ctx, r, nil
 	case operators:
 		if !has {
@@ -197,6 +209,9 @@ func (a *Authorizer) authorize(ctx context.Context, method string) (context.Cont
 		}
 		if id.Kind != pki.KindOperator {
 			return ctx, r, status.Errorf(codes.PermissionDenied, "%s may only be called by operators, not %s", short, id)
+		}
+		if err := a.checkOperatorCert(ctx, id); err != nil {
+			return ctx, r, err
 		}
 		if !id.Role.Allows(r.minRole) {
 			return ctx, r, status.Errorf(codes.PermissionDenied, "role %s may not call %s (needs %s)", id.Role, short, r.minRole)
@@ -236,11 +251,11 @@ func (a *Authorizer) StreamInterceptor() grpc.StreamServerInterceptor {
 			return err
 		}
 		if !r.audited() {
-			return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+			return a.serveStream(ctx, srv, ss, info, handler)
 		}
 		rec := &auditRecord{actor: actorOf(ctx)}
 		ctx = context.WithValue(ctx, auditKey{}, rec)
-		err = handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+		err = a.serveStream(ctx, srv, ss, info, handler)
 		a.audit(ctx, info.FullMethod, rec, nil, err)
 		return err
 	}
@@ -292,6 +307,8 @@ func (a *Authorizer) audit(ctx context.Context, method string, rec *auditRecord,
 		Target:  truncateAudit(rec.target, 256),
 		Outcome: truncateAudit(outcome, 512),
 		Details: auditDetails(req),
+
+		CertSerial: callerSerial(ctx),
 	}
 	if _, ok := IdentityFromContext(ctx); !ok {
 		// Anyone can make these calls: keep what they cost the audit log

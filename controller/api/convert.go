@@ -124,6 +124,8 @@ func auditToProto(e store.AuditEntry) *livedumpv1.AuditEntry {
 		Target:  e.Target,
 		Outcome: e.Outcome,
 		Details: e.Details,
+
+		CertSerial: e.CertSerial,
 	}
 }
 

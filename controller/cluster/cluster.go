@@ -29,6 +29,7 @@ import (
 
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
@@ -45,6 +46,10 @@ const (
 	ChanAgents = "livedump_agents"
 	// ChanEvents carries "<replica-id> <capture-id>" after events were stored.
 	ChanEvents = "livedump_events"
+	// ChanCerts carries certificate revocations: "supersede <agent-id>
+	// <serial> <grace-until-unix-ms>", "serial <serial>" or "name <operator>
+	// <revoked-before-unix-ms>".
+	ChanCerts = "livedump_certs"
 )
 
 // Directive states in the store.
@@ -85,6 +90,9 @@ type Config struct {
 	Store store.Store
 	Bus   Bus // nil: the store if it is a Bus, else a LocalBus
 	Fleet *fleet.Registry
+	// Streams holds every open RPC stream by its owner, so revocations end
+	// them all, here and on every replica; nil: only agent sessions end.
+	Streams *fleet.Streams
 	// ReplicaID names this process; empty: hostname and a random suffix.
 	// It must be unique among running replicas.
 	ReplicaID string
@@ -140,6 +148,9 @@ func New(cfg Config) *Cluster {
 	}
 	if cfg.ReplicaID == "" {
 		cfg.ReplicaID = NewReplicaID()
+	}
+	if cfg.Streams == nil {
+		cfg.Streams = fleet.NewStreams()
 	}
 	c := &Cluster{
 		cfg: cfg, log: cfg.Logger.With("replica_id", cfg.ReplicaID), id: cfg.ReplicaID,
@@ -206,7 +217,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 		// Without notifications everything still arrives through the
 		// catch-up queries, only later; keep trying to listen.
 		for ctx.Err() == nil {
-			err := c.cfg.Bus.Listen(ctx, []string{ChanDirectives, ChanResults, ChanCaptures, ChanAgents, ChanEvents}, c.notified)
+			err := c.cfg.Bus.Listen(ctx, []string{ChanDirectives, ChanResults, ChanCaptures, ChanAgents, ChanEvents, ChanCerts}, c.notified)
 			if ctx.Err() != nil {
 				return
 			}
@@ -283,10 +294,13 @@ func (c *Cluster) notified(channel, payload string) {
 	case ChanAgents:
 		if id, ok := strings.CutPrefix(payload, "revoke "); ok {
 			c.cfg.Fleet.Disconnect(id, fleet.ErrRevoked)
+			c.cfg.Streams.EndAgent(id, fleet.ErrRevoked)
 		} else if payload == "" {
 			// Revocations may have been missed while not listening.
 			go c.sweepRevoked()
 		}
+	case ChanCerts:
+		c.certNotified(payload)
 	case ChanEvents:
 		from, capID, _ := strings.Cut(payload, " ")
 		if from != c.id && c.cfg.OnEvents != nil {
@@ -515,9 +529,10 @@ func (c *Cluster) collect(ctx context.Context) {
 	}
 }
 
-// sweepRevoked ends the local streams of agents revoked meanwhile.
+// sweepRevoked ends the local streams of agents and certificates revoked
+// or superseded meanwhile, for revocations whose notification was missed.
 func (c *Cluster) sweepRevoked() {
-	if c.cfg.Fleet.Len() == 0 {
+	if c.cfg.Fleet.Len() == 0 && c.cfg.Streams.Len() == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -527,18 +542,120 @@ func (c *Cluster) sweepRevoked() {
 		c.log.Warn("revocation catch-up", "err", err)
 		return
 	}
+	byID := make(map[string]store.Agent, len(agents))
 	for _, a := range agents {
+		byID[a.ID] = a
 		if a.Revoked && c.cfg.Fleet.Disconnect(a.ID, fleet.ErrRevoked) {
 			c.log.Info("revoked agent disconnected by catch-up", "agent_id", a.ID)
 		}
 	}
+	now := c.cfg.Clock.Now()
+	checked := map[string]bool{}
+	for _, o := range c.cfg.Streams.Owners() {
+		if checked[o.Serial] {
+			continue
+		}
+		checked[o.Serial] = true
+		switch o.Identity.Kind {
+		case pki.KindAgent:
+			a, ok := byID[o.Identity.AgentID]
+			switch {
+			case !ok || a.Revoked:
+				c.cfg.Streams.EndAgent(o.Identity.AgentID, fleet.ErrRevoked)
+			case o.Serial == a.CertSerial:
+			case o.Serial == a.PrevSerial && now.Before(a.PrevUntil):
+				c.supersedeAt(o.Identity.AgentID, o.Serial, a.PrevUntil)
+			default:
+				c.cfg.Streams.EndAgentSerial(o.Identity.AgentID, o.Serial, fleet.ErrCertSuperseded)
+			}
+		case pki.KindOperator:
+			r, revoked, err := c.cfg.Store.OperatorCertRevocation(ctx, o.Serial, o.Identity.Name, o.Issued)
+			if err != nil {
+				c.log.Warn("operator revocation catch-up", "err", err)
+				return
+			}
+			if revoked && r.Name != "" {
+				c.cfg.Streams.EndOperatorName(r.Name, r.At, fleet.ErrCertRevoked)
+			} else if revoked {
+				c.cfg.Streams.EndSerial(o.Serial, fleet.ErrCertRevoked)
+			}
+		}
+	}
 }
 
-// Revoked disconnects a revoked agent here and on every other replica.
+// Revoked disconnects a revoked agent, and ends every stream it holds, here
+// and on every other replica.
 func (c *Cluster) Revoked(ctx context.Context, agentID string) {
 	c.cfg.Fleet.Disconnect(agentID, fleet.ErrRevoked)
+	c.cfg.Streams.EndAgent(agentID, fleet.ErrRevoked)
 	if err := c.cfg.Bus.Notify(ctx, ChanAgents, "revoke "+agentID); err != nil {
 		c.log.Warn("notify revocation", "agent_id", agentID, "err", err)
+	}
+}
+
+// Superseded ends, at graceUntil, the streams an agent still holds open
+// with the certificate a renewal replaced, here and on every other replica.
+func (c *Cluster) Superseded(ctx context.Context, agentID, oldSerial string, graceUntil time.Time) {
+	c.supersedeAt(agentID, oldSerial, graceUntil)
+	msg := fmt.Sprintf("supersede %s %s %d", agentID, oldSerial, graceUntil.UnixMilli())
+	if err := c.cfg.Bus.Notify(ctx, ChanCerts, msg); err != nil {
+		c.log.Warn("notify certificate renewal", "agent_id", agentID, "err", err)
+	}
+}
+
+func (c *Cluster) supersedeAt(agentID, serial string, at time.Time) {
+	end := func() {
+		if n := c.cfg.Streams.EndAgentSerial(agentID, serial, fleet.ErrCertSuperseded); n > 0 {
+			c.log.Info("streams on a superseded certificate ended", "agent_id", agentID, "serial", serial, "streams", n)
+		}
+	}
+	if d := at.Sub(c.cfg.Clock.Now()); d > 0 {
+		c.cfg.Clock.AfterFunc(d, end)
+		return
+	}
+	end()
+}
+
+// OperatorCertRevoked ends the streams of a revoked operator certificate
+// here and on every other replica.
+func (c *Cluster) OperatorCertRevoked(ctx context.Context, serial string) {
+	c.cfg.Streams.EndSerial(serial, fleet.ErrCertRevoked)
+	if err := c.cfg.Bus.Notify(ctx, ChanCerts, "serial "+serial); err != nil {
+		c.log.Warn("notify certificate revocation", "serial", serial, "err", err)
+	}
+}
+
+// OperatorNameRevoked ends the streams of every certificate of an operator
+// name issued before before, here and on every other replica.
+func (c *Cluster) OperatorNameRevoked(ctx context.Context, name string, before time.Time) {
+	c.cfg.Streams.EndOperatorName(name, before, fleet.ErrCertRevoked)
+	if err := c.cfg.Bus.Notify(ctx, ChanCerts, fmt.Sprintf("name %s %d", name, before.UnixMilli())); err != nil {
+		c.log.Warn("notify operator revocation", "name", name, "err", err)
+	}
+}
+
+// certNotified applies a revocation broadcast by a replica (this one too).
+func (c *Cluster) certNotified(payload string) {
+	f := strings.Fields(payload)
+	ms := func(s string) (time.Time, bool) {
+		n, err := strconv.ParseInt(s, 10, 64)
+		return time.UnixMilli(n), err == nil
+	}
+	switch {
+	case len(f) == 4 && f[0] == "supersede":
+		if at, ok := ms(f[3]); ok {
+			c.supersedeAt(f[1], f[2], at)
+		}
+	case len(f) == 2 && f[0] == "serial":
+		c.cfg.Streams.EndSerial(f[1], fleet.ErrCertRevoked)
+	case len(f) == 3 && f[0] == "name":
+		if at, ok := ms(f[2]); ok {
+			c.cfg.Streams.EndOperatorName(f[1], at, fleet.ErrCertRevoked)
+		}
+	case payload == "":
+		// The listener reconnected: ChanAgents' catch-up covers both.
+	default:
+		c.log.Warn("unknown certificate notification", "payload", payload)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
 	"github.com/livedump/livedump/controller/store/sqlite"
+	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
@@ -191,5 +192,59 @@ func TestRevocationEndsTheStreamOnEveryReplica(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("the stream on b was not ended")
+	}
+}
+
+// waitEnded waits for ctx to end with want.
+func waitEnded(t *testing.T, ctx context.Context, want error, what string) {
+	t.Helper()
+	select {
+	case <-ctx.Done():
+		if !errors.Is(context.Cause(ctx), want) {
+			t.Fatalf("%s ended with %v, want %v", what, context.Cause(ctx), want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s not ended within 5s", what)
+	}
+}
+
+// Revocations made on one replica end the streams held on the other: an
+// agent's upload, a revoked operator certificate's watch (by serial and by
+// name), and a superseded agent certificate's stream at its grace end.
+func TestRevocationsEndStreamsOnEveryReplica(t *testing.T) {
+	_, a, b := twoReplicas(t, NewLocalBus(), time.Minute)
+	issued := time.Now().Add(-time.Hour)
+	open := func(o fleet.StreamOwner) context.Context {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		t.Cleanup(func() { cancel(nil) })
+		t.Cleanup(b.cfg.Streams.Register(o, cancel))
+		return ctx
+	}
+	upload := open(fleet.StreamOwner{Identity: pki.AgentIdentity("aa"), Serial: "01", Issued: issued})
+	old := open(fleet.StreamOwner{Identity: pki.AgentIdentity("bb"), Serial: "02", Issued: issued})
+	current := open(fleet.StreamOwner{Identity: pki.AgentIdentity("bb"), Serial: "03", Issued: issued})
+	watch := open(fleet.StreamOwner{Identity: pki.OperatorIdentity(pki.RoleViewer, "mallory"), Serial: "04", Issued: issued})
+	byName := open(fleet.StreamOwner{Identity: pki.OperatorIdentity(pki.RoleAdmin, "eve"), Serial: "05", Issued: issued})
+	other := open(fleet.StreamOwner{Identity: pki.OperatorIdentity(pki.RoleAdmin, "oscar"), Serial: "06", Issued: issued})
+	// Wait for b to listen.
+	for a.cfg.Bus.(*LocalBus).listeners(ChanCerts) < 2 {
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	ctx := context.Background()
+	a.Revoked(ctx, "aa")
+	waitEnded(t, upload, fleet.ErrRevoked, "the revoked agent's upload")
+	a.OperatorCertRevoked(ctx, "04")
+	waitEnded(t, watch, fleet.ErrCertRevoked, "the revoked certificate's watch")
+	a.OperatorNameRevoked(ctx, "eve", time.Now())
+	waitEnded(t, byName, fleet.ErrCertRevoked, "the revoked operator's stream")
+	a.Superseded(ctx, "bb", "02", time.Now().Add(200*time.Millisecond))
+	if old.Err() != nil {
+		t.Fatal("a superseded certificate's stream ended before its grace window")
+	}
+	waitEnded(t, old, fleet.ErrCertSuperseded, "the superseded certificate's stream")
+	time.Sleep(100 * time.Millisecond)
+	if current.Err() != nil || other.Err() != nil {
+		t.Fatalf("streams of the current certificate (%v) or another operator (%v) ended", context.Cause(current), context.Cause(other))
 	}
 }

@@ -28,6 +28,13 @@ const (
 	DefaultTokenTTL = 24 * time.Hour
 	// DefaultCertTTL is the lifetime of agent certificates.
 	DefaultCertTTL = 30 * 24 * time.Hour
+	// DefaultRenewGrace is how long the certificate a renewal replaced is
+	// still accepted: long enough for an upload under way on the old
+	// connection to finish, short enough that a stolen key is worth little
+	// once its agent has renewed.
+	DefaultRenewGrace = 10 * time.Minute
+	// MaxRenewGrace bounds the grace window.
+	MaxRenewGrace = 24 * time.Hour
 )
 
 // InvalidArgumentError names the request field that was rejected and why.
@@ -49,6 +56,13 @@ type Config struct {
 	CA      *pki.CA
 	Clock   clockwork.Clock // default: real clock
 	CertTTL time.Duration   // default: DefaultCertTTL
+	// RenewGrace is how long a renewed agent's previous certificate is
+	// still accepted (never for another renewal); 0 means
+	// DefaultRenewGrace, negative means not at all.
+	RenewGrace time.Duration
+	// Renewed, if set, is told of every renewal: the streams still open
+	// with the replaced certificate must end when graceUntil passes.
+	Renewed func(ctx context.Context, agentID, oldSerial string, graceUntil time.Time)
 }
 
 // Enroller creates tokens, enrolls agents and renews their certificates.
@@ -64,11 +78,19 @@ func New(cfg Config) *Enroller {
 	if cfg.CertTTL <= 0 {
 		cfg.CertTTL = DefaultCertTTL
 	}
+	if cfg.RenewGrace == 0 {
+		cfg.RenewGrace = DefaultRenewGrace
+	}
+	cfg.RenewGrace = min(cfg.RenewGrace, MaxRenewGrace)
 	return &Enroller{cfg: cfg}
 }
 
 // CertTTL is the lifetime of the certificates this Enroller issues.
 func (e *Enroller) CertTTL() time.Duration { return e.cfg.CertTTL }
+
+// RenewGrace is how long a replaced agent certificate is still accepted
+// after a renewal; zero when it is not accepted at all.
+func (e *Enroller) RenewGrace() time.Duration { return max(e.cfg.RenewGrace, 0) }
 
 // TokenRequest is what an admin asks for when creating a token.
 type TokenRequest struct {
@@ -214,7 +236,9 @@ func (e *Enroller) Enroll(ctx context.Context, req EnrollRequest) (Enrollment, e
 	return Enrollment{}, errors.New("create agent: could not find a free agent ID")
 }
 
-// Renew signs a new certificate for an enrolled, unrevoked agent.
+// Renew signs a new certificate for an enrolled, unrevoked agent. The
+// certificate it replaces stays accepted for RenewGrace; the caller
+// (AgentServer.Renew) ends the streams still using it once that has passed.
 func (e *Enroller) Renew(ctx context.Context, agentID string, csrDER []byte) (*x509.Certificate, error) {
 	csr, err := pki.ParseCSR(csrDER)
 	if err != nil {
@@ -232,8 +256,19 @@ func (e *Enroller) Renew(ctx context.Context, agentID string, csrDER []byte) (*x
 	if err != nil {
 		return nil, err
 	}
-	if err := e.cfg.Store.SetCertificate(ctx, agentID, pki.SerialHex(cert), cert.NotAfter); err != nil {
+	var graceUntil time.Time
+	if g := e.RenewGrace(); g > 0 {
+		graceUntil = now.Add(g)
+	}
+	if err := e.cfg.Store.SetCertificate(ctx, agentID, pki.SerialHex(cert), cert.NotAfter, graceUntil); err != nil {
 		return nil, fmt.Errorf("renew %s: %w", agentID, err)
+	}
+	if e.cfg.Renewed != nil && a.CertSerial != "" {
+		until := graceUntil
+		if until.IsZero() {
+			until = now // no grace: the replaced certificate's streams end now
+		}
+		e.cfg.Renewed(ctx, agentID, a.CertSerial, until)
 	}
 	return cert, nil
 }

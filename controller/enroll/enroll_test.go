@@ -499,6 +499,10 @@ func TestRenew(t *testing.T) {
 	if !a.CertExpiry.Equal(cert.NotAfter) {
 		t.Errorf("stored expiry = %v, want %v", a.CertExpiry, cert.NotAfter)
 	}
+	// The replaced certificate is the previous one, for the default grace.
+	if a.PrevSerial != pki.SerialHex(en.Cert) || !a.PrevUntil.Equal(now.Add(DefaultRenewGrace).Truncate(time.Millisecond)) {
+		t.Errorf("previous certificate = %s until %v, want %s until %v", a.PrevSerial, a.PrevUntil, pki.SerialHex(en.Cert), now.Add(DefaultRenewGrace))
+	}
 
 	// Invalid CSR: invalid argument, nothing stored.
 	_, err = f.e.Renew(ctx, en.AgentID, []byte("junk"))
@@ -525,5 +529,46 @@ func TestRenew(t *testing.T) {
 	}
 	if a3, _ := f.st.GetAgent(ctx, en.AgentID); a3.CertSerial != a.CertSerial {
 		t.Error("denied renewal changed the stored serial")
+	}
+}
+
+func TestRenewGrace(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		grace time.Duration
+		want  time.Duration
+	}{
+		{"default", 0, DefaultRenewGrace},
+		{"configured", time.Second, time.Second},
+		{"none", -1, 0},
+		{"capped", 1000 * time.Hour, MaxRenewGrace},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := newFixture(t, time.Hour)
+			e := New(Config{Store: f.st, CA: f.e.cfg.CA, Clock: f.clock, RenewGrace: tc.grace})
+			if got := e.RenewGrace(); got != tc.want {
+				t.Fatalf("RenewGrace() = %v, want %v", got, tc.want)
+			}
+			_, full := f.token(t, TokenRequest{})
+			en, err := e.Enroll(ctx, EnrollRequest{Token: full, CSR: newCSR(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.Renew(ctx, en.AgentID, newCSR(t)); err != nil {
+				t.Fatal(err)
+			}
+			a, err := f.st.GetAgent(ctx, en.AgentID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want time.Time
+			if tc.want > 0 {
+				want = f.clock.Now().Add(tc.want).UTC().Truncate(time.Millisecond)
+			}
+			if !a.PrevUntil.Equal(want) {
+				t.Errorf("PrevUntil = %v, want %v", a.PrevUntil, want)
+			}
+		})
 	}
 }

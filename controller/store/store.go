@@ -44,6 +44,11 @@ type Agent struct {
 	LastSeen   time.Time
 	CertSerial string    // hex serial of the newest certificate issued
 	CertExpiry time.Time // expiry of that certificate
+	// PrevSerial is the certificate CertSerial replaced, still accepted
+	// (for everything but renewal) until PrevUntil, the renewal's grace
+	// window; after that only CertSerial is.
+	PrevSerial string
+	PrevUntil  time.Time
 	Revoked    bool
 	RevokedAt  time.Time // zero unless Revoked
 
@@ -186,6 +191,34 @@ type AuditEntry struct {
 	Target  string
 	Outcome string
 	Details string // JSON
+	// CertSerial is the hex serial of the caller's client certificate;
+	// empty for callers without one.
+	CertSerial string
+}
+
+// OperatorCert is an operator certificate the controller issued or saw in
+// use, or a serial an admin revoked before it was ever seen (then only
+// Serial and the revocation are set).
+type OperatorCert struct {
+	Serial    string // hex, as pki.SerialHex renders it
+	Role      string
+	Name      string
+	Issued    time.Time // when it was signed (pki.IssuedAt)
+	NotBefore time.Time
+	NotAfter  time.Time
+	FirstSeen time.Time // zero until first used
+	LastSeen  time.Time
+	RevokedAt time.Time // zero unless revoked
+	RevokedBy string
+}
+
+// OperatorRevocation is why an operator certificate is refused: its serial
+// was revoked, or every certificate of its name issued before At was.
+type OperatorRevocation struct {
+	Serial string // set for a revocation by serial
+	Name   string // set for a revocation by name
+	At     time.Time
+	By     string
 }
 
 // AuditFilter selects audit entries. Zero values mean no limit on that field.
@@ -210,7 +243,9 @@ type Store interface {
 	// SetLabels replaces the agent's user labels and returns the updated agent.
 	SetLabels(ctx context.Context, id string, labels map[string]string) (Agent, error)
 	// SetCertificate records the newest certificate issued to the agent.
-	SetCertificate(ctx context.Context, id, serial string, expiry time.Time) error
+	// The certificate it replaces becomes PrevSerial, accepted until
+	// graceUntil (zero: not at all); one replaced before is forgotten.
+	SetCertificate(ctx context.Context, id, serial string, expiry, graceUntil time.Time) error
 	// RevokeAgent marks the agent revoked (idempotent) and returns it.
 	RevokeAgent(ctx context.Context, id string, at time.Time) (Agent, error)
 	// SetProvisionState records the agent's reported provisioning state.
@@ -354,6 +389,28 @@ type Store interface {
 	// DeleteDirectivesBefore deletes finished (done/failed) directives
 	// updated before t, and any directive created before t; returns how many.
 	DeleteDirectivesBefore(ctx context.Context, t time.Time) (int, error)
+
+	// RecordOperatorCert records an operator certificate: inserted when the
+	// serial is new, else LastSeen moves forward, FirstSeen is set if it was
+	// zero, and identity fields left empty (a serial revoked before it was
+	// seen) are filled. Revocation fields are never changed here.
+	RecordOperatorCert(ctx context.Context, c OperatorCert) error
+	// ListOperatorCerts returns every recorded operator certificate, newest
+	// issued first (serials never seen last), at most limit (1000 when
+	// limit <= 0).
+	ListOperatorCerts(ctx context.Context, limit int) ([]OperatorCert, error)
+	// RevokeOperatorCert revokes one serial, recording it if it was never
+	// seen, and returns the row. Revoking again keeps the first RevokedAt.
+	RevokeOperatorCert(ctx context.Context, serial string, at time.Time, by string) (OperatorCert, error)
+	// RevokeOperatorName revokes every certificate of an operator name
+	// issued before at, seen or not: later checks refuse them, and the
+	// recorded ones are marked revoked. A later revocation of the same name
+	// moves the cut-off forward, never back. It returns how many recorded
+	// certificates it newly marked.
+	RevokeOperatorName(ctx context.Context, name string, at time.Time, by string) (int, error)
+	// OperatorCertRevocation reports whether the certificate with serial,
+	// of operator name, issued at issued, is revoked, and by what.
+	OperatorCertRevocation(ctx context.Context, serial, name string, issued time.Time) (OperatorRevocation, bool, error)
 
 	// AppendAudit writes one audit entry and returns its ID.
 	AppendAudit(ctx context.Context, e AuditEntry) (int64, error)

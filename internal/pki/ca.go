@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -235,6 +236,32 @@ func CreateCSR(key crypto.Signer) ([]byte, error) {
 
 // SerialHex renders a certificate serial the way the store records it.
 func SerialHex(c *x509.Certificate) string { return fmt.Sprintf("%x", c.SerialNumber) }
+
+// maxSerialHex bounds a serial typed by a person: RFC 5280 allows 20 octets.
+const maxSerialHex = 40
+
+// ParseSerial turns a serial as a person copies it (from `openssl x509
+// -serial`, with colons, a 0x prefix, upper case or leading zeros) into the
+// form SerialHex gives.
+func ParseSerial(s string) (string, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	t = strings.TrimPrefix(strings.TrimPrefix(t, "serial="), "0x")
+	t = strings.ReplaceAll(t, ":", "")
+	if t == "" || len(t) > maxSerialHex {
+		return "", fmt.Errorf("serial %q: want 1-%d hex digits", s, maxSerialHex)
+	}
+	n, ok := new(big.Int).SetString(t, 16)
+	if !ok || n.Sign() <= 0 {
+		return "", fmt.Errorf("serial %q: want a positive hexadecimal number", s)
+	}
+	return fmt.Sprintf("%x", n), nil
+}
+
+// IssuedAt is when a certificate from SignClient was signed: its NotBefore
+// is backdated by the allowed clock skew. Revoking an operator name refuses
+// the certificates issued before the revocation, so one issued right after
+// it, whose NotBefore is a few minutes earlier, still works.
+func IssuedAt(c *x509.Certificate) time.Time { return c.NotBefore.Add(clockSkew) }
 
 // SameCert reports whether two certificates are byte-identical.
 func SameCert(a, b *x509.Certificate) bool { return bytes.Equal(a.Raw, b.Raw) }

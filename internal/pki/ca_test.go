@@ -604,3 +604,44 @@ func TestSignServer(t *testing.T) {
 		t.Errorf("NotAfter = %v, want capped at CA's %v", capped.NotAfter, ca.Cert.NotAfter)
 	}
 }
+
+func TestParseSerial(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"0a1b", "a1b"},
+		{"0A:1B", "a1b"},
+		{"0x5EED", "5eed"},
+		{"serial=00FF", "ff"},
+		{"  deadbeef ", "deadbeef"},
+	} {
+		got, err := ParseSerial(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("ParseSerial(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "0", "xyz", "-1", strings.Repeat("f", 41), "12 34"} {
+		if got, err := ParseSerial(bad); err == nil {
+			t.Errorf("ParseSerial(%q) = %q, want an error", bad, got)
+		}
+	}
+}
+
+func TestIssuedAtUndoesTheBackdating(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	ca, err := NewCA("test", now, time.Hour*24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := GenerateKey()
+	der, _ := CreateCSR(key)
+	csr, _ := ParseCSR(der)
+	cert, err := ca.SignClient(csr, OperatorIdentity(RoleAdmin, "alice"), now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := IssuedAt(cert); !got.Equal(now) {
+		t.Errorf("IssuedAt = %v, want %v", got, now)
+	}
+	if s, err := ParseSerial(SerialHex(cert)); err != nil || s != SerialHex(cert) {
+		t.Errorf("ParseSerial(SerialHex) = %q, %v", s, err)
+	}
+}

@@ -14,7 +14,7 @@ import (
 const agentColumns = `id, labels, hostname, os_build, os_ubr, os_edition, os_product_name,
 	os_installation_type, arch, agent_version, first_seen, last_seen,
 	cert_serial, cert_expiry, revoked, revoked_at,
-	provision_state, provision_detail, provision_updated`
+	provision_state, provision_detail, provision_updated, prev_serial, prev_until`
 
 func scanAgent(row pgx.Row) (store.Agent, error) {
 	var (
@@ -22,12 +22,12 @@ func scanAgent(row pgx.Row) (store.Agent, error) {
 		labels                              string
 		ubr                                 int64
 		firstSeen, lastSeen, certExp, revAt *int64
-		provUpdated                         *int64
+		provUpdated, prevUntil              *int64
 	)
 	err := row.Scan(&a.ID, &labels, &a.Hostname, &a.OSBuild, &ubr, &a.OSEdition,
 		&a.OSProductName, &a.OSInstallationType, &a.Arch, &a.AgentVersion,
 		&firstSeen, &lastSeen, &a.CertSerial, &certExp, &a.Revoked, &revAt,
-		&a.ProvisionState, &a.ProvisionDetail, &provUpdated)
+		&a.ProvisionState, &a.ProvisionDetail, &provUpdated, &a.PrevSerial, &prevUntil)
 	if err != nil {
 		return store.Agent{}, mapErr(err)
 	}
@@ -40,6 +40,7 @@ func scanAgent(row pgx.Row) (store.Agent, error) {
 	a.CertExpiry = timeVal(certExp)
 	a.RevokedAt = timeVal(revAt)
 	a.ProvisionUpdated = timeVal(provUpdated)
+	a.PrevUntil = timeVal(prevUntil)
 	return a, nil
 }
 
@@ -51,13 +52,13 @@ func (s *Store) CreateAgent(ctx context.Context, a store.Agent) error {
 		return fmt.Errorf("create agent %s: %w", a.ID, err)
 	}
 	err = conflictIfNone(s.pool.Exec(ctx, `INSERT INTO agents (`+agentColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
 		ON CONFLICT (id) DO NOTHING`,
 		a.ID, labels, a.Hostname, a.OSBuild, int64(a.OSUBR), a.OSEdition,
 		a.OSProductName, a.OSInstallationType, a.Arch, a.AgentVersion,
 		timeArg(a.FirstSeen), timeArg(a.LastSeen), a.CertSerial, timeArg(a.CertExpiry),
 		a.Revoked, timeArg(a.RevokedAt),
-		a.ProvisionState, a.ProvisionDetail, timeArg(a.ProvisionUpdated)))
+		a.ProvisionState, a.ProvisionDetail, timeArg(a.ProvisionUpdated), a.PrevSerial, timeArg(a.PrevUntil)))
 	if err != nil {
 		return fmt.Errorf("create agent %s: %w", a.ID, err)
 	}
@@ -124,10 +125,13 @@ func (s *Store) SetLabels(ctx context.Context, id string, labels map[string]stri
 	return a, nil
 }
 
-// SetCertificate records the newest certificate issued to the agent.
-func (s *Store) SetCertificate(ctx context.Context, id, serial string, expiry time.Time) error {
-	err := expectOne(s.pool.Exec(ctx, `UPDATE agents SET cert_serial = $1, cert_expiry = $2 WHERE id = $3`,
-		serial, timeArg(expiry), id))
+// SetCertificate records the newest certificate issued to the agent and
+// the one it replaces as accepted until graceUntil. The right-hand sides
+// read the row as it was, so the move is one statement.
+func (s *Store) SetCertificate(ctx context.Context, id, serial string, expiry, graceUntil time.Time) error {
+	err := expectOne(s.pool.Exec(ctx, `UPDATE agents SET prev_serial = cert_serial, prev_until = $1,
+		cert_serial = $2, cert_expiry = $3 WHERE id = $4`,
+		timeArg(graceUntil), serial, timeArg(expiry), id))
 	if err != nil {
 		return fmt.Errorf("set certificate of agent %s: %w", id, err)
 	}

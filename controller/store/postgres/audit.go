@@ -35,9 +35,9 @@ func (s *Store) AppendAudit(ctx context.Context, e store.AuditEntry) (int64, err
 		e.Time = time.Now()
 	}
 	var id int64
-	err := s.pool.QueryRow(ctx, `INSERT INTO audit (time, actor, action, target, outcome, details)
-		VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
-		e.Time.UnixMilli(), e.Actor, e.Action, e.Target, e.Outcome, e.Details).Scan(&id)
+	err := s.pool.QueryRow(ctx, `INSERT INTO audit (time, actor, action, target, outcome, details, cert_serial)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
+		e.Time.UnixMilli(), e.Actor, e.Action, e.Target, e.Outcome, e.Details, e.CertSerial).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("append audit %s: %w", e.Action, err)
 	}
@@ -51,7 +51,7 @@ func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Aud
 	if !f.Since.IsZero() {
 		since = f.Since.UnixMilli()
 	}
-	rows, err := s.pool.Query(ctx, `SELECT id, time, actor, action, target, outcome, details
+	rows, err := s.pool.Query(ctx, `SELECT id, time, actor, action, target, outcome, details, cert_serial
 		FROM audit WHERE time >= $1 ORDER BY time DESC, id DESC LIMIT $2`, since, auditLimit(f.Limit))
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
@@ -59,7 +59,7 @@ func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Aud
 	out, err := collect(rows, func(row pgx.Row) (store.AuditEntry, error) {
 		var e store.AuditEntry
 		var ts *int64
-		err := row.Scan(&e.ID, &ts, &e.Actor, &e.Action, &e.Target, &e.Outcome, &e.Details)
+		err := row.Scan(&e.ID, &ts, &e.Actor, &e.Action, &e.Target, &e.Outcome, &e.Details, &e.CertSerial)
 		e.Time = timeVal(ts)
 		return e, err
 	})

@@ -14,7 +14,7 @@ import (
 const agentColumns = `id, labels, hostname, os_build, os_ubr, os_edition, os_product_name,
 	os_installation_type, arch, agent_version, first_seen, last_seen,
 	cert_serial, cert_expiry, revoked, revoked_at,
-	provision_state, provision_detail, provision_updated`
+	provision_state, provision_detail, provision_updated, prev_serial, prev_until`
 
 // rowScanner is the common part of *sql.Row and *sql.Rows.
 type rowScanner interface {
@@ -27,13 +27,13 @@ func scanAgent(sc rowScanner) (store.Agent, error) {
 		labels                              string
 		ubr                                 int64
 		firstSeen, lastSeen, certExp, revAt sql.NullInt64
-		provUpdated                         sql.NullInt64
+		provUpdated, prevUntil              sql.NullInt64
 		revoked                             int64
 	)
 	err := sc.Scan(&a.ID, &labels, &a.Hostname, &a.OSBuild, &ubr, &a.OSEdition,
 		&a.OSProductName, &a.OSInstallationType, &a.Arch, &a.AgentVersion,
 		&firstSeen, &lastSeen, &a.CertSerial, &certExp, &revoked, &revAt,
-		&a.ProvisionState, &a.ProvisionDetail, &provUpdated)
+		&a.ProvisionState, &a.ProvisionDetail, &provUpdated, &a.PrevSerial, &prevUntil)
 	if err != nil {
 		return store.Agent{}, err
 	}
@@ -47,6 +47,7 @@ func scanAgent(sc rowScanner) (store.Agent, error) {
 	a.Revoked = revoked != 0
 	a.RevokedAt = timeVal(revAt)
 	a.ProvisionUpdated = timeVal(provUpdated)
+	a.PrevUntil = timeVal(prevUntil)
 	return a, nil
 }
 
@@ -70,13 +71,13 @@ func (s *Store) CreateAgent(ctx context.Context, a store.Agent) error {
 		return fmt.Errorf("create agent %s: %w", a.ID, err)
 	}
 	res, err := s.w.ExecContext(ctx, `INSERT INTO agents (`+agentColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`,
 		a.ID, labels, a.Hostname, a.OSBuild, int64(a.OSUBR), a.OSEdition,
 		a.OSProductName, a.OSInstallationType, a.Arch, a.AgentVersion,
 		timeArg(a.FirstSeen), timeArg(a.LastSeen), a.CertSerial, timeArg(a.CertExpiry),
 		boolArg(a.Revoked), timeArg(a.RevokedAt),
-		a.ProvisionState, a.ProvisionDetail, timeArg(a.ProvisionUpdated))
+		a.ProvisionState, a.ProvisionDetail, timeArg(a.ProvisionUpdated), a.PrevSerial, timeArg(a.PrevUntil))
 	if err == nil {
 		err = conflictIfNone(res)
 	}
@@ -174,11 +175,14 @@ func (s *Store) SetLabels(ctx context.Context, id string, labels map[string]stri
 	return a, nil
 }
 
-// SetCertificate records the newest certificate issued to the agent, or
-// returns store.ErrNotFound.
-func (s *Store) SetCertificate(ctx context.Context, id, serial string, expiry time.Time) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE agents SET cert_serial = ?, cert_expiry = ? WHERE id = ?`,
-		serial, timeArg(expiry), id)
+// SetCertificate records the newest certificate issued to the agent, the
+// one it replaces as accepted until graceUntil, or returns
+// store.ErrNotFound. The right-hand sides read the row as it was, so the
+// move from current to previous is one statement.
+func (s *Store) SetCertificate(ctx context.Context, id, serial string, expiry, graceUntil time.Time) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE agents SET prev_serial = cert_serial, prev_until = ?,
+		cert_serial = ?, cert_expiry = ? WHERE id = ?`,
+		timeArg(graceUntil), serial, timeArg(expiry), id)
 	if err == nil {
 		err = expectOne(res)
 	}

@@ -38,9 +38,9 @@ func (s *Store) AppendAudit(ctx context.Context, e store.AuditEntry) (int64, err
 	// RETURNING rather than LastInsertId so the statement also works on
 	// PostgreSQL, whose driver has no LastInsertId.
 	var id int64
-	err := s.w.QueryRowContext(ctx, `INSERT INTO audit (time, actor, action, target, outcome, details)
-		VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
-		e.Time.UnixMilli(), e.Actor, e.Action, e.Target, e.Outcome, e.Details).Scan(&id)
+	err := s.w.QueryRowContext(ctx, `INSERT INTO audit (time, actor, action, target, outcome, details, cert_serial)
+		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		e.Time.UnixMilli(), e.Actor, e.Action, e.Target, e.Outcome, e.Details, e.CertSerial).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("append audit %s: %w", e.Action, err)
 	}
@@ -55,7 +55,7 @@ func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Aud
 	if !f.Since.IsZero() {
 		since = f.Since.UnixMilli()
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT id, time, actor, action, target, outcome, details
+	rows, err := s.r.QueryContext(ctx, `SELECT id, time, actor, action, target, outcome, details, cert_serial
 		FROM audit WHERE time >= ? ORDER BY time DESC, id DESC LIMIT ?`,
 		since, auditLimit(f.Limit))
 	if err != nil {
@@ -68,7 +68,7 @@ func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Aud
 			e  store.AuditEntry
 			ts sql.NullInt64
 		)
-		if err := rows.Scan(&e.ID, &ts, &e.Actor, &e.Action, &e.Target, &e.Outcome, &e.Details); err != nil {
+		if err := rows.Scan(&e.ID, &ts, &e.Actor, &e.Action, &e.Target, &e.Outcome, &e.Details, &e.CertSerial); err != nil {
 			return nil, fmt.Errorf("list audit: %w", err)
 		}
 		e.Time = timeVal(ts)

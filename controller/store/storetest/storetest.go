@@ -77,6 +77,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Presence", testPresence},
 		{"Directives", testDirectives},
 		{"DirectivesDelete", testDirectivesDelete},
+		{"AuditCertSerial", testAuditCertSerial},
+		{"OperatorCertRecord", testOperatorCertRecord},
+		{"OperatorCertRevokeSerial", testOperatorCertRevokeSerial},
+		{"OperatorCertRevokeName", testOperatorCertRevokeName},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -178,6 +182,10 @@ func checkAgent(t *testing.T, got, want store.Agent) {
 	if g, w := strip(got), strip(want); g != w {
 		t.Errorf("agent fields = %+v, want %+v", g, w)
 	}
+	if got.PrevSerial != want.PrevSerial {
+		t.Errorf("PrevSerial = %q, want %q", got.PrevSerial, want.PrevSerial)
+	}
+	checkTime(t, "PrevUntil", got.PrevUntil, want.PrevUntil)
 	checkLabels(t, "Labels", got.Labels, want.Labels)
 	checkTime(t, "FirstSeen", got.FirstSeen, want.FirstSeen)
 	checkTime(t, "LastSeen", got.LastSeen, want.LastSeen)
@@ -249,7 +257,7 @@ func testAgentNotFound(t *testing.T, s store.Store) {
 	wantErr(t, "TouchAgent", s.TouchAgent(ctx, "missing", base), store.ErrNotFound)
 	_, err = s.SetLabels(ctx, "missing", map[string]string{"a": "b"})
 	wantErr(t, "SetLabels", err, store.ErrNotFound)
-	wantErr(t, "SetCertificate", s.SetCertificate(ctx, "missing", "01", base), store.ErrNotFound)
+	wantErr(t, "SetCertificate", s.SetCertificate(ctx, "missing", "01", base, time.Time{}), store.ErrNotFound)
 	_, err = s.RevokeAgent(ctx, "missing", base)
 	wantErr(t, "RevokeAgent", err, store.ErrNotFound)
 }
@@ -383,18 +391,33 @@ func testAgentSetCertificate(t *testing.T, s store.Store) {
 	checkAgent(t, got, a)
 
 	exp := base.Add(30 * 24 * time.Hour)
-	must(t, "SetCertificate", s.SetCertificate(ctx, a.ID, "deadbeef01", exp))
+	must(t, "SetCertificate", s.SetCertificate(ctx, a.ID, "deadbeef01", exp, time.Time{}))
 	got, err = s.GetAgent(ctx, a.ID)
 	must(t, "GetAgent", err)
 	a.CertSerial, a.CertExpiry = "deadbeef01", exp
 	checkAgent(t, got, a)
 
-	// A renewal overwrites the previous certificate.
-	must(t, "SetCertificate renew", s.SetCertificate(ctx, a.ID, "deadbeef02", exp.Add(time.Hour)))
+	// A renewal makes the replaced certificate the previous one, accepted
+	// until the grace time given.
+	grace := base.Add(10 * time.Minute)
+	must(t, "SetCertificate renew", s.SetCertificate(ctx, a.ID, "deadbeef02", exp.Add(time.Hour), grace))
 	got, err = s.GetAgent(ctx, a.ID)
 	must(t, "GetAgent renew", err)
-	a.CertSerial, a.CertExpiry = "deadbeef02", exp.Add(time.Hour)
+	a.CertSerial, a.CertExpiry, a.PrevSerial, a.PrevUntil = "deadbeef02", exp.Add(time.Hour), "deadbeef01", grace
 	checkAgent(t, got, a)
+
+	// Only one previous certificate is kept: a second renewal forgets the
+	// first, and a zero grace time leaves none accepted.
+	must(t, "SetCertificate renew again", s.SetCertificate(ctx, a.ID, "deadbeef03", exp.Add(2*time.Hour), time.Time{}))
+	got, err = s.GetAgent(ctx, a.ID)
+	must(t, "GetAgent renew again", err)
+	a.CertSerial, a.CertExpiry, a.PrevSerial, a.PrevUntil = "deadbeef03", exp.Add(2*time.Hour), "deadbeef02", time.Time{}
+	checkAgent(t, got, a)
+
+	// Labels and revocation are not touched.
+	if got.Revoked || len(got.Labels) != len(a.Labels) {
+		t.Errorf("SetCertificate changed other fields: %+v", got)
+	}
 }
 
 func testAgentRevoke(t *testing.T, s store.Store) {
@@ -1095,4 +1118,192 @@ func testGetTarget(t *testing.T, s store.Store) {
 	wantErr(t, "GetTarget of a non-target", err, store.ErrNotFound)
 	_, err = s.GetTarget(ctx, "zz", "a1")
 	wantErr(t, "GetTarget of an unknown capture", err, store.ErrNotFound)
+}
+
+func testAuditCertSerial(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	_, err := s.AppendAudit(ctx, store.AuditEntry{Time: base, Actor: "operator/admin/alice", Action: "RevokeAgent", Outcome: "ok", CertSerial: "5eed01"})
+	must(t, "AppendAudit", err)
+	_, err = s.AppendAudit(ctx, store.AuditEntry{Time: base.Add(time.Second), Actor: "anonymous@10.0.0.1:1", Action: "Enroll", Outcome: "denied"})
+	must(t, "AppendAudit without serial", err)
+	got, err := s.ListAudit(ctx, store.AuditFilter{})
+	must(t, "ListAudit", err)
+	if len(got) != 2 || got[0].CertSerial != "" || got[1].CertSerial != "5eed01" {
+		t.Fatalf("ListAudit serials = %+v, want \"\" then 5eed01", got)
+	}
+}
+
+func checkOperatorCert(t *testing.T, got, want store.OperatorCert) {
+	t.Helper()
+	if got.Serial != want.Serial || got.Role != want.Role || got.Name != want.Name || got.RevokedBy != want.RevokedBy {
+		t.Errorf("operator cert = %+v, want %+v", got, want)
+	}
+	checkTime(t, "Issued", got.Issued, want.Issued)
+	checkTime(t, "NotBefore", got.NotBefore, want.NotBefore)
+	checkTime(t, "NotAfter", got.NotAfter, want.NotAfter)
+	checkTime(t, "FirstSeen", got.FirstSeen, want.FirstSeen)
+	checkTime(t, "LastSeen", got.LastSeen, want.LastSeen)
+	checkTime(t, "RevokedAt", got.RevokedAt, want.RevokedAt)
+}
+
+func sampleOperatorCert(serial, name string, issued time.Time) store.OperatorCert {
+	return store.OperatorCert{
+		Serial: serial, Role: "operator", Name: name, Issued: issued,
+		NotBefore: issued.Add(-5 * time.Minute), NotAfter: issued.Add(30 * 24 * time.Hour),
+	}
+}
+
+func testOperatorCertRecord(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	got, err := s.ListOperatorCerts(ctx, 0)
+	must(t, "ListOperatorCerts empty", err)
+	if len(got) != 0 {
+		t.Fatalf("ListOperatorCerts on an empty store = %+v", got)
+	}
+	// Issued but never used: no FirstSeen.
+	older := sampleOperatorCert("0a01", "alice", base)
+	must(t, "RecordOperatorCert issued", s.RecordOperatorCert(ctx, older))
+	newer := sampleOperatorCert("0a02", "bob", base.Add(time.Hour))
+	newer.FirstSeen, newer.LastSeen = base.Add(2*time.Hour), base.Add(2*time.Hour)
+	must(t, "RecordOperatorCert seen", s.RecordOperatorCert(ctx, newer))
+
+	// Seen again: LastSeen moves forward, never back; FirstSeen stays.
+	again := newer
+	again.FirstSeen, again.LastSeen = base.Add(3*time.Hour), base.Add(3*time.Hour)
+	must(t, "RecordOperatorCert again", s.RecordOperatorCert(ctx, again))
+	stale := newer
+	stale.FirstSeen, stale.LastSeen = base.Add(time.Hour), base.Add(time.Hour)
+	must(t, "RecordOperatorCert stale", s.RecordOperatorCert(ctx, stale))
+	newer.LastSeen = base.Add(3 * time.Hour)
+	// The issued one is seen for the first time.
+	seen := older
+	seen.FirstSeen, seen.LastSeen = base.Add(4*time.Hour), base.Add(4*time.Hour)
+	must(t, "RecordOperatorCert first use", s.RecordOperatorCert(ctx, seen))
+
+	got, err = s.ListOperatorCerts(ctx, 0)
+	must(t, "ListOperatorCerts", err)
+	if len(got) != 2 {
+		t.Fatalf("ListOperatorCerts = %d rows, want 2", len(got))
+	}
+	checkOperatorCert(t, got[0], newer) // newest issued first
+	checkOperatorCert(t, got[1], seen)
+	if got, err := s.ListOperatorCerts(ctx, 1); err != nil || len(got) != 1 {
+		t.Errorf("ListOperatorCerts limit 1 = %d rows (err %v)", len(got), err)
+	}
+	if _, revoked, err := s.OperatorCertRevocation(ctx, "0a01", "alice", base); err != nil || revoked {
+		t.Errorf("OperatorCertRevocation of a certificate never revoked = %v (err %v)", revoked, err)
+	}
+}
+
+func testOperatorCertRevokeSerial(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	c := sampleOperatorCert("0b01", "carol", base)
+	c.FirstSeen, c.LastSeen = base, base
+	must(t, "RecordOperatorCert", s.RecordOperatorCert(ctx, c))
+	other := sampleOperatorCert("0b02", "carol", base.Add(time.Minute))
+	must(t, "RecordOperatorCert other", s.RecordOperatorCert(ctx, other))
+
+	at := base.Add(time.Hour)
+	got, err := s.RevokeOperatorCert(ctx, "0b01", at, "operator/admin/root")
+	must(t, "RevokeOperatorCert", err)
+	c.RevokedAt, c.RevokedBy = at, "operator/admin/root"
+	checkOperatorCert(t, got, c)
+	// Again: the first revocation's time and author stay.
+	got, err = s.RevokeOperatorCert(ctx, "0b01", at.Add(time.Hour), "operator/admin/other")
+	must(t, "RevokeOperatorCert again", err)
+	checkOperatorCert(t, got, c)
+	// Recording it again does not undo the revocation.
+	c2 := c
+	c2.RevokedAt, c2.RevokedBy = time.Time{}, ""
+	c2.LastSeen = at.Add(2 * time.Hour)
+	must(t, "RecordOperatorCert after revoke", s.RecordOperatorCert(ctx, c2))
+
+	r, revoked, err := s.OperatorCertRevocation(ctx, "0b01", "carol", base)
+	must(t, "OperatorCertRevocation", err)
+	if !revoked || r.Serial != "0b01" || r.Name != "" || r.By != "operator/admin/root" {
+		t.Errorf("OperatorCertRevocation = %+v, %v; want revoked by serial", r, revoked)
+	}
+	checkTime(t, "revocation At", r.At, at)
+	// The other certificate of the same name is unaffected.
+	if _, revoked, err := s.OperatorCertRevocation(ctx, "0b02", "carol", other.Issued); err != nil || revoked {
+		t.Errorf("another certificate of the same name revoked = %v (err %v)", revoked, err)
+	}
+
+	// A serial never seen can be revoked, and is refused when it shows up;
+	// recording it later fills in who it belongs to.
+	got, err = s.RevokeOperatorCert(ctx, "0b03", at, "operator/admin/root")
+	must(t, "RevokeOperatorCert unseen", err)
+	checkOperatorCert(t, got, store.OperatorCert{Serial: "0b03", RevokedAt: at, RevokedBy: "operator/admin/root"})
+	if _, revoked, err := s.OperatorCertRevocation(ctx, "0b03", "dave", base); err != nil || !revoked {
+		t.Errorf("unseen revoked serial: revoked = %v (err %v)", revoked, err)
+	}
+	late := sampleOperatorCert("0b03", "dave", base)
+	must(t, "RecordOperatorCert unseen", s.RecordOperatorCert(ctx, late))
+	list, err := s.ListOperatorCerts(ctx, 0)
+	must(t, "ListOperatorCerts", err)
+	for _, g := range list {
+		if g.Serial == "0b03" {
+			late.RevokedAt, late.RevokedBy = at, "operator/admin/root"
+			checkOperatorCert(t, g, late)
+		}
+	}
+}
+
+func testOperatorCertRevokeName(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	before := sampleOperatorCert("0c01", "erin", base)
+	must(t, "RecordOperatorCert", s.RecordOperatorCert(ctx, before))
+	otherName := sampleOperatorCert("0c02", "frank", base)
+	must(t, "RecordOperatorCert other", s.RecordOperatorCert(ctx, otherName))
+
+	at := base.Add(time.Hour)
+	n, err := s.RevokeOperatorName(ctx, "erin", at, "operator/admin/root")
+	must(t, "RevokeOperatorName", err)
+	if n != 1 {
+		t.Errorf("RevokeOperatorName marked %d certificates, want 1", n)
+	}
+	// Recorded, never seen, and issued after the revocation.
+	for _, tc := range []struct {
+		serial string
+		issued time.Time
+		want   bool
+	}{
+		{"0c01", base, true},
+		{"0c09", base.Add(30 * time.Minute), true}, // never seen, issued before
+		{"0c10", at.Add(time.Second), false},       // issued after: a new certificate
+	} {
+		r, revoked, err := s.OperatorCertRevocation(ctx, tc.serial, "erin", tc.issued)
+		must(t, "OperatorCertRevocation", err)
+		if revoked != tc.want {
+			t.Errorf("serial %s issued %v: revoked = %v, want %v", tc.serial, tc.issued, revoked, tc.want)
+		}
+		if revoked && (r.Name != "erin" && r.Serial == "") {
+			t.Errorf("serial %s: revocation %+v names neither the name nor the serial", tc.serial, r)
+		}
+	}
+	if _, revoked, err := s.OperatorCertRevocation(ctx, "0c02", "frank", base); err != nil || revoked {
+		t.Errorf("another name revoked = %v (err %v)", revoked, err)
+	}
+	list, err := s.ListOperatorCerts(ctx, 0)
+	must(t, "ListOperatorCerts", err)
+	for _, g := range list {
+		if g.Serial == "0c01" {
+			checkTime(t, "RevokedAt of a name-revoked certificate", g.RevokedAt, at)
+		}
+		if g.Serial == "0c02" && !g.RevokedAt.IsZero() {
+			t.Errorf("certificate of another name marked revoked: %+v", g)
+		}
+	}
+	// An earlier revocation of the name does not move the cut-off back.
+	_, err = s.RevokeOperatorName(ctx, "erin", base.Add(-time.Hour), "operator/admin/root")
+	must(t, "RevokeOperatorName earlier", err)
+	if _, revoked, err := s.OperatorCertRevocation(ctx, "0c09", "erin", base.Add(30*time.Minute)); err != nil || !revoked {
+		t.Errorf("an earlier revocation undid a later one: revoked = %v (err %v)", revoked, err)
+	}
+	// A later one moves it forward.
+	_, err = s.RevokeOperatorName(ctx, "erin", at.Add(time.Hour), "operator/admin/root")
+	must(t, "RevokeOperatorName later", err)
+	if _, revoked, err := s.OperatorCertRevocation(ctx, "0c10", "erin", at.Add(time.Second)); err != nil || !revoked {
+		t.Errorf("a later revocation did not cover a certificate issued before it: revoked = %v (err %v)", revoked, err)
+	}
 }

@@ -2255,7 +2255,9 @@ type AuditEntry struct {
 	// "ok", or the gRPC code and message of the failure.
 	Outcome string `protobuf:"bytes,6,opt,name=outcome,proto3" json:"outcome,omitempty"`
 	// Request details as JSON with secrets removed.
-	Details       string `protobuf:"bytes,7,opt,name=details,proto3" json:"details,omitempty"`
+	Details string `protobuf:"bytes,7,opt,name=details,proto3" json:"details,omitempty"`
+	// Hex serial of the caller's client certificate; empty without one.
+	CertSerial    string `protobuf:"bytes,8,opt,name=cert_serial,json=certSerial,proto3" json:"cert_serial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2335,6 +2337,13 @@ func (x *AuditEntry) GetOutcome() string {
 func (x *AuditEntry) GetDetails() string {
 	if x != nil {
 		return x.Details
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetCertSerial() string {
+	if x != nil {
+		return x.CertSerial
 	}
 	return ""
 }
@@ -2433,6 +2442,348 @@ func (*ListAuditResponse) Descriptor() ([]byte, []int) {
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
 	if x != nil {
 		return x.Entries
+	}
+	return nil
+}
+
+// OperatorCertificate is an operator certificate as the controller knows it.
+type OperatorCertificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hex serial, lower case, as `openssl x509 -serial` shows it.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// Role and name of livedump://operator/<role>/<name>; empty for a serial
+	// revoked before it was ever seen.
+	Role     string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	Name     string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Issued   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=issued,proto3" json:"issued,omitempty"`
+	NotAfter *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	// Unset until the certificate is first used.
+	FirstSeen *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	LastSeen  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// Set once revoked.
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	RevokedBy     string                 `protobuf:"bytes,9,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OperatorCertificate) Reset() {
+	*x = OperatorCertificate{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OperatorCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OperatorCertificate) ProtoMessage() {}
+
+func (x *OperatorCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OperatorCertificate.ProtoReflect.Descriptor instead.
+func (*OperatorCertificate) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *OperatorCertificate) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *OperatorCertificate) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *OperatorCertificate) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *OperatorCertificate) GetIssued() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Issued
+	}
+	return nil
+}
+
+func (x *OperatorCertificate) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *OperatorCertificate) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+func (x *OperatorCertificate) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+func (x *OperatorCertificate) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *OperatorCertificate) GetRevokedBy() string {
+	if x != nil {
+		return x.RevokedBy
+	}
+	return ""
+}
+
+type ListOperatorCertificatesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Maximum certificates (default 1000, max 10000), newest issued first.
+	Limit         int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOperatorCertificatesRequest) Reset() {
+	*x = ListOperatorCertificatesRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOperatorCertificatesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOperatorCertificatesRequest) ProtoMessage() {}
+
+func (x *ListOperatorCertificatesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOperatorCertificatesRequest.ProtoReflect.Descriptor instead.
+func (*ListOperatorCertificatesRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ListOperatorCertificatesRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListOperatorCertificatesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificates  []*OperatorCertificate `protobuf:"bytes,1,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOperatorCertificatesResponse) Reset() {
+	*x = ListOperatorCertificatesResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOperatorCertificatesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOperatorCertificatesResponse) ProtoMessage() {}
+
+func (x *ListOperatorCertificatesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOperatorCertificatesResponse.ProtoReflect.Descriptor instead.
+func (*ListOperatorCertificatesResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *ListOperatorCertificatesResponse) GetCertificates() []*OperatorCertificate {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+type RevokeOperatorCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Target:
+	//
+	//	*RevokeOperatorCertificateRequest_Serial
+	//	*RevokeOperatorCertificateRequest_Name
+	Target        isRevokeOperatorCertificateRequest_Target `protobuf_oneof:"target"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeOperatorCertificateRequest) Reset() {
+	*x = RevokeOperatorCertificateRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeOperatorCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeOperatorCertificateRequest) ProtoMessage() {}
+
+func (x *RevokeOperatorCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeOperatorCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RevokeOperatorCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *RevokeOperatorCertificateRequest) GetTarget() isRevokeOperatorCertificateRequest_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *RevokeOperatorCertificateRequest) GetSerial() string {
+	if x != nil {
+		if x, ok := x.Target.(*RevokeOperatorCertificateRequest_Serial); ok {
+			return x.Serial
+		}
+	}
+	return ""
+}
+
+func (x *RevokeOperatorCertificateRequest) GetName() string {
+	if x != nil {
+		if x, ok := x.Target.(*RevokeOperatorCertificateRequest_Name); ok {
+			return x.Name
+		}
+	}
+	return ""
+}
+
+type isRevokeOperatorCertificateRequest_Target interface {
+	isRevokeOperatorCertificateRequest_Target()
+}
+
+type RevokeOperatorCertificateRequest_Serial struct {
+	// One certificate, by hex serial (colons, 0x and upper case accepted).
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3,oneof"`
+}
+
+type RevokeOperatorCertificateRequest_Name struct {
+	// Every certificate of this operator name, in any role, issued before
+	// the revocation, including ones never seen.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3,oneof"`
+}
+
+func (*RevokeOperatorCertificateRequest_Serial) isRevokeOperatorCertificateRequest_Target() {}
+
+func (*RevokeOperatorCertificateRequest_Name) isRevokeOperatorCertificateRequest_Target() {}
+
+type RevokeOperatorCertificateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revoked certificate (by serial), or the recorded certificates of
+	// the name that were revoked (by name).
+	Certificates  []*OperatorCertificate `protobuf:"bytes,1,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeOperatorCertificateResponse) Reset() {
+	*x = RevokeOperatorCertificateResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeOperatorCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeOperatorCertificateResponse) ProtoMessage() {}
+
+func (x *RevokeOperatorCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeOperatorCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RevokeOperatorCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *RevokeOperatorCertificateResponse) GetCertificates() []*OperatorCertificate {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+func (x *RevokeOperatorCertificateResponse) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
 	}
 	return nil
 }
@@ -2572,7 +2923,7 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\x12RevokeTokenRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"?\n" +
 	"\x13RevokeTokenResponse\x12(\n" +
-	"\x05token\x18\x01 \x01(\v2\x12.livedump.v1.TokenR\x05token\"\xc6\x01\n" +
+	"\x05token\x18\x01 \x01(\v2\x12.livedump.v1.TokenR\x05token\"\xe7\x01\n" +
 	"\n" +
 	"AuditEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12.\n" +
@@ -2581,12 +2932,39 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\x06action\x18\x04 \x01(\tR\x06action\x12\x16\n" +
 	"\x06target\x18\x05 \x01(\tR\x06target\x12\x18\n" +
 	"\aoutcome\x18\x06 \x01(\tR\aoutcome\x12\x18\n" +
-	"\adetails\x18\a \x01(\tR\adetails\"Z\n" +
+	"\adetails\x18\a \x01(\tR\adetails\x12\x1f\n" +
+	"\vcert_serial\x18\b \x01(\tR\n" +
+	"certSerial\"Z\n" +
 	"\x10ListAuditRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"F\n" +
 	"\x11ListAuditResponse\x121\n" +
-	"\aentries\x18\x01 \x03(\v2\x17.livedump.v1.AuditEntryR\aentries2\xd7\r\n" +
+	"\aentries\x18\x01 \x03(\v2\x17.livedump.v1.AuditEntryR\aentries\"\x90\x03\n" +
+	"\x13OperatorCertificate\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x122\n" +
+	"\x06issued\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06issued\x127\n" +
+	"\tnot_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x129\n" +
+	"\n" +
+	"first_seen\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x127\n" +
+	"\tlast_seen\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x129\n" +
+	"\n" +
+	"revoked_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1d\n" +
+	"\n" +
+	"revoked_by\x18\t \x01(\tR\trevokedBy\"7\n" +
+	"\x1fListOperatorCertificatesRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"h\n" +
+	" ListOperatorCertificatesResponse\x12D\n" +
+	"\fcertificates\x18\x01 \x03(\v2 .livedump.v1.OperatorCertificateR\fcertificates\"\\\n" +
+	" RevokeOperatorCertificateRequest\x12\x18\n" +
+	"\x06serial\x18\x01 \x01(\tH\x00R\x06serial\x12\x14\n" +
+	"\x04name\x18\x02 \x01(\tH\x00R\x04nameB\b\n" +
+	"\x06target\"\xa4\x01\n" +
+	"!RevokeOperatorCertificateResponse\x12D\n" +
+	"\fcertificates\x18\x01 \x03(\v2 .livedump.v1.OperatorCertificateR\fcertificates\x129\n" +
+	"\n" +
+	"revoked_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt2\xcc\x0f\n" +
 	"\fFleetService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.livedump.v1.ListAgentsRequest\x1a\x1f.livedump.v1.ListAgentsResponse\x12M\n" +
@@ -2613,7 +2991,9 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\fBucketEvents\x12 .livedump.v1.BucketEventsRequest\x1a!.livedump.v1.BucketEventsResponse\x12J\n" +
 	"\tListDumps\x12\x1d.livedump.v1.ListDumpsRequest\x1a\x1e.livedump.v1.ListDumpsResponse\x12F\n" +
 	"\aGetDump\x12\x1b.livedump.v1.GetDumpRequest\x1a\x1c.livedump.v1.GetDumpResponse0\x01\x12G\n" +
-	"\bPullDump\x12\x1c.livedump.v1.PullDumpRequest\x1a\x1d.livedump.v1.PullDumpResponseB;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
+	"\bPullDump\x12\x1c.livedump.v1.PullDumpRequest\x1a\x1d.livedump.v1.PullDumpResponse\x12w\n" +
+	"\x18ListOperatorCertificates\x12,.livedump.v1.ListOperatorCertificatesRequest\x1a-.livedump.v1.ListOperatorCertificatesResponse\x12z\n" +
+	"\x19RevokeOperatorCertificate\x12-.livedump.v1.RevokeOperatorCertificateRequest\x1a..livedump.v1.RevokeOperatorCertificateResponseB;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
 
 var (
 	file_livedump_v1_fleet_proto_rawDescOnce sync.Once
@@ -2627,159 +3007,176 @@ func file_livedump_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_livedump_v1_fleet_proto_rawDescData
 }
 
-var file_livedump_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_livedump_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_livedump_v1_fleet_proto_goTypes = []any{
-	(*ListDumpsRequest)(nil),        // 0: livedump.v1.ListDumpsRequest
-	(*ListDumpsResponse)(nil),       // 1: livedump.v1.ListDumpsResponse
-	(*GetDumpRequest)(nil),          // 2: livedump.v1.GetDumpRequest
-	(*GetDumpResponse)(nil),         // 3: livedump.v1.GetDumpResponse
-	(*PullDumpRequest)(nil),         // 4: livedump.v1.PullDumpRequest
-	(*PullDumpResponse)(nil),        // 5: livedump.v1.PullDumpResponse
-	(*CreateCaptureRequest)(nil),    // 6: livedump.v1.CreateCaptureRequest
-	(*CreateCaptureResponse)(nil),   // 7: livedump.v1.CreateCaptureResponse
-	(*ListCapturesRequest)(nil),     // 8: livedump.v1.ListCapturesRequest
-	(*ListCapturesResponse)(nil),    // 9: livedump.v1.ListCapturesResponse
-	(*GetCaptureRequest)(nil),       // 10: livedump.v1.GetCaptureRequest
-	(*GetCaptureResponse)(nil),      // 11: livedump.v1.GetCaptureResponse
-	(*WatchCaptureRequest)(nil),     // 12: livedump.v1.WatchCaptureRequest
-	(*WatchCaptureResponse)(nil),    // 13: livedump.v1.WatchCaptureResponse
-	(*CancelCaptureRequest)(nil),    // 14: livedump.v1.CancelCaptureRequest
-	(*CancelCaptureResponse)(nil),   // 15: livedump.v1.CancelCaptureResponse
-	(*ListEventsRequest)(nil),       // 16: livedump.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),      // 17: livedump.v1.ListEventsResponse
-	(*BucketEventsRequest)(nil),     // 18: livedump.v1.BucketEventsRequest
-	(*BucketEventsResponse)(nil),    // 19: livedump.v1.BucketEventsResponse
-	(*AgentProvisionResult)(nil),    // 20: livedump.v1.AgentProvisionResult
-	(*PlanProvisionRequest)(nil),    // 21: livedump.v1.PlanProvisionRequest
-	(*PlanProvisionResponse)(nil),   // 22: livedump.v1.PlanProvisionResponse
-	(*ApplyProvisionRequest)(nil),   // 23: livedump.v1.ApplyProvisionRequest
-	(*ApplyProvisionResponse)(nil),  // 24: livedump.v1.ApplyProvisionResponse
-	(*RevertProvisionRequest)(nil),  // 25: livedump.v1.RevertProvisionRequest
-	(*RevertProvisionResponse)(nil), // 26: livedump.v1.RevertProvisionResponse
-	(*UploadArtifactRequest)(nil),   // 27: livedump.v1.UploadArtifactRequest
-	(*UploadArtifactResponse)(nil),  // 28: livedump.v1.UploadArtifactResponse
-	(*ListAgentsRequest)(nil),       // 29: livedump.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),      // 30: livedump.v1.ListAgentsResponse
-	(*LabelAgentRequest)(nil),       // 31: livedump.v1.LabelAgentRequest
-	(*LabelAgentResponse)(nil),      // 32: livedump.v1.LabelAgentResponse
-	(*RevokeAgentRequest)(nil),      // 33: livedump.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),     // 34: livedump.v1.RevokeAgentResponse
-	(*Token)(nil),                   // 35: livedump.v1.Token
-	(*CreateTokenRequest)(nil),      // 36: livedump.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),     // 37: livedump.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),       // 38: livedump.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),      // 39: livedump.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),      // 40: livedump.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),     // 41: livedump.v1.RevokeTokenResponse
-	(*AuditEntry)(nil),              // 42: livedump.v1.AuditEntry
-	(*ListAuditRequest)(nil),        // 43: livedump.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),       // 44: livedump.v1.ListAuditResponse
-	nil,                             // 45: livedump.v1.LabelAgentRequest.SetEntry
-	nil,                             // 46: livedump.v1.Token.LabelsEntry
-	nil,                             // 47: livedump.v1.CreateTokenRequest.LabelsEntry
-	(*Dump)(nil),                    // 48: livedump.v1.Dump
-	(*CaptureSpec)(nil),             // 49: livedump.v1.CaptureSpec
-	(*Capture)(nil),                 // 50: livedump.v1.Capture
-	(*TriggerEvent)(nil),            // 51: livedump.v1.TriggerEvent
-	(*CaptureTarget)(nil),           // 52: livedump.v1.CaptureTarget
-	(*Bucket)(nil),                  // 53: livedump.v1.Bucket
-	(*ProvisionReport)(nil),         // 54: livedump.v1.ProvisionReport
-	(*durationpb.Duration)(nil),     // 55: google.protobuf.Duration
-	(*ProvisionProfile)(nil),        // 56: livedump.v1.ProvisionProfile
-	(RebootPolicy)(0),               // 57: livedump.v1.RebootPolicy
-	(*Artifact)(nil),                // 58: livedump.v1.Artifact
-	(*Agent)(nil),                   // 59: livedump.v1.Agent
-	(*timestamppb.Timestamp)(nil),   // 60: google.protobuf.Timestamp
+	(*ListDumpsRequest)(nil),                  // 0: livedump.v1.ListDumpsRequest
+	(*ListDumpsResponse)(nil),                 // 1: livedump.v1.ListDumpsResponse
+	(*GetDumpRequest)(nil),                    // 2: livedump.v1.GetDumpRequest
+	(*GetDumpResponse)(nil),                   // 3: livedump.v1.GetDumpResponse
+	(*PullDumpRequest)(nil),                   // 4: livedump.v1.PullDumpRequest
+	(*PullDumpResponse)(nil),                  // 5: livedump.v1.PullDumpResponse
+	(*CreateCaptureRequest)(nil),              // 6: livedump.v1.CreateCaptureRequest
+	(*CreateCaptureResponse)(nil),             // 7: livedump.v1.CreateCaptureResponse
+	(*ListCapturesRequest)(nil),               // 8: livedump.v1.ListCapturesRequest
+	(*ListCapturesResponse)(nil),              // 9: livedump.v1.ListCapturesResponse
+	(*GetCaptureRequest)(nil),                 // 10: livedump.v1.GetCaptureRequest
+	(*GetCaptureResponse)(nil),                // 11: livedump.v1.GetCaptureResponse
+	(*WatchCaptureRequest)(nil),               // 12: livedump.v1.WatchCaptureRequest
+	(*WatchCaptureResponse)(nil),              // 13: livedump.v1.WatchCaptureResponse
+	(*CancelCaptureRequest)(nil),              // 14: livedump.v1.CancelCaptureRequest
+	(*CancelCaptureResponse)(nil),             // 15: livedump.v1.CancelCaptureResponse
+	(*ListEventsRequest)(nil),                 // 16: livedump.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),                // 17: livedump.v1.ListEventsResponse
+	(*BucketEventsRequest)(nil),               // 18: livedump.v1.BucketEventsRequest
+	(*BucketEventsResponse)(nil),              // 19: livedump.v1.BucketEventsResponse
+	(*AgentProvisionResult)(nil),              // 20: livedump.v1.AgentProvisionResult
+	(*PlanProvisionRequest)(nil),              // 21: livedump.v1.PlanProvisionRequest
+	(*PlanProvisionResponse)(nil),             // 22: livedump.v1.PlanProvisionResponse
+	(*ApplyProvisionRequest)(nil),             // 23: livedump.v1.ApplyProvisionRequest
+	(*ApplyProvisionResponse)(nil),            // 24: livedump.v1.ApplyProvisionResponse
+	(*RevertProvisionRequest)(nil),            // 25: livedump.v1.RevertProvisionRequest
+	(*RevertProvisionResponse)(nil),           // 26: livedump.v1.RevertProvisionResponse
+	(*UploadArtifactRequest)(nil),             // 27: livedump.v1.UploadArtifactRequest
+	(*UploadArtifactResponse)(nil),            // 28: livedump.v1.UploadArtifactResponse
+	(*ListAgentsRequest)(nil),                 // 29: livedump.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),                // 30: livedump.v1.ListAgentsResponse
+	(*LabelAgentRequest)(nil),                 // 31: livedump.v1.LabelAgentRequest
+	(*LabelAgentResponse)(nil),                // 32: livedump.v1.LabelAgentResponse
+	(*RevokeAgentRequest)(nil),                // 33: livedump.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),               // 34: livedump.v1.RevokeAgentResponse
+	(*Token)(nil),                             // 35: livedump.v1.Token
+	(*CreateTokenRequest)(nil),                // 36: livedump.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),               // 37: livedump.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),                 // 38: livedump.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),                // 39: livedump.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),                // 40: livedump.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),               // 41: livedump.v1.RevokeTokenResponse
+	(*AuditEntry)(nil),                        // 42: livedump.v1.AuditEntry
+	(*ListAuditRequest)(nil),                  // 43: livedump.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),                 // 44: livedump.v1.ListAuditResponse
+	(*OperatorCertificate)(nil),               // 45: livedump.v1.OperatorCertificate
+	(*ListOperatorCertificatesRequest)(nil),   // 46: livedump.v1.ListOperatorCertificatesRequest
+	(*ListOperatorCertificatesResponse)(nil),  // 47: livedump.v1.ListOperatorCertificatesResponse
+	(*RevokeOperatorCertificateRequest)(nil),  // 48: livedump.v1.RevokeOperatorCertificateRequest
+	(*RevokeOperatorCertificateResponse)(nil), // 49: livedump.v1.RevokeOperatorCertificateResponse
+	nil,                           // 50: livedump.v1.LabelAgentRequest.SetEntry
+	nil,                           // 51: livedump.v1.Token.LabelsEntry
+	nil,                           // 52: livedump.v1.CreateTokenRequest.LabelsEntry
+	(*Dump)(nil),                  // 53: livedump.v1.Dump
+	(*CaptureSpec)(nil),           // 54: livedump.v1.CaptureSpec
+	(*Capture)(nil),               // 55: livedump.v1.Capture
+	(*TriggerEvent)(nil),          // 56: livedump.v1.TriggerEvent
+	(*CaptureTarget)(nil),         // 57: livedump.v1.CaptureTarget
+	(*Bucket)(nil),                // 58: livedump.v1.Bucket
+	(*ProvisionReport)(nil),       // 59: livedump.v1.ProvisionReport
+	(*durationpb.Duration)(nil),   // 60: google.protobuf.Duration
+	(*ProvisionProfile)(nil),      // 61: livedump.v1.ProvisionProfile
+	(RebootPolicy)(0),             // 62: livedump.v1.RebootPolicy
+	(*Artifact)(nil),              // 63: livedump.v1.Artifact
+	(*Agent)(nil),                 // 64: livedump.v1.Agent
+	(*timestamppb.Timestamp)(nil), // 65: google.protobuf.Timestamp
 }
 var file_livedump_v1_fleet_proto_depIdxs = []int32{
-	48, // 0: livedump.v1.ListDumpsResponse.dumps:type_name -> livedump.v1.Dump
-	48, // 1: livedump.v1.GetDumpResponse.dump:type_name -> livedump.v1.Dump
-	48, // 2: livedump.v1.PullDumpResponse.dump:type_name -> livedump.v1.Dump
-	49, // 3: livedump.v1.CreateCaptureRequest.spec:type_name -> livedump.v1.CaptureSpec
-	50, // 4: livedump.v1.CreateCaptureResponse.capture:type_name -> livedump.v1.Capture
-	50, // 5: livedump.v1.ListCapturesResponse.captures:type_name -> livedump.v1.Capture
-	50, // 6: livedump.v1.GetCaptureResponse.capture:type_name -> livedump.v1.Capture
-	51, // 7: livedump.v1.WatchCaptureResponse.event:type_name -> livedump.v1.TriggerEvent
-	52, // 8: livedump.v1.WatchCaptureResponse.target:type_name -> livedump.v1.CaptureTarget
-	50, // 9: livedump.v1.WatchCaptureResponse.ended:type_name -> livedump.v1.Capture
-	50, // 10: livedump.v1.CancelCaptureResponse.capture:type_name -> livedump.v1.Capture
-	51, // 11: livedump.v1.ListEventsResponse.events:type_name -> livedump.v1.TriggerEvent
-	53, // 12: livedump.v1.BucketEventsResponse.buckets:type_name -> livedump.v1.Bucket
-	54, // 13: livedump.v1.AgentProvisionResult.report:type_name -> livedump.v1.ProvisionReport
-	55, // 14: livedump.v1.PlanProvisionRequest.wait:type_name -> google.protobuf.Duration
-	56, // 15: livedump.v1.PlanProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
+	53, // 0: livedump.v1.ListDumpsResponse.dumps:type_name -> livedump.v1.Dump
+	53, // 1: livedump.v1.GetDumpResponse.dump:type_name -> livedump.v1.Dump
+	53, // 2: livedump.v1.PullDumpResponse.dump:type_name -> livedump.v1.Dump
+	54, // 3: livedump.v1.CreateCaptureRequest.spec:type_name -> livedump.v1.CaptureSpec
+	55, // 4: livedump.v1.CreateCaptureResponse.capture:type_name -> livedump.v1.Capture
+	55, // 5: livedump.v1.ListCapturesResponse.captures:type_name -> livedump.v1.Capture
+	55, // 6: livedump.v1.GetCaptureResponse.capture:type_name -> livedump.v1.Capture
+	56, // 7: livedump.v1.WatchCaptureResponse.event:type_name -> livedump.v1.TriggerEvent
+	57, // 8: livedump.v1.WatchCaptureResponse.target:type_name -> livedump.v1.CaptureTarget
+	55, // 9: livedump.v1.WatchCaptureResponse.ended:type_name -> livedump.v1.Capture
+	55, // 10: livedump.v1.CancelCaptureResponse.capture:type_name -> livedump.v1.Capture
+	56, // 11: livedump.v1.ListEventsResponse.events:type_name -> livedump.v1.TriggerEvent
+	58, // 12: livedump.v1.BucketEventsResponse.buckets:type_name -> livedump.v1.Bucket
+	59, // 13: livedump.v1.AgentProvisionResult.report:type_name -> livedump.v1.ProvisionReport
+	60, // 14: livedump.v1.PlanProvisionRequest.wait:type_name -> google.protobuf.Duration
+	61, // 15: livedump.v1.PlanProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
 	20, // 16: livedump.v1.PlanProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	57, // 17: livedump.v1.ApplyProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
-	55, // 18: livedump.v1.ApplyProvisionRequest.wait:type_name -> google.protobuf.Duration
-	56, // 19: livedump.v1.ApplyProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
+	62, // 17: livedump.v1.ApplyProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
+	60, // 18: livedump.v1.ApplyProvisionRequest.wait:type_name -> google.protobuf.Duration
+	61, // 19: livedump.v1.ApplyProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
 	20, // 20: livedump.v1.ApplyProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	57, // 21: livedump.v1.RevertProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
-	55, // 22: livedump.v1.RevertProvisionRequest.wait:type_name -> google.protobuf.Duration
+	62, // 21: livedump.v1.RevertProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
+	60, // 22: livedump.v1.RevertProvisionRequest.wait:type_name -> google.protobuf.Duration
 	20, // 23: livedump.v1.RevertProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	58, // 24: livedump.v1.UploadArtifactRequest.header:type_name -> livedump.v1.Artifact
-	58, // 25: livedump.v1.UploadArtifactResponse.artifact:type_name -> livedump.v1.Artifact
-	59, // 26: livedump.v1.ListAgentsResponse.agents:type_name -> livedump.v1.Agent
-	45, // 27: livedump.v1.LabelAgentRequest.set:type_name -> livedump.v1.LabelAgentRequest.SetEntry
-	59, // 28: livedump.v1.LabelAgentResponse.agent:type_name -> livedump.v1.Agent
-	59, // 29: livedump.v1.RevokeAgentResponse.agent:type_name -> livedump.v1.Agent
-	60, // 30: livedump.v1.Token.created:type_name -> google.protobuf.Timestamp
-	60, // 31: livedump.v1.Token.expires:type_name -> google.protobuf.Timestamp
-	46, // 32: livedump.v1.Token.labels:type_name -> livedump.v1.Token.LabelsEntry
-	55, // 33: livedump.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	47, // 34: livedump.v1.CreateTokenRequest.labels:type_name -> livedump.v1.CreateTokenRequest.LabelsEntry
+	63, // 24: livedump.v1.UploadArtifactRequest.header:type_name -> livedump.v1.Artifact
+	63, // 25: livedump.v1.UploadArtifactResponse.artifact:type_name -> livedump.v1.Artifact
+	64, // 26: livedump.v1.ListAgentsResponse.agents:type_name -> livedump.v1.Agent
+	50, // 27: livedump.v1.LabelAgentRequest.set:type_name -> livedump.v1.LabelAgentRequest.SetEntry
+	64, // 28: livedump.v1.LabelAgentResponse.agent:type_name -> livedump.v1.Agent
+	64, // 29: livedump.v1.RevokeAgentResponse.agent:type_name -> livedump.v1.Agent
+	65, // 30: livedump.v1.Token.created:type_name -> google.protobuf.Timestamp
+	65, // 31: livedump.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	51, // 32: livedump.v1.Token.labels:type_name -> livedump.v1.Token.LabelsEntry
+	60, // 33: livedump.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	52, // 34: livedump.v1.CreateTokenRequest.labels:type_name -> livedump.v1.CreateTokenRequest.LabelsEntry
 	35, // 35: livedump.v1.CreateTokenResponse.token:type_name -> livedump.v1.Token
 	35, // 36: livedump.v1.ListTokensResponse.tokens:type_name -> livedump.v1.Token
 	35, // 37: livedump.v1.RevokeTokenResponse.token:type_name -> livedump.v1.Token
-	60, // 38: livedump.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	60, // 39: livedump.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	65, // 38: livedump.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	65, // 39: livedump.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
 	42, // 40: livedump.v1.ListAuditResponse.entries:type_name -> livedump.v1.AuditEntry
-	29, // 41: livedump.v1.FleetService.ListAgents:input_type -> livedump.v1.ListAgentsRequest
-	31, // 42: livedump.v1.FleetService.LabelAgent:input_type -> livedump.v1.LabelAgentRequest
-	33, // 43: livedump.v1.FleetService.RevokeAgent:input_type -> livedump.v1.RevokeAgentRequest
-	36, // 44: livedump.v1.FleetService.CreateToken:input_type -> livedump.v1.CreateTokenRequest
-	38, // 45: livedump.v1.FleetService.ListTokens:input_type -> livedump.v1.ListTokensRequest
-	40, // 46: livedump.v1.FleetService.RevokeToken:input_type -> livedump.v1.RevokeTokenRequest
-	43, // 47: livedump.v1.FleetService.ListAudit:input_type -> livedump.v1.ListAuditRequest
-	21, // 48: livedump.v1.FleetService.PlanProvision:input_type -> livedump.v1.PlanProvisionRequest
-	23, // 49: livedump.v1.FleetService.ApplyProvision:input_type -> livedump.v1.ApplyProvisionRequest
-	25, // 50: livedump.v1.FleetService.RevertProvision:input_type -> livedump.v1.RevertProvisionRequest
-	27, // 51: livedump.v1.FleetService.UploadArtifact:input_type -> livedump.v1.UploadArtifactRequest
-	6,  // 52: livedump.v1.FleetService.CreateCapture:input_type -> livedump.v1.CreateCaptureRequest
-	8,  // 53: livedump.v1.FleetService.ListCaptures:input_type -> livedump.v1.ListCapturesRequest
-	10, // 54: livedump.v1.FleetService.GetCapture:input_type -> livedump.v1.GetCaptureRequest
-	12, // 55: livedump.v1.FleetService.WatchCapture:input_type -> livedump.v1.WatchCaptureRequest
-	14, // 56: livedump.v1.FleetService.CancelCapture:input_type -> livedump.v1.CancelCaptureRequest
-	16, // 57: livedump.v1.FleetService.ListEvents:input_type -> livedump.v1.ListEventsRequest
-	18, // 58: livedump.v1.FleetService.BucketEvents:input_type -> livedump.v1.BucketEventsRequest
-	0,  // 59: livedump.v1.FleetService.ListDumps:input_type -> livedump.v1.ListDumpsRequest
-	2,  // 60: livedump.v1.FleetService.GetDump:input_type -> livedump.v1.GetDumpRequest
-	4,  // 61: livedump.v1.FleetService.PullDump:input_type -> livedump.v1.PullDumpRequest
-	30, // 62: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
-	32, // 63: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
-	34, // 64: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
-	37, // 65: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
-	39, // 66: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
-	41, // 67: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
-	44, // 68: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
-	22, // 69: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
-	24, // 70: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
-	26, // 71: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
-	28, // 72: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
-	7,  // 73: livedump.v1.FleetService.CreateCapture:output_type -> livedump.v1.CreateCaptureResponse
-	9,  // 74: livedump.v1.FleetService.ListCaptures:output_type -> livedump.v1.ListCapturesResponse
-	11, // 75: livedump.v1.FleetService.GetCapture:output_type -> livedump.v1.GetCaptureResponse
-	13, // 76: livedump.v1.FleetService.WatchCapture:output_type -> livedump.v1.WatchCaptureResponse
-	15, // 77: livedump.v1.FleetService.CancelCapture:output_type -> livedump.v1.CancelCaptureResponse
-	17, // 78: livedump.v1.FleetService.ListEvents:output_type -> livedump.v1.ListEventsResponse
-	19, // 79: livedump.v1.FleetService.BucketEvents:output_type -> livedump.v1.BucketEventsResponse
-	1,  // 80: livedump.v1.FleetService.ListDumps:output_type -> livedump.v1.ListDumpsResponse
-	3,  // 81: livedump.v1.FleetService.GetDump:output_type -> livedump.v1.GetDumpResponse
-	5,  // 82: livedump.v1.FleetService.PullDump:output_type -> livedump.v1.PullDumpResponse
-	62, // [62:83] is the sub-list for method output_type
-	41, // [41:62] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	65, // 41: livedump.v1.OperatorCertificate.issued:type_name -> google.protobuf.Timestamp
+	65, // 42: livedump.v1.OperatorCertificate.not_after:type_name -> google.protobuf.Timestamp
+	65, // 43: livedump.v1.OperatorCertificate.first_seen:type_name -> google.protobuf.Timestamp
+	65, // 44: livedump.v1.OperatorCertificate.last_seen:type_name -> google.protobuf.Timestamp
+	65, // 45: livedump.v1.OperatorCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	45, // 46: livedump.v1.ListOperatorCertificatesResponse.certificates:type_name -> livedump.v1.OperatorCertificate
+	45, // 47: livedump.v1.RevokeOperatorCertificateResponse.certificates:type_name -> livedump.v1.OperatorCertificate
+	65, // 48: livedump.v1.RevokeOperatorCertificateResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	29, // 49: livedump.v1.FleetService.ListAgents:input_type -> livedump.v1.ListAgentsRequest
+	31, // 50: livedump.v1.FleetService.LabelAgent:input_type -> livedump.v1.LabelAgentRequest
+	33, // 51: livedump.v1.FleetService.RevokeAgent:input_type -> livedump.v1.RevokeAgentRequest
+	36, // 52: livedump.v1.FleetService.CreateToken:input_type -> livedump.v1.CreateTokenRequest
+	38, // 53: livedump.v1.FleetService.ListTokens:input_type -> livedump.v1.ListTokensRequest
+	40, // 54: livedump.v1.FleetService.RevokeToken:input_type -> livedump.v1.RevokeTokenRequest
+	43, // 55: livedump.v1.FleetService.ListAudit:input_type -> livedump.v1.ListAuditRequest
+	21, // 56: livedump.v1.FleetService.PlanProvision:input_type -> livedump.v1.PlanProvisionRequest
+	23, // 57: livedump.v1.FleetService.ApplyProvision:input_type -> livedump.v1.ApplyProvisionRequest
+	25, // 58: livedump.v1.FleetService.RevertProvision:input_type -> livedump.v1.RevertProvisionRequest
+	27, // 59: livedump.v1.FleetService.UploadArtifact:input_type -> livedump.v1.UploadArtifactRequest
+	6,  // 60: livedump.v1.FleetService.CreateCapture:input_type -> livedump.v1.CreateCaptureRequest
+	8,  // 61: livedump.v1.FleetService.ListCaptures:input_type -> livedump.v1.ListCapturesRequest
+	10, // 62: livedump.v1.FleetService.GetCapture:input_type -> livedump.v1.GetCaptureRequest
+	12, // 63: livedump.v1.FleetService.WatchCapture:input_type -> livedump.v1.WatchCaptureRequest
+	14, // 64: livedump.v1.FleetService.CancelCapture:input_type -> livedump.v1.CancelCaptureRequest
+	16, // 65: livedump.v1.FleetService.ListEvents:input_type -> livedump.v1.ListEventsRequest
+	18, // 66: livedump.v1.FleetService.BucketEvents:input_type -> livedump.v1.BucketEventsRequest
+	0,  // 67: livedump.v1.FleetService.ListDumps:input_type -> livedump.v1.ListDumpsRequest
+	2,  // 68: livedump.v1.FleetService.GetDump:input_type -> livedump.v1.GetDumpRequest
+	4,  // 69: livedump.v1.FleetService.PullDump:input_type -> livedump.v1.PullDumpRequest
+	46, // 70: livedump.v1.FleetService.ListOperatorCertificates:input_type -> livedump.v1.ListOperatorCertificatesRequest
+	48, // 71: livedump.v1.FleetService.RevokeOperatorCertificate:input_type -> livedump.v1.RevokeOperatorCertificateRequest
+	30, // 72: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
+	32, // 73: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
+	34, // 74: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
+	37, // 75: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
+	39, // 76: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
+	41, // 77: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
+	44, // 78: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
+	22, // 79: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
+	24, // 80: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
+	26, // 81: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
+	28, // 82: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
+	7,  // 83: livedump.v1.FleetService.CreateCapture:output_type -> livedump.v1.CreateCaptureResponse
+	9,  // 84: livedump.v1.FleetService.ListCaptures:output_type -> livedump.v1.ListCapturesResponse
+	11, // 85: livedump.v1.FleetService.GetCapture:output_type -> livedump.v1.GetCaptureResponse
+	13, // 86: livedump.v1.FleetService.WatchCapture:output_type -> livedump.v1.WatchCaptureResponse
+	15, // 87: livedump.v1.FleetService.CancelCapture:output_type -> livedump.v1.CancelCaptureResponse
+	17, // 88: livedump.v1.FleetService.ListEvents:output_type -> livedump.v1.ListEventsResponse
+	19, // 89: livedump.v1.FleetService.BucketEvents:output_type -> livedump.v1.BucketEventsResponse
+	1,  // 90: livedump.v1.FleetService.ListDumps:output_type -> livedump.v1.ListDumpsResponse
+	3,  // 91: livedump.v1.FleetService.GetDump:output_type -> livedump.v1.GetDumpResponse
+	5,  // 92: livedump.v1.FleetService.PullDump:output_type -> livedump.v1.PullDumpResponse
+	47, // 93: livedump.v1.FleetService.ListOperatorCertificates:output_type -> livedump.v1.ListOperatorCertificatesResponse
+	49, // 94: livedump.v1.FleetService.RevokeOperatorCertificate:output_type -> livedump.v1.RevokeOperatorCertificateResponse
+	72, // [72:95] is the sub-list for method output_type
+	49, // [49:72] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_livedump_v1_fleet_proto_init() }
@@ -2804,13 +3201,17 @@ func file_livedump_v1_fleet_proto_init() {
 		(*UploadArtifactRequest_Header)(nil),
 		(*UploadArtifactRequest_Chunk)(nil),
 	}
+	file_livedump_v1_fleet_proto_msgTypes[48].OneofWrappers = []any{
+		(*RevokeOperatorCertificateRequest_Serial)(nil),
+		(*RevokeOperatorCertificateRequest_Name)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livedump_v1_fleet_proto_rawDesc), len(file_livedump_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   48,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

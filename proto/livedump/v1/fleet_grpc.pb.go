@@ -19,27 +19,29 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	FleetService_ListAgents_FullMethodName      = "/livedump.v1.FleetService/ListAgents"
-	FleetService_LabelAgent_FullMethodName      = "/livedump.v1.FleetService/LabelAgent"
-	FleetService_RevokeAgent_FullMethodName     = "/livedump.v1.FleetService/RevokeAgent"
-	FleetService_CreateToken_FullMethodName     = "/livedump.v1.FleetService/CreateToken"
-	FleetService_ListTokens_FullMethodName      = "/livedump.v1.FleetService/ListTokens"
-	FleetService_RevokeToken_FullMethodName     = "/livedump.v1.FleetService/RevokeToken"
-	FleetService_ListAudit_FullMethodName       = "/livedump.v1.FleetService/ListAudit"
-	FleetService_PlanProvision_FullMethodName   = "/livedump.v1.FleetService/PlanProvision"
-	FleetService_ApplyProvision_FullMethodName  = "/livedump.v1.FleetService/ApplyProvision"
-	FleetService_RevertProvision_FullMethodName = "/livedump.v1.FleetService/RevertProvision"
-	FleetService_UploadArtifact_FullMethodName  = "/livedump.v1.FleetService/UploadArtifact"
-	FleetService_CreateCapture_FullMethodName   = "/livedump.v1.FleetService/CreateCapture"
-	FleetService_ListCaptures_FullMethodName    = "/livedump.v1.FleetService/ListCaptures"
-	FleetService_GetCapture_FullMethodName      = "/livedump.v1.FleetService/GetCapture"
-	FleetService_WatchCapture_FullMethodName    = "/livedump.v1.FleetService/WatchCapture"
-	FleetService_CancelCapture_FullMethodName   = "/livedump.v1.FleetService/CancelCapture"
-	FleetService_ListEvents_FullMethodName      = "/livedump.v1.FleetService/ListEvents"
-	FleetService_BucketEvents_FullMethodName    = "/livedump.v1.FleetService/BucketEvents"
-	FleetService_ListDumps_FullMethodName       = "/livedump.v1.FleetService/ListDumps"
-	FleetService_GetDump_FullMethodName         = "/livedump.v1.FleetService/GetDump"
-	FleetService_PullDump_FullMethodName        = "/livedump.v1.FleetService/PullDump"
+	FleetService_ListAgents_FullMethodName                = "/livedump.v1.FleetService/ListAgents"
+	FleetService_LabelAgent_FullMethodName                = "/livedump.v1.FleetService/LabelAgent"
+	FleetService_RevokeAgent_FullMethodName               = "/livedump.v1.FleetService/RevokeAgent"
+	FleetService_CreateToken_FullMethodName               = "/livedump.v1.FleetService/CreateToken"
+	FleetService_ListTokens_FullMethodName                = "/livedump.v1.FleetService/ListTokens"
+	FleetService_RevokeToken_FullMethodName               = "/livedump.v1.FleetService/RevokeToken"
+	FleetService_ListAudit_FullMethodName                 = "/livedump.v1.FleetService/ListAudit"
+	FleetService_PlanProvision_FullMethodName             = "/livedump.v1.FleetService/PlanProvision"
+	FleetService_ApplyProvision_FullMethodName            = "/livedump.v1.FleetService/ApplyProvision"
+	FleetService_RevertProvision_FullMethodName           = "/livedump.v1.FleetService/RevertProvision"
+	FleetService_UploadArtifact_FullMethodName            = "/livedump.v1.FleetService/UploadArtifact"
+	FleetService_CreateCapture_FullMethodName             = "/livedump.v1.FleetService/CreateCapture"
+	FleetService_ListCaptures_FullMethodName              = "/livedump.v1.FleetService/ListCaptures"
+	FleetService_GetCapture_FullMethodName                = "/livedump.v1.FleetService/GetCapture"
+	FleetService_WatchCapture_FullMethodName              = "/livedump.v1.FleetService/WatchCapture"
+	FleetService_CancelCapture_FullMethodName             = "/livedump.v1.FleetService/CancelCapture"
+	FleetService_ListEvents_FullMethodName                = "/livedump.v1.FleetService/ListEvents"
+	FleetService_BucketEvents_FullMethodName              = "/livedump.v1.FleetService/BucketEvents"
+	FleetService_ListDumps_FullMethodName                 = "/livedump.v1.FleetService/ListDumps"
+	FleetService_GetDump_FullMethodName                   = "/livedump.v1.FleetService/GetDump"
+	FleetService_PullDump_FullMethodName                  = "/livedump.v1.FleetService/PullDump"
+	FleetService_ListOperatorCertificates_FullMethodName  = "/livedump.v1.FleetService/ListOperatorCertificates"
+	FleetService_RevokeOperatorCertificate_FullMethodName = "/livedump.v1.FleetService/RevokeOperatorCertificate"
 )
 
 // FleetServiceClient is the client API for FleetService service.
@@ -92,6 +94,13 @@ type FleetServiceClient interface {
 	GetDump(ctx context.Context, in *GetDumpRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetDumpResponse], error)
 	// PullDump asks the agent to upload a dump kept hash-only. Role: operator.
 	PullDump(ctx context.Context, in *PullDumpRequest, opts ...grpc.CallOption) (*PullDumpResponse, error)
+	// ListOperatorCertificates lists the operator certificates the controller
+	// issued or saw in use, and serials revoked before they were seen. Role: admin.
+	ListOperatorCertificates(ctx context.Context, in *ListOperatorCertificatesRequest, opts ...grpc.CallOption) (*ListOperatorCertificatesResponse, error)
+	// RevokeOperatorCertificate revokes one operator certificate by serial, or
+	// every certificate of an operator name issued before now: their next call
+	// is refused and their open streams end. Role: admin.
+	RevokeOperatorCertificate(ctx context.Context, in *RevokeOperatorCertificateRequest, opts ...grpc.CallOption) (*RevokeOperatorCertificateResponse, error)
 }
 
 type fleetServiceClient struct {
@@ -333,6 +342,26 @@ func (c *fleetServiceClient) PullDump(ctx context.Context, in *PullDumpRequest, 
 	return out, nil
 }
 
+func (c *fleetServiceClient) ListOperatorCertificates(ctx context.Context, in *ListOperatorCertificatesRequest, opts ...grpc.CallOption) (*ListOperatorCertificatesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListOperatorCertificatesResponse)
+	err := c.cc.Invoke(ctx, FleetService_ListOperatorCertificates_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fleetServiceClient) RevokeOperatorCertificate(ctx context.Context, in *RevokeOperatorCertificateRequest, opts ...grpc.CallOption) (*RevokeOperatorCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeOperatorCertificateResponse)
+	err := c.cc.Invoke(ctx, FleetService_RevokeOperatorCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FleetServiceServer is the server API for FleetService service.
 // All implementations must embed UnimplementedFleetServiceServer
 // for forward compatibility.
@@ -383,6 +412,13 @@ type FleetServiceServer interface {
 	GetDump(*GetDumpRequest, grpc.ServerStreamingServer[GetDumpResponse]) error
 	// PullDump asks the agent to upload a dump kept hash-only. Role: operator.
 	PullDump(context.Context, *PullDumpRequest) (*PullDumpResponse, error)
+	// ListOperatorCertificates lists the operator certificates the controller
+	// issued or saw in use, and serials revoked before they were seen. Role: admin.
+	ListOperatorCertificates(context.Context, *ListOperatorCertificatesRequest) (*ListOperatorCertificatesResponse, error)
+	// RevokeOperatorCertificate revokes one operator certificate by serial, or
+	// every certificate of an operator name issued before now: their next call
+	// is refused and their open streams end. Role: admin.
+	RevokeOperatorCertificate(context.Context, *RevokeOperatorCertificateRequest) (*RevokeOperatorCertificateResponse, error)
 	mustEmbedUnimplementedFleetServiceServer()
 }
 
@@ -455,6 +491,12 @@ func (UnimplementedFleetServiceServer) GetDump(*GetDumpRequest, grpc.ServerStrea
 }
 func (UnimplementedFleetServiceServer) PullDump(context.Context, *PullDumpRequest) (*PullDumpResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PullDump not implemented")
+}
+func (UnimplementedFleetServiceServer) ListOperatorCertificates(context.Context, *ListOperatorCertificatesRequest) (*ListOperatorCertificatesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListOperatorCertificates not implemented")
+}
+func (UnimplementedFleetServiceServer) RevokeOperatorCertificate(context.Context, *RevokeOperatorCertificateRequest) (*RevokeOperatorCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeOperatorCertificate not implemented")
 }
 func (UnimplementedFleetServiceServer) mustEmbedUnimplementedFleetServiceServer() {}
 func (UnimplementedFleetServiceServer) testEmbeddedByValue()                      {}
@@ -830,6 +872,42 @@ func _FleetService_PullDump_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FleetService_ListOperatorCertificates_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListOperatorCertificatesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).ListOperatorCertificates(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_ListOperatorCertificates_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).ListOperatorCertificates(ctx, req.(*ListOperatorCertificatesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FleetService_RevokeOperatorCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeOperatorCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).RevokeOperatorCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_RevokeOperatorCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).RevokeOperatorCertificate(ctx, req.(*RevokeOperatorCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FleetService_ServiceDesc is the grpc.ServiceDesc for FleetService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -908,6 +986,14 @@ var FleetService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PullDump",
 			Handler:    _FleetService_PullDump_Handler,
+		},
+		{
+			MethodName: "ListOperatorCertificates",
+			Handler:    _FleetService_ListOperatorCertificates_Handler,
+		},
+		{
+			MethodName: "RevokeOperatorCertificate",
+			Handler:    _FleetService_RevokeOperatorCertificate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

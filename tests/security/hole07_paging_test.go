@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/livedump/livedump/controller/store"
@@ -31,13 +32,16 @@ func maxLabels(n int) map[string]string {
 	return l
 }
 
-// checkPage fails the test when one response is above the gRPC limit (the
-// client would not even have received it) or above the controller's page
-// budget with room to spare.
+// pageLimit is the controller's page budget (1 MiB) with a little slack
+// for the response's own fields.
+const pageLimit = 1<<20 + 4<<10
+
+// checkPage fails the test when one response is above the page budget (far
+// under the gRPC limit, above which the client would not even receive it).
 func checkPage(t *testing.T, what string, m proto.Message) {
 	t.Helper()
-	if n := proto.Size(m); n > grpcLimit/2 {
-		t.Errorf("%s: one page is %d bytes; pages must stay near 1 MiB, far under the %d-byte message limit", what, n, grpcLimit)
+	if n := proto.Size(m); n > pageLimit {
+		t.Errorf("%s: one page is %d bytes; pages must stay under %d, far under the %d-byte message limit", what, n, pageLimit, grpcLimit)
 	}
 }
 
@@ -119,6 +123,37 @@ func TestHole07_ListsArePagedByBytes(t *testing.T) {
 			}
 		}
 	})
+	t.Run("agents by selector", func(t *testing.T) {
+		// Matching agents spread over the whole fleet: every page goes on
+		// where the previous one stopped reading.
+		var got []string
+		err := follow(t, "ListAgents", func(after string) (*livedumpv1.ListAgentsResponse, string, error) {
+			resp, err := viewer.ListAgents(ctx, &livedumpv1.ListAgentsRequest{Selector: "hostname in (WS-0001,WS-0149)", After: after})
+			for _, a := range resp.GetAgents() {
+				got = append(got, a.GetHostname())
+			}
+			return resp, resp.GetNext(), err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) != "[WS-0001 WS-0001 WS-0149]" {
+			t.Fatalf("selected %v", got)
+		}
+	})
+	t.Run("forged page token", func(t *testing.T) {
+		_, err := viewer.ListAgents(ctx, &livedumpv1.ListAgentsRequest{After: "not-a-token"})
+		harness.WantCode(t, err, codes.InvalidArgument, "after")
+		// A token of another list is refused too.
+		resp, err := viewer.ListDumps(ctx, &livedumpv1.ListDumpsRequest{})
+		if err != nil || resp.GetNext() == "" {
+			t.Fatalf("ListDumps: next %q, %v", resp.GetNext(), err)
+		}
+		_, err = viewer.ListAgents(ctx, &livedumpv1.ListAgentsRequest{After: resp.GetNext()})
+		harness.WantCode(t, err, codes.InvalidArgument, "not a page token of ListAgents")
+		_, err = viewer.ListAgents(ctx, &livedumpv1.ListAgentsRequest{After: strings.Repeat("A", 10000)})
+		harness.WantCode(t, err, codes.InvalidArgument, "after")
+	})
 	t.Run("audit", func(t *testing.T) {
 		seen := map[int64]int{}
 		if err := listAudit(ctx, t, admin, func(e *livedumpv1.AuditEntry) { seen[e.GetId()]++ }); err != nil {
@@ -190,76 +225,86 @@ func TestHole07_ListsArePagedByBytes(t *testing.T) {
 }
 
 // captureTargets is how many targets a listed capture has.
-func captureTargets(c *livedumpv1.Capture) int { return len(c.GetTargets()) }
+func captureTargets(c *livedumpv1.Capture) int { return len(c.GetTargets()) + int(c.GetOmittedTargets()) }
+
+// follow calls one page after another, as livedumpctl does, until a page
+// says nothing follows; every page is checked against the size bound.
+func follow[R proto.Message](t *testing.T, what string, call func(after string) (R, string, error)) error {
+	t.Helper()
+	after := ""
+	for pages := 1; ; pages++ {
+		resp, next, err := call(after)
+		if err != nil {
+			return err
+		}
+		checkPage(t, what, resp)
+		if next == "" {
+			t.Logf("%s: %d pages", what, pages)
+			return nil
+		}
+		if next == after || pages > 1000 {
+			return fmt.Errorf("%s: paging does not advance (after %q)", what, after)
+		}
+		after = next
+	}
+}
 
 func listAgents(ctx context.Context, t *testing.T, c livedumpv1.FleetServiceClient, each func(*livedumpv1.Agent)) error {
-	resp, err := c.ListAgents(ctx, &livedumpv1.ListAgentsRequest{})
-	if err != nil {
-		return err
-	}
-	checkPage(t, "ListAgents", resp)
-	for _, a := range resp.GetAgents() {
-		each(a)
-	}
-	return nil
+	return follow(t, "ListAgents", func(after string) (*livedumpv1.ListAgentsResponse, string, error) {
+		resp, err := c.ListAgents(ctx, &livedumpv1.ListAgentsRequest{After: after})
+		for _, a := range resp.GetAgents() {
+			each(a)
+		}
+		return resp, resp.GetNext(), err
+	})
 }
 
 func listAudit(ctx context.Context, t *testing.T, c livedumpv1.FleetServiceClient, each func(*livedumpv1.AuditEntry)) error {
-	resp, err := c.ListAudit(ctx, &livedumpv1.ListAuditRequest{Limit: 10000})
-	if err != nil {
-		return err
-	}
-	checkPage(t, "ListAudit", resp)
-	for _, e := range resp.GetEntries() {
-		each(e)
-	}
-	return nil
+	return follow(t, "ListAudit", func(after string) (*livedumpv1.ListAuditResponse, string, error) {
+		resp, err := c.ListAudit(ctx, &livedumpv1.ListAuditRequest{Limit: 10000, After: after})
+		for _, e := range resp.GetEntries() {
+			each(e)
+		}
+		return resp, resp.GetNext(), err
+	})
 }
 
 func listDumps(ctx context.Context, t *testing.T, c livedumpv1.FleetServiceClient, each func(*livedumpv1.Dump)) error {
-	resp, err := c.ListDumps(ctx, &livedumpv1.ListDumpsRequest{})
-	if err != nil {
-		return err
-	}
-	checkPage(t, "ListDumps", resp)
-	for _, d := range resp.GetDumps() {
-		each(d)
-	}
-	return nil
+	return follow(t, "ListDumps", func(after string) (*livedumpv1.ListDumpsResponse, string, error) {
+		resp, err := c.ListDumps(ctx, &livedumpv1.ListDumpsRequest{After: after})
+		for _, d := range resp.GetDumps() {
+			each(d)
+		}
+		return resp, resp.GetNext(), err
+	})
 }
 
 func listTokens(ctx context.Context, t *testing.T, c livedumpv1.FleetServiceClient, each func(*livedumpv1.Token)) error {
-	resp, err := c.ListTokens(ctx, &livedumpv1.ListTokensRequest{})
-	if err != nil {
-		return err
-	}
-	checkPage(t, "ListTokens", resp)
-	for _, tk := range resp.GetTokens() {
-		each(tk)
-	}
-	return nil
+	return follow(t, "ListTokens", func(after string) (*livedumpv1.ListTokensResponse, string, error) {
+		resp, err := c.ListTokens(ctx, &livedumpv1.ListTokensRequest{After: after})
+		for _, tk := range resp.GetTokens() {
+			each(tk)
+		}
+		return resp, resp.GetNext(), err
+	})
 }
 
 func listCaptures(ctx context.Context, t *testing.T, c livedumpv1.FleetServiceClient, each func(*livedumpv1.Capture)) error {
-	resp, err := c.ListCaptures(ctx, &livedumpv1.ListCapturesRequest{})
-	if err != nil {
-		return err
-	}
-	checkPage(t, "ListCaptures", resp)
-	for _, cp := range resp.GetCaptures() {
-		each(cp)
-	}
-	return nil
+	return follow(t, "ListCaptures", func(after string) (*livedumpv1.ListCapturesResponse, string, error) {
+		resp, err := c.ListCaptures(ctx, &livedumpv1.ListCapturesRequest{After: after})
+		for _, cp := range resp.GetCaptures() {
+			each(cp)
+		}
+		return resp, resp.GetNext(), err
+	})
 }
 
 func getCapture(ctx context.Context, t *testing.T, c livedumpv1.FleetServiceClient, id string, each func(*livedumpv1.CaptureTarget)) error {
-	resp, err := c.GetCapture(ctx, &livedumpv1.GetCaptureRequest{Id: id})
-	if err != nil {
-		return err
-	}
-	checkPage(t, "GetCapture", resp)
-	for _, tg := range resp.GetCapture().GetTargets() {
-		each(tg)
-	}
-	return nil
+	return follow(t, "GetCapture", func(after string) (*livedumpv1.GetCaptureResponse, string, error) {
+		resp, err := c.GetCapture(ctx, &livedumpv1.GetCaptureRequest{Id: id, After: after})
+		for _, tg := range resp.GetCapture().GetTargets() {
+			each(tg)
+		}
+		return resp, resp.GetNext(), err
+	})
 }

@@ -225,7 +225,9 @@ func TestHole07_ListsArePagedByBytes(t *testing.T) {
 }
 
 // captureTargets is how many targets a listed capture has.
-func captureTargets(c *livedumpv1.Capture) int { return len(c.GetTargets()) + int(c.GetOmittedTargets()) }
+func captureTargets(c *livedumpv1.Capture) int {
+	return len(c.GetTargets()) + int(c.GetOmittedTargets())
+}
 
 // follow calls one page after another, as livedumpctl does, until a page
 // says nothing follows; every page is checked against the size bound.

@@ -155,9 +155,13 @@ func (s *FleetServer) LabelAgent(ctx context.Context, req *livedumpv1.LabelAgent
 	if labels == nil {
 		labels = map[string]string{}
 	}
+	before := len(labels)
 	maps.Copy(labels, req.GetSet())
 	for _, k := range req.GetRemove() {
 		delete(labels, k)
+	}
+	if len(labels) > selector.MaxUserLabels && len(labels) > before {
+		return nil, invalid("set", "the agent would have %d labels: at most %d", len(labels), selector.MaxUserLabels)
 	}
 	a, err = s.cfg.Store.SetLabels(ctx, a.ID, labels)
 	if err != nil {

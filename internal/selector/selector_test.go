@@ -355,3 +355,18 @@ func TestParseSetMatchesSelector(t *testing.T) {
 		t.Errorf("%q does not match %v", s, set)
 	}
 }
+
+func TestValidateUserLabelsCount(t *testing.T) {
+	set := map[string]string{}
+	for i := range MaxUserLabels {
+		set["k"+strings.Repeat("x", i)] = "v"
+	}
+	if err := ValidateUserLabels(set); err != nil {
+		t.Fatalf("%d labels: %v", len(set), err)
+	}
+	set["one-more"] = "v"
+	err := ValidateUserLabels(set)
+	if err == nil || !strings.Contains(err.Error(), "at most 64") {
+		t.Fatalf("%d labels: %v", len(set), err)
+	}
+}

@@ -137,6 +137,7 @@ func New(cfg Config) (*Agent, error) {
 		Directive:     a.handleDirective,
 		OnConnect:     a.stateReport,
 		Acked:         func(ids []string) { a.captures.Acked(ids) },
+		Refused:       func(r []*livedumpv1.EventRefusal) { a.captures.Refused(r) },
 		Logger:        cfg.Logger,
 		Metrics:       session.NewMetrics(reg),
 		Clock:         cfg.Clock,

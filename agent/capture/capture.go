@@ -101,6 +101,7 @@ type Manager struct {
 	overheadDisarms prometheus.Counter
 	spooled         prometheus.GaugeFunc
 	armedGage       prometheus.GaugeFunc
+	refusals        refusals
 }
 
 // Reasons a capture stops.
@@ -145,8 +146,9 @@ func New(cfg Config) (*Manager, error) {
 		func() float64 { return float64(m.spool.Len()) })
 	m.armedGage = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "livedump_agent_captures_armed", Help: "Captures whose probe is running on this agent."},
 		func() float64 { return float64(m.countState(stateArmed, stateTriggered)) })
+	m.refusals.init()
 	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(m.events, m.restarts, m.overheadDisarms, m.spooled, m.armedGage)
+		cfg.Registry.MustRegister(m.events, m.restarts, m.overheadDisarms, m.spooled, m.armedGage, m.refusals.total)
 	}
 	return m, nil
 }

@@ -62,8 +62,12 @@ type Config struct {
 	// It runs on the receive path, so long work must be handed off; its
 	// result goes back later through Client.Send. Nil acks everything.
 	Directive func(ctx context.Context, d *livedumpv1.Directive) error
-	// Acked receives the IDs of events the controller has stored. Optional.
+	// Acked receives the IDs of events the controller has stored (or
+	// refused for good). Optional.
 	Acked func(ids []string)
+	// Refused receives why the controller refused events, before Acked
+	// receives their IDs. Optional.
+	Refused func(refused []*livedumpv1.EventRefusal)
 	// OnConnect returns messages to send right after the controller's
 	// welcome, such as the current provisioning state. Optional.
 	OnConnect func(ctx context.Context) []*livedumpv1.ConnectRequest
@@ -583,6 +587,9 @@ func (c *Client) stream(ctx context.Context, addr string) (established bool, err
 			if err != nil {
 				recvErr <- err
 				return
+			}
+			if a := m.GetEventAck(); a != nil && len(a.GetRefused()) > 0 && c.cfg.Refused != nil {
+				c.cfg.Refused(a.GetRefused())
 			}
 			if a := m.GetEventAck(); a != nil && c.cfg.Acked != nil {
 				c.cfg.Acked(a.GetEventIds())

@@ -113,6 +113,21 @@ func (s *Spool) Pending() ([]Item, error) {
 	return items, nil
 }
 
+// Get returns the data of an item still spooled.
+func (s *Spool) Get(id string) ([]byte, bool) {
+	s.mu.Lock()
+	name, ok := s.files[id]
+	s.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	b, err := os.ReadFile(filepath.Join(s.dir, name))
+	if err != nil {
+		return nil, false
+	}
+	return b, true
+}
+
 // Ack removes acknowledged items. Unknown IDs are ignored: acks for items
 // acked before a restart may arrive again.
 func (s *Spool) Ack(ids ...string) error {

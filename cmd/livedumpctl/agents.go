@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"slices"
@@ -54,7 +55,12 @@ livedump_label_<key> for each user label (see deploy/prometheus).`,
 			if port < 1 || port > 65535 {
 				return fmt.Errorf("--metrics-port: %d is not a TCP port (1-65535)", port)
 			}
-			resp, s, err := call(a, cmd, fleetClient.ListAgents, &livedumpv1.ListAgentsRequest{Selector: sel})
+			resp := &livedumpv1.ListAgentsResponse{}
+			s, err := followPages(a, cmd, func(ctx context.Context, client fleetClient, after string) (string, error) {
+				page, err := client.ListAgents(ctx, &livedumpv1.ListAgentsRequest{Selector: sel, After: after})
+				resp.Agents = append(resp.Agents, page.GetAgents()...)
+				return page.GetNext(), err
+			})
 			if err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strconv"
@@ -53,7 +54,17 @@ the caller's certificate serial (empty for callers without a certificate).`,
 				}
 				req.Since = timestamppb.New(t)
 			}
-			resp, s, err := call(a, cmd, fleetClient.ListAudit, req)
+			// Pages of at most about 1 MiB, up to --limit entries in all.
+			resp := &livedumpv1.ListAuditResponse{}
+			s, err := followPages(a, cmd, func(ctx context.Context, client fleetClient, after string) (string, error) {
+				req.Limit, req.After = int32(limit-len(resp.Entries)), after
+				page, err := client.ListAudit(ctx, req)
+				resp.Entries = append(resp.Entries, page.GetEntries()...)
+				if len(resp.Entries) >= limit || len(page.GetEntries()) == 0 {
+					return "", err
+				}
+				return page.GetNext(), err
+			})
 			if err != nil {
 				return err
 			}

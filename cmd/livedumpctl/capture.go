@@ -108,7 +108,11 @@ trigger (lkd mode 0 = full kernel dump by default).`,
 				return err
 			}
 			if s.output == outputJSON {
-				return writeJSON(a.stdout, resp.GetCapture())
+				c, err := a.fullCapture(cmd, resp.GetCapture())
+				if err != nil {
+					return err
+				}
+				return writeJSON(a.stdout, c)
 			}
 			fmt.Fprintln(a.stdout, resp.GetCapture().GetId())
 			return nil
@@ -206,7 +210,12 @@ func (a *app) captureListCmd() *cobra.Command {
 		Short: "List captures, newest first",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, s, err := call(a, cmd, fleetClient.ListCaptures, &livedumpv1.ListCapturesRequest{})
+			resp := &livedumpv1.ListCapturesResponse{}
+			s, err := followPages(a, cmd, func(ctx context.Context, client fleetClient, after string) (string, error) {
+				page, err := client.ListCaptures(ctx, &livedumpv1.ListCapturesRequest{After: after})
+				resp.Captures = append(resp.Captures, page.GetCaptures()...)
+				return page.GetNext(), err
+			})
 			if err != nil {
 				return err
 			}
@@ -217,7 +226,7 @@ func (a *app) captureListCmd() *cobra.Command {
 			t := newTable(a.stdout, "ID", "STATE", "CREATED", "EXPIRES", "TARGETS", "EVENTS", "SELECTOR", "PROCESSES", "STATUSES")
 			for _, c := range resp.GetCaptures() {
 				t.row(c.GetId(), captureStateName(c.GetState()), ago(now, c.GetCreated()), until(now, c.GetExpires()),
-					strconv.Itoa(len(c.GetTargets())), strconv.FormatInt(c.GetEvents(), 10), c.GetSpec().GetSelector(),
+					strconv.Itoa(len(c.GetTargets())+int(c.GetOmittedTargets())), strconv.FormatInt(c.GetEvents(), 10), c.GetSpec().GetSelector(),
 					strings.Join(c.GetSpec().GetProcesses(), ","), strings.Join(c.GetSpec().GetStatuses(), ","))
 			}
 			return t.flush()
@@ -231,14 +240,18 @@ func (a *app) captureGetCmd() *cobra.Command {
 		Short: "Show a capture, how its statuses resolved, and its progress on each machine",
 		Args:  exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			resp, s, err := call(a, cmd, fleetClient.GetCapture, &livedumpv1.GetCaptureRequest{Id: args[0]})
+			// A capture over many machines comes in pages of its targets.
+			var c *livedumpv1.Capture
+			s, err := followPages(a, cmd, func(ctx context.Context, client fleetClient, after string) (string, error) {
+				return captureTargetPages(ctx, client, args[0], after, &c)
+			})
 			if err != nil {
 				return err
 			}
 			if s.output == outputJSON {
-				return writeJSON(a.stdout, resp.GetCapture())
+				return writeJSON(a.stdout, c)
 			}
-			return writeCapture(a.stdout, a.now(), resp.GetCapture())
+			return writeCapture(a.stdout, a.now(), c)
 		},
 	}
 }
@@ -286,10 +299,14 @@ func (a *app) captureCancelCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if s.output == outputJSON {
-				return writeJSON(a.stdout, resp.GetCapture())
+			c, err := a.fullCapture(cmd, resp.GetCapture())
+			if err != nil {
+				return err
 			}
-			return writeCapture(a.stdout, a.now(), resp.GetCapture())
+			if s.output == outputJSON {
+				return writeJSON(a.stdout, c)
+			}
+			return writeCapture(a.stdout, a.now(), c)
 		},
 	}
 }

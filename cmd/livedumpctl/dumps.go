@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -33,7 +34,12 @@ func (a *app) dumpsCmd() *cobra.Command {
 		Short: "List dumps, newest first",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, s, err := call(a, cmd, fleetClient.ListDumps, &livedumpv1.ListDumpsRequest{CaptureId: captureID})
+			resp := &livedumpv1.ListDumpsResponse{}
+			s, err := followPages(a, cmd, func(ctx context.Context, client fleetClient, after string) (string, error) {
+				page, err := client.ListDumps(ctx, &livedumpv1.ListDumpsRequest{CaptureId: captureID, After: after})
+				resp.Dumps = append(resp.Dumps, page.GetDumps()...)
+				return page.GetNext(), err
+			})
 			if err != nil {
 				return err
 			}

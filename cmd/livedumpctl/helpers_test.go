@@ -165,6 +165,7 @@ type fakeFleet struct {
 	calls []received
 	err   error         // returned by every method when set
 	delay time.Duration // slows every method down
+	paged bool          // lists answer one item per page
 }
 
 func (f *fakeFleet) record(ctx context.Context, method string, req proto.Message) error {
@@ -252,7 +253,8 @@ func (f *fakeFleet) ListAgents(ctx context.Context, req *livedumpv1.ListAgentsRe
 	if err := f.record(ctx, "ListAgents", req); err != nil {
 		return nil, err
 	}
-	return &livedumpv1.ListAgentsResponse{Agents: f.agents()}, nil
+	agents, next := pageOf(f, f.agents(), req.GetAfter())
+	return &livedumpv1.ListAgentsResponse{Agents: agents, Next: next}, nil
 }
 
 func (f *fakeFleet) LabelAgent(ctx context.Context, req *livedumpv1.LabelAgentRequest) (*livedumpv1.LabelAgentResponse, error) {
@@ -305,7 +307,8 @@ func (f *fakeFleet) ListTokens(ctx context.Context, req *livedumpv1.ListTokensRe
 	if err := f.record(ctx, "ListTokens", req); err != nil {
 		return nil, err
 	}
-	return &livedumpv1.ListTokensResponse{Tokens: f.tokens()}, nil
+	tokens, next := pageOf(f, f.tokens(), req.GetAfter())
+	return &livedumpv1.ListTokensResponse{Tokens: tokens, Next: next}, nil
 }
 
 func (f *fakeFleet) RevokeToken(ctx context.Context, req *livedumpv1.RevokeTokenRequest) (*livedumpv1.RevokeTokenResponse, error) {
@@ -351,7 +354,11 @@ func (f *fakeFleet) ListAudit(ctx context.Context, req *livedumpv1.ListAuditRequ
 	if err := f.record(ctx, "ListAudit", req); err != nil {
 		return nil, err
 	}
-	return &livedumpv1.ListAuditResponse{Entries: f.audit()}, nil
+	entries, next := pageOf(f, f.audit(), req.GetAfter())
+	if len(entries) > int(req.GetLimit()) {
+		entries = entries[:req.GetLimit()]
+	}
+	return &livedumpv1.ListAuditResponse{Entries: entries, Next: next}, nil
 }
 
 // testController is a fake controller on 127.0.0.1 with real mTLS, and

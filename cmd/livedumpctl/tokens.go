@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strconv"
@@ -84,7 +85,12 @@ func (a *app) tokensListCmd() *cobra.Command {
 		Short: "List enrollment tokens (never their secrets)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, s, err := call(a, cmd, fleetClient.ListTokens, &livedumpv1.ListTokensRequest{})
+			resp := &livedumpv1.ListTokensResponse{}
+			s, err := followPages(a, cmd, func(ctx context.Context, client fleetClient, after string) (string, error) {
+				page, err := client.ListTokens(ctx, &livedumpv1.ListTokensRequest{After: after})
+				resp.Tokens = append(resp.Tokens, page.GetTokens()...)
+				return page.GetNext(), err
+			})
 			if err != nil {
 				return err
 			}

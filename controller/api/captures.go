@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -47,28 +48,61 @@ func (s *FleetServer) CreateCapture(ctx context.Context, req *livedumpv1.CreateC
 		return nil, captureErr(s, "create capture", err)
 	}
 	setAuditTarget(ctx, c.GetId())
-	return &livedumpv1.CreateCaptureResponse{Capture: c}, nil
+	// A capture over thousands of machines: the first targets, the others
+	// counted in omitted_targets and on GetCapture's pages.
+	return &livedumpv1.CreateCaptureResponse{Capture: capture.Trim(c, s.pageBudget())}, nil
 }
 
-// ListCaptures implements FleetService.ListCaptures.
-func (s *FleetServer) ListCaptures(ctx context.Context, _ *livedumpv1.ListCapturesRequest) (*livedumpv1.ListCapturesResponse, error) {
-	cs, err := s.cfg.Captures.List(ctx)
+// ListCaptures implements FleetService.ListCaptures. Captures are paged
+// here, over the store's list of them; targets are read for a page only.
+func (s *FleetServer) ListCaptures(ctx context.Context, req *livedumpv1.ListCapturesRequest) (*livedumpv1.ListCapturesResponse, error) {
+	var afterCreated time.Time
+	afterID := ""
+	if req.GetAfter() != "" {
+		k, err := decodeCursor(req.GetAfter(), "ListCaptures", 2)
+		if err != nil {
+			return nil, err
+		}
+		if afterCreated, err = parseCursorTime(k[0], "ListCaptures"); err != nil {
+			return nil, err
+		}
+		afterID = k[1]
+	}
+	cs, more, err := s.cfg.Captures.ListPage(ctx, afterCreated, afterID, s.pageBudget())
 	if err != nil {
 		return nil, captureErr(s, "list captures", err)
 	}
-	return &livedumpv1.ListCapturesResponse{Captures: cs}, nil
+	resp := &livedumpv1.ListCapturesResponse{Captures: cs}
+	if more && len(cs) > 0 {
+		last := cs[len(cs)-1]
+		resp.Next = encodeCursor("ListCaptures", cursorTime(last.GetCreated().AsTime()), last.GetId())
+	}
+	return resp, nil
 }
 
-// GetCapture implements FleetService.GetCapture.
+// GetCapture implements FleetService.GetCapture: the capture with a page of
+// its targets.
 func (s *FleetServer) GetCapture(ctx context.Context, req *livedumpv1.GetCaptureRequest) (*livedumpv1.GetCaptureResponse, error) {
 	if err := validCaptureID(req.GetId()); err != nil {
 		return nil, err
 	}
-	c, err := s.cfg.Captures.Get(ctx, req.GetId())
+	after := ""
+	if req.GetAfter() != "" {
+		k, err := decodeCursor(req.GetAfter(), "GetCapture", 1)
+		if err != nil {
+			return nil, err
+		}
+		after = k[0]
+	}
+	c, next, err := s.cfg.Captures.GetPage(ctx, req.GetId(), after, s.pageBudget())
 	if err != nil {
 		return nil, captureErr(s, "capture "+req.GetId(), err)
 	}
-	return &livedumpv1.GetCaptureResponse{Capture: c}, nil
+	resp := &livedumpv1.GetCaptureResponse{Capture: c}
+	if next != "" {
+		resp.Next = encodeCursor("GetCapture", next)
+	}
+	return resp, nil
 }
 
 // CancelCapture implements FleetService.CancelCapture.
@@ -82,7 +116,7 @@ func (s *FleetServer) CancelCapture(ctx context.Context, req *livedumpv1.CancelC
 	if err != nil {
 		return nil, captureErr(s, "capture "+req.GetId(), err)
 	}
-	return &livedumpv1.CancelCaptureResponse{Capture: c}, nil
+	return &livedumpv1.CancelCaptureResponse{Capture: capture.Trim(c, s.pageBudget())}, nil
 }
 
 // WatchCapture implements FleetService.WatchCapture: first the events stored
@@ -124,7 +158,8 @@ func (s *FleetServer) WatchCapture(req *livedumpv1.WatchCaptureRequest, stream g
 		after = evs[len(evs)-1].GetId()
 	}
 	if c.GetState() != livedumpv1.CaptureState_CAPTURE_STATE_ACTIVE {
-		return stream.Send(&livedumpv1.WatchCaptureResponse{Msg: &livedumpv1.WatchCaptureResponse_Ended{Ended: c}})
+		// One message: the targets went out one by one above.
+		return stream.Send(&livedumpv1.WatchCaptureResponse{Msg: &livedumpv1.WatchCaptureResponse_Ended{Ended: capture.Trim(c, capture.MessageBudget)}})
 	}
 	for {
 		select {
@@ -156,7 +191,7 @@ func (s *FleetServer) ListEvents(ctx context.Context, req *livedumpv1.ListEvents
 	if limit < 0 || limit > 10000 {
 		return nil, invalid("limit", "must be between 0 and 10000, got %d", limit)
 	}
-	if _, err := s.cfg.Captures.Get(ctx, req.GetCaptureId()); err != nil {
+	if _, err := s.cfg.Store.GetCapture(ctx, req.GetCaptureId()); err != nil {
 		return nil, captureErr(s, "capture "+req.GetCaptureId(), err)
 	}
 	if req.GetAfter() != "" && len(req.GetAfter()) > 64 {
@@ -189,7 +224,7 @@ func (s *FleetServer) BucketEvents(ctx context.Context, req *livedumpv1.BucketEv
 	if frames < 0 || frames > 50 {
 		return nil, invalid("frames", "must be between 1 and 50, got %d", frames)
 	}
-	if _, err := s.cfg.Captures.Get(ctx, req.GetCaptureId()); err != nil {
+	if _, err := s.cfg.Store.GetCapture(ctx, req.GetCaptureId()); err != nil {
 		return nil, captureErr(s, "capture "+req.GetCaptureId(), err)
 	}
 	buckets := map[string]*livedumpv1.Bucket{}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sort"
+	"strings"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
@@ -54,30 +56,74 @@ func (s *AgentServer) DumpOffset(ctx context.Context, req *livedumpv1.DumpOffset
 	return resp, nil
 }
 
-func (s *FleetServer) hostnames(ctx context.Context) map[string]string {
-	hosts := map[string]string{}
-	if agents, err := s.cfg.Store.ListAgents(ctx); err == nil {
-		for _, a := range agents {
-			hosts[a.ID] = a.Hostname
-		}
+// hostnames names the agents of ids (an unknown one has no name); a lookup
+// failure leaves names out rather than failing the call.
+func (s *FleetServer) hostnames(ctx context.Context, ids ...string) map[string]string {
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	hosts, err := store.Hostnames(ctx, s.cfg.Store, want)
+	if err != nil {
+		s.cfg.Logger.Warn("hostnames", "err", err)
+		return map[string]string{}
 	}
 	return hosts
 }
 
-// ListDumps implements FleetService.ListDumps.
+// ListDumps implements FleetService.ListDumps. Dumps are bounded by the
+// capture quotas; they are paged here, over the store's list, in its order.
 func (s *FleetServer) ListDumps(ctx context.Context, req *livedumpv1.ListDumpsRequest) (*livedumpv1.ListDumpsResponse, error) {
 	if req.GetCaptureId() != "" {
 		if err := validCaptureID(req.GetCaptureId()); err != nil {
 			return nil, err
 		}
 	}
+	var after store.Dump
+	if req.GetAfter() != "" {
+		k, err := decodeCursor(req.GetAfter(), "ListDumps", 2)
+		if err != nil {
+			return nil, err
+		}
+		if after.Written, err = parseCursorTime(k[0], "ListDumps"); err != nil {
+			return nil, err
+		}
+		after.ID = k[1]
+	}
 	ds, err := s.cfg.Store.ListDumps(ctx, req.GetCaptureId())
 	if err != nil {
 		return nil, toStatus(s.cfg.Logger, "list dumps", err)
 	}
-	hosts := s.hostnames(ctx)
+	// Newest first, then by ID (the store's order, made exact).
+	before := func(a, b store.Dump) bool {
+		if !a.Written.Equal(b.Written) {
+			return a.Written.After(b.Written)
+		}
+		return a.ID < b.ID
+	}
+	sort.SliceStable(ds, func(i, j int) bool { return before(ds[i], ds[j]) })
+	if after.ID != "" {
+		ds = ds[sort.Search(len(ds), func(i int) bool { return before(after, ds[i]) }):]
+	}
+	// The page is chosen with the longest hostname allowed, then named.
 	resp := &livedumpv1.ListDumpsResponse{}
+	pg := page{budget: s.pageBudget()}
+	n := 0
 	for _, d := range ds {
+		p := dumps.Proto(d, strings.Repeat("h", maxInventoryField))
+		if !pg.fits(p) {
+			last := ds[n-1]
+			resp.Next = encodeCursor("ListDumps", cursorTime(last.Written), last.ID)
+			break
+		}
+		n++
+	}
+	ids := make([]string, 0, n)
+	for _, d := range ds[:n] {
+		ids = append(ids, d.AgentID)
+	}
+	hosts := s.hostnames(ctx, ids...)
+	for _, d := range ds[:n] {
 		resp.Dumps = append(resp.Dumps, dumps.Proto(d, hosts[d.AgentID]))
 	}
 	return resp, nil
@@ -113,7 +159,7 @@ func (s *FleetServer) GetDump(req *livedumpv1.GetDumpRequest, stream grpc.Server
 	if req.GetOffset() < 0 || req.GetOffset() > d.Size {
 		return invalid("offset", "must be between 0 and %d", d.Size)
 	}
-	if err := stream.Send(&livedumpv1.GetDumpResponse{Msg: &livedumpv1.GetDumpResponse_Dump{Dump: dumps.Proto(d, s.hostnames(ctx)[d.AgentID])}}); err != nil {
+	if err := stream.Send(&livedumpv1.GetDumpResponse{Msg: &livedumpv1.GetDumpResponse_Dump{Dump: dumps.Proto(d, s.hostnames(ctx, d.AgentID)[d.AgentID])}}); err != nil {
 		return err
 	}
 	if _, err := f.Seek(req.GetOffset(), io.SeekStart); err != nil {

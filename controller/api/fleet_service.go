@@ -2,11 +2,15 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
+	"sort"
+	"strconv"
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/livedump/livedump/controller/blobstore"
 	"github.com/livedump/livedump/controller/capture"
@@ -34,6 +38,8 @@ type FleetConfig struct {
 	Cluster *cluster.Cluster
 	Logger  *slog.Logger
 	Clock   clockwork.Clock
+	// PageBytes is the encoded size a list response stays under (0: 1 MiB).
+	PageBytes int
 }
 
 // FleetServer implements livedump.v1.FleetService.
@@ -74,18 +80,42 @@ func (s *FleetServer) ListAgents(ctx context.Context, req *livedumpv1.ListAgents
 	if err != nil {
 		return nil, invalid("selector", "%v", err)
 	}
-	all, err := s.cfg.Store.ListAgents(ctx)
-	if err != nil {
-		return nil, toStatus(s.cfg.Logger, "list agents", err)
+	// The position is the last agent looked at, matching or not, so a page
+	// goes on where the previous one stopped reading.
+	host, id := "", ""
+	if req.GetAfter() != "" {
+		k, err := decodeCursor(req.GetAfter(), "ListAgents", 2)
+		if err != nil {
+			return nil, err
+		}
+		host, id = k[0], k[1]
 	}
 	resp := &livedumpv1.ListAgentsResponse{}
-	for _, a := range all {
-		if sel.Matches(allLabels(a)) {
-			resp.Agents = append(resp.Agents, s.view(ctx, a))
+	pg := page{budget: s.pageBudget()}
+	for {
+		agents, err := s.cfg.Store.ListAgentsPage(ctx, host, id, agentChunk)
+		if err != nil {
+			return nil, toStatus(s.cfg.Logger, "list agents", err)
+		}
+		for _, a := range agents {
+			if sel.Matches(allLabels(a)) {
+				v := s.view(ctx, a)
+				if !pg.fits(v) {
+					resp.Next = encodeCursor("ListAgents", host, id)
+					return resp, nil
+				}
+				resp.Agents = append(resp.Agents, v)
+			}
+			host, id = a.Hostname, a.ID
+		}
+		if len(agents) < agentChunk {
+			return resp, nil
 		}
 	}
-	return resp, nil
 }
+
+// agentChunk is how many agents ListAgents reads from the store at a time.
+const agentChunk = 500
 
 func validAgentID(id string) error {
 	if err := pki.ValidateAgentID(id); err != nil {
@@ -125,9 +155,13 @@ func (s *FleetServer) LabelAgent(ctx context.Context, req *livedumpv1.LabelAgent
 	if labels == nil {
 		labels = map[string]string{}
 	}
+	before := len(labels)
 	maps.Copy(labels, req.GetSet())
 	for _, k := range req.GetRemove() {
 		delete(labels, k)
+	}
+	if len(labels) > selector.MaxUserLabels && len(labels) > before {
+		return nil, invalid("set", "the agent would have %d labels: at most %d", len(labels), selector.MaxUserLabels)
 	}
 	a, err = s.cfg.Store.SetLabels(ctx, a.ID, labels)
 	if err != nil {
@@ -182,14 +216,46 @@ func (s *FleetServer) CreateToken(ctx context.Context, req *livedumpv1.CreateTok
 }
 
 // ListTokens implements FleetService.ListTokens.
-func (s *FleetServer) ListTokens(ctx context.Context, _ *livedumpv1.ListTokensRequest) (*livedumpv1.ListTokensResponse, error) {
+// Tokens are few (an admin creates each) and small (bounded labels): they
+// are paged here, over the store's full list, in its order.
+func (s *FleetServer) ListTokens(ctx context.Context, req *livedumpv1.ListTokensRequest) (*livedumpv1.ListTokensResponse, error) {
+	var after store.Token
+	if req.GetAfter() != "" {
+		k, err := decodeCursor(req.GetAfter(), "ListTokens", 2)
+		if err != nil {
+			return nil, err
+		}
+		if after.Created, err = parseCursorTime(k[0], "ListTokens"); err != nil {
+			return nil, err
+		}
+		after.ID = k[1]
+	}
 	ts, err := s.cfg.Store.ListTokens(ctx)
 	if err != nil {
 		return nil, toStatus(s.cfg.Logger, "list tokens", err)
 	}
+	// Newest first, then by ID descending (the store's order, made exact).
+	before := func(a, b store.Token) bool {
+		if !a.Created.Equal(b.Created) {
+			return a.Created.After(b.Created)
+		}
+		return a.ID > b.ID
+	}
+	sort.SliceStable(ts, func(i, j int) bool { return before(ts[i], ts[j]) })
+	start := 0
+	if after.ID != "" {
+		start = sort.Search(len(ts), func(i int) bool { return before(after, ts[i]) })
+	}
 	resp := &livedumpv1.ListTokensResponse{}
-	for _, t := range ts {
-		resp.Tokens = append(resp.Tokens, tokenToProto(t))
+	pg := page{budget: s.pageBudget()}
+	for i, t := range ts[start:] {
+		p := tokenToProto(t)
+		if !pg.fits(p) {
+			last := ts[start+i-1]
+			resp.Next = encodeCursor("ListTokens", cursorTime(last.Created), last.ID)
+			break
+		}
+		resp.Tokens = append(resp.Tokens, p)
 	}
 	return resp, nil
 }
@@ -213,20 +279,61 @@ func (s *FleetServer) ListAudit(ctx context.Context, req *livedumpv1.ListAuditRe
 	if limit < 0 || limit > 10000 {
 		return nil, invalid("limit", "must be between 0 and 10000, got %d", limit)
 	}
-	f := store.AuditFilter{Limit: limit}
+	if limit == 0 {
+		limit = 100
+	}
+	f := store.AuditFilter{}
 	if req.GetSince() != nil {
 		if err := req.GetSince().CheckValid(); err != nil {
 			return nil, invalid("since", "%v", err)
 		}
 		f.Since = req.GetSince().AsTime()
 	}
-	es, err := s.cfg.Store.ListAudit(ctx, f)
-	if err != nil {
-		return nil, toStatus(s.cfg.Logger, "list audit", err)
+	if req.GetAfter() != "" {
+		k, err := decodeCursor(req.GetAfter(), "ListAudit", 2)
+		if err != nil {
+			return nil, err
+		}
+		if f.BeforeTime, err = parseCursorTime(k[0], "ListAudit"); err != nil {
+			return nil, err
+		}
+		if f.BeforeID, err = strconv.ParseInt(k[1], 10, 64); err != nil || f.BeforeID <= 0 {
+			return nil, invalid("after", "not a page token of ListAudit: pass the next field of the previous response unchanged")
+		}
 	}
 	resp := &livedumpv1.ListAuditResponse{}
-	for _, e := range es {
-		resp.Entries = append(resp.Entries, auditToProto(e))
+	pg := page{budget: s.pageBudget()}
+	next := func(e store.AuditEntry) string {
+		return encodeCursor("ListAudit", cursorTime(e.Time), strconv.FormatInt(e.ID, 10))
 	}
-	return resp, nil
+	// Read in chunks: entries can be large, and only a page is kept.
+	for {
+		f.Limit = min(limit-len(resp.Entries), auditChunk)
+		es, err := s.cfg.Store.ListAudit(ctx, f)
+		if err != nil {
+			return nil, toStatus(s.cfg.Logger, "list audit", err)
+		}
+		for _, e := range es {
+			p := auditToProto(e)
+			if proto.Size(p) > pg.budget {
+				p.Details = fmt.Sprintf(`{"omitted":"%d bytes of details, too large to list"}`, len(e.Details))
+			}
+			if !pg.fits(p) {
+				return resp, nil // Next was set for the entry before
+			}
+			resp.Entries = append(resp.Entries, p)
+			f.BeforeTime, f.BeforeID = e.Time, e.ID
+			resp.Next = next(e)
+		}
+		if len(resp.Entries) >= limit {
+			return resp, nil // more may follow
+		}
+		if len(es) < f.Limit {
+			resp.Next = ""
+			return resp, nil
+		}
+	}
 }
+
+// auditChunk is how many audit entries ListAudit reads at a time.
+const auditChunk = 256

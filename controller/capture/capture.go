@@ -404,11 +404,13 @@ func (m *Manager) Get(ctx context.Context, id string) (*livedumpv1.Capture, erro
 	if err != nil {
 		return nil, err
 	}
-	hosts := map[string]string{}
-	if agents, err := m.cfg.Store.ListAgents(ctx); err == nil {
-		for _, a := range agents {
-			hosts[a.ID] = a.Hostname
-		}
+	want := map[string]bool{}
+	for _, t := range targets {
+		want[t.AgentID] = true
+	}
+	hosts, err := store.Hostnames(ctx, m.cfg.Store, want)
+	if err != nil {
+		hosts = nil // the capture without hostnames rather than none
 	}
 	return toProto(c, targets, hosts)
 }
@@ -427,12 +429,16 @@ func toProto(c store.Capture, targets []store.CaptureTarget, hosts map[string]st
 		CreatedBy: c.CreatedBy, RenderedScript: c.Rendered, Statuses: statuses, Warnings: c.Warnings, Detail: c.Detail,
 	}
 	for _, t := range targets {
-		p.Targets = append(p.Targets, &livedumpv1.CaptureTarget{
-			AgentId: t.AgentID, Hostname: hosts[t.AgentID], State: TargetStateValue(t.State), Detail: t.Detail, Events: t.Events, Updated: timestamppb.New(t.Updated),
-		})
+		p.Targets = append(p.Targets, targetProto(t, hosts[t.AgentID]))
 		p.Events += t.Events
 	}
 	return p, nil
+}
+
+func targetProto(t store.CaptureTarget, hostname string) *livedumpv1.CaptureTarget {
+	return &livedumpv1.CaptureTarget{
+		AgentId: t.AgentID, Hostname: hostname, State: TargetStateValue(t.State), Detail: t.Detail, Events: t.Events, Updated: timestamppb.New(t.Updated),
+	}
 }
 
 func captureStateValue(s string) livedumpv1.CaptureState {
@@ -555,6 +561,7 @@ func (m *Manager) publishEnded(ctx context.Context, id string) {
 	// read now, so the watcher has them all before the end.
 	m.relay(ctx, id)
 	if p, err := m.Get(ctx, id); err == nil {
+		p = Trim(p, MessageBudget) // one message: the targets are on GetCapture's pages
 		m.publish(id, &livedumpv1.WatchCaptureResponse{Msg: &livedumpv1.WatchCaptureResponse_Ended{Ended: p}}, true)
 	}
 }

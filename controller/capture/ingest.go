@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -388,7 +389,7 @@ func (m *Manager) EventsPage(ctx context.Context, captureID, after string, limit
 			return nil, "", err
 		}
 	}
-	var hosts map[string]string
+	hosts := map[string]string{}
 	size := 0
 	for {
 		// One row more than the limit, to know whether another follows.
@@ -397,12 +398,18 @@ func (m *Manager) EventsPage(ctx context.Context, captureID, after string, limit
 		if err != nil {
 			return nil, "", err
 		}
-		if hosts == nil && len(rows) > 0 {
-			hosts = map[string]string{}
-			if agents, err := m.cfg.Store.ListAgents(ctx); err == nil {
-				for _, a := range agents {
-					hosts[a.ID] = a.Hostname
-				}
+		// Hostnames of this chunk's agents not named yet: a page never
+		// reads the whole fleet with its labels.
+		unnamed := map[string]bool{}
+		for _, r := range rows {
+			if _, ok := hosts[r.AgentID]; !ok {
+				unnamed[r.AgentID] = true
+				hosts[r.AgentID] = ""
+			}
+		}
+		if len(unnamed) > 0 {
+			if named, err := store.Hostnames(ctx, m.cfg.Store, unnamed); err == nil {
+				maps.Copy(hosts, named)
 			}
 		}
 		for _, r := range rows {

@@ -225,6 +225,11 @@ type OperatorRevocation struct {
 type AuditFilter struct {
 	Since time.Time
 	Limit int // default 100
+	// Paging: when BeforeID is set, only entries after the entry
+	// (BeforeTime, BeforeID) in the newest-first order, that is older, or
+	// as old with a smaller ID.
+	BeforeTime time.Time
+	BeforeID   int64
 }
 
 // Store is the controller's persistence. Implementations must be safe for
@@ -236,6 +241,11 @@ type Store interface {
 	GetAgent(ctx context.Context, id string) (Agent, error)
 	// ListAgents returns every agent ordered by hostname, then ID.
 	ListAgents(ctx context.Context) ([]Agent, error)
+	// ListAgentsPage returns at most limit agents in ListAgents' order that
+	// come after the position (afterHostname, afterID); an empty afterID
+	// starts at the first agent. Paging through a large fleet this way
+	// never holds more than a page in memory.
+	ListAgentsPage(ctx context.Context, afterHostname, afterID string, limit int) ([]Agent, error)
 	// UpdateInventory stores the inventory fields of a (from Hello) and sets LastSeen.
 	UpdateInventory(ctx context.Context, a Agent) error
 	// TouchAgent sets LastSeen.

@@ -73,9 +73,17 @@ func ValidateValue(key, value string) error {
 	return nil
 }
 
-// ValidateUserLabels validates labels a person sets: every key and value must
-// be valid and no key may be built in.
+// MaxUserLabels is the most user labels one set may hold (an agent's, a
+// token's): with keys and values at their longest, an agent stays near
+// 25 KB, so a page of a list holds dozens of them.
+const MaxUserLabels = 64
+
+// ValidateUserLabels validates labels a person sets: at most MaxUserLabels,
+// every key and value must be valid and no key may be built in.
 func ValidateUserLabels(set map[string]string) error {
+	if len(set) > MaxUserLabels {
+		return fmt.Errorf("%d labels: at most %d", len(set), MaxUserLabels)
+	}
 	keys := make([]string, 0, len(set))
 	for k := range set {
 		keys = append(keys, k)

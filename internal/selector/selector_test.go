@@ -1,6 +1,7 @@
 package selector
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -353,5 +354,20 @@ func TestParseSetMatchesSelector(t *testing.T) {
 	}
 	if !s.Matches(set) {
 		t.Errorf("%q does not match %v", s, set)
+	}
+}
+
+func TestValidateUserLabelsCount(t *testing.T) {
+	set := map[string]string{}
+	for i := range MaxUserLabels {
+		set[fmt.Sprintf("k%d", i)] = "v"
+	}
+	if err := ValidateUserLabels(set); err != nil {
+		t.Fatalf("%d labels: %v", len(set), err)
+	}
+	set["one-more"] = "v"
+	err := ValidateUserLabels(set)
+	if err == nil || !strings.Contains(err.Error(), "at most 64") {
+		t.Fatalf("%d labels: %v", len(set), err)
 	}
 }

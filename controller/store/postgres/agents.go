@@ -87,6 +87,26 @@ func (s *Store) ListAgents(ctx context.Context) ([]store.Agent, error) {
 	return out, nil
 }
 
+// ListAgentsPage returns at most limit agents ordered by hostname, then ID,
+// after the position (afterHostname, afterID), or from the first when
+// afterID is empty.
+func (s *Store) ListAgentsPage(ctx context.Context, afterHostname, afterID string, limit int) ([]store.Agent, error) {
+	if limit <= 0 {
+		return []store.Agent{}, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+agentColumns+` FROM agents
+		WHERE $1 = '' OR (hostname, id) > ($2, $1)
+		ORDER BY hostname, id LIMIT $3`, afterID, afterHostname, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	out, err := collect(rows, scanAgent)
+	if err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	return out, nil
+}
+
 // UpdateInventory overwrites the inventory fields reported by the agent and
 // sets LastSeen; controller-owned fields are left alone.
 func (s *Store) UpdateInventory(ctx context.Context, a store.Agent) error {

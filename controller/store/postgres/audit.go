@@ -52,7 +52,9 @@ func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Aud
 		since = f.Since.UnixMilli()
 	}
 	rows, err := s.pool.Query(ctx, `SELECT id, time, actor, action, target, outcome, details, cert_serial
-		FROM audit WHERE time >= $1 ORDER BY time DESC, id DESC LIMIT $2`, since, auditLimit(f.Limit))
+		FROM audit WHERE time >= $1
+		AND ($3::bigint = 0 OR (time, id) < ($4::bigint, $3::bigint))
+		ORDER BY time DESC, id DESC LIMIT $2`, since, auditLimit(f.Limit), f.BeforeID, f.BeforeTime.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
 	}

@@ -118,6 +118,34 @@ func (s *Store) ListAgents(ctx context.Context) ([]store.Agent, error) {
 	return out, nil
 }
 
+// ListAgentsPage returns at most limit agents ordered by hostname, then ID,
+// after the position (afterHostname, afterID), or from the first when
+// afterID is empty. The (hostname, id) index serves it.
+func (s *Store) ListAgentsPage(ctx context.Context, afterHostname, afterID string, limit int) ([]store.Agent, error) {
+	if limit <= 0 {
+		return []store.Agent{}, nil
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT `+agentColumns+` FROM agents
+		WHERE ? = '' OR hostname > ? OR (hostname = ? AND id > ?)
+		ORDER BY hostname, id LIMIT ?`, afterID, afterHostname, afterHostname, afterID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	defer rows.Close()
+	out := []store.Agent{}
+	for rows.Next() {
+		a, err := scanAgent(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list agents: %w", err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	return out, nil
+}
+
 // UpdateInventory overwrites the inventory fields reported by the agent and
 // sets LastSeen to a.LastSeen. Labels, certificate and revocation state are
 // left alone because they are owned by the controller, not the agent.

@@ -55,9 +55,12 @@ func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Aud
 	if !f.Since.IsZero() {
 		since = f.Since.UnixMilli()
 	}
+	beforeTime := f.BeforeTime.UnixMilli()
 	rows, err := s.r.QueryContext(ctx, `SELECT id, time, actor, action, target, outcome, details, cert_serial
-		FROM audit WHERE time >= ? ORDER BY time DESC, id DESC LIMIT ?`,
-		since, auditLimit(f.Limit))
+		FROM audit WHERE time >= ?
+		AND (? = 0 OR time < ? OR (time = ? AND id < ?))
+		ORDER BY time DESC, id DESC LIMIT ?`,
+		since, f.BeforeID, beforeTime, beforeTime, f.BeforeID, auditLimit(f.Limit))
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
 	}

@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AgentCreateConflict", testAgentCreateConflict},
 		{"AgentNotFound", testAgentNotFound},
 		{"AgentList", testAgentList},
+		{"AgentListPage", testAgentListPage},
 		{"AgentLabels", testAgentLabels},
 		{"AgentUpdateInventory", testAgentUpdateInventory},
 		{"AgentTouch", testAgentTouch},
@@ -53,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AuditAppendList", testAuditAppendList},
 		{"AuditFilter", testAuditFilter},
 		{"AuditLimit", testAuditLimit},
+		{"AuditPage", testAuditPage},
 		{"ProvisionState", testProvisionState},
 		{"Artifacts", testArtifacts},
 		{"Captures", testCaptures},
@@ -290,6 +292,61 @@ func testAgentList(t *testing.T, s store.Store) {
 	}
 	for _, a := range got {
 		checkAgent(t, a, sampleAgent(a.ID, a.Hostname))
+	}
+}
+
+// testAgentListPage: pages of ListAgentsPage, each starting after the last
+// agent of the one before, read every agent once in ListAgents' order, also
+// when an agent before the position is added in between.
+func testAgentListPage(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	got, err := s.ListAgentsPage(ctx, "", "", 10)
+	must(t, "ListAgentsPage empty", err)
+	if got == nil || len(got) != 0 {
+		t.Fatalf("ListAgentsPage on empty store = %v", got)
+	}
+	for _, a := range []store.Agent{
+		sampleAgent("c", "beta"), sampleAgent("z", "alpha"), sampleAgent("b", "beta"),
+		sampleAgent("a", "gamma"), sampleAgent("y", "beta"), sampleAgent("d", ""),
+	} {
+		must(t, "CreateAgent "+a.ID, s.CreateAgent(ctx, a))
+	}
+	var order []string
+	host, id := "", ""
+	for pages := 0; ; pages++ {
+		if pages > 10 {
+			t.Fatalf("paging does not end: %v", order)
+		}
+		page, err := s.ListAgentsPage(ctx, host, id, 2)
+		must(t, "ListAgentsPage", err)
+		if len(page) > 2 {
+			t.Fatalf("page of %d agents, limit 2", len(page))
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, a := range page {
+			order = append(order, a.Hostname+"/"+a.ID)
+			checkAgent(t, a, sampleAgent(a.ID, a.Hostname))
+		}
+		host, id = page[len(page)-1].Hostname, page[len(page)-1].ID
+		if pages == 0 {
+			// Sorts before the position: not in a later page.
+			must(t, "CreateAgent", s.CreateAgent(ctx, sampleAgent("0", "")))
+		}
+	}
+	if want := "[/d alpha/z beta/b beta/c beta/y gamma/a]"; fmt.Sprint(order) != want {
+		t.Errorf("pages read %v, want %s", order, want)
+	}
+	got, err = s.ListAgentsPage(ctx, "beta", "b", 100)
+	must(t, "ListAgentsPage after beta/b", err)
+	if len(got) != 3 || got[0].ID != "c" || got[2].ID != "a" {
+		t.Errorf("after beta/b: %d agents, first %v", len(got), got)
+	}
+	got, err = s.ListAgentsPage(ctx, "", "", 0)
+	must(t, "ListAgentsPage limit 0", err)
+	if len(got) != 0 {
+		t.Errorf("limit 0: %d agents", len(got))
 	}
 }
 
@@ -780,6 +837,61 @@ func testAuditLimit(t *testing.T, s store.Store) {
 		if len(got) != tc.want {
 			t.Errorf("Limit %d: %d entries, want %d", tc.limit, len(got), tc.want)
 		}
+	}
+}
+
+// testAuditPage: BeforeTime and BeforeID read on after an entry in the
+// newest-first order, with ties on time broken by ID, and combine with
+// Since and Limit.
+func testAuditPage(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	// Two entries per minute: IDs break the tie.
+	for i := range 10 {
+		_, err := s.AppendAudit(ctx, store.AuditEntry{Time: base.Add(time.Duration(i/2) * time.Minute), Action: fmt.Sprint(i)})
+		must(t, "AppendAudit", err)
+	}
+	var read []string
+	f := store.AuditFilter{Limit: 3}
+	for pages := 0; ; pages++ {
+		if pages > 10 {
+			t.Fatalf("paging does not end: %v", read)
+		}
+		page, err := s.ListAudit(ctx, f)
+		must(t, "ListAudit", err)
+		if len(page) == 0 {
+			break
+		}
+		for _, e := range page {
+			read = append(read, e.Action)
+		}
+		last := page[len(page)-1]
+		f.BeforeTime, f.BeforeID = last.Time, last.ID
+		if pages == 0 {
+			// A new entry is newer than every page: not read again.
+			_, err := s.AppendAudit(ctx, store.AuditEntry{Time: base.Add(time.Hour), Action: "new"})
+			must(t, "AppendAudit", err)
+		}
+	}
+	if want := "[9 8 7 6 5 4 3 2 1 0]"; fmt.Sprint(read) != want {
+		t.Errorf("pages read %v, want %s", read, want)
+	}
+	all, err := s.ListAudit(ctx, store.AuditFilter{})
+	must(t, "ListAudit", err)
+	// all[0] is "new"; after entry "6" (base+3m) with Since base+2m: 5 4.
+	var six store.AuditEntry
+	for _, e := range all {
+		if e.Action == "6" {
+			six = e
+		}
+	}
+	got, err := s.ListAudit(ctx, store.AuditFilter{Since: base.Add(2 * time.Minute), BeforeTime: six.Time, BeforeID: six.ID})
+	must(t, "ListAudit since+before", err)
+	var acts []string
+	for _, e := range got {
+		acts = append(acts, e.Action)
+	}
+	if fmt.Sprint(acts) != "[5 4]" {
+		t.Errorf("since base+2m after 6: %v, want [5 4]", acts)
 	}
 }
 

@@ -612,9 +612,13 @@ type Capture struct {
 	Targets  []*CaptureTarget `protobuf:"bytes,10,rep,name=targets,proto3" json:"targets,omitempty"`
 	Events   int64            `protobuf:"varint,11,opt,name=events,proto3" json:"events,omitempty"`
 	// Why the capture ended, when it did.
-	Detail        string `protobuf:"bytes,12,opt,name=detail,proto3" json:"detail,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Detail string `protobuf:"bytes,12,opt,name=detail,proto3" json:"detail,omitempty"`
+	// Targets left out of this message to keep it under the message size
+	// limit (a capture over thousands of machines); GetCapture pages through
+	// every target. events still counts every target's events.
+	OmittedTargets int64 `protobuf:"varint,13,opt,name=omitted_targets,json=omittedTargets,proto3" json:"omitted_targets,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Capture) Reset() {
@@ -729,6 +733,13 @@ func (x *Capture) GetDetail() string {
 		return x.Detail
 	}
 	return ""
+}
+
+func (x *Capture) GetOmittedTargets() int64 {
+	if x != nil {
+		return x.OmittedTargets
+	}
+	return 0
 }
 
 // Frame is one stack frame.
@@ -1458,7 +1469,7 @@ const file_livedump_v1_capture_proto_rawDesc = "" +
 	"\x05state\x18\x03 \x01(\x0e2\x18.livedump.v1.TargetStateR\x05state\x12\x16\n" +
 	"\x06detail\x18\x04 \x01(\tR\x06detail\x12\x16\n" +
 	"\x06events\x18\x05 \x01(\x03R\x06events\x124\n" +
-	"\aupdated\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\"\xe7\x03\n" +
+	"\aupdated\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\"\x90\x04\n" +
 	"\aCapture\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12,\n" +
 	"\x04spec\x18\x02 \x01(\v2\x18.livedump.v1.CaptureSpecR\x04spec\x12/\n" +
@@ -1473,7 +1484,8 @@ const file_livedump_v1_capture_proto_rawDesc = "" +
 	"\atargets\x18\n" +
 	" \x03(\v2\x1a.livedump.v1.CaptureTargetR\atargets\x12\x16\n" +
 	"\x06events\x18\v \x01(\x03R\x06events\x12\x16\n" +
-	"\x06detail\x18\f \x01(\tR\x06detail\"m\n" +
+	"\x06detail\x18\f \x01(\tR\x06detail\x12'\n" +
+	"\x0fomitted_targets\x18\r \x01(\x03R\x0eomittedTargets\"m\n" +
 	"\x05Frame\x12\x16\n" +
 	"\x06module\x18\x01 \x01(\tR\x06module\x12\x1a\n" +
 	"\bfunction\x18\x02 \x01(\tR\bfunction\x12\x16\n" +

@@ -24,8 +24,11 @@ const (
 )
 
 type ListDumpsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CaptureId     string                 `protobuf:"bytes,1,opt,name=capture_id,json=captureId,proto3" json:"capture_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	CaptureId string                 `protobuf:"bytes,1,opt,name=capture_id,json=captureId,proto3" json:"capture_id,omitempty"`
+	// Paging: the next field of the previous response, to read on from
+	// there; empty for the first page. Opaque to clients.
+	After         string `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -67,9 +70,19 @@ func (x *ListDumpsRequest) GetCaptureId() string {
 	return ""
 }
 
+func (x *ListDumpsRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
 type ListDumpsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Dumps         []*Dump                `protobuf:"bytes,1,rep,name=dumps,proto3" json:"dumps,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Dumps []*Dump                `protobuf:"bytes,1,rep,name=dumps,proto3" json:"dumps,omitempty"`
+	// Set when more dumps follow than fit in this response (about 1 MiB
+	// encoded): pass it as after to read the next page.
+	Next          string `protobuf:"bytes,2,opt,name=next,proto3" json:"next,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -109,6 +122,13 @@ func (x *ListDumpsResponse) GetDumps() []*Dump {
 		return x.Dumps
 	}
 	return nil
+}
+
+func (x *ListDumpsResponse) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
 }
 
 type GetDumpRequest struct {
@@ -423,7 +443,10 @@ func (x *CreateCaptureResponse) GetCapture() *Capture {
 }
 
 type ListCapturesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Paging: the next field of the previous response, to read on from
+	// there; empty for the first page. Opaque to clients.
+	After         string `protobuf:"bytes,1,opt,name=after,proto3" json:"after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -458,9 +481,21 @@ func (*ListCapturesRequest) Descriptor() ([]byte, []int) {
 	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{8}
 }
 
+func (x *ListCapturesRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
 type ListCapturesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Captures      []*Capture             `protobuf:"bytes,1,rep,name=captures,proto3" json:"captures,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A capture whose targets alone pass the page size lists only the first
+	// of them, with omitted_targets set; GetCapture pages through them all.
+	Captures []*Capture `protobuf:"bytes,1,rep,name=captures,proto3" json:"captures,omitempty"`
+	// Set when more captures follow than fit in this response (about 1 MiB
+	// encoded): pass it as after to read the next page.
+	Next          string `protobuf:"bytes,2,opt,name=next,proto3" json:"next,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -502,9 +537,19 @@ func (x *ListCapturesResponse) GetCaptures() []*Capture {
 	return nil
 }
 
+func (x *ListCapturesResponse) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
+}
+
 type GetCaptureRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Paging through the capture's targets: the next field of the previous
+	// response; empty for the first page. Opaque to clients.
+	After         string `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -546,9 +591,21 @@ func (x *GetCaptureRequest) GetId() string {
 	return ""
 }
 
+func (x *GetCaptureRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
 type GetCaptureResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Capture       *Capture               `protobuf:"bytes,1,opt,name=capture,proto3" json:"capture,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The capture with one page of its targets (ordered by agent ID); its
+	// omitted_targets counts the targets on other pages.
+	Capture *Capture `protobuf:"bytes,1,opt,name=capture,proto3" json:"capture,omitempty"`
+	// Set when more targets follow than fit in this response (about 1 MiB
+	// encoded): pass it as after to read the next page.
+	Next          string `protobuf:"bytes,2,opt,name=next,proto3" json:"next,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -588,6 +645,13 @@ func (x *GetCaptureResponse) GetCapture() *Capture {
 		return x.Capture
 	}
 	return nil
+}
+
+func (x *GetCaptureResponse) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
 }
 
 type WatchCaptureRequest struct {
@@ -1575,7 +1639,10 @@ func (x *UploadArtifactResponse) GetArtifact() *Artifact {
 type ListAgentsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Kubernetes label selector, e.g. "site=lab,role in (vdi,kiosk)". Empty selects all.
-	Selector      string `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	Selector string `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	// Paging: the next field of the previous response, to read on from
+	// there; empty for the first page. Opaque to clients.
+	After         string `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1617,9 +1684,19 @@ func (x *ListAgentsRequest) GetSelector() string {
 	return ""
 }
 
+func (x *ListAgentsRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
 type ListAgentsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Agents        []*Agent               `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Agents []*Agent               `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	// Set when more agents follow than fit in this response (about 1 MiB
+	// encoded): pass it as after to read the next page.
+	Next          string `protobuf:"bytes,2,opt,name=next,proto3" json:"next,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1659,6 +1736,13 @@ func (x *ListAgentsResponse) GetAgents() []*Agent {
 		return x.Agents
 	}
 	return nil
+}
+
+func (x *ListAgentsResponse) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
 }
 
 type LabelAgentRequest struct {
@@ -2074,7 +2158,10 @@ func (x *CreateTokenResponse) GetSecret() string {
 }
 
 type ListTokensRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Paging: the next field of the previous response, to read on from
+	// there; empty for the first page. Opaque to clients.
+	After         string `protobuf:"bytes,1,opt,name=after,proto3" json:"after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2109,9 +2196,19 @@ func (*ListTokensRequest) Descriptor() ([]byte, []int) {
 	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{38}
 }
 
+func (x *ListTokensRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
 type ListTokensResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tokens        []*Token               `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tokens []*Token               `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	// Set when more tokens follow than fit in this response (about 1 MiB
+	// encoded): pass it as after to read the next page.
+	Next          string `protobuf:"bytes,2,opt,name=next,proto3" json:"next,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2151,6 +2248,13 @@ func (x *ListTokensResponse) GetTokens() []*Token {
 		return x.Tokens
 	}
 	return nil
+}
+
+func (x *ListTokensResponse) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
 }
 
 type RevokeTokenRequest struct {
@@ -2350,10 +2454,13 @@ func (x *AuditEntry) GetCertSerial() string {
 
 type ListAuditRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Maximum entries to return (default 100, max 10000).
+	// Maximum entries in this page (default 100, max 10000).
 	Limit int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Only entries at or after this time.
-	Since         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	// Paging: the next field of the previous response, to read on from
+	// there; empty for the first page. Opaque to clients.
+	After         string `protobuf:"bytes,3,opt,name=after,proto3" json:"after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2402,9 +2509,19 @@ func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ListAuditRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
 type ListAuditResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entries       []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Set when more entries may follow (the page reached its limit or its
+	// size budget of about 1 MiB): pass it as after to read the next page.
+	Next          string `protobuf:"bytes,2,opt,name=next,proto3" json:"next,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2444,6 +2561,13 @@ func (x *ListAuditResponse) GetEntries() []*AuditEntry {
 		return x.Entries
 	}
 	return nil
+}
+
+func (x *ListAuditResponse) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
 }
 
 // OperatorCertificate is an operator certificate as the controller knows it.
@@ -2792,12 +2916,14 @@ var File_livedump_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\n" +
-	"\x17livedump/v1/fleet.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x16livedump/v1/dump.proto\x1a\x1blivedump/v1/provision.proto\"1\n" +
+	"\x17livedump/v1/fleet.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x16livedump/v1/dump.proto\x1a\x1blivedump/v1/provision.proto\"G\n" +
 	"\x10ListDumpsRequest\x12\x1d\n" +
 	"\n" +
-	"capture_id\x18\x01 \x01(\tR\tcaptureId\"<\n" +
+	"capture_id\x18\x01 \x01(\tR\tcaptureId\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\tR\x05after\"P\n" +
 	"\x11ListDumpsResponse\x12'\n" +
-	"\x05dumps\x18\x01 \x03(\v2\x11.livedump.v1.DumpR\x05dumps\"8\n" +
+	"\x05dumps\x18\x01 \x03(\v2\x11.livedump.v1.DumpR\x05dumps\x12\x12\n" +
+	"\x04next\x18\x02 \x01(\tR\x04next\"8\n" +
 	"\x0eGetDumpRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\"Y\n" +
@@ -2812,14 +2938,18 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\x14CreateCaptureRequest\x12,\n" +
 	"\x04spec\x18\x01 \x01(\v2\x18.livedump.v1.CaptureSpecR\x04spec\"G\n" +
 	"\x15CreateCaptureResponse\x12.\n" +
-	"\acapture\x18\x01 \x01(\v2\x14.livedump.v1.CaptureR\acapture\"\x15\n" +
-	"\x13ListCapturesRequest\"H\n" +
+	"\acapture\x18\x01 \x01(\v2\x14.livedump.v1.CaptureR\acapture\"+\n" +
+	"\x13ListCapturesRequest\x12\x14\n" +
+	"\x05after\x18\x01 \x01(\tR\x05after\"\\\n" +
 	"\x14ListCapturesResponse\x120\n" +
-	"\bcaptures\x18\x01 \x03(\v2\x14.livedump.v1.CaptureR\bcaptures\"#\n" +
+	"\bcaptures\x18\x01 \x03(\v2\x14.livedump.v1.CaptureR\bcaptures\x12\x12\n" +
+	"\x04next\x18\x02 \x01(\tR\x04next\"9\n" +
 	"\x11GetCaptureRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"D\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\tR\x05after\"X\n" +
 	"\x12GetCaptureResponse\x12.\n" +
-	"\acapture\x18\x01 \x01(\v2\x14.livedump.v1.CaptureR\acapture\"%\n" +
+	"\acapture\x18\x01 \x01(\v2\x14.livedump.v1.CaptureR\acapture\x12\x12\n" +
+	"\x04next\x18\x02 \x01(\tR\x04next\"%\n" +
 	"\x13WatchCaptureRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\xb4\x01\n" +
 	"\x14WatchCaptureResponse\x121\n" +
@@ -2876,11 +3006,13 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
 	"\x03msg\"K\n" +
 	"\x16UploadArtifactResponse\x121\n" +
-	"\bartifact\x18\x01 \x01(\v2\x15.livedump.v1.ArtifactR\bartifact\"/\n" +
+	"\bartifact\x18\x01 \x01(\v2\x15.livedump.v1.ArtifactR\bartifact\"E\n" +
 	"\x11ListAgentsRequest\x12\x1a\n" +
-	"\bselector\x18\x01 \x01(\tR\bselector\"@\n" +
+	"\bselector\x18\x01 \x01(\tR\bselector\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\tR\x05after\"T\n" +
 	"\x12ListAgentsResponse\x12*\n" +
-	"\x06agents\x18\x01 \x03(\v2\x12.livedump.v1.AgentR\x06agents\"\xb9\x01\n" +
+	"\x06agents\x18\x01 \x03(\v2\x12.livedump.v1.AgentR\x06agents\x12\x12\n" +
+	"\x04next\x18\x02 \x01(\tR\x04next\"\xb9\x01\n" +
 	"\x11LabelAgentRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x129\n" +
 	"\x03set\x18\x02 \x03(\v2'.livedump.v1.LabelAgentRequest.SetEntryR\x03set\x12\x16\n" +
@@ -2916,10 +3048,12 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"W\n" +
 	"\x13CreateTokenResponse\x12(\n" +
 	"\x05token\x18\x01 \x01(\v2\x12.livedump.v1.TokenR\x05token\x12\x16\n" +
-	"\x06secret\x18\x02 \x01(\tR\x06secret\"\x13\n" +
-	"\x11ListTokensRequest\"@\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\")\n" +
+	"\x11ListTokensRequest\x12\x14\n" +
+	"\x05after\x18\x01 \x01(\tR\x05after\"T\n" +
 	"\x12ListTokensResponse\x12*\n" +
-	"\x06tokens\x18\x01 \x03(\v2\x12.livedump.v1.TokenR\x06tokens\"$\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x12.livedump.v1.TokenR\x06tokens\x12\x12\n" +
+	"\x04next\x18\x02 \x01(\tR\x04next\"$\n" +
 	"\x12RevokeTokenRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"?\n" +
 	"\x13RevokeTokenResponse\x12(\n" +
@@ -2934,12 +3068,14 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\aoutcome\x18\x06 \x01(\tR\aoutcome\x12\x18\n" +
 	"\adetails\x18\a \x01(\tR\adetails\x12\x1f\n" +
 	"\vcert_serial\x18\b \x01(\tR\n" +
-	"certSerial\"Z\n" +
+	"certSerial\"p\n" +
 	"\x10ListAuditRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\x120\n" +
-	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"F\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
+	"\x05after\x18\x03 \x01(\tR\x05after\"Z\n" +
 	"\x11ListAuditResponse\x121\n" +
-	"\aentries\x18\x01 \x03(\v2\x17.livedump.v1.AuditEntryR\aentries\"\x90\x03\n" +
+	"\aentries\x18\x01 \x03(\v2\x17.livedump.v1.AuditEntryR\aentries\x12\x12\n" +
+	"\x04next\x18\x02 \x01(\tR\x04next\"\x90\x03\n" +
 	"\x13OperatorCertificate\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +

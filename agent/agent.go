@@ -57,6 +57,12 @@ type Config struct {
 	// ExpectedDumpBytes is the free space a dump capture needs; 0 means
 	// the machine's physical memory.
 	ExpectedDumpBytes uint64
+	// AllowRawScripts lets the controller arm captures that carry their
+	// own D script (the local setting allow_raw_scripts). Off, the agent
+	// runs only the D it renders itself from a capture's spec: a
+	// compromised or impersonated controller cannot run arbitrary D, with
+	// its destructive actions, as SYSTEM.
+	AllowRawScripts bool
 
 	Logger     *slog.Logger
 	Registry   *prometheus.Registry // nil: a new one
@@ -75,6 +81,8 @@ type Agent struct {
 	provState prometheus.Gauge
 	mlis      net.Listener
 	runCtx    context.Context
+	// refused counts directives the agent refused, by reason.
+	refused *prometheus.CounterVec
 }
 
 // New validates cfg, registers metrics and binds the metrics listener.
@@ -125,6 +133,14 @@ func New(cfg Config) (*Agent, error) {
 		Help: "Provisioning state as the ProvisionState enum value: 1 not provisioned, 2 reboot required, 3 ready, 4 blocked, 5 failed, 6 rebooting.",
 	})
 	reg.MustRegister(a.provState)
+	a.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "livedump_agent_directives_refused_total",
+		Help: `Directives the agent refused, by reason: "raw_script" (a capture with its own D script while the local setting allow_raw_scripts is off, also counted for such a capture persisted earlier and not resumed), "other" (any other refusal: an identifier or field that fails validation, no room for a dump, an unsupported kind).`,
+	}, []string{"reason"})
+	for _, r := range []string{refusedRawScript, refusedOther} {
+		a.refused.WithLabelValues(r)
+	}
+	reg.MustRegister(a.refused)
 	a.session, err = session.New(session.Config{
 		Controllers: cfg.Controllers,
 		CAPool:      pool,
@@ -161,6 +177,8 @@ func New(cfg Config) (*Agent, error) {
 		Clock:             cfg.Clock,
 		Registry:          reg,
 		ExpectedDumpBytes: cfg.ExpectedDumpBytes,
+		AllowRawScripts:   cfg.AllowRawScripts,
+		Refused:           func(reason string) { a.refused.WithLabelValues(reason).Inc() },
 		OnDump: func(captureID, eventID string, mode livedumpv1.UploadMode, at time.Time) {
 			a.dumps.Expect(captureID, eventID, "", mode, at)
 		},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/livedump/livedump/agent/capture"
 	"github.com/livedump/livedump/agent/provision"
 	"github.com/livedump/livedump/agent/statedir"
 	"github.com/livedump/livedump/internal/ids"
@@ -24,11 +26,22 @@ import (
 // sent back to the controller in the directive's acknowledgement.
 func (a *Agent) handleDirective(_ context.Context, d *livedumpv1.Directive) error {
 	if err := a.directive(d); err != nil {
-		a.cfg.Logger.Warn("directive refused", "directive_kind", fmt.Sprintf("%T", d.GetKind()), "err", err)
+		reason := refusedOther
+		if errors.Is(err, capture.ErrRawScriptNotAllowed) {
+			reason = refusedRawScript
+		}
+		a.refused.WithLabelValues(reason).Inc()
+		a.cfg.Logger.Warn("directive refused", "directive_kind", fmt.Sprintf("%T", d.GetKind()), "reason", reason, "err", err)
 		return err
 	}
 	return nil
 }
+
+// Reasons of livedump_agent_directives_refused_total.
+const (
+	refusedRawScript = "raw_script"
+	refusedOther     = "other"
+)
 
 // directive checks every identifier in d (the controller may be hostile:
 // none may reach a path unchecked) and starts the work.

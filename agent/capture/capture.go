@@ -69,7 +69,22 @@ type Config struct {
 	// volume before it is armed; zero means the machine's physical memory,
 	// the size of the largest full live dump.
 	ExpectedDumpBytes uint64
+	// AllowRawScripts lets a capture carry its own D script, which the
+	// agent runs as it is, destructive actions included. It is the local
+	// setting allow_raw_scripts, off by default: a controller that is
+	// compromised or impersonated then gets only templated captures,
+	// rendered here from their spec. Captures persisted while it was on do
+	// not resume once it is off.
+	AllowRawScripts bool
+	// Refused is told about each persisted capture that is not resumed
+	// because of a local setting (reason "raw_script"); Arm's refusals are
+	// returned to the caller instead. Optional.
+	Refused func(reason string)
 }
+
+// ErrRawScriptNotAllowed refuses a capture with a raw D script on an agent
+// whose allow_raw_scripts setting is off.
+var ErrRawScriptNotAllowed = errors.New("capture.script: raw D scripts are not allowed on this machine (agent setting allow_raw_scripts is off)")
 
 // armed is a capture on this agent, as persisted.
 type armed struct {
@@ -227,10 +242,21 @@ func (m *Manager) save() error {
 func (m *Manager) Run(ctx context.Context) error {
 	m.mu.Lock()
 	m.ctx = ctx
-	for _, a := range m.captures {
-		if !terminal(a.State) {
-			m.start(a)
+	for id, a := range m.captures {
+		if terminal(a.State) {
+			continue
 		}
+		if a.arm.GetScript() != "" && !m.cfg.AllowRawScripts {
+			// Armed while the setting was on (or written by someone
+			// else): it ends here, and the controller hears why.
+			m.log.Warn("persisted capture not resumed", "capture_id", id, "err", ErrRawScriptNotAllowed)
+			m.finish(a, stateFailed, ErrRawScriptNotAllowed.Error())
+			if m.cfg.Refused != nil {
+				m.cfg.Refused("raw_script")
+			}
+			continue
+		}
+		m.start(a)
 	}
 	m.mu.Unlock()
 	<-ctx.Done()
@@ -252,6 +278,10 @@ func (m *Manager) Arm(arm *livedumpv1.ArmCapture) error {
 	// raw scripts included, before anything else.
 	if err := ids.CaptureID(arm.GetCaptureId()); err != nil {
 		return err
+	}
+	// Then the local policy, before anything is stored or run.
+	if arm.GetScript() != "" && !m.cfg.AllowRawScripts {
+		return ErrRawScriptNotAllowed
 	}
 	spec := specOf(arm)
 	if arm.GetScript() == "" {

@@ -2,7 +2,9 @@ package capture
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -77,23 +79,35 @@ func (r *recorder) events() int {
 
 func setup(t *testing.T, script string) (*Manager, *scriptedHost, *recorder, context.CancelFunc) {
 	t.Helper()
-	dir := t.TempDir()
+	return setupIn(t, t.TempDir(), script, nil)
+}
+
+// setupIn runs a manager on the machine and state in dir; edit adjusts its
+// configuration. The returned cancel stops it and waits until it stopped.
+func setupIn(t *testing.T, dir, script string, edit func(*Config)) (*Manager, *scriptedHost, *recorder, context.CancelFunc) {
+	t.Helper()
 	h, err := sim.New(sim.Config{StateDir: filepath.Join(dir, "host")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sh := &scriptedHost{Host: h, script: script}
 	rec := &recorder{}
-	m, err := New(Config{Host: sh, StateDir: filepath.Join(dir, "agent"), AgentID: func() string { return "0123456789abcdef" },
-		Sender: rec, RestartMin: 10 * time.Millisecond, RestartMax: 40 * time.Millisecond, MaxRestarts: 3})
+	cfg := Config{Host: sh, StateDir: filepath.Join(dir, "agent"), AgentID: func() string { return "0123456789abcdef" },
+		Sender: rec, RestartMin: 10 * time.Millisecond, RestartMax: 40 * time.Millisecond, MaxRestarts: 3}
+	if edit != nil {
+		edit(&cfg)
+	}
+	m, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { m.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return m, sh, rec, cancel
+	stop := func() { cancel(); <-done }
+	var once sync.Once
+	t.Cleanup(func() { once.Do(stop) })
+	return m, sh, rec, func() { once.Do(stop) }
 }
 
 func arm(id string, cap uint32, expires time.Time) *livedumpv1.ArmCapture {
@@ -205,5 +219,85 @@ func TestArmRefusesUnsafeCaptureIDs(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if n := sh.startCount(); n != 0 {
 		t.Fatalf("dtrace started %d times for refused captures", n)
+	}
+}
+
+func rawArm(id string) *livedumpv1.ArmCapture {
+	return &livedumpv1.ArmCapture{CaptureId: id, Script: "#pragma D option destructive\nBEGIN { lkd(0); }\n", Expires: timestamppb.New(time.Now().Add(time.Hour))}
+}
+
+// TestRawScriptRefusedUnlessAllowed: a capture that carries its own D
+// script runs only where the local setting allows it; refused, it leaves
+// nothing behind.
+func TestRawScriptRefusedUnlessAllowed(t *testing.T) {
+	dir := t.TempDir()
+	m, sh, rec, _ := setupIn(t, dir, "sleep 30", nil)
+	if err := m.Arm(rawArm("c-raw")); !errors.Is(err, ErrRawScriptNotAllowed) {
+		t.Fatalf("Arm = %v, want %v", err, ErrRawScriptNotAllowed)
+	}
+	if want := "capture.script: raw D scripts are not allowed on this machine (agent setting allow_raw_scripts is off)"; ErrRawScriptNotAllowed.Error() != want {
+		t.Errorf("refusal %q, want %q", ErrRawScriptNotAllowed, want)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := sh.startCount(); n != 0 {
+		t.Fatalf("dtrace started %d times for a refused raw script", n)
+	}
+	if st, _ := rec.lastState("c-raw"); st != 0 {
+		t.Fatalf("a refused capture was reported %v", st)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "agent", StateFile)); err == nil && strings.Contains(string(b), "c-raw") {
+		t.Fatalf("a refused capture was persisted:\n%s", b)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "agent", "scripts", "c-raw.d")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused raw script was written: %v", err)
+	}
+	// Templated captures are not affected.
+	if err := m.Arm(arm("c-templated", 5, time.Now().Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, rec, "c-templated", livedumpv1.TargetState_TARGET_STATE_ARMED)
+
+	m2, sh2, rec2, _ := setupIn(t, t.TempDir(), "sleep 30", func(c *Config) { c.AllowRawScripts = true })
+	if err := m2.Arm(rawArm("c-raw")); err != nil {
+		t.Fatalf("allow_raw_scripts on: %v", err)
+	}
+	waitState(t, rec2, "c-raw", livedumpv1.TargetState_TARGET_STATE_ARMED)
+	if sh2.startCount() != 1 {
+		t.Fatalf("dtrace started %d times, want 1", sh2.startCount())
+	}
+}
+
+// TestPersistedRawScriptNotResumedWhenOff: a raw-script capture armed
+// while allow_raw_scripts was on ends, failed and counted, when the agent
+// starts with the setting off; a templated one next to it resumes.
+func TestPersistedRawScriptNotResumedWhenOff(t *testing.T) {
+	dir := t.TempDir()
+	m, _, rec, stop := setupIn(t, dir, "sleep 30", func(c *Config) { c.AllowRawScripts = true })
+	if err := m.Arm(rawArm("c-raw")); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Arm(arm("c-templated", 5, time.Now().Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, rec, "c-raw", livedumpv1.TargetState_TARGET_STATE_ARMED)
+	waitState(t, rec, "c-templated", livedumpv1.TargetState_TARGET_STATE_ARMED)
+	stop()
+
+	var mu sync.Mutex
+	var refused []string
+	_, sh, rec, _ := setupIn(t, dir, "sleep 30", func(c *Config) {
+		c.Refused = func(r string) { mu.Lock(); refused = append(refused, r); mu.Unlock() }
+	})
+	if d := waitState(t, rec, "c-raw", livedumpv1.TargetState_TARGET_STATE_FAILED); d != ErrRawScriptNotAllowed.Error() {
+		t.Errorf("detail %q, want %q", d, ErrRawScriptNotAllowed)
+	}
+	waitState(t, rec, "c-templated", livedumpv1.TargetState_TARGET_STATE_ARMED)
+	if n := sh.startCount(); n != 1 {
+		t.Errorf("dtrace started %d times, want once (the templated capture)", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(refused) != 1 || refused[0] != "raw_script" {
+		t.Errorf("refusals counted %q, want [raw_script]", refused)
 	}
 }

@@ -30,10 +30,15 @@ type installSettings struct {
 	// It is set here, at install time, by whoever installs the agent:
 	// never by the controller.
 	InstallerSHA256 string
+	// AllowRawScripts is ALLOW_RAW_SCRIPTS: "1" lets the controller arm
+	// captures that carry their own D script, "0" turns that off again
+	// (the default; see allow_raw_scripts). Like INSTALLER_SHA256 it is
+	// decided by whoever installs the agent, never by the controller.
+	AllowRawScripts string
 }
 
 func (s installSettings) empty() bool {
-	return s.Controllers == "" && s.CAFile == "" && s.Token == "" && s.Labels == "" && s.MetricsListen == "" && s.InstallerSHA256 == ""
+	return s.Controllers == "" && s.CAFile == "" && s.Token == "" && s.Labels == "" && s.MetricsListen == "" && s.InstallerSHA256 == "" && s.AllowRawScripts == ""
 }
 
 // validate checks the settings the way the agent will read them, so that a
@@ -77,6 +82,9 @@ func (s installSettings) validate() error {
 			}
 		}
 	}
+	if r := s.AllowRawScripts; r != "" && r != "0" && r != "1" {
+		return fmt.Errorf("ALLOW_RAW_SCRIPTS %q: want 1 (allow captures with their own D script) or 0 (do not)", r)
+	}
 	return nil
 }
 
@@ -105,8 +113,8 @@ func splitList(s string) []string {
 // configHeader starts an agent.yaml written from installer settings.
 const configHeader = `livedump agent configuration (see docs/install-windows.md).
 Written from the MSI properties CONTROLLER, CA_CERT, ENROLL_TOKEN, LABELS,
-METRICS_LISTEN and INSTALLER_SHA256 when the service starts after an
-install or upgrade. A
+METRICS_LISTEN, INSTALLER_SHA256 and ALLOW_RAW_SCRIPTS when the service
+starts after an install or upgrade. A
 property given again later replaces the key it sets; other keys and
 comments are kept.`
 
@@ -158,6 +166,10 @@ func mergeConfig(old []byte, s installSettings) ([]byte, []string, error) {
 		}
 		setKey(root, "installer_sha256", seq)
 		set = append(set, "installer_sha256")
+	}
+	if s.AllowRawScripts != "" {
+		setKey(root, "allow_raw_scripts", &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: strconv.FormatBool(s.AllowRawScripts == "1")})
+		set = append(set, "allow_raw_scripts")
 	}
 
 	var buf bytes.Buffer

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -199,4 +201,101 @@ func TestInstallerPolicyFromEnvironment(t *testing.T) {
 	if !slices.Equal(p.Publishers, []string{"Microsoft Corporation", "Contoso Ltd"}) || !slices.Equal(p.SHA256, []string{strings.Repeat("ab", 32)}) {
 		t.Fatalf("from the environment: %q %q", p.Publishers, p.SHA256)
 	}
+}
+
+func TestMergeConfigAllowRawScripts(t *testing.T) {
+	read := func(doc []byte) bool {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), "agent.yaml")
+		if err := os.WriteFile(path, doc, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		v, err := config.Load(config.Options{File: path, Defaults: defaults()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		on, err := boolSetting(v, "allow_raw_scripts")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, doc)
+		}
+		return on
+	}
+	// Not given: the default, off.
+	doc, set, err := mergeConfig(nil, installSettings{Token: "ldt_x"})
+	if err != nil || slices.Contains(set, "allow_raw_scripts") || read(doc) {
+		t.Fatalf("without ALLOW_RAW_SCRIPTS: set %v, err %v, on %v", set, err, read(doc))
+	}
+	doc, set, err = mergeConfig(doc, installSettings{AllowRawScripts: "1"})
+	if err != nil || !slices.Equal(set, []string{"allow_raw_scripts"}) || !read(doc) {
+		t.Fatalf("ALLOW_RAW_SCRIPTS=1: set %v, err %v, on %v\n%s", set, err, read(doc), doc)
+	}
+	// An upgrade without the property keeps it; ALLOW_RAW_SCRIPTS=0 turns
+	// it off again.
+	again, _, err := mergeConfig(doc, installSettings{})
+	if err != nil || string(again) != string(doc) {
+		t.Fatalf("empty settings changed the document: %v\n%s", err, again)
+	}
+	doc, _, err = mergeConfig(doc, installSettings{AllowRawScripts: "0"})
+	if err != nil || read(doc) {
+		t.Fatalf("ALLOW_RAW_SCRIPTS=0: err %v, on %v\n%s", err, read(doc), doc)
+	}
+	if !strings.Contains(string(doc), "\nallow_raw_scripts: false\n") { // as .ci/wine-e2e looks for it
+		t.Errorf("no line allow_raw_scripts: false:\n%s", doc)
+	}
+	if strings.Count(string(doc), "allow_raw_scripts") != 1 {
+		t.Errorf("the key is not replaced in place:\n%s", doc)
+	}
+	for _, bad := range []string{"yes", "true", "2", " 1"} {
+		if _, _, err := mergeConfig(nil, installSettings{AllowRawScripts: bad}); err == nil || !strings.Contains(err.Error(), "ALLOW_RAW_SCRIPTS") {
+			t.Errorf("ALLOW_RAW_SCRIPTS=%q: err %v, want one naming the property", bad, err)
+		}
+	}
+}
+
+func TestAllowRawScriptsSetting(t *testing.T) {
+	load := func(t *testing.T, doc string) (bool, error) {
+		t.Helper()
+		opts := config.Options{EnvPrefix: "LIVEDUMP_AGENT", Defaults: defaults()}
+		if doc != "" {
+			opts.File = filepath.Join(t.TempDir(), "agent.yaml")
+			if err := os.WriteFile(opts.File, []byte(doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		v, err := config.Load(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return boolSetting(v, "allow_raw_scripts")
+	}
+	if on, err := load(t, ""); on || err != nil {
+		t.Fatalf("default: %v, %v; want off", on, err)
+	}
+	for doc, want := range map[string]bool{"allow_raw_scripts: true\n": true, "allow_raw_scripts: false\n": false, "allow_raw_scripts: 1\n": true} {
+		if on, err := load(t, doc); on != want || err != nil {
+			t.Errorf("%q: %v, %v; want %v", doc, on, err, want)
+		}
+	}
+	if _, err := load(t, "allow_raw_scripts: sometimes\n"); err == nil || !strings.Contains(err.Error(), "allow_raw_scripts") {
+		t.Errorf("a value that is not a bool: %v, want an error naming the key", err)
+	}
+	t.Run("environment", func(t *testing.T) {
+		t.Setenv("LIVEDUMP_AGENT_ALLOW_RAW_SCRIPTS", "1")
+		if on, err := load(t, ""); !on || err != nil {
+			t.Fatalf("LIVEDUMP_AGENT_ALLOW_RAW_SCRIPTS=1: %v, %v", on, err)
+		}
+	})
+	t.Run("flag", func(t *testing.T) {
+		cmd := newRoot(context.Background(), io.Discard, io.Discard)
+		if err := cmd.ParseFlags([]string{"--allow-raw-scripts"}); err != nil {
+			t.Fatal(err)
+		}
+		v, err := config.Load(config.Options{EnvPrefix: "LIVEDUMP_AGENT", Flags: cmd.Flags(), FlagKeys: flagKeys, Defaults: defaults()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if on, err := boolSetting(v, "allow_raw_scripts"); !on || err != nil {
+			t.Fatalf("--allow-raw-scripts: %v, %v", on, err)
+		}
+	})
 }

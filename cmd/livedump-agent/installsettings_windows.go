@@ -32,6 +32,7 @@ const (
 	regLabels     = "Labels"          // LABELS
 	regMetrics    = "MetricsListen"   // METRICS_LISTEN
 	regInstallers = "InstallerSHA256" // INSTALLER_SHA256
+	regAllowRaw   = "AllowRawScripts" // ALLOW_RAW_SCRIPTS
 )
 
 // Access control: SYSTEM and Administrators only, not inherited from the
@@ -141,7 +142,10 @@ func readInstallSettings(k registry.Key) (caSource string, s installSettings, er
 	if s.MetricsListen, err = get(regMetrics); err != nil {
 		return
 	}
-	s.InstallerSHA256, err = get(regInstallers)
+	if s.InstallerSHA256, err = get(regInstallers); err != nil {
+		return
+	}
+	s.AllowRawScripts, err = get(regAllowRaw)
 	return
 }
 
@@ -194,7 +198,7 @@ func importInstallSettings(log *slog.Logger, configFile string) error {
 		}
 		log.Info("installer settings written to the config", "file", configFile, "keys", strings.Join(set, ","), "acl", daclOf(configFile))
 	}
-	for _, name := range []string{regController, regCACert, regToken, regLabels, regMetrics, regInstallers} {
+	for _, name := range []string{regController, regCACert, regToken, regLabels, regMetrics, regInstallers, regAllowRaw} {
 		if err := k.DeleteValue(name); err != nil && !errors.Is(err, registry.ErrNotExist) {
 			return fmt.Errorf(`registry HKLM\%s: delete %s: %w`, settingsKey, name, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -55,6 +56,7 @@ func defaults() map[string]any {
 		"dtrace_msi":           "",
 		"installer_publishers": provision.DefaultInstallerPublishers,
 		"installer_sha256":     []string{},
+		"allow_raw_scripts":    false,
 		"upload_bytes_per_sec": 0,
 		"keep_dumps":           false,
 		"expected_dump_bytes":  0,
@@ -76,6 +78,7 @@ var flagKeys = map[string]string{
 	"dtrace_msi":           "dtrace-msi",
 	"installer_publishers": "installer-publisher",
 	"installer_sha256":     "installer-sha256",
+	"allow_raw_scripts":    "allow-raw-scripts",
 	"upload_bytes_per_sec": "upload-bytes-per-sec",
 	"keep_dumps":           "keep-dumps",
 	"expected_dump_bytes":  "expected-dump-bytes",
@@ -139,6 +142,7 @@ func agentFlags(f *pflag.FlagSet) {
 	f.String("dtrace-msi", "", "pre-staged DTrace installer (MSI) to use when the controller offers none or the same one")
 	f.StringSlice("installer-publisher", provision.DefaultInstallerPublishers, "run an installer (the DTrace MSI) only if validly signed by this `PUBLISHER` (signing certificate's CN or O; repeatable)...")
 	f.StringSlice("installer-sha256", nil, "...or if its SHA-256 is this `HEX` (repeatable; set at install time by the MSI property INSTALLER_SHA256)")
+	f.Bool("allow-raw-scripts", false, "run captures that carry their own D script (destructive actions included) as the controller sends them; off, only captures the agent renders from their spec run (set at install time by the MSI property ALLOW_RAW_SCRIPTS=1)")
 	f.Int64("upload-bytes-per-sec", 0, "limit dump uploads to this many raw bytes per second (0: unlimited)")
 	f.Bool("keep-dumps", false, "keep dumps on this machine after their verified upload")
 	f.Uint64("expected-dump-bytes", 0, "free space a dump capture needs on the dump volume (0: physical memory)")
@@ -181,6 +185,10 @@ func runAgent(ctx context.Context, cmd *cobra.Command, newLog func(level string)
 	if err != nil {
 		return err
 	}
+	allowRaw, err := boolSetting(v, "allow_raw_scripts")
+	if err != nil {
+		return err
+	}
 	stateDir := config.Path(v, "state_dir")
 	cfg := agent.Config{
 		Controllers:   v.GetStringSlice("controllers"),
@@ -191,6 +199,8 @@ func runAgent(ctx context.Context, cmd *cobra.Command, newLog func(level string)
 		MetricsListen: v.GetString("metrics_listen"),
 		DTraceMSI:     config.Path(v, "dtrace_msi"),
 		Installers:    installers,
+
+		AllowRawScripts: allowRaw,
 
 		UploadBytesPerSec: v.GetInt64("upload_bytes_per_sec"),
 		KeepDumps:         v.GetBool("keep_dumps"),
@@ -248,6 +258,25 @@ func installerPolicy(v *viper.Viper) (provision.InstallerPolicy, error) {
 		}
 	}
 	return p, p.Validate()
+}
+
+// boolSetting reads a yes/no key strictly: a value that is not true or
+// false (1 or 0, as the MSI property gives it) is an error naming the key,
+// not silently false.
+func boolSetting(v *viper.Viper, key string) (bool, error) {
+	switch x := v.Get(key).(type) {
+	case bool:
+		return x, nil
+	case int:
+		if x == 0 || x == 1 {
+			return x == 1, nil
+		}
+	case string:
+		if b, err := strconv.ParseBool(strings.TrimSpace(x)); err == nil {
+			return b, nil
+		}
+	}
+	return false, fmt.Errorf("%s: %v is not true or false", key, v.Get(key))
 }
 
 // stringList reads a list key. From the environment it is one string,

@@ -172,6 +172,10 @@ func newDevAgent(i int, dataDir, addr, caFile, token string, opts devOptions, lo
 		MetricsListen: metrics,
 		Host:          h,
 		Logger:        log.With("dev_agent", i+1),
+		// Dev mode is the sandbox to try everything, raw scripts
+		// included; a real agent refuses them unless its administrator
+		// sets allow_raw_scripts.
+		AllowRawScripts: true,
 	}
 	// Each boot gets a fresh agent, as a restarted service would.
 	run := func(ctx context.Context) error {

@@ -417,7 +417,9 @@ LIVEDUMP_CONTROLLER_LISTEN) > config file > default.
 With --dev everything runs on this machine: gRPC on 127.0.0.1:7443, metrics on
 127.0.0.1:9464, data in --data-dir (default ./livedump-data), an admin
 livedumpctl config in <data-dir>/livedumpctl.yaml, and --dev-agents simulated
-Windows agents connected over real mTLS.`,
+Windows agents connected over real mTLS. The dev agents are a sandbox to try
+everything: unlike a real agent's default, they run raw D scripts
+(allow_raw_scripts on).`,
 		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,

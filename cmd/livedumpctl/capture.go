@@ -133,7 +133,7 @@ trigger (lkd mode 0 = full kernel dump by default).`,
 	f.Uint32Var(&rollout, "rollout-rate", 0, "machines armed per minute (0: all at once)")
 	f.DurationVar(&expire, "expire", 24*time.Hour, "lifetime of the capture (max 168h)")
 	f.StringVar(&upload, "upload", "full", "dump upload mode: full or hash-only")
-	f.StringVar(&script, "script", "", "raw D script `FILE` instead of the rendered probe (admin only)")
+	f.StringVar(&script, "script", "", "raw D script `FILE` instead of the rendered probe (admin only; runs only on agents whose local allow_raw_scripts is on, the others refuse it)")
 	f.BoolVar(&onDemand, "on-demand", false, "take one live kernel dump now on each machine (no process or status)")
 	_ = cmd.MarkFlagFilename("script", "d")
 	return cmd

@@ -205,6 +205,8 @@ func TestCaptureRejectsBadInputAndStoresNothing(t *testing.T) {
 		t.Fatalf("%d captures stored after rejected requests", n)
 	}
 	// An admin may send a raw script; it is audited like every create.
+	// (No agent runs here; which agents run raw scripts is their own
+	// setting: TestCaptureRawScriptNeedsTheAgentsSetting.)
 	if _, err := admin.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{Selector: "role=vdi", Script: "BEGIN { exit(0); }"}}); err != nil {
 		t.Fatalf("admin raw script: %v", err)
 	}
@@ -220,6 +222,48 @@ func TestCaptureRejectsBadInputAndStoresNothing(t *testing.T) {
 	}
 	if creates != 14 {
 		t.Fatalf("%d CreateCapture audit entries, want 14 (13 refused, 1 created)", creates)
+	}
+}
+
+// TestCaptureRawScriptNeedsTheAgentsSetting: an admin's raw D script runs
+// only on agents whose local allow_raw_scripts is on; the others refuse it
+// and the controller records why on their target.
+func TestCaptureRawScriptNeedsTheAgentsSetting(t *testing.T) {
+	c := startController(t, controllerOpts{})
+	tok := c.token(t, 2, nil)
+	startAgent(t, c, agentOpts{token: tok, hostname: "RAW-OFF-01", labels: map[string]string{"role": "raw"}})
+	startAgent(t, c, agentOpts{token: tok, hostname: "RAW-ON-02", labels: map[string]string{"role": "raw"}, allowRawScripts: true})
+	admin := fleetClient(t, c, pki.RoleAdmin)
+	eventually(t, 10*time.Second, "agents online", func() bool { return countOnline(listAgents(t, admin, "role=raw")) == 2 })
+	resp, err := admin.CreateCapture(context.Background(), &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
+		Selector: "role=raw", Script: "BEGIN { printf(\"raw\\n\"); }\n", Expire: durationpb.New(10 * time.Minute),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetCapture().GetId()
+	const refused = "agent refused the capture: capture.script: raw D scripts are not allowed on this machine (agent setting allow_raw_scripts is off)"
+	eventually(t, 15*time.Second, "both targets settled", func() bool {
+		for _, tg := range getCapture(t, admin, id).GetTargets() {
+			if tg.GetState() != livedumpv1.TargetState_TARGET_STATE_FAILED {
+				return false
+			}
+		}
+		return true
+	})
+	for _, tg := range getCapture(t, admin, id).GetTargets() {
+		switch tg.GetHostname() {
+		case "RAW-OFF-01":
+			if tg.GetDetail() != refused {
+				t.Errorf("agent without allow_raw_scripts: detail %q, want %q", tg.GetDetail(), refused)
+			}
+		case "RAW-ON-02":
+			// Taken on and run: it fails only because this machine has
+			// no DTrace.
+			if !strings.HasPrefix(tg.GetDetail(), "provisioning:") {
+				t.Errorf("agent with allow_raw_scripts: detail %q, want a provisioning failure (it ran dtrace)", tg.GetDetail())
+			}
+		}
 	}
 }
 

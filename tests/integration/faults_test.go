@@ -678,6 +678,9 @@ func TestFaultSlowAgent(t *testing.T) {
 		// so it may end before it could be seen attached.
 		if s == 0 {
 			eventually(t, 10*time.Second, "the slow agent attached", func() bool { return c.Connected() == len(agents)+1 })
+			// Raw scripts only for their size: they go to the raw
+			// client, which never runs them (real agents would need
+			// allow_raw_scripts).
 			for range sz.slowFlood {
 				if _, err := admin.CreateCapture(context.Background(), &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
 					Selector: "hostname=RAW-HOST", Script: script, Expire: durationpb.New(30 * time.Minute),

@@ -120,6 +120,9 @@ type agentOpts struct {
 	// simulated Windows') from real time, as a machine whose wall clock
 	// is wrong; it replaces clock when set.
 	clockSkew time.Duration
+	// allowRawScripts opts the agent in to captures with their own D
+	// script (allow_raw_scripts; off by default, as on a real machine).
+	allowRawScripts bool
 }
 
 func startAgent(t testing.TB, c *testController, o agentOpts) *testAgent {
@@ -150,6 +153,7 @@ func startAgent(t testing.TB, c *testController, o agentOpts) *testAgent {
 			cfg.Clock = o.clock
 			cfg.KeepDumps = o.keepDumps
 			cfg.UploadBytesPerSec = o.bandwidth
+			cfg.AllowRawScripts = o.allowRawScripts
 		},
 	})
 	return &testAgent{Agent: a, host: a.Host, stateDir: a.StateDir, stop: a.Stop}

@@ -24,6 +24,10 @@ func TestHole12_HostileControllerCannotEscapeStateDir(t *testing.T) {
 	evil := startHostileController(t, c)
 	a := harness.StartAgent(t, c, harness.AgentOpts{Token: "ldt_any", Hostname: "VICTIM-01", Edit: func(cfg *agent.Config) {
 		cfg.Controllers = []string{evil.addr}
+		// Raw scripts allowed: the capture ID check, not the
+		// allow_raw_scripts refusal (attacker 5's other test), must be
+		// what stops a raw-script capture with a path in its ID.
+		cfg.AllowRawScripts = true
 	}})
 	harness.Eventually(t, 10*time.Second, "the agent enrolled with the hostile controller", func() bool {
 		return a.ID() == hostileAgentID

@@ -29,9 +29,11 @@ type hostileController struct {
 
 	send chan *livedumpv1.Directive
 
-	mu      sync.Mutex
-	acks    map[string]*livedumpv1.Ack
-	reports []*livedumpv1.ProvisionReport
+	mu       sync.Mutex
+	acks     map[string]*livedumpv1.Ack
+	reports  []*livedumpv1.ProvisionReport
+	statuses map[string]*livedumpv1.CaptureStatus // the last one per capture
+	streams  int                                  // Connect streams open now
 }
 
 // hostileAgentID is the ID the hostile controller gives the agent.
@@ -60,7 +62,7 @@ func startHostileController(t *testing.T, c *harness.Controller) *hostileControl
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &hostileController{ca: c.CA(), addr: lis.Addr().String(), send: make(chan *livedumpv1.Directive, 16), acks: map[string]*livedumpv1.Ack{}}
+	h := &hostileController{ca: c.CA(), addr: lis.Addr().String(), send: make(chan *livedumpv1.Directive, 16), acks: map[string]*livedumpv1.Ack{}, statuses: map[string]*livedumpv1.CaptureStatus{}}
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsCfg)))
 	livedumpv1.RegisterAgentServiceServer(srv, h)
 	go func() { _ = srv.Serve(lis) }()
@@ -102,6 +104,14 @@ func (h *hostileController) Connect(st grpc.BidiStreamingServer[livedumpv1.Conne
 	if err := st.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_Welcome{Welcome: &livedumpv1.Welcome{HeartbeatInterval: durationpb.New(time.Second)}}}); err != nil {
 		return err
 	}
+	h.mu.Lock()
+	h.streams++
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		h.streams--
+		h.mu.Unlock()
+	}()
 	errc := make(chan error, 1)
 	go func() {
 		for {
@@ -116,6 +126,9 @@ func (h *hostileController) Connect(st grpc.BidiStreamingServer[livedumpv1.Conne
 			}
 			if r := m.GetProvisionReport(); r != nil && r.GetDirectiveId() != "" {
 				h.reports = append(h.reports, r)
+			}
+			if s := m.GetCaptureStatus(); s != nil {
+				h.statuses[s.GetCaptureId()] = s
 			}
 			h.mu.Unlock()
 		}
@@ -155,4 +168,18 @@ func (h *hostileController) report(id string) *livedumpv1.ProvisionReport {
 		}
 	}
 	return nil
+}
+
+// status returns the last status the agent reported for a capture, if any.
+func (h *hostileController) status(captureID string) *livedumpv1.CaptureStatus {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.statuses[captureID]
+}
+
+// connected reports whether an agent's Connect stream is open.
+func (h *hostileController) connected() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.streams > 0
 }

@@ -5,6 +5,7 @@ package harness
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -139,14 +140,7 @@ func (c *Controller) DialAddr(t testing.TB, addr string, cert *tls.Certificate) 
 // valid for an hour.
 func (c *Controller) Issue(t testing.TB, id pki.Identity) *tls.Certificate {
 	t.Helper()
-	key, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := pki.CreateCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, der := KeyCSR(t)
 	csr, err := pki.ParseCSR(der)
 	if err != nil {
 		t.Fatal(err)
@@ -192,6 +186,20 @@ func (c *Controller) EnrollRaw(t testing.TB, hostname string, labels map[string]
 // the agent's ID and TLS identity, or the RPC's error.
 func (c *Controller) EnrollWith(t testing.TB, token string, inv *livedumpv1.Inventory) (string, *tls.Certificate, error) {
 	t.Helper()
+	key, csr := KeyCSR(t)
+	resp, err := livedumpv1.NewAgentServiceClient(c.Dial(t, nil)).Enroll(context.Background(), &livedumpv1.EnrollRequest{
+		Token: token, Csr: csr, Inventory: inv,
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	return resp.GetAgentId(), TLSCert(t, resp.GetCertificateChain(), key), nil
+}
+
+// KeyCSR makes a fresh key and a certificate request for it, as an agent
+// does before Enroll and Renew.
+func KeyCSR(t testing.TB) (crypto.Signer, []byte) {
+	t.Helper()
 	key, err := pki.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
@@ -200,17 +208,17 @@ func (c *Controller) EnrollWith(t testing.TB, token string, inv *livedumpv1.Inve
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := livedumpv1.NewAgentServiceClient(c.Dial(t, nil)).Enroll(context.Background(), &livedumpv1.EnrollRequest{
-		Token: token, Csr: csr, Inventory: inv,
-	})
-	if err != nil {
-		return "", nil, err
-	}
-	leaf, err := x509.ParseCertificate(resp.GetCertificateChain()[0])
+	return key, csr
+}
+
+// TLSCert is the TLS identity made of a returned chain and its key.
+func TLSCert(t testing.TB, chain [][]byte, key crypto.Signer) *tls.Certificate {
+	t.Helper()
+	leaf, err := x509.ParseCertificate(chain[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.GetAgentId(), &tls.Certificate{Certificate: resp.GetCertificateChain(), PrivateKey: key, Leaf: leaf}, nil
+	return &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}
 }
 
 // Inventory is a plausible Windows 11 inventory.

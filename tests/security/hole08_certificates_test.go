@@ -3,7 +3,6 @@ package security
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"strings"
 	"testing"
 	"time"
@@ -25,35 +24,17 @@ import (
 // certificate, the way an agent (or a thief holding its key) does.
 func renew(t *testing.T, c *harness.Controller, r *harness.RawAgent) *tls.Certificate {
 	t.Helper()
-	key, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.CreateCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, csr := harness.KeyCSR(t)
 	resp, err := r.Client().Renew(context.Background(), &livedumpv1.RenewRequest{Csr: csr})
 	if err != nil {
 		t.Fatalf("renew: %v", err)
 	}
-	leaf, err := x509.ParseCertificate(resp.GetCertificateChain()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Certificate{Certificate: resp.GetCertificateChain(), PrivateKey: key, Leaf: leaf}
+	return harness.TLSCert(t, resp.GetCertificateChain(), key)
 }
 
 func mustCSR(t *testing.T) []byte {
 	t.Helper()
-	key, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.CreateCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, csr := harness.KeyCSR(t)
 	return csr
 }
 

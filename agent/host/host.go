@@ -223,6 +223,10 @@ type Registry interface {
 	// revert can remove a key an apply created. A missing key wraps
 	// ErrNotExist, a key with contents ErrKeyNotEmpty.
 	DeleteKey(key string) error
+	// SubKeys lists the names of key's direct subkeys, in no particular
+	// order (the Uninstall key's products are found this way). A missing
+	// key wraps ErrNotExist.
+	SubKeys(key string) ([]string, error)
 }
 
 // ErrKeyNotEmpty is returned by DeleteKey for a key that still holds values
@@ -254,7 +258,13 @@ type Host interface {
 	VBSStatus(ctx context.Context) (VBSStatus, error)
 	// BitLockerStatus is Win32_EncryptableVolume.GetProtectionStatus of a
 	// volume such as "C:".
+	// A machine without the BitLocker feature (a Windows Server where it
+	// is not installed: no WMI namespace) reports BitLockerOff, since no
+	// volume there can demand a recovery key.
 	BitLockerStatus(ctx context.Context, volume string) (BitLockerStatus, error)
+	// SecurityServicesRunning is Win32_DeviceGuard.SecurityServicesRunning:
+	// the VBS services (2 = memory integrity, HVCI) running now.
+	SecurityServicesRunning(ctx context.Context) (SecurityServices, error)
 	// SuspendBitLocker suspends protection of volume for rebootCount
 	// reboots (Suspend-BitLocker -RebootCount), so a BCD change does not
 	// trigger recovery.
@@ -266,6 +276,11 @@ type Host interface {
 	InstallMSI(ctx context.Context, msi, log string) (exitCode int, err error)
 	// UninstallMSI runs `msiexec /x msi /qn /norestart /L*V log`.
 	UninstallMSI(ctx context.Context, msi, log string) (exitCode int, err error)
+	// UninstallProduct runs `msiexec /x {ProductCode} /qn /norestart /L*V
+	// log`: Windows Installer removes the product with its own cached
+	// package, which is how the agent uninstalls DTrace (no MSI file of
+	// ours is needed, or run). 1605 means the product is not installed.
+	UninstallProduct(ctx context.Context, productCode, log string) (exitCode int, err error)
 	// VerifySignature checks the Authenticode signature of a local file
 	// (WinVerifyTrust with WINTRUST_ACTION_GENERIC_VERIFY_V2) and names
 	// the signer of a valid one. A missing or invalid signature is a

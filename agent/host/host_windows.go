@@ -206,3 +206,21 @@ func valueError(key, name string, err error) error {
 	}
 	return fmt.Errorf("registry key %s value %s: %w", Quote(key), Quote(DisplayName(name)), err)
 }
+
+// SubKeys lists key's direct subkeys (RegEnumKeyEx through ReadSubKeyNames).
+func (*Windows) SubKeys(key string) ([]string, error) {
+	norm, sub, err := subkey(key, "")
+	if err != nil {
+		return nil, err
+	}
+	k, err := registry.OpenKey(registry.LOCAL_MACHINE, sub, registry.ENUMERATE_SUB_KEYS|view)
+	if err != nil {
+		return nil, keyError(norm, "", err)
+	}
+	defer k.Close()
+	names, err := k.ReadSubKeyNames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("registry key %s: list subkeys: %w", Quote(norm), err)
+	}
+	return names, nil
+}

@@ -217,6 +217,19 @@ func (*Windows) VBSStatus(ctx context.Context) (VBSStatus, error) {
 	return s, nil
 }
 
+// SecurityServicesRunning queries Win32_DeviceGuard through PowerShell.
+func (*Windows) SecurityServicesRunning(ctx context.Context) (SecurityServices, error) {
+	out, err := powershell(ctx, "security services", SecurityServicesScript())
+	if err != nil {
+		return SecurityServices{}, err
+	}
+	s, err := ParseSecurityServicesJSON(out)
+	if err != nil {
+		return SecurityServices{}, fmt.Errorf("security services: %w", err)
+	}
+	return s, nil
+}
+
 // BitLockerStatus queries Win32_EncryptableVolume.GetProtectionStatus of
 // volume through PowerShell.
 func (*Windows) BitLockerStatus(ctx context.Context, volume string) (BitLockerStatus, error) {
@@ -266,6 +279,24 @@ func (*Windows) InstallMSI(ctx context.Context, msi, log string) (int, error) {
 // UninstallMSI runs msiexec /x quietly and returns its exit code.
 func (*Windows) UninstallMSI(ctx context.Context, msi, log string) (int, error) {
 	return msiexec(ctx, false, msi, log)
+}
+
+// UninstallProduct runs msiexec /x {ProductCode} quietly and returns its
+// exit code.
+func (*Windows) UninstallProduct(ctx context.Context, code, log string) (int, error) {
+	args, err := MSIUninstallProductArgs(code, log)
+	if err != nil {
+		return -1, err
+	}
+	exe, err := systemTool("msiexec.exe")
+	if err != nil {
+		return -1, fmt.Errorf("msiexec: %w", err)
+	}
+	r, err := runTool(ctx, 0, exe, args)
+	if err != nil {
+		return -1, fmt.Errorf("msiexec /x %s: %w", code, err)
+	}
+	return r.code, nil
 }
 
 func msiexec(ctx context.Context, install bool, msi, log string) (int, error) {

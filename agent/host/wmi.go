@@ -57,7 +57,19 @@ const vbsScript = psPrelude +
 // {"ProtectionStatus":N,"ReturnValue":N} for the volume in $d. The filter is
 // written with single quotes only: a double quote would have to survive
 // Windows command-line quoting on its way to powershell.exe.
-const bitLockerQuery = `$v=Get-CimInstance -Namespace root\CIMV2\Security\MicrosoftVolumeEncryption -ClassName Win32_EncryptableVolume -Filter ('DriveLetter='''+$d+'''');` +
+//
+// A Windows Server without the BitLocker feature has no
+// root\CIMV2\Security\MicrosoftVolumeEncryption namespace: WMI answers
+// WBEM_E_INVALID_NAMESPACE (0x8004100E, "Invalid namespace",
+// https://learn.microsoft.com/en-us/windows/win32/wmisdk/wmi-error-constants),
+// which the CIM cmdlets report as NativeErrorCode InvalidNamespace. BitLocker
+// is an optional feature on Server, added with Install-WindowsFeature
+// BitLocker (https://learn.microsoft.com/en-us/windows/security/operating-system-security/data-protection/bitlocker/install-server),
+// so a missing namespace means no volume can be protected: the script
+// prints {"BitLockerFeature":"absent"} and the parser reads BitLocker off.
+// A missing class (InvalidClass) is treated alike; any other error fails.
+const bitLockerQuery = `try{$v=Get-CimInstance -Namespace root\CIMV2\Security\MicrosoftVolumeEncryption -ClassName Win32_EncryptableVolume -Filter ('DriveLetter='''+$d+''')}` +
+	`catch{if([string]$_.Exception.NativeErrorCode -in 'InvalidNamespace','InvalidClass'){[ordered]@{BitLockerFeature='absent'}|ConvertTo-Json -Compress;exit 0};throw};` +
 	`if(-not $v){throw ('no encryptable volume '+$d)};` +
 	`$r=$v|Invoke-CimMethod -MethodName GetProtectionStatus;` +
 	`[ordered]@{ProtectionStatus=$r.ProtectionStatus;ReturnValue=$r.ReturnValue}|ConvertTo-Json -Compress`
@@ -136,11 +148,19 @@ func ParseBitLockerStatusJSON(out []byte) (BitLockerStatus, error) {
 		return 0, fmt.Errorf("Win32_EncryptableVolume: %w: no output (BitLocker WMI class or volume missing)", ErrWMIUnreadable)
 	}
 	var r struct {
-		Status *json.Number `json:"ProtectionStatus"`
-		Return *json.Number `json:"ReturnValue"`
+		Status  *json.Number `json:"ProtectionStatus"`
+		Return  *json.Number `json:"ReturnValue"`
+		Feature *string      `json:"BitLockerFeature"`
 	}
-	if err := decodeObject(out, &r, "ProtectionStatus", "ReturnValue"); err != nil {
+	if err := decodeObject(out, &r, "ProtectionStatus", "ReturnValue", "BitLockerFeature"); err != nil {
 		return 0, fmt.Errorf("Win32_EncryptableVolume: %w", err)
+	}
+	if r.Feature != nil {
+		// The feature is not installed (see bitLockerQuery): off.
+		if *r.Feature != "absent" || r.Status != nil || r.Return != nil {
+			return 0, fmt.Errorf("Win32_EncryptableVolume: %w: BitLockerFeature %s", ErrWMIUnreadable, Quote(*r.Feature))
+		}
+		return BitLockerOff, nil
 	}
 	if r.Return == nil {
 		return 0, fmt.Errorf("Win32_EncryptableVolume: %w: GetProtectionStatus returned no ReturnValue", ErrWMIUnreadable)

@@ -45,6 +45,10 @@ func TestParseBitLockerStatusJSON(t *testing.T) {
 		"bitlocker-on.json":      BitLockerOn,
 		"bitlocker-off.json":     BitLockerOff,
 		"bitlocker-unknown.json": BitLockerUnknown,
+		// A Server without the BitLocker feature: no WMI namespace,
+		// which the script turns into this object. It is off, not an
+		// error (the old script failed with "Invalid namespace").
+		"bitlocker-absent.json": BitLockerOff,
 	} {
 		got, err := ParseBitLockerStatusJSON(readWMI(t, file))
 		if err != nil || got != want {
@@ -61,6 +65,7 @@ func TestParseBitLockerStatusJSON(t *testing.T) {
 		"bitlocker-error-text.txt":      "want one JSON object",
 		"bitlocker-two-objects.json":    "unreadable",
 		"vbs-running.json":              "none of ProtectionStatus, ReturnValue",
+		"bitlocker-feature-odd.json":    "BitLockerFeature",
 	} {
 		got, err := ParseBitLockerStatusJSON(readWMI(t, file))
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -85,6 +90,8 @@ func TestWMIScripts(t *testing.T) {
 		{VBSStatusScript(), []string{`-Namespace root\Microsoft\Windows\DeviceGuard -ClassName Win32_DeviceGuard`, "VirtualizationBasedSecurityStatus", "ConvertTo-Json -Compress"}},
 		{bl, []string{`$d='C:';`, `-Namespace root\CIMV2\Security\MicrosoftVolumeEncryption -ClassName Win32_EncryptableVolume`, "Invoke-CimMethod -MethodName GetProtectionStatus", "ConvertTo-Json -Compress"}},
 		{sus, []string{`$d='D:';`, "Suspend-BitLocker -MountPoint $d -RebootCount 2|", "GetProtectionStatus", "ConvertTo-Json -Compress"}},
+		{bl, []string{"'InvalidNamespace','InvalidClass'", "BitLockerFeature='absent'"}},
+		{SecurityServicesScript(), []string{`-Namespace root\Microsoft\Windows\DeviceGuard -ClassName Win32_DeviceGuard`, "SecurityServicesRunning=@($g.SecurityServicesRunning)", "ConvertTo-Json -Compress"}},
 	} {
 		for _, w := range c.want {
 			if !strings.Contains(c.script, w) {

@@ -6,6 +6,7 @@ package hosttest
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -25,6 +26,49 @@ func Registry(t *testing.T, r host.Registry, root string) {
 	t.Run("Invalid", func(t *testing.T) { invalid(t, r, root+`\Invalid`) })
 	t.Run("KeyExists", func(t *testing.T) { keyExists(t, r, root+`\KeyExists`) })
 	t.Run("DeleteKey", func(t *testing.T) { deleteKey(t, r, root+`\DeleteKey`) })
+	t.Run("SubKeys", func(t *testing.T) { subKeys(t, r, root+`\SubKeys`) })
+}
+
+// subKeys checks that only direct children are listed, in their stored
+// spelling, whether or not they hold values, and that a missing key is
+// ErrNotExist: the Uninstall key's products are found this way.
+func subKeys(t *testing.T, r host.Registry, key string) {
+	if _, err := r.SubKeys(key); !errors.Is(err, host.ErrNotExist) {
+		t.Fatalf("SubKeys of a missing key = %v, want ErrNotExist", err)
+	}
+	for _, k := range []string{`{ABC}`, `Child\Grandchild`, `Other`} {
+		if err := r.SetValue(key+`\`+k, "v", host.DWORD(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.DeleteValue(key+`\Other`, "v"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.SubKeys(strings.ToLower(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if want := []string{"Child", "Other", "{ABC}"}; !slices.Equal(got, want) {
+		t.Fatalf("SubKeys = %q, want %q", got, want)
+	}
+	got, err = r.SubKeys(key + `\Other`)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("SubKeys of a leaf = %q, %v; want none", got, err)
+	}
+	if _, err := r.SubKeys(`HKCU\Software`); err == nil {
+		t.Fatal("SubKeys accepted a key outside HKLM")
+	}
+	for _, k := range []string{`{ABC}`, `Child\Grandchild`} {
+		if err := r.DeleteValue(key+`\`+k, "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range []string{`{ABC}`, `Child\Grandchild`, `Child`, `Other`, ``} {
+		if err := r.DeleteKey(strings.TrimSuffix(key+`\`+k, `\`)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // deleteKey checks that only an empty key is deleted: values or subkeys

@@ -26,9 +26,13 @@ type machine struct {
 	bcdStored, bcdBoot host.BCDValue
 	vbsCapable         bool
 	vbs                host.VBSStatus // decided at the last boot
-	volumes            map[string]*volume
-	products           map[string]*product // by folded product name
-	reboot             *rebootRequest      // nil: none scheduled
+	// hvci is memory integrity running, decided at the last boot.
+	hvci bool
+	// noBitLocker: the BitLocker feature is not installed (Server).
+	noBitLocker bool
+	volumes     map[string]*volume
+	products    map[string]*product // by folded product name
+	reboot      *rebootRequest      // nil: none scheduled
 	// recovery is set when a boot stopped at the BitLocker recovery
 	// screen; such a machine does not boot again in the simulation.
 	recovery bool
@@ -54,6 +58,7 @@ func (v *volume) status() host.BitLockerStatus {
 // its own records rather than from the package.
 type product struct {
 	name, version string
+	code          string   // ProductCode, the name of its Uninstall subkey
 	files         []string // Windows paths
 	dirs          []string // directories the installation created, parents first
 }
@@ -93,12 +98,13 @@ const systemVolume = "C:"
 // for the first time.
 func firstBoot(h *Host, cfg Config) *machine {
 	m := &machine{
-		bootTime:   h.clock.Now().UTC(),
-		vbsCapable: !cfg.NoVBS,
-		volumes:    map[string]*volume{systemVolume: {encrypted: cfg.BitLocker}},
-		products:   map[string]*product{},
+		bootTime:    h.clock.Now().UTC(),
+		vbsCapable:  !cfg.NoVBS,
+		volumes:     map[string]*volume{systemVolume: {encrypted: cfg.BitLocker}},
+		products:    map[string]*product{},
+		noBitLocker: cfg.NoBitLockerFeature,
 	}
-	m.vbs = h.vbsAtBoot(m)
+	m.vbs, m.hvci = h.vbsAtBoot(m)
 	return m
 }
 
@@ -185,18 +191,49 @@ func (h *Host) VBSStatus(ctx context.Context) (host.VBSStatus, error) {
 	return h.m.vbs, nil
 }
 
-// vbsAtBoot is the VBS state a boot arrives at: running when the registry
-// asks for it (DWORD 1, nothing else) and the hardware can, "enabled, not
-// running" when it asks but the hardware cannot. The caller holds h.mu.
-func (h *Host) vbsAtBoot(m *machine) host.VBSStatus {
-	e := h.lookup(deviceGuardKey, "EnableVirtualizationBasedSecurity")
-	if e == nil || e.value.Type != host.DWord || e.value.Num != 1 {
-		return host.VBSOff
+// vbsAtBoot is the VBS and memory integrity state a boot arrives at. VBS
+// runs when the registry asks for it (EnableVirtualizationBasedSecurity
+// DWORD 1, nothing else) or when memory integrity is asked for
+// (HypervisorEnforcedCodeIntegrity\Enabled DWORD 1), which runs inside VBS
+// and needs no separate switch, and the hardware can; "enabled, not
+// running" when asked but the hardware cannot. Memory integrity runs only
+// where VBS does. The caller holds h.mu.
+func (h *Host) vbsAtBoot(m *machine) (host.VBSStatus, bool) {
+	on := func(key, name string) bool {
+		e := h.lookup(key, name)
+		return e != nil && e.value.Type == host.DWord && e.value.Num == 1
+	}
+	hvci := on(host.HVCIKey, host.HVCIValue)
+	if !on(deviceGuardKey, "EnableVirtualizationBasedSecurity") && !hvci {
+		return host.VBSOff, false
 	}
 	if !m.vbsCapable {
-		return host.VBSEnabled
+		return host.VBSEnabled, false
 	}
-	return host.VBSRunning
+	return host.VBSRunning, hvci
+}
+
+// SecurityServicesRunning reports the VBS services decided at the last
+// boot: memory integrity (2) when it runs. Win32_DeviceGuard exists on every
+// Windows the simulation models, so it is always reported.
+func (h *Host) SecurityServicesRunning(ctx context.Context) (host.SecurityServices, error) {
+	if err := ctxErr(ctx); err != nil {
+		return host.SecurityServices{}, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := host.SecurityServices{Reported: true, Running: []int{}}
+	if h.m.hvci {
+		s.Running = append(s.Running, host.SecurityServiceHVCI)
+	}
+	return s, nil
+}
+
+// HVCIRunning reports whether memory integrity runs since the last boot.
+func (h *Host) HVCIRunning() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.m.hvci
 }
 
 // volumePattern is the only volume spelling accepted, the one WMI's
@@ -229,6 +266,11 @@ func (h *Host) BitLockerStatus(ctx context.Context, vol string) (host.BitLockerS
 	if err != nil {
 		return host.BitLockerUnknown, err
 	}
+	if h.m.noBitLocker {
+		// No WMI namespace: the Windows host reads that as off
+		// (host.ParseBitLockerStatusJSON).
+		return host.BitLockerOff, nil
+	}
 	return v.status(), nil
 }
 
@@ -253,6 +295,9 @@ func (h *Host) SuspendBitLocker(ctx context.Context, vol string, rebootCount int
 	v, err := h.checkVolume(vol)
 	if err != nil {
 		return err
+	}
+	if h.m.noBitLocker {
+		return fmt.Errorf("sim: Suspend-BitLocker %s: The term 'Suspend-BitLocker' is not recognized as the name of a cmdlet (the BitLocker feature is not installed)", vol)
 	}
 	if !v.encrypted {
 		// FVE_E_NOT_ENCRYPTED.
@@ -370,7 +415,7 @@ func (h *Host) boot() error {
 	return h.mutate(func(m *machine) (func(), error) {
 		m.bootTime = h.clock.Now().UTC()
 		m.bcdBoot = m.bcdStored
-		m.vbs = h.vbsAtBoot(m)
+		m.vbs, m.hvci = h.vbsAtBoot(m)
 		for _, v := range m.volumes {
 			if v.suspendedBoots > 0 {
 				v.suspendedBoots--

@@ -3,6 +3,8 @@ package sim
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,10 +46,15 @@ const maxMSISize = 64 << 20
 // setups build the packages that fail (1603) or need a reboot (3010) to see
 // the agent handle them; it does not apply to uninstalling.
 type MSIManifest struct {
-	Product  string            `json:"product"`
-	Version  string            `json:"version"`
-	Files    map[string]string `json:"files"`
-	ExitCode int               `json:"exit_code"`
+	Product string `json:"product"`
+	// ProductCode is the package's ProductCode, the GUID Windows Installer
+	// registers the product under (Uninstall\{GUID}) and msiexec /x takes;
+	// empty means one derived from Product, so packages built before the
+	// field existed still have one.
+	ProductCode string            `json:"product_code,omitempty"`
+	Version     string            `json:"version"`
+	Files       map[string]string `json:"files"`
+	ExitCode    int               `json:"exit_code"`
 }
 
 // msiExitCodes are the install outcomes a package may ask for: success,
@@ -66,6 +73,11 @@ func (m MSIManifest) validate() error {
 	}
 	if err := checkComponent(m.Product); err != nil {
 		return fmt.Errorf("product name %s: %w", host.Quote(m.Product), err)
+	}
+	if m.ProductCode != "" {
+		if err := host.ValidateProductCode(m.ProductCode); err != nil {
+			return err
+		}
 	}
 	if !msiVersion.MatchString(m.Version) {
 		return fmt.Errorf("version %s: want major.minor.build", host.Quote(m.Version))
@@ -97,6 +109,25 @@ func (m MSIManifest) validate() error {
 		}
 	}
 	return nil
+}
+
+// code is the package's ProductCode.
+func (m MSIManifest) code() string {
+	if m.ProductCode != "" {
+		return m.ProductCode
+	}
+	return derivedProductCode(m.Product)
+}
+
+// derivedProductCode is a stable GUID for a product name (a name-based,
+// version 5 style UUID over the folded name), upper case as Windows
+// Installer requires.
+func derivedProductCode(name string) string {
+	sum := sha1.Sum([]byte("livedump-sim-product:" + fold(name)))
+	sum[6] = sum[6]&0x0f | 0x50
+	sum[8] = sum[8]&0x3f | 0x80
+	h := strings.ToUpper(hex.EncodeToString(sum[:16]))
+	return "{" + h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32] + "}"
 }
 
 // BuildMSI makes a simulated MSI package: the OLE signature followed by the
@@ -256,7 +287,7 @@ func (h *Host) install(l *msiLog, m MSIManifest) (int, error) {
 	}
 	slices.Sort(paths)
 	var txn fileTxn
-	rec := &product{name: m.Product, version: m.Version}
+	rec := &product{name: m.Product, version: m.Version, code: m.code()}
 	for _, p := range paths {
 		w, _ := parseWinPath(p) // validated with the manifest
 		created, err := h.mkdirs(&txn, w[:len(w)-1])
@@ -275,11 +306,12 @@ func (h *Host) install(l *msiLog, m MSIManifest) (int, error) {
 	}
 	err := h.mutate(func(ms *machine) (func(), error) {
 		ms.products[fold(m.Product)] = rec
+		undoEntry := h.registerProduct(rec)
 		undoReg := func() {}
 		if m.ExitCode == host.MSIRebootRequired {
 			undoReg = h.addPendingRenames(rec.files)
 		}
-		return func() { undoReg(); txn.rollback() }, nil
+		return func() { undoReg(); undoEntry(); txn.rollback() }, nil
 	})
 	if err != nil {
 		return 0, err
@@ -340,6 +372,94 @@ func (h *Host) uninstall(l *msiLog, m MSIManifest) (int, error) {
 		l.printf("MSI (c): Product: %s -- This action is only valid for products that are currently installed.", m.Product)
 		return host.MSIProductNotInstalled, nil
 	}
+	return h.remove(l, f, p)
+}
+
+// UninstallProduct plays `msiexec /x {ProductCode} /qn /norestart /L*V
+// log`: Windows Installer finds the product by its code and removes it with
+// its own record of the installation; 1605 when no installed product has
+// the code. An invalid code is refused before msiexec runs, as on the
+// Windows host.
+func (h *Host) UninstallProduct(ctx context.Context, code, log string) (int, error) {
+	if err := ctxErr(ctx); err != nil {
+		return -1, err
+	}
+	if err := host.ValidateProductCode(code); err != nil {
+		return -1, err
+	}
+	h.msiexecRuns.Add(1)
+	f, err := os.OpenFile(log, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return msiLogFailure, nil
+	}
+	defer f.Close()
+	l := newMSILog(h.clock, code, false)
+	h.mu.Lock()
+	l.printf("Action start %s: INSTALL.", l.clockTime())
+	var key string
+	var p *product
+	for k, q := range h.m.products {
+		if q.code == code {
+			key, p = k, q
+		}
+	}
+	code2 := host.MSIProductNotInstalled
+	if p == nil {
+		l.printf("MSI (c): %s -- This action is only valid for products that are currently installed.", code)
+	} else {
+		code2, err = h.remove(l, key, p)
+	}
+	h.mu.Unlock()
+	if err != nil {
+		l.printf("MSI (s): internal error of the simulated machine: %v", err)
+		code2 = host.MSIFatal
+	}
+	l.end(code2)
+	_, _ = f.WriteString(l.String())
+	if err != nil {
+		return -1, err
+	}
+	return code2, nil
+}
+
+// registerProduct writes the product's Uninstall entry, as Windows
+// Installer does, and returns how to take it back. The caller holds h.mu.
+func (h *Host) registerProduct(p *product) (undo func()) {
+	k := uninstallKey + `\` + p.code
+	var undos []func()
+	for _, v := range []struct {
+		name  string
+		value host.Value
+	}{
+		{"DisplayName", host.SZ(p.name)},
+		{"DisplayVersion", host.SZ(p.version)},
+		{"InstallDate", host.SZ(h.clock.Now().Format("20060102"))},
+		{"UninstallString", host.ExpandSZ("MsiExec.exe /X" + p.code)},
+		{"WindowsInstaller", host.DWORD(1)},
+	} {
+		undos = append(undos, h.putValue(k, v.name, v.value))
+	}
+	return func() {
+		for i := len(undos) - 1; i >= 0; i-- {
+			undos[i]()
+		}
+	}
+}
+
+// unregisterProduct removes the product's Uninstall entry and returns how
+// to restore it. The caller holds h.mu.
+func (h *Host) unregisterProduct(p *product) (undo func()) {
+	f := fold(uninstallKey + `\` + p.code)
+	k := h.keys[f]
+	if k == nil {
+		return func() {}
+	}
+	delete(h.keys, f)
+	return func() { h.keys[f] = k }
+}
+
+// remove uninstalls product p (stored under key f). The caller holds h.mu.
+func (h *Host) remove(l *msiLog, f string, p *product) (int, error) {
 	var txn fileTxn
 	for _, file := range p.files {
 		w, _ := parseWinPath(file) // validated when recorded
@@ -357,7 +477,8 @@ func (h *Host) uninstall(l *msiLog, m MSIManifest) (int, error) {
 	}
 	err := h.mutate(func(ms *machine) (func(), error) {
 		delete(ms.products, f)
-		return txn.rollback, nil
+		undoEntry := h.unregisterProduct(p)
+		return func() { undoEntry(); txn.rollback() }, nil
 	})
 	if err != nil {
 		return 0, err

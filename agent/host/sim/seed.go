@@ -15,6 +15,7 @@ const (
 	activeNameKey   = `HKLM\SYSTEM\CurrentControlSet\Control\ComputerName\ActiveComputerName`
 	tcpipKey        = `HKLM\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters`
 	deviceGuardKey  = `HKLM\SYSTEM\CurrentControlSet\Control\DeviceGuard`
+	uninstallKey    = host.UninstallKey
 	cbsKey          = `HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing`
 	autoUpdateKey   = `HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update`
 	// windowsCurrentVersionKey is not Windows NT's CurrentVersion: it holds
@@ -122,6 +123,27 @@ func seed(h *Host, cfg Config) error {
 		// is pending on a fresh machine.
 		{cbsKey, nil},
 		{autoUpdateKey, nil},
+	}
+	secureBoot := uint32(1)
+	if cfg.NoSecureBoot {
+		secureBoot = 0
+	}
+	seeds = append(seeds,
+		struct {
+			key    string
+			values []kv
+		}{host.SecureBootStateKey, []kv{{host.SecureBootValue, host.DWORD(secureBoot)}}},
+		// Present with no products: what provisioning installs registers
+		// here, as Windows Installer does.
+		struct {
+			key    string
+			values []kv
+		}{uninstallKey, nil})
+	if cfg.HVCI {
+		seeds = append(seeds, struct {
+			key    string
+			values []kv
+		}{host.HVCIKey, []kv{{host.HVCIValue, host.DWORD(1)}}})
 	}
 	for _, s := range seeds {
 		norm, err := host.NormalizeKey(s.key)

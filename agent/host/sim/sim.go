@@ -25,6 +25,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -72,6 +73,27 @@ type Config struct {
 	// for VBS leaves it "enabled, not running". It is phrased negatively so
 	// that the zero value is a capable machine, which current hardware is.
 	NoVBS bool
+	// NoSecureBoot turns Secure Boot off in the firmware
+	// (UEFISecureBootEnabled 0). The zero value is Secure Boot on, as on
+	// every machine Windows 11 installs on; real users report that the
+	// DTrace driver then fails to load (DTrace-on-Windows issue #64), which
+	// the simulation does not model: it warns, and the agent's driver check
+	// after the reboot is what tells.
+	NoSecureBoot bool
+	// HVCI turns memory integrity (hypervisor-enforced code integrity) on:
+	// HypervisorEnforcedCodeIntegrity\Enabled = 1, running from the first
+	// boot on a VBS-capable machine. Microsoft turns it on by default on
+	// clean installs of Windows 11 on compatible hardware
+	// (https://learn.microsoft.com/en-us/windows-hardware/design/device-experiences/oem-hvci-enablement);
+	// it is off by default here so that development mode works. While it
+	// runs, the simulated dtrace fails with "DTrace device not available on
+	// system", the harsher reading of DTrace-on-Windows issue #64.
+	HVCI bool
+	// NoBitLockerFeature makes a Windows Server without the BitLocker
+	// feature (not installed by default on Server): no WMI namespace, so
+	// BitLocker reads off and Suspend-BitLocker does not exist. It cannot
+	// be combined with BitLocker.
+	NoBitLockerFeature bool
 	// FreeBytes is the free space of the simulated C: drive; zero means
 	// 1 TiB. MemoryBytes is its installed memory; zero means 16 GiB. Neither
 	// is persisted.
@@ -237,6 +259,9 @@ func withDefaults(cfg Config) (Config, error) {
 	}
 	if cfg.UBR == 0 {
 		cfg.UBR = DefaultUBR
+	}
+	if cfg.BitLocker && cfg.NoBitLockerFeature {
+		return Config{}, errors.New("sim: BitLocker and NoBitLockerFeature: an encrypted volume needs the BitLocker feature")
 	}
 	if cfg.InstallationType == "" {
 		cfg.InstallationType = DefaultInstallationType
@@ -445,6 +470,29 @@ func (h *Host) DeleteValue(key, name string) error {
 		return err
 	}
 	return nil
+}
+
+// SubKeys lists the direct subkeys of key in their stored spelling, sorted
+// (Windows gives no order; sorting keeps the simulation deterministic).
+func (h *Host) SubKeys(key string) ([]string, error) {
+	norm, err := host.NormalizeKey(key)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f := fold(norm)
+	if h.keys[f] == nil {
+		return nil, fmt.Errorf("registry key %s: key not found: %w", host.Quote(norm), host.ErrNotExist)
+	}
+	var out []string
+	for other, k := range h.keys {
+		if rest, ok := strings.CutPrefix(other, f+`\`); ok && !strings.Contains(rest, `\`) {
+			out = append(out, k.path[strings.LastIndex(k.path, `\`)+1:])
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // putValue writes an already validated value in memory only and returns how

@@ -30,15 +30,19 @@ type fileFormat struct {
 // are pointers, so that a hand-edited file that leaves them out is refused
 // rather than read as something nobody wrote.
 type fileMachine struct {
-	BootTime         *time.Time            `json:"boot_time"`
-	BCDDtrace        string                `json:"bcd_dtrace"`
-	BCDDtraceAtBoot  string                `json:"bcd_dtrace_at_boot"`
-	VBSCapable       *bool                 `json:"vbs_capable"`
-	VBSStatus        *host.VBSStatus       `json:"vbs_status"`
-	Volumes          map[string]fileVolume `json:"volumes"`
-	Products         []fileProduct         `json:"products"`
-	Reboot           *fileReboot           `json:"reboot"`
-	RecoveryRequired bool                  `json:"recovery_required"`
+	BootTime        *time.Time      `json:"boot_time"`
+	BCDDtrace       string          `json:"bcd_dtrace"`
+	BCDDtraceAtBoot string          `json:"bcd_dtrace_at_boot"`
+	VBSCapable      *bool           `json:"vbs_capable"`
+	VBSStatus       *host.VBSStatus `json:"vbs_status"`
+	// HVCIRunning and NoBitLockerFeature are absent from files written
+	// before they existed, where false is what those machines were.
+	HVCIRunning        bool                  `json:"hvci_running,omitempty"`
+	NoBitLockerFeature bool                  `json:"no_bitlocker_feature,omitempty"`
+	Volumes            map[string]fileVolume `json:"volumes"`
+	Products           []fileProduct         `json:"products"`
+	Reboot             *fileReboot           `json:"reboot"`
+	RecoveryRequired   bool                  `json:"recovery_required"`
 }
 
 type fileVolume struct {
@@ -47,7 +51,10 @@ type fileVolume struct {
 }
 
 type fileProduct struct {
-	Product string   `json:"product"`
+	Product string `json:"product"`
+	// Code is absent from files written before it existed: the code is
+	// then derived from the product name, as for packages without one.
+	Code    string   `json:"product_code,omitempty"`
 	Version string   `json:"version"`
 	Files   []string `json:"files"`
 	Dirs    []string `json:"dirs"`
@@ -153,21 +160,23 @@ func encodeMachine(m *machine) *fileMachine {
 	capable := m.vbsCapable
 	vbs := m.vbs
 	fm := &fileMachine{
-		BootTime:         &boot,
-		BCDDtrace:        m.bcdStored.String(),
-		BCDDtraceAtBoot:  m.bcdBoot.String(),
-		VBSCapable:       &capable,
-		VBSStatus:        &vbs,
-		Volumes:          make(map[string]fileVolume, len(m.volumes)),
-		Products:         []fileProduct{},
-		RecoveryRequired: m.recovery,
+		BootTime:           &boot,
+		BCDDtrace:          m.bcdStored.String(),
+		BCDDtraceAtBoot:    m.bcdBoot.String(),
+		VBSCapable:         &capable,
+		VBSStatus:          &vbs,
+		Volumes:            make(map[string]fileVolume, len(m.volumes)),
+		Products:           []fileProduct{},
+		RecoveryRequired:   m.recovery,
+		HVCIRunning:        m.hvci,
+		NoBitLockerFeature: m.noBitLocker,
 	}
 	for _, name := range sortedVolumes(m) {
 		v := m.volumes[name]
 		fm.Volumes[name] = fileVolume{Encrypted: v.encrypted, SuspendedReboots: v.suspendedBoots}
 	}
 	for _, p := range m.products {
-		fm.Products = append(fm.Products, fileProduct{Product: p.name, Version: p.version, Files: nonNil(p.files), Dirs: nonNil(p.dirs)})
+		fm.Products = append(fm.Products, fileProduct{Product: p.name, Code: p.code, Version: p.version, Files: nonNil(p.files), Dirs: nonNil(p.dirs)})
 	}
 	sort.Slice(fm.Products, func(i, j int) bool { return fold(fm.Products[i].Product) < fold(fm.Products[j].Product) })
 	if r := m.reboot; r != nil {
@@ -272,6 +281,11 @@ func decodeMachine(fm *fileMachine) (*machine, error) {
 		return nil, errors.New("vbs_status 2 (running) on a machine that is not VBS-capable")
 	}
 	m.vbs = *fm.VBSStatus
+	if fm.HVCIRunning && m.vbs != host.VBSRunning {
+		return nil, errors.New("hvci_running without VBS running: memory integrity runs inside VBS")
+	}
+	m.hvci = fm.HVCIRunning
+	m.noBitLocker = fm.NoBitLockerFeature
 	for name, v := range fm.Volumes {
 		if !volumePattern.MatchString(name) {
 			return nil, fmt.Errorf("volume %s: want a drive letter such as \"C:\"", host.Quote(name))
@@ -283,6 +297,11 @@ func decodeMachine(fm *fileMachine) (*machine, error) {
 			return nil, fmt.Errorf("volume %s: suspended but not encrypted", name)
 		}
 		m.volumes[name] = &volume{encrypted: v.Encrypted, suspendedBoots: v.SuspendedReboots}
+	}
+	for name, v := range m.volumes {
+		if v.encrypted && m.noBitLocker {
+			return nil, fmt.Errorf("volume %s: encrypted on a machine without the BitLocker feature", name)
+		}
 	}
 	if m.volumes[systemVolume] == nil {
 		return nil, fmt.Errorf("volume %s is missing", systemVolume)
@@ -310,11 +329,11 @@ func decodeMachine(fm *fileMachine) (*machine, error) {
 }
 
 func decodeProduct(fp fileProduct) (*product, error) {
-	mf := MSIManifest{Product: fp.Product, Version: fp.Version}
+	mf := MSIManifest{Product: fp.Product, ProductCode: fp.Code, Version: fp.Version}
 	if err := mf.validate(); err != nil {
 		return nil, fmt.Errorf("product %s: %w", host.Quote(fp.Product), err)
 	}
-	p := &product{name: fp.Product, version: fp.Version}
+	p := &product{name: fp.Product, version: fp.Version, code: mf.code()}
 	for _, list := range []struct {
 		in  []string
 		out *[]string

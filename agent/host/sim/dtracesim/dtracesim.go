@@ -398,7 +398,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (int
 		}
 	}
 	if cl.exec || cl.list {
-		if m == nil || m.recovery || !m.driverLoaded || !m.dtraceInstalled() {
+		if m == nil || m.recovery || !m.driverLoaded || m.hvci || !m.dtraceInstalled() {
 			return fail("failed to initialize dtrace: DTrace device not available on system")
 		}
 	}

@@ -37,9 +37,14 @@ type machine struct {
 	dir          string // sim.Config.StateDir; "" for the local machine
 	local        bool   // the Windows machine this process runs on (local_windows.go)
 	driverLoaded bool   // the dtrace boot flag was on at the last boot
-	recovery     bool   // stopped at the BitLocker recovery screen
-	bootTime     time.Time
-	values       map[string]regValue // by folded key + `\` + folded value name
+	// hvci is memory integrity running since the last boot: the driver
+	// does not load then (the harsher reading of DTrace-on-Windows
+	// issue #64, where users report "DTrace device not available on
+	// system" until Device Guard is off).
+	hvci     bool
+	recovery bool // stopped at the BitLocker recovery screen
+	bootTime time.Time
+	values   map[string]regValue // by folded key + `\` + folded value name
 }
 
 type regValue struct {
@@ -56,6 +61,7 @@ type stateFile struct {
 		BootTime         time.Time `json:"boot_time"`
 		BCDDtraceAtBoot  string    `json:"bcd_dtrace_at_boot"`
 		RecoveryRequired bool      `json:"recovery_required"`
+		HVCIRunning      bool      `json:"hvci_running"`
 	} `json:"machine"`
 	Keys []struct {
 		Key    string `json:"key"`
@@ -87,6 +93,7 @@ func loadMachine(dir string) (*machine, error) {
 		dir:          dir,
 		driverLoaded: sf.Machine.BCDDtraceAtBoot == "on",
 		recovery:     sf.Machine.RecoveryRequired,
+		hvci:         sf.Machine.HVCIRunning,
 		bootTime:     sf.Machine.BootTime,
 		values:       map[string]regValue{},
 	}

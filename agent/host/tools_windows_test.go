@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -135,9 +136,12 @@ func TestWindowsWMI(t *testing.T) {
 		t.Errorf("BitLockerStatus(C:) = %v, %v; want off", s, err)
 	}
 
-	save(t, teststate.WMIFile, teststate.WMI{VBSStatus: 2, BitLocker: map[string]int{"C:": 1, "E:": 2}})
+	save(t, teststate.WMIFile, teststate.WMI{VBSStatus: 2, SecurityServicesRunning: []int{1, 2}, BitLocker: map[string]int{"C:": 1, "E:": 2}})
 	if s, err := h.VBSStatus(ctx); err != nil || s != host.VBSRunning {
 		t.Errorf("VBSStatus = %v, %v; want running", s, err)
+	}
+	if s, err := h.SecurityServicesRunning(ctx); err != nil || !s.Reported || !s.HVCI() {
+		t.Errorf("SecurityServicesRunning = %+v, %v; want memory integrity running", s, err)
 	}
 	for vol, want := range map[string]host.BitLockerStatus{"C:": host.BitLockerOn, "D:": host.BitLockerOff, "E:": host.BitLockerUnknown} {
 		if s, err := h.BitLockerStatus(ctx, vol); err != nil || s != want {
@@ -169,15 +173,20 @@ func TestWindowsWMI(t *testing.T) {
 		t.Errorf("SuspendBitLocker(C:, 0) err = %v, want a reboot count error", err)
 	}
 
-	// No Device Guard class is "not reported"; no BitLocker namespace is
-	// an error with PowerShell's exit code and message.
+	// No Device Guard class is "not reported". No BitLocker namespace (a
+	// Windows Server without the feature, WBEM_E_INVALID_NAMESPACE) is
+	// BitLocker off: the script catches InvalidNamespace. (It used to be
+	// an error, "powershell exit code 1: Get-CimInstance : Invalid
+	// namespace", which blocked every Server without the feature.)
 	save(t, teststate.WMIFile, teststate.WMI{DeviceGuardMissing: true, BitLockerMissing: true})
 	if s, err := h.VBSStatus(ctx); err != nil || s != host.VBSStatusNone {
 		t.Errorf("VBSStatus without Device Guard = %v, %v; want none", s, err)
 	}
-	_, err := h.BitLockerStatus(ctx, "C:")
-	if err == nil || !strings.Contains(err.Error(), "powershell exit code 1: Get-CimInstance : Invalid namespace") {
-		t.Errorf("BitLockerStatus without BitLocker: err = %v", err)
+	if s, err := h.SecurityServicesRunning(ctx); err != nil || s.Reported {
+		t.Errorf("SecurityServicesRunning without Device Guard = %+v, %v; want not reported", s, err)
+	}
+	if s, err := h.BitLockerStatus(ctx, "C:"); err != nil || s != host.BitLockerOff {
+		t.Errorf("BitLockerStatus without the BitLocker feature = %v, %v; want off", s, err)
 	}
 	if err := h.SuspendBitLocker(ctx, "C:", 1); err == nil || !strings.Contains(err.Error(), "powershell exit code 1") {
 		t.Errorf("SuspendBitLocker without BitLocker: err = %v", err)
@@ -267,5 +276,90 @@ func TestWindowsPendingReboot(t *testing.T) {
 	pending, reasons, err = host.PendingReboot(h)
 	if err != nil || !pending || len(reasons) != 3 {
 		t.Fatalf("PendingReboot with all markers = %v, %q, %v; want three reasons", pending, reasons, err)
+	}
+}
+
+// reg runs reg.exe, the administrator's tool, to set up the registry the
+// way an operator or Windows itself would, independently of the code under
+// test.
+func reg(t *testing.T, args ...string) {
+	t.Helper()
+	dir, err := windows.GetSystemDirectory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(filepath.Join(dir, "reg.exe"), args...).CombinedOutput(); err != nil {
+		t.Fatalf("reg %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// TestWindowsBootSecurity reads Secure Boot and memory integrity from the
+// registry the way Windows writes them, and the running services through the
+// powershell double.
+func TestWindowsBootSecurity(t *testing.T) {
+	needDoubles(t)
+	ctx := context.Background()
+	h := host.NewWindows()
+	sbKey := `HKLM\SYSTEM\CurrentControlSet\Control\SecureBoot\State`
+	hvKey := `HKLM\SYSTEM\CurrentControlSet\Control\DeviceGuard\Scenarios\HypervisorEnforcedCodeIntegrity`
+	t.Cleanup(func() {
+		h.DeleteValue(host.SecureBootStateKey, host.SecureBootValue)
+		h.DeleteValue(host.HVCIKey, host.HVCIValue)
+	})
+	save(t, teststate.WMIFile, teststate.WMI{})
+
+	// A Wine prefix has neither value: like a legacy-BIOS machine, Secure
+	// Boot is unknown, and memory integrity is off (the documented default).
+	bs, err := host.ReadBootSecurity(ctx, h)
+	if err != nil || bs != (host.BootSecurity{SecureBoot: host.StateUnknown, HVCIConfigured: host.StateOff, HVCIRunning: host.StateOff}) {
+		t.Fatalf("fresh prefix: %+v, %v", bs, err)
+	}
+
+	reg(t, "add", sbKey, "/v", "UEFISecureBootEnabled", "/t", "REG_DWORD", "/d", "1", "/f")
+	reg(t, "add", hvKey, "/v", "Enabled", "/t", "REG_DWORD", "/d", "1", "/f")
+	save(t, teststate.WMIFile, teststate.WMI{VBSStatus: 2, SecurityServicesRunning: []int{2}})
+	bs, err = host.ReadBootSecurity(ctx, h)
+	if err != nil || bs != (host.BootSecurity{SecureBoot: host.StateOn, HVCIConfigured: host.StateOn, HVCIRunning: host.StateOn}) {
+		t.Fatalf("Secure Boot and memory integrity on: %+v, %v", bs, err)
+	}
+
+	reg(t, "add", sbKey, "/v", "UEFISecureBootEnabled", "/t", "REG_DWORD", "/d", "0", "/f")
+	reg(t, "add", hvKey, "/v", "Enabled", "/t", "REG_DWORD", "/d", "0", "/f")
+	save(t, teststate.WMIFile, teststate.WMI{DeviceGuardMissing: true})
+	bs, err = host.ReadBootSecurity(ctx, h)
+	if err != nil || bs != (host.BootSecurity{SecureBoot: host.StateOff, HVCIConfigured: host.StateOff, HVCIRunning: host.StateUnknown}) {
+		t.Fatalf("both off, Device Guard not reported: %+v, %v", bs, err)
+	}
+}
+
+// TestWindowsInstalledProducts finds a product Windows Installer registered
+// under the Uninstall key (written here with reg.exe), and asks msiexec to
+// remove a product code nobody installed.
+func TestWindowsInstalledProducts(t *testing.T) {
+	needDoubles(t)
+	const code = "{D7ACE000-0000-4000-8000-0000000000AA}"
+	key := `HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall\` + code
+	t.Cleanup(func() { deleteTree(t, strings.TrimPrefix(key, `HKLM\`)) })
+	reg(t, "add", key, "/v", "DisplayName", "/t", "REG_SZ", "/d", "DTrace for Windows", "/f")
+	reg(t, "add", key, "/v", "DisplayVersion", "/t", "REG_SZ", "/d", "2.0.0", "/f")
+	reg(t, "add", key, "/v", "WindowsInstaller", "/t", "REG_DWORD", "/d", "1", "/f")
+	h := host.NewWindows()
+	got, err := host.FindProducts(h, host.DTraceProductName)
+	if err != nil || len(got) != 1 || got[0] != (host.Product{Code: code, Name: "DTrace for Windows", Version: "2.0.0"}) {
+		t.Fatalf("FindProducts = %+v, %v", got, err)
+	}
+
+	dir, err := os.MkdirTemp("", "msiexec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	c, err := h.UninstallProduct(context.Background(), "{D7ACE000-0000-4000-8000-0000000000FF}", filepath.Join(dir, "u.log"))
+	t.Logf("msiexec /x of an unknown product: %d, %v", c, err)
+	if err != nil || c != host.MSIProductNotInstalled {
+		t.Errorf("UninstallProduct of an unknown product = %d, %v; want 1605", c, err)
+	}
+	if _, err := h.UninstallProduct(context.Background(), `C:\x.msi`, filepath.Join(dir, "u.log")); err == nil {
+		t.Error("a path passed as product code reached msiexec")
 	}
 }

@@ -7,8 +7,9 @@
 //	Suspend-BitLocker   suspends the drive in $d='X:' (BitLocker off, the
 //	                    -RebootCount recorded) and prints its status JSON
 //	GetProtectionStatus prints {"ProtectionStatus":N,"ReturnValue":0}
-//	Win32_DeviceGuard   prints {"VirtualizationBasedSecurityStatus":N}, or
-//	                    nothing when the class is "missing"
+//	Win32_DeviceGuard   prints {"VirtualizationBasedSecurityStatus":N} (or
+//	                    {"SecurityServicesRunning":[...]} for that script),
+//	                    or nothing when the class is "missing"
 //
 // The answers come from teststate.WMIFile (defaults: VBS 0, BitLocker 0).
 // Anything else exits 1, so a script the double does not know fails the test.
@@ -97,9 +98,24 @@ func run(args []string) (string, error) {
 			return "", err
 		}
 		if st.BitLockerMissing {
+			// The namespace is missing: a script that catches
+			// InvalidNamespace goes on to its own answer.
+			if strings.Contains(script, "'InvalidNamespace'") && strings.Contains(script, "BitLockerFeature='absent'") {
+				return `{"BitLockerFeature":"absent"}`, nil
+			}
 			return "", fmt.Errorf("Get-CimInstance : Invalid namespace")
 		}
 		return protection(st.BitLocker[d])
+	case strings.Contains(script, "Win32_DeviceGuard") && strings.Contains(script, "SecurityServicesRunning"):
+		if st.DeviceGuardMissing {
+			return "", nil
+		}
+		running := st.SecurityServicesRunning
+		if running == nil {
+			running = []int{}
+		}
+		b, err := json.Marshal(map[string][]int{"SecurityServicesRunning": running})
+		return string(b), err
 	case strings.Contains(script, "Win32_DeviceGuard"):
 		if st.DeviceGuardMissing {
 			return "", nil

@@ -32,14 +32,18 @@ type BCD struct {
 type WMI struct {
 	// VBSStatus is Win32_DeviceGuard.VirtualizationBasedSecurityStatus.
 	VBSStatus int `json:"vbsStatus"`
+	// SecurityServicesRunning is Win32_DeviceGuard.SecurityServicesRunning
+	// (2 = memory integrity).
+	SecurityServicesRunning []int `json:"securityServicesRunning,omitempty"`
 	// DeviceGuardMissing removes the Device Guard class, as on Windows
 	// before 10: the query prints nothing.
 	DeviceGuardMissing bool `json:"deviceGuardMissing,omitempty"`
 	// BitLocker maps a drive ("C:") to its GetProtectionStatus; a drive
 	// not listed reports 0 (off).
 	BitLocker map[string]int `json:"bitLocker,omitempty"`
-	// BitLockerMissing removes the BitLocker WMI namespace: the queries
-	// fail as they do on editions without BitLocker.
+	// BitLockerMissing removes the BitLocker WMI namespace, as on a
+	// Windows Server without the feature: Get-CimInstance fails with
+	// InvalidNamespace, which a script may catch.
 	BitLockerMissing bool `json:"bitLockerMissing,omitempty"`
 	// Suspended records, per drive, the -RebootCount of the last
 	// Suspend-BitLocker.

@@ -86,6 +86,10 @@ func TestDeviceNotAvailable(t *testing.T) {
 		{"boot flag never set", machineOpts{noBCD: true}, true},
 		{"boot flag set, no reboot since", machineOpts{noReboot: true}, true},
 		{"DTrace not installed", machineOpts{noInstall: true}, true},
+		// Memory integrity running: users report this very message until
+		// Device Guard is off (DTrace-on-Windows issue #64); the
+		// simulation takes the harsher reading.
+		{"memory integrity (HVCI) running", machineOpts{hvci: true}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, _ := newMachine(t, tc.o)
@@ -96,6 +100,11 @@ func TestDeviceNotAvailable(t *testing.T) {
 			r := runDTrace(t, []string{"-q", "-s", writeScript(t, script)}, env)
 			if r.code != 1 || r.stderr != want || r.stdout != "" {
 				t.Errorf("code %d, stdout %q, stderr %q; want 1, nothing, %q", r.code, r.stdout, r.stderr, want)
+			}
+			// The driver check provisioning runs fails alike.
+			r = runDTrace(t, []string{"-ln", "syscall::NtClose:return"}, env)
+			if r.code != 1 || r.stderr != want {
+				t.Errorf("dtrace -ln: code %d, stderr %q; want 1, %q", r.code, r.stderr, want)
 			}
 		})
 	}

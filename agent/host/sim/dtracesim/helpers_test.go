@@ -21,6 +21,7 @@ type machineOpts struct {
 	noInstall  bool // DTrace MSI not installed
 	noBCD      bool // bcdedit /set dtrace on never run
 	noReboot   bool // ... run, but the machine not rebooted since
+	hvci       bool // memory integrity turned on before the boot
 	reportsDir string
 }
 
@@ -53,6 +54,11 @@ func newMachine(t *testing.T, o machineOpts) (string, *sim.Host) {
 		}
 		if code, err := h.InstallMSI(ctx, msi, filepath.Join(tmp, "install.log")); err != nil || code != 0 {
 			t.Fatalf("installing DTrace: %d, %v", code, err)
+		}
+	}
+	if o.hvci {
+		if err := h.SetValue(host.HVCIKey, host.HVCIValue, host.DWORD(1)); err != nil {
+			t.Fatal(err)
 		}
 	}
 	if !o.noBCD {

@@ -97,13 +97,22 @@ func TestInstallerPolicy(t *testing.T) {
 
 // TestUninstallVerifiesTheInstaller: revert runs msiexec /x with the MSI
 // the install used; replaced by another package since, it is refused.
-func TestUninstallVerifiesTheInstaller(t *testing.T) {
+// TestUninstallByProductCode: revert removes DTrace with msiexec /x
+// {ProductCode}, the code its install registered under the Uninstall key,
+// not by running the MSI file the agent downloaded. That file may be gone or
+// replaced by then (here: by an unsigned one) and is never run. (This test
+// used to expect the revert to refuse the replaced file and leave DTrace
+// installed.)
+func TestUninstallByProductCode(t *testing.T) {
 	f := newFixture(t, sim.Config{})
-	f.msi = f.writeMSI("dtrace.msi", 0)
 	prof := profile.Default()
 	ctx := context.Background()
 	if r, err := f.p.Apply(ctx, prof, RebootNever, f.source()); err != nil || r.State != RebootRequired {
 		t.Fatalf("apply: %v %v", r, err)
+	}
+	j, err := loadJournal(filepath.Join(f.dir, "agent"))
+	if err != nil || host.ValidateProductCode(j.ProductCode) != nil {
+		t.Fatalf("journal product code %q, %v", j.ProductCode, err)
 	}
 	unsigned, err := sim.BuildMSI(sim.MSIManifest{Product: "DTrace", Version: "2.0.0"})
 	if err != nil {
@@ -117,11 +126,55 @@ func TestUninstallVerifiesTheInstaller(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := stepsByID(r)[stepInstall]; !strings.Contains(s.Error, "installer refused") {
-		t.Fatalf("revert of the install step: %+v, want installer refused", s)
+	if s := stepsByID(r)[stepInstall]; s.Outcome != OutcomeReverted || s.Error != "" {
+		t.Fatalf("revert of the install step: %+v", s)
 	}
-	if f.host.MsiexecRuns() != runs {
-		t.Fatal("msiexec /x ran with a package the policy refuses")
+	if f.host.MsiexecRuns() != runs+1 {
+		t.Fatalf("msiexec ran %d times for the uninstall, want once", f.host.MsiexecRuns()-runs)
+	}
+	if ok, _ := f.host.FileExists(`C:\Program Files\DTrace\dtrace.exe`); ok {
+		t.Fatal("DTrace still installed after the revert")
+	}
+	if p, _ := host.InstalledProducts(f.host); len(p) != 0 {
+		t.Fatalf("Uninstall entries left: %+v", p)
+	}
+}
+
+// Without a recorded code (a journal from before codes were recorded), the
+// product is found by its DisplayName, "DTrace for Windows".
+func TestUninstallFindsTheProductByName(t *testing.T) {
+	f := newFixture(t, sim.Config{})
+	ctx := context.Background()
+	b, err := sim.BuildSignedMSI(sim.MSIManifest{Product: host.DTraceProductName, Version: "2.0.0",
+		Files: map[string]string{`C:\Program Files\DTrace\dtrace.exe`: "dtrace"}}, sim.DTraceSigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f.msi, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	prof := profile.Default()
+	if _, err := f.p.Apply(ctx, prof, RebootNever, f.source()); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(f.dir, "agent")
+	j, _ := loadJournal(dir)
+	j.ProductCode = ""
+	if err := j.save(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(f.msi); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.p.Revert(ctx, prof, RebootNever)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := stepsByID(r)[stepInstall]; s.Outcome != OutcomeReverted {
+		t.Fatalf("revert of the install step: %+v", s)
+	}
+	if ok, _ := f.host.FileExists(`C:\Program Files\DTrace\dtrace.exe`); ok {
+		t.Fatal("DTrace still installed after the revert")
 	}
 }
 

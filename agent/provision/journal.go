@@ -49,8 +49,13 @@ type journal struct {
 	// successful one.
 	FailedStep string `json:"failed_step,omitempty"`
 	Failure    string `json:"failure,omitempty"`
-	// MSIPath is the local DTrace MSI used to install, kept for uninstall.
+	// MSIPath is the local DTrace MSI used to install. It is kept for the
+	// record only: uninstalling goes by ProductCode.
 	MSIPath string `json:"msi_path,omitempty"`
+	// ProductCode is the ProductCode of the DTrace product this agent
+	// installed, found under the Uninstall key right after the install;
+	// revert removes it with msiexec /x {ProductCode}.
+	ProductCode string `json:"product_code,omitempty"`
 }
 
 func loadJournal(dir string) (*journal, error) {

@@ -102,6 +102,9 @@ type Provisioner struct {
 	cfg     Config
 	metrics installerMetrics
 	mu      sync.Mutex
+	// driverProven is the boot time at which the DTrace driver was last
+	// proven to work: proving it again in the same boot is not needed.
+	driverProven time.Time
 }
 
 // New returns a Provisioner.
@@ -234,7 +237,7 @@ func (p *Provisioner) rebootPending(ctx context.Context, j *journal) (bool, erro
 
 func bootChange(steps []step, res []StepResult) bool {
 	for i, s := range steps {
-		if s.needsReboot() && res[i].Change {
+		if changesBoot(s) && res[i].Change {
 			return true
 		}
 	}
@@ -283,6 +286,11 @@ func (p *Provisioner) plan(ctx context.Context, prof profile.Profile, j *journal
 	default:
 		rep.State = Ready
 	}
+	if rep.State == Ready {
+		if err := p.proveDriver(ctx, &rep); err != nil {
+			return nil, nil, Report{}, err
+		}
+	}
 	return steps, obs, rep, nil
 }
 
@@ -304,7 +312,22 @@ func (p *Provisioner) notes(ctx context.Context, prof profile.Profile) ([]string
 		}
 		n = append(n, "VBS is "+st.String()+" now")
 	}
-	return n, nil
+	sec, err := p.securityNotes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return append(n, sec...), nil
+}
+
+// securityNotes is the Secure Boot and memory integrity state, read and
+// reported on every plan and state: both are known causes of "DTrace device
+// not available on system" (DTrace-on-Windows issue #64).
+func (p *Provisioner) securityNotes(ctx context.Context) ([]string, error) {
+	bs, err := host.ReadBootSecurity(ctx, p.cfg.Host)
+	if err != nil {
+		return nil, fmt.Errorf("Secure Boot / memory integrity: %w", err)
+	}
+	return bs.Notes(), nil
 }
 
 // Plan reports what Apply would do with prof. msi is nil when no DTrace MSI
@@ -334,7 +357,11 @@ func (p *Provisioner) State(ctx context.Context) (Report, error) {
 		if err != nil {
 			return Report{}, err
 		}
-		return Report{State: NotProvisioned, RebootRequired: pending}, nil
+		notes, err := p.securityNotes(ctx)
+		if err != nil {
+			return Report{}, err
+		}
+		return Report{State: NotProvisioned, RebootRequired: pending, Notes: notes}, nil
 	}
 	_, _, rep, err := p.plan(ctx, *j.Profile, j, nil)
 	if err != nil {
@@ -386,6 +413,13 @@ func (p *Provisioner) Apply(ctx context.Context, prof profile.Profile, policy Re
 		if err := j.save(p.cfg.StateDir); err != nil {
 			return Report{}, fmt.Errorf("journal before %s: %w", s.id(), err)
 		}
+		var productsBefore []host.Product
+		_, isInstall := s.(*installStep)
+		if isInstall {
+			if productsBefore, err = host.InstalledProducts(p.cfg.Host); err != nil {
+				return Report{}, err
+			}
+		}
 		if err := s.apply(ctx); err != nil {
 			rep.Steps[i].Outcome, rep.Steps[i].Error = OutcomeFailed, err.Error()
 			j.FailedStep, j.Failure = s.id(), err.Error()
@@ -397,6 +431,20 @@ func (p *Provisioner) Apply(ctx context.Context, prof profile.Profile, policy Re
 		}
 		if is, ok := s.(*installStep); ok && is.rebootRequired {
 			j.RebootNeededSince = p.cfg.Clock.Now().UTC()
+		}
+		if isInstall {
+			// Remember what to uninstall by: the ProductCode the
+			// install registered under the Uninstall key.
+			after, err := host.InstalledProducts(p.cfg.Host)
+			if err != nil {
+				return Report{}, err
+			}
+			if code := newProduct(productsBefore, after); code != "" {
+				j.ProductCode = code
+			}
+			if err := j.save(p.cfg.StateDir); err != nil {
+				return Report{}, err
+			}
 		}
 		rep.Steps[i].Outcome = OutcomeApplied
 		rebootNow = rebootNow || s.needsReboot()
@@ -432,6 +480,9 @@ func (p *Provisioner) finish(ctx context.Context, rep Report, j *journal, prof p
 	switch {
 	case !pending && j.Profile != nil:
 		rep.State = Ready
+		if err := p.proveDriver(ctx, &rep); err != nil {
+			return Report{}, err
+		}
 		return rep, nil
 	case !pending:
 		rep.State = NotProvisioned
@@ -490,7 +541,7 @@ func (p *Provisioner) Revert(ctx context.Context, prof profile.Profile, policy R
 			return Report{}, err
 		}
 		steps = append(steps, s)
-		touchesBoot = touchesBoot || s.needsReboot()
+		touchesBoot = touchesBoot || changesBoot(s)
 	}
 	if touchesBoot {
 		vol := systemDrive(p.cfg.Host)
@@ -536,7 +587,7 @@ func (p *Provisioner) Revert(ctx context.Context, prof profile.Profile, policy R
 		}
 		rep.Steps = append(rep.Steps, res)
 	}
-	j.Profile, j.FailedStep, j.Failure, j.MSIPath = nil, "", "", ""
+	j.Profile, j.FailedStep, j.Failure, j.MSIPath, j.ProductCode = nil, "", "", "", ""
 	if err := j.save(p.cfg.StateDir); err != nil {
 		return Report{}, err
 	}

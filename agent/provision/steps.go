@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/livedump/livedump/agent/host"
@@ -60,7 +61,10 @@ type regStep struct {
 	key, name string
 	want      host.Value
 	reboot    bool
-	h         host.Host
+	// bootConfig says the change is one BitLocker may measure at the next
+	// boot (VBS), unlike a value that is merely read at boot.
+	bootConfig bool
+	h          host.Host
 }
 
 type regPrior struct {
@@ -311,30 +315,85 @@ func (s *installStep) revert(ctx context.Context, prior json.RawMessage) error {
 	if p.Installed {
 		return nil // it was there before us; leave it
 	}
-	if s.j.MSIPath == "" {
-		return errors.New("journal has no MSI path to uninstall DTrace with")
-	}
-	// msiexec /x runs the package's own uninstall logic as SYSTEM: the
-	// file must still be one the policy allows.
-	if err := s.p.checkInstaller(ctx, s.j.MSIPath); err != nil {
+	h := s.p.cfg.Host
+	code, err := s.productCode(ctx)
+	if err != nil || code == "" {
 		return err
 	}
+	// Windows Installer removes the product with its own cached copy of
+	// the package, verified when it was installed: no file of ours runs,
+	// and nothing depends on the MSI the agent downloaded still being
+	// there (WINDOWS-NOTES: uninstall by the ProductCode under the
+	// Uninstall key, not by a cached MSI file).
 	log, err := s.logPath("uninstall")
 	if err != nil {
 		return err
 	}
-	code, err := s.p.cfg.Host.UninstallMSI(ctx, s.j.MSIPath, log)
+	exit, err := h.UninstallProduct(ctx, code, log)
 	if err != nil {
-		return fmt.Errorf("run msiexec: %w", err)
+		return fmt.Errorf("run msiexec /x %s: %w", code, err)
 	}
-	switch code {
+	switch exit {
 	case host.MSISuccess, host.MSIProductNotInstalled:
 	case host.MSIRebootRequired, host.MSIRebootInitiated:
 		s.rebootRequired = true
 	default:
-		return fmt.Errorf("msiexec /x exit %d (%s); log %s", code, msiMeaning(code), log)
+		return fmt.Errorf("msiexec /x %s exit %d (%s); log %s", code, exit, msiMeaning(exit), log)
 	}
+	s.j.ProductCode = ""
 	return nil
+}
+
+// productCode is the ProductCode to uninstall: the one recorded when this
+// agent installed DTrace, else the single installed product named "DTrace
+// for Windows". "" with no error means nothing is left to remove.
+func (s *installStep) productCode(ctx context.Context) (string, error) {
+	if s.j.ProductCode != "" {
+		return s.j.ProductCode, nil
+	}
+	found, err := host.FindProducts(s.p.cfg.Host, host.DTraceProductName)
+	if err != nil {
+		return "", err
+	}
+	switch len(found) {
+	case 1:
+		return found[0].Code, nil
+	case 0:
+		cur, err := s.read(ctx)
+		if err != nil {
+			return "", err
+		}
+		if !cur.ok {
+			return "", nil // already uninstalled
+		}
+		return "", fmt.Errorf("DTrace is installed but no product %s is registered under %s and none was recorded at install: uninstall it by hand", host.Quote(host.DTraceProductName), host.UninstallKey)
+	}
+	codes := make([]string, len(found))
+	for i, p := range found {
+		codes[i] = p.Code + " " + p.Version
+	}
+	return "", fmt.Errorf("%d products named %s are installed (%s): uninstall the right one by hand", len(found), host.Quote(host.DTraceProductName), strings.Join(codes, ", "))
+}
+
+// newProduct is the product an install added: the one named "DTrace for
+// Windows" among the products that were not there before, else the only
+// new one; "" when that is ambiguous or nothing was added.
+func newProduct(before, after []host.Product) string {
+	var added []host.Product
+	for _, a := range after {
+		if !slices.ContainsFunc(before, func(b host.Product) bool { return b.Code == a.Code }) {
+			added = append(added, a)
+		}
+	}
+	for _, a := range added {
+		if strings.EqualFold(a.Name, host.DTraceProductName) {
+			return a.Code
+		}
+	}
+	if len(added) == 1 {
+		return added[0].Code
+	}
+	return ""
 }
 
 // DTracePath is where the DTrace MSI puts dtrace.exe on this host.
@@ -354,14 +413,21 @@ func (p *Provisioner) steps(prof profile.Profile, j *journal, msi func(context.C
 		&regStep{sid: stepSysThrottle, desc: `FullLiveKernelReports\SystemThrottleThreshold (hours)`, key: fullLiveKey, name: "SystemThrottleThreshold", want: host.DWORD(prof.SystemThrottleThreshold), h: h},
 		&regStep{sid: stepCompThrottle, desc: `FullLiveKernelReports\ComponentThrottleThreshold (hours)`, key: fullLiveKey, name: "ComponentThrottleThreshold", want: host.DWORD(prof.ComponentThrottleThreshold), h: h},
 		&regStep{sid: stepKeepDump, desc: `CrashControl\AlwaysKeepMemoryDump`, key: crashControlKey, name: "AlwaysKeepMemoryDump", want: host.DWORD(prof.AlwaysKeepMemoryDump), h: h},
-		&regStep{sid: stepReportsPath, desc: `LiveKernelReports\LiveKernelReportsPath (Windows creates the folder)`, key: liveReportsKey, name: "LiveKernelReportsPath", want: host.SZ(prof.LiveKernelReportsPath), h: h},
+		// No Microsoft page found says when the live dump path is read
+		// (not the DTrace live dump page, nor "Overview of memory dump
+		// file options for Windows", KB 254649,
+		// https://learn.microsoft.com/en-us/troubleshoot/windows-server/performance/memory-dump-file-options,
+		// whose crash dump settings are applied through a restart). It is
+		// uncertain, so the harsher reading: a changed path needs a
+		// reboot, and until then dumps may land in the old folder.
+		&regStep{sid: stepReportsPath, desc: `LiveKernelReports\LiveKernelReportsPath (Windows creates the folder; takes effect at the next boot)`, key: liveReportsKey, name: "LiveKernelReportsPath", want: host.SZ(prof.LiveKernelReportsPath), reboot: true, h: h},
 		&symbolStep{want: prof.SymbolPath, j: j},
 	}
 	if prof.InstallDTrace {
 		s = append(s, &installStep{p: p, msi: msi, j: j})
 	}
 	if prof.VBS {
-		s = append(s, &regStep{sid: stepVBS, desc: `DeviceGuard\EnableVirtualizationBasedSecurity (fbt provider)`, key: deviceGuardKey, name: "EnableVirtualizationBasedSecurity", want: host.DWORD(1), reboot: true, h: h})
+		s = append(s, &regStep{sid: stepVBS, desc: `DeviceGuard\EnableVirtualizationBasedSecurity (fbt provider)`, key: deviceGuardKey, name: "EnableVirtualizationBasedSecurity", want: host.DWORD(1), reboot: true, bootConfig: true, h: h})
 	}
 	if prof.DTraceBCD {
 		s = append(s, &bcdStep{h: h})
@@ -378,4 +444,17 @@ func (p *Provisioner) stepByID(id string, j *journal) (step, error) {
 		}
 	}
 	return nil, fmt.Errorf("journal names unknown step %q", id)
+}
+
+// changesBoot says whether a step changes what BitLocker measures at the
+// next boot: the boot configuration, or VBS. Other steps that need a reboot
+// (a value read at boot) do not make a reboot with BitLocker on unsafe.
+func changesBoot(s step) bool {
+	switch s := s.(type) {
+	case *bcdStep:
+		return true
+	case *regStep:
+		return s.reboot && s.bootConfig
+	}
+	return s.needsReboot()
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/windows"
@@ -113,6 +114,12 @@ func TestApplyRevertInTheWineRegistry(t *testing.T) {
 	}
 	if r.State != RebootRequired {
 		t.Fatalf("state %s (%s), want reboot-required; blockers %v", r.State, r.Detail, r.Blockers)
+	}
+	// Secure Boot and memory integrity are read from the prefix's registry
+	// and the Device Guard double: a prefix has no UEFISecureBootEnabled,
+	// as a legacy-BIOS machine.
+	if notes := strings.Join(r.Notes, "\n"); !strings.Contains(notes, "Secure Boot: unknown") || !strings.Contains(notes, "memory integrity (HVCI): off") {
+		t.Errorf("notes %q", r.Notes)
 	}
 	full, ok := regQuery(t, keys[1])
 	if !ok {

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/text/encoding"
 )
 
 // Limits of the parser. A record beyond them did not come from a rendered
@@ -70,8 +72,21 @@ func (e *ParseError) Error() string {
 //
 // Line endings (\n or \r\n), blank lines and trailing white space are
 // tolerated. Lines outside a record are ignored and counted (see Ignored).
+//
+// Every record it returns can be sent as it is: lines are decoded from the
+// ANSI code page dtrace prints in (Encoding) so that every string is valid
+// UTF-8, and strings longer than the controller stores are cut to
+// MaxString bytes (MaxRecordText for a record), ending in TruncatedMark.
+// C++ names (std::vector<int,std::allocator<int> >::push_back, `anonymous
+// namespace'::f, operator+), raw addresses and empty stacks are frames and
+// stacks like any other.
+//
 // A Parser is not safe for concurrent use; the zero value is ready.
 type Parser struct {
+	// Encoding is the code page dtrace prints in; nil means
+	// SystemEncoding (the machine's ANSI code page).
+	Encoding encoding.Encoding
+
 	lines   int
 	ignored int
 	sec     section
@@ -93,6 +108,13 @@ func (p *Parser) Line(line string) (*Record, error) {
 		}
 		return nil, p.fail(fmt.Sprintf("line of %d bytes is longer than %d", len(line), MaxLineLen))
 	}
+	enc := p.Encoding
+	if enc == nil {
+		enc = SystemEncoding()
+	}
+	// Decoded whole: in a double-byte code page a backtick byte can be the
+	// second half of a character.
+	line = decode(enc, line)
 	text := strings.TrimLeft(line, " \t")
 	if text == "" {
 		return nil, nil
@@ -182,6 +204,7 @@ func (p *Parser) end(rest string) (*Record, error) {
 	}
 	rec := p.rec
 	p.reset()
+	limit(rec)
 	return rec, nil
 }
 

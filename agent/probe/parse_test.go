@@ -142,6 +142,32 @@ func TestFixtures(t *testing.T) {
 			endErr: "record 3: cut off by the end of the output",
 		},
 		{
+			file: "cpp_templates.txt",
+			want: []summary{{
+				1, "2026-01-01T12:02:03Z", 10236, 4412, "NtCreateFile:return", 0xC000000D, "app.exe",
+				[]string{"ntdll`NtCreateFile+0x14", "msvcp140`std::basic_filebuf<char,std::char_traits<char> >::open+0x5c",
+					"app`std::vector<int,std::allocator<int> >::push_back+0x12", "app`std::_Func_impl_no_alloc<<lambda_1>,void>::_Do_call+0x2b",
+					"app``anonymous namespace'::Worker::Run+0x40", "app`operator<<+0x9", "app`Foo::operator+",
+					"app`std::map<std::basic_string<char,std::char_traits<char>,std::allocator<char> >,int,std::less<std::basic_string<char,std::char_traits<char>,std::allocator<char> > >,std::allocator<std::pair<std::basic_string<char,std::char_traits<char>,std::allocator<char> > const ,int> > >::operator[]+0x1f"},
+				nil,
+			}},
+		},
+		{
+			file: "empty_ustack.txt",
+			want: []summary{
+				{1, "2026-01-01T12:02:03Z", 10236, 4412, "NtCreateFile:return", 0xC000000D, "ms-teams.exe", []string{}, []string{"nt`KiSystemServiceCopyEnd+0x25"}},
+				{2, "2026-01-01T12:02:03.000000001Z", 10236, 4412, "NtOpenFile:return", 0xC0000022, "ms-teams.exe", []string{}, nil},
+			},
+		},
+		{
+			file: "ansi_names.txt",
+			want: []summary{{
+				1, "2026-01-01T12:02:03Z", 10236, 4412, "NtCreateFile:return", 0xC000000D, "Café Crème.e",
+				[]string{"ntdll`NtCreateFile+0x14", "Bibliothèque`OuvrirÉlément+0x20", "Müller`Grüße€+0x8", "odd\uFFFD`f\uFFFD+0x1"},
+				[]string{"nt`IofCallDriver+0x55"},
+			}},
+		},
+		{
 			file: "garbage.txt",
 			want: []summary{{
 				1, "2026-01-01T12:02:03.123456789Z", 10236, 4412, "NtCreateFile:return", 0xC000000D, "ms-teams.exe",
@@ -308,7 +334,8 @@ func TestProcessWithSpaces(t *testing.T) {
 }
 
 func FuzzParser(f *testing.F) {
-	for _, name := range []string{"two_records.txt", "unresolved.txt", "crlf.txt", "cutoff.txt", "garbage.txt"} {
+	for _, name := range []string{"two_records.txt", "unresolved.txt", "crlf.txt", "cutoff.txt", "garbage.txt",
+		"cpp_templates.txt", "empty_ustack.txt", "ansi_names.txt", "long_frame.txt", "windows_mix_crlf.txt"} {
 		data, err := os.ReadFile(filepath.Join("testdata", name))
 		if err != nil {
 			f.Fatal(err)
@@ -332,6 +359,11 @@ func FuzzParser(f *testing.F) {
 			}
 			if rec.Seq <= 0 || len(rec.User) > MaxFrames || len(rec.Kernel) > MaxFrames || rec.Process == "" || rec.User == nil {
 				t.Fatalf("bad record %+v", rec)
+			}
+			// Whatever bytes dtrace printed, the record can be sent and
+			// the controller stores it.
+			if err := storable(rec); err != nil {
+				t.Fatalf("record %d cannot be sent: %v", rec.Seq, err)
 			}
 		}
 		for line := range strings.Lines(data) {

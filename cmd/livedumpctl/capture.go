@@ -50,9 +50,13 @@ NTSTATUS names (STATUS_INVALID_PARAMETER), Win32 error names
 (ERROR_INVALID_PARAMETER), HRESULT names (E_INVALIDARG) or hex; each resolves
 to the NTSTATUS values a syscall actually returns, shown by -o json.
 
-Process names are matched the way the kernel records them: at most 14
-characters (SearchIndexer.exe matches as "SearchIndexer."); you are warned
-when a name is truncated. --action dump also takes a live kernel dump per
+Process names are matched the way the kernel records them: the image file
+name with its extension (ms-teams.exe, not ms-teams), at most 14 characters
+(SearchIndexer.exe matches as "SearchIndexer."), in any case (the kernel keeps
+the case a program was launched with, so names are compared case-insensitively).
+You are warned when a name is truncated or has no extension. --syscall names
+are checked against ntdll's Nt* syscalls: win32k syscalls (NtUser*, NtGdi*)
+have no DTrace probes and are refused. --action dump also takes a live kernel dump per
 trigger (lkd mode 0 = full kernel dump by default).`,
 		Example: `  livedumpctl capture create -l role=vdi --process ms-teams.exe --status STATUS_INVALID_PARAMETER --action stacks --expire 10m
   livedumpctl capture create -l role=vdi --process ms-teams.exe --syscall NtCreateFile --status E_INVALIDARG --action dump --max-dumps 3`,
@@ -96,16 +100,17 @@ trigger (lkd mode 0 = full kernel dump by default).`,
 				spec.Script = string(b)
 			}
 			if err := checkSpecLocally(spec); err != nil {
-				return err
-			}
-			for _, p := range processes {
-				if name, truncated := probe.ExecName(p); truncated {
-					fmt.Fprintf(a.stderr, "livedumpctl: warning: --process %q is matched as %q: the kernel keeps only 14 characters of an image name\n", p, name)
-				}
+				// A mistake in the flags, found before any network call.
+				return &usageError{cmd: cmd, err: err}
 			}
 			resp, s, err := call(a, cmd, fleetClient.CreateCapture, &livedumpv1.CreateCaptureRequest{Spec: spec})
 			if err != nil {
 				return err
+			}
+			// The controller's warnings (names the kernel truncates, names
+			// without an extension) go to stderr, whatever the output format.
+			for _, w := range resp.GetCapture().GetWarnings() {
+				fmt.Fprintf(a.stderr, "livedumpctl: warning: %s\n", oneLine(w))
 			}
 			if s.output == outputJSON {
 				c, err := a.fullCapture(cmd, resp.GetCapture())

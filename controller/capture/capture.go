@@ -312,11 +312,7 @@ func (m *Manager) Create(ctx context.Context, r Request) (*livedumpv1.Capture, e
 		if rendered, err = probe.Render(ps, 0); err != nil {
 			return nil, &FieldError{"spec", err.Error()}
 		}
-		for _, p := range spec.GetProcesses() {
-			if name, truncated := probe.ExecName(p); truncated {
-				warnings = append(warnings, fmt.Sprintf("process %q matches as %q: the kernel keeps only 14 characters of an image name (execname)", p, name))
-			}
-		}
+		warnings = ps.Warnings() // truncated names, names without an extension
 	} else {
 		rendered = spec.GetScript()
 	}

@@ -32,7 +32,7 @@ var ErrCapReached = errors.New("per-agent cap reached")
 //
 //	syscall::NtCreateFile:return,                 (syscall:::return when
 //	syscall::NtOpenFile:return                     no syscall is given)
-//	/(execname == "<execname>" || ...) && ((uint32_t)arg0 == 0xC000000D || ...) && livedump_hits < <cap>/
+//	/(tolower(execname) == "<execname>" || ...) && ((uint32_t)arg0 == 0xC000000D || ...) && livedump_hits < <cap>/
 //	{
 //		livedump_hits++;
 //		printf("@@livedump begin %d %d %d %d %s:%s 0x%08x %s\n", livedump_hits, walltimestamp, pid, tid, probefunc, probename, (uint32_t)arg0, execname);
@@ -52,6 +52,13 @@ var ErrCapReached = errors.New("per-agent cap reached")
 //
 // D runs the clauses of a probe in order, so the second clause fires right
 // after the first on the firing that reaches the cap, and dtrace exits.
+//
+// <execname> is ExecName of the process, lower-cased: execname keeps the
+// case the image was launched with, so both sides are compared in lower
+// case. tolower() is a D subroutine of DTrace on Windows' libdtrace
+// (string(const char *), D 1.8:
+// https://github.com/microsoft/DTrace-on-Windows/blob/master/lib/libdtrace/common/dt_open.c);
+// it changes ASCII letters only, which is all a validated name has.
 func Render(s Spec, alreadyTriggered int) (string, error) {
 	s = s.WithDefaults()
 	if err := s.Validate(); err != nil {
@@ -95,13 +102,13 @@ func Render(s Spec, alreadyTriggered int) (string, error) {
 	var names []string
 	seen := map[string]bool{}
 	for _, p := range s.Processes {
-		n, _ := ExecName(p)
+		n := matchName(p)
 		if strings.ContainsAny(n, "\"\\\n\r\x00") {
 			return "", fmt.Errorf("probe: capture %s: process %q cannot be put in a D string", s.CaptureID, p)
 		}
 		if !seen[n] {
 			seen[n] = true
-			names = append(names, `execname == "`+n+`"`)
+			names = append(names, `tolower(execname) == "`+n+`"`)
 		}
 	}
 	statuses := make([]string, len(s.Statuses))
@@ -129,6 +136,19 @@ func Render(s Spec, alreadyTriggered int) (string, error) {
 	fmt.Fprintf(&b, "/livedump_hits >= %d/\n", limit)
 	b.WriteString("{\n\texit(0);\n}\n")
 	return b.String(), nil
+}
+
+// matchName is the literal the rendered script compares tolower(execname)
+// with: the ExecName of process, ASCII-lower-cased as D's tolower() does.
+func matchName(process string) string {
+	n, _ := ExecName(process)
+	b := []byte(n)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 func renderHeader(s Spec) string {

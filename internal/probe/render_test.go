@@ -124,11 +124,32 @@ func TestRenderTruncatesExecName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(got, `/(execname == "SearchIndexer.") && `) {
+	if !strings.Contains(got, `/(tolower(execname) == "searchindexer.") && `) {
 		t.Fatalf("execname not truncated:\n%s", got)
 	}
 	if !strings.Contains(got, " * processes: SearchIndexer.exe\n") {
 		t.Fatalf("header does not show the name as typed:\n%s", got)
+	}
+}
+
+// TestRenderMatchesAnyCase: the kernel keeps the case an image was launched
+// with, so the script lower-cases execname and compares it with the
+// lower-cased name, whatever case the operator typed.
+func TestRenderMatchesAnyCase(t *testing.T) {
+	s := validSpec()
+	s.Processes = []string{"MS-Teams.EXE", "ms-teams.exe", "SearchIndexer.exe"}
+	got, err := Render(s, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(got, `/(tolower(execname) == "ms-teams.exe" || tolower(execname) == "searchindexer.") && `) {
+		t.Fatalf("execname not compared in lower case (or not deduplicated):\n%s", got)
+	}
+	if strings.Contains(got, `(execname ==`) || strings.Contains(got, `|| execname ==`) {
+		t.Fatalf("a case-sensitive execname comparison is left:\n%s", got)
+	}
+	if !strings.Contains(got, " * processes: MS-Teams.EXE, ms-teams.exe, SearchIndexer.exe\n") {
+		t.Fatalf("header does not show the names as typed:\n%s", got)
 	}
 }
 
@@ -162,7 +183,7 @@ func checkScript(t *testing.T, s Spec, script string) {
 	want := map[string]bool{}
 	for _, p := range s.Processes {
 		n, _ := ExecName(p)
-		want[n] = true
+		want[strings.ToLower(n)] = true
 	}
 	predicates := 0
 	for line := range strings.Lines(script[end+5:]) {
@@ -170,15 +191,15 @@ func checkScript(t *testing.T, s Spec, script string) {
 		if !strings.Contains(line, `"`) || fixedQuoteLines[line] {
 			continue
 		}
-		if !strings.HasPrefix(line, "/(execname == \"") {
+		if !strings.HasPrefix(line, "/(tolower(execname) == \"") {
 			t.Fatalf("unexpected line with a quote: %q", line)
 		}
 		predicates++
-		// /(execname == "a" || execname == "b") && (...
+		// /(tolower(execname) == "a" || tolower(execname) == "b") && (...
 		rest := strings.TrimPrefix(line, "/(")
 		lits := 0
 		for {
-			rest, _ = strings.CutPrefix(rest, `execname == "`)
+			rest, _ = strings.CutPrefix(rest, `tolower(execname) == "`)
 			lit, after, ok := strings.Cut(rest, `"`)
 			if !ok {
 				t.Fatalf("unterminated literal in %q", line)

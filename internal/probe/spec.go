@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/livedump/livedump/internal/syscalls"
 )
 
 // Action is what a probe does when it fires.
@@ -33,11 +35,14 @@ type Spec struct {
 	// CaptureID names the capture: [a-z0-9-]{1,64}.
 	CaptureID string
 	// Processes are image names as the user typed them, e.g.
-	// "ms-teams.exe". The script compares execname with ExecName of each
-	// (the kernel truncates image names to 14 characters). 1..16 of them.
+	// "ms-teams.exe". The script compares execname, lower-cased, with
+	// ExecName of each, lower-cased (the kernel truncates image names to 14
+	// characters and keeps the case the image was launched with). 1..16 of
+	// them.
 	Processes []string
-	// Syscalls are Nt* syscall names (^Nt[A-Za-z0-9]{1,63}$); empty means
-	// every syscall.
+	// Syscalls are Nt* syscall names that the syscall provider has probes
+	// for (internal/syscalls: ntdll's Nt* syscall stubs, no win32k
+	// NtUser*/NtGdi*); empty means every syscall.
 	Syscalls []string
 	// Statuses are the NTSTATUS values to match, already resolved by
 	// internal/ntstatus; 1..64 distinct values. Duplicates are dropped.
@@ -91,7 +96,6 @@ var (
 	// every control character, so a name can be put in a D string literal
 	// and in a comment as is.
 	processRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9 ._+()-]*$`)
-	syscallRe = regexp.MustCompile(`^Nt[A-Za-z0-9]{1,63}$`)
 )
 
 // FieldError names the capture spec field that is wrong and why.
@@ -104,9 +108,13 @@ func (e *FieldError) Error() string { return "capture." + e.Field + ": " + e.Rea
 
 // ExecName is the name D's execname holds for a process started from the
 // image process: the kernel's ImageFileName, the first 14 bytes of the
-// image name (case is kept, and execname comparisons are case-sensitive).
-// truncated tells whether the name was cut, so that the CLI can say so.
-// Names are ASCII once validated, so bytes and characters agree.
+// image name. truncated tells whether the name was cut, so that the CLI can
+// say so. Names are ASCII once validated, so bytes and characters agree.
+//
+// The kernel keeps the case the image was launched with ("MS-Teams.exe"
+// when started that way), and D's == on strings is case-sensitive, so the
+// rendered script compares tolower(execname) with the lower-cased ExecName
+// (see Render).
 func ExecName(process string) (name string, truncated bool) {
 	if len(process) <= ExecNameLen {
 		return process, false
@@ -185,8 +193,10 @@ func (s Spec) Validate() error {
 		return &FieldError{"syscall", fmt.Sprintf("%d syscalls: at most %d (leave empty for every syscall)", len(s.Syscalls), MaxSyscalls)}
 	}
 	for _, c := range s.Syscalls {
-		if !syscallRe.MatchString(c) {
-			return &FieldError{"syscall", fmt.Sprintf("%q is not an Nt syscall name like NtCreateFile (Nt, then 1 to 63 letters and digits)", c)}
+		// A name without a probe makes dtrace refuse the whole script
+		// ("does not match any probes") on every machine: refuse it here.
+		if err := syscalls.Check(c); err != nil {
+			return &FieldError{"syscall", err.Error()}
 		}
 	}
 	switch {
@@ -210,6 +220,32 @@ func (s Spec) Validate() error {
 		return &FieldError{"per_agent_cap", fmt.Sprintf("%d: must be between 1 and %d", s.PerAgentCap, MaxPerAgentCap)}
 	}
 	return nil
+}
+
+// Warnings returns what the operator should know about how the processes
+// of a valid spec will match: names the kernel truncates to 14 characters,
+// and names without an extension (the kernel records the image file name,
+// extension included: "ms-teams" never matches, "ms-teams.exe" does). A
+// raw-script or on-demand spec has none.
+func (s Spec) Warnings() []string {
+	if s.RawScript != "" || s.OnDemand {
+		return nil
+	}
+	var ws []string
+	for _, p := range dedupe(s.Processes) {
+		if name, truncated := ExecName(p); truncated {
+			ws = append(ws, fmt.Sprintf("process %q matches as %q: the kernel keeps only %d characters of an image name (execname)", p, name, ExecNameLen))
+		}
+		if i := strings.LastIndexByte(p, '.'); i < 0 || i == len(p)-1 {
+			exe := strings.TrimSuffix(p, ".") + ".exe"
+			w := fmt.Sprintf("%s has no extension; the kernel records %s", p, exe)
+			if name, truncated := ExecName(exe); truncated {
+				w += fmt.Sprintf(" (execname %q)", name)
+			}
+			ws = append(ws, w+": give the image file name, e.g. --process "+exe)
+		}
+	}
+	return ws
 }
 
 func validateProcesses(ps []string) error {

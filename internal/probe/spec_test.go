@@ -55,6 +55,11 @@ func TestValidate(t *testing.T) {
 		{"bare Nt", func(s *Spec) { s.Syscalls = []string{"Nt"} }, "syscall"},
 		{"syscall too long", func(s *Spec) { s.Syscalls = []string{"Nt" + strings.Repeat("A", 64)} }, "syscall"},
 		{"syscall probe injection", func(s *Spec) { s.Syscalls = []string{"NtCreateFile:return,fbt:::entry"} }, "syscall"},
+		{"well-formed but unknown syscall", func(s *Spec) { s.Syscalls = []string{"Nt" + strings.Repeat("A", 63)} }, "syscall"},
+		{"win32k NtUser", func(s *Spec) { s.Syscalls = []string{"NtCreateFile", "NtUserFindWindowEx"} }, "syscall"},
+		{"win32k NtGdi", func(s *Spec) { s.Syscalls = []string{"NtGdiBitBlt"} }, "syscall"},
+		{"syscall wrong case", func(s *Spec) { s.Syscalls = []string{"ntcreatefile"} }, "syscall"},
+		{"syscall typo", func(s *Spec) { s.Syscalls = []string{"NtCreatFile"} }, "syscall"},
 		{"too many syscalls", func(s *Spec) {
 			s.Syscalls = nil
 			for i := range MaxSyscalls + 1 {
@@ -138,7 +143,8 @@ func TestValidateAccepts(t *testing.T) {
 			}
 		}},
 		{"status zero", func(s *Spec) { s.Statuses = []uint32{0} }},
-		{"syscall 65 characters", func(s *Spec) { s.Syscalls = []string{"Nt" + strings.Repeat("A", 63)} }},
+		{"long real syscall", func(s *Spec) { s.Syscalls = []string{"NtAccessCheckByTypeResultListAndAuditAlarmByHandle"} }},
+		{"several real syscalls", func(s *Spec) { s.Syscalls = []string{"NtClose", "NtAlpcSendWaitReceivePort", "NtDeviceIoControlFile"} }},
 		{"ustack 100", func(s *Spec) { s.UStack = 100 }},
 		{"ustack 1", func(s *Spec) { s.UStack = 1 }},
 		{"dump modes", func(s *Spec) { s.Action = ActionDump; s.LKDMode = 5 }},
@@ -212,5 +218,59 @@ func TestExecName(t *testing.T) {
 		if got != tc.want || tr != tc.truncated {
 			t.Errorf("ExecName(%q) = %q, %v; want %q, %v", tc.in, got, tr, tc.want, tc.truncated)
 		}
+	}
+}
+
+// TestValidateSyscallMessages: a syscall without a probe is refused with
+// the field, the reason and, when one is close, the name meant.
+func TestValidateSyscallMessages(t *testing.T) {
+	for _, tc := range []struct{ syscall, want string }{
+		{"NtUserFindWindowEx", "capture.syscall: \"NtUserFindWindowEx\" is a win32k syscall"},
+		{"NtCreatFile", "did you mean NtCreateFile?"},
+		{"ntopenfile", "did you mean NtOpenFile?"},
+		{"ZwClose", "did you mean NtClose?"},
+	} {
+		s := validSpec()
+		s.Syscalls = []string{tc.syscall}
+		err := s.Validate()
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != "syscall" || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Validate with syscall %q = %v, want a syscall FieldError containing %q", tc.syscall, err, tc.want)
+		}
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	for _, tc := range []struct {
+		procs []string
+		want  []string // substrings, one per warning, in order
+	}{
+		{[]string{"ms-teams.exe"}, nil},
+		{[]string{"MS-Teams.EXE", "notepad.exe"}, nil},
+		{[]string{"ms-teams"}, []string{"ms-teams has no extension; the kernel records ms-teams.exe"}},
+		{[]string{"ms-teams."}, []string{"ms-teams. has no extension; the kernel records ms-teams.exe"}},
+		{[]string{"SearchIndexer.exe"}, []string{`process "SearchIndexer.exe" matches as "SearchIndexer."`}},
+		{[]string{"SearchIndexer"}, []string{`SearchIndexer has no extension; the kernel records SearchIndexer.exe (execname "SearchIndexer.")`}},
+		{[]string{"Code - Insiders", "a.exe", "Code - Insiders"}, []string{`process "Code - Insiders" matches as "Code - Insider"`, "Code - Insiders has no extension"}},
+		{[]string{"my.app"}, nil},
+	} {
+		s := validSpec()
+		s.Processes = tc.procs
+		if err := s.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		got := s.Warnings()
+		if len(got) != len(tc.want) {
+			t.Errorf("Warnings for %q = %q, want %d", tc.procs, got, len(tc.want))
+			continue
+		}
+		for i := range got {
+			if !strings.Contains(got[i], tc.want[i]) {
+				t.Errorf("warning %d for %q = %q, want it to contain %q", i, tc.procs, got[i], tc.want[i])
+			}
+		}
+	}
+	if w := (Spec{CaptureID: "c", RawScript: "BEGIN { exit(0); }"}).Warnings(); w != nil {
+		t.Errorf("raw script warnings: %q", w)
 	}
 }

@@ -11,7 +11,7 @@ int livedump_hits;
 syscall::NtCreateFile:return,
 syscall::NtOpenFile:return,
 syscall::NtDeviceIoControlFile:return
-/(execname == "ms-teams.exe" || execname == "SearchIndexer." || execname == "Code - Insider") && ((uint32_t)arg0 == 0xC000000D || (uint32_t)arg0 == 0xC0000022 || (uint32_t)arg0 == 0x80000005 || (uint32_t)arg0 == 0x00000103) && livedump_hits < 3/
+/(tolower(execname) == "ms-teams.exe" || tolower(execname) == "searchindexer." || tolower(execname) == "code - insider") && ((uint32_t)arg0 == 0xC000000D || (uint32_t)arg0 == 0xC0000022 || (uint32_t)arg0 == 0x80000005 || (uint32_t)arg0 == 0x00000103) && livedump_hits < 3/
 {
 	livedump_hits++;
 	printf("@@livedump begin %d %d %d %d %s:%s 0x%08x %s\n", livedump_hits, walltimestamp, pid, tid, probefunc, probename, (uint32_t)arg0, execname);

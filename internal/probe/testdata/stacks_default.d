@@ -8,7 +8,7 @@
 int livedump_hits;
 
 syscall::NtCreateFile:return
-/(execname == "ms-teams.exe") && ((uint32_t)arg0 == 0xC000000D) && livedump_hits < 100/
+/(tolower(execname) == "ms-teams.exe") && ((uint32_t)arg0 == 0xC000000D) && livedump_hits < 100/
 {
 	livedump_hits++;
 	printf("@@livedump begin %d %d %d %d %s:%s 0x%08x %s\n", livedump_hits, walltimestamp, pid, tid, probefunc, probename, (uint32_t)arg0, execname);

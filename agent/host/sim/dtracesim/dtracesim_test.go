@@ -706,3 +706,41 @@ func TestCRLF(t *testing.T) {
 		t.Errorf("stderr %q, want %q", r.stderr, want)
 	}
 }
+
+// TestExecnameCase: the kernel keeps the case an image was launched with
+// (SearchIndexer.exe), so a rendered script, which compares
+// tolower(execname), matches whatever case the operator typed, and a
+// case-sensitive comparison in another case never does.
+func TestExecnameCase(t *testing.T) {
+	dir, _ := newMachine(t, machineOpts{})
+	script, err := render.Render(render.Spec{
+		CaptureID: "c1", Processes: []string{"SEARCHINDEXER.EXE"}, Syscalls: []string{"NtOpenFile"},
+		Statuses: []uint32{0xC0000022}, UStack: 5, PerAgentCap: 5,
+	}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runDTrace(t, []string{"-q", "-s", writeScript(t, script)}, fastEnv(dir))
+	recs := begins(t, r.stdout)
+	if r.code != 0 || len(recs) != 5 {
+		t.Fatalf("code %d, %d records, stderr %q", r.code, len(recs), r.stderr)
+	}
+	for _, m := range recs {
+		if m[8] != "SearchIndexer." {
+			t.Errorf("execname %q, want the launched case SearchIndexer.", m[8])
+		}
+	}
+
+	path := writeScript(t, `syscall::NtOpenFile:return
+/execname == "searchindexer." && (uint32_t)arg0 == 0xC0000022/
+{
+	printf("%s\n", execname);
+}
+`)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	var out, errb bytes.Buffer
+	if code, _ := run(ctx, []string{"-q", "-s", path}, fastEnv(dir), &out, &errb); code != 0 || strings.TrimSpace(out.String()) != "" {
+		t.Fatalf("a case-sensitive comparison in the wrong case matched: code %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+}

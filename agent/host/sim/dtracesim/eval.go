@@ -78,6 +78,21 @@ func (r *clauseRun) eval(e expr, where string) (value, *fault) {
 		return value{i: norm(v.i, e.t)}, nil
 	case *binaryExpr:
 		return r.binary(e, where)
+	case *caseCall:
+		v, flt := r.eval(e.arg, where)
+		if flt != nil {
+			return v, flt
+		}
+		b := []byte(v.s)
+		for i, c := range b {
+			switch {
+			case e.fn == "tolower" && 'A' <= c && c <= 'Z':
+				b[i] = c + 'a' - 'A'
+			case e.fn == "toupper" && 'a' <= c && c <= 'z':
+				b[i] = c - ('a' - 'A')
+			}
+		}
+		return value{s: string(b)}, nil
 	}
 	panic(fmt.Sprintf("dtracesim: unknown expression %T", e))
 }

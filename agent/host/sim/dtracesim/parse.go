@@ -106,6 +106,13 @@ type condExpr struct {
 	t       dtype
 }
 
+// caseCall is tolower(s) or toupper(s): D subroutines (libdtrace dt_open.c,
+// "string(const char *)") that change ASCII letters only.
+type caseCall struct {
+	fn  string // "tolower" or "toupper"
+	arg expr
+}
+
 func (e *intLit) typ() dtype     { return e.t }
 func (e *strLit) typ() dtype     { return tString }
 func (e *builtinRef) typ() dtype { return e.t }
@@ -114,6 +121,7 @@ func (e *castExpr) typ() dtype   { return e.t }
 func (e *unaryExpr) typ() dtype  { return e.t }
 func (e *binaryExpr) typ() dtype { return e.t }
 func (e *condExpr) typ() dtype   { return e.t }
+func (e *caseCall) typ() dtype   { return tString }
 
 // builtins are the built-in variables of the subset, with their D types.
 var builtins = map[string]dtype{
@@ -147,7 +155,7 @@ func init() {
 	for _, n := range strings.Fields(`self this curthread curpsinfo curlwpsinfo args uregs
 		stackdepth ustackdepth caller ucaller probeid epid id root cwd gid uid ipl zonename
 		copyin copyinstr copyinto stringof strlen strjoin substr index rindex strstr strtok
-		basename dirname lltostr toupper tolower inet_ntoa inet_ntop ntohl ntohs htonl htons
+		basename dirname lltostr inet_ntoa inet_ntop ntohl ntohs htonl htons
 		speculation speculate commit discard printa count sum avg min max quantize lquantize
 		llquantize stddev clear trunc normalize denormalize setopt system raise stop panic
 		breakpoint chill copyout copyoutstr freopen ftruncate jstack sym usym func ufunc mod
@@ -787,6 +795,10 @@ func (p *parser) parsePrimary() expr {
 		e = &strLit{s: t.str}
 	case kIdent:
 		if n := p.peek(); n.kind == kPunct && n.text == "(" {
+			if t.text == "tolower" || t.text == "toupper" {
+				e = p.caseCall(t)
+				break
+			}
 			if t.text == "sizeof" || unsupportedNames[t.text] || actionNames[t.text] {
 				errf(t.line, p.region, "%s( ) is not supported by the simulated dtrace in an expression", t.text)
 			}
@@ -808,6 +820,19 @@ func (p *parser) parsePrimary() expr {
 		errf(n.line, p.region, "%s%s is not supported by the simulated dtrace", t.text, n.text)
 	}
 	return e
+}
+
+// caseCall reads the argument list of tolower( ) or toupper( ).
+func (p *parser) caseCall(name token) expr {
+	p.expect("(")
+	p.parens++
+	arg := p.parseExpr()
+	p.parens--
+	p.expect(")")
+	if !arg.typ().str {
+		errf(name.line, p.region, "%s( ) argument #1 is incompatible with prototype: prototype: const char * argument: %s", name.text, arg.typ().name)
+	}
+	return &caseCall{fn: name.text, arg: arg}
 }
 
 // pfSeg is a piece of a printf format: literal text, or one conversion.

@@ -32,6 +32,23 @@ var background = []string{
 	"WmiPrvSE.exe", "spoolsv.exe",
 }
 
+// launchedAs is the image name of the process a predicate names: the
+// kernel keeps the case an image was launched with, whatever case a script
+// compares with. A name that is a known image (or its 14-character
+// execname) in another case is the known image, so that a case-sensitive
+// comparison in the wrong case never matches, as on Windows.
+func launchedAs(name string) string {
+	for _, b := range background {
+		if strings.EqualFold(name, b) {
+			return b
+		}
+		if len(b) > execNameLen && strings.EqualFold(name, b[:execNameLen]) {
+			return b
+		}
+	}
+	return name
+}
+
 // hash64 derives stable values from names, so that a process keeps its pid
 // and a stack signature its frames for the whole run.
 func hash64(parts ...string) uint64 {
@@ -123,13 +140,16 @@ func newWorld(progs []*program, seed uint64, ncpu int, boot time.Time, now func(
 	names, statuses := candidates(progs)
 	execnames := map[string]bool{}
 	for _, n := range names {
-		p := newProcess(n)
+		p := newProcess(launchedAs(n))
+		if execnames[strings.ToLower(p.execname)] {
+			continue // "searchindexer." and "SearchIndexer." are one process
+		}
 		w.procs = append(w.procs, p)
-		execnames[n] = true
+		execnames[strings.ToLower(p.execname)] = true
 	}
 	for _, n := range background {
 		p := newProcess(n)
-		if !execnames[p.execname] && !execnames[p.name] {
+		if !execnames[strings.ToLower(p.execname)] {
 			w.others = append(w.others, p)
 		}
 	}
@@ -147,7 +167,7 @@ func candidates(progs []*program) (names []string, statuses []uint32) {
 		case *binaryExpr:
 			if e.op == "==" {
 				for _, pair := range [][2]expr{{e.l, e.r}, {e.r, e.l}} {
-					if b, ok := pair[0].(*builtinRef); ok && b.name == "execname" {
+					if isExecname(pair[0]) {
 						if s, ok := pair[1].(*strLit); ok && !seenN[s.s] {
 							seenN[s.s] = true
 							names = append(names, s.s)
@@ -167,6 +187,8 @@ func candidates(progs []*program) (names []string, statuses []uint32) {
 			walk(e.e)
 		case *castExpr:
 			walk(e.e)
+		case *caseCall:
+			walk(e.arg)
 		case *condExpr:
 			walk(e.c)
 			walk(e.a)
@@ -192,6 +214,21 @@ func candidates(progs []*program) (names []string, statuses []uint32) {
 		}
 	}
 	return names, statuses
+}
+
+// isExecname reports whether e is execname, or execname through tolower( )
+// or toupper( ).
+func isExecname(e expr) bool {
+	for {
+		switch x := e.(type) {
+		case *caseCall:
+			e = x.arg
+		case *builtinRef:
+			return x.name == "execname"
+		default:
+			return false
+		}
+	}
 }
 
 func isArg0(e expr) bool {

@@ -340,7 +340,11 @@ func (r *run) fires(ctx context.Context) (Status, string) {
 		return Pass, fmt.Sprintf("%s fired after %s: %s", syscallProbe, time.Since(start).Round(10*time.Millisecond), line)
 	}
 	if o.timedOut || ctx.Err() != nil {
-		return Fail, fmt.Sprintf("%s did not fire within %s; %s", syscallProbe, r.t.cfg.FireTimeout, o.lastErr())
+		ev := fmt.Sprintf("%s did not fire within %s", syscallProbe, r.t.cfg.FireTimeout)
+		if e := strings.TrimSpace(o.stderr.String()); e != "" {
+			ev += "; dtrace said: " + e
+		}
+		return Fail, ev
 	}
 	return Fail, "dtrace -n '" + syscallProbe + " {...}': " + o.lastErr()
 }

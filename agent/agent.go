@@ -23,6 +23,7 @@ import (
 	"github.com/livedump/livedump/agent/dump"
 	"github.com/livedump/livedump/agent/host"
 	"github.com/livedump/livedump/agent/provision"
+	"github.com/livedump/livedump/agent/selftest"
 	"github.com/livedump/livedump/agent/session"
 	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/internal/telemetry"
@@ -83,6 +84,8 @@ type Agent struct {
 	runCtx    context.Context
 	// refused counts directives the agent refused, by reason.
 	refused *prometheus.CounterVec
+	// selftest answers the controller's self-test directives.
+	selftest *selftest.Tester
 }
 
 // New validates cfg, registers metrics and binds the metrics listener.
@@ -125,6 +128,10 @@ func New(cfg Config) (*Agent, error) {
 	h := cfg.Host
 	a := &Agent{cfg: cfg, runCtx: context.Background()}
 	a.prov, err = provision.New(provision.Config{Host: h, StateDir: cfg.StateDir, Installers: cfg.Installers, Clock: cfg.Clock, Logger: cfg.Logger, Registry: reg})
+	if err != nil {
+		return nil, err
+	}
+	a.selftest, err = selftest.New(selftest.Config{Host: h, Provision: a.prov, ExpectedDumpBytes: cfg.ExpectedDumpBytes, WorkDir: cfg.StateDir, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

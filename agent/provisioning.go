@@ -70,6 +70,9 @@ func (a *Agent) directive(d *livedumpv1.Directive) error {
 		return nil
 	case *livedumpv1.Directive_PullDump:
 		return a.dumps.Pull(k.PullDump.GetDumpId())
+	case *livedumpv1.Directive_SelfTest:
+		go a.runSelfTest(d.GetId(), k.SelfTest)
+		return nil
 	}
 	return fmt.Errorf("directive %s: unsupported kind %T (agent version too old?)", d.GetId(), d.GetKind())
 }

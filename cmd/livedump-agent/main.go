@@ -89,6 +89,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := newRoot(ctx, stdout, stderr)
 	cmd.SetArgs(args)
 	if err := cmd.Execute(); err != nil {
+		if errors.Is(err, errChecksFailed) {
+			return 1
+		}
 		fmt.Fprintf(stderr, "livedump-agent: %v\n", err)
 		return 1
 	}
@@ -121,6 +124,7 @@ LIVEDUMP_AGENT_TOKEN) > config file > default. The config file defaults to
 			return logging.New(stderr, level)
 		})
 	}
+	cmd.AddCommand(newSelftestCmd(ctx, stdout))
 	addPlatformCommands(ctx, cmd)
 	return cmd
 }

@@ -18,10 +18,10 @@ import (
 func (a *app) agentsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agents",
-		Short: "List, label and revoke agents",
+		Short: "List, label, check and revoke agents",
 	}
 	groupCommand(cmd)
-	cmd.AddCommand(a.agentsListCmd(), a.agentsLabelCmd(), a.agentsRevokeCmd())
+	cmd.AddCommand(a.agentsListCmd(), a.agentsLabelCmd(), a.agentsRevokeCmd(), a.agentsCheckCmd())
 	return cmd
 }
 

@@ -283,6 +283,9 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 						s.auditReport(ctx, id.String(), msg.DumpReport.GetDump().GetId(), err)
 					}
 				}
+			case *livedumpv1.ConnectRequest_SelfTestReport:
+				sess.Heartbeat(s.cfg.Clock.Now())
+				s.selfTestReport(ctx, id.String(), sess, msg.SelfTestReport, &reportAudits)
 			case *livedumpv1.ConnectRequest_Hello:
 				recvErr <- status.Error(codes.InvalidArgument, "hello: sent twice on one stream")
 				return

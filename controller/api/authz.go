@@ -67,6 +67,10 @@ var policy = map[string]rule{
 	livedumpv1.FleetService_ApplyProvision_FullMethodName:  {caller: operators, minRole: pki.RoleOperator, mutating: true},
 	livedumpv1.FleetService_RevertProvision_FullMethodName: {caller: operators, minRole: pki.RoleOperator, mutating: true},
 	livedumpv1.FleetService_UploadArtifact_FullMethodName:  {caller: operators, minRole: pki.RoleAdmin, mutating: true},
+	// A self-test changes nothing but runs dtrace (probes enabled for a
+	// moment) on every selected machine: an action on the fleet, not a
+	// read of what the controller stores, so operator, and audited.
+	livedumpv1.FleetService_CheckAgents_FullMethodName: {caller: operators, minRole: pki.RoleOperator, audit: true},
 
 	livedumpv1.FleetService_CreateCapture_FullMethodName: {caller: operators, minRole: pki.RoleOperator, mutating: true},
 	livedumpv1.FleetService_CancelCapture_FullMethodName: {caller: operators, minRole: pki.RoleOperator, mutating: true},

@@ -20,6 +20,9 @@ type Metrics struct {
 	// EnrollRateLimited counts Enroll calls refused by the per-source
 	// rate limit.
 	EnrollRateLimited prometheus.Counter
+	// SelfTestReportsRefused counts self-test reports dropped: over the
+	// limits, or answering no self-test directive the agent was sent.
+	SelfTestReportsRefused prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -49,6 +52,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "livedump_controller_enroll_rate_limited_total",
 			Help: "Enroll calls refused by the per-source rate limit.",
 		}),
+		SelfTestReportsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "livedump_controller_selftest_reports_refused_total",
+			Help: "Self-test reports from agents dropped: over the size limits, or answering no self-test directive sent to that agent.",
+		}),
 	}
 	for _, r := range []string{resultOK, resultDenied, resultInvalid, resultError} {
 		m.Enrollments.WithLabelValues(r)
@@ -57,6 +64,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"closed", "replaced", "revoked", "heartbeat_timeout", "certificate_expired", "shutdown", "store_unavailable", "slow_consumer", "error"} {
 		m.Disconnects.WithLabelValues(r)
 	}
-	reg.MustRegister(m.AgentsConnected, m.Enrollments, m.Renewals, m.Heartbeats, m.Disconnects, m.EnrollRateLimited)
+	reg.MustRegister(m.AgentsConnected, m.Enrollments, m.Renewals, m.Heartbeats, m.Disconnects, m.EnrollRateLimited, m.SelfTestReportsRefused)
 	return m
 }

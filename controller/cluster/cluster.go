@@ -375,12 +375,27 @@ func (c *Cluster) Send(ctx context.Context, agentID string, d *livedumpv1.Direct
 	return err
 }
 
-// Call sends a directive and waits for the agent's report, wherever its
-// stream is. It returns ErrOffline at once for an agent no live replica
-// holds: provisioning is not queued.
+// Call sends a provisioning directive and waits for the agent's report,
+// wherever its stream is. It returns ErrOffline at once for an agent no
+// live replica holds: provisioning is not queued.
 func (c *Cluster) Call(ctx context.Context, agentID string, d *livedumpv1.Directive) (*livedumpv1.ProvisionReport, error) {
+	rep, err := c.Exchange(ctx, agentID, d)
+	if err != nil {
+		return nil, err
+	}
+	pr, ok := rep.(*livedumpv1.ProvisionReport)
+	if !ok {
+		return nil, fmt.Errorf("directive %s was answered with a %T", d.GetId(), rep)
+	}
+	return pr, nil
+}
+
+// Exchange is Call for any directive answered with a report (see
+// fleet.ReportKind). Across replicas the result row holds the report
+// itself, so a provisioning result reads the same to every version.
+func (c *Cluster) Exchange(ctx context.Context, agentID string, d *livedumpv1.Directive) (fleet.Report, error) {
 	if c.cfg.Fleet.Online(agentID) {
-		return c.cfg.Fleet.Call(ctx, agentID, d)
+		return c.cfg.Fleet.Exchange(ctx, agentID, d)
 	}
 	m, err := c.Presence(ctx)
 	if err != nil {
@@ -412,7 +427,10 @@ func (c *Cluster) Call(ctx context.Context, agentID string, d *livedumpv1.Direct
 			}
 			return nil, errors.New(msg)
 		}
-		rep := &livedumpv1.ProvisionReport{}
+		var rep fleet.Report = &livedumpv1.ProvisionReport{}
+		if d.GetSelfTest() != nil {
+			rep = &livedumpv1.SelfTestReport{}
+		}
 		if err := proto.Unmarshal(res.Result, rep); err != nil {
 			return nil, fmt.Errorf("report from another replica: %w", err)
 		}
@@ -477,7 +495,7 @@ func (c *Cluster) deliver(ctx context.Context) {
 			go func() {
 				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
 				defer cancel()
-				rep, err := c.cfg.Fleet.Call(cctx, d.AgentID, dir)
+				rep, err := c.cfg.Fleet.Exchange(cctx, d.AgentID, dir)
 				if err != nil {
 					c.finish(cctx, d, stateFailed, []byte(err.Error()))
 					return

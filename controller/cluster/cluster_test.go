@@ -125,6 +125,32 @@ func TestCallRoundTripsThroughTheOtherReplica(t *testing.T) {
 	}
 }
 
+// A self-test's report comes back through the other replica as a
+// SelfTestReport; a ProvisionReport answering it (wrong type) is not
+// taken for it.
+func TestSelfTestRoundTripsThroughTheOtherReplica(t *testing.T) {
+	_, a, b := twoReplicas(t, NewLocalBus(), 15*time.Second)
+	s, _ := attach(t, b, "agent-1")
+	go func() {
+		d := <-s.Outbox()
+		id := d.GetDirective().GetId()
+		if s.Deliver(&livedumpv1.ProvisionReport{DirectiveId: id}) {
+			t.Errorf("a provisioning report answered a self-test")
+		}
+		s.Deliver(&livedumpv1.SelfTestReport{DirectiveId: id, Checks: []*livedumpv1.SelfTestCheck{{Name: "dtrace.driver", Status: livedumpv1.SelfTestStatus_SELF_TEST_STATUS_PASS}}})
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rep, err := a.Exchange(ctx, "agent-1", &livedumpv1.Directive{Id: "self-1", Kind: &livedumpv1.Directive_SelfTest{SelfTest: &livedumpv1.SelfTestDirective{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, ok := rep.(*livedumpv1.SelfTestReport)
+	if !ok || len(st.GetChecks()) != 1 || st.GetChecks()[0].GetName() != "dtrace.driver" {
+		t.Fatalf("report %T %v", rep, rep)
+	}
+}
+
 func TestCallToAnAgentNoReplicaHoldsIsOfflineAtOnce(t *testing.T) {
 	_, a, _ := twoReplicas(t, NewLocalBus(), 15*time.Second)
 	start := time.Now()

@@ -6,10 +6,13 @@ package fleet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -46,7 +49,7 @@ type Session struct {
 
 	mu            sync.Mutex
 	lastHeartbeat time.Time
-	waiters       map[string]chan *livedumpv1.ProvisionReport
+	waiters       map[string]waiter
 	closed        bool
 }
 
@@ -75,15 +78,26 @@ func (s *Session) Send(m *livedumpv1.ConnectResponse) error {
 	}
 }
 
+// Report is an agent's answer to a directive that a caller waits for: a
+// ProvisionReport or a SelfTestReport.
+type Report interface {
+	proto.Message
+	GetDirectiveId() string
+}
+
 // Deliver hands a report to the Call waiting for its directive, if any, and
-// reports whether one was waiting.
-func (s *Session) Deliver(r *livedumpv1.ProvisionReport) bool {
+// reports whether one was waiting. Waiters belong to this session, so an
+// agent can only answer directives sent to itself; a report of another
+// type than the one waited for (a SelfTestReport for a provisioning
+// directive, say) is not delivered either.
+func (s *Session) Deliver(r Report) bool {
 	s.mu.Lock()
-	ch := s.waiters[r.GetDirectiveId()]
+	w, ok := s.waiters[r.GetDirectiveId()]
 	s.mu.Unlock()
-	if ch == nil {
+	if !ok || w.kind != r.ProtoReflect().Descriptor().FullName() {
 		return false
 	}
+	ch := w.ch
 	select {
 	case ch <- r:
 	default: // a duplicate report; the first one answered the call
@@ -91,13 +105,28 @@ func (s *Session) Deliver(r *livedumpv1.ProvisionReport) bool {
 	return true
 }
 
-func (s *Session) wait(id string) (chan *livedumpv1.ProvisionReport, func()) {
-	ch := make(chan *livedumpv1.ProvisionReport, 1)
+// waiter is a Call waiting for the report of one directive.
+type waiter struct {
+	kind protoreflect.FullName // the report message type expected
+	ch   chan Report
+}
+
+// ReportKind is the report message a directive is answered with:
+// SelfTestReport for a self-test, ProvisionReport for everything else.
+func ReportKind(d *livedumpv1.Directive) protoreflect.FullName {
+	if d.GetSelfTest() != nil {
+		return (&livedumpv1.SelfTestReport{}).ProtoReflect().Descriptor().FullName()
+	}
+	return (&livedumpv1.ProvisionReport{}).ProtoReflect().Descriptor().FullName()
+}
+
+func (s *Session) wait(id string, kind protoreflect.FullName) (chan Report, func()) {
+	ch := make(chan Report, 1)
 	s.mu.Lock()
 	if s.waiters == nil {
-		s.waiters = map[string]chan *livedumpv1.ProvisionReport{}
+		s.waiters = map[string]waiter{}
 	}
-	s.waiters[id] = ch
+	s.waiters[id] = waiter{kind: kind, ch: ch}
 	s.mu.Unlock()
 	return ch, func() {
 		s.mu.Lock()
@@ -189,17 +218,32 @@ func (r *Registry) LastHeartbeat(agentID string) (time.Time, bool) {
 	return s.LastHeartbeat(), true
 }
 
-// Call sends a directive to the agent and waits for the report answering it,
-// until ctx ends. A session replaced while waiting is not followed: the
-// caller sees the timeout and the agent's next state report tells the rest.
+// Call sends a provisioning directive to the agent and waits for the
+// report answering it, until ctx ends. A session replaced while waiting is
+// not followed: the caller sees the timeout and the agent's next state
+// report tells the rest.
 func (r *Registry) Call(ctx context.Context, agentID string, d *livedumpv1.Directive) (*livedumpv1.ProvisionReport, error) {
+	rep, err := r.Exchange(ctx, agentID, d)
+	if err != nil {
+		return nil, err
+	}
+	pr, ok := rep.(*livedumpv1.ProvisionReport)
+	if !ok {
+		return nil, fmt.Errorf("directive %s was answered with a %T", d.GetId(), rep)
+	}
+	return pr, nil
+}
+
+// Exchange is Call for any directive that is answered with a report: the
+// report is of the type ReportKind names.
+func (r *Registry) Exchange(ctx context.Context, agentID string, d *livedumpv1.Directive) (Report, error) {
 	r.mu.Lock()
 	s := r.sessions[agentID]
 	r.mu.Unlock()
 	if s == nil {
 		return nil, ErrOffline
 	}
-	ch, done := s.wait(d.GetId())
+	ch, done := s.wait(d.GetId(), ReportKind(d))
 	defer done()
 	if err := s.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_Directive{Directive: d}}); err != nil {
 		return nil, err

@@ -364,6 +364,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Event
 	//	*ConnectRequest_CaptureStatus
 	//	*ConnectRequest_DumpReport
+	//	*ConnectRequest_SelfTestReport
 	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -469,6 +470,15 @@ func (x *ConnectRequest) GetDumpReport() *DumpReport {
 	return nil
 }
 
+func (x *ConnectRequest) GetSelfTestReport() *SelfTestReport {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_SelfTestReport); ok {
+			return x.SelfTestReport
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Msg interface {
 	isConnectRequest_Msg()
 }
@@ -501,6 +511,10 @@ type ConnectRequest_DumpReport struct {
 	DumpReport *DumpReport `protobuf:"bytes,7,opt,name=dump_report,json=dumpReport,proto3,oneof"`
 }
 
+type ConnectRequest_SelfTestReport struct {
+	SelfTestReport *SelfTestReport `protobuf:"bytes,8,opt,name=self_test_report,json=selfTestReport,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
@@ -514,6 +528,8 @@ func (*ConnectRequest_Event) isConnectRequest_Msg() {}
 func (*ConnectRequest_CaptureStatus) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_DumpReport) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_SelfTestReport) isConnectRequest_Msg() {}
 
 // ConnectResponse is one message from controller to agent.
 type ConnectResponse struct {
@@ -839,6 +855,7 @@ type Directive struct {
 	//	*Directive_Arm
 	//	*Directive_Disarm
 	//	*Directive_PullDump
+	//	*Directive_SelfTest
 	Kind          isDirective_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -931,6 +948,15 @@ func (x *Directive) GetPullDump() *PullDump {
 	return nil
 }
 
+func (x *Directive) GetSelfTest() *SelfTestDirective {
+	if x != nil {
+		if x, ok := x.Kind.(*Directive_SelfTest); ok {
+			return x.SelfTest
+		}
+	}
+	return nil
+}
+
 type isDirective_Kind interface {
 	isDirective_Kind()
 }
@@ -951,6 +977,10 @@ type Directive_PullDump struct {
 	PullDump *PullDump `protobuf:"bytes,6,opt,name=pull_dump,json=pullDump,proto3,oneof"`
 }
 
+type Directive_SelfTest struct {
+	SelfTest *SelfTestDirective `protobuf:"bytes,7,opt,name=self_test,json=selfTest,proto3,oneof"`
+}
+
 func (*Directive_Provision) isDirective_Kind() {}
 
 func (*Directive_Arm) isDirective_Kind() {}
@@ -958,6 +988,8 @@ func (*Directive_Arm) isDirective_Kind() {}
 func (*Directive_Disarm) isDirective_Kind() {}
 
 func (*Directive_PullDump) isDirective_Kind() {}
+
+func (*Directive_SelfTest) isDirective_Kind() {}
 
 // Ack acknowledges (or, with error set, rejects) a directive exactly once.
 type Ack struct {
@@ -1016,7 +1048,7 @@ var File_livedump_v1_agent_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x17livedump/v1/agent.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x16livedump/v1/dump.proto\x1a\x1blivedump/v1/provision.proto\"F\n" +
+	"\x17livedump/v1/agent.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x16livedump/v1/dump.proto\x1a\x1blivedump/v1/provision.proto\x1a\x1alivedump/v1/selftest.proto\"F\n" +
 	"\x14FetchArtifactRequest\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\"-\n" +
@@ -1038,7 +1070,7 @@ const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"e\n" +
 	"\rRenewResponse\x12+\n" +
 	"\x11certificate_chain\x18\x01 \x03(\fR\x10certificateChain\x12'\n" +
-	"\x0fca_certificates\x18\x02 \x03(\fR\x0ecaCertificates\"\xa0\x03\n" +
+	"\x0fca_certificates\x18\x02 \x03(\fR\x0ecaCertificates\"\xe9\x03\n" +
 	"\x0eConnectRequest\x12*\n" +
 	"\x05hello\x18\x01 \x01(\v2\x12.livedump.v1.HelloH\x00R\x05hello\x126\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x16.livedump.v1.HeartbeatH\x00R\theartbeat\x12$\n" +
@@ -1047,7 +1079,8 @@ const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\x05event\x18\x05 \x01(\v2\x19.livedump.v1.TriggerEventH\x00R\x05event\x12C\n" +
 	"\x0ecapture_status\x18\x06 \x01(\v2\x1a.livedump.v1.CaptureStatusH\x00R\rcaptureStatus\x12:\n" +
 	"\vdump_report\x18\a \x01(\v2\x17.livedump.v1.DumpReportH\x00R\n" +
-	"dumpReportB\x05\n" +
+	"dumpReport\x12G\n" +
+	"\x10self_test_report\x18\b \x01(\v2\x1b.livedump.v1.SelfTestReportH\x00R\x0eselfTestReportB\x05\n" +
 	"\x03msg\"\xe1\x01\n" +
 	"\x0fConnectResponse\x120\n" +
 	"\awelcome\x18\x01 \x01(\v2\x14.livedump.v1.WelcomeH\x00R\awelcome\x12'\n" +
@@ -1067,14 +1100,15 @@ const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\tHeartbeat\x123\n" +
 	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\x1c\n" +
 	"\x04Ping\x12\x14\n" +
-	"\x05nonce\x18\x01 \x01(\tR\x05nonce\"\xb3\x02\n" +
+	"\x05nonce\x18\x01 \x01(\tR\x05nonce\"\xf2\x02\n" +
 	"\tDirective\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x124\n" +
 	"\acreated\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12?\n" +
 	"\tprovision\x18\x03 \x01(\v2\x1f.livedump.v1.ProvisionDirectiveH\x00R\tprovision\x12+\n" +
 	"\x03arm\x18\x04 \x01(\v2\x17.livedump.v1.ArmCaptureH\x00R\x03arm\x124\n" +
 	"\x06disarm\x18\x05 \x01(\v2\x1a.livedump.v1.DisarmCaptureH\x00R\x06disarm\x124\n" +
-	"\tpull_dump\x18\x06 \x01(\v2\x15.livedump.v1.PullDumpH\x00R\bpullDumpB\x06\n" +
+	"\tpull_dump\x18\x06 \x01(\v2\x15.livedump.v1.PullDumpH\x00R\bpullDump\x12=\n" +
+	"\tself_test\x18\a \x01(\v2\x1e.livedump.v1.SelfTestDirectiveH\x00R\bselfTestB\x06\n" +
 	"\x04kind\">\n" +
 	"\x03Ack\x12!\n" +
 	"\fdirective_id\x18\x01 \x01(\tR\vdirectiveId\x12\x14\n" +
@@ -1124,17 +1158,19 @@ var file_livedump_v1_agent_proto_goTypes = []any{
 	(*TriggerEvent)(nil),          // 18: livedump.v1.TriggerEvent
 	(*CaptureStatus)(nil),         // 19: livedump.v1.CaptureStatus
 	(*DumpReport)(nil),            // 20: livedump.v1.DumpReport
-	(*EventAck)(nil),              // 21: livedump.v1.EventAck
-	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*ProvisionDirective)(nil),    // 24: livedump.v1.ProvisionDirective
-	(*ArmCapture)(nil),            // 25: livedump.v1.ArmCapture
-	(*DisarmCapture)(nil),         // 26: livedump.v1.DisarmCapture
-	(*PullDump)(nil),              // 27: livedump.v1.PullDump
-	(*UploadDumpRequest)(nil),     // 28: livedump.v1.UploadDumpRequest
-	(*DumpOffsetRequest)(nil),     // 29: livedump.v1.DumpOffsetRequest
-	(*UploadDumpResponse)(nil),    // 30: livedump.v1.UploadDumpResponse
-	(*DumpOffsetResponse)(nil),    // 31: livedump.v1.DumpOffsetResponse
+	(*SelfTestReport)(nil),        // 21: livedump.v1.SelfTestReport
+	(*EventAck)(nil),              // 22: livedump.v1.EventAck
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*ProvisionDirective)(nil),    // 25: livedump.v1.ProvisionDirective
+	(*ArmCapture)(nil),            // 26: livedump.v1.ArmCapture
+	(*DisarmCapture)(nil),         // 27: livedump.v1.DisarmCapture
+	(*PullDump)(nil),              // 28: livedump.v1.PullDump
+	(*SelfTestDirective)(nil),     // 29: livedump.v1.SelfTestDirective
+	(*UploadDumpRequest)(nil),     // 30: livedump.v1.UploadDumpRequest
+	(*DumpOffsetRequest)(nil),     // 31: livedump.v1.DumpOffsetRequest
+	(*UploadDumpResponse)(nil),    // 32: livedump.v1.UploadDumpResponse
+	(*DumpOffsetResponse)(nil),    // 33: livedump.v1.DumpOffsetResponse
 }
 var file_livedump_v1_agent_proto_depIdxs = []int32{
 	14, // 0: livedump.v1.EnrollRequest.labels:type_name -> livedump.v1.EnrollRequest.LabelsEntry
@@ -1146,36 +1182,38 @@ var file_livedump_v1_agent_proto_depIdxs = []int32{
 	18, // 6: livedump.v1.ConnectRequest.event:type_name -> livedump.v1.TriggerEvent
 	19, // 7: livedump.v1.ConnectRequest.capture_status:type_name -> livedump.v1.CaptureStatus
 	20, // 8: livedump.v1.ConnectRequest.dump_report:type_name -> livedump.v1.DumpReport
-	9,  // 9: livedump.v1.ConnectResponse.welcome:type_name -> livedump.v1.Welcome
-	11, // 10: livedump.v1.ConnectResponse.ping:type_name -> livedump.v1.Ping
-	12, // 11: livedump.v1.ConnectResponse.directive:type_name -> livedump.v1.Directive
-	21, // 12: livedump.v1.ConnectResponse.event_ack:type_name -> livedump.v1.EventAck
-	16, // 13: livedump.v1.Hello.inventory:type_name -> livedump.v1.Inventory
-	22, // 14: livedump.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	15, // 15: livedump.v1.Welcome.labels:type_name -> livedump.v1.Welcome.LabelsEntry
-	23, // 16: livedump.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	23, // 17: livedump.v1.Directive.created:type_name -> google.protobuf.Timestamp
-	24, // 18: livedump.v1.Directive.provision:type_name -> livedump.v1.ProvisionDirective
-	25, // 19: livedump.v1.Directive.arm:type_name -> livedump.v1.ArmCapture
-	26, // 20: livedump.v1.Directive.disarm:type_name -> livedump.v1.DisarmCapture
-	27, // 21: livedump.v1.Directive.pull_dump:type_name -> livedump.v1.PullDump
-	2,  // 22: livedump.v1.AgentService.Enroll:input_type -> livedump.v1.EnrollRequest
-	4,  // 23: livedump.v1.AgentService.Renew:input_type -> livedump.v1.RenewRequest
-	6,  // 24: livedump.v1.AgentService.Connect:input_type -> livedump.v1.ConnectRequest
-	0,  // 25: livedump.v1.AgentService.FetchArtifact:input_type -> livedump.v1.FetchArtifactRequest
-	28, // 26: livedump.v1.AgentService.UploadDump:input_type -> livedump.v1.UploadDumpRequest
-	29, // 27: livedump.v1.AgentService.DumpOffset:input_type -> livedump.v1.DumpOffsetRequest
-	3,  // 28: livedump.v1.AgentService.Enroll:output_type -> livedump.v1.EnrollResponse
-	5,  // 29: livedump.v1.AgentService.Renew:output_type -> livedump.v1.RenewResponse
-	7,  // 30: livedump.v1.AgentService.Connect:output_type -> livedump.v1.ConnectResponse
-	1,  // 31: livedump.v1.AgentService.FetchArtifact:output_type -> livedump.v1.FetchArtifactResponse
-	30, // 32: livedump.v1.AgentService.UploadDump:output_type -> livedump.v1.UploadDumpResponse
-	31, // 33: livedump.v1.AgentService.DumpOffset:output_type -> livedump.v1.DumpOffsetResponse
-	28, // [28:34] is the sub-list for method output_type
-	22, // [22:28] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	21, // 9: livedump.v1.ConnectRequest.self_test_report:type_name -> livedump.v1.SelfTestReport
+	9,  // 10: livedump.v1.ConnectResponse.welcome:type_name -> livedump.v1.Welcome
+	11, // 11: livedump.v1.ConnectResponse.ping:type_name -> livedump.v1.Ping
+	12, // 12: livedump.v1.ConnectResponse.directive:type_name -> livedump.v1.Directive
+	22, // 13: livedump.v1.ConnectResponse.event_ack:type_name -> livedump.v1.EventAck
+	16, // 14: livedump.v1.Hello.inventory:type_name -> livedump.v1.Inventory
+	23, // 15: livedump.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	15, // 16: livedump.v1.Welcome.labels:type_name -> livedump.v1.Welcome.LabelsEntry
+	24, // 17: livedump.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	24, // 18: livedump.v1.Directive.created:type_name -> google.protobuf.Timestamp
+	25, // 19: livedump.v1.Directive.provision:type_name -> livedump.v1.ProvisionDirective
+	26, // 20: livedump.v1.Directive.arm:type_name -> livedump.v1.ArmCapture
+	27, // 21: livedump.v1.Directive.disarm:type_name -> livedump.v1.DisarmCapture
+	28, // 22: livedump.v1.Directive.pull_dump:type_name -> livedump.v1.PullDump
+	29, // 23: livedump.v1.Directive.self_test:type_name -> livedump.v1.SelfTestDirective
+	2,  // 24: livedump.v1.AgentService.Enroll:input_type -> livedump.v1.EnrollRequest
+	4,  // 25: livedump.v1.AgentService.Renew:input_type -> livedump.v1.RenewRequest
+	6,  // 26: livedump.v1.AgentService.Connect:input_type -> livedump.v1.ConnectRequest
+	0,  // 27: livedump.v1.AgentService.FetchArtifact:input_type -> livedump.v1.FetchArtifactRequest
+	30, // 28: livedump.v1.AgentService.UploadDump:input_type -> livedump.v1.UploadDumpRequest
+	31, // 29: livedump.v1.AgentService.DumpOffset:input_type -> livedump.v1.DumpOffsetRequest
+	3,  // 30: livedump.v1.AgentService.Enroll:output_type -> livedump.v1.EnrollResponse
+	5,  // 31: livedump.v1.AgentService.Renew:output_type -> livedump.v1.RenewResponse
+	7,  // 32: livedump.v1.AgentService.Connect:output_type -> livedump.v1.ConnectResponse
+	1,  // 33: livedump.v1.AgentService.FetchArtifact:output_type -> livedump.v1.FetchArtifactResponse
+	32, // 34: livedump.v1.AgentService.UploadDump:output_type -> livedump.v1.UploadDumpResponse
+	33, // 35: livedump.v1.AgentService.DumpOffset:output_type -> livedump.v1.DumpOffsetResponse
+	30, // [30:36] is the sub-list for method output_type
+	24, // [24:30] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_livedump_v1_agent_proto_init() }
@@ -1187,6 +1225,7 @@ func file_livedump_v1_agent_proto_init() {
 	file_livedump_v1_common_proto_init()
 	file_livedump_v1_dump_proto_init()
 	file_livedump_v1_provision_proto_init()
+	file_livedump_v1_selftest_proto_init()
 	file_livedump_v1_agent_proto_msgTypes[6].OneofWrappers = []any{
 		(*ConnectRequest_Hello)(nil),
 		(*ConnectRequest_Heartbeat)(nil),
@@ -1195,6 +1234,7 @@ func file_livedump_v1_agent_proto_init() {
 		(*ConnectRequest_Event)(nil),
 		(*ConnectRequest_CaptureStatus)(nil),
 		(*ConnectRequest_DumpReport)(nil),
+		(*ConnectRequest_SelfTestReport)(nil),
 	}
 	file_livedump_v1_agent_proto_msgTypes[7].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
@@ -1207,6 +1247,7 @@ func file_livedump_v1_agent_proto_init() {
 		(*Directive_Arm)(nil),
 		(*Directive_Disarm)(nil),
 		(*Directive_PullDump)(nil),
+		(*Directive_SelfTest)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

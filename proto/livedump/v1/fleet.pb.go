@@ -2916,7 +2916,7 @@ var File_livedump_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\n" +
-	"\x17livedump/v1/fleet.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x16livedump/v1/dump.proto\x1a\x1blivedump/v1/provision.proto\"G\n" +
+	"\x17livedump/v1/fleet.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x16livedump/v1/dump.proto\x1a\x1blivedump/v1/provision.proto\x1a\x1alivedump/v1/selftest.proto\"G\n" +
 	"\x10ListDumpsRequest\x12\x1d\n" +
 	"\n" +
 	"capture_id\x18\x01 \x01(\tR\tcaptureId\x12\x14\n" +
@@ -3100,7 +3100,7 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"!RevokeOperatorCertificateResponse\x12D\n" +
 	"\fcertificates\x18\x01 \x03(\v2 .livedump.v1.OperatorCertificateR\fcertificates\x129\n" +
 	"\n" +
-	"revoked_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt2\xcc\x0f\n" +
+	"revoked_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt2\x9e\x10\n" +
 	"\fFleetService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.livedump.v1.ListAgentsRequest\x1a\x1f.livedump.v1.ListAgentsResponse\x12M\n" +
@@ -3114,7 +3114,8 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\tListAudit\x12\x1d.livedump.v1.ListAuditRequest\x1a\x1e.livedump.v1.ListAuditResponse\x12V\n" +
 	"\rPlanProvision\x12!.livedump.v1.PlanProvisionRequest\x1a\".livedump.v1.PlanProvisionResponse\x12Y\n" +
 	"\x0eApplyProvision\x12\".livedump.v1.ApplyProvisionRequest\x1a#.livedump.v1.ApplyProvisionResponse\x12\\\n" +
-	"\x0fRevertProvision\x12#.livedump.v1.RevertProvisionRequest\x1a$.livedump.v1.RevertProvisionResponse\x12[\n" +
+	"\x0fRevertProvision\x12#.livedump.v1.RevertProvisionRequest\x1a$.livedump.v1.RevertProvisionResponse\x12P\n" +
+	"\vCheckAgents\x12\x1f.livedump.v1.CheckAgentsRequest\x1a .livedump.v1.CheckAgentsResponse\x12[\n" +
 	"\x0eUploadArtifact\x12\".livedump.v1.UploadArtifactRequest\x1a#.livedump.v1.UploadArtifactResponse(\x01\x12V\n" +
 	"\rCreateCapture\x12!.livedump.v1.CreateCaptureRequest\x1a\".livedump.v1.CreateCaptureResponse\x12S\n" +
 	"\fListCaptures\x12 .livedump.v1.ListCapturesRequest\x1a!.livedump.v1.ListCapturesResponse\x12M\n" +
@@ -3211,6 +3212,8 @@ var file_livedump_v1_fleet_proto_goTypes = []any{
 	(*Artifact)(nil),              // 63: livedump.v1.Artifact
 	(*Agent)(nil),                 // 64: livedump.v1.Agent
 	(*timestamppb.Timestamp)(nil), // 65: google.protobuf.Timestamp
+	(*CheckAgentsRequest)(nil),    // 66: livedump.v1.CheckAgentsRequest
+	(*CheckAgentsResponse)(nil),   // 67: livedump.v1.CheckAgentsResponse
 }
 var file_livedump_v1_fleet_proto_depIdxs = []int32{
 	53, // 0: livedump.v1.ListDumpsResponse.dumps:type_name -> livedump.v1.Dump
@@ -3272,44 +3275,46 @@ var file_livedump_v1_fleet_proto_depIdxs = []int32{
 	21, // 56: livedump.v1.FleetService.PlanProvision:input_type -> livedump.v1.PlanProvisionRequest
 	23, // 57: livedump.v1.FleetService.ApplyProvision:input_type -> livedump.v1.ApplyProvisionRequest
 	25, // 58: livedump.v1.FleetService.RevertProvision:input_type -> livedump.v1.RevertProvisionRequest
-	27, // 59: livedump.v1.FleetService.UploadArtifact:input_type -> livedump.v1.UploadArtifactRequest
-	6,  // 60: livedump.v1.FleetService.CreateCapture:input_type -> livedump.v1.CreateCaptureRequest
-	8,  // 61: livedump.v1.FleetService.ListCaptures:input_type -> livedump.v1.ListCapturesRequest
-	10, // 62: livedump.v1.FleetService.GetCapture:input_type -> livedump.v1.GetCaptureRequest
-	12, // 63: livedump.v1.FleetService.WatchCapture:input_type -> livedump.v1.WatchCaptureRequest
-	14, // 64: livedump.v1.FleetService.CancelCapture:input_type -> livedump.v1.CancelCaptureRequest
-	16, // 65: livedump.v1.FleetService.ListEvents:input_type -> livedump.v1.ListEventsRequest
-	18, // 66: livedump.v1.FleetService.BucketEvents:input_type -> livedump.v1.BucketEventsRequest
-	0,  // 67: livedump.v1.FleetService.ListDumps:input_type -> livedump.v1.ListDumpsRequest
-	2,  // 68: livedump.v1.FleetService.GetDump:input_type -> livedump.v1.GetDumpRequest
-	4,  // 69: livedump.v1.FleetService.PullDump:input_type -> livedump.v1.PullDumpRequest
-	46, // 70: livedump.v1.FleetService.ListOperatorCertificates:input_type -> livedump.v1.ListOperatorCertificatesRequest
-	48, // 71: livedump.v1.FleetService.RevokeOperatorCertificate:input_type -> livedump.v1.RevokeOperatorCertificateRequest
-	30, // 72: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
-	32, // 73: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
-	34, // 74: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
-	37, // 75: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
-	39, // 76: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
-	41, // 77: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
-	44, // 78: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
-	22, // 79: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
-	24, // 80: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
-	26, // 81: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
-	28, // 82: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
-	7,  // 83: livedump.v1.FleetService.CreateCapture:output_type -> livedump.v1.CreateCaptureResponse
-	9,  // 84: livedump.v1.FleetService.ListCaptures:output_type -> livedump.v1.ListCapturesResponse
-	11, // 85: livedump.v1.FleetService.GetCapture:output_type -> livedump.v1.GetCaptureResponse
-	13, // 86: livedump.v1.FleetService.WatchCapture:output_type -> livedump.v1.WatchCaptureResponse
-	15, // 87: livedump.v1.FleetService.CancelCapture:output_type -> livedump.v1.CancelCaptureResponse
-	17, // 88: livedump.v1.FleetService.ListEvents:output_type -> livedump.v1.ListEventsResponse
-	19, // 89: livedump.v1.FleetService.BucketEvents:output_type -> livedump.v1.BucketEventsResponse
-	1,  // 90: livedump.v1.FleetService.ListDumps:output_type -> livedump.v1.ListDumpsResponse
-	3,  // 91: livedump.v1.FleetService.GetDump:output_type -> livedump.v1.GetDumpResponse
-	5,  // 92: livedump.v1.FleetService.PullDump:output_type -> livedump.v1.PullDumpResponse
-	47, // 93: livedump.v1.FleetService.ListOperatorCertificates:output_type -> livedump.v1.ListOperatorCertificatesResponse
-	49, // 94: livedump.v1.FleetService.RevokeOperatorCertificate:output_type -> livedump.v1.RevokeOperatorCertificateResponse
-	72, // [72:95] is the sub-list for method output_type
-	49, // [49:72] is the sub-list for method input_type
+	66, // 59: livedump.v1.FleetService.CheckAgents:input_type -> livedump.v1.CheckAgentsRequest
+	27, // 60: livedump.v1.FleetService.UploadArtifact:input_type -> livedump.v1.UploadArtifactRequest
+	6,  // 61: livedump.v1.FleetService.CreateCapture:input_type -> livedump.v1.CreateCaptureRequest
+	8,  // 62: livedump.v1.FleetService.ListCaptures:input_type -> livedump.v1.ListCapturesRequest
+	10, // 63: livedump.v1.FleetService.GetCapture:input_type -> livedump.v1.GetCaptureRequest
+	12, // 64: livedump.v1.FleetService.WatchCapture:input_type -> livedump.v1.WatchCaptureRequest
+	14, // 65: livedump.v1.FleetService.CancelCapture:input_type -> livedump.v1.CancelCaptureRequest
+	16, // 66: livedump.v1.FleetService.ListEvents:input_type -> livedump.v1.ListEventsRequest
+	18, // 67: livedump.v1.FleetService.BucketEvents:input_type -> livedump.v1.BucketEventsRequest
+	0,  // 68: livedump.v1.FleetService.ListDumps:input_type -> livedump.v1.ListDumpsRequest
+	2,  // 69: livedump.v1.FleetService.GetDump:input_type -> livedump.v1.GetDumpRequest
+	4,  // 70: livedump.v1.FleetService.PullDump:input_type -> livedump.v1.PullDumpRequest
+	46, // 71: livedump.v1.FleetService.ListOperatorCertificates:input_type -> livedump.v1.ListOperatorCertificatesRequest
+	48, // 72: livedump.v1.FleetService.RevokeOperatorCertificate:input_type -> livedump.v1.RevokeOperatorCertificateRequest
+	30, // 73: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
+	32, // 74: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
+	34, // 75: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
+	37, // 76: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
+	39, // 77: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
+	41, // 78: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
+	44, // 79: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
+	22, // 80: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
+	24, // 81: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
+	26, // 82: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
+	67, // 83: livedump.v1.FleetService.CheckAgents:output_type -> livedump.v1.CheckAgentsResponse
+	28, // 84: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
+	7,  // 85: livedump.v1.FleetService.CreateCapture:output_type -> livedump.v1.CreateCaptureResponse
+	9,  // 86: livedump.v1.FleetService.ListCaptures:output_type -> livedump.v1.ListCapturesResponse
+	11, // 87: livedump.v1.FleetService.GetCapture:output_type -> livedump.v1.GetCaptureResponse
+	13, // 88: livedump.v1.FleetService.WatchCapture:output_type -> livedump.v1.WatchCaptureResponse
+	15, // 89: livedump.v1.FleetService.CancelCapture:output_type -> livedump.v1.CancelCaptureResponse
+	17, // 90: livedump.v1.FleetService.ListEvents:output_type -> livedump.v1.ListEventsResponse
+	19, // 91: livedump.v1.FleetService.BucketEvents:output_type -> livedump.v1.BucketEventsResponse
+	1,  // 92: livedump.v1.FleetService.ListDumps:output_type -> livedump.v1.ListDumpsResponse
+	3,  // 93: livedump.v1.FleetService.GetDump:output_type -> livedump.v1.GetDumpResponse
+	5,  // 94: livedump.v1.FleetService.PullDump:output_type -> livedump.v1.PullDumpResponse
+	47, // 95: livedump.v1.FleetService.ListOperatorCertificates:output_type -> livedump.v1.ListOperatorCertificatesResponse
+	49, // 96: livedump.v1.FleetService.RevokeOperatorCertificate:output_type -> livedump.v1.RevokeOperatorCertificateResponse
+	73, // [73:97] is the sub-list for method output_type
+	49, // [49:73] is the sub-list for method input_type
 	49, // [49:49] is the sub-list for extension type_name
 	49, // [49:49] is the sub-list for extension extendee
 	0,  // [0:49] is the sub-list for field type_name
@@ -3324,6 +3329,7 @@ func file_livedump_v1_fleet_proto_init() {
 	file_livedump_v1_common_proto_init()
 	file_livedump_v1_dump_proto_init()
 	file_livedump_v1_provision_proto_init()
+	file_livedump_v1_selftest_proto_init()
 	file_livedump_v1_fleet_proto_msgTypes[3].OneofWrappers = []any{
 		(*GetDumpResponse_Dump)(nil),
 		(*GetDumpResponse_Chunk)(nil),

@@ -29,6 +29,7 @@ const (
 	FleetService_PlanProvision_FullMethodName             = "/livedump.v1.FleetService/PlanProvision"
 	FleetService_ApplyProvision_FullMethodName            = "/livedump.v1.FleetService/ApplyProvision"
 	FleetService_RevertProvision_FullMethodName           = "/livedump.v1.FleetService/RevertProvision"
+	FleetService_CheckAgents_FullMethodName               = "/livedump.v1.FleetService/CheckAgents"
 	FleetService_UploadArtifact_FullMethodName            = "/livedump.v1.FleetService/UploadArtifact"
 	FleetService_CreateCapture_FullMethodName             = "/livedump.v1.FleetService/CreateCapture"
 	FleetService_ListCaptures_FullMethodName              = "/livedump.v1.FleetService/ListCaptures"
@@ -70,6 +71,10 @@ type FleetServiceClient interface {
 	PlanProvision(ctx context.Context, in *PlanProvisionRequest, opts ...grpc.CallOption) (*PlanProvisionResponse, error)
 	ApplyProvision(ctx context.Context, in *ApplyProvisionRequest, opts ...grpc.CallOption) (*ApplyProvisionResponse, error)
 	RevertProvision(ctx context.Context, in *RevertProvisionRequest, opts ...grpc.CallOption) (*RevertProvisionResponse, error)
+	// CheckAgents runs the self-test on the online agents matching a
+	// selector (at most 128 per call) and waits for their reports. Role:
+	// operator, since every selected machine runs dtrace.
+	CheckAgents(ctx context.Context, in *CheckAgentsRequest, opts ...grpc.CallOption) (*CheckAgentsResponse, error)
 	// UploadArtifact stores a file (the DTrace MSI) content-addressed: a
 	// header message first, then chunks. Role: operator.
 	UploadArtifact(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadArtifactRequest, UploadArtifactResponse], error)
@@ -205,6 +210,16 @@ func (c *fleetServiceClient) RevertProvision(ctx context.Context, in *RevertProv
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RevertProvisionResponse)
 	err := c.cc.Invoke(ctx, FleetService_RevertProvision_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fleetServiceClient) CheckAgents(ctx context.Context, in *CheckAgentsRequest, opts ...grpc.CallOption) (*CheckAgentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckAgentsResponse)
+	err := c.cc.Invoke(ctx, FleetService_CheckAgents_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -388,6 +403,10 @@ type FleetServiceServer interface {
 	PlanProvision(context.Context, *PlanProvisionRequest) (*PlanProvisionResponse, error)
 	ApplyProvision(context.Context, *ApplyProvisionRequest) (*ApplyProvisionResponse, error)
 	RevertProvision(context.Context, *RevertProvisionRequest) (*RevertProvisionResponse, error)
+	// CheckAgents runs the self-test on the online agents matching a
+	// selector (at most 128 per call) and waits for their reports. Role:
+	// operator, since every selected machine runs dtrace.
+	CheckAgents(context.Context, *CheckAgentsRequest) (*CheckAgentsResponse, error)
 	// UploadArtifact stores a file (the DTrace MSI) content-addressed: a
 	// header message first, then chunks. Role: operator.
 	UploadArtifact(grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]) error
@@ -458,6 +477,9 @@ func (UnimplementedFleetServiceServer) ApplyProvision(context.Context, *ApplyPro
 }
 func (UnimplementedFleetServiceServer) RevertProvision(context.Context, *RevertProvisionRequest) (*RevertProvisionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevertProvision not implemented")
+}
+func (UnimplementedFleetServiceServer) CheckAgents(context.Context, *CheckAgentsRequest) (*CheckAgentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckAgents not implemented")
 }
 func (UnimplementedFleetServiceServer) UploadArtifact(grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]) error {
 	return status.Error(codes.Unimplemented, "method UploadArtifact not implemented")
@@ -695,6 +717,24 @@ func _FleetService_RevertProvision_Handler(srv interface{}, ctx context.Context,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(FleetServiceServer).RevertProvision(ctx, req.(*RevertProvisionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FleetService_CheckAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckAgentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).CheckAgents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_CheckAgents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).CheckAgents(ctx, req.(*CheckAgentsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -954,6 +994,10 @@ var FleetService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevertProvision",
 			Handler:    _FleetService_RevertProvision_Handler,
+		},
+		{
+			MethodName: "CheckAgents",
+			Handler:    _FleetService_CheckAgents_Handler,
 		},
 		{
 			MethodName: "CreateCapture",

@@ -65,9 +65,14 @@ const (
 	MSIDTraceRel = `\DTrace\dtrace.exe`
 )
 
+// ValueGetter reads registry values.
+type ValueGetter interface {
+	GetValue(key, name string) (Value, error)
+}
+
 // DTraceFiles is what FindDTrace needs of a Host.
 type DTraceFiles interface {
-	GetValue(key, name string) (Value, error)
+	ValueGetter
 	FileExists(path string) (bool, error)
 }
 
@@ -78,7 +83,7 @@ const WindowsCurrentVersionKey = `HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion
 // BuiltinDTracePath is where Windows ships its own dtrace.exe on this
 // machine: %SystemRoot%\System32\dtrace.exe, SystemRoot read from the
 // registry (a service's environment may lack it).
-func BuiltinDTracePath(h DTraceFiles) string {
+func BuiltinDTracePath(h ValueGetter) string {
 	root := `C:\Windows`
 	if v, err := h.GetValue(CurrentVersionKey, "SystemRoot"); err == nil && v.Str != "" {
 		root = strings.TrimRight(v.Str, `\`)
@@ -88,7 +93,7 @@ func BuiltinDTracePath(h DTraceFiles) string {
 
 // MSIDTracePath is where the DTrace MSI installs dtrace.exe on this
 // machine: ProgramFilesDir\DTrace\dtrace.exe.
-func MSIDTracePath(h DTraceFiles) (string, error) {
+func MSIDTracePath(h ValueGetter) (string, error) {
 	v, err := h.GetValue(WindowsCurrentVersionKey, "ProgramFilesDir")
 	if err != nil {
 		return "", fmt.Errorf("read ProgramFilesDir: %w", err)

@@ -33,7 +33,9 @@ func TestServer2025UsesItsBuiltinDTrace(t *testing.T) {
 	if !stepsByID(r)[stepBCD].Change {
 		t.Fatal("the built-in dtrace still needs bcdedit /set dtrace on")
 	}
-	if !slices.ContainsFunc(r.Notes, func(n string) bool { return strings.HasPrefix(n, `dtrace: Windows' built-in C:\WINDOWS\System32\dtrace.exe`) }) {
+	if !slices.ContainsFunc(r.Notes, func(n string) bool {
+		return strings.HasPrefix(n, `dtrace: Windows' built-in C:\WINDOWS\System32\dtrace.exe`)
+	}) {
 		t.Fatalf("plan notes %q do not say which dtrace is used", r.Notes)
 	}
 	r, err = f.p.Apply(ctx, profile.Default(), RebootNever, nil)

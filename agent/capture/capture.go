@@ -93,11 +93,16 @@ type armed struct {
 	Detail    string          `json:"detail,omitempty"`
 	Triggered int             `json:"triggered"`
 	Restarts  int             `json:"restarts"`
+	// Drops and ProbeErrors are what dtrace reported lost on its stderr
+	// (see readStderr), shown on the target's detail.
+	Drops       uint64 `json:"drops,omitempty"`
+	ProbeErrors uint64 `json:"probe_errors,omitempty"`
 
 	arm          *livedumpv1.ArmCapture
 	cancel       context.CancelCauseFunc
 	done         chan struct{}
 	overheadNote string
+	noted        time.Time // when the detail last showed the drop counts
 }
 
 // Manager owns the captures of this agent.
@@ -114,6 +119,9 @@ type Manager struct {
 	events          prometheus.Counter
 	restarts        prometheus.Counter
 	overheadDisarms prometheus.Counter
+	dtraceDrops     prometheus.Counter
+	dtraceErrors    prometheus.Counter
+	compileFailures prometheus.Counter
 	spooled         prometheus.GaugeFunc
 	armedGage       prometheus.GaugeFunc
 	refusals        refusals
@@ -161,9 +169,12 @@ func New(cfg Config) (*Manager, error) {
 		func() float64 { return float64(m.spool.Len()) })
 	m.armedGage = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "livedump_agent_captures_armed", Help: "Captures whose probe is running on this agent."},
 		func() float64 { return float64(m.countState(stateArmed, stateTriggered)) })
+	m.dtraceDrops = prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_agent_dtrace_drops_total", Help: "Records dtrace reported dropped (\"N drops on CPU k\" and the other drop lines on its stderr)."})
+	m.dtraceErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_agent_dtrace_errors_total", Help: "\"error on enabled probe\" lines dtrace printed on its stderr."})
+	m.compileFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_agent_dtrace_compile_failures_total", Help: "Captures failed because dtrace -e refused their script."})
 	m.refusals.init()
 	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(m.events, m.restarts, m.overheadDisarms, m.spooled, m.armedGage, m.refusals.total)
+		cfg.Registry.MustRegister(m.events, m.restarts, m.overheadDisarms, m.dtraceDrops, m.dtraceErrors, m.compileFailures, m.spooled, m.armedGage, m.refusals.total)
 	}
 	return m, nil
 }
@@ -415,6 +426,9 @@ func (m *Manager) setState(id string, a *armed, state, detail string) {
 }
 
 func (m *Manager) finish(a *armed, state, detail string) {
+	if note := dtraceNote(a); note != "" {
+		detail += "; " + note
+	}
 	m.setState(a.arm.GetCaptureId(), a, state, detail)
 	a.cancel = nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/livedump/livedump/agent/host"
 	"github.com/livedump/livedump/agent/host/sim"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -25,14 +27,33 @@ type scriptedHost struct {
 	mu     sync.Mutex
 	script string
 	starts int
+	// compile is the script run for dtrace -e (compile only); empty
+	// means the script compiles. compiles counts those runs.
+	compile  string
+	compiles int
+	lastArgs []string
+	lastEnv  []string
+}
+
+// DTrace reports an installed MSI dtrace, whatever the machine has.
+func (h *scriptedHost) DTrace() (host.DTrace, error) {
+	return host.DTrace{Kind: host.DTraceMSI, Path: `C:\Program Files\DTrace\dtrace.exe`}, nil
 }
 
 func (h *scriptedHost) DTraceCommand(ctx context.Context, args, env []string) (*exec.Cmd, error) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	if slices.Contains(args, "-e") {
+		h.compiles++
+		s := h.compile
+		if s == "" {
+			s = "exit 0"
+		}
+		return exec.CommandContext(ctx, "sh", "-c", s), nil
+	}
 	h.starts++
-	s := h.script
-	h.mu.Unlock()
-	return exec.CommandContext(ctx, "sh", "-c", s), nil
+	h.lastArgs, h.lastEnv = args, env
+	return exec.CommandContext(ctx, "sh", "-c", h.script), nil
 }
 
 func (h *scriptedHost) startCount() int {

@@ -7,12 +7,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/livedump/livedump/agent/host"
 	agentprobe "github.com/livedump/livedump/agent/probe"
 	"github.com/livedump/livedump/agent/statedir"
 	"github.com/livedump/livedump/internal/ids"
@@ -24,6 +28,22 @@ import (
 // errDriverMissing marks a dtrace that cannot start because the host is not
 // provisioned: restarting cannot help.
 var errDriverMissing = errors.New("dtrace driver not loaded")
+
+// compileError is dtrace refusing the script in its compile-only run (-e):
+// a probe that does not exist ("does not match any probes"), a syntax
+// error, an option this dtrace build does not take. The same script fails
+// the same way every time, so the target fails at once with dtrace's own
+// words instead of being restarted.
+type compileError struct{ msg string }
+
+func (e *compileError) Error() string { return e.msg }
+
+// compileTimeout bounds dtrace -e, which only compiles and matches probes.
+const compileTimeout = time.Minute
+
+// noteEvery is how often a running target's detail is updated with the
+// drops and probe errors dtrace reported, at most.
+const noteEvery = 2 * time.Second
 
 // start launches the capture's supervisor; the caller holds m.mu.
 func (m *Manager) start(a *armed) {
@@ -116,6 +136,15 @@ func (m *Manager) supervise(ctx context.Context, a *armed) {
 			m.mu.Unlock()
 			return
 		}
+		var ce *compileError
+		if errors.As(err, &ce) {
+			m.compileFailures.Inc()
+			log.Error("dtrace could not compile the capture's script; not restarting", "err", ce.msg)
+			m.mu.Lock()
+			m.finish(a, stateFailed, "dtrace could not compile the script (not restarted): "+ce.msg)
+			m.mu.Unlock()
+			return
+		}
 		m.mu.Lock()
 		a.Restarts++
 		restarts := a.Restarts
@@ -162,13 +191,26 @@ func (m *Manager) runOnce(ctx context.Context, a *armed, spec probe.Spec, trigge
 	if err := os.WriteFile(path, []byte(script), 0o600); err != nil {
 		return err
 	}
-	var env []string
-	if m.cfg.SymbolPath != nil {
-		if sp := m.cfg.SymbolPath(); sp != "" {
-			env = append(env, "_NT_SYMBOL_PATH="+sp)
-		}
+	d, err := m.cfg.Host.DTrace()
+	if err != nil {
+		return fmt.Errorf("locate dtrace: %w", err)
 	}
-	cmd, err := m.cfg.Host.DTraceCommand(ctx, []string{"-q", "-s", path}, env)
+	if d.Kind == host.DTraceNone {
+		return fmt.Errorf("%w: no dtrace on this machine (%v)", errDriverMissing, host.ErrNoDTrace)
+	}
+	var symbolPath string
+	if m.cfg.SymbolPath != nil {
+		symbolPath = m.cfg.SymbolPath()
+	}
+	// Compile first (-e: "exit after compiling request but prior to
+	// enabling probes", in both builds' usage and on Microsoft's dtrace
+	// page): a script dtrace refuses is a permanent failure with dtrace's
+	// own message, never a crash to restart.
+	if err := m.compile(ctx, d, symbolPath, path); err != nil {
+		return err
+	}
+	argv, env := d.Invocation(symbolPath, []string{"-q", "-s", path})
+	cmd, err := m.cfg.Host.DTraceCommand(ctx, argv, env)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errDriverMissing, err)
 	}
@@ -194,7 +236,7 @@ func (m *Manager) runOnce(ctx context.Context, a *armed, spec probe.Spec, trigge
 	})
 	m.mu.Lock()
 	if a.State != stateTriggered {
-		m.setState(id, a, stateArmed, "")
+		m.setState(id, a, stateArmed, dtraceNote(a))
 	}
 	m.mu.Unlock()
 
@@ -202,12 +244,7 @@ func (m *Manager) runOnce(ctx context.Context, a *armed, spec probe.Spec, trigge
 	stderrDone := make(chan struct{})
 	go func() {
 		defer close(stderrDone)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if len(stderrText) < 16 { // keep the first lines; the rest is drained
-				stderrText = append(stderrText, sc.Text())
-			}
-		}
+		stderrText = m.readStderr(a, stderr)
 	}()
 	// Read until dtrace's output ends, or until the capture is stopped: a
 	// child that dtrace left holding the pipe must not keep a cancelled
@@ -295,7 +332,7 @@ func (m *Manager) emit(a *armed, rec *agentprobe.Record) {
 	m.mu.Lock()
 	a.Triggered++
 	if a.State != stateTriggered {
-		m.setState(id, a, stateTriggered, "")
+		m.setState(id, a, stateTriggered, dtraceNote(a))
 	} else if err := m.save(); err != nil { // the count keeps the cap across restarts
 		m.log.Error("save captures", "err", err)
 	}
@@ -307,4 +344,171 @@ func (m *Manager) emit(a *armed, rec *agentprobe.Record) {
 
 func frameProto(f agentprobe.Frame) *livedumpv1.Frame {
 	return &livedumpv1.Frame{Module: f.Module, Function: f.Function, Offset: f.Offset, Address: f.Address}
+}
+
+// compile runs dtrace's compile-only mode on the script: it parses the
+// script and matches its probe descriptions against the probes the machine
+// has, then exits without enabling anything. A refusal is a
+// *compileError; a dtrace that cannot start is errDriverMissing; anything
+// else (a timeout, a crash) is an ordinary failure, retried with backoff.
+func (m *Manager) compile(ctx context.Context, d host.DTrace, symbolPath, path string) error {
+	cctx, cancel := context.WithTimeout(ctx, compileTimeout)
+	defer cancel()
+	argv, env := d.Invocation(symbolPath, []string{"-e", "-q", "-s", path})
+	cmd, err := m.cfg.Host.DTraceCommand(cctx, argv, env)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errDriverMissing, err)
+	}
+	cmd.WaitDelay = 5 * time.Second
+	var out boundedBuffer
+	cmd.Stdout, cmd.Stderr = io.Discard, &out
+	runErr := cmd.Run()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if cctx.Err() != nil {
+		return fmt.Errorf("dtrace -e did not finish within %s", compileTimeout)
+	}
+	msg := dtraceMessage(out.String())
+	var exit *exec.ExitError
+	switch {
+	case runErr == nil:
+		return nil
+	case strings.Contains(msg, "DTrace device not available") || strings.Contains(msg, "failed to initialize dtrace"):
+		return fmt.Errorf("%w: %s", errDriverMissing, msg)
+	case errors.As(runErr, &exit) && (exit.ExitCode() == 1 || exit.ExitCode() == 2) && strings.HasPrefix(msg, "dtrace: "):
+		// 1 is E_ERROR (failed to compile, invalid probe specifier), 2
+		// E_USAGE (an option this build does not take): dtrace said why.
+		return &compileError{msg: msg}
+	case msg != "":
+		return fmt.Errorf("dtrace -e: %v: %s", runErr, msg)
+	}
+	return fmt.Errorf("dtrace -e: %w", runErr)
+}
+
+// dtraceMessage is what dtrace printed on stderr, as one line: lines
+// trimmed (CRLF on Windows), blank ones and the usage text that follows an
+// illegal option left out, bounded.
+func dtraceMessage(s string) string {
+	var lines []string
+	for _, l := range strings.Split(s, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" {
+			continue
+		}
+		if strings.HasPrefix(l, "Usage: ") {
+			break
+		}
+		lines = append(lines, l)
+	}
+	msg := strings.Join(lines, "; ")
+	if len(msg) > 1024 {
+		msg = msg[:1024] + "..."
+	}
+	return strings.ToValidUTF8(msg, "?")
+}
+
+// boundedBuffer keeps the first 64 KiB written to it and drops the rest,
+// so a dtrace that prints without end cannot exhaust the agent's memory.
+type boundedBuffer struct{ b []byte }
+
+func (w *boundedBuffer) Write(p []byte) (int, error) {
+	if room := 64<<10 - len(w.b); room > 0 {
+		w.b = append(w.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (w *boundedBuffer) String() string { return string(w.b) }
+
+// Lines dtrace prints on stderr while tracing that say data was lost. The
+// formats are libdtrace's (dt_handle.c): dt_handle_cpudrop's
+// "%llu %sdrop%s on CPU %d" (principal or aggregation buffer),
+// dt_handle_status's "%llu dynamic variable drop%s..." and
+// "%llu speculative drop%s", and dt_handle_err's "error on enabled probe
+// ID %u (ID %u: %s:%s:%s:%s): %s...", each prefixed "dtrace: " by dtrace's
+// drop and error handlers (cmd/dtrace.c). With the droptags option a
+// "[DTRACEDROP_...] " tag comes first.
+var (
+	dropLine  = regexp.MustCompile(`^dtrace: (?:\[\w+\] )?(\d+) (?:aggregation |dynamic variable |speculative )?drops?\b`)
+	errorLine = regexp.MustCompile(`^dtrace: (?:\[\w+\] )?error on enabled probe ID \d+`)
+)
+
+// readStderr reads dtrace's stderr to its end. Drop and probe-error lines
+// are counted (metrics, and the target's detail); the first other lines
+// are returned for the message if dtrace fails.
+func (m *Manager) readStderr(a *armed, r io.Reader) []string {
+	id := a.arm.GetCaptureId()
+	var kept []string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 4096), 64<<10)
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r \t")
+		var drops, errs uint64
+		if g := dropLine.FindStringSubmatch(line); g != nil {
+			drops, _ = strconv.ParseUint(g[1], 10, 64)
+		} else if errorLine.MatchString(line) {
+			errs = 1
+		} else {
+			if line != "" && len(kept) < 16 { // keep the first lines; the rest is drained
+				kept = append(kept, line)
+			}
+			continue
+		}
+		m.dtraceDrops.Add(float64(drops))
+		m.dtraceErrors.Add(float64(errs))
+		m.mu.Lock()
+		a.Drops += drops
+		a.ProbeErrors += errs
+		now := m.cfg.Clock.Now()
+		if now.Sub(a.noted) >= noteEvery && !terminal(a.State) {
+			a.noted = now
+			m.setState(id, a, a.State, dtraceNote(a))
+		}
+		m.mu.Unlock()
+		if errs > 0 {
+			m.log.Debug("dtrace probe error", "capture_id", id, "line", line)
+		}
+	}
+	// A line longer than the buffer stops the scanner: drain the rest so
+	// dtrace never blocks writing to a full pipe.
+	_, _ = io.Copy(io.Discard, r)
+	return kept
+}
+
+// dtraceNote is what a target's detail says about the data dtrace lost:
+// "dtrace reported 1,234 drops, 2 probe errors", or "" when none.
+func dtraceNote(a *armed) string {
+	var parts []string
+	if a.Drops > 0 {
+		parts = append(parts, plural(a.Drops, "drop"))
+	}
+	if a.ProbeErrors > 0 {
+		parts = append(parts, plural(a.ProbeErrors, "probe error"))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "dtrace reported " + strings.Join(parts, ", ")
+}
+
+func plural(n uint64, what string) string {
+	s := thousands(n) + " " + what
+	if n != 1 {
+		s += "s"
+	}
+	return s
+}
+
+// thousands writes n with comma separators: 1234 is "1,234".
+func thousands(n uint64) string {
+	s := strconv.FormatUint(n, 10)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
 }

@@ -15,22 +15,29 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-// DTraceCommand prepares dtrace.exe from where the DTrace MSI installs it
-// (ProgramFilesDir\DTrace\dtrace.exe, read from the registry rather than
-// an environment variable a service may not have).
+// DTrace finds the dtrace this machine runs: the configured DTracePath,
+// else the built-in %SystemRoot%\System32\dtrace.exe, else the MSI's
+// ProgramFilesDir\DTrace\dtrace.exe (locations read from the registry
+// rather than an environment a service may not have).
+func (w *Windows) DTrace() (DTrace, error) { return FindDTrace(w, w.DTracePath) }
+
+// DTraceCommand prepares the dtrace DTrace finds.
 func (w *Windows) DTraceCommand(ctx context.Context, args, env []string) (*exec.Cmd, error) {
-	pf, err := w.GetValue(`HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion`, "ProgramFilesDir")
+	d, err := w.DTrace()
 	if err != nil {
-		return nil, fmt.Errorf("locate dtrace.exe: ProgramFilesDir: %w", err)
+		return nil, fmt.Errorf("locate dtrace.exe: %w", err)
 	}
-	path := pf.Str + `\DTrace\dtrace.exe`
-	if _, err := os.Stat(path); err != nil {
+	if d.Kind == DTraceNone {
+		msi, _ := MSIDTracePath(w)
+		return nil, fmt.Errorf("neither %s nor %s exists: %w", BuiltinDTracePath(w), msi, ErrNoDTrace)
+	}
+	if _, err := os.Stat(d.Path); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%s: not found (DTrace is not installed)", path)
+			return nil, fmt.Errorf("%s (%s): not found: %w", d.Path, d.Kind, ErrNoDTrace)
 		}
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, path, args...)
+	cmd := exec.CommandContext(ctx, d.Path, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{HideWindow: true}
 	return cmd, nil

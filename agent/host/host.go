@@ -291,9 +291,15 @@ type Host interface {
 	// `C:\Program Files\DTrace\dtrace.exe`.
 	FileExists(path string) (bool, error)
 
-	// DTraceCommand prepares dtrace.exe, as DTrace installed it, to run with
-	// args; env entries (such as _NT_SYMBOL_PATH) are added to its
-	// environment. The caller starts, reads and kills it.
+	// DTrace says which dtrace this machine runs (FindDTrace): the
+	// configured dtrace_path, else the built-in System32\dtrace.exe, else
+	// the MSI's; Kind DTraceNone when there is none.
+	DTrace() (DTrace, error)
+	// DTraceCommand prepares that dtrace to run with args, given as they
+	// are (see DTrace.Invocation for the parameters each build takes); env
+	// entries (such as _NT_SYMBOL_PATH) are added to its environment. It
+	// fails, wrapping ErrNoDTrace, when there is no dtrace. The caller
+	// starts, reads and kills it.
 	DTraceCommand(ctx context.Context, args, env []string) (*exec.Cmd, error)
 
 	// LiveDumpDir is the local folder Windows writes live kernel dumps to:

@@ -14,7 +14,11 @@ import (
 // Windows is the Host of a real Windows machine. It has no state: every call
 // goes to the operating system, so several agents' views never diverge from
 // what regedit shows.
-type Windows struct{}
+type Windows struct {
+	// DTracePath is the agent's dtrace_path setting: the dtrace executable
+	// to run instead of the one Windows or the DTrace MSI installed.
+	DTracePath string
+}
 
 // NewWindows returns the real Host. It exists so that the agent's main picks
 // an implementation in one place and the rest of the agent sees only Host.

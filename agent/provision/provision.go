@@ -143,7 +143,6 @@ func (p *Provisioner) SymbolPath() (string, error) {
 const (
 	minClientBuild   = 18980 // builds must be above this
 	minServerBuild   = 18975
-	server2025Build  = 26100 // ships its own dtrace
 	systemDriveFallb = "C:"
 )
 
@@ -177,8 +176,6 @@ func (p *Provisioner) blockers(ctx context.Context, prof profile.Profile, bootCh
 	switch {
 	case server && build <= minServerBuild:
 		b = append(b, fmt.Sprintf("Windows build %d is too old: DTrace needs a server build above %d", build, minServerBuild))
-	case server && build >= server2025Build:
-		b = append(b, fmt.Sprintf("unsupported edition: Windows Server build %d (2025) ships its own dtrace with other parameters", build))
 	case !server && build <= minClientBuild:
 		b = append(b, fmt.Sprintf("Windows build %d is too old: DTrace needs a client build above %d", build, minClientBuild))
 	}
@@ -295,9 +292,15 @@ func (p *Provisioner) plan(ctx context.Context, prof profile.Profile, j *journal
 }
 
 // notes reports what the operator should know but provisioning does not
-// change: reboots Windows itself is waiting for, and the running VBS state.
+// change: which dtrace captures will run, reboots Windows itself is
+// waiting for, and the running VBS state.
 func (p *Provisioner) notes(ctx context.Context, prof profile.Profile) ([]string, error) {
 	var n []string
+	d, err := p.cfg.Host.DTrace()
+	if err != nil {
+		return nil, fmt.Errorf("dtrace: %w", err)
+	}
+	n = append(n, dtraceNote(d, prof))
 	pending, reasons, err := host.PendingReboot(p.cfg.Host)
 	if err != nil {
 		return nil, fmt.Errorf("pending reboot: %w", err)
@@ -593,4 +596,24 @@ func (p *Provisioner) Revert(ctx context.Context, prof profile.Profile, policy R
 	}
 	p.cfg.Logger.Info("provisioning reverted", "restored", len(rep.Steps))
 	return p.finish(ctx, rep, j, prof, policy)
+}
+
+// dtraceNote says which dtrace captures run on this machine. Windows
+// Server 2025 ships its own (System32\dtrace.exe, "differs from the MSI
+// installer of DTrace for Windows surrounding parameters",
+// https://learn.microsoft.com/en-us/windows-server/administration/windows-commands/dtrace):
+// there it is used and the MSI is not installed.
+func dtraceNote(d host.DTrace, prof profile.Profile) string {
+	switch d.Kind {
+	case host.DTraceBuiltin:
+		return "dtrace: Windows' built-in " + d.Path + " (the DTrace MSI is not installed; enabled by bcdedit /set dtrace on and a reboot)"
+	case host.DTraceMSI:
+		return "dtrace: DTrace for Windows (MSI) " + d.Path
+	case host.DTraceConfigured:
+		return "dtrace: " + d.Path + " (the agent's dtrace_path setting)"
+	}
+	if prof.InstallDTrace {
+		return "dtrace: none yet; the DTrace MSI will be installed"
+	}
+	return "dtrace: none, and the profile does not install it"
 }

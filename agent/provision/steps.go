@@ -20,11 +20,10 @@ const (
 	fullLiveKey      = crashControlKey + `\FullLiveKernelReports`
 	liveReportsKey   = crashControlKey + `\LiveKernelReports`
 	deviceGuardKey   = `HKLM\SYSTEM\CurrentControlSet\Control\DeviceGuard`
-	currentVerKey    = `HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion`
-	dtraceRelPath    = `\DTrace\dtrace.exe`
 	notSet           = "(not set)"
 	dtraceInstalled  = "installed"
 	dtraceMissing    = "not installed"
+	dtraceBuiltin    = "built into Windows"
 	stepSymbolPath   = "dtrace.symbol_path"
 	stepInstall      = "dtrace.install"
 	stepBCD          = "bcd.dtrace"
@@ -229,23 +228,26 @@ type installPrior struct {
 
 func (s *installStep) id() string { return stepInstall }
 func (s *installStep) describe() string {
-	return `DTrace installed (C:\Program Files\DTrace\dtrace.exe)`
+	return `DTrace installed (built-in System32\dtrace.exe, else the MSI's C:\Program Files\DTrace\dtrace.exe)`
 }
 func (s *installStep) desired() string   { return dtraceInstalled }
 func (s *installStep) needsReboot() bool { return false }
 
+// read finds dtrace by its files: where Windows ships its own (System32,
+// Windows Server 2025 and later) the step is already done and the MSI is
+// never installed; never decided by the build number alone.
 func (s *installStep) read(context.Context) (observed, error) {
-	path, err := DTracePath(s.p.cfg.Host)
+	found, err := host.FindDTrace(s.p.cfg.Host, "")
 	if err != nil {
 		return observed{}, err
 	}
-	ok, err := s.p.cfg.Host.FileExists(path)
-	if err != nil {
-		return observed{}, err
-	}
+	ok := found.Kind != host.DTraceNone
 	b, _ := json.Marshal(installPrior{Installed: ok})
 	d := dtraceMissing
-	if ok {
+	switch found.Kind {
+	case host.DTraceBuiltin:
+		d = dtraceBuiltin + " (" + found.Path + ")"
+	case host.DTraceMSI:
 		d = dtraceInstalled
 	}
 	return observed{display: d, ok: ok, prior: b}, nil
@@ -397,13 +399,7 @@ func newProduct(before, after []host.Product) string {
 }
 
 // DTracePath is where the DTrace MSI puts dtrace.exe on this host.
-func DTracePath(h host.Registry) (string, error) {
-	v, err := h.GetValue(currentVerKey, "ProgramFilesDir")
-	if err != nil {
-		return "", fmt.Errorf("read ProgramFilesDir: %w", err)
-	}
-	return v.Str + dtraceRelPath, nil
-}
+func DTracePath(h host.Registry) (string, error) { return host.MSIDTracePath(h) }
 
 // steps returns the recipe for prof, in the order apply runs them.
 func (p *Provisioner) steps(prof profile.Profile, j *journal, msi func(context.Context) (string, error)) []step {

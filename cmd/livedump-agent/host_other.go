@@ -13,6 +13,6 @@ func defaultConfigFile() string { return "/etc/livedump/agent.yaml" }
 
 // realHost fails: the agent's real host is Windows; elsewhere it can only
 // run against the simulated host.
-func realHost() (host.Host, error) {
+func realHost(string) (host.Host, error) {
 	return nil, errors.New("this build runs on Windows only; use --simulate to run against the simulated Windows host")
 }

@@ -27,5 +27,10 @@ func programData() string {
 func defaultStateDir() string   { return filepath.Join(programData(), "livedump") }
 func defaultConfigFile() string { return filepath.Join(programData(), "livedump", "agent.yaml") }
 
-// realHost is the Windows host the agent runs on.
-func realHost() (host.Host, error) { return host.NewWindows(), nil }
+// realHost is the Windows host the agent runs on; dtracePath is the
+// dtrace_path setting.
+func realHost(dtracePath string) (host.Host, error) {
+	w := host.NewWindows()
+	w.DTracePath = dtracePath
+	return w, nil
+}

@@ -142,7 +142,7 @@ func agentFlags(f *pflag.FlagSet) {
 	f.Bool("simulate", false, "run against the simulated Windows host (any OS)")
 	f.String("sim-hostname", "", "hostname of the simulated host on its first start")
 	f.Bool("sim-bitlocker", false, "the simulated host's C: is BitLocker-protected (first start only)")
-	f.String("dtrace-path", "", "dtrace executable to run (default: the one DTrace installs)")
+	f.String("dtrace-path", "", "dtrace executable to run instead of the machine's (default: Windows' built-in System32\\dtrace.exe, else the DTrace MSI's; with --simulate, the simulated dtrace)")
 	f.String("dtrace-msi", "", "pre-staged DTrace installer (MSI) to use when the controller offers none or the same one")
 	f.StringSlice("installer-publisher", provision.DefaultInstallerPublishers, "run an installer (the DTrace MSI) only if validly signed by this `PUBLISHER` (signing certificate's CN or O; repeatable)...")
 	f.StringSlice("installer-sha256", nil, "...or if its SHA-256 is this `HEX` (repeatable; set at install time by the MSI property INSTALLER_SHA256)")
@@ -211,8 +211,20 @@ func runAgent(ctx context.Context, cmd *cobra.Command, newLog func(level string)
 		ExpectedDumpBytes: v.GetUint64("expected_dump_bytes"),
 		Logger:            log,
 	}
+	// dtrace_path replaces the dtrace the machine has (the built-in
+	// System32\dtrace.exe or the MSI's) on Windows, and the simulated
+	// dtrace with --simulate.
+	dtracePath := config.Path(v, "dtrace_path")
+	if dtracePath != "" {
+		if st, err := os.Stat(dtracePath); err != nil {
+			return fmt.Errorf("dtrace_path: %w", err)
+		} else if !st.Mode().IsRegular() {
+			return fmt.Errorf("dtrace_path: %s is not a file", dtracePath)
+		}
+		log.Info("dtrace_path set: captures run this dtrace", "dtrace_path", dtracePath)
+	}
 	if !v.GetBool("simulate") {
-		if cfg.Host, err = realHost(); err != nil {
+		if cfg.Host, err = realHost(dtracePath); err != nil {
 			return err
 		}
 		a, err := agent.New(cfg)
@@ -222,9 +234,10 @@ func runAgent(ctx context.Context, cmd *cobra.Command, newLog func(level string)
 		return a.Run(ctx)
 	}
 	h, err := sim.New(sim.Config{
-		StateDir:  filepath.Join(stateDir, "host"),
-		Hostname:  v.GetString("sim_hostname"),
-		BitLocker: v.GetBool("sim_bitlocker"),
+		StateDir:   filepath.Join(stateDir, "host"),
+		Hostname:   v.GetString("sim_hostname"),
+		BitLocker:  v.GetBool("sim_bitlocker"),
+		DTracePath: dtracePath,
 	})
 	if err != nil {
 		return err

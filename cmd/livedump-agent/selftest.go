@@ -69,7 +69,7 @@ what to send to the livedump team (see docs/selftest.md).`,
 				return err
 			}
 			h = sh
-		} else if h, err = realHost(); err != nil {
+		} else if h, err = realHost(config.Path(v, "dtrace_path")); err != nil {
 			return err
 		}
 		cfg := selftest.Config{

@@ -24,13 +24,30 @@ const (
 	RunAsDTrace = "dtrace-sim"
 )
 
+// DTrace finds the simulated machine's dtrace by its files, as on Windows:
+// the built-in C:\WINDOWS\System32\dtrace.exe (Server 2025 and later),
+// else the MSI's C:\Program Files\DTrace\dtrace.exe. With Config.DTracePath
+// set (the agent's dtrace_path) that executable is the machine's dtrace,
+// whatever is on C:.
+func (h *Host) DTrace() (host.DTrace, error) {
+	if h.dtrace != "" {
+		return host.DTrace{Kind: host.DTraceConfigured, Path: h.dtrace}, nil
+	}
+	return host.FindDTrace(h, "")
+}
+
 // DTraceCommand prepares the simulated dtrace the way the Windows host
 // prepares dtrace.exe: a separate process, the same arguments. It refuses,
-// like Windows would fail to find the program, when DTrace is not
-// installed on the simulated C: drive.
+// like Windows would fail to find the program, when the simulated C: drive
+// has no dtrace.exe. A configured dtrace (Config.DTracePath) runs as it is,
+// with the machine named in its environment.
 func (h *Host) DTraceCommand(ctx context.Context, args, env []string) (*exec.Cmd, error) {
-	if ok, err := h.FileExists(`C:\Program Files\DTrace\dtrace.exe`); err != nil || !ok {
-		return nil, fmt.Errorf(`C:\Program Files\DTrace\dtrace.exe: the system cannot find the file specified (DTrace is not installed)`)
+	d, err := h.DTrace()
+	if err != nil {
+		return nil, err
+	}
+	if d.Kind == host.DTraceNone {
+		return nil, fmt.Errorf(`C:\Program Files\DTrace\dtrace.exe: the system cannot find the file specified: %w`, host.ErrNoDTrace)
 	}
 	path := h.dtrace
 	extra := []string{EnvHost + "=" + h.dir}

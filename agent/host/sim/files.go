@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -145,13 +146,34 @@ var seedDirs = []string{
 }
 
 // seedDrive creates the simulated C: drive of a new machine.
-func seedDrive(root string) error {
+func seedDrive(root string, cfg Config) error {
 	for _, d := range seedDirs {
 		if err := os.MkdirAll(filepath.Join(root, filepath.FromSlash(strings.ReplaceAll(d, `\`, "/"))), 0o755); err != nil {
 			return err
 		}
 	}
+	if builtinDTrace(cfg) {
+		p := filepath.Join(root, "WINDOWS", "System32", "dtrace.exe")
+		if err := os.WriteFile(p, []byte("MZ simulated built-in dtrace.exe\n"), 0o755); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// firstBuiltinDTraceBuild is Windows Server 2025's build, the first that
+// ships dtrace.exe in System32 ("Beginning with Windows Server 2025, dtrace
+// is included as a built-in tool",
+// https://learn.microsoft.com/en-us/windows-server/administration/windows-commands/dtrace).
+const firstBuiltinDTraceBuild = 26100
+
+// builtinDTrace reports whether a fresh machine of cfg's kind has the
+// built-in dtrace. Only servers get it: some Microsoft pages say newer
+// Windows 11 builds ship it too, but that is not certain, and the harsher
+// simulation is the one without it (the agent finds it by its file anyway).
+func builtinDTrace(cfg Config) bool {
+	b, err := strconv.Atoi(cfg.Build)
+	return err == nil && isServer(cfg.InstallationType) && b >= firstBuiltinDTraceBuild
 }
 
 // fileTxn is a set of changes to the simulated drive that can be taken back,

@@ -99,10 +99,13 @@ type Config struct {
 	// is persisted.
 	FreeBytes   uint64
 	MemoryBytes uint64
-	// DTracePath is the simulated dtrace executable (cmd/dtrace-sim). Empty
-	// means this program itself, re-executed with LIVEDUMP_RUN_AS=dtrace-sim,
-	// which the livedump binaries honour so dev mode needs no second binary.
-	// It is not persisted.
+	// DTracePath is the machine's dtrace executable, the agent's
+	// dtrace_path (--dtrace-path): it replaces the simulated dtrace and
+	// runs whatever is on the simulated C: drive (cmd/dtrace-sim, or a
+	// test's fake). Empty means the simulated dtrace: this program itself,
+	// re-executed with LIVEDUMP_RUN_AS=dtrace-sim, which the livedump
+	// binaries honour so dev mode needs no second binary, run only when
+	// C: has a dtrace.exe. It is not persisted.
 	DTracePath string
 	// Clock is the machine's clock, read for boot times and reboot delays;
 	// nil means the real clock. Tests pass a fake one to make reboots
@@ -209,7 +212,7 @@ func New(cfg Config) (*Host, error) {
 	if err := seed(h, cfg); err != nil {
 		return nil, fmt.Errorf("sim: seeding registry: %w", err)
 	}
-	if err := seedDrive(h.driveRoot()); err != nil {
+	if err := seedDrive(h.driveRoot(), cfg); err != nil {
 		return nil, fmt.Errorf("sim: seeding drive C: %w", err)
 	}
 	h.m = firstBoot(h, cfg)

@@ -23,7 +23,9 @@
 // Options: -s script and -n specifier (any number), -q, -w, -o file
 // (appended to), -x option[=value] (quiet, destructive, stackframes,
 // ustackframes and stackindent act; others are accepted and ignored), -l,
-// -e, -Z, -b (ignored), -32/-64. The other options of dtrace are refused as
+// -e (compile only: syntax, and probe descriptions against the probes the
+// machine has), -Z, -b (ignored), -32/-64, -y symbolpath (ignored; only on
+// a machine whose dtrace is the built-in one, else an illegal option). The other options of dtrace are refused as
 // not supported; unknown ones are a usage error (exit 2). On Windows the
 // output has CRLF line endings, as dtrace.exe's C runtime writes text
 // mode. The process does not exit before the dumps lkd() asked for are
@@ -57,6 +59,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -72,6 +75,10 @@ const (
 	EnvSeed        = "LIVEDUMP_SIM_DTRACE_SEED"
 	EnvDumpBytes   = "LIVEDUMP_SIM_DUMP_BYTES"
 	EnvDumpSeconds = "LIVEDUMP_SIM_DUMP_SECONDS"
+	// EnvBufSize caps the principal buffer per CPU below what -b or
+	// bufsize ask for, so tests can load the simulated dtrace until it
+	// drops records without firing thousands of probes.
+	EnvBufSize = "LIVEDUMP_SIM_DTRACE_BUFSIZE"
 )
 
 // Defaults and bounds of the environment settings.
@@ -83,6 +90,7 @@ const (
 	MaxDumpBytes       = 1 << 30
 	DefaultDumpSeconds = 3.0
 	MaxDumpSeconds     = 3600.0
+	MaxBufSize         = 1 << 30
 )
 
 // Exit codes, as dtrace's.
@@ -97,7 +105,7 @@ const pname = "dtrace"
 
 // optstring is dtrace's getopt string; the simulation knows every option
 // and implements some.
-const optstring = "3:6:aAb:Bc:CD:ef:FGhHi:I:lL:m:n:o:p:P:qs:SU:vVwx:X:Z"
+const optstring = "3:6:aAb:Bc:CD:ef:FGhHi:I:lL:m:n:o:p:P:qs:SU:vVwx:X:y:Z"
 
 // Main runs the simulated dtrace with args (os.Args[1:]) and env
 // (os.Environ()) and returns its exit code. SIGINT and SIGTERM (Ctrl+C,
@@ -121,9 +129,10 @@ func Run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int 
 
 // stats is what a run did, for tests.
 type stats struct {
-	firings  int // syscall firings generated
-	filtered int // firings that some clause's probe matched but no predicate let through
-	recorded int // clause executions that traced data
+	firings  int    // syscall firings generated
+	filtered int    // firings that some clause's probe matched but no predicate let through
+	recorded int    // clause executions that traced data
+	drops    uint64 // records dropped because a principal buffer was full
 	dumps    []string
 	dumpErrs []error
 }
@@ -136,6 +145,12 @@ type cmdline struct {
 	list  bool
 	exec  bool
 	zdefs bool
+	// sympath is -y's symbol path. Only the built-in dtrace of Windows
+	// Server 2025 documents -y (windows-commands/dtrace); the MSI build's
+	// usage does not list it, so the simulation accepts it only on a
+	// machine with the built-in one.
+	sympath string
+	hasY    bool
 }
 
 type progArg struct {
@@ -218,7 +233,7 @@ func parseArgs(args []string, stderr io.Writer) (cmdline, int, bool) {
 					return cl, usage(stderr), false
 				}
 			case 'b':
-				// Buffer sizes mean nothing to the simulation.
+				cl.opts = append(cl.opts, [2]string{"bufsize", val})
 			case 'e':
 				cl.exec = false
 			case 'l':
@@ -237,6 +252,8 @@ func parseArgs(args []string, stderr io.Writer) (cmdline, int, bool) {
 				cl.opts = append(cl.opts, [2]string{name, v})
 			case 'Z':
 				cl.zdefs = true
+			case 'y':
+				cl.sympath, cl.hasY = val, true
 			default:
 				fmt.Fprintf(stderr, "%s: -%c is not supported by the simulated dtrace\n", pname, c)
 				return cl, exitError, false
@@ -248,6 +265,7 @@ func parseArgs(args []string, stderr io.Writer) (cmdline, int, bool) {
 
 // options are the dtrace options the simulation acts on.
 type options struct {
+	bufsize      int64 // principal buffer per CPU, bytes (-b, -x bufsize)
 	quiet        bool
 	destructive  bool
 	stackframes  int
@@ -256,7 +274,8 @@ type options struct {
 }
 
 func defaultOptions() *options {
-	return &options{stackframes: 20, ustackframes: 100, stackindent: 14}
+	// dtrace.c sets bufsize to 4m before reading the options.
+	return &options{bufsize: 4 << 20, stackframes: 20, ustackframes: 100, stackindent: 14}
 }
 
 // set sets an option (-x name=val, -q, -w, #pragma D option). Options the
@@ -281,6 +300,12 @@ func (o *options) set(name, val string) error {
 		o.ustackframes, err = num(1)
 	case "stackindent":
 		o.stackindent, err = num(0)
+	case "bufsize":
+		n, perr := parseInt(val)
+		if perr != nil || n < 1 {
+			return errors.New("Invalid value for specified option")
+		}
+		o.bufsize = n
 	case "flowindent":
 		err = errors.New("not supported by the simulated dtrace")
 	}
@@ -295,6 +320,7 @@ type config struct {
 	seeded   bool
 	dumpSize int64
 	dumpDur  time.Duration
+	bufCap   int64 // EnvBufSize; 0: none
 }
 
 // lookupEnv finds name in env; the last setting wins, as with exec.Cmd.
@@ -339,6 +365,13 @@ func parseConfig(env []string) (config, error) {
 			return c, fmt.Errorf("%s=%q: want seconds from 0 to %g", EnvDumpSeconds, v, MaxDumpSeconds)
 		}
 		c.dumpDur = time.Duration(s * float64(time.Second))
+	}
+	if v, ok := lookupEnv(env, EnvBufSize); ok && v != "" {
+		n, err := parseInt(v)
+		if err != nil || n < 1 || n > MaxBufSize {
+			return c, fmt.Errorf("%s=%q: want a size from 1 byte to 1g", EnvBufSize, v)
+		}
+		c.bufCap = n
 	}
 	if !c.seeded {
 		c.seed = rand.Uint64()
@@ -396,6 +429,10 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (int
 		if err != nil {
 			fmt.Fprintf(stderr, "%s: %v\n", pname, err)
 		}
+	}
+	if cl.hasY && !m.builtinDTrace() {
+		fmt.Fprintf(stderr, "%s: illegal option -- y\n", pname)
+		return usage(stderr), st
 	}
 	if cl.exec || cl.list {
 		if m == nil || m.recovery || !m.driverLoaded || m.hvci || !m.dtraceInstalled() {
@@ -507,6 +544,9 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (int
 	}
 
 	now := time.Now
+	if cfg.bufCap > 0 && cfg.bufCap < opts.bufsize {
+		opts.bufsize = cfg.bufCap
+	}
 	s := &session{
 		progs: progs,
 		opts:  opts,
@@ -628,12 +668,60 @@ type session struct {
 	heading bool  // the CPU/ID/FUNCTION:NAME header was printed
 	exited  bool  // exit() was recorded: the state is draining
 	status  int64 // exit()'s status
+	// The principal buffers: what each CPU recorded since the last
+	// buffer switch, and the records dropped because it was full.
+	used       map[int]int64
+	drops      map[int]uint64
+	lastSwitch time.Time
+}
+
+// switchRate is how often dtrace's consumer switches and reads the
+// principal buffers (the switchrate option's default, 1 Hz).
+const switchRate = time.Second
+
+// record puts a probe's output in its CPU's principal buffer, or drops it
+// when the buffer is full, as the kernel does under load: the consumer
+// never sees a dropped record, and learns only how many there were.
+func (s *session) record(cpu int, n int) bool {
+	if s.used == nil {
+		s.used, s.drops = map[int]int64{}, map[int]uint64{}
+	}
+	if s.used[cpu]+int64(n) > s.opts.bufsize {
+		s.drops[cpu]++
+		return false
+	}
+	s.used[cpu] += int64(n)
+	return true
+}
+
+// switchBuffers is the consumer's buffer switch: the buffers empty, and
+// the drops of each CPU are reported on stderr in libdtrace's words
+// (dt_handle_cpudrop: "%llu %sdrop%s on CPU %d", through dtrace's drop
+// handler, which prefixes "dtrace: ").
+func (s *session) switchBuffers() {
+	cpus := make([]int, 0, len(s.drops))
+	for cpu := range s.drops {
+		cpus = append(cpus, cpu)
+	}
+	sort.Ints(cpus)
+	for _, cpu := range cpus {
+		n := s.drops[cpu]
+		plural := ""
+		if n > 1 {
+			plural = "s"
+		}
+		fmt.Fprintf(s.err, "%s: %d drop%s on CPU %d\n", pname, n, plural, cpu)
+		s.stats.drops += n
+	}
+	clear(s.used)
+	clear(s.drops)
 }
 
 // trace fires BEGIN, then syscall probes at rate until exit() or ctx
 // ends, then END, printing as dtrace's consumer loop does. It returns the
 // exit status.
 func (s *session) trace(ctx context.Context, rate float64) int {
+	s.lastSwitch = time.Now()
 	s.fire(s.world.dtraceFiring("BEGIN"))
 	interrupted := false
 	if !s.exited && len(s.world.probes) > 0 {
@@ -645,9 +733,13 @@ func (s *session) trace(ctx context.Context, rate float64) int {
 			case <-ctx.Done():
 				interrupted = true
 				break loop
-			case <-t.C:
+			case now := <-t.C:
 				s.stats.firings++
 				s.fire(s.world.next())
+				if now.Sub(s.lastSwitch) >= switchRate {
+					s.switchBuffers()
+					s.lastSwitch = now
+				}
 			}
 		}
 	} else if !s.exited {
@@ -658,6 +750,7 @@ func (s *session) trace(ctx context.Context, rate float64) int {
 		// dtrace prints a newline on the first interrupt, even when quiet.
 		s.out.write([]byte("\n"))
 	}
+	s.switchBuffers()
 	s.exited = false // END fires while the state stops
 	s.fire(s.world.dtraceFiring("END"))
 	s.out.write([]byte("\n")) // dtrace's last oprintf
@@ -671,7 +764,12 @@ func (s *session) fire(f *firing) {
 	// The probe's output reaches the consumer after the probe, and so
 	// after the dumps it asked for have started.
 	var out bytes.Buffer
-	defer func() { s.out.write(out.Bytes()) }()
+	defer func() {
+		if out.Len() > 0 && f.probe.prov == "syscall" && !s.record(f.cpu, out.Len()) {
+			return
+		}
+		s.out.write(out.Bytes())
+	}()
 	matched, passed := false, false
 	for _, prog := range s.progs {
 		for _, c := range prog.clauses {

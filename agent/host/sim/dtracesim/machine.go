@@ -138,12 +138,23 @@ func (m *machine) stringValue(key, name string) string {
 	return ""
 }
 
-// dtraceInstalled reports whether dtrace.exe is on the simulated drive.
+// dtraceInstalled reports whether a dtrace.exe is on the simulated drive:
+// the MSI's or the built-in one.
 func (m *machine) dtraceInstalled() bool {
 	if m.local {
 		return localInstalled()
 	}
-	p, err := hostPath(m.dir, dtraceExe)
+	return m.fileExists(dtraceExe) || m.builtinDTrace()
+}
+
+// builtinDTrace reports whether the machine has Windows' own dtrace.exe in
+// System32 (Windows Server 2025 and later), the build that takes -y.
+func (m *machine) builtinDTrace() bool {
+	return m != nil && !m.local && m.fileExists(m.systemRoot()+`\System32\dtrace.exe`)
+}
+
+func (m *machine) fileExists(win string) bool {
+	p, err := hostPath(m.dir, win)
 	if err != nil {
 		return false
 	}

@@ -32,9 +32,9 @@ const syscallProbes = 1881
 
 // syscallNumbers are system service numbers of the x64 Windows 10/11
 // kernel (the first 0x56 are stable across releases), used to give probes
-// stable IDs, and the names a glob on the function field can match. Any
-// other Nt* name exists too (the table is not complete), with an ID derived
-// from its name.
+// stable IDs, and the names a glob on the function field can match. The
+// other system services of knownSyscalls exist too, with an ID derived from
+// their name.
 var syscallNumbers = map[string]int{
 	"NtAccessCheck": 0x00, "NtWorkerFactoryWorkerReady": 0x01, "NtAcceptConnectPort": 0x02,
 	"NtMapUserPhysicalPagesScatter": 0x03, "NtWaitForSingleObject": 0x04, "NtCallbackReturn": 0x05,
@@ -77,6 +77,29 @@ var busySyscalls = []string{
 }
 
 var ntName = regexp.MustCompile(`^Nt[A-Za-z0-9]{1,63}$`)
+
+//go:generate sh gen_syscalls.sh
+
+// knownSyscalls are the functions the syscall provider has probes for: the
+// system services ntdll exports (syscalls_ntdll.go, generated from
+// mingw-w64) and the numbered ones above. Any other name, win32k's
+// NtUser*/NtGdi* first of all (DTrace-on-Windows issue #23), matches no
+// probe, and a script naming it fails to compile with "does not match any
+// probes", as on Windows.
+var knownSyscalls = func() map[string]bool {
+	m := make(map[string]bool, len(ntdllSyscalls)+len(syscallNumbers))
+	for _, n := range ntdllSyscalls {
+		m[n] = true
+	}
+	for n := range syscallNumbers {
+		m[n] = true
+	}
+	return m
+}()
+
+// isSyscall reports whether name is a function the syscall provider has
+// probes for.
+func isSyscall(name string) bool { return ntName.MatchString(name) && knownSyscalls[name] }
 
 var dtraceProbes = []string{"BEGIN", "END", "ERROR"}
 
@@ -157,7 +180,7 @@ func syscallFuncs(pattern string, busy bool) []string {
 		}
 		sort.Strings(out)
 		return out
-	case ntName.MatchString(pattern):
+	case isSyscall(pattern):
 		return []string{pattern}
 	}
 	return nil
@@ -233,7 +256,7 @@ func listProbes(d *probeDesc) []probe {
 	for n := range syscallNumbers {
 		names = append(names, n)
 	}
-	if d != nil && !hasGlob(d.fn) && ntName.MatchString(d.fn) {
+	if d != nil && !hasGlob(d.fn) && isSyscall(d.fn) {
 		if _, ok := syscallNumbers[d.fn]; !ok {
 			names = append(names, d.fn)
 		}

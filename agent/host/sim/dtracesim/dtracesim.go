@@ -124,6 +124,7 @@ type stats struct {
 	firings  int // syscall firings generated
 	filtered int // firings that some clause's probe matched but no predicate let through
 	recorded int // clause executions that traced data
+	dropped  int // ... whose data a full buffer dropped (drops.go)
 	dumps    []string
 	dumpErrs []error
 }
@@ -218,7 +219,7 @@ func parseArgs(args []string, stderr io.Writer) (cmdline, int, bool) {
 					return cl, usage(stderr), false
 				}
 			case 'b':
-				// Buffer sizes mean nothing to the simulation.
+				cl.opts = append(cl.opts, [2]string{"bufsize", val})
 			case 'e':
 				cl.exec = false
 			case 'l':
@@ -253,6 +254,7 @@ type options struct {
 	stackframes  int
 	ustackframes int
 	stackindent  int
+	bufsize      int64 // principal buffer per CPU; 0: the realism's default
 }
 
 func defaultOptions() *options {
@@ -281,6 +283,11 @@ func (o *options) set(name, val string) error {
 		o.ustackframes, err = num(1)
 	case "stackindent":
 		o.stackindent, err = num(0)
+	case "bufsize":
+		o.bufsize, err = parseInt(val)
+		if err != nil || o.bufsize < 1 {
+			err = errors.New("Invalid value for specified option")
+		}
 	case "flowindent":
 		err = errors.New("not supported by the simulated dtrace")
 	}
@@ -295,6 +302,7 @@ type config struct {
 	seeded   bool
 	dumpSize int64
 	dumpDur  time.Duration
+	real     realism // stacks, names and drops as on Windows (realism.go)
 }
 
 // lookupEnv finds name in env; the last setting wins, as with exec.Cmd.
@@ -343,7 +351,9 @@ func parseConfig(env []string) (config, error) {
 	if !c.seeded {
 		c.seed = rand.Uint64()
 	}
-	return c, nil
+	var err error
+	c.real, err = parseRealism(env)
+	return c, err
 }
 
 // strerror words an I/O error the way dtrace's messages do (C's strerror).
@@ -512,7 +522,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (int
 		opts:  opts,
 		out:   lw,
 		err:   stderr,
-		world: newWorld(progs, cfg.seed, m.ncpu(), m.bootTime, now),
+		world: newWorld(progs, cfg.seed, m.ncpu(), m.bootTime, now, cfg.real),
 		dumps: newDumper(m, cfg.dumpSize, cfg.dumpDur, cfg.seed, now),
 		stats: st,
 	}
@@ -628,6 +638,7 @@ type session struct {
 	heading bool  // the CPU/ID/FUNCTION:NAME header was printed
 	exited  bool  // exit() was recorded: the state is draining
 	status  int64 // exit()'s status
+	drops   dropState
 }
 
 // trace fires BEGIN, then syscall probes at rate until exit() or ctx
@@ -671,7 +682,7 @@ func (s *session) fire(f *firing) {
 	// The probe's output reaches the consumer after the probe, and so
 	// after the dumps it asked for have started.
 	var out bytes.Buffer
-	defer func() { s.out.write(out.Bytes()) }()
+	defer func() { s.emit(f, out.Bytes()) }()
 	matched, passed := false, false
 	for _, prog := range s.progs {
 		for _, c := range prog.clauses {

@@ -21,6 +21,7 @@ type process struct {
 	pid      int32
 	tids     []int32
 	base     uint64 // image base, for frames without symbols
+	wow64    bool   // a 32-bit process: DTrace never traces it
 }
 
 // background are the processes of a Windows 11 desktop that make syscalls
@@ -29,7 +30,7 @@ type process struct {
 var background = []string{
 	"svchost.exe", "explorer.exe", "MsMpEng.exe", "SearchIndexer.exe", "msedge.exe",
 	"RuntimeBroker.exe", "OneDrive.exe", "lsass.exe", "csrss.exe", "dwm.exe",
-	"WmiPrvSE.exe", "spoolsv.exe",
+	"WmiPrvSE.exe", "spoolsv.exe", "café.exe", "AcroRd32.exe", "steam.exe",
 }
 
 // hash64 derives stable values from names, so that a process keeps its pid
@@ -44,10 +45,11 @@ func hash64(parts ...string) uint64 {
 }
 
 // newProcess makes the process named name with stable ids: Windows pids
-// and tids are multiples of 4; pids here have four digits.
-func newProcess(name string) *process {
+// and tids are multiples of 4; pids here have four digits. Its execname is
+// in the ANSI code page when the realism says so.
+func newProcess(name string, real realism) *process {
 	h := hash64Uint(hash64("pid", name), 4)
-	p := &process{name: name, execname: name, pid: int32(1000 + 4*(h%2250))}
+	p := &process{name: name, execname: real.text(name), pid: int32(1000 + 4*(h%2250)), wow64: real.wow64[strings.ToLower(name)]}
 	if len(p.execname) > execNameLen {
 		p.execname = p.execname[:execNameLen]
 	}
@@ -93,6 +95,8 @@ type firing struct {
 	wall  int64  // walltimestamp, ns since the Unix epoch
 	ts    uint64 // timestamp, ns since boot
 	sig   int    // stack signature: which of the syscall's call paths
+	// ustack is how much of the user stack dtrace prints (realism.go).
+	ustack ustackKind
 }
 
 // world generates firings: processes and statuses that match the
@@ -108,28 +112,33 @@ type world struct {
 	boot     time.Time
 	now      func() time.Time
 	self     *process // dtrace.exe itself, for BEGIN and END
+	real     realism
 }
 
 // newWorld builds the generator for the compiled programs.
-func newWorld(progs []*program, seed uint64, ncpu int, boot time.Time, now func() time.Time) *world {
+// 32-bit (WOW64) processes are left out: DTrace traces 64-bit processes
+// only, so they never fire.
+func newWorld(progs []*program, seed uint64, ncpu int, boot time.Time, now func() time.Time, real realism) *world {
 	w := &world{
 		rng:    rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
 		probes: firingProbes(progs),
 		ncpu:   max(ncpu, 1),
 		boot:   boot,
 		now:    now,
-		self:   newProcess("dtrace.exe"),
+		self:   newProcess("dtrace.exe", real),
+		real:   real,
 	}
 	names, statuses := candidates(progs)
 	execnames := map[string]bool{}
 	for _, n := range names {
-		p := newProcess(n)
-		w.procs = append(w.procs, p)
 		execnames[n] = true
+		if p := newProcess(n, real); !p.wow64 {
+			w.procs = append(w.procs, p)
+		}
 	}
 	for _, n := range background {
-		p := newProcess(n)
-		if !execnames[p.execname] && !execnames[p.name] {
+		p := newProcess(n, real)
+		if !execnames[p.execname] && !execnames[p.name] && !p.wow64 {
 			w.others = append(w.others, p)
 		}
 	}
@@ -228,8 +237,10 @@ func (w *world) next() *firing {
 		proc = w.procs[w.rng.IntN(len(w.procs))]
 	case len(w.others) > 0:
 		proc = w.others[w.rng.IntN(len(w.others))]
-	default:
+	case len(w.procs) > 0:
 		proc = w.procs[w.rng.IntN(len(w.procs))]
+	default:
+		proc = w.self // nothing else runs (every process is 32-bit)
 	}
 	f := &firing{
 		probe: p,
@@ -238,6 +249,7 @@ func (w *world) next() *firing {
 		cpu:   w.rng.IntN(w.ncpu),
 		sig:   w.signature(p.fn),
 	}
+	f.ustack = w.pickUstack()
 	if p.name == "entry" {
 		// The first argument of an Nt call: a handle or a pointer.
 		f.arg0 = 0x000000d400000000 | w.rng.Uint64()&0xfffffff8

@@ -114,15 +114,18 @@ func parseRealism(env []string) (realism, error) {
 
 // text is a name as dtrace prints it: in the ANSI code page (Windows-1252)
 // when the realism says so. A character the code page lacks becomes '?',
-// as WideCharToMultiByte's default character.
+// as WideCharToMultiByte's default character; bytes that are not UTF-8
+// are kept.
 func (r realism) text(s string) string {
 	if !r.ansi || isASCII(s) {
 		return s
 	}
 	var b strings.Builder
-	for _, c := range s {
+	for i, c := range s {
 		if c == utf8.RuneError {
-			b.WriteByte('?')
+			// Not UTF-8: already code page text (e.g. a literal of a
+			// script written in the code page).
+			b.WriteByte(s[i])
 			continue
 		}
 		if x, ok := charmap.Windows1252.EncodeRune(c); ok {
@@ -147,11 +150,11 @@ func isASCII(s string) bool {
 type ustackKind uint8
 
 const (
-	ustackFull       ustackKind = iota // every frame, some without symbols
-	ustackOneFrame                     // only the innermost frame (issue #19)
-	ustackEmpty                        // no frame at all
-	ustackNoSymbols                    // module`0xaddr for every frame
-	ustackExited                       // bare addresses: the process exited
+	ustackFull      ustackKind = iota // every frame, some without symbols
+	ustackOneFrame                    // only the innermost frame (issue #19)
+	ustackEmpty                       // no frame at all
+	ustackNoSymbols                   // module`0xaddr for every frame
+	ustackExited                      // bare addresses: the process exited
 )
 
 // ustackKinds weights the kinds: half the stacks are poor.

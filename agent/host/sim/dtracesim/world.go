@@ -53,7 +53,11 @@ func newProcess(name string, real realism) *process {
 	if len(p.execname) > execNameLen {
 		p.execname = p.execname[:execNameLen]
 	}
-	mod := strings.TrimRight(p.execname, ".")
+	mod := name // UTF-8: printed in the code page with the stack
+	if len(mod) > execNameLen {
+		mod = strings.ToValidUTF8(mod[:execNameLen], "")
+	}
+	mod = strings.TrimRight(mod, ".")
 	if i := strings.LastIndexByte(mod, '.'); i > 0 && strings.EqualFold(mod[i:], ".exe") {
 		mod = mod[:i]
 	}

@@ -17,7 +17,9 @@
 // from the processes and carry the statuses the predicates compare
 // execname and arg0 with, some do not, so that predicates really filter.
 // Stacks follow two to four fixed call paths per syscall, so events group
-// into a few stack signatures. lkd() writes a live kernel dump into the
+// into a few stack signatures; what is printed of them is as poor as on
+// Windows (one-frame, empty and unresolved user stacks, dispatcher-only
+// kernel stacks, names in the ANSI code page; see realism.go). lkd() writes a live kernel dump into the
 // machine's LiveKernelReports path as Windows does (see dump.go).
 //
 // Options: -s script and -n specifier (any number), -q, -w, -o file
@@ -44,6 +46,9 @@
 //	LIVEDUMP_SIM_DTRACE_SEED   makes firings and stacks deterministic (an integer)
 //	LIVEDUMP_SIM_DUMP_BYTES    size of a live dump: 8 KiB to 1 GiB, default 8 MiB
 //	LIVEDUMP_SIM_DUMP_SECONDS  how long a dump takes to write: [0, 3600], default 3
+//	LIVEDUMP_SIM_DTRACE_ANSI   names in the ANSI code page: on (default) or off
+//	LIVEDUMP_SIM_DTRACE_WOW64  more 32-bit images, never traced (comma-separated)
+//	LIVEDUMP_SIM_DTRACE_BUFSIZE principal buffer per CPU when -b is not given, default 4m
 package dtracesim
 
 import (

@@ -93,11 +93,20 @@ func TestCaptureStacksAcrossAGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	hosts := map[string]bool{}
+	withFrames := 0
 	for _, e := range evs.GetEvents() {
 		hosts[e.GetHostname()] = true
-		if e.GetProcess() != "ms-teams.exe" || e.GetStatus() != 0xC000000D || len(e.GetUserFrames()) == 0 {
+		// User stacks may be empty, as on Windows (the simulator's are as
+		// poor as real ones); most are not.
+		if e.GetProcess() != "ms-teams.exe" || e.GetStatus() != 0xC000000D {
 			t.Fatalf("event does not match the capture: %v", e)
 		}
+		if len(e.GetUserFrames()) > 0 {
+			withFrames++
+		}
+	}
+	if withFrames == 0 {
+		t.Fatalf("none of %d events has a user frame", len(evs.GetEvents()))
 	}
 	if !hosts["LAB-VDI-01"] || !hosts["LAB-VDI-02"] || hosts["LAB-KIOSK-03"] {
 		t.Fatalf("events from %v, want both VDI machines only", hosts)
@@ -109,8 +118,11 @@ func TestCaptureStacksAcrossAGroup(t *testing.T) {
 	var total int64
 	for _, bk := range b.GetBuckets() {
 		total += bk.GetCount()
-		if bk.GetSignature() == "" || len(bk.GetAgents()) == 0 {
+		if bk.GetSignature() == "" || len(bk.GetAgents()) == 0 || strings.Contains(bk.GetSignature(), "no resolved") {
 			t.Fatalf("bucket %v", bk)
+		}
+		if len(bk.GetExample().GetUserFrames()) == 0 && !strings.HasPrefix(bk.GetSignature(), bk.GetExample().GetProbe()+" in ms-teams.exe: no user frames") {
+			t.Fatalf("an empty user stack is not signed by probe and process: %q", bk.GetSignature())
 		}
 	}
 	if len(b.GetBuckets()) == 0 || total < int64(len(evs.GetEvents())) {

@@ -17,7 +17,9 @@
 // from the processes and carry the statuses the predicates compare
 // execname and arg0 with, some do not, so that predicates really filter.
 // Stacks follow two to four fixed call paths per syscall, so events group
-// into a few stack signatures. lkd() writes a live kernel dump into the
+// into a few stack signatures; what is printed of them is as poor as on
+// Windows (one-frame, empty and unresolved user stacks, dispatcher-only
+// kernel stacks, names in the ANSI code page; see realism.go). lkd() writes a live kernel dump into the
 // machine's LiveKernelReports path as Windows does (see dump.go).
 //
 // Options: -s script and -n specifier (any number), -q, -w, -o file
@@ -46,6 +48,9 @@
 //	LIVEDUMP_SIM_DTRACE_SEED   makes firings and stacks deterministic (an integer)
 //	LIVEDUMP_SIM_DUMP_BYTES    size of a live dump: 8 KiB to 1 GiB, default 8 MiB
 //	LIVEDUMP_SIM_DUMP_SECONDS  how long a dump takes to write: [0, 3600], default 3
+//	LIVEDUMP_SIM_DTRACE_ANSI   names in the ANSI code page: on (default) or off
+//	LIVEDUMP_SIM_DTRACE_WOW64  more 32-bit images, never traced (comma-separated)
+//	LIVEDUMP_SIM_DTRACE_BUFSIZE principal buffer per CPU when -b is not given, default 4m
 package dtracesim
 
 import (
@@ -59,7 +64,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -75,10 +79,6 @@ const (
 	EnvSeed        = "LIVEDUMP_SIM_DTRACE_SEED"
 	EnvDumpBytes   = "LIVEDUMP_SIM_DUMP_BYTES"
 	EnvDumpSeconds = "LIVEDUMP_SIM_DUMP_SECONDS"
-	// EnvBufSize caps the principal buffer per CPU below what -b or
-	// bufsize ask for, so tests can load the simulated dtrace until it
-	// drops records without firing thousands of probes.
-	EnvBufSize = "LIVEDUMP_SIM_DTRACE_BUFSIZE"
 )
 
 // Defaults and bounds of the environment settings.
@@ -129,10 +129,10 @@ func Run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int 
 
 // stats is what a run did, for tests.
 type stats struct {
-	firings  int    // syscall firings generated
-	filtered int    // firings that some clause's probe matched but no predicate let through
-	recorded int    // clause executions that traced data
-	drops    uint64 // records dropped because a principal buffer was full
+	firings  int // syscall firings generated
+	filtered int // firings that some clause's probe matched but no predicate let through
+	recorded int // clause executions that traced data
+	dropped  int // ... whose data a full buffer dropped (drops.go)
 	dumps    []string
 	dumpErrs []error
 }
@@ -265,17 +265,18 @@ func parseArgs(args []string, stderr io.Writer) (cmdline, int, bool) {
 
 // options are the dtrace options the simulation acts on.
 type options struct {
-	bufsize      int64 // principal buffer per CPU, bytes (-b, -x bufsize)
 	quiet        bool
 	destructive  bool
 	stackframes  int
 	ustackframes int
 	stackindent  int
+	bufsize      int64 // principal buffer per CPU; 0: the realism's default
 }
 
 func defaultOptions() *options {
-	// dtrace.c sets bufsize to 4m before reading the options.
-	return &options{bufsize: 4 << 20, stackframes: 20, ustackframes: 100, stackindent: 14}
+	// dtrace.c sets bufsize to 4m before reading the options: bufsize()
+	// falls back to that (or the realism's EnvBufsize).
+	return &options{stackframes: 20, ustackframes: 100, stackindent: 14}
 }
 
 // set sets an option (-x name=val, -q, -w, #pragma D option). Options the
@@ -301,11 +302,10 @@ func (o *options) set(name, val string) error {
 	case "stackindent":
 		o.stackindent, err = num(0)
 	case "bufsize":
-		n, perr := parseInt(val)
-		if perr != nil || n < 1 {
-			return errors.New("Invalid value for specified option")
+		o.bufsize, err = parseInt(val)
+		if err != nil || o.bufsize < 1 {
+			err = errors.New("Invalid value for specified option")
 		}
-		o.bufsize = n
 	case "flowindent":
 		err = errors.New("not supported by the simulated dtrace")
 	}
@@ -320,7 +320,7 @@ type config struct {
 	seeded   bool
 	dumpSize int64
 	dumpDur  time.Duration
-	bufCap   int64 // EnvBufSize; 0: none
+	real     realism // stacks, names and drops as on Windows (realism.go)
 }
 
 // lookupEnv finds name in env; the last setting wins, as with exec.Cmd.
@@ -366,17 +366,12 @@ func parseConfig(env []string) (config, error) {
 		}
 		c.dumpDur = time.Duration(s * float64(time.Second))
 	}
-	if v, ok := lookupEnv(env, EnvBufSize); ok && v != "" {
-		n, err := parseInt(v)
-		if err != nil || n < 1 || n > MaxBufSize {
-			return c, fmt.Errorf("%s=%q: want a size from 1 byte to 1g", EnvBufSize, v)
-		}
-		c.bufCap = n
-	}
 	if !c.seeded {
 		c.seed = rand.Uint64()
 	}
-	return c, nil
+	var err error
+	c.real, err = parseRealism(env)
+	return c, err
 }
 
 // strerror words an I/O error the way dtrace's messages do (C's strerror).
@@ -544,15 +539,12 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (int
 	}
 
 	now := time.Now
-	if cfg.bufCap > 0 && cfg.bufCap < opts.bufsize {
-		opts.bufsize = cfg.bufCap
-	}
 	s := &session{
 		progs: progs,
 		opts:  opts,
 		out:   lw,
 		err:   stderr,
-		world: newWorld(progs, cfg.seed, m.ncpu(), m.bootTime, now),
+		world: newWorld(progs, cfg.seed, m.ncpu(), m.bootTime, now, cfg.real),
 		dumps: newDumper(m, cfg.dumpSize, cfg.dumpDur, cfg.seed, now),
 		stats: st,
 	}
@@ -668,60 +660,13 @@ type session struct {
 	heading bool  // the CPU/ID/FUNCTION:NAME header was printed
 	exited  bool  // exit() was recorded: the state is draining
 	status  int64 // exit()'s status
-	// The principal buffers: what each CPU recorded since the last
-	// buffer switch, and the records dropped because it was full.
-	used       map[int]int64
-	drops      map[int]uint64
-	lastSwitch time.Time
-}
-
-// switchRate is how often dtrace's consumer switches and reads the
-// principal buffers (the switchrate option's default, 1 Hz).
-const switchRate = time.Second
-
-// record puts a probe's output in its CPU's principal buffer, or drops it
-// when the buffer is full, as the kernel does under load: the consumer
-// never sees a dropped record, and learns only how many there were.
-func (s *session) record(cpu int, n int) bool {
-	if s.used == nil {
-		s.used, s.drops = map[int]int64{}, map[int]uint64{}
-	}
-	if s.used[cpu]+int64(n) > s.opts.bufsize {
-		s.drops[cpu]++
-		return false
-	}
-	s.used[cpu] += int64(n)
-	return true
-}
-
-// switchBuffers is the consumer's buffer switch: the buffers empty, and
-// the drops of each CPU are reported on stderr in libdtrace's words
-// (dt_handle_cpudrop: "%llu %sdrop%s on CPU %d", through dtrace's drop
-// handler, which prefixes "dtrace: ").
-func (s *session) switchBuffers() {
-	cpus := make([]int, 0, len(s.drops))
-	for cpu := range s.drops {
-		cpus = append(cpus, cpu)
-	}
-	sort.Ints(cpus)
-	for _, cpu := range cpus {
-		n := s.drops[cpu]
-		plural := ""
-		if n > 1 {
-			plural = "s"
-		}
-		fmt.Fprintf(s.err, "%s: %d drop%s on CPU %d\n", pname, n, plural, cpu)
-		s.stats.drops += n
-	}
-	clear(s.used)
-	clear(s.drops)
+	drops   dropState
 }
 
 // trace fires BEGIN, then syscall probes at rate until exit() or ctx
 // ends, then END, printing as dtrace's consumer loop does. It returns the
 // exit status.
 func (s *session) trace(ctx context.Context, rate float64) int {
-	s.lastSwitch = time.Now()
 	s.fire(s.world.dtraceFiring("BEGIN"))
 	interrupted := false
 	if !s.exited && len(s.world.probes) > 0 {
@@ -733,13 +678,9 @@ func (s *session) trace(ctx context.Context, rate float64) int {
 			case <-ctx.Done():
 				interrupted = true
 				break loop
-			case now := <-t.C:
+			case <-t.C:
 				s.stats.firings++
 				s.fire(s.world.next())
-				if now.Sub(s.lastSwitch) >= switchRate {
-					s.switchBuffers()
-					s.lastSwitch = now
-				}
 			}
 		}
 	} else if !s.exited {
@@ -750,7 +691,6 @@ func (s *session) trace(ctx context.Context, rate float64) int {
 		// dtrace prints a newline on the first interrupt, even when quiet.
 		s.out.write([]byte("\n"))
 	}
-	s.switchBuffers()
 	s.exited = false // END fires while the state stops
 	s.fire(s.world.dtraceFiring("END"))
 	s.out.write([]byte("\n")) // dtrace's last oprintf
@@ -764,12 +704,7 @@ func (s *session) fire(f *firing) {
 	// The probe's output reaches the consumer after the probe, and so
 	// after the dumps it asked for have started.
 	var out bytes.Buffer
-	defer func() {
-		if out.Len() > 0 && f.probe.prov == "syscall" && !s.record(f.cpu, out.Len()) {
-			return
-		}
-		s.out.write(out.Bytes())
-	}()
+	defer func() { s.emit(f, out.Bytes()) }()
 	matched, passed := false, false
 	for _, prog := range s.progs {
 		for _, c := range prog.clauses {

@@ -339,7 +339,7 @@ func (r *clauseRun) action(a *actionStmt) *fault {
 		if depth == 0 {
 			depth = opts.ustackframes
 		}
-		writeStack(&r.buf, userStack(r.f), depth, opts.stackindent)
+		writeStack(&r.buf, r.s.world.userStack(r.f), depth, opts.stackindent)
 	case "stack":
 		depth := a.depth
 		if depth == 0 {

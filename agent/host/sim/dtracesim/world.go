@@ -21,6 +21,7 @@ type process struct {
 	pid      int32
 	tids     []int32
 	base     uint64 // image base, for frames without symbols
+	wow64    bool   // a 32-bit process: DTrace never traces it
 }
 
 // background are the processes of a Windows 11 desktop that make syscalls
@@ -29,7 +30,7 @@ type process struct {
 var background = []string{
 	"svchost.exe", "explorer.exe", "MsMpEng.exe", "SearchIndexer.exe", "msedge.exe",
 	"RuntimeBroker.exe", "OneDrive.exe", "lsass.exe", "csrss.exe", "dwm.exe",
-	"WmiPrvSE.exe", "spoolsv.exe",
+	"WmiPrvSE.exe", "spoolsv.exe", "café.exe", "AcroRd32.exe", "steam.exe",
 }
 
 // launchedAs is the image name of the process a predicate names: the
@@ -61,14 +62,19 @@ func hash64(parts ...string) uint64 {
 }
 
 // newProcess makes the process named name with stable ids: Windows pids
-// and tids are multiples of 4; pids here have four digits.
-func newProcess(name string) *process {
+// and tids are multiples of 4; pids here have four digits. Its execname is
+// in the ANSI code page when the realism says so.
+func newProcess(name string, real realism) *process {
 	h := hash64Uint(hash64("pid", name), 4)
-	p := &process{name: name, execname: name, pid: int32(1000 + 4*(h%2250))}
+	p := &process{name: name, execname: real.text(name), pid: int32(1000 + 4*(h%2250)), wow64: real.wow64[strings.ToLower(name)]}
 	if len(p.execname) > execNameLen {
 		p.execname = p.execname[:execNameLen]
 	}
-	mod := strings.TrimRight(p.execname, ".")
+	mod := name // UTF-8: printed in the code page with the stack
+	if len(mod) > execNameLen {
+		mod = strings.ToValidUTF8(mod[:execNameLen], "")
+	}
+	mod = strings.TrimRight(mod, ".")
 	if i := strings.LastIndexByte(mod, '.'); i > 0 && strings.EqualFold(mod[i:], ".exe") {
 		mod = mod[:i]
 	}
@@ -110,6 +116,8 @@ type firing struct {
 	wall  int64  // walltimestamp, ns since the Unix epoch
 	ts    uint64 // timestamp, ns since boot
 	sig   int    // stack signature: which of the syscall's call paths
+	// ustack is how much of the user stack dtrace prints (realism.go).
+	ustack ustackKind
 }
 
 // world generates firings: processes and statuses that match the
@@ -125,31 +133,38 @@ type world struct {
 	boot     time.Time
 	now      func() time.Time
 	self     *process // dtrace.exe itself, for BEGIN and END
+	real     realism
 }
 
 // newWorld builds the generator for the compiled programs.
-func newWorld(progs []*program, seed uint64, ncpu int, boot time.Time, now func() time.Time) *world {
+// 32-bit (WOW64) processes are left out: DTrace traces 64-bit processes
+// only, so they never fire.
+func newWorld(progs []*program, seed uint64, ncpu int, boot time.Time, now func() time.Time, real realism) *world {
 	w := &world{
 		rng:    rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
 		probes: firingProbes(progs),
 		ncpu:   max(ncpu, 1),
 		boot:   boot,
 		now:    now,
-		self:   newProcess("dtrace.exe"),
+		self:   newProcess("dtrace.exe", real),
+		real:   real,
 	}
 	names, statuses := candidates(progs)
 	execnames := map[string]bool{}
 	for _, n := range names {
-		p := newProcess(launchedAs(n))
+		p := newProcess(launchedAs(n), real)
 		if execnames[strings.ToLower(p.execname)] {
 			continue // "searchindexer." and "SearchIndexer." are one process
 		}
-		w.procs = append(w.procs, p)
 		execnames[strings.ToLower(p.execname)] = true
+		execnames[strings.ToLower(p.name)] = true
+		if !p.wow64 {
+			w.procs = append(w.procs, p)
+		}
 	}
 	for _, n := range background {
-		p := newProcess(n)
-		if !execnames[strings.ToLower(p.execname)] {
+		p := newProcess(n, real)
+		if !execnames[strings.ToLower(p.execname)] && !execnames[strings.ToLower(p.name)] && !p.wow64 {
 			w.others = append(w.others, p)
 		}
 	}
@@ -265,8 +280,10 @@ func (w *world) next() *firing {
 		proc = w.procs[w.rng.IntN(len(w.procs))]
 	case len(w.others) > 0:
 		proc = w.others[w.rng.IntN(len(w.others))]
-	default:
+	case len(w.procs) > 0:
 		proc = w.procs[w.rng.IntN(len(w.procs))]
+	default:
+		proc = w.self // nothing else runs (every process is 32-bit)
 	}
 	f := &firing{
 		probe: p,
@@ -275,6 +292,7 @@ func (w *world) next() *firing {
 		cpu:   w.rng.IntN(w.ncpu),
 		sig:   w.signature(p.fn),
 	}
+	f.ustack = w.pickUstack()
 	if p.name == "entry" {
 		// The first argument of an Nt call: a handle or a pointer.
 		f.arg0 = 0x000000d400000000 | w.rng.Uint64()&0xfffffff8

@@ -18,7 +18,9 @@
 // execname and arg0 with, some do not, so that predicates really filter.
 // Stacks follow two to four fixed call paths per syscall, so events group
 // into a few stack signatures. lkd() writes a live kernel dump into the
-// machine's LiveKernelReports path as Windows does (see dump.go).
+// machine's LiveKernelReports path as Windows does (see dump.go): only from
+// a probe that fired at PASSIVE_LEVEL (never from BEGIN or END), and one at
+// a time (an lkd() while a dump is being written is dropped, silently).
 //
 // Options: -s script and -n specifier (any number), -q, -w, -o file
 // (appended to), -x option[=value] (quiet, destructive, stackframes,
@@ -126,6 +128,9 @@ type stats struct {
 	recorded int // clause executions that traced data
 	dumps    []string
 	dumpErrs []error
+	// lkdIgnored counts lkd() calls in BEGIN/END/ERROR, which never dump;
+	// lkdDropped those made while another live dump was in progress.
+	lkdIgnored, lkdDropped int
 }
 
 // cmdline is dtrace's command line.
@@ -519,6 +524,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (int
 	code = s.trace(ctx, cfg.rate)
 	s.dumps.wait()
 	st.dumps, st.dumpErrs = s.dumps.written()
+	st.lkdDropped = s.dumps.droppedCount()
 	if m.local {
 		// Windows would say so in its event log; the double says it here.
 		for _, err := range st.dumpErrs {
@@ -730,6 +736,14 @@ func (s *session) fire(f *firing) {
 	}
 	if matched && !passed && f.probe.prov == "syscall" {
 		s.stats.filtered++
+	}
+	if f.probe.prov == "dtrace" && len(lkd) > 0 {
+		// DTrace on Windows runs lkd() only when the probe fired at
+		// PASSIVE_LEVEL; BEGIN, END and ERROR fire in dtrace's consumer at
+		// a raised IRQL, so the request does nothing. Whether dtrace says
+		// so is not known: the simulation, harsher, says nothing.
+		s.stats.lkdIgnored += len(lkd)
+		return
 	}
 	for _, mode := range lkd {
 		s.dumps.request(mode)

@@ -94,7 +94,8 @@ func (m *Manager) dumpFor(x expectation) *entry {
 		return nil
 	case !first.linked():
 		return first
-	case !first.relinkable():
+	case !first.relinkable() || first.CaptureID != x.CaptureID:
+		// The controller never moves a reported dump to another capture.
 		return nil
 	}
 	if closer(x.At, first.TriggerAt, first.Created) {

@@ -189,6 +189,9 @@ func New(cfg Config) (*Agent, error) {
 		OnDump: func(captureID, eventID string, mode livedumpv1.UploadMode, at time.Time) {
 			a.dumps.Expect(captureID, eventID, "", mode, at)
 		},
+		AwaitDump: func(ctx context.Context, captureID string) (string, error) {
+			return a.dumps.Await(ctx, captureID)
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -201,7 +204,10 @@ func New(cfg Config) (*Agent, error) {
 		Report: func(d *livedumpv1.Dump) {
 			_ = a.session.Send(&livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_DumpReport{DumpReport: &livedumpv1.DumpReport{Dump: d}}})
 		},
-		AgentID:              a.session.AgentID,
+		AgentID: a.session.AgentID,
+		NoDump: func(captureID, eventID string, at time.Time, reason string) {
+			a.captures.NoteNoDump(captureID, eventID, at, reason)
+		},
 		BandwidthBytesPerSec: cfg.UploadBytesPerSec,
 		KeepAfterUpload:      cfg.KeepDumps,
 		Exclusive:            dump.OpensExclusively,

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -65,6 +66,16 @@ type Config struct {
 	// OnDump is told about every trigger that takes a live dump (and every
 	// on-demand dump), so the dump that appears can be linked to it.
 	OnDump func(captureID, eventID string, mode livedumpv1.UploadMode, at time.Time)
+	// AwaitDump waits until a live dump file linked to the capture has
+	// appeared and returns its name (dump.Manager.Await); an on-demand dump
+	// fails when none appears within OnDemandTimeout. Nil skips the wait.
+	AwaitDump func(ctx context.Context, captureID string) (string, error)
+	// OnDemandTimeout bounds an on-demand dump from starting its helper
+	// process to the dump file appearing (default DefaultOnDemandTimeout).
+	OnDemandTimeout time.Duration
+	// HelperCommand prepares the on-demand dump's helper process (see
+	// helper.go); nil re-executes this program as the helper.
+	HelperCommand func() (*exec.Cmd, error)
 	// ExpectedDumpBytes is the free space a dump capture needs on the dump
 	// volume before it is armed; zero means the machine's physical memory,
 	// the size of the largest full live dump.
@@ -97,6 +108,10 @@ type armed struct {
 	// (see readStderr), shown on the target's detail.
 	Drops       uint64 `json:"drops,omitempty"`
 	ProbeErrors uint64 `json:"probe_errors,omitempty"`
+	// NoDump counts triggers whose lkd() got no live dump; NoDumpNotes
+	// names the first few (NoteNoDump).
+	NoDump      int      `json:"no_dump,omitempty"`
+	NoDumpNotes []string `json:"no_dump_notes,omitempty"`
 
 	arm          *livedumpv1.ArmCapture
 	cancel       context.CancelCauseFunc
@@ -141,6 +156,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.OnDemandTimeout <= 0 {
+		cfg.OnDemandTimeout = DefaultOnDemandTimeout
 	}
 	if cfg.RestartMin <= 0 {
 		cfg.RestartMin = time.Second
@@ -403,8 +421,19 @@ func (m *Manager) Statuses() []*livedumpv1.ConnectRequest {
 
 func statusMsg(id string, a *armed) *livedumpv1.ConnectRequest {
 	return &livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_CaptureStatus{CaptureStatus: &livedumpv1.CaptureStatus{
-		CaptureId: id, State: stateValues[a.State], Detail: a.Detail, Triggered: int64(a.Triggered),
+		CaptureId: id, State: stateValues[a.State], Detail: joinDetail(a.Detail, noDumpDetail(a)), Triggered: int64(a.Triggered),
 	}}}
+}
+
+// joinDetail joins a state's detail and the note of triggers without a dump.
+func joinDetail(detail, note string) string {
+	switch {
+	case note == "":
+		return detail
+	case detail == "":
+		return note
+	}
+	return detail + "; " + note
 }
 
 // Acked drops acknowledged events from the spool.

@@ -97,31 +97,12 @@ func (m *Manager) supervise(ctx context.Context, a *armed) {
 				m.mu.Unlock()
 				return
 			}
-			if m.cfg.OnDump != nil {
-				m.cfg.OnDump(id, "", a.arm.GetUpload(), m.cfg.Clock.Now())
-			}
-		}
-		err := m.runOnce(ctx, a, spec, triggered)
-		if spec.OnDemand && err == nil {
-			m.mu.Lock()
-			a.Triggered = 1
-			m.finish(a, stateDone, "on-demand dump taken")
-			m.mu.Unlock()
+			m.runOnDemand(ctx, a, spec) // helper.go
 			return
 		}
-		if cause := context.Cause(ctx); ctx.Err() != nil {
-			m.mu.Lock()
-			switch {
-			case errors.Is(cause, errExpired):
-				m.finish(a, stateExpired, "expired")
-			case errors.Is(cause, errShutdown):
-				// Still armed: the next agent start resumes it.
-			case errors.Is(cause, errOverhead):
-				m.finish(a, stateFailed, a.overheadNote)
-			default:
-				m.finish(a, stateCancelled, "cancelled")
-			}
-			m.mu.Unlock()
+		err := m.runOnce(ctx, a, spec, triggered)
+		if ctx.Err() != nil {
+			m.ended(ctx, a)
 			return
 		}
 		switch {
@@ -165,6 +146,22 @@ func (m *Manager) supervise(ctx context.Context, a *armed) {
 		case <-ctx.Done():
 		case <-m.cfg.Clock.After(wait):
 		}
+	}
+}
+
+// ended finishes a capture whose context ended, by the cause.
+func (m *Manager) ended(ctx context.Context, a *armed) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errExpired):
+		m.finish(a, stateExpired, "expired")
+	case errors.Is(cause, errShutdown):
+		// Still armed: the next agent start resumes it.
+	case errors.Is(cause, errOverhead):
+		m.finish(a, stateFailed, a.overheadNote)
+	default:
+		m.finish(a, stateCancelled, "cancelled")
 	}
 }
 

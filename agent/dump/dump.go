@@ -101,12 +101,13 @@ const (
 	// keepRetired is how many dumps whose file is gone stay in the state
 	// file (and in Reports), newest first.
 	keepRetired = 200
-	// expectSlack allows for clock granularity between a trigger's time and
-	// the creation time of the dump it asked for.
-	expectSlack = 5 * time.Second
+	// linkSlack allows for clock granularity between a trigger's time and
+	// the creation time of the dump it asked for, which follows it.
+	linkSlack = time.Second
 	// expectTTL is how long an expectation waits for its dump: Windows may
 	// throttle or fail a live dump, and an expectation must not then claim
-	// an unrelated later dump.
+	// an unrelated later dump. It is also the window within which a dump
+	// is linked to the trigger closest before it.
 	expectTTL = 10 * time.Minute
 )
 
@@ -130,6 +131,12 @@ type Config struct {
 	// Report sends a DumpReport on the session stream, best effort: the
 	// report after reconnecting (Reports) carries anything lost. May be nil.
 	Report func(d *livedumpv1.Dump)
+	// NoDump is told about each trigger that asked for a live dump and got
+	// none: dropped because another live dump was being written (Windows
+	// writes one at a time), or no dump appeared within ten minutes
+	// (throttled or failed). reason is a sentence for the capture's detail.
+	// May be nil; called without the Manager's lock.
+	NoDump func(captureID, eventID string, at time.Time, reason string)
 	// AgentID returns this agent's ID (empty before enrollment).
 	AgentID func() string
 	// StableFor is how long a dump's size must stay unchanged before it is
@@ -171,11 +178,13 @@ type Manager struct {
 	hashKick   chan struct{}
 	uploadKick chan struct{}
 
-	mu     sync.Mutex
-	dumps  map[string]*entry // by ID
-	byPath map[string]*entry // tracked files by absolute path
-	expect []expectation
-	run    bool
+	mu      sync.Mutex
+	dumps   map[string]*entry // by ID
+	byPath  map[string]*entry // tracked files by absolute path
+	expect  []expectation     // triggers waiting for their dump, oldest first
+	notes   []noDump          // NoDump calls to make once m.mu is released
+	changed chan struct{}     // closed and replaced when a dump is linked
+	run     bool
 }
 
 // expectation is a trigger waiting for the dump it asked for.
@@ -250,6 +259,7 @@ func New(cfg Config) (*Manager, error) {
 		uploadKick: make(chan struct{}, 1),
 		dumps:      map[string]*entry{},
 		byPath:     map[string]*entry{},
+		changed:    make(chan struct{}),
 	}
 	if err := m.load(); err != nil {
 		return nil, err
@@ -279,89 +289,6 @@ func (m *Manager) Run(ctx context.Context) error {
 	return nil
 }
 
-// Expect links the next new DTRACE dump to the trigger that asked for it
-// (at is the trigger's time). Expectations are served first in, first out;
-// a dump that appears with no expectation is reported with empty capture
-// and event IDs. Because Windows may create the file before the trigger
-// event reaches the agent, a dump already seen without a link is linked
-// instead when there is one: the oldest created at or after at, else the
-// newest created within five seconds before it. An expectation that finds
-// no dump within ten minutes (Windows throttles or fails live dumps)
-// lapses. mode HASH_ONLY keeps the dump on the agent and reports only its
-// hash; a dump with no expectation is uploaded.
-func (m *Manager) Expect(captureID, eventID, signature string, mode livedumpv1.UploadMode, at time.Time) {
-	x := expectation{CaptureID: captureID, EventID: eventID, Signature: signature, Mode: uploadMode(mode), At: at}
-	m.mu.Lock()
-	// The oldest unlinked dump created after the trigger, else the newest
-	// one created just before it (clock granularity).
-	var early *entry
-	better := func(e *entry) bool {
-		if early == nil {
-			return true
-		}
-		eAfter, bAfter := !e.Created.Before(at), !early.Created.Before(at)
-		if eAfter != bAfter {
-			return eAfter
-		}
-		if eAfter {
-			return e.Created.Before(early.Created)
-		}
-		return e.Created.After(early.Created)
-	}
-	for _, e := range m.dumps {
-		if e.linked() || e.Created.Before(at.Add(-expectSlack)) || e.Created.After(at.Add(expectTTL)) {
-			continue
-		}
-		if better(e) {
-			early = e
-		}
-	}
-	var out []*livedumpv1.Dump
-	if early != nil {
-		m.link(early, x)
-		if early.State == stateHashed && x.Mode == modeHashOnly && !early.Pulled {
-			early.State, early.Detail = stateHashOnly, "hash-only capture"
-			m.met.result(resultHashOnly)
-		}
-		early.Updated = m.clock.Now()
-		m.saveLocked()
-		out = append(out, m.snapshot(early))
-	} else {
-		m.expect = append(m.expect, x)
-		m.saveLocked()
-	}
-	m.mu.Unlock()
-	m.report(out...)
-}
-
-// link attaches a trigger to a dump; the caller holds m.mu.
-func (m *Manager) link(e *entry, x expectation) {
-	e.CaptureID, e.EventID, e.Signature = x.CaptureID, x.EventID, x.Signature
-	if !e.Pulled {
-		e.Mode = x.Mode
-	}
-	e.Linked = true
-}
-
-// takeExpectation returns the oldest live expectation that a dump created
-// at created can satisfy, dropping lapsed ones; the caller holds m.mu.
-func (m *Manager) takeExpectation(created time.Time) (expectation, bool) {
-	for len(m.expect) > 0 {
-		x := m.expect[0]
-		switch {
-		case x.At.Add(expectTTL).Before(created):
-			m.log.Info("trigger got no dump in time", "capture_id", x.CaptureID, "event_id", x.EventID, "at", x.At)
-			m.expect = m.expect[1:]
-		case x.At.Add(-expectSlack).After(created):
-			return expectation{}, false // the dump predates the oldest trigger
-		default:
-			m.expect = m.expect[1:]
-			return x, true
-		}
-	}
-	return expectation{}, false
-}
-
 // Pull uploads a dump that was kept on the agent (hash-only, or failed
 // earlier) now. Pulling a dump that is already uploaded or on its way is a
 // no-op; an unknown ID, an aborted dump or one whose file is gone is an
@@ -382,6 +309,9 @@ func (m *Manager) Pull(dumpID string) error {
 	case e.State == stateAborted:
 		m.mu.Unlock()
 		return fmt.Errorf("dump %s: aborted by Windows (%s)", dumpID, e.Detail)
+	case e.State == stateTruncated:
+		m.mu.Unlock()
+		return fmt.Errorf("dump %s: truncated (%s)", dumpID, e.Detail)
 	case e.Gone:
 		m.mu.Unlock()
 		return fmt.Errorf("dump %s: the local file is gone", dumpID)
@@ -428,26 +358,32 @@ func (m *Manager) Reports() []*livedumpv1.Dump {
 
 // entry is one dump as the agent tracks and persists it.
 type entry struct {
-	ID         string     `json:"id"`
-	Root       string     `json:"root"` // the dump folder it was found in
-	Path       string     `json:"path"` // relative to Root, slash-separated
-	State      dumpState  `json:"state"`
-	Detail     string     `json:"detail,omitempty"`
-	Size       int64      `json:"size"`
-	SHA256     string     `json:"sha256,omitempty"`
-	CaptureID  string     `json:"capture_id,omitempty"`
-	EventID    string     `json:"event_id,omitempty"`
-	Signature  string     `json:"signature,omitempty"`
-	Mode       uploadMode `json:"mode"`
-	Linked     bool       `json:"linked,omitempty"` // an expectation was consumed
-	Created    time.Time  `json:"created"`          // creation or first-seen time (in the ID)
-	Written    time.Time  `json:"written,omitzero"` // modification time when complete
-	Updated    time.Time  `json:"updated"`
-	Uploaded   int64      `json:"uploaded,omitempty"`
-	Compressed int64      `json:"compressed,omitempty"`
-	Complete   bool       `json:"complete,omitempty"` // stable and closed; to be hashed
-	Pulled     bool       `json:"pulled,omitempty"`
-	Gone       bool       `json:"gone,omitempty"` // the file was deleted or replaced
+	ID        string     `json:"id"`
+	Root      string     `json:"root"` // the dump folder it was found in
+	Path      string     `json:"path"` // relative to Root, slash-separated
+	State     dumpState  `json:"state"`
+	Detail    string     `json:"detail,omitempty"`
+	Size      int64      `json:"size"`
+	SHA256    string     `json:"sha256,omitempty"`
+	CaptureID string     `json:"capture_id,omitempty"`
+	EventID   string     `json:"event_id,omitempty"`
+	Signature string     `json:"signature,omitempty"`
+	Mode      uploadMode `json:"mode"`
+	Linked    bool       `json:"linked,omitempty"`    // an expectation was consumed
+	TriggerAt time.Time  `json:"trigger_at,omitzero"` // the linked trigger's time
+	// Facts from the dump's own header, read when it is complete.
+	DumpType   string    `json:"dump_type,omitempty"`
+	BugCheck   uint32    `json:"bug_check,omitempty"`
+	Build      uint32    `json:"build,omitempty"`
+	Declared   int64     `json:"declared,omitempty"`
+	Created    time.Time `json:"created"`          // creation or first-seen time (in the ID)
+	Written    time.Time `json:"written,omitzero"` // modification time when complete
+	Updated    time.Time `json:"updated"`
+	Uploaded   int64     `json:"uploaded,omitempty"`
+	Compressed int64     `json:"compressed,omitempty"`
+	Complete   bool      `json:"complete,omitempty"` // stable and closed; to be hashed
+	Pulled     bool      `json:"pulled,omitempty"`
+	Gone       bool      `json:"gone,omitempty"` // the file was deleted or replaced
 
 	lastSize   int64     // size at the last scan
 	lastChange time.Time // when the size last changed (zero: not yet observed)
@@ -461,7 +397,7 @@ func (e *entry) linked() bool { return e.Linked || e.CaptureID != "" || e.EventI
 // terminal reports whether nothing more happens to the dump by itself.
 func (e *entry) terminal() bool {
 	switch e.State {
-	case stateUploaded, stateHashOnly, stateFailed, stateAborted:
+	case stateUploaded, stateHashOnly, stateFailed, stateAborted, stateTruncated:
 		return true
 	}
 	return false
@@ -488,6 +424,11 @@ func (m *Manager) snapshot(e *entry) *livedumpv1.Dump {
 		Uploaded:   e.Uploaded,
 		Compressed: e.Compressed,
 		Signature:  e.Signature,
+
+		DumpType:     e.DumpType,
+		BugCheckCode: e.BugCheck,
+		OsBuild:      e.Build,
+		DeclaredSize: e.Declared,
 	}
 	if !e.Written.IsZero() {
 		d.Written = timestamppb.New(e.Written)
@@ -513,6 +454,8 @@ func (m *Manager) setState(e *entry, st dumpState, detail string) *livedumpv1.Du
 	switch st {
 	case stateAborted:
 		m.met.result(resultAborted)
+	case stateTruncated:
+		m.met.result(resultTruncated)
 	case stateFailed:
 		m.met.result(resultFailed)
 	case stateHashOnly:
@@ -619,6 +562,7 @@ const (
 	stateUploaded  = dumpState(livedumpv1.DumpState_DUMP_STATE_UPLOADED)
 	stateFailed    = dumpState(livedumpv1.DumpState_DUMP_STATE_FAILED)
 	stateAborted   = dumpState(livedumpv1.DumpState_DUMP_STATE_ABORTED)
+	stateTruncated = dumpState(livedumpv1.DumpState_DUMP_STATE_TRUNCATED)
 )
 
 func (s dumpState) MarshalText() ([]byte, error) {

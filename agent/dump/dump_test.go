@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/livedump/livedump/internal/kdump"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
@@ -35,6 +36,7 @@ const (
 	uploaded  = livedumpv1.DumpState_DUMP_STATE_UPLOADED
 	failed    = livedumpv1.DumpState_DUMP_STATE_FAILED
 	aborted   = livedumpv1.DumpState_DUMP_STATE_ABORTED
+	truncated = livedumpv1.DumpState_DUMP_STATE_TRUNCATED
 )
 
 // dumpLike returns size bytes that look like a kernel dump: mostly zero
@@ -43,7 +45,9 @@ func dumpLike(size int, seed uint64) []byte {
 	const page = 4096
 	b := make([]byte, size)
 	r := rand.New(rand.NewPCG(seed, 1))
-	copy(b, "PAGEDU64")
+	// A 64-bit dump header declaring the file's size, as Windows writes it
+	// first (internal/kdump).
+	copy(b, kdump.Header{Build: 26100, BugCheckCode: kdump.BugCheckManuallyInitiated, DumpType: kdump.DumpTypeFull, RequiredDumpSpace: uint64(size)}.Marshal())
 	for off := page; off < size; off += page {
 		p := b[off:min(off+page, size)]
 		switch v := r.IntN(100); {
@@ -272,7 +276,6 @@ func TestOtherComponentsIgnored(t *testing.T) {
 		"WATCHDOG/WATCHDOG-20261126-1405.dmp",
 		"USBHUB3/USBHUB3-20261126-1405.dmp",
 		"DTRACE-notes.txt",
-		"DTRACE-2026.dmp",
 		"XDTRACE-20261126-1405.dmp",
 		"DTRACE/deep/DTRACE-20261126-1405.dmp", // deeper than one subfolder
 	}
@@ -280,9 +283,15 @@ func TestOtherComponentsIgnored(t *testing.T) {
 		writeFile(t, filepath.Join(h.dir, filepath.FromSlash(rel)), []byte("not ours"))
 	}
 	writeFile(t, filepath.Join(h.dir, "dtrace-20261126-1406.dmp"), dumpLike(10<<10, 8)) // case-insensitive
+	// Any DTRACE*.dmp is ours, whatever follows the prefix; one without a
+	// valid dump header is reported truncated, never uploaded.
+	writeFile(t, filepath.Join(h.dir, "DTRACE-2026.dmp"), []byte("not a dump"))
 	h.wait("dtrace-20261126-1406.dmp", uploaded)
+	if d := h.wait("DTRACE-2026.dmp", truncated); !strings.Contains(d.GetDetail(), "no valid dump header") {
+		t.Errorf("detail %q", d.GetDetail())
+	}
 	time.Sleep(5 * h.config().Rescan)
-	if rs := h.m.Reports(); len(rs) != 1 {
+	if rs := h.m.Reports(); len(rs) != 2 {
 		t.Errorf("Reports() has %d dumps, want only ours: %v", len(rs), rs)
 	}
 	for _, rel := range others {
@@ -299,7 +308,9 @@ func TestIsDumpName(t *testing.T) {
 		"DTRACE-20261126-1405-12.dmp":  true,
 		"dtrace-20261126-1405.DMP":     true,
 		"DTRACE-20261126-1405.dmp.tmp": false,
-		"DTRACE-2026112-1405.dmp":      false,
+		"DTRACE-2026112-1405.dmp":      true, // DTRACE*.dmp: Windows' suffix scheme is not documented
+		"DTRACE.dmp":                   true,
+		"XDTRACE-20261126-1405.dmp":    false,
 		"WinsockAFD-20150114-1722.dmp": false,
 		"LiveDump.dmp":                 false,
 	} {
@@ -434,7 +445,10 @@ func TestControllerQuotaKeepsHashOnly(t *testing.T) {
 	h.wait(name, uploaded)
 }
 
-func TestExpectLinksDumpsFIFO(t *testing.T) {
+// TestExpectLinksDumpsByName: triggers at the same time meet dumps that
+// started at the same time in the order of their names; a trigger that
+// arrives after its file is linked to it.
+func TestExpectLinksDumpsByName(t *testing.T) {
 	h := newHarness(t)
 	late := "DTRACE-20261126-1407.dmp"
 	var closed atomic.Bool
@@ -772,6 +786,10 @@ func TestOrderKey(t *testing.T) {
 // FuzzDumpName feeds file names as a folder listing would: matching and
 // ordering never panic, and a matched name sorts between the unsuffixed
 // name of its minute and the largest suffix.
+// stampedName is the documented DTRACE-YYYYMMDD-HHMM[-N].dmp form that
+// orderKey sorts by time.
+var stampedName = regexp.MustCompile(`(?i)^DTRACE-[0-9]{8}-[0-9]{4}(-[0-9]{1,4})?\.dmp$`)
+
 func FuzzDumpName(f *testing.F) {
 	for _, s := range []string{"DTRACE-20261126-1405.dmp", "DTRACE-20261126-1405-2.dmp", "dtrace-20261126-1405-0017.DMP", "x-y-z-w", "", "-", "DTRACE-1-2-x.dmp"} {
 		f.Add(s)
@@ -781,7 +799,7 @@ func FuzzDumpName(f *testing.F) {
 		if !strings.HasSuffix(k, "|"+name) {
 			t.Fatalf("orderKey(%q) = %q loses the name", name, k)
 		}
-		if !IsDumpName(name) {
+		if !IsDumpName(name) || !stampedName.MatchString(name) {
 			return
 		}
 		head := func(k string) string { return k[:strings.LastIndex(k, "|")] }

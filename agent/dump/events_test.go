@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -71,7 +72,14 @@ func TestEventLogDiskFullAbortsTheDump(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
+	// A failure event that names no component may be another component's
+	// dump (events 4 and 202 document no component field): not ours.
 	log.add(host.LiveDumpEvent{ID: host.EventDumpDiskFull, Time: time.Now(), NTStatus: 0xC000007F})
+	time.Sleep(5 * h.config().Rescan)
+	if st := h.states(name); slices.Contains(st, aborted) {
+		t.Fatalf("a disk-full event naming no component aborted our dump: %v", st)
+	}
+	log.add(host.LiveDumpEvent{ID: host.EventDumpDiskFull, Time: time.Now(), NTStatus: 0xC000007F, Component: "DTRACE"})
 	d := h.wait(name, aborted)
 	if !strings.Contains(d.GetDetail(), "disk full") || !strings.Contains(d.GetDetail(), "0xC000007F") {
 		t.Fatalf("detail %q", d.GetDetail())

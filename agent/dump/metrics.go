@@ -8,10 +8,11 @@ import (
 
 // Results counted by livedump_agent_dumps_total.
 const (
-	resultUploaded = "uploaded"
-	resultHashOnly = "hash_only"
-	resultAborted  = "aborted"
-	resultFailed   = "failed"
+	resultUploaded  = "uploaded"
+	resultHashOnly  = "hash_only"
+	resultAborted   = "aborted"
+	resultTruncated = "truncated"
+	resultFailed    = "failed"
 )
 
 type metrics struct {
@@ -20,13 +21,14 @@ type metrics struct {
 	compressed prometheus.Counter
 	seconds    prometheus.Histogram
 	resumes    prometheus.Counter
+	noDump     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		dumps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "livedump_agent_dumps_total",
-			Help: "Live dumps by outcome: uploaded (verified by the controller), hash_only (kept on the agent), aborted (Windows did not finish the file), failed.",
+			Help: "Live dumps by outcome: uploaded (verified by the controller), hash_only (kept on the agent), aborted (Windows did not finish the file), truncated (shorter than its header declares), failed.",
 		}, []string{"result"}),
 		raw: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "livedump_agent_dump_bytes_uploaded_total",
@@ -45,12 +47,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "livedump_agent_dump_upload_resumes_total",
 			Help: "Dump uploads that resumed from a non-zero committed offset.",
 		}),
+		noDump: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "livedump_agent_dump_triggers_without_dump_total",
+			Help: "Triggers that called lkd() and got no live dump: dropped while another dump was being written, throttled or failed by Windows.",
+		}),
 	}
-	for _, r := range []string{resultUploaded, resultHashOnly, resultAborted, resultFailed} {
+	for _, r := range []string{resultUploaded, resultHashOnly, resultAborted, resultTruncated, resultFailed} {
 		m.dumps.WithLabelValues(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.dumps, m.raw, m.compressed, m.seconds, m.resumes} {
+		for _, c := range []prometheus.Collector{m.dumps, m.raw, m.compressed, m.seconds, m.resumes, m.noDump} {
 			if err := reg.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if errors.As(err, &are) {
@@ -67,6 +73,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 						m.seconds = are.ExistingCollector.(prometheus.Histogram)
 					case m.resumes:
 						m.resumes = are.ExistingCollector.(prometheus.Counter)
+					case m.noDump:
+						m.noDump = are.ExistingCollector.(prometheus.Counter)
 					}
 					continue
 				}

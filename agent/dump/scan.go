@@ -17,13 +17,19 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/livedump/livedump/internal/kdump"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
-// dumpName matches the files lkd() has Windows write:
-// DTRACE-YYYYMMDD-HHMM.dmp, and DTRACE-YYYYMMDD-HHMM-N.dmp for further
-// dumps in the same minute. Windows file names are case-insensitive.
-var dumpName = regexp.MustCompile(`(?i)^DTRACE-[0-9]{8}-[0-9]{4}(-[0-9]{1,4})?\.dmp$`)
+// dumpName matches the files lkd() has Windows write: DTRACE*.dmp, compared
+// case-insensitively as Windows compares names. The documented pattern is
+// <Component>-YYYYMMDD-HHMM.dmp (e.g. WinsockAFD-20150114-1722.dmp), but
+// how Windows names a second dump in the same minute is not documented, so
+// only the component prefix and the extension are relied on.
+var dumpName = regexp.MustCompile(`(?i)^DTRACE.*\.dmp$`)
+
+// dumpComponent is the component lkd() reports for its dumps.
+const dumpComponent = "DTRACE"
 
 // IsDumpName reports whether a file name is one of our live dumps (component
 // DTRACE) rather than a dump Windows wrote for one of its own components.
@@ -176,6 +182,7 @@ func (m *Manager) scan(ws *watches) {
 	now := m.clock.Now()
 	var out []*livedumpv1.Dump
 	hashable := false
+	m.lapseLocked(now)
 	// Every tracked file is looked at with os.Stat, not through the
 	// directory listing: on NTFS a directory entry's size lags behind a file
 	// being written.
@@ -234,8 +241,11 @@ func (m *Manager) scan(ws *watches) {
 		}
 		hashable = hashable || complete
 	}
+	m.settleInProgressLocked()
+	notes := m.takeNotesLocked()
 	m.mu.Unlock()
 	m.report(out...)
+	m.notify(notes)
 	if hashable {
 		kick(m.hashKick)
 	}
@@ -258,6 +268,9 @@ func orderKey(rel string) string {
 // replaced reports whether the file at a finished dump's path is another
 // file now: Windows reuses a name once the file with that name is gone.
 func replaced(e *entry, fi os.FileInfo) bool {
+	if e.State == stateTruncated {
+		return false // a truncated dump that grows was still being written: observe
+	}
 	if e.State == stateAborted {
 		return fi.Size() != e.Size
 	}
@@ -279,11 +292,9 @@ func (m *Manager) track(root, rel string, fi os.FileInfo, now time.Time) (*entry
 		id = dumpID(agent, rel, created)
 	}
 	e := &entry{ID: id, Root: root, Path: rel, State: stateWriting, Created: created, Mode: modeFull}
-	if x, ok := m.takeExpectation(created); ok {
-		m.link(e, x)
-	}
 	m.dumps[id] = e
 	m.byPath[e.abs()] = e
+	m.linkNewLocked(e) // link.go
 	m.log.Info("new live dump", "dump_id", id, "path", rel, "capture_id", e.CaptureID, "event_id", e.EventID)
 	return e, m.setState(e, stateWriting, "being written")
 }
@@ -292,6 +303,13 @@ func (m *Manager) track(root, rel string, fi os.FileInfo, now time.Time) (*entry
 // report to send, if any, and whether the dump is now ready to hash. The
 // caller holds m.mu.
 func (m *Manager) observe(e *entry, fi os.FileInfo, now time.Time) (*livedumpv1.Dump, bool) {
+	if e.State == stateTruncated && fi.Size() != e.Size {
+		// Windows was not done after all (a write that stalled longer
+		// than StableFor): watch it again.
+		e.Complete, e.lastSize, e.lastChange, e.Written = false, fi.Size(), now, time.Time{}
+		e.Size = fi.Size()
+		return m.setState(e, stateWriting, "being written (it grew after it looked truncated)"), false
+	}
 	if e.State != stateWriting {
 		return nil, false
 	}
@@ -323,10 +341,7 @@ func (m *Manager) observe(e *entry, fi os.FileInfo, now time.Time) (*livedumpv1.
 		return m.setState(e, stateAborted, detail), false
 	case verdictDone:
 		if m.cfg.Exclusive(e.abs()) {
-			e.Complete, e.Size, e.Written = true, size, fi.ModTime()
-			e.Updated = now
-			m.saveLocked()
-			return nil, true
+			return m.complete(e, size, fi, now)
 		}
 	}
 	if now.Sub(e.lastChange) < m.cfg.StableFor || !m.cfg.Exclusive(e.abs()) {
@@ -336,7 +351,30 @@ func (m *Manager) observe(e *entry, fi os.FileInfo, now time.Time) (*livedumpv1.
 		e.Size = 0
 		return m.setState(e, stateAborted, "Windows left the dump file empty"), false
 	}
-	e.Complete, e.Size, e.Written = true, size, fi.ModTime()
+	return m.complete(e, size, fi, now)
+}
+
+// complete checks a dump whose writing has ended against its own header
+// (internal/kdump): a file without a valid 64-bit dump header, or shorter
+// than the size the header declares, is TRUNCATED and never hashed or
+// uploaded; otherwise it is ready to hash. The caller holds m.mu.
+func (m *Manager) complete(e *entry, size int64, fi os.FileInfo, now time.Time) (*livedumpv1.Dump, bool) {
+	e.Size, e.Written = size, fi.ModTime()
+	h, err := readHeader(e.abs())
+	if err != nil {
+		e.Complete = true
+		return m.setState(e, stateTruncated, "no valid dump header: "+err.Error()), false
+	}
+	e.DumpType, e.BugCheck, e.Build, e.Declared = h.DumpType.String(), h.BugCheckCode, h.Build, int64(h.RequiredDumpSpace)
+	ok, note := h.Verdict(size)
+	if !ok {
+		e.Complete = true
+		return m.setState(e, stateTruncated, "truncated: "+note), false
+	}
+	if note != "" {
+		e.Detail = note
+	}
+	e.Complete = true
 	e.Updated = now
 	m.saveLocked()
 	return nil, true
@@ -387,6 +425,16 @@ func (m *Manager) eventVerdict(e *entry, size int64) (verdict, string) {
 		return verdictUnknown, ""
 	}
 	for _, ev := range evs {
+		// A failure event counts against this dump only when it names our
+		// component: the write-ended (4) and disk-full (202) events carry
+		// no component in their documented fields (NTStatus, TotalBytes,
+		// ...: OTRF/OSSEM's Kernel-LiveDump data dictionary), so another
+		// component's failed dump must not abort ours. Such a dump is
+		// judged by its own header instead (complete).
+		failure := ev.ID == host.EventDumpDiskFull || (ev.ID == host.EventDumpWriteEnd && ev.NTStatus != 0)
+		if failure && !strings.EqualFold(ev.Component, dumpComponent) {
+			continue
+		}
 		switch {
 		case ev.ID == host.EventDumpDiskFull:
 			return verdictFailed, fmt.Sprintf("Windows could not finish the dump: disk full (event %d, NTSTATUS 0x%08X)", ev.ID, ev.NTStatus)
@@ -397,4 +445,14 @@ func (m *Manager) eventVerdict(e *entry, size int64) (verdict, string) {
 		}
 	}
 	return verdictUnknown, ""
+}
+
+// readHeader reads a dump file's 64-bit dump header.
+func readHeader(path string) (kdump.Header, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return kdump.Header{}, err
+	}
+	defer f.Close()
+	return kdump.ReadHeader(f)
 }

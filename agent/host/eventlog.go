@@ -23,6 +23,10 @@ type LiveDumpEvent struct {
 	Time       time.Time
 	NTStatus   uint32 // event 4 and 202: how the write ended
 	TotalBytes uint64 // event 4: bytes written
+	// Component is the live dump's component (e.g. DTRACE) when the event
+	// names one; the documented fields of events 4 and 202 do not, so it
+	// is usually empty.
+	Component string
 }
 
 // eventsXML is wevtutil's `/f:xml /e:Events` output.
@@ -65,6 +69,8 @@ func ParseLiveDumpEventsXML(b []byte) ([]LiveDumpEvent, error) {
 					return nil, fmt.Errorf("event %d: %s %q: %w", ev.ID, d.Name, v, err)
 				}
 				ev.NTStatus = uint32(n)
+			case "ComponentName", "Component":
+				ev.Component = v
 			case "TotalBytes":
 				n, err := strconv.ParseUint(v, 10, 64)
 				if err != nil {

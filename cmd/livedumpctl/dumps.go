@@ -58,7 +58,7 @@ func (a *app) dumpsCmd() *cobra.Command {
 	var out string
 	get := &cobra.Command{
 		Use:   "get ID [-f FILE]",
-		Short: "Download a dump, verify its SHA-256, and keep it only if it matches",
+		Short: "Download a dump, verify its SHA-256, and keep it only if it matches (-o json: print its description)",
 		Args:  exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.downloadDump(cmd, args[0], out)
@@ -177,6 +177,11 @@ func (a *app) downloadDump(cmd *cobra.Command, id, out string) error {
 	}
 	if err := os.Rename(tmp.Name(), out); err != nil {
 		return err
+	}
+	if s.output == outputJSON {
+		// The verified dump's description, header facts included
+		// (dump_type, bug_check_code, os_build, declared_size).
+		return writeJSON(a.stdout, d)
 	}
 	fmt.Fprintf(a.stdout, "%s  %s (verified)\n", sum, out)
 	return nil

@@ -51,7 +51,26 @@ func (f *fakeFleet) dumps() []*livedumpv1.Dump {
 		{Id: "fedcba9876543210", AgentId: "ws-0002", Hostname: "WS-0002", CaptureId: "c-1", FileName: "DTRACE-2.dmp", Size: 2 << 30,
 			State: livedumpv1.DumpState_DUMP_STATE_HASH_ONLY, Written: ts(f.now.Add(-2 * time.Hour))},
 		{Id: "00000000000000aa", AgentId: "ws-0001", Hostname: "WS-0001", CaptureId: "c-2", FileName: "DTRACE-3.dmp", Size: 3 << 30,
-			State: livedumpv1.DumpState_DUMP_STATE_UPLOADED, Written: ts(f.now.Add(-3 * time.Hour))},
+			State: livedumpv1.DumpState_DUMP_STATE_UPLOADED, Written: ts(f.now.Add(-3 * time.Hour)),
+			DumpType: "full", BugCheckCode: 0xE2, OsBuild: 26100, DeclaredSize: 3 << 30},
+		{Id: "00000000000000bb", AgentId: "ws-0001", Hostname: "WS-0001", CaptureId: "c-2", FileName: "DTRACE-4.dmp", Size: 1 << 30,
+			State: livedumpv1.DumpState_DUMP_STATE_TRUNCATED, Detail: "truncated: the file has 1073741824 of the 3221225472 bytes its header declares",
+			Written: ts(f.now.Add(-4 * time.Hour)), DumpType: "full", BugCheckCode: 0xE2, OsBuild: 26100, DeclaredSize: 3 << 30},
+	}
+}
+
+// TestDumpsListShowsHeaderFacts: -o json carries the facts of each dump's
+// own header, and the table names the truncated state.
+func TestDumpsListShowsHeaderFacts(t *testing.T) {
+	startController(t)
+	out := runOK(t, "dumps", "list", "-o", "json")
+	for _, want := range []string{`"dump_type": "full"`, `"bug_check_code": 226`, `"os_build": 26100`, `"declared_size": "3221225472"`, `"state": "DUMP_STATE_TRUNCATED"`} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("dumps list -o json lacks %s:\n%s", want, out)
+		}
+	}
+	if table := runOK(t, "dumps", "list"); !strings.Contains(table, "truncated") {
+		t.Fatalf("table:\n%s", table)
 	}
 }
 

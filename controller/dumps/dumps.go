@@ -60,13 +60,16 @@ const (
 	StateUploaded  = store.DumpUploaded
 	StateFailed    = "failed"
 	StateAborted   = "aborted"
+	// StateTruncated: complete by size but shorter than its own header
+	// declares (or without a valid header); kept on the agent.
+	StateTruncated = "truncated"
 )
 
 var stateNames = map[livedumpv1.DumpState]string{
 	livedumpv1.DumpState_DUMP_STATE_WRITING: StateWriting, livedumpv1.DumpState_DUMP_STATE_HASHED: StateHashed,
 	livedumpv1.DumpState_DUMP_STATE_HASH_ONLY: StateHashOnly, livedumpv1.DumpState_DUMP_STATE_UPLOADING: StateUploading,
 	livedumpv1.DumpState_DUMP_STATE_UPLOADED: StateUploaded, livedumpv1.DumpState_DUMP_STATE_FAILED: StateFailed,
-	livedumpv1.DumpState_DUMP_STATE_ABORTED: StateAborted,
+	livedumpv1.DumpState_DUMP_STATE_ABORTED: StateAborted, livedumpv1.DumpState_DUMP_STATE_TRUNCATED: StateTruncated,
 }
 
 // Reasons a report or upload is refused, the label values of
@@ -253,9 +256,17 @@ func checkDump(d *livedumpv1.Dump) error {
 		return invalid("dump.size", "%d out of range", d.GetSize())
 	case len(d.GetCaptureId()) > 64 || len(d.GetEventId()) > 64 || len(d.GetDetail()) > 4096:
 		return invalid("dump", "oversized field")
+	case !dumpTypeRe.MatchString(d.GetDumpType()):
+		return invalid("dump.dump_type", "%q: want lower-case letters, digits and dashes, at most 32", clip(d.GetDumpType()))
+	case d.GetDeclaredSize() < 0 || d.GetDeclaredSize() > MaxDumpSize:
+		return invalid("dump.declared_size", "%d out of range", d.GetDeclaredSize())
 	}
 	return nil
 }
+
+// dumpTypeRe is a dump type as the agent names it from the header
+// ("full", "triage", "bitmap-kernel", "type-9", ...).
+var dumpTypeRe = regexp.MustCompile(`^[a-z0-9-]{0,32}$`)
 
 // Report records what an agent says about a dump. Progress the upload owns
 // (and an uploaded dump's state) is never rolled back by a late report. An
@@ -322,6 +333,7 @@ func (r *Receiver) report(ctx context.Context, agentID string, d *livedumpv1.Dum
 		ID: d.GetId(), AgentID: agentID, CaptureID: d.GetCaptureId(), EventID: d.GetEventId(), FileName: d.GetFileName(),
 		Size: d.GetSize(), SHA256: d.GetSha256(), State: state, Detail: d.GetDetail(), Written: d.GetWritten().AsTime(),
 		Updated: r.cfg.Clock.Now().UTC(), Signature: sig,
+		DumpType: d.GetDumpType(), BugCheckCode: d.GetBugCheckCode(), OSBuild: d.GetOsBuild(), DeclaredSize: d.GetDeclaredSize(),
 	})
 }
 
@@ -816,6 +828,7 @@ func Proto(d store.Dump, hostname string) *livedumpv1.Dump {
 		Id: d.ID, AgentId: d.AgentID, Hostname: hostname, CaptureId: d.CaptureID, EventId: d.EventID, FileName: d.FileName,
 		Size: d.Size, Sha256: d.SHA256, State: StateValue(d.State), Detail: d.Detail, Written: timestamppb.New(d.Written),
 		Updated: timestamppb.New(d.Updated), Uploaded: d.Committed, Compressed: d.Compressed, Signature: d.Signature,
+		DumpType: d.DumpType, BugCheckCode: d.BugCheckCode, OsBuild: d.OSBuild, DeclaredSize: d.DeclaredSize,
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"io"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/livedump/livedump/controller/blobstore"
 	"github.com/livedump/livedump/controller/store"
@@ -297,5 +299,33 @@ func TestBadHeaders(t *testing.T) {
 	}
 	if _, err := f.r.Offset(context.Background(), "agent-1", "../x"); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("Offset with a bad id: %v", err)
+	}
+}
+
+// TestTruncatedReportWithHeaderFacts: an agent reports a dump truncated,
+// with the facts of its header; the controller stores and shows them, and
+// refuses a malformed dump type.
+func TestTruncatedReportWithHeaderFacts(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	d := &livedumpv1.Dump{Id: "0123456789abcdef", CaptureId: "c-1", FileName: "DTRACE-20261126-1000.dmp", Size: 4096,
+		State: livedumpv1.DumpState_DUMP_STATE_TRUNCATED, Detail: "truncated: the file has 4096 of the 8388608 bytes its header declares",
+		DumpType: "full", BugCheckCode: 0xE2, OsBuild: 26100, DeclaredSize: 8 << 20}
+	if err := f.r.Report(ctx, "agent-1", d); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.st.GetDump(ctx, d.GetId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Proto(got, "VDI-01")
+	if p.GetState() != livedumpv1.DumpState_DUMP_STATE_TRUNCATED || p.GetDumpType() != "full" || p.GetBugCheckCode() != 0xE2 ||
+		p.GetOsBuild() != 26100 || p.GetDeclaredSize() != 8<<20 {
+		t.Fatalf("stored %+v", p)
+	}
+	bad := proto.Clone(d).(*livedumpv1.Dump)
+	bad.DumpType = "Full; DROP"
+	if err := f.r.Report(ctx, "agent-1", bad); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "dump.dump_type") {
+		t.Fatalf("malformed dump type: %v", err)
 	}
 }

@@ -133,6 +133,13 @@ type Dump struct {
 	Signature  string
 	Pulled     bool // an operator asked for it: the quota does not apply
 	Admitted   bool // AdmitDump let it upload; set only by AdmitDump
+	// Facts from the dump's own header, as the agent reported them: the
+	// dump type ("full", "triage", ...), bug check code, OS build and the
+	// size the header declares. A report without them keeps earlier ones.
+	DumpType     string
+	BugCheckCode uint32
+	OSBuild      uint32
+	DeclaredSize int64
 }
 
 // Replica is one controller process sharing the store.

@@ -6,6 +6,13 @@ import (
 	"strings"
 )
 
+// OnDemandSyscall is the syscall whose return takes an on-demand dump: the
+// agent's helper process calls it (SleepEx, which is NtDelayExecution) in a
+// loop until the dump is taken. lkd() runs only when its probe fired at
+// PASSIVE_LEVEL (DTrace on Windows; WINDOWS-NOTES), and a syscall return
+// in a user thread does.
+const OnDemandSyscall = "NtDelayExecution"
+
 // ErrCapReached is returned (wrapped) by Render when the triggers already
 // counted reach the per-agent cap: there is nothing left to run.
 var ErrCapReached = errors.New("per-agent cap reached")
@@ -74,8 +81,15 @@ func Render(s Spec, alreadyTriggered int) (string, error) {
 		if alreadyTriggered > 0 {
 			return "", fmt.Errorf("%w: on-demand capture %s already took its dump", ErrCapReached, s.CaptureID)
 		}
-		return fmt.Sprintf("/*\n * livedump capture %s: on-demand live kernel dump; do not edit.\n */\n"+
-			"#pragma D option quiet\n#pragma D option destructive\n\nBEGIN\n{\n\tlkd(%d);\n\texit(0);\n}\n", s.CaptureID, s.LKDMode), nil
+		pid := "$target"
+		if s.HelperPID > 0 {
+			pid = fmt.Sprint(s.HelperPID)
+		}
+		return fmt.Sprintf("/*\n * livedump capture %s: on-demand live kernel dump; do not edit.\n"+
+			" * lkd() dumps only from a probe that fired at PASSIVE_LEVEL, which BEGIN is not:\n"+
+			" * the dump is taken at a syscall return in the agent's helper process.\n */\n"+
+			"#pragma D option quiet\n#pragma D option destructive\n\n"+
+			"syscall::%s:return\n/pid == %s/\n{\n\tlkd(%d);\n\texit(0);\n}\n", s.CaptureID, OnDemandSyscall, pid, s.LKDMode), nil
 	}
 	limit := s.PerAgentCap - alreadyTriggered
 	if limit <= 0 {

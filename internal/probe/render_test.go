@@ -268,3 +268,28 @@ func FuzzRender(f *testing.F) {
 		checkScript(t, s, script)
 	})
 }
+
+// TestRenderOnDemand: the on-demand script dumps at a syscall return in the
+// agent's helper process, never from BEGIN (lkd() does nothing there).
+func TestRenderOnDemand(t *testing.T) {
+	s := Spec{CaptureID: "c1", Action: ActionDump, OnDemand: true, HelperPID: 4242}
+	got, err := Render(s, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"#pragma D option destructive\n", "syscall::NtDelayExecution:return\n/pid == 4242/\n{\n\tlkd(0);\n\texit(0);\n}\n"} {
+		if !strings.Contains(got, want) {
+			t.Fatalf("script lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "BEGIN\n") {
+		t.Fatalf("on-demand script uses BEGIN:\n%s", got)
+	}
+	s.HelperPID = 0
+	if got, _ := Render(s, 0); !strings.Contains(got, "/pid == $target/") {
+		t.Fatalf("without a helper pid the script should show $target:\n%s", got)
+	}
+	if _, err := Render(s, 1); !errors.Is(err, ErrCapReached) {
+		t.Fatalf("second render: %v", err)
+	}
+}

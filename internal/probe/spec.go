@@ -67,9 +67,14 @@ type Spec struct {
 	// run verbatim and every field above except CaptureID and Action must be
 	// empty. At most MaxRawScript bytes, no NUL bytes.
 	RawScript string
-	// OnDemand takes one live kernel dump as soon as the script starts
-	// (BEGIN { lkd(mode); exit(0); }): no process, syscall or status.
+	// OnDemand takes one live kernel dump now: no process, syscall or
+	// status. Not from BEGIN, which never dumps (see OnDemandSyscall): the
+	// script dumps at a syscall return in a helper process the agent runs.
 	OnDemand bool
+	// HelperPID is the process ID of the agent's helper for an on-demand
+	// dump, known only on the agent; 0 renders the script with $target in
+	// its place, as the controller shows it.
+	HelperPID int
 }
 
 // Defaults and bounds enforced by WithDefaults and Validate.

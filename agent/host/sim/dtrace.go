@@ -104,6 +104,7 @@ type LiveDumpEvent struct {
 	Time       time.Time `json:"time"`
 	NTStatus   uint32    `json:"ntstatus"`
 	TotalBytes uint64    `json:"total_bytes"`
+	Component  string    `json:"component,omitempty"`
 }
 
 // LiveDumpEvents reads the simulated event log.
@@ -125,7 +126,7 @@ func (h *Host) LiveDumpEvents(_ context.Context, since time.Time) ([]host.LiveDu
 			continue // a line being appended right now
 		}
 		if (e.ID == host.EventDumpWriteEnd || e.ID == host.EventDumpDiskFull) && !e.Time.Before(since) {
-			out = append(out, host.LiveDumpEvent{ID: e.ID, Time: e.Time, NTStatus: e.NTStatus, TotalBytes: e.TotalBytes})
+			out = append(out, host.LiveDumpEvent{ID: e.ID, Time: e.Time, NTStatus: e.NTStatus, TotalBytes: e.TotalBytes, Component: e.Component})
 		}
 	}
 	return out, nil

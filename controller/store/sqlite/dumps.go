@@ -10,18 +10,21 @@ import (
 	"github.com/livedump/livedump/controller/store"
 )
 
-const dumpColumns = `id, agent_id, capture_id, event_id, file_name, size, sha256, state, detail, written, updated, committed, compressed, signature, pulled, admitted`
+const dumpColumns = `id, agent_id, capture_id, event_id, file_name, size, sha256, state, detail, written, updated, committed, compressed, signature, pulled, admitted, dump_type, bug_check_code, os_build, declared_size`
 
 func scanDump(sc rowScanner) (store.Dump, error) {
 	var d store.Dump
+	var bugCheck, build int64
 	var written, updated sql.NullInt64
 	var pulled, admitted int64
 	if err := sc.Scan(&d.ID, &d.AgentID, &d.CaptureID, &d.EventID, &d.FileName, &d.Size, &d.SHA256, &d.State, &d.Detail,
-		&written, &updated, &d.Committed, &d.Compressed, &d.Signature, &pulled, &admitted); err != nil {
+		&written, &updated, &d.Committed, &d.Compressed, &d.Signature, &pulled, &admitted,
+		&d.DumpType, &bugCheck, &build, &d.DeclaredSize); err != nil {
 		return store.Dump{}, err
 	}
 	d.Pulled, d.Admitted = pulled != 0, admitted != 0
 	d.Written, d.Updated = timeVal(written), timeVal(updated)
+	d.BugCheckCode, d.OSBuild = uint32(bugCheck), uint32(build)
 	return d, nil
 }
 
@@ -33,14 +36,19 @@ func (s *Store) PutDump(ctx context.Context, d store.Dump) error {
 	if d.State == store.DumpUploaded {
 		return fmt.Errorf("put dump %s: state %s is set only by a verified upload", d.ID, d.State)
 	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO dumps (`+dumpColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, 0)
+	_, err := s.w.ExecContext(ctx, `INSERT INTO dumps (`+dumpColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, 0, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET capture_id = excluded.capture_id, event_id = excluded.event_id, file_name = excluded.file_name,
 			size = CASE WHEN dumps.sha256 = '' THEN excluded.size ELSE dumps.size END,
 			sha256 = CASE WHEN dumps.sha256 = '' THEN excluded.sha256 ELSE dumps.sha256 END,
 			state = CASE WHEN dumps.state = 'uploaded' THEN dumps.state ELSE excluded.state END,
 			detail = CASE WHEN dumps.state = 'uploaded' THEN dumps.detail ELSE excluded.detail END,
-			written = excluded.written, updated = excluded.updated, signature = excluded.signature`,
-		d.ID, d.AgentID, d.CaptureID, d.EventID, d.FileName, d.Size, d.SHA256, d.State, d.Detail, timeArg(d.Written), timeArg(d.Updated), d.Signature)
+			written = excluded.written, updated = excluded.updated, signature = excluded.signature,
+			dump_type = CASE WHEN excluded.dump_type = '' THEN dumps.dump_type ELSE excluded.dump_type END,
+			bug_check_code = CASE WHEN excluded.dump_type = '' THEN dumps.bug_check_code ELSE excluded.bug_check_code END,
+			os_build = CASE WHEN excluded.dump_type = '' THEN dumps.os_build ELSE excluded.os_build END,
+			declared_size = CASE WHEN excluded.dump_type = '' THEN dumps.declared_size ELSE excluded.declared_size END`,
+		d.ID, d.AgentID, d.CaptureID, d.EventID, d.FileName, d.Size, d.SHA256, d.State, d.Detail, timeArg(d.Written), timeArg(d.Updated), d.Signature,
+		d.DumpType, int64(d.BugCheckCode), int64(d.OSBuild), d.DeclaredSize)
 	if err != nil {
 		return fmt.Errorf("put dump %s: %w", d.ID, err)
 	}

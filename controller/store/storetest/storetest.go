@@ -1055,13 +1055,23 @@ func testDumps(t *testing.T, s store.Store) {
 		State: "writing", Written: t0, Updated: t0, Signature: "sig"}
 	must(t, "PutDump", s.PutDump(ctx, d))
 	must(t, "SetDumpProgress", s.SetDumpProgress(ctx, "d1", 40, 10, "uploading", "", t0.Add(time.Second)))
-	// The agent's next report must not reset the upload's progress.
+	// The agent's next report must not reset the upload's progress; it
+	// brings the facts of the dump's header.
 	d.State, d.SHA256 = "hashed", "ab"
+	d.DumpType, d.BugCheckCode, d.OSBuild, d.DeclaredSize = "full", 0xE2, 26100, 100
 	must(t, "PutDump again", s.PutDump(ctx, d))
 	got, err := s.GetDump(ctx, "d1")
 	must(t, "GetDump", err)
-	if got.Committed != 40 || got.Compressed != 10 || got.State != "hashed" || got.SHA256 != "ab" || got.FileName != d.FileName {
+	if got.Committed != 40 || got.Compressed != 10 || got.State != "hashed" || got.SHA256 != "ab" || got.FileName != d.FileName ||
+		got.DumpType != "full" || got.BugCheckCode != 0xE2 || got.OSBuild != 26100 || got.DeclaredSize != 100 {
 		t.Fatalf("GetDump = %+v", got)
+	}
+	// A report without header facts keeps the known ones.
+	noFacts := d
+	noFacts.DumpType, noFacts.BugCheckCode, noFacts.OSBuild, noFacts.DeclaredSize = "", 0, 0, 0
+	must(t, "PutDump without header facts", s.PutDump(ctx, noFacts))
+	if got, _ := s.GetDump(ctx, "d1"); got.DumpType != "full" || got.OSBuild != 26100 || got.DeclaredSize != 100 {
+		t.Fatalf("header facts lost by a later report: %+v", got)
 	}
 	checkTime(t, "Written", got.Written, t0)
 	_, err = s.GetDump(ctx, "zz")

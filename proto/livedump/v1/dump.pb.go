@@ -39,6 +39,10 @@ const (
 	DumpState_DUMP_STATE_FAILED   DumpState = 6
 	// Windows aborted the dump or it is partial.
 	DumpState_DUMP_STATE_ABORTED DumpState = 7
+	// The file is complete by size but not by its own header: shorter than
+	// the size the 64-bit dump header declares, or no valid header at all
+	// (a write cut short, e.g. power loss). Kept on the agent, never uploaded.
+	DumpState_DUMP_STATE_TRUNCATED DumpState = 8
 )
 
 // Enum value maps for DumpState.
@@ -52,6 +56,7 @@ var (
 		5: "DUMP_STATE_UPLOADED",
 		6: "DUMP_STATE_FAILED",
 		7: "DUMP_STATE_ABORTED",
+		8: "DUMP_STATE_TRUNCATED",
 	}
 	DumpState_value = map[string]int32{
 		"DUMP_STATE_UNSPECIFIED": 0,
@@ -62,6 +67,7 @@ var (
 		"DUMP_STATE_UPLOADED":    5,
 		"DUMP_STATE_FAILED":      6,
 		"DUMP_STATE_ABORTED":     7,
+		"DUMP_STATE_TRUNCATED":   8,
 	}
 )
 
@@ -116,7 +122,15 @@ type Dump struct {
 	// Bytes on the wire, compressed.
 	Compressed int64 `protobuf:"varint,14,opt,name=compressed,proto3" json:"compressed,omitempty"`
 	// The stack signature of the event, for the per-signature quota.
-	Signature     string `protobuf:"bytes,15,opt,name=signature,proto3" json:"signature,omitempty"`
+	Signature string `protobuf:"bytes,15,opt,name=signature,proto3" json:"signature,omitempty"`
+	// Facts from the dump's own header (DUMP_HEADER64), once it is complete:
+	// the dump type ("full", "triage", ...), the bug check code (0xE2
+	// MANUALLY_INITIATED_CRASH for dtrace's lkd()), the OS build number and
+	// the file size the header declares.
+	DumpType      string `protobuf:"bytes,16,opt,name=dump_type,json=dumpType,proto3" json:"dump_type,omitempty"`
+	BugCheckCode  uint32 `protobuf:"varint,17,opt,name=bug_check_code,json=bugCheckCode,proto3" json:"bug_check_code,omitempty"`
+	OsBuild       uint32 `protobuf:"varint,18,opt,name=os_build,json=osBuild,proto3" json:"os_build,omitempty"`
+	DeclaredSize  int64  `protobuf:"varint,19,opt,name=declared_size,json=declaredSize,proto3" json:"declared_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -254,6 +268,34 @@ func (x *Dump) GetSignature() string {
 		return x.Signature
 	}
 	return ""
+}
+
+func (x *Dump) GetDumpType() string {
+	if x != nil {
+		return x.DumpType
+	}
+	return ""
+}
+
+func (x *Dump) GetBugCheckCode() uint32 {
+	if x != nil {
+		return x.BugCheckCode
+	}
+	return 0
+}
+
+func (x *Dump) GetOsBuild() uint32 {
+	if x != nil {
+		return x.OsBuild
+	}
+	return 0
+}
+
+func (x *Dump) GetDeclaredSize() int64 {
+	if x != nil {
+		return x.DeclaredSize
+	}
+	return 0
 }
 
 // DumpReport is an agent's news about a dump.
@@ -651,7 +693,7 @@ var File_livedump_v1_dump_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_dump_proto_rawDesc = "" +
 	"\n" +
-	"\x16livedump/v1/dump.proto\x12\vlivedump.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x03\n" +
+	"\x16livedump/v1/dump.proto\x12\vlivedump.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x04\n" +
 	"\x04Dump\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x1a\n" +
@@ -671,7 +713,11 @@ const file_livedump_v1_dump_proto_rawDesc = "" +
 	"\n" +
 	"compressed\x18\x0e \x01(\x03R\n" +
 	"compressed\x12\x1c\n" +
-	"\tsignature\x18\x0f \x01(\tR\tsignature\"3\n" +
+	"\tsignature\x18\x0f \x01(\tR\tsignature\x12\x1b\n" +
+	"\tdump_type\x18\x10 \x01(\tR\bdumpType\x12$\n" +
+	"\x0ebug_check_code\x18\x11 \x01(\rR\fbugCheckCode\x12\x19\n" +
+	"\bos_build\x18\x12 \x01(\rR\aosBuild\x12#\n" +
+	"\rdeclared_size\x18\x13 \x01(\x03R\fdeclaredSize\"3\n" +
 	"\n" +
 	"DumpReport\x12%\n" +
 	"\x04dump\x18\x01 \x01(\v2\x11.livedump.v1.DumpR\x04dump\"#\n" +
@@ -693,7 +739,7 @@ const file_livedump_v1_dump_proto_rawDesc = "" +
 	"\adump_id\x18\x01 \x01(\tR\x06dumpId\"`\n" +
 	"\x12DumpOffsetResponse\x12\x1c\n" +
 	"\tcommitted\x18\x01 \x01(\x03R\tcommitted\x12,\n" +
-	"\x05state\x18\x02 \x01(\x0e2\x16.livedump.v1.DumpStateR\x05state*\xd2\x01\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x16.livedump.v1.DumpStateR\x05state*\xec\x01\n" +
 	"\tDumpState\x12\x1a\n" +
 	"\x16DUMP_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12DUMP_STATE_WRITING\x10\x01\x12\x15\n" +
@@ -702,7 +748,8 @@ const file_livedump_v1_dump_proto_rawDesc = "" +
 	"\x14DUMP_STATE_UPLOADING\x10\x04\x12\x17\n" +
 	"\x13DUMP_STATE_UPLOADED\x10\x05\x12\x15\n" +
 	"\x11DUMP_STATE_FAILED\x10\x06\x12\x16\n" +
-	"\x12DUMP_STATE_ABORTED\x10\aB;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
+	"\x12DUMP_STATE_ABORTED\x10\a\x12\x18\n" +
+	"\x14DUMP_STATE_TRUNCATED\x10\bB;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
 
 var (
 	file_livedump_v1_dump_proto_rawDescOnce sync.Once

@@ -19,8 +19,11 @@
 // Stacks follow two to four fixed call paths per syscall, so events group
 // into a few stack signatures; what is printed of them is as poor as on
 // Windows (one-frame, empty and unresolved user stacks, dispatcher-only
-// kernel stacks, names in the ANSI code page; see realism.go). lkd() writes a live kernel dump into the
-// machine's LiveKernelReports path as Windows does (see dump.go).
+// kernel stacks, names in the ANSI code page; see realism.go). lkd()
+// writes a live kernel dump into the machine's LiveKernelReports path as
+// Windows does (see dump.go): only from a probe that fired at PASSIVE_LEVEL
+// (never from BEGIN or END), and one at a time (an lkd() while a dump is
+// being written is dropped, silently).
 //
 // Options: -s script and -n specifier (any number), -q, -w, -o file
 // (appended to), -x option[=value] (quiet, destructive, stackframes,
@@ -135,6 +138,9 @@ type stats struct {
 	dropped  int // ... whose data a full buffer dropped (drops.go)
 	dumps    []string
 	dumpErrs []error
+	// lkdIgnored counts lkd() calls in BEGIN/END/ERROR, which never dump;
+	// lkdDropped those made while another live dump was in progress.
+	lkdIgnored, lkdDropped int
 }
 
 // cmdline is dtrace's command line.
@@ -551,6 +557,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) (int
 	code = s.trace(ctx, cfg.rate)
 	s.dumps.wait()
 	st.dumps, st.dumpErrs = s.dumps.written()
+	st.lkdDropped = s.dumps.droppedCount()
 	if m.local {
 		// Windows would say so in its event log; the double says it here.
 		for _, err := range st.dumpErrs {
@@ -763,6 +770,14 @@ func (s *session) fire(f *firing) {
 	}
 	if matched && !passed && f.probe.prov == "syscall" {
 		s.stats.filtered++
+	}
+	if f.probe.prov == "dtrace" && len(lkd) > 0 {
+		// DTrace on Windows runs lkd() only when the probe fired at
+		// PASSIVE_LEVEL; BEGIN, END and ERROR fire in dtrace's consumer at
+		// a raised IRQL, so the request does nothing. Whether dtrace says
+		// so is not known: the simulation, harsher, says nothing.
+		s.stats.lkdIgnored += len(lkd)
+		return
 	}
 	for _, mode := range lkd {
 		s.dumps.request(mode)

@@ -31,10 +31,16 @@ import (
 //     reaches its size; it is held open, without sharing on Windows, until
 //     complete, so "size stable and opens without sharing" means complete.
 //
-// The kernel writes a live dump after the probe that asked for it, one at
-// a time; the simulation does it in a goroutine of this process, one dump
-// after the other, and the process does not exit before the last is
-// complete (a real dtrace.exe may exit first: the kernel finishes the dump).
+// The kernel writes a live dump after the probe that asked for it, and one
+// at a time: an lkd() made while a dump is still being written is dropped
+// (WINDOWS-NOTES "lkd() ... A second lkd() while one is in progress is
+// dropped"). Whether dtrace prints anything then is not documented, so the
+// simulation prints nothing: the harsher case, where only the missing file
+// tells. The simulation writes the dump in a goroutine of this process, and
+// the process does not exit before it is complete (a real dtrace.exe may
+// exit first: the kernel finishes the dump); a simulated dtrace killed
+// mid-dump leaves a file shorter than its header declares, as power loss
+// does on a real machine.
 
 // dumpComponent is the component lkd() reports.
 const dumpComponent = "DTRACE"
@@ -45,60 +51,71 @@ const dumpHeaderSize = 0x2000
 // dumpChunk is how often a growing dump file grows.
 const dumpChunk = 100 * time.Millisecond
 
-// dumper writes the live dumps that lkd() asks for, in order.
+// dumper writes the live dumps that lkd() asks for, one at a time.
 type dumper struct {
 	m       *machine
 	size    int64
 	dur     time.Duration
 	seed    uint64
 	now     func() time.Time
-	reqs    chan dumpRequest
-	done    chan struct{}
 	mu      sync.Mutex
-	started bool
+	busy    bool // a dump is being written
+	dropped int  // lkd() calls dropped because one was
+	wg      sync.WaitGroup
 	files   []string // dumps written, host paths
 	errs    []error
 }
 
 func newDumper(m *machine, size int64, dur time.Duration, seed uint64, now func() time.Time) *dumper {
-	return &dumper{m: m, size: size, dur: dur, seed: seed, now: now, reqs: make(chan dumpRequest, 64), done: make(chan struct{})}
+	return &dumper{m: m, size: size, dur: dur, seed: seed, now: now}
 }
 
-// request queues a dump of the given lkd mode. The probe waits only when
-// 64 dumps are already queued (scripts cap their dumps far lower).
+// request starts a dump of the given lkd mode, unless one is being written:
+// then the request is dropped, as the kernel drops it.
 func (d *dumper) request(mode int64) {
-	r := dumpRequest{mode: mode}
+	d.mu.Lock()
+	if d.busy {
+		d.dropped++
+		d.mu.Unlock()
+		return
+	}
+	d.busy = true
+	d.mu.Unlock()
+	var k *kernelDump
 	if d.m.local {
 		// The kernel starts writing at the end of the probe, before
 		// dtrace.exe has consumed its output (kernel.go).
-		r.kernel = d.startKernel(mode)
+		k = d.startKernel(mode)
 	}
-	d.mu.Lock()
-	if !d.started {
-		d.started = true
-		go d.run()
-	}
-	d.mu.Unlock()
-	d.reqs <- r
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		var path string
+		var err error
+		if k != nil {
+			path, err = k.wait()
+		} else {
+			path, err = d.write(mode)
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.busy = false
+		if err != nil {
+			d.errs = append(d.errs, err)
+		} else {
+			d.files = append(d.files, path)
+		}
+	}()
 }
 
-// dumpRequest is one lkd(): its mode, and on the local machine the
-// "kernel" process already writing it.
-type dumpRequest struct {
-	mode   int64
-	kernel *kernelDump
-}
+// wait returns once the dump being written, if any, is complete.
+func (d *dumper) wait() { d.wg.Wait() }
 
-// wait returns once every requested dump is complete. No dump may be
-// requested after it.
-func (d *dumper) wait() {
+// droppedCount is how many lkd() calls were dropped.
+func (d *dumper) droppedCount() int {
 	d.mu.Lock()
-	started := d.started
-	d.mu.Unlock()
-	close(d.reqs)
-	if started {
-		<-d.done
-	}
+	defer d.mu.Unlock()
+	return d.dropped
 }
 
 // written returns the dumps written so far (host paths) and the errors of
@@ -107,26 +124,6 @@ func (d *dumper) written() ([]string, []error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return append([]string(nil), d.files...), append([]error(nil), d.errs...)
-}
-
-func (d *dumper) run() {
-	defer close(d.done)
-	for r := range d.reqs {
-		var path string
-		var err error
-		if r.kernel != nil {
-			path, err = r.kernel.wait()
-		} else {
-			path, err = d.write(r.mode)
-		}
-		d.mu.Lock()
-		if err != nil {
-			d.errs = append(d.errs, err)
-		} else {
-			d.files = append(d.files, path)
-		}
-		d.mu.Unlock()
-	}
 }
 
 // write writes one dump and returns its host path.
@@ -232,6 +229,9 @@ type dumpContent struct {
 }
 
 func newDumpContent(seed uint64, size int64, build uint32, ncpu int, mode int64, t time.Time) *dumpContent {
+	// DUMP_HEADER64 (offsets as in rizin's dmp_specs.h, see
+	// internal/kdump): the header is written first, declaring the size of
+	// the whole file, so a file cut short is recognisably incomplete.
 	h := make([]byte, dumpHeaderSize)
 	le := binary.LittleEndian
 	copy(h[0:], "PAGEDU64")                    // Signature, ValidDump
@@ -245,14 +245,15 @@ func newDumpContent(seed uint64, size int64, build uint32, ncpu int, mode int64,
 	le.PutUint32(h[0x34:], uint32(ncpu))       // NumberProcessors
 	le.PutUint32(h[0x38:], 0xe2)               // BugCheckCode: MANUALLY_INITIATED_CRASH
 	le.PutUint64(h[0x40:], uint64(mode))       // BugCheckParameter1: the lkd() mode
-	dumpType := uint32(1)                      // full
+	copy(h[0x60:], "15.0 Windows")             // VersionUser
+	dumpType := uint32(1)                      // full (kernel pages)
 	if mode == 2 {
-		dumpType = 4 // triage (mini)
+		dumpType = 4 // triage: the live minidump
 	}
 	le.PutUint32(h[0xf98:], dumpType)
-	le.PutUint64(h[0xfa0:], uint64(size))                                // RequiredDumpSpace
+	le.PutUint64(h[0xfa0:], uint64(size))                                // RequiredDumpSpace: the whole file
 	le.PutUint64(h[0xfa8:], uint64(t.UnixNano()/100+116444736000000000)) // SystemTime (FILETIME)
-	copy(h[0xfb0:], fmt.Sprintf("Live kernel dump: component %s, lkd(%d)", dumpComponent, mode))
+	copy(h[0xfb0:0xfb0+127], fmt.Sprintf("Live kernel dump: component %s, lkd(%d)", dumpComponent, mode))
 	return &dumpContent{header: h, seed: seed}
 }
 

@@ -22,6 +22,7 @@ type process struct {
 	tids     []int32
 	base     uint64 // image base, for frames without symbols
 	wow64    bool   // a 32-bit process: DTrace never traces it
+	real     bool   // named by pid in the script: a running host process (pid.go)
 }
 
 // background are the processes of a Windows 11 desktop that make syscalls
@@ -149,7 +150,10 @@ func newWorld(progs []*program, seed uint64, ncpu int, boot time.Time, now func(
 		self:   newProcess("dtrace.exe", real),
 		real:   real,
 	}
-	names, statuses := candidates(progs)
+	names, statuses, pids := candidates(progs)
+	for _, pid := range pids {
+		w.procs = append(w.procs, pidProcess(pid, real))
+	}
 	execnames := map[string]bool{}
 	for _, n := range names {
 		p := newProcess(launchedAs(n), real)
@@ -172,10 +176,11 @@ func newWorld(progs []*program, seed uint64, ncpu int, boot time.Time, now func(
 	return w
 }
 
-// candidates collects the process names compared with execname and the
-// values compared with arg0 (cast or not) anywhere in the programs.
-func candidates(progs []*program) (names []string, statuses []uint32) {
-	seenN, seenS := map[string]bool{}, map[uint32]bool{}
+// candidates collects the process names compared with execname, the
+// values compared with arg0 (cast or not) and the process IDs compared
+// with pid anywhere in the programs.
+func candidates(progs []*program) (names []string, statuses []uint32, pids []int32) {
+	seenN, seenS, seenP := map[string]bool{}, map[uint32]bool{}, map[int32]bool{}
 	var walk func(e expr)
 	walk = func(e expr) {
 		switch e := e.(type) {
@@ -186,6 +191,12 @@ func candidates(progs []*program) (names []string, statuses []uint32) {
 						if s, ok := pair[1].(*strLit); ok && !seenN[s.s] {
 							seenN[s.s] = true
 							names = append(names, s.s)
+						}
+					}
+					if b, ok := pair[0].(*builtinRef); ok && b.name == "pid" {
+						if l, ok := pair[1].(*intLit); ok && !seenP[int32(l.v)] {
+							seenP[int32(l.v)] = true
+							pids = append(pids, int32(l.v))
 						}
 					}
 					if isArg0(pair[0]) {
@@ -228,7 +239,7 @@ func candidates(progs []*program) (names []string, statuses []uint32) {
 			walkStmts(c.body)
 		}
 	}
-	return names, statuses
+	return names, statuses, pids
 }
 
 // isExecname reports whether e is execname, or execname through tolower( )
@@ -284,6 +295,10 @@ func (w *world) next() *firing {
 		proc = w.procs[w.rng.IntN(len(w.procs))]
 	default:
 		proc = w.self // nothing else runs (every process is 32-bit)
+	}
+	if !proc.alive() {
+		// A process named by pid that is not running makes no syscalls.
+		proc = w.others[w.rng.IntN(len(w.others))]
 	}
 	f := &firing{
 		probe: p,

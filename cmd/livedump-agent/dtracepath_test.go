@@ -162,14 +162,9 @@ func TestDTracePathRunsFile(t *testing.T) {
 	for i, w := range want {
 		e := byPID[w.pid]
 		if e == nil {
-			if w.ansi {
-				// Needs agent/probe's ANSI code page decoding (issue 14
-				// item 6, another branch): without it the event cannot be
-				// marshalled and is lost.
-				t.Errorf("SUB-CASE non-UTF-8 (item 6): record %d (pid %d) was not stored", i+1, w.pid)
-			} else {
-				t.Errorf("record %d (pid %d) was not stored", i+1, w.pid)
-			}
+			// A non-UTF-8 record is lost unless the parser decodes the
+			// ANSI code page (issue 14 item 6).
+			t.Errorf("record %d (pid %d, non-UTF-8 names %v) was not stored", i+1, w.pid, w.ansi)
 			continue
 		}
 		if e.GetStatus() != 0xC000000D || e.GetProbe() != "NtCreateFile:return" {

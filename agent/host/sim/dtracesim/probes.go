@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/livedump/livedump/internal/syscalls"
 )
 
 // probeDesc is one probe description of a clause, with empty fields
@@ -78,17 +80,17 @@ var busySyscalls = []string{
 
 var ntName = regexp.MustCompile(`^Nt[A-Za-z0-9]{1,63}$`)
 
-//go:generate sh gen_syscalls.sh
-
 // knownSyscalls are the functions the syscall provider has probes for: the
-// system services ntdll exports (syscalls_ntdll.go, generated from
-// mingw-w64) and the numbered ones above. Any other name, win32k's
+// system services ntdll exports (internal/syscalls, generated from
+// mingw-w64, the table the controller validates capture specs against)
+// and the numbered ones above. Any other name, win32k's
 // NtUser*/NtGdi* first of all (DTrace-on-Windows issue #23), matches no
 // probe, and a script naming it fails to compile with "does not match any
 // probes", as on Windows.
 var knownSyscalls = func() map[string]bool {
-	m := make(map[string]bool, len(ntdllSyscalls)+len(syscallNumbers))
-	for _, n := range ntdllSyscalls {
+	ntdll := syscalls.Names()
+	m := make(map[string]bool, len(ntdll)+len(syscallNumbers))
+	for _, n := range ntdll {
 		m[n] = true
 	}
 	for n := range syscallNumbers {

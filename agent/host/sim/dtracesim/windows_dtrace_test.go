@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/livedump/livedump/internal/syscalls"
 	"github.com/livedump/livedump/agent/host/sim"
+	"github.com/livedump/livedump/internal/syscalls"
 )
 
 // TestCompileOnlyRejectsProbesWindowsDoesNotHave: `dtrace -e` compiles

@@ -353,14 +353,15 @@ func TestFaultControllerKill(t *testing.T) {
 			}
 		}
 	})
-	// Every dump settles: uploaded, kept on its agent (over the limit), or
-	// aborted (its dtrace was stopped at max-dumps before the simulated
-	// kernel finished writing it).
+	// Every dump settles: uploaded, kept on its agent (over the limit),
+	// aborted, or truncated (its dtrace was stopped at max-dumps before the
+	// simulated kernel finished writing it: its header proves it short).
 	eventually(t, 90*time.Second, "every dump settled", func() bool {
 		last = listDumps(t, op, dumpID)
 		for _, d := range last {
 			switch d.GetState() {
-			case livedumpv1.DumpState_DUMP_STATE_UPLOADED, livedumpv1.DumpState_DUMP_STATE_HASH_ONLY, livedumpv1.DumpState_DUMP_STATE_ABORTED:
+			case livedumpv1.DumpState_DUMP_STATE_UPLOADED, livedumpv1.DumpState_DUMP_STATE_HASH_ONLY, livedumpv1.DumpState_DUMP_STATE_ABORTED,
+				livedumpv1.DumpState_DUMP_STATE_TRUNCATED:
 			default:
 				return false
 			}

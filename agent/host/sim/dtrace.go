@@ -65,8 +65,20 @@ func (h *Host) DTraceCommand(ctx context.Context, args, env []string) (*exec.Cmd
 	}
 	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Env = append(append(os.Environ(), env...), extra...)
+	// On Windows the kernel writes a live dump, not dtrace.exe: a dump
+	// under way is finished when dtrace is stopped. The simulated dtrace is
+	// that kernel too, so it is stopped with an interrupt (it fires no more
+	// probes and exits once the dump being written is complete) and killed
+	// only if it has not exited dumpFinishBound later. Killed mid-dump, it
+	// leaves a truncated file, as power loss does.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = dumpFinishBound
 	return cmd, nil
 }
+
+// dumpFinishBound is how long a stopped simulated dtrace may take to finish
+// the live dump it is writing.
+const dumpFinishBound = 30 * time.Second
 
 // LiveDumpDir maps the machine's live dump folder into its simulated C:
 // drive.

@@ -20,7 +20,7 @@ const maxAuditLimit = 10000
 func (a *app) auditCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit",
-		Short: "Read the audit log of mutating calls",
+		Short: "Read the audit log: every mutating call and every refused call",
 	}
 	groupCommand(cmd)
 	cmd.AddCommand(a.auditListCmd())

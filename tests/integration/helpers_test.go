@@ -5,9 +5,7 @@ package integration
 import (
 	"context"
 	"crypto/tls"
-	"io"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
@@ -23,12 +21,8 @@ import (
 	"github.com/livedump/livedump/tests/harness"
 )
 
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("LIVEDUMP_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
+// testLogger discards logs unless LIVEDUMP_TEST_LOG is set.
+func testLogger(t testing.TB) *slog.Logger { return harness.Logger(t) }
 
 // testController is a controller running on 127.0.0.1:0.
 type testController struct {

@@ -24,6 +24,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/livedump/livedump/internal/editdist"
 )
 
 // Options describe one program's configuration sources.
@@ -220,7 +222,7 @@ func lookupFold(m map[string]string, key string) (string, bool) {
 func suggest(unknown string, known map[string]bool) string {
 	best, bestDist := "", 3
 	for k := range known {
-		if d := distance(unknown, k); d < bestDist || (d == bestDist && k < best) {
+		if d := editdist.Distance(unknown, k, 3); d < bestDist || (d == bestDist && k < best) {
 			best, bestDist = k, d
 		}
 	}
@@ -228,27 +230,6 @@ func suggest(unknown string, known map[string]bool) string {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %q?)", best)
-}
-
-// distance is the Levenshtein distance between a and b.
-func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // EnvVar returns the environment variable that sets key under prefix, e.g.

@@ -25,6 +25,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/livedump/livedump/internal/editdist"
 )
 
 // Kind says what kind of code an input was.
@@ -363,7 +365,7 @@ func suggest(ix *index, up string) string {
 			if d := len(n) - len(up); d > best || -d > best {
 				continue
 			}
-			d := distance(up, n, best+1) // exact up to best
+			d := editdist.Distance(up, n, best+1) // exact up to best
 			switch {
 			case d < best:
 				best, cands = d, []string{n}
@@ -380,32 +382,4 @@ func suggest(ix *index, up string) string {
 		return hex
 	}
 	return "; did you mean " + strings.Join(cands, " or ") + "?" + hex
-}
-
-// distance is the Levenshtein distance of a and b, or limit when it is at
-// least limit.
-func distance(a, b string, limit int) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		low := cur[0]
-		for j := 1; j <= len(b); j++ {
-			c := prev[j-1]
-			if a[i-1] != b[j-1] {
-				c++
-			}
-			c = min(c, prev[j]+1, cur[j-1]+1)
-			cur[j] = c
-			low = min(low, c)
-		}
-		if low >= limit {
-			return limit
-		}
-		prev, cur = cur, prev
-	}
-	return min(prev[len(b)], limit)
 }

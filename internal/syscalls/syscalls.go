@@ -23,6 +23,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/livedump/livedump/internal/editdist"
 )
 
 var (
@@ -107,7 +109,7 @@ func Suggest(name string) string {
 			if abs(len(ln)-len(cand)) >= bestD {
 				continue
 			}
-			if d := distance(cand, ln, bestD); d < bestD { // ties: the first in sorted order
+			if d := editdist.Distance(cand, ln, bestD); d < bestD { // ties: the first in sorted order
 				best, bestD = n, d
 			}
 		}
@@ -123,31 +125,4 @@ func abs(x int) int {
 		return -x
 	}
 	return x
-}
-
-// distance is the Levenshtein distance of a and b (bytes), or a value >=
-// bound once it is known to be at least bound.
-func distance(a, b string, bound int) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		rowMin := cur[0]
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-			rowMin = min(rowMin, cur[j])
-		}
-		if rowMin >= bound {
-			return bound
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

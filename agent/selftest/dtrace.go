@@ -17,43 +17,25 @@ import (
 	"github.com/livedump/livedump/internal/probe"
 )
 
-// Where the two dtrace builds live. Windows Server 2025 and newer Windows
-// 11 builds ship dtrace.exe in System32, enabled by `bcdedit /set dtrace
-// on` and a reboot (learn.microsoft.com/windows-server/administration/
-// windows-commands/dtrace); the DTrace for Windows MSI installs it under
-// Program Files\DTrace (learn.microsoft.com/windows-hardware/drivers/
-// devtest/dtrace).
-const (
-	builtinDTrace = `System32\dtrace.exe`
-	msiDTrace     = `DTrace\dtrace.exe`
-)
-
-// dtraceLocations reports the dtrace executables present on the machine.
-// It reads the folders from the registry, as the Windows host does.
-//
-// TODO(win-dtrace): switch to the host's dtrace detection once it is
-// merged; this is the only place that decides "which dtrace".
+// dtraceLocations reports the dtrace executables present on the machine,
+// at the places host.FindDTrace looks (it then runs the built-in one when
+// both exist, or dtrace_path when set).
 func dtraceLocations(h host.Host) (builtin, msi string, err error) {
 	var errs []error
-	if root, e := h.GetValue(host.CurrentVersionKey, "SystemRoot"); e == nil && root.Str != "" {
-		p := strings.TrimRight(root.Str, `\`) + `\` + builtinDTrace
-		if ok, e := h.FileExists(p); e == nil && ok {
-			builtin = p
-		} else if e != nil {
+	exists := func(p string) bool {
+		ok, e := h.FileExists(p)
+		if e != nil {
 			errs = append(errs, e)
 		}
-	} else if e != nil {
-		errs = append(errs, fmt.Errorf("SystemRoot: %w", e))
+		return ok
 	}
-	if pf, e := h.GetValue(`HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion`, "ProgramFilesDir"); e == nil && pf.Str != "" {
-		p := strings.TrimRight(pf.Str, `\`) + `\` + msiDTrace
-		if ok, e := h.FileExists(p); e == nil && ok {
-			msi = p
-		} else if e != nil {
-			errs = append(errs, e)
-		}
-	} else if e != nil {
-		errs = append(errs, fmt.Errorf("ProgramFilesDir: %w", e))
+	if p := host.BuiltinDTracePath(h); exists(p) {
+		builtin = p
+	}
+	if p, e := host.MSIDTracePath(h); e != nil {
+		errs = append(errs, e)
+	} else if exists(p) {
+		msi = p
 	}
 	return builtin, msi, errors.Join(errs...)
 }
@@ -80,7 +62,7 @@ func (r *run) present(context.Context) (Status, string) {
 	case err != nil:
 		return Unknown, "could not look for dtrace: " + err.Error()
 	}
-	return Fail, `no dtrace: neither %SystemRoot%\` + builtinDTrace + ` (built-in, Windows Server 2025 and newer) nor %ProgramFiles%\` + msiDTrace + ` (DTrace for Windows MSI); provisioning installs it`
+	return Fail, `no dtrace: neither %SystemRoot%` + host.BuiltinDTraceRel + ` (built-in, Windows Server 2025 and newer) nor %ProgramFiles%` + host.MSIDTraceRel + ` (DTrace for Windows MSI); provisioning installs it`
 }
 
 // dtraceOut is what one dtrace run printed.

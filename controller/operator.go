@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/internal/atomicfile"
 	"github.com/livedump/livedump/internal/pki"
 )
 
@@ -77,7 +78,7 @@ func WriteOperatorCredentials(ca *pki.CA, cfg OperatorConfig, now time.Time) (st
 	conf := fmt.Sprintf("# livedumpctl credentials for %s, valid until %s.\ncontroller: %s\nca: %s\ncert: %s\nkey: %s\n",
 		id, cert.NotAfter.UTC().Format(time.RFC3339), cfg.Controller, pki.CACertFile, certFile, keyFile)
 	path := filepath.Join(cfg.Dir, "livedumpctl.yaml")
-	if err := pki.WriteFileAtomic(path, []byte(conf), 0o600); err != nil {
+	if err := atomicfile.Write(path, []byte(conf), 0o600); err != nil {
 		return "", err
 	}
 	if cfg.Store != nil {

@@ -28,8 +28,8 @@ import (
 
 	"github.com/livedump/livedump/agent/host"
 	"github.com/livedump/livedump/agent/spool"
+	"github.com/livedump/livedump/internal/atomicfile"
 	"github.com/livedump/livedump/internal/ids"
-	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/internal/probe"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -263,7 +263,7 @@ func (m *Manager) save() error {
 	if err != nil {
 		return err
 	}
-	return pki.WriteFileAtomic(filepath.Join(m.cfg.StateDir, StateFile), b, 0o600)
+	return atomicfile.Write(filepath.Join(m.cfg.StateDir, StateFile), b, 0o600)
 }
 
 // Run resumes the persisted captures and waits for ctx to end, then stops

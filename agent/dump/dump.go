@@ -79,8 +79,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/livedump/livedump/agent/host"
+	"github.com/livedump/livedump/internal/atomicfile"
 	"github.com/livedump/livedump/internal/ids"
-	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
@@ -517,7 +517,7 @@ func (m *Manager) saveLocked() {
 	sortEntries(all)
 	b, err := json.MarshalIndent(savedState{Dumps: all, Expectations: m.expect}, "", "  ")
 	if err == nil {
-		err = pki.WriteFileAtomic(filepath.Join(m.cfg.StateDir, StateFile), b, 0o600)
+		err = atomicfile.Write(filepath.Join(m.cfg.StateDir, StateFile), b, 0o600)
 	}
 	if err != nil {
 		m.log.Error("save dump state", "err", err)

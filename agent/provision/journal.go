@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/livedump/livedump/internal/pki"
+	"github.com/livedump/livedump/internal/atomicfile"
 	"github.com/livedump/livedump/internal/profile"
 )
 
@@ -84,7 +84,7 @@ func (j *journal) save(dir string) error {
 	if err != nil {
 		return err
 	}
-	return pki.WriteFileAtomic(filepath.Join(dir, JournalFile), b, 0o600)
+	return atomicfile.Write(filepath.Join(dir, JournalFile), b, 0o600)
 }
 
 func (j *journal) find(step string) (int, bool) {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/livedump/livedump/internal/atomicfile"
 	"github.com/livedump/livedump/internal/pki"
 )
 
@@ -107,5 +108,5 @@ func (id *Identity) Save(dir string) error {
 		return err
 	}
 	data := append(keyPEM, pki.EncodeCerts(id.Chain...)...)
-	return pki.WriteFileAtomic(filepath.Join(dir, IdentityFile), data, 0o600)
+	return atomicfile.Write(filepath.Join(dir, IdentityFile), data, 0o600)
 }

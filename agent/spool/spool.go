@@ -15,7 +15,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/livedump/livedump/internal/pki"
+	"github.com/livedump/livedump/internal/atomicfile"
 )
 
 // Item is one spooled message.
@@ -81,7 +81,7 @@ func (s *Spool) Put(id string, data []byte) error {
 		return nil
 	}
 	name := fmt.Sprintf("%020d-%s", s.next, id)
-	if err := pki.WriteFileAtomic(filepath.Join(s.dir, name), data, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.dir, name), data, 0o600); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	s.next++

@@ -35,6 +35,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/livedump/livedump/internal/atomicfile"
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -192,7 +193,7 @@ func (f *Fleet) save() error {
 	if err != nil {
 		return err
 	}
-	return pki.WriteFileAtomic(f.cfg.StateFile, b, 0o600)
+	return atomicfile.Write(f.cfg.StateFile, b, 0o600)
 }
 
 // dialer dials from the agent's source address.

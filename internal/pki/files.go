@@ -7,43 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-)
 
-// WriteFileAtomic writes data to path through a temporary file in the same
-// directory and a rename, so a crash never leaves a half-written key or
-// certificate behind. The file gets mode perm from the start.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(perm); err != nil && !errors.Is(err, errors.ErrUnsupported) {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
-}
+	"github.com/livedump/livedump/internal/atomicfile"
+)
 
 // EncodeKey returns key as a PKCS#8 PEM block.
 func EncodeKey(key crypto.Signer) ([]byte, error) {
@@ -60,7 +26,7 @@ func WriteKey(path string, key crypto.Signer) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(path, b, 0o600)
+	return atomicfile.Write(path, b, 0o600)
 }
 
 // ParseKey parses a PEM private key (PKCS#8, SEC 1 "EC PRIVATE KEY" or PKCS#1).
@@ -117,7 +83,7 @@ func EncodeCerts(certs ...*x509.Certificate) []byte {
 
 // WriteCerts writes certificates as PEM with mode 0644: certificates are public.
 func WriteCerts(path string, certs ...*x509.Certificate) error {
-	return WriteFileAtomic(path, EncodeCerts(certs...), 0o644)
+	return atomicfile.Write(path, EncodeCerts(certs...), 0o644)
 }
 
 // ParseCerts parses every CERTIFICATE block in PEM data.

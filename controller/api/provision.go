@@ -84,7 +84,7 @@ func (s *FleetServer) dtraceMSI(ctx context.Context) (*livedumpv1.Artifact, erro
 // are reported, not queued: provisioning changes a machine and an operator
 // should see it happen, so it is re-run when the agent is back.
 func (s *FleetServer) fanOut(ctx context.Context, sel string, wait time.Duration, d *livedumpv1.ProvisionDirective) ([]*livedumpv1.AgentProvisionResult, error) {
-	parsed, err := provisionSelector(sel)
+	parsed, err := machineSelector(sel)
 	if err != nil {
 		return nil, err
 	}
@@ -128,14 +128,11 @@ func (s *FleetServer) fanOut(ctx context.Context, sel string, wait time.Duration
 	return results, nil
 }
 
-// provisionSelector parses the selector of a provisioning call. An empty
-// one would mean the whole fleet: refused, as for captures; every agent
-// carries a hostname label, so "hostname" says "all" on purpose.
-func provisionSelector(sel string) (selector.Selector, error) {
-	if sel == "" {
-		return selector.Selector{}, invalid("selector", "required: provisioning never targets the whole fleet by accident (the selector \"hostname\" matches every agent)")
-	}
-	parsed, err := selector.Parse(sel)
+// machineSelector parses the selector of a call that acts on machines
+// (provisioning, self-tests). An empty or blank one would mean the whole
+// fleet: refused, as for captures.
+func machineSelector(sel string) (selector.Selector, error) {
+	parsed, err := selector.ParseRequired(sel)
 	if err != nil {
 		return selector.Selector{}, invalid("selector", "%v", err)
 	}
@@ -149,7 +146,7 @@ func (s *FleetServer) PlanProvision(ctx context.Context, req *livedumpv1.PlanPro
 	if err != nil {
 		return nil, err
 	}
-	if _, err := provisionSelector(req.GetSelector()); err != nil {
+	if _, err := machineSelector(req.GetSelector()); err != nil {
 		return nil, err
 	}
 	msi, err := s.dtraceMSI(ctx)
@@ -177,7 +174,7 @@ func (s *FleetServer) ApplyProvision(ctx context.Context, req *livedumpv1.ApplyP
 	if err != nil {
 		return nil, err
 	}
-	if _, err := provisionSelector(req.GetSelector()); err != nil {
+	if _, err := machineSelector(req.GetSelector()); err != nil {
 		return nil, err
 	}
 	if sum := req.GetDtraceMsiSha256(); sum != "" {

@@ -17,7 +17,6 @@ import (
 
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
-	"github.com/livedump/livedump/internal/selector"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
@@ -38,20 +37,6 @@ const (
 	maxDirectiveID    = 64
 )
 
-// checkSelector parses the selector of a CheckAgents call. An empty one
-// would run dtrace on the whole fleet: refused; "hostname" says "all" on
-// purpose.
-func checkSelector(sel string) (selector.Selector, error) {
-	if strings.TrimSpace(sel) == "" {
-		return selector.Selector{}, invalid("selector", "required: a self-test runs dtrace on every machine it selects, so it never targets the whole fleet by accident (the selector \"hostname\" matches every agent)")
-	}
-	parsed, err := selector.Parse(sel)
-	if err != nil {
-		return selector.Selector{}, invalid("selector", "%v", err)
-	}
-	return parsed, nil
-}
-
 // CheckAgents implements FleetService.CheckAgents: it sends a self-test
 // directive to each selected agent and collects the reports that arrive
 // within the wait. Offline agents are reported, never queued: a self-test
@@ -62,7 +47,7 @@ func (s *FleetServer) CheckAgents(ctx context.Context, req *livedumpv1.CheckAgen
 	if err != nil {
 		return nil, err
 	}
-	sel, err := checkSelector(req.GetSelector())
+	sel, err := machineSelector(req.GetSelector())
 	if err != nil {
 		return nil, err
 	}

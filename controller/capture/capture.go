@@ -250,12 +250,9 @@ func (m *Manager) Create(ctx context.Context, r Request) (*livedumpv1.Capture, e
 	if spec == nil {
 		return nil, &FieldError{"spec", "missing"}
 	}
-	sel, err := selector.Parse(spec.GetSelector())
+	sel, err := selector.ParseRequired(spec.GetSelector())
 	if err != nil {
 		return nil, &FieldError{"selector", err.Error()}
-	}
-	if spec.GetSelector() == "" {
-		return nil, &FieldError{"selector", "required: a capture never targets the whole fleet by accident"}
 	}
 	expire := DefaultExpire
 	if d := spec.GetExpire(); d != nil {

@@ -4,6 +4,7 @@
 package selector
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -33,6 +34,21 @@ func Parse(expr string) (Selector, error) {
 		return Selector{}, fmt.Errorf("selector %q: %w", expr, err)
 	}
 	return Selector{s: s}, nil
+}
+
+// ErrEmpty is returned by ParseRequired for a selector that is empty or
+// only blanks: it would select every agent.
+var ErrEmpty = errors.New("required: an empty selector would select the whole fleet (the selector \"hostname\" matches every agent, on purpose)")
+
+// ParseRequired is Parse for calls that act on machines (provisioning,
+// captures, self-tests): a selector that is empty or only blanks, which
+// Parse reads as "everything", is refused with ErrEmpty, so the whole fleet
+// is never targeted by accident.
+func ParseRequired(expr string) (Selector, error) {
+	if strings.TrimSpace(expr) == "" {
+		return Selector{}, ErrEmpty
+	}
+	return Parse(expr)
 }
 
 // Everything returns a selector that matches every label set.

@@ -1,6 +1,7 @@
 package selector
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -369,5 +370,25 @@ func TestValidateUserLabelsCount(t *testing.T) {
 	err := ValidateUserLabels(set)
 	if err == nil || !strings.Contains(err.Error(), "at most 64") {
 		t.Fatalf("%d labels: %v", len(set), err)
+	}
+}
+
+// TestParseRequired: a selector that is empty or only blanks selects every
+// agent when parsed, so calls that act on machines refuse it.
+func TestParseRequired(t *testing.T) {
+	for _, blank := range []string{"", " ", "\t\n "} {
+		if everything, err := Parse(blank); err != nil || !everything.Matches(map[string]string{"site": "ams"}) {
+			t.Fatalf("Parse(%q) = %v, %v: the premise (blank selects everything) no longer holds", blank, everything, err)
+		}
+		if _, err := ParseRequired(blank); !errors.Is(err, ErrEmpty) {
+			t.Errorf("ParseRequired(%q) = %v, want ErrEmpty", blank, err)
+		}
+	}
+	s, err := ParseRequired("site=ams")
+	if err != nil || !s.Matches(map[string]string{"site": "ams"}) || s.Matches(map[string]string{"site": "lab"}) {
+		t.Errorf("ParseRequired(site=ams) = %v, %v", s, err)
+	}
+	if _, err := ParseRequired("site in ("); err == nil || errors.Is(err, ErrEmpty) {
+		t.Errorf("ParseRequired of a bad selector = %v, want a parse error", err)
 	}
 }

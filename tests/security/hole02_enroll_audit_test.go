@@ -73,6 +73,7 @@ func TestHole02_RefusedEnrollCannotFillTheAuditLog(t *testing.T) {
 
 	const calls = 60
 	seen := map[codes.Code]int{}
+	start := time.Now()
 	for i := range calls {
 		_, err := attacker.Enroll(ctx, requests[i%len(requests)])
 		st := status.Convert(err)
@@ -95,9 +96,9 @@ func TestHole02_RefusedEnrollCannotFillTheAuditLog(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("refusals: %v", seen)
-	if seen[codes.ResourceExhausted] < calls-harnessBurstSlack {
-		t.Errorf("%d of %d calls were rate-limited, want at least %d", seen[codes.ResourceExhausted], calls, calls-harnessBurstSlack)
+	t.Logf("refusals: %v in %s", seen, time.Since(start).Round(time.Millisecond))
+	if passed := calls - seen[codes.ResourceExhausted]; passed > mayPass(time.Since(start)) {
+		t.Errorf("%d of %d calls passed the rate limit in %s, want at most %d", passed, calls, time.Since(start).Round(time.Millisecond), mayPass(time.Since(start)))
 	}
 	if got := counterValue(t, c.Registry, "livedump_controller_enroll_rate_limited_total", nil); got < float64(seen[codes.ResourceExhausted]) {
 		t.Errorf("livedump_controller_enroll_rate_limited_total = %v, want >= %d", got, seen[codes.ResourceExhausted])
@@ -170,9 +171,9 @@ func TestHole02_RefusedEnrollCannotFillTheAuditLog(t *testing.T) {
 	}
 }
 
-// harnessBurstSlack is how many calls may pass the limiter: its burst, the
-// token refilled during the calls, and margin for a slow machine.
-const harnessBurstSlack = 20 + 10
+// mayPass is how many calls the default Enroll limit (1/s, burst 20) lets
+// through in d: the burst, the tokens refilled meanwhile, and one more.
+func mayPass(d time.Duration) int { return 20 + int(d.Seconds()) + 1 }
 
 func manyLabels(n int) map[string]string {
 	m := make(map[string]string, n)
@@ -192,13 +193,14 @@ func TestHole02_AnonymousCallsToOtherMethodsCannotFillTheAuditLog(t *testing.T) 
 	anon := livedumpv1.NewFleetServiceClient(dialFrom(t, c, "127.0.0.3"))
 	mib := strings.Repeat("x", 1<<20)
 	seen := map[codes.Code]int{}
+	start := time.Now()
 	for range 60 {
 		_, err := anon.LabelAgent(ctx, &livedumpv1.LabelAgentRequest{AgentId: "x", Set: map[string]string{"a": mib, "b": mib, "c": mib}})
 		seen[status.Code(err)]++
 	}
 	t.Logf("refusals: %v", seen)
-	if seen[codes.Unauthenticated]+seen[codes.ResourceExhausted] != 60 || seen[codes.ResourceExhausted] < 60-harnessBurstSlack {
-		t.Errorf("refusals %v: want all Unauthenticated or ResourceExhausted, at least %d rate-limited", seen, 60-harnessBurstSlack)
+	if may := mayPass(time.Since(start)); seen[codes.Unauthenticated]+seen[codes.ResourceExhausted] != 60 || seen[codes.ResourceExhausted] < 60-may {
+		t.Errorf("refusals %v: want all Unauthenticated or ResourceExhausted, at least %d rate-limited", seen, 60-may)
 	}
 	entries, err := c.Store().ListAudit(ctx, store.AuditFilter{})
 	if err != nil {

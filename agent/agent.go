@@ -20,7 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/livedump/livedump/agent/capture"
-	"github.com/livedump/livedump/agent/dump"
+	"github.com/livedump/livedump/agent/dumps"
 	"github.com/livedump/livedump/agent/host"
 	"github.com/livedump/livedump/agent/provision"
 	"github.com/livedump/livedump/agent/selftest"
@@ -66,7 +66,7 @@ type Config struct {
 	AllowRawScripts bool
 
 	Logger     *slog.Logger
-	Registry   *prometheus.Registry // nil: a new one
+	Metrics    *prometheus.Registry // nil: a new one
 	Clock      clockwork.Clock
 	BackoffMin time.Duration
 	BackoffMax time.Duration
@@ -78,7 +78,7 @@ type Agent struct {
 	session   *session.Client
 	prov      *provision.Provisioner
 	captures  *capture.Manager
-	dumps     *dump.Manager
+	dumps     *dumps.Manager
 	provState prometheus.Gauge
 	mlis      net.Listener
 	runCtx    context.Context
@@ -105,8 +105,8 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Registry == nil {
-		cfg.Registry = prometheus.NewRegistry()
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state_dir: %w", err)
@@ -120,14 +120,14 @@ func New(cfg Config) (*Agent, error) {
 		pool.AddCert(c)
 	}
 
-	reg := cfg.Registry
+	reg := cfg.Metrics
 	telemetry.Register(reg, "agent")
 	clientMetrics := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram())
 	reg.MustRegister(clientMetrics)
 
 	h := cfg.Host
 	a := &Agent{cfg: cfg, runCtx: context.Background()}
-	a.prov, err = provision.New(provision.Config{Host: h, StateDir: cfg.StateDir, Installers: cfg.Installers, Clock: cfg.Clock, Logger: cfg.Logger, Registry: reg})
+	a.prov, err = provision.New(provision.Config{Host: h, StateDir: cfg.StateDir, Installers: cfg.Installers, Clock: cfg.Clock, Logger: cfg.Logger, Metrics: reg})
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +182,7 @@ func New(cfg Config) (*Agent, error) {
 		},
 		Logger:            cfg.Logger,
 		Clock:             cfg.Clock,
-		Registry:          reg,
+		Metrics:           reg,
 		ExpectedDumpBytes: cfg.ExpectedDumpBytes,
 		AllowRawScripts:   cfg.AllowRawScripts,
 		Refused:           func(reason string) { a.refused.WithLabelValues(reason).Inc() },
@@ -196,7 +196,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.dumps, err = dump.New(dump.Config{
+	a.dumps, err = dumps.New(dumps.Config{
 		Dir:      h.LiveDumpDir,
 		Events:   h.LiveDumpEvents,
 		StateDir: cfg.StateDir,
@@ -210,10 +210,10 @@ func New(cfg Config) (*Agent, error) {
 		},
 		BandwidthBytesPerSec: cfg.UploadBytesPerSec,
 		KeepAfterUpload:      cfg.KeepDumps,
-		Exclusive:            dump.OpensExclusively,
+		Exclusive:            dumps.OpensExclusively,
 		Logger:               cfg.Logger,
 		Clock:                cfg.Clock,
-		Registry:             reg,
+		Metrics:              reg,
 	})
 	if err != nil {
 		return nil, err
@@ -274,7 +274,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	a.runCtx = ctx
 	if a.mlis != nil {
-		mux := telemetry.Handler(a.cfg.Registry, func(context.Context) error {
+		mux := telemetry.Handler(a.cfg.Metrics, func(context.Context) error {
 			if a.session.Identity() == nil {
 				return errors.New("not enrolled")
 			}

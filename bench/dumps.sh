@@ -23,13 +23,13 @@ head -c $((256 << 20)) /dev/urandom >"$work/h.bin"
 openssl dgst -sha256 "$work/h.bin" >/dev/null # warm the page cache
 start=$(date +%s.%N); openssl dgst -sha256 "$work/h.bin" >/dev/null; end=$(date +%s.%N)
 echo "openssl dgst -sha256: $(echo "256 / ($end - $start)" | bc -l | xargs printf '%.0f') MiB/s"
-go test ./agent/dump -run '^$' -bench 'BenchmarkHash$' -benchtime 5x | grep -E '^Benchmark'
+go test ./agent/dumps -run '^$' -bench 'BenchmarkHash$' -benchtime 5x | grep -E '^Benchmark'
 echo
 echo "## raw TLS 1.3 loopback"
 go test ./tests/integration -run '^$' -bench TLSLoopback -benchtime 2048x | grep -E '^Benchmark'
 echo
 echo "## zstd"
-go test ./agent/dump -run '^$' -bench 'BenchmarkCompress$' -benchtime 5x | grep -E '^Benchmark'
+go test ./agent/dumps -run '^$' -bench 'BenchmarkCompress$' -benchtime 5x | grep -E '^Benchmark'
 echo
 
 "$bin/livedump-controller" --dev --dev-agents 0 --data-dir "$work/c" --listen 127.0.0.1:17443 \

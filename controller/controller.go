@@ -35,7 +35,7 @@ import (
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
-	"github.com/livedump/livedump/controller/store/open"
+	"github.com/livedump/livedump/controller/store/backend"
 	"github.com/livedump/livedump/controller/store/sqlite"
 	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/internal/profile"
@@ -115,9 +115,9 @@ type Config struct {
 	// negative means not at all.
 	RenewGrace time.Duration
 
-	Logger   *slog.Logger
-	Registry *prometheus.Registry // nil: a new one
-	Clock    clockwork.Clock
+	Logger  *slog.Logger
+	Metrics *prometheus.Registry // nil: a new one
+	Clock   clockwork.Clock
 }
 
 // Controller is a running controller's state.
@@ -169,11 +169,11 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
 	}
-	if cfg.Registry == nil {
-		cfg.Registry = prometheus.NewRegistry()
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
 	}
 	cfg.Transport = cfg.Transport.withDefaults()
-	c := &Controller{cfg: cfg, log: cfg.Logger, registry: cfg.Registry}
+	c := &Controller{cfg: cfg, log: cfg.Logger, registry: cfg.Metrics}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -220,7 +220,7 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 		return nil, err
 	}
 
-	reg := cfg.Registry
+	reg := cfg.Metrics
 	telemetry.Register(reg, "controller")
 	metrics := api.NewMetrics(reg)
 	srvMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
@@ -237,14 +237,14 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	authz := &api.Authorizer{Store: c.store, Logger: c.log, Now: cfg.Clock.Now, Streams: streams}
 	c.cluster = cluster.New(cluster.Config{
 		Store: c.store, Fleet: c.fleet, Streams: streams, ReplicaID: cfg.ReplicaID, Addr: cfg.Advertise, Lease: cfg.Lease,
-		Logger: c.log, Clock: cfg.Clock, Registry: reg,
+		Logger: c.log, Clock: cfg.Clock, Metrics: reg,
 		OnCaptures: func(id string) { c.captures.Remote(id) },
 		OnEvents:   func(id string) { c.captures.Relay(id) },
 	})
 	if err := c.cluster.Start(ctx); err != nil {
 		return nil, err
 	}
-	c.captures = capture.New(capture.Config{Store: c.store, Fleet: c.fleet, Router: c.cluster, Logger: c.log, Clock: cfg.Clock, Registry: reg,
+	c.captures = capture.New(capture.Config{Store: c.store, Fleet: c.fleet, Router: c.cluster, Logger: c.log, Clock: cfg.Clock, Metrics: reg,
 		EventRate: cfg.EventRate, EventBurst: cfg.EventBurst})
 	if c.dumps, err = dumps.New(dumps.Config{
 		Store: c.store, Blobs: c.blobs, Slots: cfg.UploadSlots, Bounds: cfg.Uploads,
@@ -252,7 +252,7 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 			maxDumps, perSig, err := c.captures.DumpLimits(ctx, id)
 			return dumps.Limits{MaxDumps: maxDumps, PerSignature: perSig}, err
 		},
-		Logger: c.log, Clock: cfg.Clock, Registry: reg,
+		Logger: c.log, Clock: cfg.Clock, Metrics: reg,
 	}); err != nil {
 		return nil, err
 	}
@@ -347,7 +347,7 @@ func openStore(ctx context.Context, url, dataDir string) (store.Store, error) {
 	if url == "" {
 		return sqlite.Open(ctx, filepath.Join(dataDir, "livedump.db"))
 	}
-	s, err := open.Open(ctx, url)
+	s, err := backend.Open(ctx, url)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}

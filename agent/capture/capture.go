@@ -52,7 +52,7 @@ type Config struct {
 	SymbolPath func() string // _NT_SYMBOL_PATH for dtrace
 	Logger     *slog.Logger
 	Clock      clockwork.Clock
-	Registry   prometheus.Registerer
+	Metrics    prometheus.Registerer
 	// Restart bounds: a dtrace that keeps exiting is restarted with
 	// exponential backoff from RestartMin to RestartMax, at most
 	// MaxRestarts times, after which the capture fails.
@@ -138,7 +138,7 @@ type Manager struct {
 	dtraceErrors    prometheus.Counter
 	compileFailures prometheus.Counter
 	spooled         prometheus.GaugeFunc
-	armedGage       prometheus.GaugeFunc
+	armedGauge      prometheus.GaugeFunc
 	refusals        refusals
 }
 
@@ -185,14 +185,14 @@ func New(cfg Config) (*Manager, error) {
 	m.overheadDisarms = prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_agent_overhead_disarms_total", Help: "Probes disarmed because dtrace exceeded its CPU budget."})
 	m.spooled = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "livedump_agent_spooled_events", Help: "Trigger events spooled and not yet acknowledged by the controller."},
 		func() float64 { return float64(m.spool.Len()) })
-	m.armedGage = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "livedump_agent_captures_armed", Help: "Captures whose probe is running on this agent."},
+	m.armedGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "livedump_agent_captures_armed", Help: "Captures whose probe is running on this agent."},
 		func() float64 { return float64(m.countState(stateArmed, stateTriggered)) })
 	m.dtraceDrops = prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_agent_dtrace_drops_total", Help: "Records dtrace reported dropped (\"N drops on CPU k\" and the other drop lines on its stderr)."})
 	m.dtraceErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_agent_dtrace_errors_total", Help: "\"error on enabled probe\" lines dtrace printed on its stderr."})
 	m.compileFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "livedump_agent_dtrace_compile_failures_total", Help: "Captures failed because dtrace -e refused their script."})
 	m.refusals.init()
-	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(m.events, m.restarts, m.overheadDisarms, m.dtraceDrops, m.dtraceErrors, m.compileFailures, m.spooled, m.armedGage, m.refusals.total)
+	if cfg.Metrics != nil {
+		cfg.Metrics.MustRegister(m.events, m.restarts, m.overheadDisarms, m.dtraceDrops, m.dtraceErrors, m.compileFailures, m.spooled, m.armedGauge, m.refusals.total)
 	}
 	return m, nil
 }

@@ -16,8 +16,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/livedump/livedump/agent/host"
-	"github.com/livedump/livedump/agent/host/sim"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/sim"
 )
 
 // scriptedHost runs a shell script in place of dtrace, so the supervisor's

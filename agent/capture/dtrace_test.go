@@ -12,9 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/livedump/livedump/agent/host"
-	"github.com/livedump/livedump/agent/host/sim"
-	"github.com/livedump/livedump/agent/host/sim/dtracesim"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/sim"
+	"github.com/livedump/livedump/sim/dtracesim"
 )
 
 // TestMain lets this test binary be the simulated dtrace, as the livedump
@@ -129,7 +129,7 @@ func TestDropsAndProbeErrorsAreCounted(t *testing.T) {
 		`echo "dtrace: error on enabled probe ID 4 (ID 175: syscall::NtCreateFile:return): invalid address (0x0) in action #3 at DIF offset 28" >&2; ` +
 		framed(1) + ` sleep 30`
 	reg := prometheus.NewRegistry()
-	m, _, rec, _ := setupIn(t, t.TempDir(), script, func(c *Config) { c.Registry = reg })
+	m, _, rec, _ := setupIn(t, t.TempDir(), script, func(c *Config) { c.Metrics = reg })
 	if err := m.Arm(arm("c-drops", 100, time.Now().Add(time.Hour))); err != nil {
 		t.Fatal(err)
 	}

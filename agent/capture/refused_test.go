@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/livedump/livedump/agent/host/sim"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/sim"
 )
 
 type syncBuffer struct {
@@ -46,7 +46,7 @@ func TestRefusedEventsAreLoggedOncePerCaptureAndReason(t *testing.T) {
 	var logs syncBuffer
 	reg := prometheus.NewRegistry()
 	m, err := New(Config{Host: h, StateDir: filepath.Join(dir, "agent"), AgentID: func() string { return "0123456789abcdef" },
-		Sender: &recorder{}, Registry: reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		Sender: &recorder{}, Metrics: reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

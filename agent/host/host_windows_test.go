@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/windows/registry"
 
 	"github.com/livedump/livedump/agent/host"
-	"github.com/livedump/livedump/agent/host/hosttest"
+	"github.com/livedump/livedump/tests/hosttest"
 )
 
 // TestWindowsRegistry runs the shared suite against the real registry, in a

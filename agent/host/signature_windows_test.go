@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/livedump/livedump/agent/host"
-	"github.com/livedump/livedump/agent/host/hosttest"
+	"github.com/livedump/livedump/tests/hosttest"
 )
 
 // TestWindowsSignatures runs the shared signature suite against the real

@@ -17,12 +17,12 @@ import (
 	"golang.org/x/sys/windows/registry"
 
 	"github.com/livedump/livedump/agent/host"
-	"github.com/livedump/livedump/internal/testbin/teststate"
+	"github.com/livedump/livedump/tests/testbin/teststate"
 )
 
 // These tests drive the Windows host through host.NewWindows() the way the
 // agent does. Under Wine (.ci/wine/setup, .ci/wine/exec) bcdedit.exe and
-// powershell.exe are the test doubles from internal/testbin, installed where
+// powershell.exe are the test doubles from tests/testbin, installed where
 // Windows keeps the real ones, and HKLM is the prefix's own registry; the
 // tests that change the boot configuration, BitLocker or the pending-reboot
 // markers run only there. On a real machine they skip rather than touch it.

@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/livedump/livedump/agent/host"
-	"github.com/livedump/livedump/agent/host/sim"
 	"github.com/livedump/livedump/internal/profile"
+	"github.com/livedump/livedump/sim"
 )
 
 // TestServer2025UsesItsBuiltinDTrace: Windows Server 2025 ships dtrace in

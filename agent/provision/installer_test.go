@@ -13,8 +13,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/livedump/livedump/agent/host"
-	"github.com/livedump/livedump/agent/host/sim"
 	"github.com/livedump/livedump/internal/profile"
+	"github.com/livedump/livedump/sim"
 )
 
 // TestInstallerPolicy applies with installers of every kind under several
@@ -56,7 +56,7 @@ func TestInstallerPolicy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, sim.Config{})
 			reg := prometheus.NewRegistry()
-			p, err := New(Config{Host: f.host, StateDir: filepath.Join(f.dir, "agent2"), Clock: f.clock, Installers: tc.policy, Registry: reg})
+			p, err := New(Config{Host: f.host, StateDir: filepath.Join(f.dir, "agent2"), Clock: f.clock, Installers: tc.policy, Metrics: reg})
 			if err != nil {
 				t.Fatal(err)
 			}

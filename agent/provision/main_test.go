@@ -4,8 +4,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/livedump/livedump/agent/host/sim"
-	"github.com/livedump/livedump/agent/host/sim/dtracesim"
+	"github.com/livedump/livedump/sim"
+	"github.com/livedump/livedump/sim/dtracesim"
 )
 
 // TestMain lets this test binary be the simulated dtrace too: the simulated

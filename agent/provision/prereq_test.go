@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/livedump/livedump/agent/host"
-	"github.com/livedump/livedump/agent/host/sim"
 	"github.com/livedump/livedump/internal/profile"
+	"github.com/livedump/livedump/sim"
 )
 
 func hasNote(r Report, prefix string) bool {

@@ -92,8 +92,8 @@ type Config struct {
 	Installers InstallerPolicy
 	Clock      clockwork.Clock
 	Logger     *slog.Logger
-	// Registry receives the provisioner's metrics; nil registers none.
-	Registry prometheus.Registerer
+	// Metrics receives the provisioner's metrics; nil registers none.
+	Metrics prometheus.Registerer
 }
 
 // Provisioner plans, applies and reverts profiles on one host. Operations
@@ -125,7 +125,7 @@ func New(cfg Config) (*Provisioner, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, err
 	}
-	return &Provisioner{cfg: cfg, metrics: newInstallerMetrics(cfg.Registry)}, nil
+	return &Provisioner{cfg: cfg, metrics: newInstallerMetrics(cfg.Metrics)}, nil
 }
 
 // SymbolPath returns the _NT_SYMBOL_PATH provisioning set for dtrace.

@@ -15,8 +15,8 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/livedump/livedump/agent/host"
-	"github.com/livedump/livedump/agent/host/sim"
 	"github.com/livedump/livedump/internal/profile"
+	"github.com/livedump/livedump/sim"
 )
 
 type fixture struct {

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/livedump/livedump/agent/host"
-	"github.com/livedump/livedump/agent/host/sim"
-	"github.com/livedump/livedump/agent/host/sim/dtracesim"
 	"github.com/livedump/livedump/agent/selftest"
+	"github.com/livedump/livedump/sim"
+	"github.com/livedump/livedump/sim/dtracesim"
 )
 
 // TestMain lets this test binary be the simulated dtrace, which the

@@ -9,7 +9,7 @@ package main
 import (
 	"os"
 
-	"github.com/livedump/livedump/agent/host/sim/dtracesim"
+	"github.com/livedump/livedump/sim/dtracesim"
 )
 
 func main() {

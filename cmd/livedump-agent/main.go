@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,8 +20,6 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/livedump/livedump/agent"
-	"github.com/livedump/livedump/agent/host/sim"
-	"github.com/livedump/livedump/agent/host/sim/dtracesim"
 	"github.com/livedump/livedump/agent/provision"
 	"github.com/livedump/livedump/internal/config"
 	"github.com/livedump/livedump/internal/logging"
@@ -32,10 +29,9 @@ import (
 
 func main() {
 	// The simulated host runs dtrace by re-executing this program, so dev
-	// mode needs no second binary (see agent/host/sim).
-	if os.Getenv(sim.EnvRunAs) == sim.RunAsDTrace {
-		os.Exit(dtracesim.Main(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
-	}
+	// mode needs no second binary (see package sim). Not in the Windows
+	// build, which links no simulator.
+	runSimulatedDTraceIfAsked()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
@@ -233,19 +229,14 @@ func runAgent(ctx context.Context, cmd *cobra.Command, newLog func(level string)
 		}
 		return a.Run(ctx)
 	}
-	h, err := sim.New(sim.Config{
-		StateDir:   filepath.Join(stateDir, "host"),
-		Hostname:   v.GetString("sim_hostname"),
-		BitLocker:  v.GetBool("sim_bitlocker"),
-		DTracePath: dtracePath,
-	})
+	h, err := simulatedHost(v, stateDir, dtracePath)
 	if err != nil {
 		return err
 	}
 	cfg.Host = h
 	// The simulated service manager restarts the agent after each
 	// simulated reboot, as Windows starts the service again.
-	err = sim.RunService(ctx, h, func(ctx context.Context) error {
+	err = runSimulatedService(ctx, h, func(ctx context.Context) error {
 		a, err := agent.New(cfg)
 		if err != nil {
 			return err

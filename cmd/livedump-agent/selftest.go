@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/livedump/livedump/agent/host"
-	"github.com/livedump/livedump/agent/host/sim"
 	"github.com/livedump/livedump/agent/provision"
 	"github.com/livedump/livedump/agent/selftest"
 	"github.com/livedump/livedump/internal/config"
@@ -59,16 +57,9 @@ what to send to the livedump team (see docs/selftest.md).`,
 		stateDir := config.Path(v, "state_dir")
 		var h host.Host
 		if v.GetBool("simulate") {
-			sh, err := sim.New(sim.Config{
-				StateDir:   filepath.Join(stateDir, "host"),
-				Hostname:   v.GetString("sim_hostname"),
-				BitLocker:  v.GetBool("sim_bitlocker"),
-				DTracePath: config.Path(v, "dtrace_path"),
-			})
-			if err != nil {
+			if h, err = simulatedHost(v, stateDir, config.Path(v, "dtrace_path")); err != nil {
 				return err
 			}
-			h = sh
 		} else if h, err = realHost(config.Path(v, "dtrace_path")); err != nil {
 			return err
 		}

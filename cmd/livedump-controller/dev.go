@@ -15,10 +15,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/livedump/livedump/agent"
-	"github.com/livedump/livedump/agent/host/sim"
 	"github.com/livedump/livedump/agent/session"
 	"github.com/livedump/livedump/controller"
 	"github.com/livedump/livedump/internal/pki"
+	"github.com/livedump/livedump/sim"
 )
 
 // Dev mode addresses (contract: DESIGN.md "Controller").

@@ -21,25 +21,25 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
-	"github.com/livedump/livedump/agent/host/sim"
-	"github.com/livedump/livedump/agent/host/sim/dtracesim"
 	"github.com/livedump/livedump/controller"
 	"github.com/livedump/livedump/controller/capture"
 	"github.com/livedump/livedump/controller/dumps"
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/store"
-	"github.com/livedump/livedump/controller/store/open"
+	"github.com/livedump/livedump/controller/store/backend"
 	"github.com/livedump/livedump/controller/store/sqlite"
 	"github.com/livedump/livedump/internal/config"
 	"github.com/livedump/livedump/internal/logging"
 	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/internal/profile"
 	"github.com/livedump/livedump/internal/version"
+	"github.com/livedump/livedump/sim"
+	"github.com/livedump/livedump/sim/dtracesim"
 )
 
 func main() {
 	// The simulated host runs dtrace by re-executing this program, so dev
-	// mode needs no second binary (see agent/host/sim).
+	// mode needs no second binary (see sim).
 	if os.Getenv(sim.EnvRunAs) == sim.RunAsDTrace {
 		os.Exit(dtracesim.Main(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 	}
@@ -544,7 +544,7 @@ is recorded at first use. Revoke it with "livedumpctl operators revoke".`,
 // database would help nobody).
 func operatorStore(ctx context.Context, v *viper.Viper) (store.Store, error) {
 	if u := v.GetString("store"); u != "" {
-		return open.Open(ctx, u)
+		return backend.Open(ctx, u)
 	}
 	db := filepath.Join(config.Path(v, "data_dir"), "livedump.db")
 	if _, err := os.Stat(db); err != nil {

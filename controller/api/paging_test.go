@@ -36,7 +36,7 @@ func pagingServer(t *testing.T, budget int) (*FleetServer, store.Store) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := fleet.NewRegistry(nil)
 	clock := clockwork.NewRealClock()
-	caps := capture.New(capture.Config{Store: st, Fleet: reg, Logger: log, Clock: clock, Registry: prometheus.NewRegistry()})
+	caps := capture.New(capture.Config{Store: st, Fleet: reg, Logger: log, Clock: clock, Metrics: prometheus.NewRegistry()})
 	return NewFleetServer(FleetConfig{Store: st, Captures: caps, Fleet: reg, Logger: log, Clock: clock, PageBytes: budget}), st
 }
 

@@ -18,7 +18,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
-	"github.com/livedump/livedump/internal/s3test"
+	"github.com/livedump/livedump/tests/s3test"
 )
 
 // backend is one implementation under test. open returns a new instance

@@ -11,7 +11,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
-	"github.com/livedump/livedump/internal/s3test"
+	"github.com/livedump/livedump/tests/s3test"
 )
 
 func TestOpenFilesystem(t *testing.T) {

@@ -107,7 +107,7 @@ func newFixture(t *testing.T, edit func(*Config)) *fixture {
 	}
 	reg := prometheus.NewRegistry()
 	fl := fleet.NewRegistry(prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"}))
-	cfg := Config{Store: st, Fleet: fl, Clock: clock, Registry: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	cfg := Config{Store: st, Fleet: fl, Clock: clock, Metrics: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if edit != nil {
 		edit(&cfg)
 	}

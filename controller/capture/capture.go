@@ -81,11 +81,11 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
 
 // Config configures a Manager.
 type Config struct {
-	Store    store.Store
-	Fleet    *fleet.Registry
-	Logger   *slog.Logger
-	Clock    clockwork.Clock
-	Registry prometheus.Registerer
+	Store   store.Store
+	Fleet   *fleet.Registry
+	Logger  *slog.Logger
+	Clock   clockwork.Clock
+	Metrics prometheus.Registerer
 	// Tick is how often delivery, expiry and limits are checked.
 	Tick time.Duration
 	// BatchSize and BatchDelay bound event ingest batching.
@@ -195,7 +195,7 @@ func New(cfg Config) *Manager {
 		limits:   &limiters{rate: rate.Limit(cfg.EventRate), burst: cfg.EventBurst, m: map[string]*rate.Limiter{}},
 		refused:  map[string]*refusals{},
 	}
-	m.metrics = newMetrics(cfg.Registry, m)
+	m.metrics = newMetrics(cfg.Metrics, m)
 	return m
 }
 

@@ -100,7 +100,7 @@ type Config struct {
 	Lease     time.Duration
 	Logger    *slog.Logger
 	Clock     clockwork.Clock
-	Registry  prometheus.Registerer
+	Metrics   prometheus.Registerer
 
 	// OnCaptures is called when another replica created or ended a capture.
 	OnCaptures func(captureID string)
@@ -167,8 +167,8 @@ func New(cfg Config) *Cluster {
 	}
 	c.routed.WithLabelValues("out")
 	c.routed.WithLabelValues("in")
-	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(c.routed, c.leaseAge)
+	if cfg.Metrics != nil {
+		cfg.Metrics.MustRegister(c.routed, c.leaseAge)
 	}
 	return c
 }

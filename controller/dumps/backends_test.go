@@ -17,8 +17,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/livedump/livedump/controller/blobstore"
-	"github.com/livedump/livedump/internal/s3test"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/tests/s3test"
 )
 
 // backend is a blob store under test; open returns another instance on the

@@ -119,10 +119,10 @@ type Config struct {
 	Slots  int             // concurrent uploads; more wait (backpressure, not errors)
 	Bounds Bounds
 	// Limits returns a capture's upload limits; nil: none.
-	Limits   func(ctx context.Context, captureID string) (Limits, error)
-	Logger   *slog.Logger
-	Clock    clockwork.Clock
-	Registry prometheus.Registerer
+	Limits  func(ctx context.Context, captureID string) (Limits, error)
+	Logger  *slog.Logger
+	Clock   clockwork.Clock
+	Metrics prometheus.Registerer
 }
 
 // Limits bound how many of a capture's dumps are uploaded; the rest are
@@ -214,8 +214,8 @@ func New(cfg Config) (*Receiver, error) {
 	for _, res := range refusalReasons {
 		r.refusals.WithLabelValues(res)
 	}
-	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(r.results, r.refusals, r.bytes, r.compressed, r.duration, r.resumes, r.stored, r.expired)
+	if cfg.Metrics != nil {
+		cfg.Metrics.MustRegister(r.results, r.refusals, r.bytes, r.compressed, r.duration, r.resumes, r.stored, r.expired)
 	}
 	return r, nil
 }

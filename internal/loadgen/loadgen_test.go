@@ -34,7 +34,7 @@ func TestFleetAgainstARealController(t *testing.T) {
 	// addresses, as no real rollout does: the per-source Enroll limit is off.
 	c, err := controller.New(ctx, controller.Config{Listen: "127.0.0.1:0", MetricsListen: "-", DataDir: dir,
 		Transport: controller.TransportConfig{EnrollRate: -1},
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry()})
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

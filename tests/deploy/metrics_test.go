@@ -18,9 +18,9 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/livedump/livedump/agent"
-	"github.com/livedump/livedump/agent/host/sim"
 	"github.com/livedump/livedump/controller"
 	"github.com/livedump/livedump/internal/pki"
+	"github.com/livedump/livedump/sim"
 )
 
 // root is the repository root, seen from this package's directory.
@@ -87,7 +87,7 @@ func registries(t *testing.T) (ctl, agt families) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ctlReg, agentReg := prometheus.NewRegistry(), prometheus.NewRegistry()
 	c, err := controller.New(ctx, controller.Config{
-		Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: log, Registry: ctlReg,
+		Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: log, Metrics: ctlReg,
 	})
 	if err != nil {
 		cancel()
@@ -108,7 +108,7 @@ func registries(t *testing.T) (ctl, agt families) {
 	}
 	a, err := agent.New(agent.Config{
 		Controllers: []string{c.Addr()}, CAFile: caFile, Token: token, StateDir: stateDir,
-		MetricsListen: "127.0.0.1:0", Host: h, Logger: log, Registry: agentReg,
+		MetricsListen: "127.0.0.1:0", Host: h, Logger: log, Metrics: agentReg,
 		BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
 	})
 	if err != nil {

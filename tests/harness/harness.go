@@ -26,11 +26,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/livedump/livedump/agent"
-	"github.com/livedump/livedump/agent/host/sim"
 	"github.com/livedump/livedump/agent/session"
 	"github.com/livedump/livedump/controller"
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/sim"
 )
 
 // Logger discards logs unless LIVEDUMP_TEST_LOG is set.
@@ -44,10 +44,10 @@ func Logger(t testing.TB) *slog.Logger {
 // Controller is a real controller running on 127.0.0.1:0.
 type Controller struct {
 	*controller.Controller
-	DataDir  string
-	CAFile   string
-	Registry *prometheus.Registry
-	stop     func()
+	DataDir string
+	CAFile  string
+	Metrics *prometheus.Registry
+	stop    func()
 }
 
 // StartController runs the real controller with real mTLS on 127.0.0.1:0
@@ -60,7 +60,7 @@ func StartController(t testing.TB, edit func(*controller.Config)) *Controller {
 		Listen:        "127.0.0.1:0",
 		MetricsListen: "127.0.0.1:0",
 		Logger:        Logger(t),
-		Registry:      reg,
+		Metrics:       reg,
 	}
 	if edit != nil {
 		edit(&cfg)
@@ -97,7 +97,7 @@ func StartController(t testing.TB, edit func(*controller.Config)) *Controller {
 		}
 	}
 	t.Cleanup(stop)
-	return &Controller{Controller: c, DataDir: cfg.DataDir, CAFile: caFile, Registry: reg, stop: stop}
+	return &Controller{Controller: c, DataDir: cfg.DataDir, CAFile: caFile, Metrics: reg, stop: stop}
 }
 
 // Stop stops the controller now rather than at cleanup.

@@ -20,10 +20,10 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/livedump/livedump/agent"
-	"github.com/livedump/livedump/agent/host/sim"
 	"github.com/livedump/livedump/controller"
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/sim"
 )
 
 // Fault tests run a controller or an agent as a separate process, the test
@@ -50,7 +50,7 @@ func runFaultController(js string) int {
 	ctx := context.Background()
 	c, err := controller.New(ctx, controller.Config{
 		Listen: pc.Listen, MetricsListen: pc.MetricsListen, DataDir: pc.DataDir, CACertFile: pc.CACert, CAKeyFile: pc.CAKey,
-		DTraceMSI: pc.DTraceMSI, Profile: fastProfile(), Registry: prometheus.NewRegistry(), Logger: testLogger(nil),
+		DTraceMSI: pc.DTraceMSI, Profile: fastProfile(), Metrics: prometheus.NewRegistry(), Logger: testLogger(nil),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "controller:", err)

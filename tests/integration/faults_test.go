@@ -41,10 +41,10 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/livedump/livedump/agent/capture"
-	"github.com/livedump/livedump/internal/netproxy"
-	"github.com/livedump/livedump/internal/pgtest"
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/tests/netproxy"
+	"github.com/livedump/livedump/tests/pgtest"
 )
 
 // faultScale holds the sizes that differ between CI and full runs.

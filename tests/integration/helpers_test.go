@@ -13,11 +13,11 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/livedump/livedump/agent"
-	"github.com/livedump/livedump/agent/host/sim"
 	"github.com/livedump/livedump/controller"
 	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/internal/profile"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/sim"
 	"github.com/livedump/livedump/tests/harness"
 )
 

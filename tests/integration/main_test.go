@@ -4,9 +4,9 @@ import (
 	"os"
 	"testing"
 
-	"github.com/livedump/livedump/agent/host/sim"
-	"github.com/livedump/livedump/agent/host/sim/dtracesim"
-	"github.com/livedump/livedump/internal/pgtest"
+	"github.com/livedump/livedump/sim"
+	"github.com/livedump/livedump/sim/dtracesim"
+	"github.com/livedump/livedump/tests/pgtest"
 )
 
 // TestMain lets this test binary be the simulated dtrace too: the simulated

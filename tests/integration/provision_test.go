@@ -13,10 +13,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/livedump/livedump/agent/host/sim"
 	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/internal/profile"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/sim"
 )
 
 func simMSI(t *testing.T) []byte {

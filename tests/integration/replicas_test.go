@@ -18,11 +18,11 @@ import (
 
 	"github.com/livedump/livedump/controller"
 	"github.com/livedump/livedump/controller/store"
-	"github.com/livedump/livedump/controller/store/open"
-	"github.com/livedump/livedump/internal/pgtest"
+	"github.com/livedump/livedump/controller/store/backend"
 	"github.com/livedump/livedump/internal/pki"
-	"github.com/livedump/livedump/internal/s3test"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/tests/pgtest"
+	"github.com/livedump/livedump/tests/s3test"
 )
 
 // envReplica makes the test binary run one controller replica from the JSON
@@ -45,7 +45,7 @@ func runReplica(js string) int {
 	c, err := controller.New(ctx, controller.Config{
 		Listen: rc.Listen, MetricsListen: "-", DataDir: rc.DataDir, Store: rc.Store, CACertFile: rc.CACert, CAKeyFile: rc.CAKey,
 		BlobsURL: rc.BlobsURL, BlobsAccessKey: rc.Access, BlobsSecretKey: rc.Secret, Lease: rc.Lease, ReplicaID: rc.ReplicaID,
-		Profile: fastProfile(), Registry: prometheus.NewRegistry(), Logger: testLogger(nil),
+		Profile: fastProfile(), Metrics: prometheus.NewRegistry(), Logger: testLogger(nil),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "replica:", err)
@@ -340,7 +340,7 @@ func fleetClientAt(t *testing.T, c *testController, addr string, role pki.Role) 
 // TestStoreURLSelectsTheStore opens both stores by URL, as the controller does.
 func TestStoreURLSelectsTheStore(t *testing.T) {
 	for _, u := range []string{"sqlite://" + filepath.Join(t.TempDir(), "x.db"), pgtest.URL(t)} {
-		s, err := open.Open(context.Background(), u)
+		s, err := backend.Open(context.Background(), u)
 		if err != nil {
 			t.Fatalf("open %s: %v", u, err)
 		}

@@ -12,10 +12,10 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/livedump/livedump/agent"
-	"github.com/livedump/livedump/agent/host/sim"
 	"github.com/livedump/livedump/agent/session"
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/sim"
 )
 
 func TestSilentAgentGoesOffline(t *testing.T) {

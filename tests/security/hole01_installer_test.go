@@ -16,11 +16,11 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/livedump/livedump/agent"
-	"github.com/livedump/livedump/agent/host/sim"
 	"github.com/livedump/livedump/agent/provision"
 	"github.com/livedump/livedump/controller/store"
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/sim"
 	"github.com/livedump/livedump/tests/harness"
 )
 

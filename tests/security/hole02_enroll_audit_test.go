@@ -100,7 +100,7 @@ func TestHole02_RefusedEnrollCannotFillTheAuditLog(t *testing.T) {
 	if passed := calls - seen[codes.ResourceExhausted]; passed > mayPass(time.Since(start)) {
 		t.Errorf("%d of %d calls passed the rate limit in %s, want at most %d", passed, calls, time.Since(start).Round(time.Millisecond), mayPass(time.Since(start)))
 	}
-	if got := counterValue(t, c.Registry, "livedump_controller_enroll_rate_limited_total", nil); got < float64(seen[codes.ResourceExhausted]) {
+	if got := counterValue(t, c.Metrics, "livedump_controller_enroll_rate_limited_total", nil); got < float64(seen[codes.ResourceExhausted]) {
 		t.Errorf("livedump_controller_enroll_rate_limited_total = %v, want >= %d", got, seen[codes.ResourceExhausted])
 	}
 

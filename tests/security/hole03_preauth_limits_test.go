@@ -351,10 +351,10 @@ func TestHole03_ConnectionCaps(t *testing.T) {
 			t.Error("the 21st connection was served (cap 20)")
 		}
 	}
-	if got := counterValue(t, c.Registry, "livedump_controller_connections_refused_total", map[string]string{"reason": "max_connections"}); got < 1 {
+	if got := counterValue(t, c.Metrics, "livedump_controller_connections_refused_total", map[string]string{"reason": "max_connections"}); got < 1 {
 		t.Errorf("connections_refused_total{reason=max_connections} = %v, want >= 1", got)
 	}
-	if got := counterValue(t, c.Registry, "livedump_controller_connections_refused_total", map[string]string{"reason": "max_anonymous_connections"}); got < 1 {
+	if got := counterValue(t, c.Metrics, "livedump_controller_connections_refused_total", map[string]string{"reason": "max_anonymous_connections"}); got < 1 {
 		t.Errorf("connections_refused_total{reason=max_anonymous_connections} = %v, want >= 1", got)
 	}
 	// Room comes back when connections close.

@@ -14,8 +14,8 @@ import (
 
 	"github.com/livedump/livedump/agent"
 	"github.com/livedump/livedump/agent/capture"
-	"github.com/livedump/livedump/agent/host/sim"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/sim"
 	"github.com/livedump/livedump/tests/harness"
 )
 
@@ -50,7 +50,7 @@ func TestAttacker5_RawScriptRefusedByDefault(t *testing.T) {
 	t.Run("default settings", func(t *testing.T) {
 		evil := startHostileController(t, c)
 		reg := prometheus.NewRegistry()
-		a := startVictim(t, c, evil, "", func(cfg *agent.Config) { cfg.Registry = reg })
+		a := startVictim(t, c, evil, "", func(cfg *agent.Config) { cfg.Metrics = reg })
 		const id = "c-raw-default"
 		evil.send <- rawArm("arm-"+id, id)
 		ack := evil.ack(t, "arm-"+id)
@@ -92,7 +92,7 @@ func TestAttacker5_RawScriptRefusedByDefault(t *testing.T) {
 		}
 		evil := startHostileController(t, c)
 		reg := prometheus.NewRegistry()
-		startVictim(t, c, evil, dir, func(cfg *agent.Config) { cfg.Registry = reg })
+		startVictim(t, c, evil, dir, func(cfg *agent.Config) { cfg.Metrics = reg })
 		harness.Eventually(t, 10*time.Second, "a status for the persisted capture", func() bool { return evil.status(id) != nil })
 		time.Sleep(time.Second) // a resumed dtrace has had time to start
 		if dtraceRunning(id) {

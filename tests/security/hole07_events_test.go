@@ -239,7 +239,7 @@ func TestHole07_EventsRefused(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			before := evMetric(t, c.Registry, evRefusedMetric, "reason", tc.reason)
+			before := evMetric(t, c.Metrics, evRefusedMetric, "reason", tc.reason)
 			stored := evStored(t, c, tc.capture)
 			refused := st.events(tc.ev)
 			if n := evStored(t, c, tc.capture); n != stored {
@@ -248,7 +248,7 @@ func TestHole07_EventsRefused(t *testing.T) {
 			if got := refused[tc.ev.GetId()]; !strings.HasPrefix(got, tc.reason) {
 				t.Errorf("ack refusal %q, want reason %s", got, tc.reason)
 			}
-			if got := evMetric(t, c.Registry, evRefusedMetric, "reason", tc.reason); got != before+1 {
+			if got := evMetric(t, c.Metrics, evRefusedMetric, "reason", tc.reason); got != before+1 {
 				t.Errorf("%s{reason=%q} = %v, want %v", evRefusedMetric, tc.reason, got, before+1)
 			}
 		})
@@ -315,7 +315,7 @@ func TestHole07_EventFloodRateLimited(t *testing.T) {
 			t.Fatalf("event %s refused for %q, want rate_limited", id, r)
 		}
 	}
-	if got := evMetric(t, c.Registry, evRefusedMetric, "reason", "rate_limited"); int(got) != len(refused) {
+	if got := evMetric(t, c.Metrics, evRefusedMetric, "reason", "rate_limited"); int(got) != len(refused) {
 		t.Errorf("%s{reason=rate_limited} = %v, want %d", evRefusedMetric, got, len(refused))
 	}
 }

@@ -68,7 +68,7 @@ func TestHole15_FailedHandshakesAreCountedAndLogged(t *testing.T) {
 
 	for _, reason := range []string{"unknown_ca", "protocol", "timeout"} {
 		harness.Eventually(t, 5*time.Second, "a "+reason+" handshake failure counted", func() bool {
-			return counterValue(t, c.Registry, "livedump_controller_tls_handshake_failures_total", map[string]string{"reason": reason}) >= 1
+			return counterValue(t, c.Metrics, "livedump_controller_tls_handshake_failures_total", map[string]string{"reason": reason}) >= 1
 		})
 		harness.Eventually(t, 5*time.Second, "a "+reason+" handshake failure logged", func() bool {
 			for _, line := range strings.Split(logs.String(), "\n") {
@@ -100,7 +100,7 @@ func TestHole15_HandshakeFailureLogIsRateLimited(t *testing.T) {
 		conn.Close()
 	}
 	harness.Eventually(t, 5*time.Second, "every failure counted", func() bool {
-		return counterValue(t, c.Registry, "livedump_controller_tls_handshake_failures_total", map[string]string{"reason": "protocol"}) >= flood
+		return counterValue(t, c.Metrics, "livedump_controller_tls_handshake_failures_total", map[string]string{"reason": "protocol"}) >= flood
 	})
 	lines := strings.Count(logs.String(), "tls handshake failed")
 	t.Logf("%d failed handshakes, %d log lines", flood, lines)

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/livedump/livedump/controller/store"
-	"github.com/livedump/livedump/internal/pgtest"
+	"github.com/livedump/livedump/tests/pgtest"
 )
 
 // tenFrames is a realistic 10-frame user stack as the controller stores it;

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/livedump/livedump/controller/store"
-	"github.com/livedump/livedump/controller/store/storetest"
-	"github.com/livedump/livedump/internal/netproxy"
-	"github.com/livedump/livedump/internal/pgtest"
+	"github.com/livedump/livedump/tests/netproxy"
+	"github.com/livedump/livedump/tests/pgtest"
+	"github.com/livedump/livedump/tests/storetest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }

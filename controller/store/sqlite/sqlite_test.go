@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/livedump/livedump/controller/store"
-	"github.com/livedump/livedump/controller/store/storetest"
+	"github.com/livedump/livedump/tests/storetest"
 )
 
 func openTemp(t *testing.T) (*Store, string) {

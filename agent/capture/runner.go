@@ -19,6 +19,7 @@ import (
 	"github.com/livedump/livedump/agent/host"
 	agentprobe "github.com/livedump/livedump/agent/probe"
 	"github.com/livedump/livedump/agent/statedir"
+	"github.com/livedump/livedump/internal/backoff"
 	"github.com/livedump/livedump/internal/ids"
 	"github.com/livedump/livedump/internal/ntstatus"
 	"github.com/livedump/livedump/internal/probe"
@@ -137,10 +138,9 @@ func (m *Manager) supervise(ctx context.Context, a *armed) {
 		_ = m.save()
 		m.mu.Unlock()
 		m.restarts.Inc()
-		wait := m.cfg.RestartMin << (restarts - 1)
-		if wait > m.cfg.RestartMax || wait <= 0 {
-			wait = m.cfg.RestartMax
-		}
+		// The restart count is persisted, so the wait follows it rather
+		// than a schedule that would start again with the agent.
+		wait := backoff.Policy{Min: m.cfg.RestartMin, Max: m.cfg.RestartMax}.Delay(restarts - 1)
 		log.Warn("dtrace exited; restarting", "err", err, "restart", restarts, "in", wait)
 		select {
 		case <-ctx.Done():

@@ -661,18 +661,6 @@ func TestLimiterMath(t *testing.T) {
 	}
 }
 
-func TestBackoffBounds(t *testing.T) {
-	for n := 1; n <= 20; n++ {
-		want := min(time.Second<<(n-1), time.Minute)
-		for range 50 {
-			d := backoff(time.Second, time.Minute, n)
-			if d < want/2 || d > want {
-				t.Fatalf("backoff(%d) = %v, want in [%v, %v]", n, d, want/2, want)
-			}
-		}
-	}
-}
-
 func TestHashFileStreams(t *testing.T) {
 	p := filepath.Join(tempDir(t), "f")
 	content := dumpLike(3<<20+5, 21)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"sync"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/livedump/livedump/internal/backoff"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
@@ -101,11 +101,13 @@ func classify(err error) error {
 
 // uploadLoop uploads dumps one at a time until ctx ends.
 func (m *Manager) uploadLoop(ctx context.Context) {
-	failures, quick := 0, 0
+	retry := backoff.New(backoff.Policy{Min: m.backoffMin, Max: m.backoffMax, Jitter: true})
+	quick := 0
 	for {
 		e := m.nextToUpload()
 		if e == nil {
-			failures, quick = 0, 0
+			retry.Reset()
+			quick = 0
 			select {
 			case <-ctx.Done():
 				return
@@ -120,11 +122,13 @@ func (m *Manager) uploadLoop(ctx context.Context) {
 		var ue *uploadErr
 		switch {
 		case err == nil:
-			failures, quick = 0, 0
+			retry.Reset()
+			quick = 0
 			continue
 		case errors.As(err, &ue) && ue.kind == errPermanent:
 			m.fail(e, ue.detail)
-			failures, quick = 0, 0
+			retry.Reset()
+			quick = 0
 			continue
 		case errors.As(err, &ue) && ue.kind == errResync:
 			if quick < quickRetries {
@@ -134,8 +138,7 @@ func (m *Manager) uploadLoop(ctx context.Context) {
 			}
 		}
 		quick = 0
-		failures++
-		d := backoff(m.backoffMin, m.backoffMax, failures)
+		d := retry.NextBackOff()
 		m.log.Warn("dump upload failed; retrying", "dump_id", e.ID, "err", err, "retry_in", d.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
@@ -144,17 +147,6 @@ func (m *Manager) uploadLoop(ctx context.Context) {
 		case <-m.uploadKick:
 		}
 	}
-}
-
-// backoff returns the jittered wait before retry number n (from 1): it
-// doubles from lo up to hi, and is drawn from its upper half.
-func backoff(lo, hi time.Duration, n int) time.Duration {
-	d := lo
-	for i := 1; i < n && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	return d/2 + rand.N(d/2+1)
 }
 
 // nextToUpload returns the dump to upload next: one already uploading (an

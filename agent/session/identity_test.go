@@ -16,39 +16,19 @@ import (
 
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/tests/testca"
 )
 
 // start is whole seconds: certificate times have second precision.
 var start = time.Date(2026, 6, 1, 8, 0, 0, 0, time.UTC)
 
-var testCA = func() *pki.CA {
-	ca, err := pki.NewCA("test CA", start, 10*365*24*time.Hour)
-	if err != nil {
-		panic(err)
-	}
-	return ca
-}()
+var testCA = testca.Must(testca.Options{Now: start, TTL: 10 * 365 * 24 * time.Hour})
 
 // issue returns a fresh key and a certificate for id signed by testCA.
 func issue(t *testing.T, id pki.Identity, ttl time.Duration) (crypto.Signer, *x509.Certificate) {
 	t.Helper()
-	key, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := pki.CreateCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.ParseCSR(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := testCA.SignClient(csr, id, start, ttl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, cert
+	c := testCA.ClientTTL(t, id, ttl)
+	return testca.Key(c), c.Leaf
 }
 
 func TestIdentitySaveLoad(t *testing.T) {

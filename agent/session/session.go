@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/livedump/livedump/internal/backoff"
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -332,7 +333,8 @@ func (c *Client) enrollLoop(ctx context.Context) (*Identity, error) {
 	if c.cfg.Token == "" {
 		return nil, errors.New("token: the agent is not enrolled and no enrollment token is configured")
 	}
-	for attempt := 0; ; attempt++ {
+	retry := backoff.New(c.retryPolicy(c.cfg.BackoffMax))
+	for {
 		addr := c.addr()
 		id, err := c.enroll(ctx, addr)
 		if err == nil {
@@ -345,7 +347,7 @@ func (c *Client) enrollLoop(ctx context.Context) (*Identity, error) {
 			return nil, fmt.Errorf("%w by %s: %s", ErrEnrollmentRefused, addr, status.Convert(err).Message())
 		}
 		c.metric(func(m *Metrics) { m.Enrollments.WithLabelValues("error").Inc() })
-		wait := backoff(attempt, c.cfg.BackoffMin, c.cfg.BackoffMax)
+		wait := retry.NextBackOff()
 		c.log.Warn("enrollment failed, retrying", "controller", addr, "err", err, "retry_in", wait)
 		c.rotate()
 		if !c.sleep(ctx, wait) {
@@ -398,7 +400,7 @@ func (c *Client) enroll(ctx context.Context, addr string) (*Identity, error) {
 
 // renewLoop renews the certificate at two thirds of its life.
 func (c *Client) renewLoop(ctx context.Context) {
-	var failures int
+	retry := backoff.New(c.retryPolicy(10 * time.Minute))
 	gap := time.Duration(0)
 	for {
 		id := c.ident.Load()
@@ -411,13 +413,13 @@ func (c *Client) renewLoop(ctx context.Context) {
 		}
 		if err := c.renew(ctx); err != nil {
 			c.metric(func(m *Metrics) { m.Renewals.WithLabelValues("error").Inc() })
-			gap = backoff(failures, c.cfg.BackoffMin, 10*time.Minute)
-			failures++
+			gap = retry.NextBackOff()
 			c.log.Warn("certificate renewal failed", "err", err, "retry_in", gap, "expires", id.Leaf().NotAfter)
 			continue
 		}
 		c.metric(func(m *Metrics) { m.Renewals.WithLabelValues("ok").Inc() })
-		failures, gap = 0, minRenewGap
+		retry.Reset()
+		gap = minRenewGap
 	}
 }
 
@@ -456,6 +458,13 @@ func (c *Client) renew(ctx context.Context) error {
 	return nil
 }
 
+// retryPolicy is the session's retry policy, from BackoffMin up to max,
+// jittered so that a fleet that lost its controller at the same instant
+// does not come back in lockstep.
+func (c *Client) retryPolicy(max time.Duration) backoff.Policy {
+	return backoff.Policy{Min: c.cfg.BackoffMin, Max: max, Jitter: true}
+}
+
 func (c *Client) metric(f func(*Metrics)) {
 	if c.cfg.Metrics != nil {
 		f(c.cfg.Metrics)
@@ -465,7 +474,7 @@ func (c *Client) metric(f func(*Metrics)) {
 // connectLoop keeps a stream up. After a stream that was established drops,
 // the same controller is tried first; a failed attempt moves to the next.
 func (c *Client) connectLoop(ctx context.Context) {
-	attempt := 0
+	retry := backoff.New(c.retryPolicy(c.cfg.BackoffMax))
 	for first := true; ctx.Err() == nil; first = false {
 		if !first {
 			c.metric(func(m *Metrics) { m.Reconnects.Inc() })
@@ -477,16 +486,15 @@ func (c *Client) connectLoop(ctx context.Context) {
 		}
 		if errors.Is(err, errRenewed) {
 			c.log.Info("reconnecting with the renewed certificate", "controller", addr)
-			attempt = 0
+			retry.Reset()
 			continue
 		}
 		if established {
-			attempt = 0
+			retry.Reset()
 		} else {
 			c.rotate()
 		}
-		wait := backoff(attempt, c.cfg.BackoffMin, c.cfg.BackoffMax)
-		attempt++
+		wait := retry.NextBackOff()
 		c.log.Warn("controller stream ended", "controller", addr, "err", err, "retry_in", wait)
 		if !c.sleep(ctx, wait) {
 			return

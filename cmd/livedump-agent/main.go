@@ -17,7 +17,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"github.com/spf13/viper"
 
 	"github.com/livedump/livedump/agent"
 	"github.com/livedump/livedump/agent/provision"
@@ -151,7 +150,7 @@ func agentFlags(f *pflag.FlagSet) {
 
 // loadConfig reads the agent's configuration for cmd: flags, environment,
 // then the config file (--config, else the default file when it exists).
-func loadConfig(cmd *cobra.Command) (*viper.Viper, error) {
+func loadConfig(cmd *cobra.Command) (*config.Config, error) {
 	file, _ := cmd.Flags().GetString("config")
 	if file == "" {
 		if _, err := os.Stat(defaultConfigFile()); err == nil {
@@ -189,15 +188,15 @@ func runAgent(ctx context.Context, cmd *cobra.Command, newLog func(level string)
 	if err != nil {
 		return err
 	}
-	stateDir := config.Path(v, "state_dir")
+	stateDir := v.Path("state_dir")
 	cfg := agent.Config{
 		Controllers:   v.GetStringSlice("controllers"),
-		CAFile:        config.Path(v, "ca_file"),
+		CAFile:        v.Path("ca_file"),
 		Token:         v.GetString("token"),
 		Labels:        labels,
 		StateDir:      stateDir,
 		MetricsListen: v.GetString("metrics_listen"),
-		DTraceMSI:     config.Path(v, "dtrace_msi"),
+		DTraceMSI:     v.Path("dtrace_msi"),
 		Installers:    installers,
 
 		AllowRawScripts: allowRaw,
@@ -210,7 +209,7 @@ func runAgent(ctx context.Context, cmd *cobra.Command, newLog func(level string)
 	// dtrace_path replaces the dtrace the machine has (the built-in
 	// System32\dtrace.exe or the MSI's) on Windows, and the simulated
 	// dtrace with --simulate.
-	dtracePath := config.Path(v, "dtrace_path")
+	dtracePath := v.Path("dtrace_path")
 	if dtracePath != "" {
 		if st, err := os.Stat(dtracePath); err != nil {
 			return fmt.Errorf("dtrace_path: %w", err)
@@ -253,7 +252,7 @@ func runAgent(ctx context.Context, cmd *cobra.Command, newLog func(level string)
 // are accepted in either case (PowerShell's Get-FileHash prints upper
 // case) and kept in lower case. An empty installer_publishers allows no
 // signer: only installer_sha256 then decides.
-func installerPolicy(v *viper.Viper) (provision.InstallerPolicy, error) {
+func installerPolicy(v *config.Config) (provision.InstallerPolicy, error) {
 	p := provision.InstallerPolicy{Publishers: []string{}}
 	for _, name := range stringList(v, "installer_publishers") {
 		if name = strings.TrimSpace(name); name != "" {
@@ -271,7 +270,7 @@ func installerPolicy(v *viper.Viper) (provision.InstallerPolicy, error) {
 // boolSetting reads a yes/no key strictly: a value that is not true or
 // false (1 or 0, as the MSI property gives it) is an error naming the key,
 // not silently false.
-func boolSetting(v *viper.Viper, key string) (bool, error) {
+func boolSetting(v *config.Config, key string) (bool, error) {
 	switch x := v.Get(key).(type) {
 	case bool:
 		return x, nil
@@ -290,7 +289,7 @@ func boolSetting(v *viper.Viper, key string) (bool, error) {
 // stringList reads a list key. From the environment it is one string,
 // split at commas (not at blanks, as viper would: "Microsoft Corporation"
 // is one publisher).
-func stringList(v *viper.Viper, key string) []string {
+func stringList(v *config.Config, key string) []string {
 	if s, ok := v.Get(key).(string); ok {
 		return strings.Split(s, ",")
 	}

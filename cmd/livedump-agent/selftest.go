@@ -13,7 +13,6 @@ import (
 	"github.com/livedump/livedump/agent/host"
 	"github.com/livedump/livedump/agent/provision"
 	"github.com/livedump/livedump/agent/selftest"
-	"github.com/livedump/livedump/internal/config"
 )
 
 // errChecksFailed makes the exit status 1 without another line: the
@@ -54,18 +53,18 @@ what to send to the livedump team (see docs/selftest.md).`,
 		if err != nil {
 			return err
 		}
-		stateDir := config.Path(v, "state_dir")
+		stateDir := v.Path("state_dir")
 		var h host.Host
 		if v.GetBool("simulate") {
-			if h, err = simulatedHost(v, stateDir, config.Path(v, "dtrace_path")); err != nil {
+			if h, err = simulatedHost(v, stateDir, v.Path("dtrace_path")); err != nil {
 				return err
 			}
-		} else if h, err = realHost(config.Path(v, "dtrace_path")); err != nil {
+		} else if h, err = realHost(v.Path("dtrace_path")); err != nil {
 			return err
 		}
 		cfg := selftest.Config{
 			Host:              h,
-			DTracePath:        config.Path(v, "dtrace_path"),
+			DTracePath:        v.Path("dtrace_path"),
 			ExpectedDumpBytes: v.GetUint64("expected_dump_bytes"),
 			FireTimeout:       fire,
 		}

@@ -7,9 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/spf13/viper"
-
 	"github.com/livedump/livedump/agent/host"
+	"github.com/livedump/livedump/internal/config"
 	"github.com/livedump/livedump/sim"
 	"github.com/livedump/livedump/sim/dtracesim"
 )
@@ -24,7 +23,7 @@ func runSimulatedDTraceIfAsked() {
 
 // simulatedHost is the simulated Windows machine kept under
 // state_dir/host (--simulate, --sim-hostname, --sim-bitlocker).
-func simulatedHost(v *viper.Viper, stateDir, dtracePath string) (host.Host, error) {
+func simulatedHost(v *config.Config, stateDir, dtracePath string) (host.Host, error) {
 	return sim.New(sim.Config{
 		StateDir:   filepath.Join(stateDir, "host"),
 		Hostname:   v.GetString("sim_hostname"),

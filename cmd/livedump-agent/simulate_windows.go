@@ -6,9 +6,8 @@ import (
 	"context"
 	"errors"
 
-	"github.com/spf13/viper"
-
 	"github.com/livedump/livedump/agent/host"
+	"github.com/livedump/livedump/internal/config"
 )
 
 // errNoSimulator refuses --simulate: the Windows build links no simulator
@@ -18,7 +17,7 @@ var errNoSimulator = errors.New("--simulate: the Windows build of livedump-agent
 
 func runSimulatedDTraceIfAsked() {}
 
-func simulatedHost(*viper.Viper, string, string) (host.Host, error) {
+func simulatedHost(*config.Config, string, string) (host.Host, error) {
 	return nil, errNoSimulator
 }
 

@@ -19,7 +19,6 @@ import (
 
 	"github.com/spf13/cast"
 	"github.com/spf13/cobra"
-	"github.com/spf13/viper"
 
 	"github.com/livedump/livedump/controller"
 	"github.com/livedump/livedump/controller/capture"
@@ -145,7 +144,7 @@ func addConfigFlags(cmd *cobra.Command) {
 	f.String("blobs", "", "where dumps and artifacts live: file:///dir or s3://bucket/prefix?endpoint=https://host (default <data-dir>/blobs)")
 }
 
-func loadConfig(cmd *cobra.Command) (*viper.Viper, error) {
+func loadConfig(cmd *cobra.Command) (*config.Config, error) {
 	defs := maps.Clone(defaults)
 	if dev, _ := cmd.Flags().GetBool("dev"); dev {
 		// Simulated machines reboot in seconds; nobody should wait a minute.
@@ -166,19 +165,19 @@ func loadConfig(cmd *cobra.Command) (*viper.Viper, error) {
 	})
 }
 
-func controllerConfig(v *viper.Viper) (controller.Config, error) {
-	certTTL, err := config.Duration(v, "cert_ttl")
+func controllerConfig(v *config.Config) (controller.Config, error) {
+	certTTL, err := v.Duration("cert_ttl")
 	if err != nil {
 		return controller.Config{}, err
 	}
-	hb, err := config.Duration(v, "heartbeat_interval")
+	hb, err := v.Duration("heartbeat_interval")
 	if err != nil {
 		return controller.Config{}, err
 	}
 	if certTTL < time.Hour {
 		return controller.Config{}, fmt.Errorf("cert_ttl: %s is shorter than the 1h minimum", certTTL)
 	}
-	grace, err := config.Duration(v, "renew_grace")
+	grace, err := v.Duration("renew_grace")
 	if err != nil {
 		return controller.Config{}, err
 	}
@@ -195,7 +194,7 @@ func controllerConfig(v *viper.Viper) (controller.Config, error) {
 	if err != nil {
 		return controller.Config{}, err
 	}
-	lease, err := config.Duration(v, "replica.lease")
+	lease, err := v.Duration("replica.lease")
 	if err != nil {
 		return controller.Config{}, err
 	}
@@ -217,7 +216,7 @@ func controllerConfig(v *viper.Viper) (controller.Config, error) {
 		return controller.Config{}, err
 	}
 	secret := ""
-	if f := config.Path(v, "blobs.secret_key_file"); f != "" {
+	if f := v.Path("blobs.secret_key_file"); f != "" {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return controller.Config{}, fmt.Errorf("blobs.secret_key_file: %w", err)
@@ -232,13 +231,13 @@ func controllerConfig(v *viper.Viper) (controller.Config, error) {
 		Uploads:           uploads,
 		UploadSlots:       slots,
 		Profile:           &prof,
-		DTraceMSI:         config.Path(v, "provision.dtrace_msi"),
+		DTraceMSI:         v.Path("provision.dtrace_msi"),
 		Listen:            v.GetString("listen"),
 		MetricsListen:     v.GetString("metrics_listen"),
-		DataDir:           config.Path(v, "data_dir"),
+		DataDir:           v.Path("data_dir"),
 		Store:             v.GetString("store"),
-		CACertFile:        config.Path(v, "tls.ca_cert_file"),
-		CAKeyFile:         config.Path(v, "tls.ca_key_file"),
+		CACertFile:        v.Path("tls.ca_cert_file"),
+		CAKeyFile:         v.Path("tls.ca_key_file"),
 		ServerNames:       v.GetStringSlice("tls.server_names"),
 		CertTTL:           certTTL,
 		RenewGrace:        grace,
@@ -258,7 +257,7 @@ func controllerConfig(v *viper.Viper) (controller.Config, error) {
 
 // transportConfig reads the transport.* keys: the limits on peers that have
 // not proven who they are (docs/security.md).
-func transportConfig(v *viper.Viper) (controller.TransportConfig, error) {
+func transportConfig(v *config.Config) (controller.TransportConfig, error) {
 	var t controller.TransportConfig
 	integer := func(key string, lo, hi int) (int, error) {
 		n, err := cast.ToIntE(v.Get(key))
@@ -271,7 +270,7 @@ func transportConfig(v *viper.Viper) (controller.TransportConfig, error) {
 		return n, nil
 	}
 	duration := func(key string, lo, hi time.Duration) (time.Duration, error) {
-		d, err := config.Duration(v, key)
+		d, err := v.Duration(key)
 		if err != nil {
 			return 0, err
 		}
@@ -319,7 +318,7 @@ var replicaIDRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 // uploadsConfig reads the dumps.* keys: what agents may make the
 // controller hold. A quota of 0 means none.
-func uploadsConfig(v *viper.Viper) (dumps.Bounds, int, error) {
+func uploadsConfig(v *config.Config) (dumps.Bounds, int, error) {
 	var b dumps.Bounds
 	slots, err := cast.ToIntE(v.Get("dumps.upload_slots"))
 	if err != nil || slots < 1 || slots > 1024 {
@@ -334,7 +333,7 @@ func uploadsConfig(v *viper.Viper) (dumps.Bounds, int, error) {
 		{"dumps.chunk_timeout", time.Second, time.Hour, &b.ChunkTimeout},
 		{"dumps.partial_ttl", time.Minute, 365 * 24 * time.Hour, &b.PartialTTL},
 	} {
-		if *d.to, err = config.Duration(v, d.key); err != nil {
+		if *d.to, err = v.Duration(d.key); err != nil {
 			return b, 0, err
 		}
 		if *d.to < d.min || *d.to > d.max {
@@ -506,10 +505,10 @@ is recorded at first use. Revoke it with "livedumpctl operators revoke".`,
 		}
 		ttl, _ := cmd.Flags().GetDuration("ttl")
 		var ca *pki.CA
-		if f := config.Path(v, "tls.ca_cert_file"); f != "" {
-			ca, err = pki.LoadCA(f, config.Path(v, "tls.ca_key_file"))
+		if f := v.Path("tls.ca_cert_file"); f != "" {
+			ca, err = pki.LoadCA(f, v.Path("tls.ca_key_file"))
 		} else {
-			dir := filepath.Join(config.Path(v, "data_dir"), "pki")
+			dir := filepath.Join(v.Path("data_dir"), "pki")
 			ca, err = pki.LoadCA(filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CAKeyFile))
 		}
 		if err != nil {
@@ -542,11 +541,11 @@ is recorded at first use. Revoke it with "livedumpctl operators revoke".`,
 // certificate: the configured store URL, else the SQLite database in the
 // data directory if there is one (nil, nil when there is none: a new empty
 // database would help nobody).
-func operatorStore(ctx context.Context, v *viper.Viper) (store.Store, error) {
+func operatorStore(ctx context.Context, v *config.Config) (store.Store, error) {
 	if u := v.GetString("store"); u != "" {
 		return backend.Open(ctx, u)
 	}
-	db := filepath.Join(config.Path(v, "data_dir"), "livedump.db")
+	db := filepath.Join(v.Path("data_dir"), "livedump.db")
 	if _, err := os.Stat(db); err != nil {
 		return nil, nil
 	}
@@ -555,7 +554,7 @@ func operatorStore(ctx context.Context, v *viper.Viper) (store.Store, error) {
 
 // profileConfig reads the provision.* keys. Numbers and booleans are parsed
 // strictly: "ten" is an error naming the key, never a silent zero.
-func profileConfig(v *viper.Viper) (profile.Profile, error) {
+func profileConfig(v *config.Config) (profile.Profile, error) {
 	u32 := func(key string) (uint32, error) {
 		n, err := cast.ToUint32E(v.Get(key))
 		if err != nil {
@@ -603,7 +602,7 @@ func profileConfig(v *viper.Viper) (profile.Profile, error) {
 	p.LiveKernelReportsPath = v.GetString("provision.live_kernel_reports_path")
 	p.SymbolPath = v.GetString("provision.symbol_path")
 	p.UnsupportedEditions = v.GetStringSlice("provision.unsupported_editions")
-	if p.RebootDelay, err = config.Duration(v, "provision.reboot_delay"); err != nil {
+	if p.RebootDelay, err = v.Duration("provision.reboot_delay"); err != nil {
 		return p, err
 	}
 	return p, p.Validate()

@@ -5,15 +5,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spf13/viper"
+	"github.com/livedump/livedump/internal/config"
 )
 
 func TestTransportConfig(t *testing.T) {
-	load := func(set map[string]any) *viper.Viper {
-		v := viper.New()
-		for k, val := range defaults {
-			v.SetDefault(k, val)
-		}
+	load := func(set map[string]any) *config.Config {
+		v := loadDefaults(t, defaults)
 		for k, val := range set {
 			v.Set(k, val)
 		}

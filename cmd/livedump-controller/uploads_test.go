@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spf13/viper"
+	"github.com/livedump/livedump/internal/config"
 )
 
 func TestParseBytes(t *testing.T) {
@@ -22,12 +22,13 @@ func TestParseBytes(t *testing.T) {
 }
 
 func TestUploadsConfig(t *testing.T) {
-	v := viper.New()
+	dumps := map[string]any{}
 	for k, d := range defaults {
 		if strings.HasPrefix(k, "dumps.") {
-			v.SetDefault(k, d)
+			dumps[k] = d
 		}
 	}
+	v := loadDefaults(t, dumps)
 	b, slots, err := uploadsConfig(v)
 	if err != nil || slots != 4 || b.HeaderTimeout != 30*time.Second || b.ChunkTimeout != time.Minute || b.MaxSize != 1<<40 ||
 		b.QuotaPerAgent != 64<<30 || b.QuotaTotal != 1<<40 || b.PartialTTL != 24*time.Hour {
@@ -39,13 +40,21 @@ func TestUploadsConfig(t *testing.T) {
 	}
 	for key, bad := range map[string]any{"dumps.upload_slots": 0, "dumps.header_timeout": "10ms", "dumps.max_size": "2TiB",
 		"dumps.quota_per_agent": "1KiB", "dumps.partial_ttl": "1s", "dumps.chunk_timeout": "soon"} {
-		w := viper.New()
-		for k, d := range defaults {
-			w.SetDefault(k, d)
-		}
+		w := loadDefaults(t, defaults)
 		w.Set(key, bad)
 		if _, _, err := uploadsConfig(w); err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("%s=%v: %v, want an error naming the key", key, bad, err)
 		}
 	}
+}
+
+// loadDefaults is the configuration of defs alone: no file, environment or
+// flags.
+func loadDefaults(t *testing.T, defs map[string]any) *config.Config {
+	t.Helper()
+	c, err := config.Load(config.Options{Defaults: defs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

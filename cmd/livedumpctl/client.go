@@ -118,15 +118,15 @@ func (a *app) settings(cmd *cobra.Command) (settings, error) {
 	s := settings{
 		configFile: file,
 		controller: strings.TrimSpace(v.GetString(keyController)),
-		ca:         config.Path(v, keyCA),
-		cert:       config.Path(v, keyCert),
-		key:        config.Path(v, keyKey),
+		ca:         v.Path(keyCA),
+		cert:       v.Path(keyCert),
+		key:        v.Path(keyKey),
 		output:     strings.ToLower(strings.TrimSpace(v.GetString(keyOutput))),
 	}
 	if file != "" {
 		s.configFile, _ = filepath.Abs(file)
 	}
-	if s.timeout, err = config.Duration(v, keyTimeout); err != nil {
+	if s.timeout, err = v.Duration(keyTimeout); err != nil {
 		return settings{}, err
 	}
 	if s.timeout <= 0 {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/tests/testca"
 )
 
 // isolateEnv keeps the developer's own configuration out of a test: no
@@ -82,7 +83,7 @@ func writeFile(t *testing.T, path, content string) string {
 // pkiFiles are the PEM files of one test PKI.
 type pkiFiles struct {
 	dir              string
-	ca               *pki.CA
+	ca               *testca.CA
 	caFile           string
 	certFile         string
 	keyFile          string
@@ -94,36 +95,10 @@ type pkiFiles struct {
 // operator certificate, and writes the operator's files into a temp dir.
 func newPKI(t *testing.T) *pkiFiles {
 	t.Helper()
-	now := time.Now()
-	ca, err := pki.NewCA("test CA", now, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvKey, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvCert, err := ca.SignServer(srvKey.Public(), nil, []net.IP{net.IPv4(127, 0, 0, 1)}, now, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opKey, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := pki.CreateCSR(opKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.ParseCSR(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := testca.New(t, testca.Options{TTL: time.Hour})
+	srvCert := ca.Server(t, "127.0.0.1")
 	id := pki.OperatorIdentity(pki.RoleAdmin, "test")
-	opCert, err := ca.SignClient(csr, id, now, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	opCert := ca.Client(t, id)
 	dir := t.TempDir()
 	p := &pkiFiles{
 		dir:              dir,
@@ -131,16 +106,16 @@ func newPKI(t *testing.T) *pkiFiles {
 		caFile:           filepath.Join(dir, "ca.crt"),
 		certFile:         filepath.Join(dir, "operator.crt"),
 		keyFile:          filepath.Join(dir, "operator.key"),
-		serverCert:       tls.Certificate{Certificate: [][]byte{srvCert.Raw}, PrivateKey: srvKey, Leaf: srvCert},
+		serverCert:       *srvCert,
 		operatorIdentity: id,
 	}
 	if err := pki.WriteCerts(p.caFile, ca.Cert); err != nil {
 		t.Fatal(err)
 	}
-	if err := pki.WriteCerts(p.certFile, opCert); err != nil {
+	if err := pki.WriteCerts(p.certFile, opCert.Leaf); err != nil {
 		t.Fatal(err)
 	}
-	if err := pki.WriteKey(p.keyFile, opKey); err != nil {
+	if err := pki.WriteKey(p.keyFile, testca.Key(opCert)); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -378,12 +353,7 @@ func startController(t *testing.T) *testController {
 	isolateEnv(t)
 	p := newPKI(t)
 	fake := &fakeFleet{now: time.Now()}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{p.serverCert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    p.ca.Pool(),
-	})))
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(p.ca.ServerTLS(&p.serverCert, tls.RequireAndVerifyClientCert))))
 	livedumpv1.RegisterFleetServiceServer(srv, fake)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/livedump/livedump/controller/store"
 	"github.com/livedump/livedump/controller/store/sqlite"
 	"github.com/livedump/livedump/internal/pki"
+	"github.com/livedump/livedump/tests/testca"
 )
 
 // start is whole seconds: certificate times have second precision.
@@ -34,10 +35,7 @@ func newFixture(t *testing.T, certTTL time.Duration) *fixture {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
-	ca, err := pki.NewCA("test CA", start, 10*365*24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := testca.New(t, testca.Options{Now: start, TTL: 10 * 365 * 24 * time.Hour}).CA
 	clock := clockwork.NewFakeClockAt(start)
 	return &fixture{
 		e:     New(Config{Store: st, CA: ca, Clock: clock, CertTTL: certTTL}),
@@ -49,14 +47,7 @@ func newFixture(t *testing.T, certTTL time.Duration) *fixture {
 
 func newCSR(t *testing.T) []byte {
 	t.Helper()
-	key, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := pki.CreateCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, der := testca.KeyCSR(t)
 	return der
 }
 
@@ -465,14 +456,7 @@ func TestRenew(t *testing.T) {
 
 	f.clock.Advance(16 * time.Hour)
 	now := f.clock.Now()
-	key, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.CreateCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, csr := testca.KeyCSR(t)
 	cert, err := f.e.Renew(ctx, en.AgentID, csr)
 	if err != nil {
 		t.Fatalf("Renew: %v", err)

@@ -15,12 +15,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"time"
-	"weak"
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -57,37 +54,23 @@ type Options struct {
 // extensions are the config file types Load accepts.
 var extensions = []string{".yaml", ".yml", ".json", ".toml"}
 
-// loadInfo is what Load remembers about a viper instance it returned: the
-// directory of its config file and which keys got their value from the file.
-type loadInfo struct {
-	dir      string
+// Config is a loaded configuration: the viper instance holding every known
+// key (read with the usual getters, GetString, ...) and what Load learnt
+// about where each value came from, which Path and FromFile need. One
+// built around a bare viper (&Config{Viper: v}) has no file: Path leaves
+// every value as it is.
+type Config struct {
+	*viper.Viper
+	// dir is the absolute directory of the config file, "" without one.
+	dir string
+	// fromFile holds the (lower-case) keys whose value is the file's.
 	fromFile map[string]bool
-}
-
-// loaded maps weak.Pointer[viper.Viper] to *loadInfo. The weak key and a
-// cleanup keep the registry from holding instances alive.
-var loaded sync.Map
-
-func remember(v *viper.Viper, info *loadInfo) {
-	k := weak.Make(v)
-	loaded.Store(k, info)
-	runtime.AddCleanup(v, func(k weak.Pointer[viper.Viper]) { loaded.Delete(k) }, k)
-}
-
-func infoOf(v *viper.Viper) *loadInfo {
-	if v == nil {
-		return nil
-	}
-	if info, ok := loaded.Load(weak.Make(v)); ok {
-		return info.(*loadInfo)
-	}
-	return nil
 }
 
 // Load builds the configuration described by o. Every key of o.Defaults is
 // readable from the result with the usual viper getters (GetString, ...);
-// use Duration for durations and Path for file names.
-func Load(o Options) (*viper.Viper, error) {
+// use its Duration for durations and Path for file names.
+func Load(o Options) (*Config, error) {
 	known := make(map[string]bool, len(o.Defaults))
 	for k := range o.Defaults {
 		known[strings.ToLower(k)] = true
@@ -99,7 +82,7 @@ func Load(o Options) (*viper.Viper, error) {
 	}
 
 	v := viper.New()
-	info := &loadInfo{fromFile: map[string]bool{}}
+	c := &Config{Viper: v, fromFile: map[string]bool{}}
 	var fileKeys []string
 	if o.File != "" {
 		abs, err := filepath.Abs(o.File)
@@ -118,7 +101,7 @@ func Load(o Options) (*viper.Viper, error) {
 				return nil, fmt.Errorf("config file %s: unknown key %q%s", abs, k, suggest(k, known))
 			}
 		}
-		info.dir = filepath.Dir(abs)
+		c.dir = filepath.Dir(abs)
 	}
 
 	envName := map[string]string{}
@@ -158,10 +141,9 @@ func Load(o Options) (*viper.Viper, error) {
 		if name := envName[k]; name != "" && os.Getenv(name) != "" {
 			continue
 		}
-		info.fromFile[k] = true
+		c.fromFile[k] = true
 	}
-	remember(v, info)
-	return v, nil
+	return c, nil
 }
 
 // readFile reads the config file at path into v.
@@ -245,8 +227,8 @@ func EnvVar(prefix, key string) string {
 // Duration returns the duration at key. Strings are parsed with
 // time.ParseDuration ("15s", "1h30m"); a bare number is rejected because
 // its unit would be a guess. The error names the key.
-func Duration(v *viper.Viper, key string) (time.Duration, error) {
-	switch val := v.Get(key).(type) {
+func (c *Config) Duration(key string) (time.Duration, error) {
+	switch val := c.Get(key).(type) {
 	case nil:
 		return 0, nil
 	case time.Duration:
@@ -271,17 +253,9 @@ func Duration(v *viper.Viper, key string) (time.Duration, error) {
 	}
 }
 
-// FileDir returns the absolute directory of the config file v was loaded
+// FileDir returns the absolute directory of the config file c was loaded
 // from, or "" when no file was used.
-func FileDir(v *viper.Viper) string {
-	if info := infoOf(v); info != nil {
-		return info.dir
-	}
-	if f := v.ConfigFileUsed(); f != "" {
-		return filepath.Dir(f)
-	}
-	return ""
-}
+func (c *Config) FileDir() string { return c.dir }
 
 // ResolvePath resolves p against base: an empty p, an absolute p or an
 // empty base leave p unchanged, and a relative p becomes base/p.
@@ -296,17 +270,14 @@ func ResolvePath(base, p string) string {
 // file is resolved against the file's directory, so a config file can sit
 // beside its certificates; a relative path from a flag or the environment
 // stays relative to the working directory, as a shell user expects.
-func Path(v *viper.Viper, key string) string {
-	p := v.GetString(key)
-	if info := infoOf(v); info != nil && info.fromFile[strings.ToLower(key)] {
-		return ResolvePath(info.dir, p)
+func (c *Config) Path(key string) string {
+	p := c.GetString(key)
+	if c.fromFile[strings.ToLower(key)] {
+		return ResolvePath(c.dir, p)
 	}
 	return p
 }
 
 // FromFile reports whether the value at key comes from the config file,
 // rather than from a flag, the environment or a default.
-func FromFile(v *viper.Viper, key string) bool {
-	info := infoOf(v)
-	return info != nil && info.fromFile[strings.ToLower(key)]
-}
+func (c *Config) FromFile(key string) bool { return c.fromFile[strings.ToLower(key)] }

@@ -120,7 +120,7 @@ func TestFileTypes(t *testing.T) {
 			if got := v.GetString("controller"); got != "file:1" {
 				t.Errorf("controller = %q", got)
 			}
-			if got, want := Path(v, "tls.ca_file"), filepath.Join(filepath.Dir(p), "ca.crt"); got != want {
+			if got, want := v.Path("tls.ca_file"), filepath.Join(filepath.Dir(p), "ca.crt"); got != want {
 				t.Errorf("tls.ca_file path = %q, want %q", got, want)
 			}
 		})
@@ -205,7 +205,7 @@ func TestDuration(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
-			got, err := Duration(v, "timeout")
+			got, err := v.Duration("timeout")
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("Duration = %v, %v; want error containing %q", got, err, tt.wantErr)
@@ -234,20 +234,20 @@ func TestPaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := FileDir(v); got != dir {
+	if got := v.FileDir(); got != dir {
 		t.Errorf("FileDir = %q, want %q", got, dir)
 	}
-	if got, want := Path(v, "tls.ca_file"), filepath.Join(dir, "certs", "ca.crt"); got != want {
+	if got, want := v.Path("tls.ca_file"), filepath.Join(dir, "certs", "ca.crt"); got != want {
 		t.Errorf("relative file path = %q, want %q", got, want)
 	}
-	if !FromFile(v, "tls.ca_file") || FromFile(v, "controller") {
+	if !v.FromFile("tls.ca_file") || v.FromFile("controller") {
 		t.Errorf("FromFile wrong")
 	}
-	if got := Path(v, "data_dir"); got != abs {
+	if got := v.Path("data_dir"); got != abs {
 		t.Errorf("absolute file path = %q, want %q", got, abs)
 	}
 	// Defaults are relative to the working directory, not the file.
-	if got := Path(v, "controller"); got != "default.example:7443" {
+	if got := v.Path("controller"); got != "default.example:7443" {
 		t.Errorf("default value resolved: %q", got)
 	}
 
@@ -257,7 +257,7 @@ func TestPaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := Path(v, "tls.ca_file"); got != "mine/ca.crt" {
+	if got := v.Path("tls.ca_file"); got != "mine/ca.crt" {
 		t.Errorf("flag path = %q, want mine/ca.crt", got)
 	}
 	t.Setenv("LDCFGTEST_TLS_CA_FILE", "env/ca.crt")
@@ -265,7 +265,7 @@ func TestPaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := Path(v, "tls.ca_file"); got != "env/ca.crt" {
+	if got := v.Path("tls.ca_file"); got != "env/ca.crt" {
 		t.Errorf("env path = %q, want env/ca.crt", got)
 	}
 
@@ -274,7 +274,7 @@ func TestPaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := FileDir(v); got != "" {
+	if got := v.FileDir(); got != "" {
 		t.Errorf("FileDir without file = %q", got)
 	}
 }
@@ -307,6 +307,46 @@ func TestEnvVar(t *testing.T) {
 	} {
 		if got := EnvVar(tt.prefix, tt.key); got != tt.want {
 			t.Errorf("EnvVar(%q, %q) = %q, want %q", tt.prefix, tt.key, got, tt.want)
+		}
+	}
+}
+
+// Each Config carries its own file directory and sources: two loaded from
+// different files (as a test process or a program loading twice does) do
+// not see each other's, and one built around a bare viper has no file.
+func TestConfigsAreIndependent(t *testing.T) {
+	var cfgs []*Config
+	var dirs []string
+	for _, body := range []string{"tls:\n  ca_file: a.crt\n", "controller: c:1\n"} {
+		dir := t.TempDir()
+		p := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Load(Options{File: p, Defaults: testDefaults()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfgs, dirs = append(cfgs, c), append(dirs, dir)
+	}
+	tests := []struct {
+		name string
+		got  any
+		want any
+	}{
+		{"first dir", cfgs[0].FileDir(), dirs[0]},
+		{"second dir", cfgs[1].FileDir(), dirs[1]},
+		{"first ca_file from file", cfgs[0].FromFile("tls.ca_file"), true},
+		{"second ca_file not from file", cfgs[1].FromFile("tls.ca_file"), false},
+		{"first controller not from file", cfgs[0].FromFile("controller"), false},
+		{"second controller from file", cfgs[1].FromFile("CONTROLLER"), true},
+		{"first path resolved", cfgs[0].Path("tls.ca_file"), filepath.Join(dirs[0], "a.crt")},
+		{"bare viper has no dir", (&Config{Viper: cfgs[0].Viper}).FileDir(), ""},
+		{"bare viper leaves paths", (&Config{Viper: cfgs[0].Viper}).Path("tls.ca_file"), "a.crt"},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, tt.got, tt.want)
 		}
 	}
 }

@@ -30,12 +30,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	backoffpkg "google.golang.org/grpc/backoff"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/livedump/livedump/internal/atomicfile"
+	"github.com/livedump/livedump/internal/backoff"
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -220,7 +221,7 @@ func (f *Fleet) dialOptions(a *agent, withCert bool) []grpc.DialOption {
 		// As the real agent: gRPC's own reconnect backoff within the
 		// connect loop's bounds.
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoffpkg.Config{BaseDelay: f.cfg.BackoffMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: f.cfg.BackoffMax},
+			Backoff:           grpcbackoff.Config{BaseDelay: f.cfg.BackoffMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: f.cfg.BackoffMax},
 			MinConnectTimeout: 20 * time.Second,
 		}),
 	}
@@ -379,7 +380,7 @@ func (a *agent) run(ctx context.Context, first chan struct{}) {
 		}
 	}
 	defer release()
-	failures := 0
+	retry := backoff.New(backoff.Policy{Min: a.f.cfg.BackoffMin, Max: a.f.cfg.BackoffMax, Jitter: true})
 	for ctx.Err() == nil {
 		established := a.stream(ctx, client, release)
 		release()
@@ -387,24 +388,17 @@ func (a *agent) run(ctx context.Context, first chan struct{}) {
 			return
 		}
 		if established {
-			failures = 0
+			retry.Reset()
 		} else {
 			a.f.failures.Add(1)
 		}
-		d := backoff(failures, a.f.cfg.BackoffMin, a.f.cfg.BackoffMax)
-		failures++
+		d := retry.NextBackOff()
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(d):
 		}
 	}
-}
-
-func backoff(n int, lo, hi time.Duration) time.Duration {
-	d := float64(lo) * math.Pow(2, float64(min(n, 16)))
-	d = min(d, float64(hi))
-	return time.Duration(d/2 + mrand.Float64()*d/2)
 }
 
 // stream runs one Connect stream; it reports whether the controller

@@ -2,7 +2,6 @@ package loadgen_test
 
 import (
 	"context"
-	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +18,7 @@ import (
 	"github.com/livedump/livedump/internal/loadgen"
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/tests/testca"
 )
 
 // TestFleetAgainstARealController runs 50 simulated agents against a real
@@ -105,26 +105,9 @@ func TestFleetAgainstARealController(t *testing.T) {
 
 func operator(t *testing.T, c *controller.Controller) livedumpv1.FleetServiceClient {
 	t.Helper()
-	key, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := pki.CreateCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.ParseCSR(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := c.CA().SignClient(csr, pki.OperatorIdentity(pki.RoleOperator, "loadgen-test"), time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := grpc.NewClient(c.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-		MinVersion: tls.VersionTLS13, RootCAs: c.CA().Pool(), ServerName: "127.0.0.1",
-		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}},
-	})))
+	ca := testca.Wrap(c.CA())
+	cert := ca.Operator(t, pki.RoleOperator, "loadgen-test")
+	cc, err := grpc.NewClient(c.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(ca.ClientTLS("127.0.0.1", cert))))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 	"github.com/livedump/livedump/sim"
+	"github.com/livedump/livedump/tests/testca"
 )
 
 // Logger discards logs unless LIVEDUMP_TEST_LOG is set.
@@ -124,10 +125,7 @@ func (c *Controller) Dial(t testing.TB, cert *tls.Certificate) *grpc.ClientConn 
 // (another replica, or a proxy in front of the controller).
 func (c *Controller) DialAddr(t testing.TB, addr string, cert *tls.Certificate) *grpc.ClientConn {
 	t.Helper()
-	cfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: c.CA().Pool(), ServerName: "127.0.0.1"}
-	if cert != nil {
-		cfg.Certificates = []tls.Certificate{*cert}
-	}
+	cfg := testca.Wrap(c.CA()).ClientTLS("127.0.0.1", cert)
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {
 		t.Fatal(err)
@@ -140,16 +138,7 @@ func (c *Controller) DialAddr(t testing.TB, addr string, cert *tls.Certificate) 
 // valid for an hour.
 func (c *Controller) Issue(t testing.TB, id pki.Identity) *tls.Certificate {
 	t.Helper()
-	key, der := KeyCSR(t)
-	csr, err := pki.ParseCSR(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := c.CA().SignClient(csr, id, time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
+	return testca.Wrap(c.CA()).Client(t, id)
 }
 
 // Fleet returns a FleetService client holding an operator certificate of
@@ -200,15 +189,7 @@ func (c *Controller) EnrollWith(t testing.TB, token string, inv *livedumpv1.Inve
 // does before Enroll and Renew.
 func KeyCSR(t testing.TB) (crypto.Signer, []byte) {
 	t.Helper()
-	key, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.CreateCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, csr
+	return testca.KeyCSR(t)
 }
 
 // TLSCert is the TLS identity made of a returned chain and its key.

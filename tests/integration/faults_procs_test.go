@@ -24,6 +24,7 @@ import (
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 	"github.com/livedump/livedump/sim"
+	"github.com/livedump/livedump/tests/testca"
 )
 
 // Fault tests run a controller or an agent as a separate process, the test
@@ -226,29 +227,13 @@ func (pc *procController) token(t *testing.T, uses int, labels map[string]string
 
 func issueFrom(t *testing.T, ca *pki.CA, id pki.Identity) *tls.Certificate {
 	t.Helper()
-	key, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := pki.CreateCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.ParseCSR(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := ca.SignClient(csr, id, time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
+	return testca.Wrap(ca).Client(t, id)
 }
 
 func dialCA(t *testing.T, ca *pki.CA, addr string, cert *tls.Certificate, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	host, _, _ := net.SplitHostPort(addr)
-	cfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: ca.Pool(), ServerName: host, Certificates: []tls.Certificate{*cert}}
+	cfg := testca.Wrap(ca).ClientTLS(host, cert)
 	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"crypto"
-	"crypto/tls"
 	"io"
 	"net/http"
 	"slices"
@@ -20,6 +19,7 @@ import (
 	"github.com/livedump/livedump/agent/session"
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/tests/testca"
 )
 
 func wantCode(t *testing.T, err error, code codes.Code, substr string) {
@@ -146,18 +146,9 @@ func TestFleetServiceRequiresOperatorCertificate(t *testing.T) {
 	wantCode(t, err, codes.PermissionDenied, "only be called by agents")
 
 	// A certificate from another CA does not even complete the handshake.
-	other, err := pki.NewCA("other", time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _ := pki.GenerateKey()
-	der, _ := pki.CreateCSR(key)
-	csr, _ := pki.ParseCSR(der)
-	forged, err := other.SignClient(csr, pki.OperatorIdentity(pki.RoleAdmin, "mallory"), time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	asForged := livedumpv1.NewFleetServiceClient(dial(t, c, &tls.Certificate{Certificate: [][]byte{forged.Raw}, PrivateKey: key}))
+	other := testca.New(t, testca.Options{Name: "other", TTL: time.Hour})
+	forged := other.Operator(t, pki.RoleAdmin, "mallory")
+	asForged := livedumpv1.NewFleetServiceClient(dial(t, c, forged))
 	_, err = asForged.ListAgents(ctx, &livedumpv1.ListAgentsRequest{})
 	if err == nil || status.Code(err) == codes.OK {
 		t.Fatal("a certificate from a foreign CA was accepted")
@@ -337,14 +328,7 @@ func TestCertificateRenewsBeforeExpiry(t *testing.T) {
 }
 
 func mustCSR(t *testing.T) []byte {
-	key, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := pki.CreateCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, der := testca.KeyCSR(t)
 	return der
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 	"github.com/livedump/livedump/sim"
+	"github.com/livedump/livedump/tests/testca"
 )
 
 func TestSilentAgentGoesOffline(t *testing.T) {
@@ -137,10 +138,7 @@ func TestWrongTokenStopsTheAgent(t *testing.T) {
 }
 
 func TestExternalCA(t *testing.T) {
-	ca, err := pki.NewCA("corp issuing CA", time.Now(), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := testca.New(t, testca.Options{Name: "corp issuing CA", TTL: 24 * time.Hour})
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "corp.crt"), filepath.Join(dir, "corp.key")
 	if err := pki.WriteCerts(certFile, ca.Cert); err != nil {

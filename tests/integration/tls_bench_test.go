@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/livedump/livedump/internal/pki"
+	"github.com/livedump/livedump/tests/testca"
 )
 
 // BenchmarkTLSLoopback is the ceiling for dump uploads on this machine: one
@@ -16,17 +16,8 @@ import (
 //
 //	go test ./tests/integration -run '^$' -bench TLSLoopback -benchtime 2048x
 func BenchmarkTLSLoopback(b *testing.B) {
-	ca, err := pki.NewCA("bench", time.Now(), time.Hour)
-	if err != nil {
-		b.Fatal(err)
-	}
-	key, _ := pki.GenerateKey()
-	cert, err := ca.SignServer(key.Public(), []string{"localhost"}, nil, time.Now(), time.Hour)
-	if err != nil {
-		b.Fatal(err)
-	}
-	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{MinVersion: tls.VersionTLS13,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key}}})
+	ca := testca.New(b, testca.Options{Name: "bench", TTL: time.Hour})
+	l, err := tls.Listen("tcp", "127.0.0.1:0", ca.ServerTLS(ca.Server(b, "localhost"), tls.NoClientCert))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -43,7 +34,7 @@ func BenchmarkTLSLoopback(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c := tls.Client(raw, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: ca.Pool(), ServerName: "localhost"})
+	c := tls.Client(raw, ca.ClientTLS("localhost", nil))
 	defer c.Close()
 	buf := make([]byte, 1<<20)
 	b.SetBytes(int64(len(buf)))

@@ -46,8 +46,7 @@ func TestHole02_RefusedEnrollCannotFillTheAuditLog(t *testing.T) {
 	ctx := context.Background()
 	tok := c.Token(t, 100, nil)
 	attacker := livedumpv1.NewAgentServiceClient(dialFrom(t, c, "127.0.0.2"))
-	key, _ := pki.GenerateKey()
-	csr, _ := pki.CreateCSR(key)
+	_, csr := harness.KeyCSR(t)
 
 	mib := strings.Repeat("x", 1<<20)
 	requests := []*livedumpv1.EnrollRequest{

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/livedump/livedump/controller"
 	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/tests/harness"
+	"github.com/livedump/livedump/tests/testca"
 )
 
 // TestHole15_FailedHandshakesAreCountedAndLogged: a client certificate from
@@ -25,20 +25,11 @@ func TestHole15_FailedHandshakesAreCountedAndLogged(t *testing.T) {
 		cfg.Transport.HandshakeTimeout = 500 * time.Millisecond
 	})
 
-	// A certificate from another CA.
-	other, err := pki.LoadOrCreateCA(filepath.Join(t.TempDir(), "pki"), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _ := pki.GenerateKey()
-	der, _ := pki.CreateCSR(key)
-	csr, _ := pki.ParseCSR(der)
-	leaf, err := other.SignClient(csr, pki.OperatorIdentity(pki.RoleAdmin, "mallory"), time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A certificate from another CA of the same name as the controller's:
+	// a TLS client offers only a certificate whose issuer the server names.
+	other := testca.New(t, testca.Options{Name: c.CA().Cert.Subject.CommonName})
 	cfg := anonymousTLS(c)
-	cfg.Certificates = []tls.Certificate{{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}}
+	cfg.Certificates = []tls.Certificate{*other.Operator(t, pki.RoleAdmin, "mallory")}
 	if conn, err := tls.Dial("tcp", c.Addr(), cfg); err == nil {
 		// TLS 1.3: the client learns of the refusal on its first read.
 		conn.SetReadDeadline(time.Now().Add(5 * time.Second))

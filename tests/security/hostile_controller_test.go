@@ -15,6 +15,7 @@ import (
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 	"github.com/livedump/livedump/tests/harness"
+	"github.com/livedump/livedump/tests/testca"
 )
 
 // hostileController is attacker 5 of docs/security.md: a controller the
@@ -44,20 +45,11 @@ const hostileAgentID = "victim-01"
 // trusts.
 func startHostileController(t *testing.T, c *harness.Controller) *hostileController {
 	t.Helper()
-	key, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := c.CA().SignServer(key.Public(), nil, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tlsCfg := &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw, c.CA().Cert.Raw}, PrivateKey: key, Leaf: cert}},
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    c.CA().Pool(),
-	}
+	ca := testca.Wrap(c.CA())
+	cert := ca.Server(t, "127.0.0.1")
+	// The chain carries the CA too, as a controller's might.
+	cert.Certificate = append(cert.Certificate, ca.Cert.Raw)
+	tlsCfg := ca.ServerTLS(cert, tls.VerifyClientCertIfGiven)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

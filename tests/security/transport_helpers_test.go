@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/livedump/livedump/tests/harness"
+	"github.com/livedump/livedump/tests/testca"
 )
 
 // Helpers of the attacks without a certificate (holes 2, 3 and 15).
@@ -48,7 +49,9 @@ func counterValue(t testing.TB, reg *prometheus.Registry, name string, labels ma
 // anonymousTLS is the TLS configuration of a client without a certificate
 // that trusts the controller.
 func anonymousTLS(c *harness.Controller) *tls.Config {
-	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: c.CA().Pool(), ServerName: "127.0.0.1", NextProtos: []string{"h2"}}
+	cfg := testca.Wrap(c.CA()).ClientTLS("127.0.0.1", nil)
+	cfg.NextProtos = []string{"h2"}
+	return cfg
 }
 
 // dialFrom connects to the controller without a certificate from another

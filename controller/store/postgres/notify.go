@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/livedump/livedump/internal/backoff"
 )
 
 // Reconnect backoff for Listen: short enough that a replica misses little
@@ -82,14 +83,14 @@ func (s *Store) Listen(ctx context.Context, channels []string, fn func(channel, 
 		}
 		conn.Close(context.Background())
 		conn = nil
-		for delay := listenMinBackoff; ; delay = min(2*delay, listenMaxBackoff) {
-			// Full jitter over the upper half keeps replicas that lost the
-			// database together from reconnecting in lockstep.
-			wait := delay/2 + rand.N(delay/2+1)
+		// Jitter over the upper half keeps replicas that lost the database
+		// together from reconnecting in lockstep.
+		retry := backoff.New(backoff.Policy{Min: listenMinBackoff, Max: listenMaxBackoff, Jitter: true})
+		for {
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(wait):
+			case <-time.After(retry.NextBackOff()):
 			}
 			if conn, err = connect(); err == nil {
 				break

@@ -15,6 +15,7 @@ import (
 
 	"github.com/livedump/livedump/controller/dumps"
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/internal/ids"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
@@ -130,13 +131,8 @@ func (s *FleetServer) ListDumps(ctx context.Context, req *livedumpv1.ListDumpsRe
 }
 
 func validDumpID(id string) error {
-	if len(id) < 8 || len(id) > 64 {
+	if ids.DumpID(id) != nil {
 		return invalid("id", "%q is not a dump ID", id)
-	}
-	for _, c := range id {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return invalid("id", "%q is not a dump ID", id)
-		}
 	}
 	return nil
 }

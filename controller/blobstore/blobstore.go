@@ -12,6 +12,8 @@ import (
 	"io"
 	"regexp"
 	"time"
+
+	"github.com/livedump/livedump/internal/ids"
 )
 
 // ErrNotFound is returned for a hash the store does not hold.
@@ -81,19 +83,11 @@ type Upload interface {
 	Close() error
 }
 
-var (
-	hexSHA   = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	uploadID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
-)
+var uploadID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 
-// ValidSHA256 reports whether s is a lower-case hex SHA-256. Hashes become
-// paths and keys, so nothing else is accepted.
-func ValidSHA256(s string) error {
-	if !hexSHA.MatchString(s) {
-		return fmt.Errorf("sha256 %q: want 64 lower-case hex digits", s)
-	}
-	return nil
-}
+// ValidSHA256 reports whether s is a lower-case hex SHA-256 (ids.SHA256).
+// Hashes become paths and keys, so nothing else is accepted.
+func ValidSHA256(s string) error { return ids.SHA256(s) }
 
 // checkUploadID validates an upload id, which becomes a file name or key.
 func checkUploadID(id string) error {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/livedump/livedump/controller/blobstore"
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/internal/ids"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
@@ -87,12 +88,9 @@ func StateValue(s string) livedumpv1.DumpState {
 	return livedumpv1.DumpState_DUMP_STATE_UNSPECIFIED
 }
 
-var (
-	idRe  = regexp.MustCompile(`^[0-9a-f]{8,64}$`)
-	shaRe = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	// Windows names live dumps <Component>-YYYYMMDD-HHMM[-N].dmp.
-	fileRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}\.(?i:dmp)$`)
-)
+// Windows names live dumps <Component>-YYYYMMDD-HHMM[-N].dmp. Dump IDs
+// and hashes follow internal/ids.
+var fileRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}\.(?i:dmp)$`)
 
 // Bounds limit what agents may make the controller store and hold. Zero
 // values take the defaults; a negative quota means none.
@@ -246,11 +244,11 @@ func checkDump(d *livedumpv1.Dump) error {
 	switch {
 	case d == nil:
 		return invalid("dump", "missing")
-	case !idRe.MatchString(d.GetId()):
+	case ids.DumpID(d.GetId()) != nil:
 		return invalid("dump.id", "%q: want 8-64 lower-case hex digits", clip(d.GetId()))
 	case d.GetFileName() != "" && !fileRe.MatchString(d.GetFileName()):
 		return invalid("dump.file_name", "%q is not a dump file name", clip(d.GetFileName()))
-	case d.GetSha256() != "" && !shaRe.MatchString(d.GetSha256()):
+	case d.GetSha256() != "" && ids.SHA256(d.GetSha256()) != nil:
 		return invalid("dump.sha256", "%q: want 64 lower-case hex digits", clip(d.GetSha256()))
 	case d.GetSize() < 0 || d.GetSize() > MaxDumpSize:
 		return invalid("dump.size", "%d out of range", d.GetSize())
@@ -367,7 +365,7 @@ func (r *Receiver) checkSize(ctx context.Context, agentID string, d *livedumpv1.
 
 // Offset returns where an upload resumes.
 func (r *Receiver) Offset(ctx context.Context, agentID, id string) (*livedumpv1.DumpOffsetResponse, error) {
-	if !idRe.MatchString(id) {
+	if ids.DumpID(id) != nil {
 		return nil, invalid("dump_id", "%q: want 8-64 lower-case hex digits", id)
 	}
 	d, err := r.cfg.Store.GetDump(ctx, id)
@@ -464,7 +462,7 @@ func (r *Receiver) Upload(agentID string, stream grpc.ClientStreamingServer[live
 	if err := checkDump(d); err != nil {
 		return r.refuse("invalid", agentID, d.GetId(), err)
 	}
-	if !shaRe.MatchString(d.GetSha256()) || d.GetSize() <= 0 {
+	if ids.SHA256(d.GetSha256()) != nil || d.GetSize() <= 0 {
 		return r.refuse("invalid", agentID, d.GetId(), invalid("dump", "an upload needs the dump's size and sha256"))
 	}
 	if h.GetCompression() != "zstd" {

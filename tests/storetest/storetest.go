@@ -83,6 +83,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"OperatorCertRecord", testOperatorCertRecord},
 		{"OperatorCertRevokeSerial", testOperatorCertRevokeSerial},
 		{"OperatorCertRevokeName", testOperatorCertRevokeName},
+		{"OperatorCertRevokedBoth", testOperatorCertRevokedBoth},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1369,6 +1370,33 @@ func testOperatorCertRevokeSerial(t *testing.T, s store.Store) {
 			checkOperatorCert(t, g, late)
 		}
 	}
+}
+
+// testOperatorCertRevokedBoth: a certificate revoked by serial and by name
+// reports the revocation of its serial; one of the name never seen reports
+// the name's.
+func testOperatorCertRevokedBoth(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	must(t, "RecordOperatorCert", s.RecordOperatorCert(ctx, sampleOperatorCert("0d01", "gina", base)))
+	bySerial, byName := base.Add(time.Hour), base.Add(2*time.Hour)
+	_, err := s.RevokeOperatorCert(ctx, "0d01", bySerial, "operator/admin/a")
+	must(t, "RevokeOperatorCert", err)
+	_, err = s.RevokeOperatorName(ctx, "gina", byName, "operator/admin/b")
+	must(t, "RevokeOperatorName", err)
+
+	r, revoked, err := s.OperatorCertRevocation(ctx, "0d01", "gina", base)
+	must(t, "OperatorCertRevocation", err)
+	if !revoked || r.Serial != "0d01" || r.Name != "" || r.By != "operator/admin/a" {
+		t.Errorf("OperatorCertRevocation = %+v, %v; want revoked by serial, by operator/admin/a", r, revoked)
+	}
+	checkTime(t, "serial revocation At", r.At, bySerial)
+
+	r, revoked, err = s.OperatorCertRevocation(ctx, "0d02", "gina", base)
+	must(t, "OperatorCertRevocation unseen", err)
+	if !revoked || r.Name != "gina" || r.Serial != "" || r.By != "operator/admin/b" {
+		t.Errorf("OperatorCertRevocation unseen = %+v, %v; want revoked by name, by operator/admin/b", r, revoked)
+	}
+	checkTime(t, "name revocation At", r.At, byName)
 }
 
 func testOperatorCertRevokeName(t *testing.T, s store.Store) {

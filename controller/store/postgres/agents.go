@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/sqlstore"
 )
 
 // agentColumns is shared by every agent SELECT so scanAgent stays in step.
@@ -31,7 +32,7 @@ func scanAgent(row pgx.Row) (store.Agent, error) {
 	if err != nil {
 		return store.Agent{}, mapErr(err)
 	}
-	if a.Labels, err = labelsVal(labels); err != nil {
+	if a.Labels, err = sqlstore.DecodeLabels(labels); err != nil {
 		return store.Agent{}, err
 	}
 	a.OSUBR = uint32(ubr)
@@ -47,7 +48,7 @@ func scanAgent(row pgx.Row) (store.Agent, error) {
 // CreateAgent inserts a new agent, or returns store.ErrConflict if the ID is
 // already taken.
 func (s *Store) CreateAgent(ctx context.Context, a store.Agent) error {
-	labels, err := labelsArg(a.Labels)
+	labels, err := sqlstore.EncodeLabels(a.Labels)
 	if err != nil {
 		return fmt.Errorf("create agent %s: %w", a.ID, err)
 	}
@@ -134,7 +135,7 @@ func (s *Store) TouchAgent(ctx context.Context, id string, seen time.Time) error
 // SetLabels replaces the agent's user labels and returns the updated row,
 // read by the same statement so the caller sees its own write.
 func (s *Store) SetLabels(ctx context.Context, id string, labels map[string]string) (store.Agent, error) {
-	enc, err := labelsArg(labels)
+	enc, err := sqlstore.EncodeLabels(labels)
 	if err != nil {
 		return store.Agent{}, fmt.Errorf("set labels of agent %s: %w", id, err)
 	}

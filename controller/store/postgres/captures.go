@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/sqlstore"
 )
 
 // Advisory lock classes for the two-key form pg_advisory_xact_lock(int,
@@ -32,22 +32,23 @@ func scanCapture(row pgx.Row) (store.Capture, error) {
 		return store.Capture{}, mapErr(err)
 	}
 	c.Created, c.Expires = timeVal(created), timeVal(expires)
-	if err := json.Unmarshal([]byte(warnings), &c.Warnings); err != nil {
-		return store.Capture{}, fmt.Errorf("capture %s warnings: %w", c.ID, err)
+	var err error
+	if c.Warnings, err = sqlstore.DecodeWarnings(c.ID, warnings); err != nil {
+		return store.Capture{}, err
 	}
 	return c, nil
 }
 
 // CreateCapture stores a capture and its targets atomically.
 func (s *Store) CreateCapture(ctx context.Context, c store.Capture, targets []store.CaptureTarget) error {
-	warnings, err := json.Marshal(append([]string{}, c.Warnings...))
+	warnings, err := sqlstore.EncodeWarnings(c.Warnings)
 	if err != nil {
 		return err
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		err := conflictIfNone(tx.Exec(ctx, `INSERT INTO captures (`+captureColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 			ON CONFLICT (id) DO NOTHING`,
-			c.ID, c.Spec, c.State, c.Detail, timeArg(c.Created), timeArg(c.Expires), c.CreatedBy, c.Rendered, c.Statuses, string(warnings)))
+			c.ID, c.Spec, c.State, c.Detail, timeArg(c.Created), timeArg(c.Expires), c.CreatedBy, c.Rendered, c.Statuses, warnings))
 		if err != nil || len(targets) == 0 {
 			return err
 		}
@@ -230,11 +231,11 @@ func (s *Store) ClaimTargets(ctx context.Context, captureID string, agentIDs []s
 		}
 		var room *int64 // NULL: LIMIT ALL
 		if allowed >= 0 {
-			var left int64
+			var left int
 			if err := tx.QueryRow(ctx, `SELECT count(*) FROM capture_targets WHERE capture_id = $1 AND state <> 'pending'`, captureID).Scan(&left); err != nil {
 				return err
 			}
-			r := max(0, int64(allowed)-left)
+			r := int64(store.RolloutRoom(allowed, left))
 			room = &r
 		}
 		rows, err := tx.Query(ctx, `WITH pick AS (
@@ -340,11 +341,8 @@ func (s *Store) InsertEvents(ctx context.Context, events []store.Event) (int, er
 
 // ListEvents returns a capture's events after a sequence number.
 func (s *Store) ListEvents(ctx context.Context, captureID string, afterSeq int64, limit int) ([]store.Event, error) {
-	if limit <= 0 {
-		limit = 1000
-	}
 	rows, err := s.pool.Query(ctx, `SELECT seq, id, capture_id, agent_id, time, pid, tid, process, probe, status, user_frames, kernel_frames, signature
-		FROM events WHERE capture_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, captureID, afterSeq, limit)
+		FROM events WHERE capture_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, captureID, afterSeq, store.EventLimit(limit))
 	if err != nil {
 		return nil, fmt.Errorf("list events of %s: %w", captureID, err)
 	}

@@ -9,9 +9,19 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/sqlstore"
 )
 
-const dumpColumns = `id, agent_id, capture_id, event_id, file_name, size, sha256, state, detail, written, updated, committed, compressed, signature, pulled, admitted, dump_type, bug_check_code, os_build, declared_size`
+const dumpColumns = sqlstore.DumpColumns
+
+// The dump statements, numbered for PostgreSQL.
+var (
+	putDumpSQL          = sqlstore.Rebind(sqlstore.PutDump)
+	dumpBytesSQL        = sqlstore.Rebind(sqlstore.DumpBytes)
+	agentDumpBytesSQL   = sqlstore.Rebind(sqlstore.AgentDumpBytes)
+	staleDumpUploadsSQL = sqlstore.Rebind(sqlstore.StaleDumpUploads)
+	expireDumpUploadSQL = sqlstore.Rebind(sqlstore.ExpireDumpUpload)
+)
 
 func scanDump(row pgx.Row) (store.Dump, error) {
 	var d store.Dump
@@ -27,26 +37,13 @@ func scanDump(row pgx.Row) (store.Dump, error) {
 	return d, nil
 }
 
-// PutDump inserts or updates a dump's agent-reported fields. Progress, the
-// operator's pull and the admission are not the agent's to report, so a
-// later report leaves them alone; nor are the hash and size once known, or
-// the uploaded state, which only a verified upload sets.
+// PutDump inserts or updates a dump's agent-reported fields
+// (sqlstore.PutDump); store.CheckPutDump says what it refuses.
 func (s *Store) PutDump(ctx context.Context, d store.Dump) error {
-	if d.State == store.DumpUploaded {
-		return fmt.Errorf("put dump %s: state %s is set only by a verified upload", d.ID, d.State)
+	if err := store.CheckPutDump(d); err != nil {
+		return fmt.Errorf("put dump %s: %w", d.ID, err)
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO dumps (`+dumpColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, 0, $12, false, false, $13, $14, $15, $16)
-		ON CONFLICT (id) DO UPDATE SET capture_id = excluded.capture_id, event_id = excluded.event_id, file_name = excluded.file_name,
-			size = CASE WHEN dumps.sha256 = '' THEN excluded.size ELSE dumps.size END,
-			sha256 = CASE WHEN dumps.sha256 = '' THEN excluded.sha256 ELSE dumps.sha256 END,
-			state = CASE WHEN dumps.state = 'uploaded' THEN dumps.state ELSE excluded.state END,
-			detail = CASE WHEN dumps.state = 'uploaded' THEN dumps.detail ELSE excluded.detail END,
-			written = excluded.written, updated = excluded.updated, signature = excluded.signature,
-			dump_type = CASE WHEN excluded.dump_type = '' THEN dumps.dump_type ELSE excluded.dump_type END,
-			bug_check_code = CASE WHEN excluded.dump_type = '' THEN dumps.bug_check_code ELSE excluded.bug_check_code END,
-			os_build = CASE WHEN excluded.dump_type = '' THEN dumps.os_build ELSE excluded.os_build END,
-			declared_size = CASE WHEN excluded.dump_type = '' THEN dumps.declared_size ELSE excluded.declared_size END`,
+	_, err := s.pool.Exec(ctx, putDumpSQL,
 		d.ID, d.AgentID, d.CaptureID, d.EventID, d.FileName, d.Size, d.SHA256, d.State, d.Detail, timeArg(d.Written), timeArg(d.Updated), d.Signature,
 		d.DumpType, int64(d.BugCheckCode), int64(d.OSBuild), d.DeclaredSize)
 	if err != nil {
@@ -114,7 +111,8 @@ func (s *Store) MarkDumpPulled(ctx context.Context, id string) error {
 	return nil
 }
 
-// AdmitDump decides whether a dump may upload under its capture's quotas.
+// AdmitDump decides whether a dump may upload under its capture's quotas
+// (store.AdmitAllowed).
 //
 // Admissions for one capture are serialised by locking the capture row
 // (SELECT ... FOR UPDATE), or, for a dump whose capture has no row, a
@@ -152,18 +150,15 @@ func (s *Store) AdmitDump(ctx context.Context, id string, maxDumps, perSignature
 		if admitted {
 			return nil
 		}
+		c := store.AdmitCounts{Pulled: pulled, Signature: signature}
 		if !pulled {
-			var total, sameSig int64
 			if err := tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE signature = $2)
-				FROM dumps WHERE capture_id = $1 AND admitted`, captureID, signature).Scan(&total, &sameSig); err != nil {
+				FROM dumps WHERE capture_id = $1 AND admitted`, captureID, signature).Scan(&c.Admitted, &c.SameSignature); err != nil {
 				return err
 			}
-			if maxDumps > 0 && total >= int64(maxDumps) {
-				return nil
-			}
-			if perSignature > 0 && signature != "" && sameSig >= int64(perSignature) {
-				return nil
-			}
+		}
+		if !store.AdmitAllowed(c, maxDumps, perSignature) {
+			return nil
 		}
 		if _, err := tx.Exec(ctx, `UPDATE dumps SET admitted = true WHERE id = $1`, id); err != nil {
 			return err
@@ -180,11 +175,9 @@ func (s *Store) AdmitDump(ctx context.Context, id string, maxDumps, perSignature
 // DumpBytes sums what dumps hold: uploaded ones whole, others what was
 // committed of them.
 func (s *Store) DumpBytes(ctx context.Context, agentID string) (int64, error) {
-	q := `SELECT COALESCE(SUM(CASE WHEN state = 'uploaded' THEN size ELSE committed END), 0)::BIGINT FROM dumps`
-	var args []any
+	q, args := dumpBytesSQL, []any{}
 	if agentID != "" {
-		q += ` WHERE agent_id = $1`
-		args = append(args, agentID)
+		q, args = agentDumpBytesSQL, []any{agentID}
 	}
 	var n int64
 	if err := s.pool.QueryRow(ctx, q, args...).Scan(&n); err != nil {
@@ -195,8 +188,7 @@ func (s *Store) DumpBytes(ctx context.Context, agentID string) (int64, error) {
 
 // StaleDumpUploads lists partial uploads not updated since t.
 func (s *Store) StaleDumpUploads(ctx context.Context, t time.Time, limit int) ([]store.Dump, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+dumpColumns+` FROM dumps
-		WHERE state <> 'uploaded' AND committed > 0 AND updated < $1 ORDER BY updated, id LIMIT $2`, timeArg(t), limit)
+	rows, err := s.pool.Query(ctx, staleDumpUploadsSQL, timeArg(t), limit)
 	if err != nil {
 		return nil, fmt.Errorf("list stale dump uploads: %w", err)
 	}
@@ -209,8 +201,7 @@ func (s *Store) StaleDumpUploads(ctx context.Context, t time.Time, limit int) ([
 
 // ExpireDumpUpload forgets a partial upload if it is still stale.
 func (s *Store) ExpireDumpUpload(ctx context.Context, id string, t time.Time, detail string, at time.Time) (bool, error) {
-	tag, err := s.pool.Exec(ctx, `UPDATE dumps SET committed = 0, compressed = 0, state = 'failed', detail = $1, updated = $2
-		WHERE id = $3 AND state <> 'uploaded' AND updated < $4`, detail, timeArg(at), id, timeArg(t))
+	tag, err := s.pool.Exec(ctx, expireDumpUploadSQL, detail, timeArg(at), id, timeArg(t))
 	if err != nil {
 		return false, fmt.Errorf("expire dump upload %s: %w", id, err)
 	}

@@ -9,10 +9,18 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/sqlstore"
 )
 
-const operatorCertColumns = `serial, role, name, issued, not_before, not_after,
-	first_seen, last_seen, revoked_at, revoked_by`
+// The operator certificate statements, numbered for PostgreSQL.
+var (
+	recordOperatorCertSQL      = sqlstore.Rebind(sqlstore.RecordOperatorCert)
+	listOperatorCertsSQL       = sqlstore.Rebind(sqlstore.ListOperatorCerts)
+	revokeOperatorCertSQL      = sqlstore.Rebind(sqlstore.RevokeOperatorCert)
+	revokeOperatorNameSQL      = sqlstore.Rebind(sqlstore.RevokeOperatorName)
+	markOperatorNameRevokedSQL = sqlstore.Rebind(sqlstore.MarkOperatorNameRevoked)
+	operatorCertRevocationSQL  = sqlstore.Rebind(sqlstore.OperatorCertRevocation)
+)
 
 func scanOperatorCert(sc pgx.Row) (store.OperatorCert, error) {
 	var (
@@ -28,21 +36,9 @@ func scanOperatorCert(sc pgx.Row) (store.OperatorCert, error) {
 }
 
 // RecordOperatorCert inserts an operator certificate or updates when it
-// was seen, never its revocation.
+// was seen (sqlstore.RecordOperatorCert), never its revocation.
 func (s *Store) RecordOperatorCert(ctx context.Context, c store.OperatorCert) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO operator_certs
-		(serial, role, name, issued, not_before, not_after, first_seen, last_seen)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-		ON CONFLICT (serial) DO UPDATE SET
-			role = CASE WHEN operator_certs.role = '' THEN excluded.role ELSE operator_certs.role END,
-			name = CASE WHEN operator_certs.name = '' THEN excluded.name ELSE operator_certs.name END,
-			issued = COALESCE(operator_certs.issued, excluded.issued),
-			not_before = COALESCE(operator_certs.not_before, excluded.not_before),
-			not_after = COALESCE(operator_certs.not_after, excluded.not_after),
-			first_seen = COALESCE(operator_certs.first_seen, excluded.first_seen),
-			last_seen = CASE WHEN excluded.last_seen IS NOT NULL
-				AND (operator_certs.last_seen IS NULL OR excluded.last_seen > operator_certs.last_seen)
-				THEN excluded.last_seen ELSE operator_certs.last_seen END`,
+	_, err := s.pool.Exec(ctx, recordOperatorCertSQL,
 		c.Serial, c.Role, c.Name, timeArg(c.Issued), timeArg(c.NotBefore), timeArg(c.NotAfter),
 		timeArg(c.FirstSeen), timeArg(c.LastSeen))
 	if err != nil {
@@ -54,11 +50,7 @@ func (s *Store) RecordOperatorCert(ctx context.Context, c store.OperatorCert) er
 // ListOperatorCerts returns recorded operator certificates, newest issued
 // first, serials never seen last.
 func (s *Store) ListOperatorCerts(ctx context.Context, limit int) ([]store.OperatorCert, error) {
-	if limit <= 0 {
-		limit = 1000
-	}
-	rows, err := s.pool.Query(ctx, `SELECT `+operatorCertColumns+` FROM operator_certs
-		ORDER BY issued DESC NULLS LAST, serial LIMIT $1`, limit)
+	rows, err := s.pool.Query(ctx, listOperatorCertsSQL, store.OperatorCertLimit(limit))
 	if err != nil {
 		return nil, fmt.Errorf("list operator certificates: %w", err)
 	}
@@ -72,12 +64,7 @@ func (s *Store) ListOperatorCerts(ctx context.Context, limit int) ([]store.Opera
 // RevokeOperatorCert revokes one serial, seen or not; the first revocation
 // keeps its time and author.
 func (s *Store) RevokeOperatorCert(ctx context.Context, serial string, at time.Time, by string) (store.OperatorCert, error) {
-	c, err := scanOperatorCert(s.pool.QueryRow(ctx, `INSERT INTO operator_certs (serial, revoked_at, revoked_by)
-		VALUES ($1, $2, $3)
-		ON CONFLICT (serial) DO UPDATE SET
-			revoked_by = CASE WHEN operator_certs.revoked_at IS NULL THEN excluded.revoked_by ELSE operator_certs.revoked_by END,
-			revoked_at = COALESCE(operator_certs.revoked_at, excluded.revoked_at)
-		RETURNING `+operatorCertColumns, serial, timeArg(at), by))
+	c, err := scanOperatorCert(s.pool.QueryRow(ctx, revokeOperatorCertSQL, serial, timeArg(at), by))
 	if err != nil {
 		return store.OperatorCert{}, fmt.Errorf("revoke operator certificate %s: %w", serial, err)
 	}
@@ -88,19 +75,10 @@ func (s *Store) RevokeOperatorCert(ctx context.Context, serial string, at time.T
 func (s *Store) RevokeOperatorName(ctx context.Context, name string, at time.Time, by string) (int, error) {
 	var n int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO operator_name_revocations (name, revoked_before, revoked_by)
-			VALUES ($1, $2, $3)
-			ON CONFLICT (name) DO UPDATE SET
-				revoked_by = CASE WHEN excluded.revoked_before > operator_name_revocations.revoked_before
-					THEN excluded.revoked_by ELSE operator_name_revocations.revoked_by END,
-				revoked_before = CASE WHEN excluded.revoked_before > operator_name_revocations.revoked_before
-					THEN excluded.revoked_before ELSE operator_name_revocations.revoked_before END`,
-			name, at.UnixMilli(), by); err != nil {
+		if _, err := tx.Exec(ctx, revokeOperatorNameSQL, name, at.UnixMilli(), by); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `UPDATE operator_certs SET revoked_at = $1, revoked_by = $2
-			WHERE name = $3 AND revoked_at IS NULL AND issued IS NOT NULL AND issued < $4`,
-			at.UnixMilli(), by, name, at.UnixMilli())
+		tag, err := tx.Exec(ctx, markOperatorNameRevokedSQL, at.UnixMilli(), by, name, at.UnixMilli())
 		if err != nil {
 			return err
 		}
@@ -117,24 +95,16 @@ func (s *Store) RevokeOperatorName(ctx context.Context, name string, at time.Tim
 // that refuses a certificate.
 func (s *Store) OperatorCertRevocation(ctx context.Context, serial, name string, issued time.Time) (store.OperatorRevocation, bool, error) {
 	var (
-		at *int64
-		by string
+		bySerial bool
+		at       *int64
+		by       string
 	)
-	err := s.pool.QueryRow(ctx, `SELECT revoked_at, revoked_by FROM operator_certs
-		WHERE serial = $1 AND revoked_at IS NOT NULL`, serial).Scan(&at, &by)
+	err := s.pool.QueryRow(ctx, operatorCertRevocationSQL, serial, name, issued.UnixMilli()).Scan(&bySerial, &at, &by)
 	switch {
-	case err == nil:
-		return store.OperatorRevocation{Serial: serial, At: timeVal(at), By: by}, true, nil
-	case !errors.Is(err, pgx.ErrNoRows):
-		return store.OperatorRevocation{}, false, fmt.Errorf("operator certificate %s: %w", serial, err)
+	case errors.Is(err, pgx.ErrNoRows):
+		return store.OperatorRevocation{}, false, nil
+	case err != nil:
+		return store.OperatorRevocation{}, false, fmt.Errorf("operator certificate %s of %s: %w", serial, name, err)
 	}
-	err = s.pool.QueryRow(ctx, `SELECT revoked_before, revoked_by FROM operator_name_revocations
-		WHERE name = $1 AND revoked_before > $2`, name, issued.UnixMilli()).Scan(&at, &by)
-	switch {
-	case err == nil:
-		return store.OperatorRevocation{Name: name, At: timeVal(at), By: by}, true, nil
-	case !errors.Is(err, pgx.ErrNoRows):
-		return store.OperatorRevocation{}, false, fmt.Errorf("operator %s: %w", name, err)
-	}
-	return store.OperatorRevocation{}, false, nil
+	return sqlstore.Revocation(bySerial, serial, name, timeVal(at), by), true, nil
 }

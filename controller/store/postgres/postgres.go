@@ -7,7 +7,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -133,42 +132,6 @@ func timeVal(v *int64) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMilli(*v).UTC()
-}
-
-// blobArg keeps NOT NULL BYTEA columns from receiving NULL, which is what
-// pgx sends for a nil slice.
-func blobArg(b []byte) []byte {
-	if b == nil {
-		return []byte{}
-	}
-	return b
-}
-
-// labelsArg encodes labels as a JSON object; nil becomes "{}".
-func labelsArg(m map[string]string) (string, error) {
-	if m == nil {
-		m = map[string]string{}
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return "", fmt.Errorf("encode labels: %w", err)
-	}
-	return string(b), nil
-}
-
-// labelsVal decodes a labels column, always to a non-nil map.
-func labelsVal(s string) (map[string]string, error) {
-	m := map[string]string{}
-	if s == "" {
-		return m, nil
-	}
-	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		return nil, fmt.Errorf("decode labels: %w", err)
-	}
-	if m == nil {
-		m = map[string]string{}
-	}
-	return m, nil
 }
 
 // collect reads every row with scan into a non-nil slice, so that empty

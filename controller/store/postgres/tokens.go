@@ -2,13 +2,13 @@ package postgres
 
 import (
 	"context"
-	"crypto/subtle"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/sqlstore"
 )
 
 const tokenColumns = `id, secret_hash, uses, uses_left, labels, created, expires, created_by, revoked`
@@ -24,7 +24,7 @@ func scanToken(row pgx.Row) (store.Token, error) {
 		return store.Token{}, mapErr(err)
 	}
 	var err error
-	if t.Labels, err = labelsVal(labels); err != nil {
+	if t.Labels, err = sqlstore.DecodeLabels(labels); err != nil {
 		return store.Token{}, err
 	}
 	t.Uses, t.UsesLeft = int(uses), int(usesLeft)
@@ -35,13 +35,13 @@ func scanToken(row pgx.Row) (store.Token, error) {
 // CreateToken inserts a token, or returns store.ErrConflict if the ID is
 // already taken. A zero Expires is stored as "never expires".
 func (s *Store) CreateToken(ctx context.Context, t store.Token) error {
-	labels, err := labelsArg(t.Labels)
+	labels, err := sqlstore.EncodeLabels(t.Labels)
 	if err != nil {
 		return fmt.Errorf("create token %s: %w", t.ID, err)
 	}
 	err = conflictIfNone(s.pool.Exec(ctx, `INSERT INTO tokens (`+tokenColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING`,
-		t.ID, blobArg(t.SecretHash), int32(t.Uses), int32(t.UsesLeft), labels,
+		t.ID, sqlstore.BlobArg(t.SecretHash), int32(t.Uses), int32(t.UsesLeft), labels,
 		timeArg(t.Created), timeArg(t.Expires), t.CreatedBy, t.Revoked))
 	if err != nil {
 		return fmt.Errorf("create token %s: %w", t.ID, err)
@@ -71,13 +71,10 @@ func (s *Store) RevokeToken(ctx context.Context, id string) (store.Token, error)
 	return t, nil
 }
 
-// ConsumeToken atomically validates the token and takes one use from it.
-//
-// SELECT ... FOR UPDATE locks the token row, so concurrent enrollments,
-// from this process or another controller, check and decrement one at a
-// time and can never take more uses than the token has. The secret is
-// checked first, so a caller without it learns nothing about the token's
-// state.
+// ConsumeToken atomically validates the token (store.CheckToken) and takes
+// one use from it. SELECT ... FOR UPDATE locks the token row, so concurrent
+// enrollments, from this process or another controller, check and
+// decrement one at a time and can never take more uses than the token has.
 func (s *Store) ConsumeToken(ctx context.Context, id string, secretHash []byte, now time.Time) (store.Token, error) {
 	var t store.Token
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -86,20 +83,8 @@ func (s *Store) ConsumeToken(ctx context.Context, id string, secretHash []byte, 
 		if err != nil {
 			return err
 		}
-		// ConstantTimeCompare treats two empty slices as equal; an empty
-		// stored hash must never authenticate anyone.
-		if len(t.SecretHash) == 0 || subtle.ConstantTimeCompare(t.SecretHash, secretHash) != 1 {
-			return store.ErrNotFound
-		}
-		if t.Revoked {
-			return store.ErrTokenRevoked
-		}
-		// Expiry is exclusive: a token expiring at T is no longer valid at T.
-		if !t.Expires.IsZero() && !now.Before(t.Expires) {
-			return store.ErrTokenExpired
-		}
-		if t.UsesLeft <= 0 {
-			return store.ErrTokenExhausted
+		if err := store.CheckToken(t, secretHash, now); err != nil {
+			return err
 		}
 		_, err = tx.Exec(ctx, `UPDATE tokens SET uses_left = uses_left - 1 WHERE id = $1`, id)
 		return err

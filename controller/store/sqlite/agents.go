@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/sqlstore"
 )
 
 // agentColumns is shared by every agent SELECT so scanAgent stays in step.
@@ -37,7 +38,7 @@ func scanAgent(sc rowScanner) (store.Agent, error) {
 	if err != nil {
 		return store.Agent{}, err
 	}
-	if a.Labels, err = labelsVal(labels); err != nil {
+	if a.Labels, err = sqlstore.DecodeLabels(labels); err != nil {
 		return store.Agent{}, err
 	}
 	a.OSUBR = uint32(ubr)
@@ -66,7 +67,7 @@ func getAgent(ctx context.Context, q interface {
 // CreateAgent inserts a new agent, or returns store.ErrConflict if the ID is
 // already taken.
 func (s *Store) CreateAgent(ctx context.Context, a store.Agent) error {
-	labels, err := labelsArg(a.Labels)
+	labels, err := sqlstore.EncodeLabels(a.Labels)
 	if err != nil {
 		return fmt.Errorf("create agent %s: %w", a.ID, err)
 	}
@@ -181,7 +182,7 @@ func (s *Store) TouchAgent(ctx context.Context, id string, seen time.Time) error
 // The update and the read happen in one transaction so the caller sees its
 // own write, not one racing in after it.
 func (s *Store) SetLabels(ctx context.Context, id string, labels map[string]string) (store.Agent, error) {
-	enc, err := labelsArg(labels)
+	enc, err := sqlstore.EncodeLabels(labels)
 	if err != nil {
 		return store.Agent{}, fmt.Errorf("set labels of agent %s: %w", id, err)
 	}

@@ -3,12 +3,12 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/sqlstore"
 )
 
 const captureColumns = `id, spec, state, detail, created, expires, created_by, rendered, statuses, warnings`
@@ -23,8 +23,9 @@ func scanCapture(sc rowScanner) (store.Capture, error) {
 		return store.Capture{}, err
 	}
 	c.Created, c.Expires = timeVal(created), timeVal(expires)
-	if err := json.Unmarshal([]byte(warnings), &c.Warnings); err != nil {
-		return store.Capture{}, fmt.Errorf("capture %s warnings: %w", c.ID, err)
+	var err error
+	if c.Warnings, err = sqlstore.DecodeWarnings(c.ID, warnings); err != nil {
+		return store.Capture{}, err
 	}
 	return c, nil
 }
@@ -32,14 +33,14 @@ func scanCapture(sc rowScanner) (store.Capture, error) {
 // CreateCapture stores a capture and its targets atomically: a capture is
 // never visible without the agents it was created for.
 func (s *Store) CreateCapture(ctx context.Context, c store.Capture, targets []store.CaptureTarget) error {
-	warnings, err := json.Marshal(append([]string{}, c.Warnings...))
+	warnings, err := sqlstore.EncodeWarnings(c.Warnings)
 	if err != nil {
 		return err
 	}
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO captures (`+captureColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
-			c.ID, c.Spec, c.State, c.Detail, timeArg(c.Created), timeArg(c.Expires), c.CreatedBy, c.Rendered, c.Statuses, string(warnings))
+			c.ID, c.Spec, c.State, c.Detail, timeArg(c.Created), timeArg(c.Expires), c.CreatedBy, c.Rendered, c.Statuses, warnings)
 		if err != nil {
 			return err
 		}
@@ -213,11 +214,8 @@ func (s *Store) InsertEvents(ctx context.Context, events []store.Event) (int, er
 
 // ListEvents returns a capture's events after a sequence number.
 func (s *Store) ListEvents(ctx context.Context, captureID string, afterSeq int64, limit int) ([]store.Event, error) {
-	if limit <= 0 {
-		limit = 1000
-	}
 	rows, err := s.r.QueryContext(ctx, `SELECT seq, id, capture_id, agent_id, time, pid, tid, process, probe, status, user_frames, kernel_frames, signature
-		FROM events WHERE capture_id = ? AND seq > ? ORDER BY seq LIMIT ?`, captureID, afterSeq, limit)
+		FROM events WHERE capture_id = ? AND seq > ? ORDER BY seq LIMIT ?`, captureID, afterSeq, store.EventLimit(limit))
 	if err != nil {
 		return nil, fmt.Errorf("list events of %s: %w", captureID, err)
 	}
@@ -304,7 +302,7 @@ func (s *Store) ClaimTargets(ctx context.Context, captureID string, agentIDs []s
 			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM capture_targets WHERE capture_id = ? AND state <> 'pending'`, captureID).Scan(&left); err != nil {
 				return err
 			}
-			room = max(0, allowed-left)
+			room = store.RolloutRoom(allowed, left)
 		}
 		st, err := tx.PrepareContext(ctx, `UPDATE capture_targets SET state = 'delivered', updated = ? WHERE capture_id = ? AND agent_id = ? AND state = 'pending'`)
 		if err != nil {

@@ -8,9 +8,10 @@ import (
 	"time"
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/sqlstore"
 )
 
-const dumpColumns = `id, agent_id, capture_id, event_id, file_name, size, sha256, state, detail, written, updated, committed, compressed, signature, pulled, admitted, dump_type, bug_check_code, os_build, declared_size`
+const dumpColumns = sqlstore.DumpColumns
 
 func scanDump(sc rowScanner) (store.Dump, error) {
 	var d store.Dump
@@ -28,25 +29,13 @@ func scanDump(sc rowScanner) (store.Dump, error) {
 	return d, nil
 }
 
-// PutDump inserts or updates a dump's agent-reported fields. Progress, the
-// operator's pull and the admission are not the agent's to report, so a
-// later report leaves them alone; nor are the hash and size once known, or
-// the uploaded state, which only a verified upload sets.
+// PutDump inserts or updates a dump's agent-reported fields
+// (sqlstore.PutDump); store.CheckPutDump says what it refuses.
 func (s *Store) PutDump(ctx context.Context, d store.Dump) error {
-	if d.State == store.DumpUploaded {
-		return fmt.Errorf("put dump %s: state %s is set only by a verified upload", d.ID, d.State)
+	if err := store.CheckPutDump(d); err != nil {
+		return fmt.Errorf("put dump %s: %w", d.ID, err)
 	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO dumps (`+dumpColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 0, 0, ?, ?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET capture_id = excluded.capture_id, event_id = excluded.event_id, file_name = excluded.file_name,
-			size = CASE WHEN dumps.sha256 = '' THEN excluded.size ELSE dumps.size END,
-			sha256 = CASE WHEN dumps.sha256 = '' THEN excluded.sha256 ELSE dumps.sha256 END,
-			state = CASE WHEN dumps.state = 'uploaded' THEN dumps.state ELSE excluded.state END,
-			detail = CASE WHEN dumps.state = 'uploaded' THEN dumps.detail ELSE excluded.detail END,
-			written = excluded.written, updated = excluded.updated, signature = excluded.signature,
-			dump_type = CASE WHEN excluded.dump_type = '' THEN dumps.dump_type ELSE excluded.dump_type END,
-			bug_check_code = CASE WHEN excluded.dump_type = '' THEN dumps.bug_check_code ELSE excluded.bug_check_code END,
-			os_build = CASE WHEN excluded.dump_type = '' THEN dumps.os_build ELSE excluded.os_build END,
-			declared_size = CASE WHEN excluded.dump_type = '' THEN dumps.declared_size ELSE excluded.declared_size END`,
+	_, err := s.w.ExecContext(ctx, sqlstore.PutDump,
 		d.ID, d.AgentID, d.CaptureID, d.EventID, d.FileName, d.Size, d.SHA256, d.State, d.Detail, timeArg(d.Written), timeArg(d.Updated), d.Signature,
 		d.DumpType, int64(d.BugCheckCode), int64(d.OSBuild), d.DeclaredSize)
 	if err != nil {
@@ -126,8 +115,8 @@ func (s *Store) MarkDumpPulled(ctx context.Context, id string) error {
 	return nil
 }
 
-// AdmitDump decides whether a dump may upload under its capture's quotas.
-// The counts and the mark share one write transaction, and writes are
+// AdmitDump decides whether a dump may upload under its capture's quotas
+// (store.AdmitAllowed). The counts and the mark share one write transaction, and writes are
 // serialised (one writer connection, BEGIN IMMEDIATE across processes), so
 // no two admissions can both see room for the last slot.
 func (s *Store) AdmitDump(ctx context.Context, id string, maxDumps, perSignature int) (bool, error) {
@@ -147,26 +136,15 @@ func (s *Store) AdmitDump(ctx context.Context, id string, maxDumps, perSignature
 			admitted = true
 			return nil
 		}
-		if pulled == 0 {
-			if maxDumps > 0 {
-				var n int
-				if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM dumps WHERE capture_id = ? AND admitted = 1`, captureID).Scan(&n); err != nil {
-					return err
-				}
-				if n >= maxDumps {
-					return nil
-				}
+		c := store.AdmitCounts{Pulled: pulled != 0, Signature: signature}
+		if !c.Pulled && (maxDumps > 0 || perSignature > 0) {
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(signature = ?), 0)
+				FROM dumps WHERE capture_id = ? AND admitted = 1`, signature, captureID).Scan(&c.Admitted, &c.SameSignature); err != nil {
+				return err
 			}
-			if perSignature > 0 && signature != "" {
-				var n int
-				if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM dumps WHERE capture_id = ? AND signature = ? AND admitted = 1`,
-					captureID, signature).Scan(&n); err != nil {
-					return err
-				}
-				if n >= perSignature {
-					return nil
-				}
-			}
+		}
+		if !store.AdmitAllowed(c, maxDumps, perSignature) {
+			return nil
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE dumps SET admitted = 1 WHERE id = ?`, id); err != nil {
 			return err
@@ -183,11 +161,9 @@ func (s *Store) AdmitDump(ctx context.Context, id string, maxDumps, perSignature
 // DumpBytes sums what dumps hold: uploaded ones whole, others what was
 // committed of them.
 func (s *Store) DumpBytes(ctx context.Context, agentID string) (int64, error) {
-	q := `SELECT COALESCE(SUM(CASE WHEN state = 'uploaded' THEN size ELSE committed END), 0) FROM dumps`
-	var args []any
+	q, args := sqlstore.DumpBytes, []any{}
 	if agentID != "" {
-		q += ` WHERE agent_id = ?`
-		args = append(args, agentID)
+		q, args = sqlstore.AgentDumpBytes, []any{agentID}
 	}
 	var n int64
 	if err := s.r.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
@@ -198,8 +174,7 @@ func (s *Store) DumpBytes(ctx context.Context, agentID string) (int64, error) {
 
 // StaleDumpUploads lists partial uploads not updated since t.
 func (s *Store) StaleDumpUploads(ctx context.Context, t time.Time, limit int) ([]store.Dump, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+dumpColumns+` FROM dumps
-		WHERE state <> 'uploaded' AND committed > 0 AND updated < ? ORDER BY updated, id LIMIT ?`, timeArg(t), limit)
+	rows, err := s.r.QueryContext(ctx, sqlstore.StaleDumpUploads, timeArg(t), limit)
 	if err != nil {
 		return nil, fmt.Errorf("list stale dump uploads: %w", err)
 	}
@@ -217,8 +192,7 @@ func (s *Store) StaleDumpUploads(ctx context.Context, t time.Time, limit int) ([
 
 // ExpireDumpUpload forgets a partial upload if it is still stale.
 func (s *Store) ExpireDumpUpload(ctx context.Context, id string, t time.Time, detail string, at time.Time) (bool, error) {
-	res, err := s.w.ExecContext(ctx, `UPDATE dumps SET committed = 0, compressed = 0, state = 'failed', detail = ?, updated = ?
-		WHERE id = ? AND state <> 'uploaded' AND updated < ?`, detail, timeArg(at), id, timeArg(t))
+	res, err := s.w.ExecContext(ctx, sqlstore.ExpireDumpUpload, detail, timeArg(at), id, timeArg(t))
 	if err != nil {
 		return false, fmt.Errorf("expire dump upload %s: %w", id, err)
 	}

@@ -8,10 +8,8 @@ import (
 	"time"
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/sqlstore"
 )
-
-const operatorCertColumns = `serial, role, name, issued, not_before, not_after,
-	first_seen, last_seen, revoked_at, revoked_by`
 
 func scanOperatorCert(sc rowScanner) (store.OperatorCert, error) {
 	var (
@@ -27,21 +25,9 @@ func scanOperatorCert(sc rowScanner) (store.OperatorCert, error) {
 }
 
 // RecordOperatorCert inserts an operator certificate or updates when it
-// was seen, never its revocation.
+// was seen (sqlstore.RecordOperatorCert), never its revocation.
 func (s *Store) RecordOperatorCert(ctx context.Context, c store.OperatorCert) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO operator_certs
-		(serial, role, name, issued, not_before, not_after, first_seen, last_seen)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (serial) DO UPDATE SET
-			role = CASE WHEN operator_certs.role = '' THEN excluded.role ELSE operator_certs.role END,
-			name = CASE WHEN operator_certs.name = '' THEN excluded.name ELSE operator_certs.name END,
-			issued = COALESCE(operator_certs.issued, excluded.issued),
-			not_before = COALESCE(operator_certs.not_before, excluded.not_before),
-			not_after = COALESCE(operator_certs.not_after, excluded.not_after),
-			first_seen = COALESCE(operator_certs.first_seen, excluded.first_seen),
-			last_seen = CASE WHEN excluded.last_seen IS NOT NULL
-				AND (operator_certs.last_seen IS NULL OR excluded.last_seen > operator_certs.last_seen)
-				THEN excluded.last_seen ELSE operator_certs.last_seen END`,
+	_, err := s.w.ExecContext(ctx, sqlstore.RecordOperatorCert,
 		c.Serial, c.Role, c.Name, timeArg(c.Issued), timeArg(c.NotBefore), timeArg(c.NotAfter),
 		timeArg(c.FirstSeen), timeArg(c.LastSeen))
 	if err != nil {
@@ -53,11 +39,7 @@ func (s *Store) RecordOperatorCert(ctx context.Context, c store.OperatorCert) er
 // ListOperatorCerts returns recorded operator certificates, newest issued
 // first, serials never seen last.
 func (s *Store) ListOperatorCerts(ctx context.Context, limit int) ([]store.OperatorCert, error) {
-	if limit <= 0 {
-		limit = 1000
-	}
-	rows, err := s.r.QueryContext(ctx, `SELECT `+operatorCertColumns+` FROM operator_certs
-		ORDER BY issued DESC NULLS LAST, serial LIMIT ?`, limit)
+	rows, err := s.r.QueryContext(ctx, sqlstore.ListOperatorCerts, store.OperatorCertLimit(limit))
 	if err != nil {
 		return nil, fmt.Errorf("list operator certificates: %w", err)
 	}
@@ -79,12 +61,7 @@ func (s *Store) ListOperatorCerts(ctx context.Context, limit int) ([]store.Opera
 // RevokeOperatorCert revokes one serial, seen or not; the first revocation
 // keeps its time and author.
 func (s *Store) RevokeOperatorCert(ctx context.Context, serial string, at time.Time, by string) (store.OperatorCert, error) {
-	c, err := scanOperatorCert(s.w.QueryRowContext(ctx, `INSERT INTO operator_certs (serial, revoked_at, revoked_by)
-		VALUES (?, ?, ?)
-		ON CONFLICT (serial) DO UPDATE SET
-			revoked_by = CASE WHEN operator_certs.revoked_at IS NULL THEN excluded.revoked_by ELSE operator_certs.revoked_by END,
-			revoked_at = COALESCE(operator_certs.revoked_at, excluded.revoked_at)
-		RETURNING `+operatorCertColumns, serial, timeArg(at), by))
+	c, err := scanOperatorCert(s.w.QueryRowContext(ctx, sqlstore.RevokeOperatorCert, serial, timeArg(at), by))
 	if err != nil {
 		return store.OperatorCert{}, fmt.Errorf("revoke operator certificate %s: %w", serial, err)
 	}
@@ -95,19 +72,10 @@ func (s *Store) RevokeOperatorCert(ctx context.Context, serial string, at time.T
 func (s *Store) RevokeOperatorName(ctx context.Context, name string, at time.Time, by string) (int, error) {
 	var n int64
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO operator_name_revocations (name, revoked_before, revoked_by)
-			VALUES (?, ?, ?)
-			ON CONFLICT (name) DO UPDATE SET
-				revoked_by = CASE WHEN excluded.revoked_before > operator_name_revocations.revoked_before
-					THEN excluded.revoked_by ELSE operator_name_revocations.revoked_by END,
-				revoked_before = CASE WHEN excluded.revoked_before > operator_name_revocations.revoked_before
-					THEN excluded.revoked_before ELSE operator_name_revocations.revoked_before END`,
-			name, at.UnixMilli(), by); err != nil {
+		if _, err := tx.ExecContext(ctx, sqlstore.RevokeOperatorName, name, at.UnixMilli(), by); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE operator_certs SET revoked_at = ?, revoked_by = ?
-			WHERE name = ? AND revoked_at IS NULL AND issued IS NOT NULL AND issued < ?`,
-			at.UnixMilli(), by, name, at.UnixMilli())
+		res, err := tx.ExecContext(ctx, sqlstore.MarkOperatorNameRevoked, at.UnixMilli(), by, name, at.UnixMilli())
 		if err != nil {
 			return err
 		}
@@ -124,24 +92,16 @@ func (s *Store) RevokeOperatorName(ctx context.Context, name string, at time.Tim
 // that refuses a certificate.
 func (s *Store) OperatorCertRevocation(ctx context.Context, serial, name string, issued time.Time) (store.OperatorRevocation, bool, error) {
 	var (
-		at sql.NullInt64
-		by string
+		bySerial bool
+		at       sql.NullInt64
+		by       string
 	)
-	err := s.r.QueryRowContext(ctx, `SELECT revoked_at, revoked_by FROM operator_certs
-		WHERE serial = ? AND revoked_at IS NOT NULL`, serial).Scan(&at, &by)
+	err := s.r.QueryRowContext(ctx, sqlstore.OperatorCertRevocation, serial, name, issued.UnixMilli()).Scan(&bySerial, &at, &by)
 	switch {
-	case err == nil:
-		return store.OperatorRevocation{Serial: serial, At: timeVal(at), By: by}, true, nil
-	case !errors.Is(err, sql.ErrNoRows):
-		return store.OperatorRevocation{}, false, fmt.Errorf("operator certificate %s: %w", serial, err)
+	case errors.Is(err, sql.ErrNoRows):
+		return store.OperatorRevocation{}, false, nil
+	case err != nil:
+		return store.OperatorRevocation{}, false, fmt.Errorf("operator certificate %s of %s: %w", serial, name, err)
 	}
-	err = s.r.QueryRowContext(ctx, `SELECT revoked_before, revoked_by FROM operator_name_revocations
-		WHERE name = ? AND revoked_before > ?`, name, issued.UnixMilli()).Scan(&at, &by)
-	switch {
-	case err == nil:
-		return store.OperatorRevocation{Name: name, At: timeVal(at), By: by}, true, nil
-	case !errors.Is(err, sql.ErrNoRows):
-		return store.OperatorRevocation{}, false, fmt.Errorf("operator %s: %w", name, err)
-	}
-	return store.OperatorRevocation{}, false, nil
+	return sqlstore.Revocation(bySerial, serial, name, timeVal(at), by), true, nil
 }

@@ -8,16 +8,12 @@ import (
 	"time"
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/sqlstore"
 )
-
-// defaultDirectiveLimit bounds PendingDirectives when the caller gives no limit.
-const defaultDirectiveLimit = 100
 
 // HeartbeatReplica records the replica and renews its presence lease.
 func (s *Store) HeartbeatReplica(ctx context.Context, r store.Replica) error {
-	if r.Heartbeat.IsZero() {
-		r.Heartbeat = time.Now()
-	}
+	r = store.PrepareHeartbeat(r, time.Now())
 	_, err := s.w.ExecContext(ctx, `INSERT INTO replicas (id, addr, started, heartbeat) VALUES (?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, started = excluded.started, heartbeat = excluded.heartbeat`,
 		r.ID, r.Addr, timeArg(r.Started), r.Heartbeat.UnixMilli())
@@ -108,25 +104,15 @@ func scanDirective(sc rowScanner) (store.Directive, error) {
 	return d, nil
 }
 
-// blobArg keeps NOT NULL blob columns from receiving NULL for a nil slice.
-func blobArg(b []byte) []byte {
-	if b == nil {
-		return []byte{}
-	}
-	return b
-}
-
-// EnqueueDirective stores a pending directive and returns its Seq. A new
-// directive has no result yet, whatever d.Result holds.
+// EnqueueDirective stores a new directive (store.PrepareDirective) and
+// returns its Seq.
 func (s *Store) EnqueueDirective(ctx context.Context, d store.Directive) (int64, error) {
-	if d.Created.IsZero() {
-		d.Created = time.Now()
-	}
+	d = store.PrepareDirective(d, time.Now())
 	var seq int64
 	err := s.w.QueryRowContext(ctx, `INSERT INTO directives (agent_id, id, body, state, result, origin, created, updated)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
-		d.AgentID, d.ID, blobArg(d.Body), store.DirectivePending, []byte{}, d.Origin,
-		d.Created.UnixMilli(), d.Created.UnixMilli()).Scan(&seq)
+		d.AgentID, d.ID, sqlstore.BlobArg(d.Body), d.State, d.Result, d.Origin,
+		d.Created.UnixMilli(), d.Updated.UnixMilli()).Scan(&seq)
 	if err != nil {
 		return 0, fmt.Errorf("enqueue directive %s for %s: %w", d.ID, d.AgentID, err)
 	}
@@ -135,12 +121,9 @@ func (s *Store) EnqueueDirective(ctx context.Context, d store.Directive) (int64,
 
 // PendingDirectives returns the pending directives this replica should send.
 func (s *Store) PendingDirectives(ctx context.Context, replicaID string, limit int) ([]store.Directive, error) {
-	if limit <= 0 {
-		limit = defaultDirectiveLimit
-	}
 	rows, err := s.r.QueryContext(ctx, `SELECT d.seq, d.agent_id, d.id, d.body, d.state, d.result, d.origin, d.created, d.updated
 		FROM directives d JOIN presence p ON p.agent_id = d.agent_id
-		WHERE p.replica_id = ? AND d.state = ? ORDER BY d.seq LIMIT ?`, replicaID, store.DirectivePending, limit)
+		WHERE p.replica_id = ? AND d.state = ? ORDER BY d.seq LIMIT ?`, replicaID, store.DirectivePending, store.DirectiveLimit(limit))
 	if err != nil {
 		return nil, fmt.Errorf("pending directives of %s: %w", replicaID, err)
 	}
@@ -162,7 +145,7 @@ func (s *Store) PendingDirectives(ctx context.Context, replicaID string, limit i
 // SetDirectiveState records a directive's progress.
 func (s *Store) SetDirectiveState(ctx context.Context, seq int64, state string, result []byte, at time.Time) error {
 	res, err := s.w.ExecContext(ctx, `UPDATE directives SET state = ?, result = ?, updated = ? WHERE seq = ?`,
-		state, blobArg(result), at.UnixMilli(), seq)
+		state, sqlstore.BlobArg(result), at.UnixMilli(), seq)
 	if err == nil {
 		err = expectOne(res)
 	}

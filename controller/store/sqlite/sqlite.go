@@ -6,7 +6,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -165,33 +164,4 @@ func boolArg(b bool) int64 {
 		return 1
 	}
 	return 0
-}
-
-// labelsArg encodes labels as a JSON object; nil becomes "{}" so the column
-// never holds JSON null.
-func labelsArg(m map[string]string) (string, error) {
-	if m == nil {
-		m = map[string]string{}
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return "", fmt.Errorf("encode labels: %w", err)
-	}
-	return string(b), nil
-}
-
-// labelsVal decodes a labels column. It always returns a non-nil map so
-// callers can add to it without a nil check.
-func labelsVal(s string) (map[string]string, error) {
-	m := map[string]string{}
-	if s == "" {
-		return m, nil
-	}
-	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		return nil, fmt.Errorf("decode labels: %w", err)
-	}
-	if m == nil { // the text was JSON null
-		m = map[string]string{}
-	}
-	return m, nil
 }

@@ -157,14 +157,6 @@ func TestErrorsWrapContext(t *testing.T) {
 	}
 }
 
-func TestAuditLimitClamp(t *testing.T) {
-	for _, tc := range []struct{ in, want int }{{-5, 100}, {0, 100}, {1, 1}, {10000, 10000}, {10001, 10000}} {
-		if got := auditLimit(tc.in); got != tc.want {
-			t.Errorf("auditLimit(%d) = %d, want %d", tc.in, got, tc.want)
-		}
-	}
-}
-
 func TestTimeEncoding(t *testing.T) {
 	if timeArg(time.Time{}) != nil {
 		t.Error("zero time must encode as NULL")

@@ -2,13 +2,13 @@ package sqlite
 
 import (
 	"context"
-	"crypto/subtle"
 	"database/sql"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/sqlstore"
 )
 
 const tokenColumns = `id, secret_hash, uses, uses_left, labels, created, expires, created_by, revoked`
@@ -25,7 +25,7 @@ func scanToken(sc rowScanner) (store.Token, error) {
 		return store.Token{}, err
 	}
 	var err error
-	if t.Labels, err = labelsVal(labels); err != nil {
+	if t.Labels, err = sqlstore.DecodeLabels(labels); err != nil {
 		return store.Token{}, err
 	}
 	t.Uses = int(uses)
@@ -47,20 +47,14 @@ func getToken(ctx context.Context, tx *sql.Tx, id string) (store.Token, error) {
 // CreateToken inserts a token, or returns store.ErrConflict if the ID is
 // already taken. A zero Expires is stored as "never expires".
 func (s *Store) CreateToken(ctx context.Context, t store.Token) error {
-	labels, err := labelsArg(t.Labels)
+	labels, err := sqlstore.EncodeLabels(t.Labels)
 	if err != nil {
 		return fmt.Errorf("create token %s: %w", t.ID, err)
-	}
-	hash := t.SecretHash
-	if hash == nil {
-		// The column is NOT NULL; an empty hash can never match anyway
-		// because ConsumeToken rejects empty hashes.
-		hash = []byte{}
 	}
 	res, err := s.w.ExecContext(ctx, `INSERT INTO tokens (`+tokenColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`,
-		t.ID, hash, int64(t.Uses), int64(t.UsesLeft), labels,
+		t.ID, sqlstore.BlobArg(t.SecretHash), int64(t.Uses), int64(t.UsesLeft), labels,
 		timeArg(t.Created), timeArg(t.Expires), t.CreatedBy, boolArg(t.Revoked))
 	if err == nil {
 		err = conflictIfNone(res)
@@ -115,13 +109,10 @@ func (s *Store) RevokeToken(ctx context.Context, id string) (store.Token, error)
 	return t, nil
 }
 
-// ConsumeToken atomically validates the token and takes one use from it.
-//
-// The secret is checked before anything else, so a caller who does not hold
-// it learns nothing about whether the token is revoked, expired or used up:
-// every such probe just sees store.ErrNotFound. The check and the decrement
-// share one write transaction, and the UPDATE re-asserts uses_left > 0, so
-// concurrent enrollments can never take more uses than the token has.
+// ConsumeToken atomically validates the token (store.CheckToken) and takes
+// one use from it. The read, the check and the decrement share one write
+// transaction, and the UPDATE re-asserts uses_left > 0, so concurrent
+// enrollments can never take more uses than the token has.
 func (s *Store) ConsumeToken(ctx context.Context, id string, secretHash []byte, now time.Time) (store.Token, error) {
 	var t store.Token
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
@@ -130,20 +121,8 @@ func (s *Store) ConsumeToken(ctx context.Context, id string, secretHash []byte, 
 		if err != nil {
 			return err
 		}
-		// ConstantTimeCompare treats two empty slices as equal; an empty
-		// stored hash must never authenticate anyone.
-		if len(t.SecretHash) == 0 || subtle.ConstantTimeCompare(t.SecretHash, secretHash) != 1 {
-			return store.ErrNotFound
-		}
-		if t.Revoked {
-			return store.ErrTokenRevoked
-		}
-		// Expiry is exclusive: a token expiring at T is no longer valid at T.
-		if !t.Expires.IsZero() && !now.Before(t.Expires) {
-			return store.ErrTokenExpired
-		}
-		if t.UsesLeft <= 0 {
-			return store.ErrTokenExhausted
+		if err := store.CheckToken(t, secretHash, now); err != nil {
+			return err
 		}
 		res, err := tx.ExecContext(ctx,
 			`UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0`, id)

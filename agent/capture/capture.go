@@ -312,7 +312,7 @@ func (m *Manager) Arm(arm *livedumpv1.ArmCapture) error {
 	if arm.GetScript() != "" && !m.cfg.AllowRawScripts {
 		return ErrRawScriptNotAllowed
 	}
-	spec := specOf(arm)
+	spec := probe.FromArm(arm)
 	if arm.GetScript() == "" {
 		if err := spec.Validate(); err != nil {
 			return err
@@ -367,26 +367,6 @@ func (m *Manager) Disarm(id, reason string) {
 		return
 	}
 	m.finish(a, stateCancelled, reason)
-}
-
-func specOf(arm *livedumpv1.ArmCapture) probe.Spec {
-	action := probe.Action("stacks")
-	if arm.GetAction() == livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP {
-		action = probe.Action("dump")
-	}
-	return probe.Spec{
-		CaptureID:   arm.GetCaptureId(),
-		Processes:   arm.GetProcesses(),
-		Syscalls:    arm.GetSyscalls(),
-		Statuses:    arm.GetStatuses(),
-		UStack:      int(arm.GetUstack()),
-		KStack:      arm.GetKstack(),
-		Action:      action,
-		LKDMode:     int(arm.GetLkdMode()),
-		PerAgentCap: int(arm.GetPerAgentCap()),
-		RawScript:   arm.GetScript(),
-		OnDemand:    arm.GetOnDemand(),
-	}.WithDefaults()
 }
 
 // Statuses returns the current state of every known capture, for the report

@@ -167,16 +167,10 @@ func checkSpecLocally(spec *livedumpv1.CaptureSpec) error {
 		}
 		values = append(values, r.NTStatus...)
 	}
-	ps := probe.Spec{CaptureID: "local-check", Processes: spec.GetProcesses(), Syscalls: spec.GetSyscalls(), Statuses: values,
-		UStack: int(spec.GetUstack()), KStack: spec.GetKstack(), LKDMode: int(spec.GetLkdMode()), PerAgentCap: int(spec.GetPerAgentCap()),
-		Action: probe.Action(map[livedumpv1.CaptureAction]string{livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP: "dump"}[spec.GetAction()])}
-	if ps.Action == "" {
-		ps.Action = "stacks"
-	}
 	if len(values) > 64 {
 		return nil // the controller explains the limit
 	}
-	if err := ps.WithDefaults().Validate(); err != nil {
+	if err := probe.FromCaptureSpec("local-check", spec, values).Validate(); err != nil {
 		var fe *probe.FieldError
 		if errors.As(err, &fe) {
 			return fmt.Errorf("--%s: %s", flagOf(fe.Field), fe.Reason)

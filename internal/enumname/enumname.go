@@ -1,18 +1,18 @@
 // Package enumname is the one way livedump turns a protobuf enum value into
 // the short name that operators read, stores keep and JSON carries
 // ("reboot-required", "hash_only", "stacks"), and such a name back into the
-// value. The name is the value's name in the .proto file without the enum's
-// prefix, lower-cased, its words joined by a separator the caller chooses:
-// PROVISION_STATE_REBOOT_REQUIRED is "reboot-required" with "-" and
-// "reboot_required" with "_".
+// value. The short name is the value's name in the .proto file without the
+// enum's prefix, lower-cased, its words joined by a separator the caller
+// chooses: PROVISION_STATE_REBOOT_REQUIRED is "reboot-required" with "-"
+// and "reboot_required" with "_".
 //
 // The prefix is read from the enum's descriptor: the name of its zero value
 // less "UNSPECIFIED" (every livedump enum starts with <ENUM>_UNSPECIFIED),
-// or else the enum's own name in upper snake case. The zero value has no
-// short name.
+// or else the enum's own name in upper snake case.
 package enumname
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 	"unicode"
@@ -26,26 +26,29 @@ type Enum interface {
 	protoreflect.Enum
 }
 
-// Name is the short name of e with its words joined by sep: "" for the
-// zero value and for a number the enum does not name.
+// Name is the short name of e with its words joined by sep:
+// "unspecified" for the zero value of a livedump enum, and the number in
+// decimal for a number the enum does not name (as e.String() has it).
+// Callers that show something else for those ask Valid first.
 func Name[E Enum](e E, sep string) string {
-	if e == 0 {
-		return ""
-	}
 	v := e.Descriptor().Values().ByNumber(protoreflect.EnumNumber(e))
 	if v == nil {
-		return ""
+		return strconv.Itoa(int(e))
 	}
 	return short(e.Descriptor(), string(v.Name()), sep)
 }
 
-// Parse returns the value whose Name with sep is name. ok is false for ""
-// and for any name the enum does not have (names are compared exactly:
+// Valid reports whether e is a value the enum names other than its zero
+// value: one a sender means.
+func Valid[E Enum](e E) bool {
+	return e != 0 && e.Descriptor().Values().ByNumber(protoreflect.EnumNumber(e)) != nil
+}
+
+// Parse returns the value whose Name with sep is name. ok is false for any
+// other name, for the zero value's name (it is never a choice: a name that
+// is not given is ""), and for a number (names are compared exactly:
 // "Done" is not "done").
 func Parse[E Enum](name, sep string) (e E, ok bool) {
-	if name == "" {
-		return 0, false
-	}
 	values := e.Descriptor().Values()
 	for i := range values.Len() {
 		v := values.Get(i)

@@ -2,6 +2,7 @@ package enumname
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/types/descriptorpb"
@@ -21,10 +22,10 @@ func TestName(t *testing.T) {
 		{Name(livedumpv1.SelfTestStatus_SELF_TEST_STATUS_UNKNOWN, "_"), "unknown"},
 		{Name(livedumpv1.TargetState_TARGET_STATE_CANCELLED, "_"), "cancelled"},
 		{Name(livedumpv1.AgentState_AGENT_STATE_OFFLINE, "-"), "offline"},
-		// The zero value and numbers without a name have no short name.
-		{Name(livedumpv1.CaptureState_CAPTURE_STATE_UNSPECIFIED, "_"), ""},
-		{Name(livedumpv1.CaptureState(99), "_"), ""},
-		{Name(livedumpv1.CaptureState(-1), "_"), ""},
+		// The zero value and numbers without a name, as String() has them.
+		{Name(livedumpv1.CaptureState_CAPTURE_STATE_UNSPECIFIED, "_"), "unspecified"},
+		{Name(livedumpv1.CaptureState(99), "_"), "99"},
+		{Name(livedumpv1.CaptureState(-1), "_"), "-1"},
 		// An enum without an UNSPECIFIED value: the prefix is its name.
 		{Name(descriptorpb.FieldDescriptorProto_TYPE_SFIXED64, "_"), "sfixed64"},
 		{Name(descriptorpb.FieldDescriptorProto_LABEL_REPEATED, "_"), "repeated"},
@@ -89,6 +90,38 @@ func TestParse(t *testing.T) {
 		got, ok := Parse[livedumpv1.DumpState](tc.name, tc.sep)
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("Parse(%q, %q) = %v, %v; want %v, %v", tc.name, tc.sep, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestValid(t *testing.T) {
+	for _, tc := range []struct {
+		e    livedumpv1.SelfTestStatus
+		want bool
+	}{
+		{livedumpv1.SelfTestStatus_SELF_TEST_STATUS_UNSPECIFIED, false},
+		{livedumpv1.SelfTestStatus_SELF_TEST_STATUS_PASS, true},
+		{livedumpv1.SelfTestStatus_SELF_TEST_STATUS_UNKNOWN, true},
+		{livedumpv1.SelfTestStatus(4), false},
+		{livedumpv1.SelfTestStatus(-1), false},
+	} {
+		if got := Valid(tc.e); got != tc.want {
+			t.Errorf("Valid(%v) = %v, want %v", tc.e, got, tc.want)
+		}
+	}
+}
+
+// TestNameIsTheStringIdiom: Name is what the code it replaced computed,
+// strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(e.String(),
+// prefix)), "_", sep), for every value and for numbers without a name.
+func TestNameIsTheStringIdiom(t *testing.T) {
+	for n := int32(-1); n < 12; n++ {
+		for _, sep := range []string{"_", "-"} {
+			e := livedumpv1.ProvisionState(n)
+			want := strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(e.String(), "PROVISION_STATE_")), "_", sep)
+			if got := Name(e, sep); got != want {
+				t.Errorf("Name(%d, %q) = %q, want %q", n, sep, got, want)
+			}
 		}
 	}
 }

@@ -55,8 +55,8 @@ func FromArm(arm *livedumpv1.ArmCapture) Spec {
 // (CAPTURE_ACTION_DUMP is ActionDump). ActionStacks is the default, for
 // CAPTURE_ACTION_UNSPECIFIED and for a number the enum does not name.
 func actionOf(a livedumpv1.CaptureAction) Action {
-	if n := enumname.Name(a, "_"); n != "" {
-		return Action(n)
+	if !enumname.Valid(a) {
+		return ActionStacks
 	}
-	return ActionStacks
+	return Action(enumname.Name(a, "_"))
 }

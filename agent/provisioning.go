@@ -15,6 +15,7 @@ import (
 	"github.com/livedump/livedump/agent/capture"
 	"github.com/livedump/livedump/agent/provision"
 	"github.com/livedump/livedump/agent/statedir"
+	"github.com/livedump/livedump/internal/enumname"
 	"github.com/livedump/livedump/internal/ids"
 	"github.com/livedump/livedump/internal/profile"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
@@ -156,22 +157,20 @@ func (a *Agent) stateReport(ctx context.Context) []*livedumpv1.ConnectRequest {
 	return msgs
 }
 
-var stateValues = map[provision.State]livedumpv1.ProvisionState{
-	provision.NotProvisioned: livedumpv1.ProvisionState_PROVISION_STATE_NOT_PROVISIONED,
-	provision.RebootRequired: livedumpv1.ProvisionState_PROVISION_STATE_REBOOT_REQUIRED,
-	provision.Rebooting:      livedumpv1.ProvisionState_PROVISION_STATE_REBOOTING,
-	provision.Ready:          livedumpv1.ProvisionState_PROVISION_STATE_READY,
-	provision.Blocked:        livedumpv1.ProvisionState_PROVISION_STATE_BLOCKED,
-	provision.Failed:         livedumpv1.ProvisionState_PROVISION_STATE_FAILED,
+// provisionState is the wire value of a provisioning state, whose names
+// are the enum's short names ("reboot-required").
+func provisionState(s provision.State) livedumpv1.ProvisionState {
+	v, _ := enumname.Parse[livedumpv1.ProvisionState](string(s), "-")
+	return v
 }
 
-func stateValue(s provision.State) float64 { return float64(stateValues[s]) }
+func stateValue(s provision.State) float64 { return float64(provisionState(s)) }
 
 func reportToProto(id string, action livedumpv1.ProvisionAction, r provision.Report) *livedumpv1.ProvisionReport {
 	m := &livedumpv1.ProvisionReport{
 		DirectiveId:    id,
 		Action:         action,
-		State:          stateValues[r.State],
+		State:          provisionState(r.State),
 		Detail:         r.Detail,
 		Blockers:       r.Blockers,
 		Notes:          r.Notes,

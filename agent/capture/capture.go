@@ -29,6 +29,7 @@ import (
 	"github.com/livedump/livedump/agent/host"
 	"github.com/livedump/livedump/agent/spool"
 	"github.com/livedump/livedump/internal/atomicfile"
+	"github.com/livedump/livedump/internal/enumname"
 	"github.com/livedump/livedump/internal/ids"
 	"github.com/livedump/livedump/internal/probe"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
@@ -207,13 +208,10 @@ const (
 	stateCancelled = "cancelled"
 )
 
-var stateValues = map[string]livedumpv1.TargetState{
-	stateArmed:     livedumpv1.TargetState_TARGET_STATE_ARMED,
-	stateTriggered: livedumpv1.TargetState_TARGET_STATE_TRIGGERED,
-	stateDone:      livedumpv1.TargetState_TARGET_STATE_DONE,
-	stateFailed:    livedumpv1.TargetState_TARGET_STATE_FAILED,
-	stateExpired:   livedumpv1.TargetState_TARGET_STATE_EXPIRED,
-	stateCancelled: livedumpv1.TargetState_TARGET_STATE_CANCELLED,
+// stateValue is the wire value of one of the states above: its short name.
+func stateValue(state string) livedumpv1.TargetState {
+	v, _ := enumname.Parse[livedumpv1.TargetState](state, "_")
+	return v
 }
 
 func terminal(state string) bool {
@@ -312,7 +310,7 @@ func (m *Manager) Arm(arm *livedumpv1.ArmCapture) error {
 	if arm.GetScript() != "" && !m.cfg.AllowRawScripts {
 		return ErrRawScriptNotAllowed
 	}
-	spec := specOf(arm)
+	spec := probe.FromArm(arm)
 	if arm.GetScript() == "" {
 		if err := spec.Validate(); err != nil {
 			return err
@@ -369,26 +367,6 @@ func (m *Manager) Disarm(id, reason string) {
 	m.finish(a, stateCancelled, reason)
 }
 
-func specOf(arm *livedumpv1.ArmCapture) probe.Spec {
-	action := probe.Action("stacks")
-	if arm.GetAction() == livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP {
-		action = probe.Action("dump")
-	}
-	return probe.Spec{
-		CaptureID:   arm.GetCaptureId(),
-		Processes:   arm.GetProcesses(),
-		Syscalls:    arm.GetSyscalls(),
-		Statuses:    arm.GetStatuses(),
-		UStack:      int(arm.GetUstack()),
-		KStack:      arm.GetKstack(),
-		Action:      action,
-		LKDMode:     int(arm.GetLkdMode()),
-		PerAgentCap: int(arm.GetPerAgentCap()),
-		RawScript:   arm.GetScript(),
-		OnDemand:    arm.GetOnDemand(),
-	}.WithDefaults()
-}
-
 // Statuses returns the current state of every known capture, for the report
 // after (re)connecting, followed by every spooled event to send again.
 func (m *Manager) Statuses() []*livedumpv1.ConnectRequest {
@@ -421,7 +399,7 @@ func (m *Manager) Statuses() []*livedumpv1.ConnectRequest {
 
 func statusMsg(id string, a *armed) *livedumpv1.ConnectRequest {
 	return &livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_CaptureStatus{CaptureStatus: &livedumpv1.CaptureStatus{
-		CaptureId: id, State: stateValues[a.State], Detail: joinDetail(a.Detail, noDumpDetail(a)), Triggered: int64(a.Triggered),
+		CaptureId: id, State: stateValue(a.State), Detail: joinDetail(a.Detail, noDumpDetail(a)), Triggered: int64(a.Triggered),
 	}}}
 }
 

@@ -17,7 +17,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/livedump/livedump/agent/host"
-	agentprobe "github.com/livedump/livedump/agent/probe"
 	"github.com/livedump/livedump/agent/statedir"
 	"github.com/livedump/livedump/internal/backoff"
 	"github.com/livedump/livedump/internal/ids"
@@ -67,7 +66,7 @@ func (m *Manager) start(a *armed) {
 func (m *Manager) supervise(ctx context.Context, a *armed) {
 	id := a.arm.GetCaptureId()
 	log := m.log.With("capture_id", id)
-	spec := specOf(a.arm)
+	spec := probe.FromArm(a.arm)
 	// Expiry is enforced here, on the agent's own clock, so a capture stops
 	// even if the controller is never heard from again.
 	if exp := a.arm.GetExpires(); exp != nil {
@@ -277,7 +276,7 @@ func (m *Manager) runOnce(ctx context.Context, a *armed, spec probe.Spec, trigge
 // consume parses dtrace's output line by line as it is printed.
 func (m *Manager) consume(a *armed, r io.Reader) {
 	id := a.arm.GetCaptureId()
-	p := &agentprobe.Parser{}
+	p := &probe.Parser{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -294,7 +293,7 @@ func (m *Manager) consume(a *armed, r io.Reader) {
 }
 
 // emit spools an event durably, then sends it.
-func (m *Manager) emit(a *armed, rec *agentprobe.Record) {
+func (m *Manager) emit(a *armed, rec *probe.Record) {
 	id := a.arm.GetCaptureId()
 	agentID := m.cfg.AgentID()
 	ev := &livedumpv1.TriggerEvent{
@@ -339,7 +338,7 @@ func (m *Manager) emit(a *armed, rec *agentprobe.Record) {
 	}
 }
 
-func frameProto(f agentprobe.Frame) *livedumpv1.Frame {
+func frameProto(f probe.Frame) *livedumpv1.Frame {
 	return &livedumpv1.Frame{Module: f.Module, Function: f.Function, Offset: f.Offset, Address: f.Address}
 }
 

@@ -44,7 +44,7 @@ type wantEvent struct {
 	process string   // "" when undecodable bytes make the expectation the parser's (item 6)
 	user    []string // module`function (offset in the frame), or the raw address
 	kernel  int
-	ansi    bool // carries ANSI code page bytes (decoded by agent/probe, issue 14 item 6)
+	ansi    bool // carries ANSI code page bytes (decoded by internal/probe, issue 14 item 6)
 }
 
 // TestDTracePathRunsFile is issue 14's acceptance test for dtrace_path: a

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/livedump/livedump/internal/enumname"
 	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/internal/selector"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
@@ -164,16 +165,10 @@ func writeAgents(w io.Writer, now time.Time, agents []*livedumpv1.Agent) error {
 }
 
 func agentState(s livedumpv1.AgentState) string {
-	switch s {
-	case livedumpv1.AgentState_AGENT_STATE_ONLINE:
-		return "online"
-	case livedumpv1.AgentState_AGENT_STATE_OFFLINE:
-		return "offline"
-	case livedumpv1.AgentState_AGENT_STATE_REVOKED:
-		return "revoked"
-	default:
+	if !enumname.Valid(s) {
 		return "unknown"
 	}
+	return enumname.Name(s, "-")
 }
 
 // build renders the Windows build with its update revision, e.g.

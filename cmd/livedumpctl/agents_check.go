@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/livedump/livedump/internal/enumname"
 	"github.com/livedump/livedump/internal/selector"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -63,13 +64,10 @@ See docs/selftest.md.`,
 }
 
 func checkStatusName(s livedumpv1.SelfTestStatus) string {
-	switch s {
-	case livedumpv1.SelfTestStatus_SELF_TEST_STATUS_PASS:
-		return "PASS"
-	case livedumpv1.SelfTestStatus_SELF_TEST_STATUS_FAIL:
-		return "FAIL"
+	if !enumname.Valid(s) {
+		return "UNKNOWN"
 	}
-	return "UNKNOWN"
+	return strings.ToUpper(enumname.Name(s, "_"))
 }
 
 // writeCheckResults prints a summary table (one row per machine), then

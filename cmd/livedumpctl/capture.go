@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/livedump/livedump/internal/enumname"
 	"github.com/livedump/livedump/internal/ntstatus"
 	"github.com/livedump/livedump/internal/probe"
 	"github.com/livedump/livedump/internal/selector"
@@ -74,22 +75,13 @@ trigger (lkd mode 0 = full kernel dump by default).`,
 				DumpsPerSignature: dumpsPerSig, RolloutRate: rollout, Expire: durationpb.New(expire),
 			}
 			spec.OnDemand = onDemand
-			switch {
-			case onDemand:
+			var ok bool
+			if onDemand {
 				spec.Action = livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP
-			case action == "stacks":
-				spec.Action = livedumpv1.CaptureAction_CAPTURE_ACTION_STACKS
-			case action == "dump":
-				spec.Action = livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP
-			default:
+			} else if spec.Action, ok = enumname.Parse[livedumpv1.CaptureAction](action, "-"); !ok {
 				return fmt.Errorf("--action: %q: want stacks or dump", action)
 			}
-			switch upload {
-			case "full":
-				spec.Upload = livedumpv1.UploadMode_UPLOAD_MODE_FULL
-			case "hash-only":
-				spec.Upload = livedumpv1.UploadMode_UPLOAD_MODE_HASH_ONLY
-			default:
+			if spec.Upload, ok = enumname.Parse[livedumpv1.UploadMode](upload, "-"); !ok {
 				return fmt.Errorf("--upload: %q: want full or hash-only", upload)
 			}
 			if script != "" {
@@ -167,16 +159,10 @@ func checkSpecLocally(spec *livedumpv1.CaptureSpec) error {
 		}
 		values = append(values, r.NTStatus...)
 	}
-	ps := probe.Spec{CaptureID: "local-check", Processes: spec.GetProcesses(), Syscalls: spec.GetSyscalls(), Statuses: values,
-		UStack: int(spec.GetUstack()), KStack: spec.GetKstack(), LKDMode: int(spec.GetLkdMode()), PerAgentCap: int(spec.GetPerAgentCap()),
-		Action: probe.Action(map[livedumpv1.CaptureAction]string{livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP: "dump"}[spec.GetAction()])}
-	if ps.Action == "" {
-		ps.Action = "stacks"
-	}
 	if len(values) > 64 {
 		return nil // the controller explains the limit
 	}
-	if err := ps.WithDefaults().Validate(); err != nil {
+	if err := probe.FromCaptureSpec("local-check", spec, values).Validate(); err != nil {
 		var fe *probe.FieldError
 		if errors.As(err, &fe) {
 			return fmt.Errorf("--%s: %s", flagOf(fe.Field), fe.Reason)
@@ -202,11 +188,11 @@ func flagOf(field string) string {
 }
 
 func captureStateName(s livedumpv1.CaptureState) string {
-	return strings.ToLower(strings.TrimPrefix(s.String(), "CAPTURE_STATE_"))
+	return enumname.Name(s, "_")
 }
 
 func targetStateName(s livedumpv1.TargetState) string {
-	return strings.ToLower(strings.TrimPrefix(s.String(), "TARGET_STATE_"))
+	return enumname.Name(s, "_")
 }
 
 func (a *app) captureListCmd() *cobra.Command {
@@ -279,7 +265,7 @@ func writeCapture(w io.Writer, now time.Time, c *livedumpv1.Capture) error {
 		}
 		fmt.Fprintf(w, "Status:     %s -> %s\n", r.GetInput(), strings.Join(vals, " "))
 	}
-	fmt.Fprintf(w, "Action:     %s\n", strings.ToLower(strings.TrimPrefix(spec.GetAction().String(), "CAPTURE_ACTION_")))
+	fmt.Fprintf(w, "Action:     %s\n", enumname.Name(spec.GetAction(), "_"))
 	fmt.Fprintf(w, "Created:    %s by %s\n", formatTime(c.GetCreated()), c.GetCreatedBy())
 	fmt.Fprintf(w, "Expires:    %s (%s)\n", formatTime(c.GetExpires()), until(now, c.GetExpires()))
 	fmt.Fprintf(w, "Events:     %d\n", c.GetEvents())

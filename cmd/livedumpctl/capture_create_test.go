@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,7 +22,7 @@ func (f *fakeFleet) CreateCapture(ctx context.Context, req *livedumpv1.CreateCap
 		r, _ := ntstatus.Resolve(s)
 		values = append(values, r.NTStatus...)
 	}
-	ps := probe.Spec{CaptureID: "c-new", Processes: req.GetSpec().GetProcesses(), Syscalls: req.GetSpec().GetSyscalls(), Statuses: values}
+	ps := probe.FromCaptureSpec("c-new", req.GetSpec(), values)
 	return &livedumpv1.CreateCaptureResponse{Capture: &livedumpv1.Capture{
 		Id: "c-new", Spec: req.GetSpec(), State: livedumpv1.CaptureState_CAPTURE_STATE_ACTIVE, Warnings: ps.Warnings(),
 	}}, nil
@@ -77,5 +78,47 @@ func TestCaptureCreateWarnings(t *testing.T) {
 		if strings.Contains(stdout, "livedumpctl: warning") || !strings.Contains(stdout, "c-new") {
 			t.Errorf("%q: stdout %q", args, stdout)
 		}
+	}
+}
+
+// TestCaptureCreateActionAndUpload: --action and --upload become the wire
+// enums by their names; other names are usage errors before any call.
+func TestCaptureCreateActionAndUpload(t *testing.T) {
+	tc := startController(t)
+	base := []string{"capture", "create", "-l", "role=vdi", "--process", "ms-teams.exe", "--status", "STATUS_INVALID_PARAMETER"}
+	for _, tt := range []struct {
+		args   []string
+		action livedumpv1.CaptureAction
+		upload livedumpv1.UploadMode
+	}{
+		{nil, livedumpv1.CaptureAction_CAPTURE_ACTION_STACKS, livedumpv1.UploadMode_UPLOAD_MODE_FULL},
+		{[]string{"--action", "dump", "--upload", "hash-only"}, livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP, livedumpv1.UploadMode_UPLOAD_MODE_HASH_ONLY},
+		{[]string{"--action", "stacks", "--upload", "full"}, livedumpv1.CaptureAction_CAPTURE_ACTION_STACKS, livedumpv1.UploadMode_UPLOAD_MODE_FULL},
+	} {
+		tc.fake.reset()
+		runOK(t, append(slices.Clone(base), tt.args...)...)
+		calls := tc.fake.received()
+		if len(calls) != 1 {
+			t.Fatalf("%q: %d calls", tt.args, len(calls))
+		}
+		spec := calls[0].req.(*livedumpv1.CreateCaptureRequest).GetSpec()
+		if spec.GetAction() != tt.action || spec.GetUpload() != tt.upload {
+			t.Errorf("%q: action %v, upload %v; want %v, %v", tt.args, spec.GetAction(), spec.GetUpload(), tt.action, tt.upload)
+		}
+	}
+	tc.fake.reset()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--action", "dumps"}, `--action: "dumps": want stacks or dump`},
+		{[]string{"--action", "unspecified"}, `--action: "unspecified": want stacks or dump`},
+		{[]string{"--upload", "hash_only"}, `--upload: "hash_only": want full or hash-only`},
+	} {
+		code, stdout, stderr := runCLI(t, append(slices.Clone(base), tt.args...)...)
+		wantOneLineError(t, code, stdout, stderr, tt.want)
+	}
+	if n := len(tc.fake.received()); n != 0 {
+		t.Fatalf("%d calls reached the controller", n)
 	}
 }

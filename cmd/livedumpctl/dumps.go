@@ -10,16 +10,16 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/livedump/livedump/internal/enumname"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
 func dumpStateName(s livedumpv1.DumpState) string {
-	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(s.String(), "DUMP_STATE_")), "_", "-")
+	return enumname.Name(s, "-")
 }
 
 func (a *app) dumpsCmd() *cobra.Command {

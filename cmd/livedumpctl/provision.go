@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/livedump/livedump/internal/enumname"
 	"github.com/livedump/livedump/internal/selector"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -132,11 +133,11 @@ func (a *app) provisionActionCmd(action string) *cobra.Command {
 }
 
 func parseReboot(s string) (livedumpv1.RebootPolicy, error) {
-	switch s {
-	case "", "never":
+	if s == "" {
 		return livedumpv1.RebootPolicy_REBOOT_POLICY_NEVER, nil
-	case "if-needed":
-		return livedumpv1.RebootPolicy_REBOOT_POLICY_IF_NEEDED, nil
+	}
+	if p, ok := enumname.Parse[livedumpv1.RebootPolicy](s, "-"); ok {
+		return p, nil
 	}
 	return 0, fmt.Errorf("--reboot: %q: want never or if-needed", s)
 }
@@ -164,7 +165,7 @@ func provisionStateName(s livedumpv1.ProvisionState) string {
 	if s == livedumpv1.ProvisionState_PROVISION_STATE_UNSPECIFIED {
 		return ""
 	}
-	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(s.String(), "PROVISION_STATE_")), "_", "-")
+	return enumname.Name(s, "-")
 }
 
 // writeProvisionResults prints one block per agent: its state, then a row

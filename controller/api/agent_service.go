@@ -23,6 +23,7 @@ import (
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/internal/enumname"
 	"github.com/livedump/livedump/internal/pki"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -420,17 +421,13 @@ func ProvisionStateName(st livedumpv1.ProvisionState) string {
 	if st == livedumpv1.ProvisionState_PROVISION_STATE_UNSPECIFIED {
 		return ""
 	}
-	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(st.String(), "PROVISION_STATE_")), "_", "-")
+	return enumname.Name(st, "-")
 }
 
 // provisionStateValue is the inverse of ProvisionStateName.
 func provisionStateValue(name string) livedumpv1.ProvisionState {
-	for v := range livedumpv1.ProvisionState_name {
-		if st := livedumpv1.ProvisionState(v); ProvisionStateName(st) == name && name != "" {
-			return st
-		}
-	}
-	return livedumpv1.ProvisionState_PROVISION_STATE_UNSPECIFIED
+	st, _ := enumname.Parse[livedumpv1.ProvisionState](name, "-")
+	return st
 }
 
 // auditBudget bounds how many refused reports of one Connect stream reach

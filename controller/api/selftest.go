@@ -17,6 +17,7 @@ import (
 
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/internal/enumname"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
@@ -146,7 +147,7 @@ func validSelfTestReport(r *livedumpv1.SelfTestReport) error {
 		}) >= 0 {
 			return invalid(fmt.Sprintf("self_test_report.checks[%d].name", i), "want 1-%d characters of a-z 0-9 . _ -", maxCheckName)
 		}
-		if _, ok := livedumpv1.SelfTestStatus_name[int32(c.GetStatus())]; !ok || c.GetStatus() == livedumpv1.SelfTestStatus_SELF_TEST_STATUS_UNSPECIFIED {
+		if !enumname.Valid(c.GetStatus()) {
 			return invalid(fmt.Sprintf("self_test_report.checks[%d].status", i), "unknown status %d", c.GetStatus())
 		}
 		if e := c.GetEvidence(); !utf8.ValidString(e) || len(e) > maxCheckEvidence {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/internal/probe"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
@@ -236,7 +237,7 @@ func (a *admission) load(ctx context.Context, st store.Store, captureID string, 
 	if err := protojson.Unmarshal([]byte(c.Spec), spec); err != nil {
 		return fmt.Errorf("capture %s spec: %w", captureID, err)
 	}
-	limit := int64(probeSpec(armOf(captureID, spec, nil, time.Time{})).PerAgentCap)
+	limit := int64(probe.FromArm(armOf(captureID, spec, nil, time.Time{})).PerAgentCap)
 	for _, t := range targets {
 		if until := t.Updated.Add(LateEventGrace); now.Before(until) && t.Events < limit {
 			ic.late[t.AgentID] = &lateTarget{until: until, left: limit - t.Events}

@@ -295,7 +295,7 @@ func (m *Manager) Create(ctx context.Context, r Request) (*livedumpv1.Capture, e
 	}
 	id := newID()
 	arm := armOf(id, spec, values, time.Time{})
-	ps := probeSpec(arm)
+	ps := probe.FromArm(arm)
 	var rendered string
 	var warnings []string
 	if spec.GetScript() == "" {
@@ -373,18 +373,6 @@ func armOf(id string, spec *livedumpv1.CaptureSpec, statuses []uint32, expires t
 		a.Expires = timestamppb.New(expires)
 	}
 	return a
-}
-
-func probeSpec(a *livedumpv1.ArmCapture) probe.Spec {
-	action := probe.Action("stacks")
-	if a.GetAction() == livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP {
-		action = probe.Action("dump")
-	}
-	return probe.Spec{
-		CaptureID: a.GetCaptureId(), Processes: a.GetProcesses(), Syscalls: a.GetSyscalls(), Statuses: a.GetStatuses(),
-		UStack: int(a.GetUstack()), KStack: a.GetKstack(), Action: action, LKDMode: int(a.GetLkdMode()),
-		PerAgentCap: int(a.GetPerAgentCap()), RawScript: a.GetScript(), OnDemand: a.GetOnDemand(),
-	}.WithDefaults()
 }
 
 // Get returns a capture with its targets.

@@ -8,19 +8,19 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	agentprobe "github.com/livedump/livedump/agent/probe"
+	"github.com/livedump/livedump/internal/probe"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
 // stackEvent builds an event from frames as dtrace prints them.
-func stackEvent(probe, process string, user, kernel []string) *livedumpv1.TriggerEvent {
-	ev := &livedumpv1.TriggerEvent{Probe: probe, Process: process}
+func stackEvent(probeName, process string, user, kernel []string) *livedumpv1.TriggerEvent {
+	ev := &livedumpv1.TriggerEvent{Probe: probeName, Process: process}
 	for _, l := range user {
-		f := agentprobe.ParseFrame(l)
+		f := probe.ParseFrame(l)
 		ev.UserFrames = append(ev.UserFrames, &livedumpv1.Frame{Module: f.Module, Function: f.Function, Offset: f.Offset, Address: f.Address})
 	}
 	for _, l := range kernel {
-		f := agentprobe.ParseFrame(l)
+		f := probe.ParseFrame(l)
 		ev.KernelFrames = append(ev.KernelFrames, &livedumpv1.Frame{Module: f.Module, Function: f.Function, Offset: f.Offset, Address: f.Address})
 	}
 	return ev

@@ -25,6 +25,7 @@ import (
 
 	"github.com/livedump/livedump/controller/blobstore"
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/internal/enumname"
 	"github.com/livedump/livedump/internal/ids"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -66,26 +67,25 @@ const (
 	StateTruncated = "truncated"
 )
 
-var stateNames = map[livedumpv1.DumpState]string{
-	livedumpv1.DumpState_DUMP_STATE_WRITING: StateWriting, livedumpv1.DumpState_DUMP_STATE_HASHED: StateHashed,
-	livedumpv1.DumpState_DUMP_STATE_HASH_ONLY: StateHashOnly, livedumpv1.DumpState_DUMP_STATE_UPLOADING: StateUploading,
-	livedumpv1.DumpState_DUMP_STATE_UPLOADED: StateUploaded, livedumpv1.DumpState_DUMP_STATE_FAILED: StateFailed,
-	livedumpv1.DumpState_DUMP_STATE_ABORTED: StateAborted, livedumpv1.DumpState_DUMP_STATE_TRUNCATED: StateTruncated,
-}
-
 // Reasons a report or upload is refused, the label values of
 // livedump_controller_dump_refusals_total.
 var refusalReasons = []string{"invalid", "not_owner", "not_target", "forged_state", "immutable", "too_large",
 	"quota_agent", "quota_total", "busy", "header_timeout", "chunk_timeout", "past_size"}
 
-// StateValue maps a stored state to the wire enum.
-func StateValue(s string) livedumpv1.DumpState {
-	for k, v := range stateNames {
-		if v == s {
-			return k
-		}
+// StateName is the stored name of a wire state, its short name
+// ("hash_only"); "" for UNSPECIFIED and numbers the enum does not name.
+func StateName(s livedumpv1.DumpState) string {
+	if !enumname.Valid(s) {
+		return ""
 	}
-	return livedumpv1.DumpState_DUMP_STATE_UNSPECIFIED
+	return enumname.Name(s, "_")
+}
+
+// StateValue maps a stored state to the wire enum: UNSPECIFIED for a name
+// it does not know.
+func StateValue(s string) livedumpv1.DumpState {
+	v, _ := enumname.Parse[livedumpv1.DumpState](s, "_")
+	return v
 }
 
 // Windows names live dumps <Component>-YYYYMMDD-HHMM[-N].dmp. Dump IDs
@@ -323,7 +323,7 @@ func (r *Receiver) report(ctx context.Context, agentID string, d *livedumpv1.Dum
 	if d.GetEventId() != "" {
 		sig, _ = r.cfg.Store.EventSignature(ctx, d.GetEventId())
 	}
-	state := stateNames[d.GetState()]
+	state := StateName(d.GetState())
 	if state == "" {
 		state = StateWriting
 	}

@@ -1,12 +1,15 @@
-// Package probe is the capture probe: the spec an operator gives to
-// `livedumpctl capture create`, its validation, and the D script rendered
-// from it. The controller validates the spec and shows the rendered script
-// (`capture create -o json`); the agent renders the same script and runs it
-// with dtrace.exe. Both sides use this package so that what the operator
-// sees is what runs.
+// Package probe is the capture probe contract, whole: the spec an operator
+// gives to `livedumpctl capture create`, its validation, its conversion from
+// the wire (FromCaptureSpec for what the operator asked, FromArm for what an
+// agent is told to run), the D script rendered from it, and the parser of
+// what that script prints. The CLI checks the spec, the controller validates
+// it and shows the rendered script (`capture create -o json`), and the agent
+// renders the same script from the arm directive, runs it with dtrace.exe
+// and parses its output into Records. All of them use this package so that
+// what the operator sees is what runs.
 //
-// The rendered script has a fixed shape (see Render) that the agent's
-// output parser and the simulated dtrace depend on.
+// The rendered script has a fixed shape (see Render) that the Parser and
+// the simulated dtrace depend on.
 package probe
 
 import (

@@ -13,8 +13,7 @@ import (
 	"testing"
 	"time"
 
-	agentprobe "github.com/livedump/livedump/agent/probe"
-	render "github.com/livedump/livedump/internal/probe"
+	ldprobe "github.com/livedump/livedump/internal/probe" // this package has a type probe
 	"github.com/livedump/livedump/sim"
 )
 
@@ -114,7 +113,7 @@ func TestDeviceNotAvailable(t *testing.T) {
 // with the agent's parser: the two ends of the contract meet here.
 func TestRenderedScript(t *testing.T) {
 	dir, _ := newMachine(t, machineOpts{})
-	script, err := render.Render(render.Spec{
+	script, err := ldprobe.Render(ldprobe.Spec{
 		CaptureID:   "c1",
 		Processes:   []string{"ms-teams.exe", "SearchIndexer.exe"},
 		Syscalls:    []string{"NtCreateFile", "NtOpenFile"},
@@ -133,8 +132,8 @@ func TestRenderedScript(t *testing.T) {
 	if strings.Contains(r.stdout, "FUNCTION:NAME") {
 		t.Error("quiet output has the CPU/ID/FUNCTION:NAME header")
 	}
-	var p agentprobe.Parser
-	var recs []*agentprobe.Record
+	var p ldprobe.Parser
+	var recs []*ldprobe.Record
 	for _, l := range strings.SplitAfter(r.stdout, "\n") {
 		rec, err := p.Line(l)
 		if err != nil {
@@ -719,7 +718,7 @@ func TestCRLF(t *testing.T) {
 	if r.code != 0 || strings.Count(r.stdout, "\n") != strings.Count(r.stdout, "\r\n") || !strings.HasSuffix(r.stdout, "@@livedump end 2\r\n\r\n") {
 		t.Fatalf("code %d, stderr %q, stdout %q", r.code, r.stderr, r.stdout)
 	}
-	var p agentprobe.Parser
+	var p ldprobe.Parser
 	n := 0
 	for _, l := range strings.SplitAfter(r.stdout, "\n") {
 		rec, err := p.Line(l)
@@ -745,7 +744,7 @@ func TestCRLF(t *testing.T) {
 // case-sensitive comparison in another case never does.
 func TestExecnameCase(t *testing.T) {
 	dir, _ := newMachine(t, machineOpts{})
-	script, err := render.Render(render.Spec{
+	script, err := ldprobe.Render(ldprobe.Spec{
 		CaptureID: "c1", Processes: []string{"SEARCHINDEXER.EXE"}, Syscalls: []string{"NtOpenFile"},
 		Statuses: []uint32{0xC0000022}, UStack: 5, PerAgentCap: 5,
 	}, 0)

@@ -7,11 +7,11 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	agentprobe "github.com/livedump/livedump/agent/probe"
+	ldprobe "github.com/livedump/livedump/internal/probe" // this package has a type probe
 )
 
 // stackKindOf names the kind of a parsed user stack (see ustackKind).
-func stackKindOf(frames []agentprobe.Frame) string {
+func stackKindOf(frames []ldprobe.Frame) string {
 	switch len(frames) {
 	case 0:
 		return "empty"
@@ -42,10 +42,10 @@ func stackKindOf(frames []agentprobe.Frame) string {
 func stackKindOfText(body string) string {
 	_, u, _ := strings.Cut(body, "@@livedump ustack")
 	u, _, _ = strings.Cut(u, "@@livedump")
-	var frames []agentprobe.Frame
+	var frames []ldprobe.Frame
 	for _, l := range strings.Split(u, "\n") {
 		if strings.TrimSpace(l) != "" {
-			frames = append(frames, agentprobe.ParseFrame(l))
+			frames = append(frames, ldprobe.ParseFrame(l))
 		}
 	}
 	return stackKindOf(frames)
@@ -183,10 +183,10 @@ func TestRealisticStacks(t *testing.T) {
 		if last := strings.TrimSpace(lines[len(lines)-1]); last != "nt`KiSystemServiceCopyEnd+0x25" || strings.Contains(rec, "nt`NtCreateFile") {
 			t.Fatalf("kernel stack is not the dispatcher only:\n%s", rec)
 		}
-		var user []agentprobe.Frame
+		var user []ldprobe.Frame
 		for _, l := range lines[1 : len(lines)-1] {
 			if strings.TrimSpace(l) != "" {
-				user = append(user, agentprobe.ParseFrame(l))
+				user = append(user, ldprobe.ParseFrame(l))
 			}
 		}
 		kinds[stackKindOf(user)]++

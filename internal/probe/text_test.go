@@ -10,7 +10,6 @@ import (
 	"golang.org/x/text/encoding/japanese"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/livedump/livedump/controller/capture"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
@@ -31,10 +30,19 @@ func event(rec *Record) *livedumpv1.TriggerEvent {
 	return ev
 }
 
+// ControllerLimits are controller/capture's admission limits for an event
+// (MaxEventString, MaxEventFrames, MaxEventBytes). controller_test.go sets
+// them: only a test in package probe_test may import the controller, which
+// imports this package.
+var ControllerLimits struct{ String, Frames, Bytes int }
+
 // storable reports why rec could not be sent and stored: a string that is
 // not UTF-8 (proto.Marshal refuses it), or one over the controller's
 // admission limits.
 func storable(rec *Record) error {
+	if ControllerLimits.String == 0 || ControllerLimits.Frames == 0 || ControllerLimits.Bytes == 0 {
+		return fmt.Errorf("the controller's limits are not set: %+v", ControllerLimits)
+	}
 	ev := event(rec)
 	if _, err := proto.Marshal(ev); err != nil {
 		return fmt.Errorf("marshal: %v", err)
@@ -48,26 +56,17 @@ func storable(rec *Record) error {
 		if !utf8.ValidString(v) {
 			return fmt.Errorf("%s %q is not UTF-8", k, v)
 		}
-		if len(v) > capture.MaxEventString {
-			return fmt.Errorf("%s: %d bytes, the controller stores %d", k, len(v), capture.MaxEventString)
+		if len(v) > ControllerLimits.String {
+			return fmt.Errorf("%s: %d bytes, the controller stores %d", k, len(v), ControllerLimits.String)
 		}
 	}
-	if len(ev.GetUserFrames()) > capture.MaxEventFrames || len(ev.GetKernelFrames()) > capture.MaxEventFrames {
+	if len(ev.GetUserFrames()) > ControllerLimits.Frames || len(ev.GetKernelFrames()) > ControllerLimits.Frames {
 		return fmt.Errorf("%d+%d frames", len(ev.GetUserFrames()), len(ev.GetKernelFrames()))
 	}
-	if n := proto.Size(ev); n > capture.MaxEventBytes {
-		return fmt.Errorf("event of %d bytes, the controller stores %d", n, capture.MaxEventBytes)
+	if n := proto.Size(ev); n > ControllerLimits.Bytes {
+		return fmt.Errorf("event of %d bytes, the controller stores %d", n, ControllerLimits.Bytes)
 	}
 	return nil
-}
-
-func TestLimitsMatchTheController(t *testing.T) {
-	if MaxString != capture.MaxEventString {
-		t.Errorf("MaxString = %d, controller's MaxEventString = %d", MaxString, capture.MaxEventString)
-	}
-	if MaxFrames > capture.MaxEventFrames {
-		t.Errorf("MaxFrames = %d, controller's MaxEventFrames = %d", MaxFrames, capture.MaxEventFrames)
-	}
 }
 
 // TestTextFixtures: the records of the fixtures that real Windows prints

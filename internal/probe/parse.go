@@ -1,6 +1,3 @@
-// Package probe is the agent side of a capture probe: dtrace runs a script
-// rendered by internal/probe, and this package turns what the script prints
-// into Records.
 package probe
 
 import (
@@ -54,7 +51,7 @@ func (e *ParseError) Error() string {
 }
 
 // Parser reads the standard output of dtrace running a script rendered by
-// internal/probe, one line at a time, as dtrace prints it:
+// Render, one line at a time, as dtrace prints it:
 //
 //	@@livedump begin <seq> <walltimestamp ns> <pid> <tid> <func>:<name> 0x<status> <execname>
 //	@@livedump ustack

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	spec "github.com/livedump/livedump/internal/probe"
 )
 
 // firing is one probe firing fed to runClause.
@@ -96,16 +94,16 @@ func runClause(t *testing.T, script string, f firing) string {
 func TestParsesRenderedScripts(t *testing.T) {
 	user := []string{"ntdll`NtCreateFile+0x14", "KERNELBASE`CreateFileW+0x66", "0x7ff6a1b2c3d4"}
 	kernel := []string{"nt`IofCallDriver+0x55", "Ntfs.sys`NtfsCreateFcb+0x388"}
-	for _, s := range []spec.Spec{
+	for _, s := range []Spec{
 		{CaptureID: "stacks", Processes: []string{"ms-teams.exe"}, Syscalls: []string{"NtCreateFile"}, Statuses: []uint32{0xC000000D}},
-		{CaptureID: "dump", Processes: []string{"Code - Insiders.exe"}, Statuses: []uint32{0xC0000022}, UStack: 2, KStack: true, Action: spec.ActionDump, LKDMode: 2},
+		{CaptureID: "dump", Processes: []string{"Code - Insiders.exe"}, Statuses: []uint32{0xC0000022}, UStack: 2, KStack: true, Action: ActionDump, LKDMode: 2},
 	} {
 		t.Run(s.CaptureID, func(t *testing.T) {
-			script, err := spec.Render(s, 0)
+			script, err := Render(s, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			execname, _ := spec.ExecName(s.Processes[0])
+			execname, _ := ExecName(s.Processes[0])
 			wall := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
 			var output string
 			for i := range 2 {

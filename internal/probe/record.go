@@ -8,7 +8,7 @@ import (
 
 // Record is one firing of a capture probe, as printed between
 // "@@livedump begin" and "@@livedump end" by a script rendered by
-// internal/probe.
+// Render.
 type Record struct {
 	// Seq is the script's hit counter (1 for the first firing of a dtrace
 	// run; it starts again at 1 when dtrace is restarted).

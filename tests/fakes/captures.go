@@ -34,6 +34,7 @@ type Captures struct {
 	captures map[string]*livedumpv1.Capture
 	events   map[string][]*livedumpv1.TriggerEvent
 	watchers map[string][]chan *livedumpv1.WatchCaptureResponse
+	dropped  map[string]bool
 
 	created  []capture.Request
 	canceled []string
@@ -56,6 +57,7 @@ func (f *Captures) init() {
 		f.captures = map[string]*livedumpv1.Capture{}
 		f.events = map[string][]*livedumpv1.TriggerEvent{}
 		f.watchers = map[string][]chan *livedumpv1.WatchCaptureResponse{}
+		f.dropped = map[string]bool{}
 	}
 }
 
@@ -85,10 +87,13 @@ func (f *Captures) Publish(id string, m *livedumpv1.WatchCaptureResponse) {
 }
 
 // Drop closes the channels of every watcher of the capture id, as the
-// manager does to a watcher too slow to keep up.
+// manager does to a watcher too slow to keep up; a watcher that subscribes
+// later is dropped at once.
 func (f *Captures) Drop(id string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.init()
+	f.dropped[id] = true
 	for _, ch := range f.watchers[id] {
 		close(ch)
 	}
@@ -318,7 +323,11 @@ func (f *Captures) Watch(id string) (<-chan *livedumpv1.WatchCaptureResponse, fu
 	defer f.mu.Unlock()
 	f.init()
 	ch := make(chan *livedumpv1.WatchCaptureResponse, 16)
-	f.watchers[id] = append(f.watchers[id], ch)
+	if f.dropped[id] {
+		close(ch)
+	} else {
+		f.watchers[id] = append(f.watchers[id], ch)
+	}
 	return ch, func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()

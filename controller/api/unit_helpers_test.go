@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/livedump/livedump/controller/blobstore"
 	"github.com/livedump/livedump/controller/store"
@@ -225,7 +226,10 @@ type sendStream[M any] struct {
 	onSend func(n int)
 }
 
+// Send keeps a copy, as gRPC encodes the message before Send returns: a
+// handler may reuse its buffers.
 func (s *sendStream[M]) Send(m *M) error {
+	m = proto.Clone(any(m).(proto.Message)).(any).(*M)
 	s.mu.Lock()
 	s.sent = append(s.sent, m)
 	n := len(s.sent)

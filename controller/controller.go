@@ -266,11 +266,12 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	}
 	c.grpc = c.newGRPCServer(tm, srvMetrics, authz)
 	livedumpv1.RegisterAgentServiceServer(c.grpc, api.NewAgentServer(api.AgentConfig{
-		Store: c.store, Blobs: c.blobs, Captures: c.captures, Dumps: c.dumps, Enroller: c.enroller, Fleet: c.fleet, Cluster: c.cluster, CA: c.ca, Metrics: metrics,
+		Store: c.store, Blobs: c.blobs, Captures: c.captures, Dumps: c.dumps, Enroller: c.enroller, Sessions: c.fleet, Presence: c.cluster, CA: c.ca, Metrics: metrics,
 		Logger: c.log, Clock: cfg.Clock, HeartbeatInterval: cfg.HeartbeatInterval,
 	}))
 	livedumpv1.RegisterFleetServiceServer(c.grpc, api.NewFleetServer(api.FleetConfig{
-		Store: c.store, Blobs: c.blobs, Profile: *cfg.Profile, Captures: c.captures, Dumps: c.dumps, Enroller: c.enroller, Fleet: c.fleet, Cluster: c.cluster, Logger: c.log, Clock: cfg.Clock,
+		Store: c.store, Blobs: c.blobs, Profile: *cfg.Profile, Captures: c.captures, Events: c.captures, Dumps: c.dumps, Tokens: c.enroller,
+		Local: c.fleet, Peers: c.cluster, Revocations: c.cluster, Logger: c.log, Clock: cfg.Clock,
 	}))
 	c.health = health.NewServer()
 	healthpb.RegisterHealthServer(c.grpc, c.health)

@@ -17,9 +17,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/livedump/livedump/controller/blobstore"
-	"github.com/livedump/livedump/controller/capture"
-	"github.com/livedump/livedump/controller/cluster"
-	"github.com/livedump/livedump/controller/dumps"
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
@@ -35,11 +32,11 @@ const helloTimeout = 30 * time.Second
 type AgentConfig struct {
 	Store             store.Store
 	Blobs             blobstore.Blobs
-	Captures          *capture.Manager
-	Dumps             *dumps.Receiver
-	Enroller          *enroll.Enroller
-	Fleet             *fleet.Registry
-	Cluster           *cluster.Cluster // which replica holds each stream; nil for a lone controller
+	Captures          CaptureReports
+	Dumps             DumpReceiver
+	Enroller          Enroller
+	Sessions          Sessions
+	Presence          Presence // which replica holds each stream; nil for a lone controller
 	CA                *pki.CA
 	Metrics           *Metrics
 	Logger            *slog.Logger
@@ -212,19 +209,19 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 		stop := s.cfg.Clock.AfterFunc(cert.NotAfter.Sub(now), func() { cancel(errCertExpired) })
 		defer stop.Stop()
 	}
-	sess := s.cfg.Fleet.Attach(id.AgentID, now, cancel)
+	sess := s.cfg.Sessions.Attach(id.AgentID, now, cancel)
 	sessionID := newDirectiveID()
-	if s.cfg.Cluster != nil {
-		if err := s.cfg.Cluster.Attached(ctx, id.AgentID, sessionID); err != nil {
-			s.cfg.Fleet.Detach(sess)
+	if s.cfg.Presence != nil {
+		if err := s.cfg.Presence.Attached(ctx, id.AgentID, sessionID); err != nil {
+			s.cfg.Sessions.Detach(sess)
 			return toStatus(log, "record presence", err)
 		}
 	}
 	defer func() {
-		s.cfg.Fleet.Detach(sess)
-		if s.cfg.Cluster != nil {
+		s.cfg.Sessions.Detach(sess)
+		if s.cfg.Presence != nil {
 			pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			if err := s.cfg.Cluster.Detached(pctx, id.AgentID, sessionID); err != nil {
+			if err := s.cfg.Presence.Detached(pctx, id.AgentID, sessionID); err != nil {
 				log.Warn("clear presence", "err", err)
 			}
 			pcancel()

@@ -128,7 +128,7 @@ func (s *FleetServer) WatchCapture(req *livedumpv1.WatchCaptureRequest, stream g
 	}
 	// Subscribe before reading history, so nothing falls in between; an
 	// event in both is sent twice at most, and carries its ID.
-	ch, stop := s.cfg.Captures.Watch(req.GetId())
+	ch, stop := s.cfg.Events.Watch(req.GetId())
 	defer stop()
 	c, err := s.cfg.Captures.Get(ctx, req.GetId())
 	if err != nil {
@@ -142,7 +142,7 @@ func (s *FleetServer) WatchCapture(req *livedumpv1.WatchCaptureRequest, stream g
 	seen := map[string]bool{}
 	after := ""
 	for {
-		evs, err := s.cfg.Captures.Events(ctx, req.GetId(), after, 1000)
+		evs, err := s.cfg.Events.Events(ctx, req.GetId(), after, 1000)
 		if err != nil {
 			return captureErr(s, "events", err)
 		}
@@ -197,7 +197,7 @@ func (s *FleetServer) ListEvents(ctx context.Context, req *livedumpv1.ListEvents
 	if req.GetAfter() != "" && len(req.GetAfter()) > 64 {
 		return nil, invalid("after", "%q is not an event ID", req.GetAfter()[:64])
 	}
-	evs, next, err := s.cfg.Captures.EventsPage(ctx, req.GetCaptureId(), req.GetAfter(), limit, eventPageBytes)
+	evs, next, err := s.cfg.Events.EventsPage(ctx, req.GetCaptureId(), req.GetAfter(), limit, eventPageBytes)
 	if errors.Is(err, store.ErrNotFound) && req.GetAfter() != "" {
 		return nil, invalid("after", "event %q not found", req.GetAfter())
 	}
@@ -231,7 +231,7 @@ func (s *FleetServer) BucketEvents(ctx context.Context, req *livedumpv1.BucketEv
 	agents := map[string]map[string]bool{}
 	after := ""
 	for {
-		evs, err := s.cfg.Captures.Events(ctx, req.GetCaptureId(), after, 10000)
+		evs, err := s.cfg.Events.Events(ctx, req.GetCaptureId(), after, 10000)
 		if err != nil {
 			return nil, captureErr(s, "events", err)
 		}

@@ -197,15 +197,15 @@ func (s *FleetServer) PullDump(ctx context.Context, req *livedumpv1.PullDumpRequ
 	if err := s.cfg.Store.MarkDumpPulled(ctx, d.ID); err != nil {
 		return nil, toStatus(s.cfg.Logger, "mark dump pulled", err)
 	}
-	online := s.cfg.Fleet.Online(d.AgentID) || s.cfg.Cluster != nil && s.cfg.Cluster.Online(ctx, d.AgentID)
+	online := s.cfg.Local.Online(d.AgentID) || s.cfg.Peers != nil && s.cfg.Peers.Online(ctx, d.AgentID)
 	if !online {
 		return nil, status.Errorf(codes.FailedPrecondition, "agent %s is offline; pull again when it is online", d.AgentID)
 	}
 	dir := &livedumpv1.Directive{Id: "pull-" + d.ID, Created: timestamppb.New(s.cfg.Clock.Now()),
 		Kind: &livedumpv1.Directive_PullDump{PullDump: &livedumpv1.PullDump{DumpId: d.ID}}}
-	if s.cfg.Cluster != nil {
-		err = s.cfg.Cluster.Send(ctx, d.AgentID, dir)
-	} else if sess := s.cfg.Fleet.Session(d.AgentID); sess != nil {
+	if s.cfg.Peers != nil {
+		err = s.cfg.Peers.Send(ctx, d.AgentID, dir)
+	} else if sess := s.cfg.Local.Session(d.AgentID); sess != nil {
 		err = sess.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_Directive{Directive: dir}})
 	}
 	if err != nil {

@@ -13,9 +13,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/livedump/livedump/controller/blobstore"
-	"github.com/livedump/livedump/controller/capture"
-	"github.com/livedump/livedump/controller/cluster"
-	"github.com/livedump/livedump/controller/dumps"
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
 	"github.com/livedump/livedump/controller/store"
@@ -30,14 +27,20 @@ type FleetConfig struct {
 	Store    store.Store
 	Blobs    blobstore.Blobs
 	Profile  profile.Profile
-	Captures *capture.Manager
-	Dumps    *dumps.Receiver
-	Enroller *enroll.Enroller
-	Fleet    *fleet.Registry
-	// Cluster reaches agents attached to other replicas.
-	Cluster *cluster.Cluster
-	Logger  *slog.Logger
-	Clock   clockwork.Clock
+	Captures Captures
+	Events   CaptureEvents
+	Dumps    DumpReader
+	Tokens   TokenIssuer
+	// Local are the agents attached to this replica.
+	Local LocalAgents
+	// Peers reaches agents attached to other replicas; nil for a lone
+	// controller, whose agents are all Local.
+	Peers Peers
+	// Revocations ends a revoked identity's streams on every replica; nil
+	// for a lone controller.
+	Revocations Revocations
+	Logger      *slog.Logger
+	Clock       clockwork.Clock
 	// PageBytes is the encoded size a list response stays under (0: 1 MiB).
 	PageBytes int
 }
@@ -56,10 +59,10 @@ func NewFleetServer(cfg FleetConfig) *FleetServer { return &FleetServer{cfg: cfg
 // agent per interval); for an online agent the session's last heartbeat is
 // the fresher answer.
 func (s *FleetServer) view(ctx context.Context, a store.Agent) *livedumpv1.Agent {
-	hb, online := s.cfg.Fleet.LastHeartbeat(a.ID)
-	if !online && s.cfg.Cluster != nil {
+	hb, online := s.cfg.Local.LastHeartbeat(a.ID)
+	if !online && s.cfg.Peers != nil {
 		// Attached to another replica whose lease is live.
-		online = s.cfg.Cluster.Online(ctx, a.ID)
+		online = s.cfg.Peers.Online(ctx, a.ID)
 	}
 	state := livedumpv1.AgentState_AGENT_STATE_OFFLINE
 	switch {
@@ -180,10 +183,10 @@ func (s *FleetServer) RevokeAgent(ctx context.Context, req *livedumpv1.RevokeAge
 	if err != nil {
 		return nil, toStatus(s.cfg.Logger, "agent "+req.GetAgentId(), err)
 	}
-	if s.cfg.Cluster != nil {
-		s.cfg.Cluster.Revoked(ctx, a.ID)
+	if s.cfg.Revocations != nil {
+		s.cfg.Revocations.Revoked(ctx, a.ID)
 	} else {
-		s.cfg.Fleet.Disconnect(a.ID, fleet.ErrRevoked)
+		s.cfg.Local.Disconnect(a.ID, fleet.ErrRevoked)
 	}
 	s.cfg.Logger.Info("agent revoked", "agent_id", a.ID)
 	return &livedumpv1.RevokeAgentResponse{Agent: s.view(ctx, a)}, nil
@@ -202,7 +205,7 @@ func (s *FleetServer) CreateToken(ctx context.Context, req *livedumpv1.CreateTok
 		}
 	}
 	id, _ := IdentityFromContext(ctx)
-	t, secret, err := s.cfg.Enroller.CreateToken(ctx, enroll.TokenRequest{
+	t, secret, err := s.cfg.Tokens.CreateToken(ctx, enroll.TokenRequest{
 		Uses:      int(req.GetUses()),
 		TTL:       ttl,
 		Labels:    req.GetLabels(),

@@ -73,8 +73,8 @@ func (s *FleetServer) RevokeOperatorCertificate(ctx context.Context, req *livedu
 		if err != nil {
 			return nil, toStatus(s.cfg.Logger, "revoke operator certificate "+serial, err)
 		}
-		if s.cfg.Cluster != nil {
-			s.cfg.Cluster.OperatorCertRevoked(ctx, serial)
+		if s.cfg.Revocations != nil {
+			s.cfg.Revocations.OperatorCertRevoked(ctx, serial)
 		}
 		s.cfg.Logger.Info("operator certificate revoked", "serial", serial, "operator", c.Name, "by", by)
 		return &livedumpv1.RevokeOperatorCertificateResponse{
@@ -97,8 +97,8 @@ func (s *FleetServer) RevokeOperatorCertificate(ctx context.Context, req *livedu
 		if err != nil {
 			return nil, toStatus(s.cfg.Logger, "revoke operator "+t.Name, err)
 		}
-		if s.cfg.Cluster != nil {
-			s.cfg.Cluster.OperatorNameRevoked(ctx, t.Name, at)
+		if s.cfg.Revocations != nil {
+			s.cfg.Revocations.OperatorNameRevoked(ctx, t.Name, at)
 		}
 		s.cfg.Logger.Info("operator certificates revoked by name", "operator", t.Name, "recorded", n, "by", by)
 		resp := &livedumpv1.RevokeOperatorCertificateResponse{RevokedAt: timestamppb.New(at)}

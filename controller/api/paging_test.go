@@ -37,7 +37,7 @@ func pagingServer(t *testing.T, budget int) (*FleetServer, store.Store) {
 	reg := fleet.NewRegistry(nil)
 	clock := clockwork.NewRealClock()
 	caps := capture.New(capture.Config{Store: st, Fleet: reg, Logger: log, Clock: clock, Metrics: prometheus.NewRegistry()})
-	return NewFleetServer(FleetConfig{Store: st, Captures: caps, Fleet: reg, Logger: log, Clock: clock, PageBytes: budget}), st
+	return NewFleetServer(FleetConfig{Store: st, Captures: caps, Events: caps, Local: reg, Logger: log, Clock: clock, PageBytes: budget}), st
 }
 
 // pageSlack is how far a page may pass its budget: the response's own

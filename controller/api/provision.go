@@ -349,8 +349,8 @@ func (s *AgentServer) FetchArtifact(req *livedumpv1.FetchArtifactRequest, stream
 // call sends a directive to the agent wherever its stream is and waits for
 // the report.
 func (s *FleetServer) call(ctx context.Context, agentID string, d *livedumpv1.Directive) (*livedumpv1.ProvisionReport, error) {
-	if s.cfg.Cluster != nil {
-		return s.cfg.Cluster.Call(ctx, agentID, d)
+	if s.cfg.Peers != nil {
+		return s.cfg.Peers.Call(ctx, agentID, d)
 	}
-	return s.cfg.Fleet.Call(ctx, agentID, d)
+	return s.cfg.Local.Call(ctx, agentID, d)
 }

@@ -120,10 +120,10 @@ func checkWait(d *durationpb.Duration) (time.Duration, error) {
 // exchange sends a directive to the agent wherever its stream is and
 // waits for the report answering it.
 func (s *FleetServer) exchange(ctx context.Context, agentID string, d *livedumpv1.Directive) (fleet.Report, error) {
-	if s.cfg.Cluster != nil {
-		return s.cfg.Cluster.Exchange(ctx, agentID, d)
+	if s.cfg.Peers != nil {
+		return s.cfg.Peers.Exchange(ctx, agentID, d)
 	}
-	return s.cfg.Fleet.Exchange(ctx, agentID, d)
+	return s.cfg.Local.Exchange(ctx, agentID, d)
 }
 
 // validSelfTestReport checks a report from an agent against the limits

@@ -1,0 +1,108 @@
+package fakes
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/livedump/livedump/controller/fleet"
+	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+)
+
+// Sessions stands in for fleet.Registry, the agent streams attached to this
+// replica. Sessions are real fleet.Sessions (their outbox is what a test
+// reads), held by a registry of the fake's own; the fake records attaches,
+// detaches and disconnects, and answers directives as scripted with Answer.
+type Sessions struct {
+	answers
+
+	once     sync.Once
+	reg      *fleet.Registry
+	mu       sync.Mutex
+	attached []string
+	detached []string
+	discon   []AgentMsg[error]
+}
+
+func (f *Sessions) registry() *fleet.Registry {
+	f.once.Do(func() {
+		f.reg = fleet.NewRegistry(nil)
+		f.answers.reached = f.reg.Online
+	})
+	return f.reg
+}
+
+// Connect attaches a session for the agent as of at, as a Connect stream
+// does; the session's cancel does nothing.
+func (f *Sessions) Connect(agentID string, at time.Time) *fleet.Session {
+	return f.registry().Attach(agentID, at, func(error) {})
+}
+
+// Attached returns the agents of each Attach, in order.
+func (f *Sessions) Attached() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.attached)
+}
+
+// Detached returns the agents of each Detach, in order.
+func (f *Sessions) Detached() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.detached)
+}
+
+// Disconnects returns the agent and cause of each Disconnect.
+func (f *Sessions) Disconnects() []AgentMsg[error] {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.discon)
+}
+
+// Attach implements api.Sessions.
+func (f *Sessions) Attach(agentID string, now time.Time, cancel context.CancelCauseFunc) *fleet.Session {
+	f.mu.Lock()
+	f.attached = append(f.attached, agentID)
+	f.mu.Unlock()
+	return f.registry().Attach(agentID, now, cancel)
+}
+
+// Detach implements api.Sessions.
+func (f *Sessions) Detach(s *fleet.Session) {
+	f.mu.Lock()
+	f.detached = append(f.detached, s.AgentID)
+	f.mu.Unlock()
+	f.registry().Detach(s)
+}
+
+// Online implements api.LocalAgents.
+func (f *Sessions) Online(agentID string) bool { return f.registry().Online(agentID) }
+
+// LastHeartbeat implements api.LocalAgents.
+func (f *Sessions) LastHeartbeat(agentID string) (time.Time, bool) {
+	return f.registry().LastHeartbeat(agentID)
+}
+
+// Session implements api.LocalAgents.
+func (f *Sessions) Session(agentID string) *fleet.Session { return f.registry().Session(agentID) }
+
+// Disconnect implements api.LocalAgents.
+func (f *Sessions) Disconnect(agentID string, cause error) bool {
+	f.mu.Lock()
+	f.discon = append(f.discon, AgentMsg[error]{agentID, cause})
+	f.mu.Unlock()
+	return f.registry().Disconnect(agentID, cause)
+}
+
+// Exchange implements api.LocalAgents (see Answer).
+func (f *Sessions) Exchange(ctx context.Context, agentID string, d *livedumpv1.Directive) (fleet.Report, error) {
+	f.registry()
+	return f.answers.Exchange(ctx, agentID, d)
+}
+
+// Call implements api.LocalAgents (see Answer).
+func (f *Sessions) Call(ctx context.Context, agentID string, d *livedumpv1.Directive) (*livedumpv1.ProvisionReport, error) {
+	f.registry()
+	return f.answers.Call(ctx, agentID, d)
+}

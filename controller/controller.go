@@ -226,24 +226,23 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	srvMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	reg.MustRegister(srvMetrics)
 
-	c.enroller = enroll.New(enroll.Config{
-		Store: c.store, CA: c.ca, Clock: cfg.Clock, CertTTL: cfg.CertTTL, RenewGrace: cfg.RenewGrace,
-		Renewed: func(ctx context.Context, agentID, oldSerial string, graceUntil time.Time) {
-			c.cluster.Superseded(ctx, agentID, oldSerial, graceUntil)
-		},
-	})
+	// The order is the dependency order: the cluster needs only the store
+	// and the fleet; the enroller and the capture manager use the cluster,
+	// which calls neither (the manager reads the cluster's capture notices).
 	c.fleet = fleet.NewRegistry(metrics.AgentsConnected)
 	streams := fleet.NewStreams()
-	authz := &api.Authorizer{Store: c.store, Logger: c.log, Now: cfg.Clock.Now, Streams: streams}
 	c.cluster = cluster.New(cluster.Config{
 		Store: c.store, Fleet: c.fleet, Streams: streams, ReplicaID: cfg.ReplicaID, Addr: cfg.Advertise, Lease: cfg.Lease,
 		Logger: c.log, Clock: cfg.Clock, Metrics: reg,
-		OnCaptures: func(id string) { c.captures.Remote(id) },
-		OnEvents:   func(id string) { c.captures.Relay(id) },
 	})
 	if err := c.cluster.Start(ctx); err != nil {
 		return nil, err
 	}
+	c.enroller = enroll.New(enroll.Config{
+		Store: c.store, CA: c.ca, Clock: cfg.Clock, CertTTL: cfg.CertTTL, RenewGrace: cfg.RenewGrace,
+		Renewed: c.cluster.Superseded,
+	})
+	authz := &api.Authorizer{Store: c.store, Logger: c.log, Now: cfg.Clock.Now, Streams: streams}
 	c.captures = capture.New(capture.Config{Store: c.store, Fleet: c.fleet, Router: c.cluster, Logger: c.log, Clock: cfg.Clock, Metrics: reg,
 		EventRate: cfg.EventRate, EventBurst: cfg.EventBurst})
 	if c.dumps, err = dumps.New(dumps.Config{

@@ -2,10 +2,8 @@ package capture
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -48,13 +46,6 @@ const (
 )
 
 var refusalReasons = []string{RefusedCaptureUnknown, RefusedCaptureNotActive, RefusedNotTarget, RefusedInvalid, RefusedTooLarge, RefusedRateLimited}
-
-// refusalWindow is how long refusals of one agent are summed into one audit
-// entry and one log line.
-const refusalWindow = time.Minute
-
-// maxRefusalCaptures bounds the capture IDs named in one audit summary.
-const maxRefusalCaptures = 16
 
 // maxInactive bounds the remembered ended and unknown captures.
 const maxInactive = 1000
@@ -207,7 +198,7 @@ func (a *admission) check(captureID, agentID string, now time.Time) (r *refusal,
 }
 
 // load reads a capture the admission does not know from the store.
-func (a *admission) load(ctx context.Context, st store.Store, captureID string, now time.Time) error {
+func (a *admission) load(ctx context.Context, st admissionStore, captureID string, now time.Time) error {
 	c, err := st.GetCapture(ctx, captureID)
 	if errors.Is(err, store.ErrNotFound) {
 		a.mu.Lock()
@@ -249,6 +240,12 @@ func (a *admission) load(ctx context.Context, st store.Store, captureID string, 
 	return nil
 }
 
+// admissionStore is what admission reads of a capture it does not know.
+type admissionStore interface {
+	GetCapture(ctx context.Context, id string) (store.Capture, error)
+	ListTargets(ctx context.Context, captureID string) ([]store.CaptureTarget, error)
+}
+
 // limiters holds one token bucket per agent that sent events recently.
 type limiters struct {
 	mu    sync.Mutex
@@ -277,96 +274,4 @@ func (l *limiters) forgetFull(now time.Time) {
 			delete(l.m, id)
 		}
 	}
-}
-
-// refusals sums one agent's refused events over a window: the first is
-// logged and audited at once, the rest in one summary when the window ends,
-// so a flood costs one audit row and one log line a minute, not one each.
-type refusals struct {
-	start    time.Time
-	total    int // after the first
-	reasons  map[string]int
-	captures map[string]int
-	other    int // refusals for captures beyond maxRefusalCaptures
-}
-
-// refuse counts, logs and audits a refused event.
-func (m *Manager) refuse(agentID, captureID string, r *refusal) {
-	m.metrics.refused.WithLabelValues(r.reason).Inc()
-	now := m.cfg.Clock.Now()
-	m.rmu.Lock()
-	w := m.refused[agentID]
-	if w != nil {
-		w.total++
-		w.reasons[r.reason]++
-		if _, ok := w.captures[captureID]; ok || len(w.captures) < maxRefusalCaptures {
-			w.captures[captureID]++
-		} else {
-			w.other++
-		}
-		m.rmu.Unlock()
-		return
-	}
-	m.refused[agentID] = &refusals{start: now, reasons: map[string]int{}, captures: map[string]int{}}
-	m.rmu.Unlock()
-	m.log.Warn("event refused", "agent_id", agentID, "capture_id", captureID, "reason", r.reason, "detail", r.detail,
-		"note", "further refusals of this agent in the next "+refusalWindow.String()+" are summed")
-	m.audit(agentID, captureID, "refused: "+truncate(r.String(), 512), "")
-}
-
-// flushRefusals writes the summaries of windows that have ended (all of
-// them when final).
-func (m *Manager) flushRefusals(final bool) {
-	now := m.cfg.Clock.Now()
-	type summary struct {
-		agent string
-		w     *refusals
-	}
-	var done []summary
-	m.rmu.Lock()
-	for id, w := range m.refused {
-		if final || now.Sub(w.start) >= refusalWindow {
-			delete(m.refused, id)
-			if w.total > 0 {
-				done = append(done, summary{id, w})
-			}
-		}
-	}
-	m.rmu.Unlock()
-	for _, s := range done {
-		var parts []string
-		for _, r := range refusalReasons {
-			if n := s.w.reasons[r]; n > 0 {
-				parts = append(parts, fmt.Sprintf("%s %d", r, n))
-			}
-		}
-		target := ""
-		if len(s.w.captures) == 1 && s.w.other == 0 {
-			for c := range s.w.captures {
-				target = c
-			}
-		}
-		details, _ := json.Marshal(map[string]any{"reasons": s.w.reasons, "captures": s.w.captures, "other_captures": s.w.other})
-		outcome := fmt.Sprintf("refused: %d more events in %s (%s)", s.w.total, now.Sub(s.w.start).Round(time.Second), strings.Join(parts, ", "))
-		m.log.Warn("events refused", "agent_id", s.agent, "count", s.w.total, "reasons", strings.Join(parts, ", "))
-		m.audit(s.agent, target, outcome, string(details))
-	}
-}
-
-// audit writes one entry about an agent's events. A failure is logged: the
-// refusal itself stands.
-func (m *Manager) audit(agentID, captureID, outcome, details string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	e := store.AuditEntry{Time: m.cfg.Clock.Now().UTC(), Actor: "agent/" + agentID, Action: "AgentService/Connect/TriggerEvent", Target: captureID, Outcome: outcome, Details: details}
-	if _, err := m.cfg.Store.AppendAudit(ctx, e); err != nil {
-		m.log.Error("audit write failed", "action", e.Action, "actor", e.Actor, "err", err)
-	}
-}
-
-// refusalAck is the acknowledgement of a refused event: the agent drops it
-// from its spool (sending it again would not change the answer) and learns
-// why.
-func refusalAck(eventID string, r *refusal) *livedumpv1.EventRefusal {
-	return &livedumpv1.EventRefusal{EventId: eventID, Reason: truncate(r.String(), 1024)}
 }

@@ -144,9 +144,9 @@ func (f *fixture) send(agentID string, evs ...*livedumpv1.TriggerEvent) *livedum
 	}
 	var batch []ingest
 	for range evs {
-		batch = append(batch, <-f.m.in)
+		batch = append(batch, <-f.m.ingester.queue)
 	}
-	f.m.flush(ctx, batch)
+	f.m.ingester.flush(ctx, batch)
 	for {
 		select {
 		case m := <-s.Outbox():
@@ -170,7 +170,7 @@ func (f *fixture) stored(captureID string) int {
 }
 
 func (f *fixture) refused(reason string) float64 {
-	return testutil.ToFloat64(f.m.metrics.refused.WithLabelValues(reason))
+	return testutil.ToFloat64(f.m.refusals.refused.WithLabelValues(reason))
 }
 
 func TestAdmission(t *testing.T) {
@@ -259,17 +259,17 @@ func TestLateEvents(t *testing.T) {
 func TestAdmissionEndsWithTheCapture(t *testing.T) {
 	f := newFixture(t, nil)
 	f.capture("c-one", "a")
-	if err := f.m.schedule(context.Background()); err != nil {
+	if err := f.m.rollout.schedule(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if r, known := f.m.adm.check("c-one", "a", f.clock.Now()); !known || r != nil {
+	if r, known := f.m.ingester.admission.check("c-one", "a", f.clock.Now()); !known || r != nil {
 		t.Fatalf("after a scheduler pass: %v %v", r, known)
 	}
 	if _, err := f.m.Cancel(context.Background(), "c-one", "test"); err != nil {
 		t.Fatal(err)
 	}
 	// Forgotten at once: the next event reads the ended capture.
-	if r, known := f.m.adm.check("c-one", "a", f.clock.Now()); known {
+	if r, known := f.m.ingester.admission.check("c-one", "a", f.clock.Now()); known {
 		t.Fatalf("after cancel: %v %v", r, known)
 	}
 }
@@ -313,12 +313,12 @@ func TestRefusalsAuditedOncePerMinute(t *testing.T) {
 	if es := audit(); len(es) != 1 || es[0].Actor != "agent/a" || !strings.Contains(es[0].Outcome, RefusedCaptureUnknown) {
 		t.Fatalf("audit after the first refusals: %+v", es)
 	}
-	f.m.flushRefusals(false)
+	f.m.refusals.flush(false)
 	if es := audit(); len(es) != 1 {
 		t.Fatalf("summary written before the minute ended: %+v", es)
 	}
 	f.clock.Advance(refusalWindow)
-	f.m.flushRefusals(false)
+	f.m.refusals.flush(false)
 	es := audit()
 	if len(es) != 2 || !strings.Contains(es[0].Outcome, "49 more events") || len(es[0].Details) > 2048 {
 		t.Fatalf("summary: %+v", es[0])

@@ -52,12 +52,12 @@ func fitTargets(targets []*livedumpv1.CaptureTarget, size, budget int) []*livedu
 // follows the agent ID after and fits in budget encoded bytes, at least one
 // target when any follows. OmittedTargets counts the targets on other
 // pages; next is the agent ID to read on from, empty after the last page.
-func (m *Manager) GetPage(ctx context.Context, id, after string, budget int) (*livedumpv1.Capture, string, error) {
-	c, err := m.cfg.Store.GetCapture(ctx, id)
+func (l *lifecycle) GetPage(ctx context.Context, id, after string, budget int) (*livedumpv1.Capture, string, error) {
+	c, err := l.store.GetCapture(ctx, id)
 	if err != nil {
 		return nil, "", err
 	}
-	targets, err := m.cfg.Store.ListTargets(ctx, id)
+	targets, err := l.store.ListTargets(ctx, id)
 	if err != nil {
 		return nil, "", err
 	}
@@ -86,7 +86,7 @@ func (m *Manager) GetPage(ctx context.Context, id, after string, budget int) (*l
 	for _, t := range page {
 		want[t.AgentID] = true
 	}
-	hosts, err := store.Hostnames(ctx, m.cfg.Store, want)
+	hosts, err := store.Hostnames(ctx, l.store, want)
 	if err != nil {
 		return nil, "", err
 	}
@@ -109,8 +109,8 @@ const maxHostname = 256 + 3
 // capture (afterCreated, afterID) when afterID is set, as many as fit in
 // budget encoded bytes and at least one. A capture larger than the budget
 // by itself is trimmed (see Trim). more reports whether a capture follows.
-func (m *Manager) ListPage(ctx context.Context, afterCreated time.Time, afterID string, budget int) ([]*livedumpv1.Capture, bool, error) {
-	cs, err := m.cfg.Store.ListCaptures(ctx, "")
+func (l *lifecycle) ListPage(ctx context.Context, afterCreated time.Time, afterID string, budget int) ([]*livedumpv1.Capture, bool, error) {
+	cs, err := l.store.ListCaptures(ctx, "")
 	if err != nil {
 		return nil, false, err
 	}
@@ -129,7 +129,7 @@ func (m *Manager) ListPage(ctx context.Context, afterCreated time.Time, afterID 
 	var out []*livedumpv1.Capture
 	size := 0
 	for _, c := range cs[start:] {
-		targets, err := m.cfg.Store.ListTargets(ctx, c.ID)
+		targets, err := l.store.ListTargets(ctx, c.ID)
 		if err != nil {
 			return nil, false, err
 		}

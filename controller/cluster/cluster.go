@@ -101,12 +101,21 @@ type Config struct {
 	Logger    *slog.Logger
 	Clock     clockwork.Clock
 	Metrics   prometheus.Registerer
-
-	// OnCaptures is called when another replica created or ended a capture.
-	OnCaptures func(captureID string)
-	// OnEvents is called when another replica stored events of a capture.
-	OnEvents func(captureID string)
 }
+
+// CaptureNotice is what a replica told the others about a capture.
+type CaptureNotice struct {
+	CaptureID string
+	// Events is set when another replica stored events of the capture;
+	// otherwise a replica (this one too) created or ended it. After the
+	// listener reconnected, a notice with no CaptureID says notices may
+	// have been missed.
+	Events bool
+}
+
+// noticeBuffer is how many capture notices wait for a slow subscriber
+// before the notification listener waits too.
+const noticeBuffer = 256
 
 // Cluster is this replica's view of the others.
 type Cluster struct {
@@ -120,6 +129,7 @@ type Cluster struct {
 	waiting map[int64]chan store.Directive
 	snap    map[string]string // agent -> replica, from the last presence query
 	snapAt  time.Time
+	subs    []chan CaptureNotice
 
 	routed   *prometheus.CounterVec
 	leaseAge prometheus.Gauge
@@ -217,7 +227,8 @@ func (c *Cluster) Run(ctx context.Context) error {
 		// Without notifications everything still arrives through the
 		// catch-up queries, only later; keep trying to listen.
 		for ctx.Err() == nil {
-			err := c.cfg.Bus.Listen(ctx, []string{ChanDirectives, ChanResults, ChanCaptures, ChanAgents, ChanEvents, ChanCerts}, c.notified)
+			err := c.cfg.Bus.Listen(ctx, []string{ChanDirectives, ChanResults, ChanCaptures, ChanAgents, ChanEvents, ChanCerts},
+				func(channel, payload string) { c.notified(ctx, channel, payload) })
 			if ctx.Err() != nil {
 				return
 			}
@@ -266,7 +277,34 @@ func (c *Cluster) Run(ctx context.Context) error {
 	}
 }
 
-func (c *Cluster) notified(channel, payload string) {
+// SubscribeCaptures returns a channel that receives every capture notice
+// from now on, for the capture manager: the cluster only reports what it
+// heard and knows nothing of captures. The subscriber must keep reading
+// while Run runs: when the channel is full, the notification listener waits
+// for it, as it waits for any slow handler.
+func (c *Cluster) SubscribeCaptures() <-chan CaptureNotice {
+	ch := make(chan CaptureNotice, noticeBuffer)
+	c.mu.Lock()
+	c.subs = append(c.subs, ch)
+	c.mu.Unlock()
+	return ch
+}
+
+// noticeCaptures hands n to every subscriber, until ctx ends.
+func (c *Cluster) noticeCaptures(ctx context.Context, n CaptureNotice) {
+	c.mu.Lock()
+	subs := c.subs
+	c.mu.Unlock()
+	for _, ch := range subs {
+		select {
+		case ch <- n:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (c *Cluster) notified(ctx context.Context, channel, payload string) {
 	switch channel {
 	case ChanDirectives:
 		if payload == "" || payload == c.id {
@@ -288,9 +326,7 @@ func (c *Cluster) notified(channel, payload string) {
 			c.collect(context.Background())
 		}
 	case ChanCaptures:
-		if c.cfg.OnCaptures != nil {
-			c.cfg.OnCaptures(payload)
-		}
+		c.noticeCaptures(ctx, CaptureNotice{CaptureID: payload})
 	case ChanAgents:
 		if id, ok := strings.CutPrefix(payload, "revoke "); ok {
 			c.cfg.Fleet.Disconnect(id, fleet.ErrRevoked)
@@ -303,8 +339,8 @@ func (c *Cluster) notified(channel, payload string) {
 		c.certNotified(payload)
 	case ChanEvents:
 		from, capID, _ := strings.Cut(payload, " ")
-		if from != c.id && c.cfg.OnEvents != nil {
-			c.cfg.OnEvents(capID)
+		if from != c.id {
+			c.noticeCaptures(ctx, CaptureNotice{CaptureID: capID, Events: true})
 		}
 	}
 }

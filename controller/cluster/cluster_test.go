@@ -274,3 +274,39 @@ func TestRevocationsEndStreamsOnEveryReplica(t *testing.T) {
 		t.Fatalf("streams of the current certificate (%v) or another operator (%v) ended", context.Cause(current), context.Cause(other))
 	}
 }
+
+// TestSubscribeCapturesHearsTheReplicas: a subscriber hears every replica's
+// capture changes (its own too) and the events other replicas stored, not
+// its own; the cluster itself holds nothing of the subscriber's.
+func TestSubscribeCapturesHearsTheReplicas(t *testing.T) {
+	bus := NewLocalBus()
+	_, a, b := twoReplicas(t, bus, 15*time.Second)
+	notices := b.SubscribeCaptures()
+	for bus.listeners(ChanCaptures) < 2 || bus.listeners(ChanEvents) < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	next := func() CaptureNotice {
+		t.Helper()
+		select {
+		case n := <-notices:
+			return n
+		case <-time.After(3 * time.Second):
+			t.Fatal("no capture notice")
+			return CaptureNotice{}
+		}
+	}
+	ctx := context.Background()
+	a.CaptureChanged(ctx, "c-1")
+	if n := next(); n != (CaptureNotice{CaptureID: "c-1"}) {
+		t.Fatalf("notice %+v", n)
+	}
+	a.EventsStored(ctx, "c-1")
+	if n := next(); n != (CaptureNotice{CaptureID: "c-1", Events: true}) {
+		t.Fatalf("notice %+v", n)
+	}
+	b.EventsStored(ctx, "c-2") // its own: not a notice
+	b.CaptureChanged(ctx, "c-3")
+	if n := next(); n != (CaptureNotice{CaptureID: "c-3"}) {
+		t.Fatalf("notice %+v, want c-3 changed and nothing of b's own events", n)
+	}
+}

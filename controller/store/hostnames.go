@@ -13,11 +13,18 @@ const (
 	byIDLimit     = 512
 )
 
+// AgentReader reads agents one by one or a page at a time: all Hostnames
+// needs of a Store.
+type AgentReader interface {
+	GetAgent(ctx context.Context, id string) (Agent, error)
+	ListAgentsPage(ctx context.Context, afterHostname, afterID string, limit int) ([]Agent, error)
+}
+
 // Hostnames returns agent ID -> hostname for the agents in want (every
 // agent when want is nil; unknown IDs are left out). A few agents are read
 // by ID; otherwise the fleet is read a page at a time, so memory holds the
 // answer and one page of agents, never every agent with its labels.
-func Hostnames(ctx context.Context, s Store, want map[string]bool) (map[string]string, error) {
+func Hostnames(ctx context.Context, s AgentReader, want map[string]bool) (map[string]string, error) {
 	out := map[string]string{}
 	if want != nil && len(want) <= byIDLimit {
 		for id := range want {

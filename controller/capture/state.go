@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/internal/enumname"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
@@ -187,36 +188,28 @@ func targetProto(t store.CaptureTarget, hostname string) *livedumpv1.CaptureTarg
 	}
 }
 
+// Stored capture and target states are the short names of the wire enums
+// (internal/enumname, words joined by "_"): "active", "cancelled".
+
+// captureStateValue maps a stored capture state to the wire enum:
+// UNSPECIFIED for a name it does not know.
 func captureStateValue(s string) livedumpv1.CaptureState {
-	switch s {
-	case StateActive:
-		return livedumpv1.CaptureState_CAPTURE_STATE_ACTIVE
-	case StateDone:
-		return livedumpv1.CaptureState_CAPTURE_STATE_DONE
-	case StateExpired:
-		return livedumpv1.CaptureState_CAPTURE_STATE_EXPIRED
-	case StateCancelled:
-		return livedumpv1.CaptureState_CAPTURE_STATE_CANCELLED
-	}
-	return livedumpv1.CaptureState_CAPTURE_STATE_UNSPECIFIED
+	v, _ := enumname.Parse[livedumpv1.CaptureState](s, "_")
+	return v
 }
 
-var targetStates = map[string]livedumpv1.TargetState{
-	TargetPending: livedumpv1.TargetState_TARGET_STATE_PENDING, TargetDelivered: livedumpv1.TargetState_TARGET_STATE_DELIVERED,
-	TargetArmed: livedumpv1.TargetState_TARGET_STATE_ARMED, TargetTriggered: livedumpv1.TargetState_TARGET_STATE_TRIGGERED,
-	TargetDumping: livedumpv1.TargetState_TARGET_STATE_DUMPING, TargetDone: livedumpv1.TargetState_TARGET_STATE_DONE,
-	TargetFailed: livedumpv1.TargetState_TARGET_STATE_FAILED, TargetExpired: livedumpv1.TargetState_TARGET_STATE_EXPIRED,
-	TargetCancelled: livedumpv1.TargetState_TARGET_STATE_CANCELLED,
+// TargetStateValue maps a stored target state to the wire enum:
+// UNSPECIFIED for a name it does not know.
+func TargetStateValue(s string) livedumpv1.TargetState {
+	v, _ := enumname.Parse[livedumpv1.TargetState](s, "_")
+	return v
 }
 
-// TargetStateValue maps a stored target state to the wire enum.
-func TargetStateValue(s string) livedumpv1.TargetState { return targetStates[s] }
-
+// targetStateName is the stored name of a wire target state; "" for
+// UNSPECIFIED and numbers the enum does not name.
 func targetStateName(v livedumpv1.TargetState) string {
-	for k, x := range targetStates {
-		if x == v {
-			return k
-		}
+	if !enumname.Valid(v) {
+		return ""
 	}
-	return ""
+	return enumname.Name(v, "_")
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/internal/profile"
 	"github.com/livedump/livedump/tests/fakes"
+	"github.com/livedump/livedump/tests/testca"
 )
 
 // The fakes fit the interfaces the handlers declare.
@@ -87,10 +88,7 @@ func newRig(t *testing.T, withPeers bool) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := pki.NewCA("test CA", t0.Add(-time.Hour), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := testca.New(t, testca.Options{Now: t0.Add(-time.Hour)}).CA
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	r := &rig{
 		st: st, clock: clockwork.NewFakeClockAt(t0), ca: ca,
@@ -127,18 +125,13 @@ func ctxAs(id pki.Identity) context.Context {
 // cert issues a client certificate for id, valid from now for a day.
 func (r *rig) cert(t *testing.T, id pki.Identity) *x509.Certificate {
 	t.Helper()
-	key, err := pki.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := pki.CreateCSR(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, der := testca.KeyCSR(t)
 	csr, err := pki.ParseCSR(der)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Signed at the rig's (fake) clock, not testca's fixed start, so a
+	// test that moves the clock gets a certificate valid from then.
 	c, err := r.ca.SignClient(csr, id, r.clock.Now(), 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)

@@ -350,7 +350,7 @@ func (s *AgentServer) FetchArtifact(req *livedumpv1.FetchArtifactRequest, stream
 // the report.
 func (s *FleetServer) call(ctx context.Context, agentID string, d *livedumpv1.Directive) (*livedumpv1.ProvisionReport, error) {
 	if s.cfg.Peers != nil {
-		return s.cfg.Peers.Call(ctx, agentID, d)
+		return fleet.Call(ctx, s.cfg.Peers, agentID, d)
 	}
-	return s.cfg.Local.Call(ctx, agentID, d)
+	return fleet.Call(ctx, s.cfg.Local, agentID, d)
 }

@@ -98,7 +98,6 @@ type DumpReader interface {
 // Directives sends a directive to an agent and waits for the report that
 // answers it (fleet.Registry for this replica, cluster.Cluster for any).
 type Directives interface {
-	Call(ctx context.Context, agentID string, d *livedumpv1.Directive) (*livedumpv1.ProvisionReport, error)
 	Exchange(ctx context.Context, agentID string, d *livedumpv1.Directive) (fleet.Report, error)
 }
 

@@ -20,22 +20,8 @@ import (
 // states reported by agents share its queue (see rollout.Status), so they
 // are applied after the events sent before them.
 type ingester struct {
-	store      ingestStore
-	clock      clockwork.Clock
-	log        *slog.Logger
-	queue      chan ingest
-	batchSize  int
-	batchDelay time.Duration
-	eventRate  float64
-	eventBurst int
-	kick       wakeup
-	admission  *admission
-	limits     *limiters
-	refusals   refuser
-	statuses   statusApplier
-	watchers   eventPublisher
-	peers      eventsNotifier
-	metrics    ingestMetrics
+	ingesterConfig
+	metrics ingestMetrics
 }
 
 // ingestStore is what the ingester reads and writes.
@@ -82,15 +68,13 @@ type ingesterConfig struct {
 	statuses   statusApplier
 	watchers   eventPublisher
 	peers      eventsNotifier
-	metrics    prometheus.Registerer
+	reg        prometheus.Registerer
 }
 
 func newIngester(c ingesterConfig) *ingester {
 	return &ingester{
-		store: c.store, clock: c.clock, log: c.log, queue: c.queue, batchSize: c.batchSize, batchDelay: c.batchDelay,
-		eventRate: c.eventRate, eventBurst: c.eventBurst, kick: c.kick, admission: c.admission, limits: c.limits,
-		refusals: c.refusals, statuses: c.statuses, watchers: c.watchers, peers: c.peers,
-		metrics: newIngestMetrics(c.metrics),
+		ingesterConfig: c,
+		metrics:        newIngestMetrics(c.reg),
 	}
 }
 

@@ -93,7 +93,7 @@ func newIngestFixture(t *testing.T, batchSize int, watched ...string) *ingestFix
 		store: f.st, clock: newFakeClock(), log: discard(), queue: make(chan ingest, 64), batchSize: batchSize, batchDelay: time.Millisecond,
 		eventRate: 1000, eventBurst: 1000, kick: f.kick, admission: adm,
 		limits:   &limiters{rate: rate.Limit(1000), burst: 1000, m: map[string]*rate.Limiter{}},
-		refusals: f.refused, statuses: f.statuses, watchers: f.watch, peers: f.router, metrics: prometheus.NewRegistry(),
+		refusals: f.refused, statuses: f.statuses, watchers: f.watch, peers: f.router, reg: prometheus.NewRegistry(),
 	})
 	return f
 }

@@ -154,13 +154,13 @@ func New(cfg Config) *Manager {
 	life := &lifecycle{store: cfg.Store, router: cfg.Router, clock: cfg.Clock, log: cfg.Logger, kick: kick, admission: adm, watchers: watch}
 	roll := newRollout(rolloutConfig{
 		store: cfg.Store, sessions: cfg.Fleet, clock: cfg.Clock, log: cfg.Logger, queue: queue, kick: kick,
-		ender: life, watchers: watch, admission: adm, limits: limits, metrics: cfg.Metrics,
+		ender: life, watchers: watch, admission: adm, limits: limits, reg: cfg.Metrics,
 	})
 	refusals := newRefusalLog(cfg.Store, cfg.Clock, cfg.Logger, cfg.Metrics)
 	ing := newIngester(ingesterConfig{
 		store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, queue: queue, batchSize: cfg.BatchSize, batchDelay: cfg.BatchDelay,
 		eventRate: cfg.EventRate, eventBurst: cfg.EventBurst, kick: kick, admission: adm, limits: limits, refusals: refusals,
-		statuses: roll, watchers: watch, peers: cfg.Router, metrics: cfg.Metrics,
+		statuses: roll, watchers: watch, peers: cfg.Router, reg: cfg.Metrics,
 	})
 	return &Manager{
 		log: cfg.Logger, clock: cfg.Clock, tick: cfg.Tick, kick: kick,

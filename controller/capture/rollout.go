@@ -29,17 +29,8 @@ const claimChunk = 500
 // within the rollout rate, once per agent session. It records the agents'
 // acks and the target states they report.
 type rollout struct {
-	store     rolloutStore
-	sessions  sessions
-	clock     clockwork.Clock
-	log       *slog.Logger
-	queue     chan<- ingest
-	kick      wakeup
-	ender     ender
-	watchers  targetPublisher
-	admission refresher
-	limits    fullForgetter
-	metrics   rolloutMetrics
+	rolloutConfig
+	metrics rolloutMetrics
 
 	mu       sync.Mutex
 	sent     map[*fleet.Session]map[string]bool // captures sent on each live session
@@ -92,16 +83,15 @@ type rolloutConfig struct {
 	watchers  targetPublisher
 	admission refresher
 	limits    fullForgetter
-	metrics   prometheus.Registerer
+	reg       prometheus.Registerer
 }
 
 func newRollout(c rolloutConfig) *rollout {
 	return &rollout{
-		store: c.store, sessions: c.sessions, clock: c.clock, log: c.log, queue: c.queue, kick: c.kick,
-		ender: c.ender, watchers: c.watchers, admission: c.admission, limits: c.limits,
-		metrics: newRolloutMetrics(c.metrics),
-		sent:    map[*fleet.Session]map[string]bool{},
-		sentAt:  map[string]time.Time{},
+		rolloutConfig: c,
+		metrics:       newRolloutMetrics(c.reg),
+		sent:          map[*fleet.Session]map[string]bool{},
+		sentAt:        map[string]time.Time{},
 	}
 }
 

@@ -48,7 +48,7 @@ func newRolloutFixture(t *testing.T, watched ...string) *rolloutFixture {
 	}
 	f.r = newRollout(rolloutConfig{
 		store: f.st, sessions: f.fleet, clock: f.clock, log: discard(), queue: f.queue, kick: f.kick,
-		ender: f.ender, watchers: f.watch, admission: f.adm, limits: noLimits{}, metrics: prometheus.NewRegistry(),
+		ender: f.ender, watchers: f.watch, admission: f.adm, limits: noLimits{}, reg: prometheus.NewRegistry(),
 	})
 	return f
 }

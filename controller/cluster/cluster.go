@@ -411,21 +411,6 @@ func (c *Cluster) Send(ctx context.Context, agentID string, d *livedumpv1.Direct
 	return err
 }
 
-// Call sends a provisioning directive and waits for the agent's report,
-// wherever its stream is. It returns ErrOffline at once for an agent no
-// live replica holds: provisioning is not queued.
-func (c *Cluster) Call(ctx context.Context, agentID string, d *livedumpv1.Directive) (*livedumpv1.ProvisionReport, error) {
-	rep, err := c.Exchange(ctx, agentID, d)
-	if err != nil {
-		return nil, err
-	}
-	pr, ok := rep.(*livedumpv1.ProvisionReport)
-	if !ok {
-		return nil, fmt.Errorf("directive %s was answered with a %T", d.GetId(), rep)
-	}
-	return pr, nil
-}
-
 // Exchange is Call for any directive answered with a report (see
 // fleet.ReportKind). Across replicas the result row holds the report
 // itself, so a provisioning result reads the same to every version.

@@ -114,7 +114,7 @@ func TestCallRoundTripsThroughTheOtherReplica(t *testing.T) {
 			}()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			rep, err := a.Call(ctx, "agent-1", &livedumpv1.Directive{Id: "prov-1", Kind: &livedumpv1.Directive_Provision{Provision: &livedumpv1.ProvisionDirective{}}})
+			rep, err := fleet.Call(ctx, a, "agent-1", &livedumpv1.Directive{Id: "prov-1", Kind: &livedumpv1.Directive_Provision{Provision: &livedumpv1.ProvisionDirective{}}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -154,7 +154,7 @@ func TestSelfTestRoundTripsThroughTheOtherReplica(t *testing.T) {
 func TestCallToAnAgentNoReplicaHoldsIsOfflineAtOnce(t *testing.T) {
 	_, a, _ := twoReplicas(t, NewLocalBus(), 15*time.Second)
 	start := time.Now()
-	_, err := a.Call(context.Background(), "agent-9", &livedumpv1.Directive{Id: "prov-9"})
+	_, err := fleet.Call(context.Background(), a, "agent-9", &livedumpv1.Directive{Id: "prov-9"})
 	if !errors.Is(err, ErrOffline) {
 		t.Fatalf("err = %v, want ErrOffline", err)
 	}

@@ -218,12 +218,21 @@ func (r *Registry) LastHeartbeat(agentID string) (time.Time, bool) {
 	return s.LastHeartbeat(), true
 }
 
-// Call sends a provisioning directive to the agent and waits for the
-// report answering it, until ctx ends. A session replaced while waiting is
-// not followed: the caller sees the timeout and the agent's next state
-// report tells the rest.
-func (r *Registry) Call(ctx context.Context, agentID string, d *livedumpv1.Directive) (*livedumpv1.ProvisionReport, error) {
-	rep, err := r.Exchange(ctx, agentID, d)
+// Exchanger sends a directive to an agent and waits for the report
+// answering it: the local Registry, or the cluster for an agent on any
+// replica.
+type Exchanger interface {
+	Exchange(ctx context.Context, agentID string, d *livedumpv1.Directive) (Report, error)
+}
+
+// Call sends a provisioning directive through x and waits for the
+// provisioning report answering it, until ctx ends. Through the Registry a
+// session replaced while waiting is not followed: the caller sees the
+// timeout and the agent's next state report tells the rest; through the
+// cluster an agent no live replica holds is ErrOffline at once
+// (provisioning is not queued).
+func Call(ctx context.Context, x Exchanger, agentID string, d *livedumpv1.Directive) (*livedumpv1.ProvisionReport, error) {
+	rep, err := x.Exchange(ctx, agentID, d)
 	if err != nil {
 		return nil, err
 	}

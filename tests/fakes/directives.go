@@ -2,7 +2,6 @@ package fakes
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 
@@ -77,17 +76,4 @@ func (a *answers) Exchange(ctx context.Context, agentID string, d *livedumpv1.Di
 	}
 	<-ctx.Done()
 	return nil, ctx.Err()
-}
-
-// Call is Exchange for a provisioning directive.
-func (a *answers) Call(ctx context.Context, agentID string, d *livedumpv1.Directive) (*livedumpv1.ProvisionReport, error) {
-	rep, err := a.Exchange(ctx, agentID, d)
-	if err != nil {
-		return nil, err
-	}
-	pr, ok := rep.(*livedumpv1.ProvisionReport)
-	if !ok {
-		return nil, fmt.Errorf("directive %s was answered with a %T", d.GetId(), rep)
-	}
-	return pr, nil
 }

@@ -128,14 +128,6 @@ func (f *Peers) Exchange(ctx context.Context, agentID string, d *livedumpv1.Dire
 	return f.answers.Exchange(ctx, agentID, d)
 }
 
-// Call implements api.Peers (see Answer).
-func (f *Peers) Call(ctx context.Context, agentID string, d *livedumpv1.Directive) (*livedumpv1.ProvisionReport, error) {
-	f.mu.Lock()
-	f.init()
-	f.mu.Unlock()
-	return f.answers.Call(ctx, agentID, d)
-}
-
 // Revoked implements api.Revocations.
 func (f *Peers) Revoked(_ context.Context, agentID string) {
 	f.mu.Lock()

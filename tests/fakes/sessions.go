@@ -100,9 +100,3 @@ func (f *Sessions) Exchange(ctx context.Context, agentID string, d *livedumpv1.D
 	f.registry()
 	return f.answers.Exchange(ctx, agentID, d)
 }
-
-// Call implements api.LocalAgents (see Answer).
-func (f *Sessions) Call(ctx context.Context, agentID string, d *livedumpv1.Directive) (*livedumpv1.ProvisionReport, error) {
-	f.registry()
-	return f.answers.Call(ctx, agentID, d)
-}

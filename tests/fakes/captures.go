@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -290,7 +291,7 @@ func (f *Captures) ListPage(_ context.Context, afterCreated time.Time, afterID s
 		if !at.Equal(bt) {
 			return bt.Compare(at)
 		}
-		return -cmpString(a.GetId(), b.GetId())
+		return -strings.Compare(a.GetId(), b.GetId())
 	}
 	slices.SortFunc(all, before)
 	if afterID != "" {
@@ -305,16 +306,6 @@ func (f *Captures) ListPage(_ context.Context, afterCreated time.Time, afterID s
 		return all[:f.CapturesPerPage], true, nil
 	}
 	return all, false, nil
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Watch implements api.CaptureEvents.

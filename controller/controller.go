@@ -469,16 +469,20 @@ func (c *Controller) maintain(ctx context.Context) {
 			return
 		case <-t.Chan():
 		}
-		now := c.cfg.Clock.Now()
-		if n := c.fleet.ExpireStale(now, heartbeatMisses*c.cfg.HeartbeatInterval); n > 0 {
-			c.log.Info("expired silent agents", "count", n)
-		}
-		if c.server.due(now) {
-			if err := c.server.issue(now); err != nil {
-				c.log.Error("rotate server certificate", "err", err)
-			} else {
-				c.log.Info("server certificate rotated")
-			}
+		c.maintainOnce(c.cfg.Clock.Now())
+	}
+}
+
+// maintainOnce is one pass of maintain at now.
+func (c *Controller) maintainOnce(now time.Time) {
+	if n := c.fleet.ExpireStale(now, heartbeatMisses*c.cfg.HeartbeatInterval); n > 0 {
+		c.log.Info("expired silent agents", "count", n)
+	}
+	if c.server.due(now) {
+		if err := c.server.issue(now); err != nil {
+			c.log.Error("rotate server certificate", "err", err)
+		} else {
+			c.log.Info("server certificate rotated")
 		}
 	}
 }

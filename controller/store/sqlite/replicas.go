@@ -45,16 +45,11 @@ func (s *Store) ClearPresence(ctx context.Context, agentID, replicaID, session s
 // Presence maps each agent to the replica holding its stream, leaving out
 // replicas whose lease ran out: their streams died with them.
 func (s *Store) Presence(ctx context.Context, liveSince time.Time) (map[string]string, error) {
-	rows, err := s.r.QueryContext(ctx, sqlstore.Presence, liveSince.UnixMilli())
+	rows, err := list(ctx, s.r, "presence", sqlstore.ScanPresence, sqlstore.Presence, liveSince.UnixMilli())
 	if err != nil {
-		return nil, fmt.Errorf("presence: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
-	out, err := sqlstore.CollectPresence(rows)
-	if err != nil {
-		return nil, fmt.Errorf("presence: %w", err)
-	}
-	return out, nil
+	return sqlstore.PresenceMap(rows), nil
 }
 
 // EnqueueDirective stores a new directive (store.PrepareDirective) and

@@ -179,9 +179,16 @@ func TestScanOperatorRevocation(t *testing.T) {
 	}
 }
 
-func TestCollectPresence(t *testing.T) {
-	got, err := CollectPresence(&fakeRows{})
-	if err != nil || got == nil || len(got) != 0 {
-		t.Errorf("empty = %v, %v; want an empty map", got, err)
+func TestPresenceMap(t *testing.T) {
+	if got := PresenceMap(nil); got == nil || len(got) != 0 {
+		t.Errorf("PresenceMap(nil) = %#v, want an empty map", got)
+	}
+	got := PresenceMap([]PresenceRow{{"a1", "r1"}, {"a2", "r2"}})
+	if len(got) != 2 || got["a1"] != "r1" || got["a2"] != "r2" {
+		t.Errorf("PresenceMap = %v", got)
+	}
+	var p PresenceRow
+	if p, _ = ScanPresence(rowOf{vals: []any{"a1", "r1"}}); p != (PresenceRow{"a1", "r1"}) {
+		t.Errorf("ScanPresence = %+v", p)
 	}
 }

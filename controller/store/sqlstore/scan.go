@@ -189,21 +189,26 @@ func ScanAuditEntry(sc Scanner) (store.AuditEntry, error) {
 	return e, nil
 }
 
-// CollectPresence reads the (agent_id, replica_id) rows of Presence into
-// a map from agent to replica, never nil.
-func CollectPresence(rows Rows) (map[string]string, error) {
-	out := map[string]string{}
-	for rows.Next() {
-		var agent, replica string
-		if err := rows.Scan(&agent, &replica); err != nil {
-			return nil, err
-		}
-		out[agent] = replica
+// PresenceRow is one row of Presence: the replica holding an agent's
+// stream.
+type PresenceRow struct {
+	AgentID, ReplicaID string
+}
+
+// ScanPresence reads a row of Presence.
+func ScanPresence(sc Scanner) (PresenceRow, error) {
+	var p PresenceRow
+	err := sc.Scan(&p.AgentID, &p.ReplicaID)
+	return p, err
+}
+
+// PresenceMap maps each agent of rows to its replica; never nil.
+func PresenceMap(rows []PresenceRow) map[string]string {
+	out := make(map[string]string, len(rows))
+	for _, p := range rows {
+		out[p.AgentID] = p.ReplicaID
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return out
 }
 
 // ScanOperatorRevocation reads the row OperatorCertRevocation found for

@@ -20,25 +20,6 @@ const (
 	dumpsLockClass  = 0x6c64_0002 // dump admission for dumps without a capture row
 )
 
-const captureColumns = `id, spec, state, detail, created, expires, created_by, rendered, statuses, warnings`
-
-func scanCapture(row pgx.Row) (store.Capture, error) {
-	var (
-		c                store.Capture
-		created, expires *int64
-		warnings         string
-	)
-	if err := row.Scan(&c.ID, &c.Spec, &c.State, &c.Detail, &created, &expires, &c.CreatedBy, &c.Rendered, &c.Statuses, &warnings); err != nil {
-		return store.Capture{}, mapErr(err)
-	}
-	c.Created, c.Expires = timeVal(created), timeVal(expires)
-	var err error
-	if c.Warnings, err = sqlstore.DecodeWarnings(c.ID, warnings); err != nil {
-		return store.Capture{}, err
-	}
-	return c, nil
-}
-
 // CreateCapture stores a capture and its targets atomically.
 func (s *Store) CreateCapture(ctx context.Context, c store.Capture, targets []store.CaptureTarget) error {
 	warnings, err := sqlstore.EncodeWarnings(c.Warnings)
@@ -46,9 +27,8 @@ func (s *Store) CreateCapture(ctx context.Context, c store.Capture, targets []st
 		return err
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		err := conflictIfNone(tx.Exec(ctx, `INSERT INTO captures (`+captureColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-			ON CONFLICT (id) DO NOTHING`,
-			c.ID, c.Spec, c.State, c.Detail, timeArg(c.Created), timeArg(c.Expires), c.CreatedBy, c.Rendered, c.Statuses, warnings))
+		err := conflictIfNone(tx.Exec(ctx, createCaptureSQL,
+			c.ID, c.Spec, c.State, c.Detail, sqlstore.TimeArg(c.Created), sqlstore.TimeArg(c.Expires), c.CreatedBy, c.Rendered, c.Statuses, warnings))
 		if err != nil || len(targets) == 0 {
 			return err
 		}
@@ -76,7 +56,7 @@ func (s *Store) CreateCapture(ctx context.Context, c store.Capture, targets []st
 
 // GetCapture returns one capture.
 func (s *Store) GetCapture(ctx context.Context, id string) (store.Capture, error) {
-	c, err := scanCapture(s.pool.QueryRow(ctx, `SELECT `+captureColumns+` FROM captures WHERE id = $1`, id))
+	c, err := sqlstore.ScanCapture(s.pool.QueryRow(ctx, getCaptureSQL, id))
 	if err != nil {
 		return store.Capture{}, fmt.Errorf("get capture %s: %w", id, err)
 	}
@@ -85,26 +65,15 @@ func (s *Store) GetCapture(ctx context.Context, id string) (store.Capture, error
 
 // ListCaptures returns captures newest first, optionally only in state.
 func (s *Store) ListCaptures(ctx context.Context, state string) ([]store.Capture, error) {
-	q := `SELECT ` + captureColumns + ` FROM captures`
-	var args []any
 	if state != "" {
-		q += ` WHERE state = $1`
-		args = append(args, state)
+		return list(ctx, s.pool, "list captures", sqlstore.ScanCapture, listCapturesInStateSQL, state)
 	}
-	rows, err := s.pool.Query(ctx, q+` ORDER BY created DESC, id`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list captures: %w", err)
-	}
-	out, err := collect(rows, scanCapture)
-	if err != nil {
-		return nil, fmt.Errorf("list captures: %w", err)
-	}
-	return out, nil
+	return list(ctx, s.pool, "list captures", sqlstore.ScanCapture, sqlstore.ListCaptures)
 }
 
 // SetCaptureState records a capture's state.
 func (s *Store) SetCaptureState(ctx context.Context, id, state, detail string) error {
-	err := expectOne(s.pool.Exec(ctx, `UPDATE captures SET state = $1, detail = $2 WHERE id = $3`, state, detail, id))
+	err := expectOne(s.pool.Exec(ctx, setCaptureStateSQL, state, detail, id))
 	if err != nil {
 		return fmt.Errorf("set capture %s state: %w", id, err)
 	}
@@ -132,28 +101,13 @@ func (s *Store) FinishCapture(ctx context.Context, id, state, detail string) (bo
 
 // ListTargets returns a capture's targets.
 func (s *Store) ListTargets(ctx context.Context, captureID string) ([]store.CaptureTarget, error) {
-	rows, err := s.pool.Query(ctx, `SELECT capture_id, agent_id, state, detail, events, updated FROM capture_targets
-		WHERE capture_id = $1 ORDER BY agent_id`, captureID)
-	if err != nil {
-		return nil, fmt.Errorf("list targets of %s: %w", captureID, err)
-	}
-	out, err := collect(rows, func(row pgx.Row) (store.CaptureTarget, error) {
-		var t store.CaptureTarget
-		var updated *int64
-		err := row.Scan(&t.CaptureID, &t.AgentID, &t.State, &t.Detail, &t.Events, &updated)
-		t.Updated = timeVal(updated)
-		return t, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list targets of %s: %w", captureID, err)
-	}
-	return out, nil
+	return list(ctx, s.pool, "list targets of "+captureID, sqlstore.ScanTarget, listTargetsSQL, captureID)
 }
 
 // SetTargetState records one target's state.
 func (s *Store) SetTargetState(ctx context.Context, captureID, agentID, state, detail string, at time.Time) error {
-	err := expectOne(s.pool.Exec(ctx, `UPDATE capture_targets SET state = $1, detail = $2, updated = $3 WHERE capture_id = $4 AND agent_id = $5`,
-		state, detail, timeArg(at), captureID, agentID))
+	err := expectOne(s.pool.Exec(ctx, setTargetStateSQL,
+		state, detail, sqlstore.TimeArg(at), captureID, agentID))
 	if err != nil {
 		return fmt.Errorf("set target %s/%s: %w", captureID, agentID, err)
 	}
@@ -168,8 +122,7 @@ func (s *Store) SetTargetStates(ctx context.Context, updates []store.CaptureTarg
 		changed = 0
 		b := &pgx.Batch{}
 		for _, u := range updates {
-			b.Queue(`UPDATE capture_targets SET state = $1, detail = $2, updated = $3 WHERE capture_id = $4 AND agent_id = $5`,
-				u.State, u.Detail, timeArg(u.Updated), u.CaptureID, u.AgentID)
+			b.Queue(setTargetStateSQL, u.State, u.Detail, sqlstore.TimeArg(u.Updated), u.CaptureID, u.AgentID)
 		}
 		br := tx.SendBatch(ctx, b)
 		for range updates {
@@ -202,7 +155,7 @@ func (s *Store) ClaimTarget(ctx context.Context, captureID, agentID string, allo
 		tag, err := tx.Exec(ctx, `UPDATE capture_targets SET state = 'delivered', updated = $1
 			WHERE capture_id = $2 AND agent_id = $3 AND state = 'pending'
 			AND ($4 < 0 OR (SELECT count(*) FROM capture_targets WHERE capture_id = $2 AND state <> 'pending') < $4)`,
-			timeArg(at), captureID, agentID, int64(allowed))
+			sqlstore.TimeArg(at), captureID, agentID, int64(allowed))
 		if err != nil {
 			return err
 		}
@@ -210,7 +163,7 @@ func (s *Store) ClaimTarget(ctx context.Context, captureID, agentID string, allo
 			claimed = true
 			return nil
 		}
-		return mapErr(tx.QueryRow(ctx, `SELECT 1 FROM capture_targets WHERE capture_id = $1 AND agent_id = $2`, captureID, agentID).Scan(&one))
+		return sqlstore.NotFound(tx.QueryRow(ctx, targetExistsSQL, captureID, agentID).Scan(&one))
 	})
 	if err != nil {
 		return false, fmt.Errorf("claim target %s/%s: %w", captureID, agentID, err)
@@ -232,7 +185,7 @@ func (s *Store) ClaimTargets(ctx context.Context, captureID string, agentIDs []s
 		var room *int64 // NULL: LIMIT ALL
 		if allowed >= 0 {
 			var left int
-			if err := tx.QueryRow(ctx, `SELECT count(*) FROM capture_targets WHERE capture_id = $1 AND state <> 'pending'`, captureID).Scan(&left); err != nil {
+			if err := tx.QueryRow(ctx, countClaimedTargetsSQL, captureID).Scan(&left); err != nil {
 				return err
 			}
 			r := int64(store.RolloutRoom(allowed, left))
@@ -245,7 +198,7 @@ func (s *Store) ClaimTargets(ctx context.Context, captureID string, agentIDs []s
 		)
 		UPDATE capture_targets t SET state = 'delivered', updated = $4 FROM pick
 		WHERE t.capture_id = $1 AND t.agent_id = pick.agent_id
-		RETURNING t.agent_id`, captureID, agentIDs, room, timeArg(at))
+		RETURNING t.agent_id`, captureID, agentIDs, room, sqlstore.TimeArg(at))
 		if err != nil {
 			return err
 		}
@@ -341,29 +294,14 @@ func (s *Store) InsertEvents(ctx context.Context, events []store.Event) (int, er
 
 // ListEvents returns a capture's events after a sequence number.
 func (s *Store) ListEvents(ctx context.Context, captureID string, afterSeq int64, limit int) ([]store.Event, error) {
-	rows, err := s.pool.Query(ctx, `SELECT seq, id, capture_id, agent_id, time, pid, tid, process, probe, status, user_frames, kernel_frames, signature
-		FROM events WHERE capture_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, captureID, afterSeq, store.EventLimit(limit))
-	if err != nil {
-		return nil, fmt.Errorf("list events of %s: %w", captureID, err)
-	}
-	out, err := collect(rows, func(row pgx.Row) (store.Event, error) {
-		var e store.Event
-		var t, pid, tid, status int64
-		err := row.Scan(&e.Seq, &e.ID, &e.CaptureID, &e.AgentID, &t, &pid, &tid, &e.Process, &e.Probe, &status, &e.User, &e.Kernel, &e.Signature)
-		e.Time, e.PID, e.TID, e.Status = time.UnixMilli(t).UTC(), int(pid), int(tid), uint32(status)
-		return e, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list events of %s: %w", captureID, err)
-	}
-	return out, nil
+	return list(ctx, s.pool, "list events of "+captureID, sqlstore.ScanEvent, listEventsSQL, captureID, afterSeq, store.EventLimit(limit))
 }
 
 // EventSeq returns the sequence number of an event.
 func (s *Store) EventSeq(ctx context.Context, id string) (int64, error) {
 	var seq int64
-	if err := s.pool.QueryRow(ctx, `SELECT seq FROM events WHERE id = $1`, id).Scan(&seq); err != nil {
-		return 0, fmt.Errorf("event %s seq: %w", id, mapErr(err))
+	if err := s.pool.QueryRow(ctx, eventSeqSQL, id).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("event %s seq: %w", id, sqlstore.NotFound(err))
 	}
 	return seq, nil
 }
@@ -371,8 +309,8 @@ func (s *Store) EventSeq(ctx context.Context, id string) (int64, error) {
 // EventSignature returns the stack signature stored with an event.
 func (s *Store) EventSignature(ctx context.Context, id string) (string, error) {
 	var sig string
-	if err := s.pool.QueryRow(ctx, `SELECT signature FROM events WHERE id = $1`, id).Scan(&sig); err != nil {
-		return "", fmt.Errorf("event %s signature: %w", id, mapErr(err))
+	if err := s.pool.QueryRow(ctx, eventSignatureSQL, id).Scan(&sig); err != nil {
+		return "", fmt.Errorf("event %s signature: %w", id, sqlstore.NotFound(err))
 	}
 	return sig, nil
 }

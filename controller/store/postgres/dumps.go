@@ -12,31 +12,6 @@ import (
 	"github.com/livedump/livedump/controller/store/sqlstore"
 )
 
-const dumpColumns = sqlstore.DumpColumns
-
-// The dump statements, numbered for PostgreSQL.
-var (
-	putDumpSQL          = sqlstore.Rebind(sqlstore.PutDump)
-	dumpBytesSQL        = sqlstore.Rebind(sqlstore.DumpBytes)
-	agentDumpBytesSQL   = sqlstore.Rebind(sqlstore.AgentDumpBytes)
-	staleDumpUploadsSQL = sqlstore.Rebind(sqlstore.StaleDumpUploads)
-	expireDumpUploadSQL = sqlstore.Rebind(sqlstore.ExpireDumpUpload)
-)
-
-func scanDump(row pgx.Row) (store.Dump, error) {
-	var d store.Dump
-	var bugCheck, build int64
-	var written, updated *int64
-	if err := row.Scan(&d.ID, &d.AgentID, &d.CaptureID, &d.EventID, &d.FileName, &d.Size, &d.SHA256, &d.State, &d.Detail,
-		&written, &updated, &d.Committed, &d.Compressed, &d.Signature, &d.Pulled, &d.Admitted,
-		&d.DumpType, &bugCheck, &build, &d.DeclaredSize); err != nil {
-		return store.Dump{}, mapErr(err)
-	}
-	d.Written, d.Updated = timeVal(written), timeVal(updated)
-	d.BugCheckCode, d.OSBuild = uint32(bugCheck), uint32(build)
-	return d, nil
-}
-
 // PutDump inserts or updates a dump's agent-reported fields
 // (sqlstore.PutDump); store.CheckPutDump says what it refuses.
 func (s *Store) PutDump(ctx context.Context, d store.Dump) error {
@@ -44,7 +19,7 @@ func (s *Store) PutDump(ctx context.Context, d store.Dump) error {
 		return fmt.Errorf("put dump %s: %w", d.ID, err)
 	}
 	_, err := s.pool.Exec(ctx, putDumpSQL,
-		d.ID, d.AgentID, d.CaptureID, d.EventID, d.FileName, d.Size, d.SHA256, d.State, d.Detail, timeArg(d.Written), timeArg(d.Updated), d.Signature,
+		d.ID, d.AgentID, d.CaptureID, d.EventID, d.FileName, d.Size, d.SHA256, d.State, d.Detail, sqlstore.TimeArg(d.Written), sqlstore.TimeArg(d.Updated), d.Signature,
 		d.DumpType, int64(d.BugCheckCode), int64(d.OSBuild), d.DeclaredSize)
 	if err != nil {
 		return fmt.Errorf("put dump %s: %w", d.ID, err)
@@ -54,7 +29,7 @@ func (s *Store) PutDump(ctx context.Context, d store.Dump) error {
 
 // GetDump returns one dump.
 func (s *Store) GetDump(ctx context.Context, id string) (store.Dump, error) {
-	d, err := scanDump(s.pool.QueryRow(ctx, `SELECT `+dumpColumns+` FROM dumps WHERE id = $1`, id))
+	d, err := sqlstore.ScanDump(s.pool.QueryRow(ctx, getDumpSQL, id))
 	if err != nil {
 		return store.Dump{}, fmt.Errorf("get dump %s: %w", id, err)
 	}
@@ -63,29 +38,16 @@ func (s *Store) GetDump(ctx context.Context, id string) (store.Dump, error) {
 
 // ListDumps returns dumps newest first.
 func (s *Store) ListDumps(ctx context.Context, captureID string) ([]store.Dump, error) {
-	q := `SELECT ` + dumpColumns + ` FROM dumps`
-	var args []any
 	if captureID != "" {
-		q += ` WHERE capture_id = $1`
-		args = append(args, captureID)
+		return list(ctx, s.pool, "list dumps", sqlstore.ScanDump, listCaptureDumpsSQL, captureID)
 	}
-	// NULLS LAST matches SQLite, where NULL sorts first ascending and so
-	// last descending.
-	rows, err := s.pool.Query(ctx, q+` ORDER BY written DESC NULLS LAST, id`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list dumps: %w", err)
-	}
-	out, err := collect(rows, scanDump)
-	if err != nil {
-		return nil, fmt.Errorf("list dumps: %w", err)
-	}
-	return out, nil
+	return list(ctx, s.pool, "list dumps", sqlstore.ScanDump, sqlstore.ListDumps)
 }
 
 // SetDumpProgress records upload progress and state.
 func (s *Store) SetDumpProgress(ctx context.Context, id string, committed, compressed int64, state, detail string, at time.Time) error {
-	err := expectOne(s.pool.Exec(ctx, `UPDATE dumps SET committed = $1, compressed = $2, state = $3, detail = $4, updated = $5 WHERE id = $6`,
-		committed, compressed, state, detail, timeArg(at), id))
+	err := expectOne(s.pool.Exec(ctx, setDumpProgressSQL,
+		committed, compressed, state, detail, sqlstore.TimeArg(at), id))
 	if err != nil {
 		return fmt.Errorf("set dump %s progress: %w", id, err)
 	}
@@ -95,8 +57,7 @@ func (s *Store) SetDumpProgress(ctx context.Context, id string, committed, compr
 // CountDumps counts dumps of a capture and signature in a state.
 func (s *Store) CountDumps(ctx context.Context, captureID, signature, state string) (int, error) {
 	var n int64
-	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM dumps WHERE capture_id = $1 AND signature = $2 AND state = $3`,
-		captureID, signature, state).Scan(&n)
+	err := s.pool.QueryRow(ctx, countDumpsSQL, captureID, signature, state).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count dumps: %w", err)
 	}
@@ -188,20 +149,12 @@ func (s *Store) DumpBytes(ctx context.Context, agentID string) (int64, error) {
 
 // StaleDumpUploads lists partial uploads not updated since t.
 func (s *Store) StaleDumpUploads(ctx context.Context, t time.Time, limit int) ([]store.Dump, error) {
-	rows, err := s.pool.Query(ctx, staleDumpUploadsSQL, timeArg(t), limit)
-	if err != nil {
-		return nil, fmt.Errorf("list stale dump uploads: %w", err)
-	}
-	out, err := collect(rows, scanDump)
-	if err != nil {
-		return nil, fmt.Errorf("list stale dump uploads: %w", err)
-	}
-	return out, nil
+	return list(ctx, s.pool, "list stale dump uploads", sqlstore.ScanDump, staleDumpUploadsSQL, sqlstore.TimeArg(t), limit)
 }
 
 // ExpireDumpUpload forgets a partial upload if it is still stale.
 func (s *Store) ExpireDumpUpload(ctx context.Context, id string, t time.Time, detail string, at time.Time) (bool, error) {
-	tag, err := s.pool.Exec(ctx, expireDumpUploadSQL, detail, timeArg(at), id, timeArg(t))
+	tag, err := s.pool.Exec(ctx, expireDumpUploadSQL, detail, sqlstore.TimeArg(at), id, sqlstore.TimeArg(t))
 	if err != nil {
 		return false, fmt.Errorf("expire dump upload %s: %w", id, err)
 	}
@@ -210,7 +163,7 @@ func (s *Store) ExpireDumpUpload(ctx context.Context, id string, t time.Time, de
 
 // SetAgentMemory records an agent's physical memory.
 func (s *Store) SetAgentMemory(ctx context.Context, agentID string, bytes int64) error {
-	if err := expectOne(s.pool.Exec(ctx, `UPDATE agents SET memory_bytes = $1 WHERE id = $2`, bytes, agentID)); err != nil {
+	if err := expectOne(s.pool.Exec(ctx, setAgentMemorySQL, bytes, agentID)); err != nil {
 		return fmt.Errorf("set agent %s memory: %w", agentID, err)
 	}
 	return nil
@@ -219,21 +172,17 @@ func (s *Store) SetAgentMemory(ctx context.Context, agentID string, bytes int64)
 // AgentMemory returns an agent's recorded physical memory.
 func (s *Store) AgentMemory(ctx context.Context, agentID string) (int64, error) {
 	var n int64
-	if err := s.pool.QueryRow(ctx, `SELECT memory_bytes FROM agents WHERE id = $1`, agentID).Scan(&n); err != nil {
-		return 0, fmt.Errorf("agent %s memory: %w", agentID, mapErr(err))
+	if err := s.pool.QueryRow(ctx, agentMemorySQL, agentID).Scan(&n); err != nil {
+		return 0, fmt.Errorf("agent %s memory: %w", agentID, sqlstore.NotFound(err))
 	}
 	return n, nil
 }
 
 // GetTarget returns one capture target.
 func (s *Store) GetTarget(ctx context.Context, captureID, agentID string) (store.CaptureTarget, error) {
-	var t store.CaptureTarget
-	var updated *int64
-	err := s.pool.QueryRow(ctx, `SELECT capture_id, agent_id, state, detail, events, updated FROM capture_targets
-		WHERE capture_id = $1 AND agent_id = $2`, captureID, agentID).Scan(&t.CaptureID, &t.AgentID, &t.State, &t.Detail, &t.Events, &updated)
+	t, err := sqlstore.ScanTarget(s.pool.QueryRow(ctx, getTargetSQL, captureID, agentID))
 	if err != nil {
-		return store.CaptureTarget{}, fmt.Errorf("get target %s/%s: %w", captureID, agentID, mapErr(err))
+		return store.CaptureTarget{}, fmt.Errorf("get target %s/%s: %w", captureID, agentID, err)
 	}
-	t.Updated = timeVal(updated)
 	return t, nil
 }

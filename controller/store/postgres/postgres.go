@@ -10,13 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/sqlstore"
 )
 
 // Store is the PostgreSQL implementation of store.Store. It is safe for
@@ -84,14 +84,11 @@ func mapErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, pgx.ErrNoRows) {
-		return store.ErrNotFound
-	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == uniqueViolation {
 		return fmt.Errorf("%w (%s)", store.ErrConflict, pgErr.ConstraintName)
 	}
-	return err
+	return sqlstore.NotFound(err)
 }
 
 // expectOne maps an update that matched no row to store.ErrNotFound.
@@ -117,34 +114,17 @@ func conflictIfNone(tag pgconn.CommandTag, err error) error {
 	return nil
 }
 
-// timeArg encodes t as unix milliseconds, with NULL for the zero time so
-// that "unset" survives the round trip instead of becoming year 1.
-func timeArg(t time.Time) any {
-	if t.IsZero() {
-		return nil
+// list runs a read query through q and collects its rows with scan,
+// wrapping any error with op.
+func list[T any](ctx context.Context, q querier, op string, scan func(sqlstore.Scanner) (T, error), sql string, args ...any) ([]T, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	return t.UnixMilli()
-}
-
-// timeVal decodes a column written by timeArg.
-func timeVal(v *int64) time.Time {
-	if v == nil {
-		return time.Time{}
-	}
-	return time.UnixMilli(*v).UTC()
-}
-
-// collect reads every row with scan into a non-nil slice, so that empty
-// results encode as an empty JSON array.
-func collect[T any](rows pgx.Rows, scan func(pgx.Row) (T, error)) ([]T, error) {
 	defer rows.Close()
-	out := []T{}
-	for rows.Next() {
-		v, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
+	out, err := sqlstore.Collect(rows, scan)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	return out, rows.Err()
+	return out, nil
 }

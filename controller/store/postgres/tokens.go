@@ -11,27 +11,6 @@ import (
 	"github.com/livedump/livedump/controller/store/sqlstore"
 )
 
-const tokenColumns = `id, secret_hash, uses, uses_left, labels, created, expires, created_by, revoked`
-
-func scanToken(row pgx.Row) (store.Token, error) {
-	var (
-		t                store.Token
-		labels           string
-		uses, usesLeft   int32
-		created, expires *int64
-	)
-	if err := row.Scan(&t.ID, &t.SecretHash, &uses, &usesLeft, &labels, &created, &expires, &t.CreatedBy, &t.Revoked); err != nil {
-		return store.Token{}, mapErr(err)
-	}
-	var err error
-	if t.Labels, err = sqlstore.DecodeLabels(labels); err != nil {
-		return store.Token{}, err
-	}
-	t.Uses, t.UsesLeft = int(uses), int(usesLeft)
-	t.Created, t.Expires = timeVal(created), timeVal(expires)
-	return t, nil
-}
-
 // CreateToken inserts a token, or returns store.ErrConflict if the ID is
 // already taken. A zero Expires is stored as "never expires".
 func (s *Store) CreateToken(ctx context.Context, t store.Token) error {
@@ -39,10 +18,9 @@ func (s *Store) CreateToken(ctx context.Context, t store.Token) error {
 	if err != nil {
 		return fmt.Errorf("create token %s: %w", t.ID, err)
 	}
-	err = conflictIfNone(s.pool.Exec(ctx, `INSERT INTO tokens (`+tokenColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING`,
+	err = conflictIfNone(s.pool.Exec(ctx, createTokenSQL,
 		t.ID, sqlstore.BlobArg(t.SecretHash), int32(t.Uses), int32(t.UsesLeft), labels,
-		timeArg(t.Created), timeArg(t.Expires), t.CreatedBy, t.Revoked))
+		sqlstore.TimeArg(t.Created), sqlstore.TimeArg(t.Expires), t.CreatedBy, t.Revoked))
 	if err != nil {
 		return fmt.Errorf("create token %s: %w", t.ID, err)
 	}
@@ -51,20 +29,12 @@ func (s *Store) CreateToken(ctx context.Context, t store.Token) error {
 
 // ListTokens returns all tokens, newest first, ties broken by ID.
 func (s *Store) ListTokens(ctx context.Context) ([]store.Token, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+tokenColumns+` FROM tokens ORDER BY created DESC NULLS LAST, id DESC`)
-	if err != nil {
-		return nil, fmt.Errorf("list tokens: %w", err)
-	}
-	out, err := collect(rows, scanToken)
-	if err != nil {
-		return nil, fmt.Errorf("list tokens: %w", err)
-	}
-	return out, nil
+	return list(ctx, s.pool, "list tokens", sqlstore.ScanToken, sqlstore.ListTokens)
 }
 
 // RevokeToken marks a token revoked and returns it, or store.ErrNotFound.
 func (s *Store) RevokeToken(ctx context.Context, id string) (store.Token, error) {
-	t, err := scanToken(s.pool.QueryRow(ctx, `UPDATE tokens SET revoked = true WHERE id = $1 RETURNING `+tokenColumns, id))
+	t, err := sqlstore.ScanToken(s.pool.QueryRow(ctx, `UPDATE tokens SET revoked = true WHERE id = $1 RETURNING `+sqlstore.TokenColumns, id))
 	if err != nil {
 		return store.Token{}, fmt.Errorf("revoke token %s: %w", id, err)
 	}
@@ -79,7 +49,7 @@ func (s *Store) ConsumeToken(ctx context.Context, id string, secretHash []byte, 
 	var t store.Token
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
-		t, err = scanToken(tx.QueryRow(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = $1 FOR UPDATE`, id))
+		t, err = sqlstore.ScanToken(tx.QueryRow(ctx, lockTokenSQL, id))
 		if err != nil {
 			return err
 		}

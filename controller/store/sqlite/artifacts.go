@@ -2,31 +2,16 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/sqlstore"
 )
-
-const artifactColumns = `sha256, kind, name, size, created`
-
-func scanArtifact(sc rowScanner) (store.Artifact, error) {
-	var a store.Artifact
-	var created sql.NullInt64
-	if err := sc.Scan(&a.SHA256, &a.Kind, &a.Name, &a.Size, &created); err != nil {
-		return store.Artifact{}, err
-	}
-	a.Created = timeVal(created)
-	return a, nil
-}
 
 // PutArtifact records an artifact, or refreshes it when the same content is
 // uploaded again.
 func (s *Store) PutArtifact(ctx context.Context, a store.Artifact) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO artifacts (`+artifactColumns+`) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (sha256) DO UPDATE SET kind = excluded.kind, name = excluded.name, created = excluded.created`,
-		a.SHA256, a.Kind, a.Name, a.Size, timeArg(a.Created))
+	_, err := s.w.ExecContext(ctx, sqlstore.PutArtifact, a.SHA256, a.Kind, a.Name, a.Size, sqlstore.TimeArg(a.Created))
 	if err != nil {
 		return fmt.Errorf("put artifact %s: %w", a.SHA256, err)
 	}
@@ -35,10 +20,7 @@ func (s *Store) PutArtifact(ctx context.Context, a store.Artifact) error {
 
 // GetArtifact returns one artifact by SHA-256.
 func (s *Store) GetArtifact(ctx context.Context, sha string) (store.Artifact, error) {
-	a, err := scanArtifact(s.r.QueryRowContext(ctx, `SELECT `+artifactColumns+` FROM artifacts WHERE sha256 = ?`, sha))
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.Artifact{}, store.ErrNotFound
-	}
+	a, err := sqlstore.ScanArtifact(s.r.QueryRowContext(ctx, sqlstore.GetArtifact, sha))
 	if err != nil {
 		return store.Artifact{}, fmt.Errorf("get artifact %s: %w", sha, err)
 	}
@@ -47,11 +29,7 @@ func (s *Store) GetArtifact(ctx context.Context, sha string) (store.Artifact, er
 
 // LatestArtifact returns the newest artifact of kind.
 func (s *Store) LatestArtifact(ctx context.Context, kind string) (store.Artifact, error) {
-	a, err := scanArtifact(s.r.QueryRowContext(ctx, `SELECT `+artifactColumns+` FROM artifacts
-		WHERE kind = ? ORDER BY created DESC, sha256 LIMIT 1`, kind))
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.Artifact{}, store.ErrNotFound
-	}
+	a, err := sqlstore.ScanArtifact(s.r.QueryRowContext(ctx, sqlstore.LatestArtifact, kind))
 	if err != nil {
 		return store.Artifact{}, fmt.Errorf("latest artifact %s: %w", kind, err)
 	}

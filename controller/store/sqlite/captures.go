@@ -3,32 +3,12 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/livedump/livedump/controller/store"
 	"github.com/livedump/livedump/controller/store/sqlstore"
 )
-
-const captureColumns = `id, spec, state, detail, created, expires, created_by, rendered, statuses, warnings`
-
-func scanCapture(sc rowScanner) (store.Capture, error) {
-	var (
-		c                store.Capture
-		created, expires sql.NullInt64
-		warnings         string
-	)
-	if err := sc.Scan(&c.ID, &c.Spec, &c.State, &c.Detail, &created, &expires, &c.CreatedBy, &c.Rendered, &c.Statuses, &warnings); err != nil {
-		return store.Capture{}, err
-	}
-	c.Created, c.Expires = timeVal(created), timeVal(expires)
-	var err error
-	if c.Warnings, err = sqlstore.DecodeWarnings(c.ID, warnings); err != nil {
-		return store.Capture{}, err
-	}
-	return c, nil
-}
 
 // CreateCapture stores a capture and its targets atomically: a capture is
 // never visible without the agents it was created for.
@@ -38,9 +18,8 @@ func (s *Store) CreateCapture(ctx context.Context, c store.Capture, targets []st
 		return err
 	}
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO captures (`+captureColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (id) DO NOTHING`,
-			c.ID, c.Spec, c.State, c.Detail, timeArg(c.Created), timeArg(c.Expires), c.CreatedBy, c.Rendered, c.Statuses, warnings)
+		res, err := tx.ExecContext(ctx, sqlstore.CreateCapture,
+			c.ID, c.Spec, c.State, c.Detail, sqlstore.TimeArg(c.Created), sqlstore.TimeArg(c.Expires), c.CreatedBy, c.Rendered, c.Statuses, warnings)
 		if err != nil {
 			return err
 		}
@@ -49,7 +28,7 @@ func (s *Store) CreateCapture(ctx context.Context, c store.Capture, targets []st
 		}
 		for _, t := range targets {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO capture_targets (capture_id, agent_id, state, detail, events, updated) VALUES (?, ?, ?, ?, 0, ?)`,
-				c.ID, t.AgentID, t.State, t.Detail, timeArg(t.Updated)); err != nil {
+				c.ID, t.AgentID, t.State, t.Detail, sqlstore.TimeArg(t.Updated)); err != nil {
 				return err
 			}
 		}
@@ -63,10 +42,7 @@ func (s *Store) CreateCapture(ctx context.Context, c store.Capture, targets []st
 
 // GetCapture returns one capture.
 func (s *Store) GetCapture(ctx context.Context, id string) (store.Capture, error) {
-	c, err := scanCapture(s.r.QueryRowContext(ctx, `SELECT `+captureColumns+` FROM captures WHERE id = ?`, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.Capture{}, store.ErrNotFound
-	}
+	c, err := sqlstore.ScanCapture(s.r.QueryRowContext(ctx, sqlstore.GetCapture, id))
 	if err != nil {
 		return store.Capture{}, fmt.Errorf("get capture %s: %w", id, err)
 	}
@@ -75,35 +51,15 @@ func (s *Store) GetCapture(ctx context.Context, id string) (store.Capture, error
 
 // ListCaptures returns captures newest first, optionally only in state.
 func (s *Store) ListCaptures(ctx context.Context, state string) ([]store.Capture, error) {
-	q := `SELECT ` + captureColumns + ` FROM captures`
-	var args []any
 	if state != "" {
-		q += ` WHERE state = ?`
-		args = append(args, state)
+		return list(ctx, s.r, "list captures", sqlstore.ScanCapture, sqlstore.ListCapturesInState, state)
 	}
-	rows, err := s.r.QueryContext(ctx, q+` ORDER BY created DESC, id`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list captures: %w", err)
-	}
-	defer rows.Close()
-	out := []store.Capture{}
-	for rows.Next() {
-		c, err := scanCapture(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list captures: %w", err)
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
+	return list(ctx, s.r, "list captures", sqlstore.ScanCapture, sqlstore.ListCaptures)
 }
 
 // SetCaptureState records a capture's state.
 func (s *Store) SetCaptureState(ctx context.Context, id, state, detail string) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE captures SET state = ?, detail = ? WHERE id = ?`, state, detail, id)
-	if err == nil {
-		err = expectOne(res)
-	}
-	if err != nil {
+	if err := s.exec(ctx, sqlstore.SetCaptureState, state, detail, id); err != nil {
 		return fmt.Errorf("set capture %s state: %w", id, err)
 	}
 	return nil
@@ -111,33 +67,12 @@ func (s *Store) SetCaptureState(ctx context.Context, id, state, detail string) e
 
 // ListTargets returns a capture's targets.
 func (s *Store) ListTargets(ctx context.Context, captureID string) ([]store.CaptureTarget, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT capture_id, agent_id, state, detail, events, updated FROM capture_targets
-		WHERE capture_id = ? ORDER BY agent_id`, captureID)
-	if err != nil {
-		return nil, fmt.Errorf("list targets of %s: %w", captureID, err)
-	}
-	defer rows.Close()
-	out := []store.CaptureTarget{}
-	for rows.Next() {
-		var t store.CaptureTarget
-		var updated sql.NullInt64
-		if err := rows.Scan(&t.CaptureID, &t.AgentID, &t.State, &t.Detail, &t.Events, &updated); err != nil {
-			return nil, fmt.Errorf("list targets of %s: %w", captureID, err)
-		}
-		t.Updated = timeVal(updated)
-		out = append(out, t)
-	}
-	return out, rows.Err()
+	return list(ctx, s.r, "list targets of "+captureID, sqlstore.ScanTarget, sqlstore.ListTargets, captureID)
 }
 
 // SetTargetState records one target's state.
 func (s *Store) SetTargetState(ctx context.Context, captureID, agentID, state, detail string, at time.Time) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE capture_targets SET state = ?, detail = ?, updated = ? WHERE capture_id = ? AND agent_id = ?`,
-		state, detail, timeArg(at), captureID, agentID)
-	if err == nil {
-		err = expectOne(res)
-	}
-	if err != nil {
+	if err := s.exec(ctx, sqlstore.SetTargetState, state, detail, sqlstore.TimeArg(at), captureID, agentID); err != nil {
 		return fmt.Errorf("set target %s/%s: %w", captureID, agentID, err)
 	}
 	return nil
@@ -150,13 +85,13 @@ func (s *Store) SetTargetStates(ctx context.Context, updates []store.CaptureTarg
 	changed := 0
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		changed = 0
-		st, err := tx.PrepareContext(ctx, `UPDATE capture_targets SET state = ?, detail = ?, updated = ? WHERE capture_id = ? AND agent_id = ?`)
+		st, err := tx.PrepareContext(ctx, sqlstore.SetTargetState)
 		if err != nil {
 			return err
 		}
 		defer st.Close()
 		for _, u := range updates {
-			res, err := st.ExecContext(ctx, u.State, u.Detail, timeArg(u.Updated), u.CaptureID, u.AgentID)
+			res, err := st.ExecContext(ctx, u.State, u.Detail, sqlstore.TimeArg(u.Updated), u.CaptureID, u.AgentID)
 			if err != nil {
 				return err
 			}
@@ -192,7 +127,7 @@ func (s *Store) InsertEvents(ctx context.Context, events []store.Event) (int, er
 		defer count.Close()
 		inserted = 0
 		for _, e := range events {
-			res, err := ins.ExecContext(ctx, e.ID, e.CaptureID, e.AgentID, timeArg(e.Time), e.PID, e.TID, e.Process, e.Probe, int64(e.Status), e.User, e.Kernel, e.Signature)
+			res, err := ins.ExecContext(ctx, e.ID, e.CaptureID, e.AgentID, sqlstore.TimeArg(e.Time), e.PID, e.TID, e.Process, e.Probe, int64(e.Status), e.User, e.Kernel, e.Signature)
 			if err != nil {
 				return err
 			}
@@ -214,44 +149,25 @@ func (s *Store) InsertEvents(ctx context.Context, events []store.Event) (int, er
 
 // ListEvents returns a capture's events after a sequence number.
 func (s *Store) ListEvents(ctx context.Context, captureID string, afterSeq int64, limit int) ([]store.Event, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT seq, id, capture_id, agent_id, time, pid, tid, process, probe, status, user_frames, kernel_frames, signature
-		FROM events WHERE capture_id = ? AND seq > ? ORDER BY seq LIMIT ?`, captureID, afterSeq, store.EventLimit(limit))
-	if err != nil {
-		return nil, fmt.Errorf("list events of %s: %w", captureID, err)
-	}
-	defer rows.Close()
-	out := []store.Event{}
-	for rows.Next() {
-		var e store.Event
-		var t sql.NullInt64
-		var status int64
-		if err := rows.Scan(&e.Seq, &e.ID, &e.CaptureID, &e.AgentID, &t, &e.PID, &e.TID, &e.Process, &e.Probe, &status, &e.User, &e.Kernel, &e.Signature); err != nil {
-			return nil, fmt.Errorf("list events of %s: %w", captureID, err)
-		}
-		e.Time, e.Status = timeVal(t), uint32(status)
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return list(ctx, s.r, "list events of "+captureID, sqlstore.ScanEvent, sqlstore.ListEvents, captureID, afterSeq, store.EventLimit(limit))
 }
 
 // EventSeq returns the sequence number of an event.
 func (s *Store) EventSeq(ctx context.Context, id string) (int64, error) {
 	var seq int64
-	err := s.r.QueryRowContext(ctx, `SELECT seq FROM events WHERE id = ?`, id).Scan(&seq)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, store.ErrNotFound
+	if err := s.r.QueryRowContext(ctx, sqlstore.EventSeq, id).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("event %s seq: %w", id, sqlstore.NotFound(err))
 	}
-	return seq, err
+	return seq, nil
 }
 
 // EventSignature returns the stack signature stored with an event.
 func (s *Store) EventSignature(ctx context.Context, id string) (string, error) {
 	var sig string
-	err := s.r.QueryRowContext(ctx, `SELECT signature FROM events WHERE id = ?`, id).Scan(&sig)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", store.ErrNotFound
+	if err := s.r.QueryRowContext(ctx, sqlstore.EventSignature, id).Scan(&sig); err != nil {
+		return "", fmt.Errorf("event %s signature: %w", id, sqlstore.NotFound(err))
 	}
-	return sig, err
+	return sig, nil
 }
 
 // ClaimTarget moves a pending target to delivered while the capture's
@@ -264,7 +180,7 @@ func (s *Store) ClaimTarget(ctx context.Context, captureID, agentID string, allo
 		res, err := tx.ExecContext(ctx, `UPDATE capture_targets SET state = 'delivered', updated = ?
 			WHERE capture_id = ? AND agent_id = ? AND state = 'pending'
 			AND (? < 0 OR (SELECT COUNT(*) FROM capture_targets WHERE capture_id = ? AND state <> 'pending') < ?)`,
-			timeArg(at), captureID, agentID, allowed, captureID, allowed)
+			sqlstore.TimeArg(at), captureID, agentID, allowed, captureID, allowed)
 		if err != nil {
 			return err
 		}
@@ -277,11 +193,7 @@ func (s *Store) ClaimTarget(ctx context.Context, captureID, agentID string, allo
 			return nil
 		}
 		var one int
-		err = tx.QueryRowContext(ctx, `SELECT 1 FROM capture_targets WHERE capture_id = ? AND agent_id = ?`, captureID, agentID).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return store.ErrNotFound
-		}
-		return err
+		return sqlstore.NotFound(tx.QueryRowContext(ctx, sqlstore.TargetExists, captureID, agentID).Scan(&one))
 	})
 	if err != nil {
 		return false, fmt.Errorf("claim target %s/%s: %w", captureID, agentID, err)
@@ -299,7 +211,7 @@ func (s *Store) ClaimTargets(ctx context.Context, captureID string, agentIDs []s
 		room := -1
 		if allowed >= 0 {
 			var left int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM capture_targets WHERE capture_id = ? AND state <> 'pending'`, captureID).Scan(&left); err != nil {
+			if err := tx.QueryRowContext(ctx, sqlstore.CountClaimedTargets, captureID).Scan(&left); err != nil {
 				return err
 			}
 			room = store.RolloutRoom(allowed, left)
@@ -313,7 +225,7 @@ func (s *Store) ClaimTargets(ctx context.Context, captureID string, agentIDs []s
 			if room == 0 {
 				break
 			}
-			res, err := st.ExecContext(ctx, timeArg(at), captureID, a)
+			res, err := st.ExecContext(ctx, sqlstore.TimeArg(at), captureID, a)
 			if err != nil {
 				return err
 			}
@@ -352,11 +264,7 @@ func (s *Store) FinishCapture(ctx context.Context, id, state, detail string) (bo
 			return nil
 		}
 		var one int
-		err = tx.QueryRowContext(ctx, `SELECT 1 FROM captures WHERE id = ?`, id).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return store.ErrNotFound
-		}
-		return err
+		return sqlstore.NotFound(tx.QueryRowContext(ctx, `SELECT 1 FROM captures WHERE id = ?`, id).Scan(&one))
 	})
 	if err != nil {
 		return false, fmt.Errorf("finish capture %s: %w", id, err)

@@ -2,8 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
@@ -14,9 +12,7 @@ import (
 // HeartbeatReplica records the replica and renews its presence lease.
 func (s *Store) HeartbeatReplica(ctx context.Context, r store.Replica) error {
 	r = store.PrepareHeartbeat(r, time.Now())
-	_, err := s.w.ExecContext(ctx, `INSERT INTO replicas (id, addr, started, heartbeat) VALUES (?, ?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, started = excluded.started, heartbeat = excluded.heartbeat`,
-		r.ID, r.Addr, timeArg(r.Started), r.Heartbeat.UnixMilli())
+	_, err := s.w.ExecContext(ctx, sqlstore.HeartbeatReplica, r.ID, r.Addr, sqlstore.TimeArg(r.Started), r.Heartbeat.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("heartbeat replica %s: %w", r.ID, err)
 	}
@@ -25,33 +21,12 @@ func (s *Store) HeartbeatReplica(ctx context.Context, r store.Replica) error {
 
 // ListReplicas returns every replica ordered by ID.
 func (s *Store) ListReplicas(ctx context.Context) ([]store.Replica, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT id, addr, started, heartbeat FROM replicas ORDER BY id`)
-	if err != nil {
-		return nil, fmt.Errorf("list replicas: %w", err)
-	}
-	defer rows.Close()
-	out := []store.Replica{}
-	for rows.Next() {
-		var r store.Replica
-		var started, hb sql.NullInt64
-		if err := rows.Scan(&r.ID, &r.Addr, &started, &hb); err != nil {
-			return nil, fmt.Errorf("list replicas: %w", err)
-		}
-		r.Started, r.Heartbeat = timeVal(started), timeVal(hb)
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list replicas: %w", err)
-	}
-	return out, nil
+	return list(ctx, s.r, "list replicas", sqlstore.ScanReplica, sqlstore.ListReplicas)
 }
 
 // SetPresence records which replica holds the agent's stream.
 func (s *Store) SetPresence(ctx context.Context, agentID, replicaID, session string, at time.Time) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO presence (agent_id, replica_id, session, since) VALUES (?, ?, ?, ?)
-		ON CONFLICT (agent_id) DO UPDATE SET replica_id = excluded.replica_id, session = excluded.session, since = excluded.since`,
-		agentID, replicaID, session, at.UnixMilli())
-	if err != nil {
+	if _, err := s.w.ExecContext(ctx, sqlstore.SetPresence, agentID, replicaID, session, at.UnixMilli()); err != nil {
 		return fmt.Errorf("set presence of %s: %w", agentID, err)
 	}
 	return nil
@@ -61,9 +36,7 @@ func (s *Store) SetPresence(ctx context.Context, agentID, replicaID, session str
 // Matching on the session as well as the replica keeps a reconnect to the
 // same replica from being undone by the old stream's late cleanup.
 func (s *Store) ClearPresence(ctx context.Context, agentID, replicaID, session string) error {
-	_, err := s.w.ExecContext(ctx, `DELETE FROM presence WHERE agent_id = ? AND replica_id = ? AND session = ?`,
-		agentID, replicaID, session)
-	if err != nil {
+	if _, err := s.w.ExecContext(ctx, sqlstore.ClearPresence, agentID, replicaID, session); err != nil {
 		return fmt.Errorf("clear presence of %s: %w", agentID, err)
 	}
 	return nil
@@ -72,36 +45,11 @@ func (s *Store) ClearPresence(ctx context.Context, agentID, replicaID, session s
 // Presence maps each agent to the replica holding its stream, leaving out
 // replicas whose lease ran out: their streams died with them.
 func (s *Store) Presence(ctx context.Context, liveSince time.Time) (map[string]string, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT p.agent_id, p.replica_id FROM presence p
-		JOIN replicas r ON r.id = p.replica_id WHERE r.heartbeat >= ?`, liveSince.UnixMilli())
+	rows, err := list(ctx, s.r, "presence", sqlstore.ScanPresence, sqlstore.Presence, liveSince.UnixMilli())
 	if err != nil {
-		return nil, fmt.Errorf("presence: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
-	out := map[string]string{}
-	for rows.Next() {
-		var agent, replica string
-		if err := rows.Scan(&agent, &replica); err != nil {
-			return nil, fmt.Errorf("presence: %w", err)
-		}
-		out[agent] = replica
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("presence: %w", err)
-	}
-	return out, nil
-}
-
-const directiveColumns = `seq, agent_id, id, body, state, result, origin, created, updated`
-
-func scanDirective(sc rowScanner) (store.Directive, error) {
-	var d store.Directive
-	var created, updated sql.NullInt64
-	if err := sc.Scan(&d.Seq, &d.AgentID, &d.ID, &d.Body, &d.State, &d.Result, &d.Origin, &created, &updated); err != nil {
-		return store.Directive{}, err
-	}
-	d.Created, d.Updated = timeVal(created), timeVal(updated)
-	return d, nil
+	return sqlstore.PresenceMap(rows), nil
 }
 
 // EnqueueDirective stores a new directive (store.PrepareDirective) and
@@ -109,8 +57,7 @@ func scanDirective(sc rowScanner) (store.Directive, error) {
 func (s *Store) EnqueueDirective(ctx context.Context, d store.Directive) (int64, error) {
 	d = store.PrepareDirective(d, time.Now())
 	var seq int64
-	err := s.w.QueryRowContext(ctx, `INSERT INTO directives (agent_id, id, body, state, result, origin, created, updated)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
+	err := s.w.QueryRowContext(ctx, sqlstore.EnqueueDirective,
 		d.AgentID, d.ID, sqlstore.BlobArg(d.Body), d.State, d.Result, d.Origin,
 		d.Created.UnixMilli(), d.Updated.UnixMilli()).Scan(&seq)
 	if err != nil {
@@ -121,35 +68,13 @@ func (s *Store) EnqueueDirective(ctx context.Context, d store.Directive) (int64,
 
 // PendingDirectives returns the pending directives this replica should send.
 func (s *Store) PendingDirectives(ctx context.Context, replicaID string, limit int) ([]store.Directive, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT d.seq, d.agent_id, d.id, d.body, d.state, d.result, d.origin, d.created, d.updated
-		FROM directives d JOIN presence p ON p.agent_id = d.agent_id
-		WHERE p.replica_id = ? AND d.state = ? ORDER BY d.seq LIMIT ?`, replicaID, store.DirectivePending, store.DirectiveLimit(limit))
-	if err != nil {
-		return nil, fmt.Errorf("pending directives of %s: %w", replicaID, err)
-	}
-	defer rows.Close()
-	out := []store.Directive{}
-	for rows.Next() {
-		d, err := scanDirective(rows)
-		if err != nil {
-			return nil, fmt.Errorf("pending directives of %s: %w", replicaID, err)
-		}
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pending directives of %s: %w", replicaID, err)
-	}
-	return out, nil
+	return list(ctx, s.r, "pending directives of "+replicaID, sqlstore.ScanDirective, sqlstore.PendingDirectives,
+		replicaID, store.DirectivePending, store.DirectiveLimit(limit))
 }
 
 // SetDirectiveState records a directive's progress.
 func (s *Store) SetDirectiveState(ctx context.Context, seq int64, state string, result []byte, at time.Time) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE directives SET state = ?, result = ?, updated = ? WHERE seq = ?`,
-		state, sqlstore.BlobArg(result), at.UnixMilli(), seq)
-	if err == nil {
-		err = expectOne(res)
-	}
-	if err != nil {
+	if err := s.exec(ctx, sqlstore.SetDirectiveState, state, sqlstore.BlobArg(result), at.UnixMilli(), seq); err != nil {
 		return fmt.Errorf("set directive %d state: %w", seq, err)
 	}
 	return nil
@@ -157,10 +82,7 @@ func (s *Store) SetDirectiveState(ctx context.Context, seq int64, state string, 
 
 // GetDirective returns one directive.
 func (s *Store) GetDirective(ctx context.Context, seq int64) (store.Directive, error) {
-	d, err := scanDirective(s.r.QueryRowContext(ctx, `SELECT `+directiveColumns+` FROM directives WHERE seq = ?`, seq))
-	if errors.Is(err, sql.ErrNoRows) {
-		err = store.ErrNotFound
-	}
+	d, err := sqlstore.ScanDirective(s.r.QueryRowContext(ctx, sqlstore.GetDirective, seq))
 	if err != nil {
 		return store.Directive{}, fmt.Errorf("get directive %d: %w", seq, err)
 	}
@@ -170,8 +92,7 @@ func (s *Store) GetDirective(ctx context.Context, seq int64) (store.Directive, e
 // DeleteDirectivesBefore prunes finished directives and abandons old ones.
 func (s *Store) DeleteDirectivesBefore(ctx context.Context, t time.Time) (int, error) {
 	ms := t.UnixMilli()
-	res, err := s.w.ExecContext(ctx, `DELETE FROM directives WHERE (state IN (?, ?) AND updated < ?) OR created < ?`,
-		store.DirectiveDone, store.DirectiveFailed, ms, ms)
+	res, err := s.w.ExecContext(ctx, sqlstore.DeleteDirectivesBefore, store.DirectiveDone, store.DirectiveFailed, ms, ms)
 	if err != nil {
 		return 0, fmt.Errorf("delete directives before %v: %w", t, err)
 	}

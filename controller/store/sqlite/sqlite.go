@@ -10,11 +10,11 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
-	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/sqlstore"
 )
 
 // busyTimeoutMS bounds how long a connection waits for another process's
@@ -140,28 +140,17 @@ func conflictIfNone(res sql.Result) error {
 	return nil
 }
 
-// timeArg encodes t as unix milliseconds, with NULL for the zero time so
-// that "unset" survives the round trip instead of becoming year 1.
-func timeArg(t time.Time) any {
-	if t.IsZero() {
-		return nil
+// list runs a read query on db and collects its rows with scan, wrapping
+// any error with op.
+func list[T any](ctx context.Context, db *sql.DB, op string, scan func(sqlstore.Scanner) (T, error), q string, args ...any) ([]T, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	return t.UnixMilli()
-}
-
-// timeVal decodes a column written by timeArg.
-func timeVal(v sql.NullInt64) time.Time {
-	if !v.Valid {
-		return time.Time{}
+	defer rows.Close()
+	out, err := sqlstore.Collect(rows, scan)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	return time.UnixMilli(v.Int64).UTC()
-}
-
-// boolArg stores booleans as 0/1 because the schema only uses INTEGER, which
-// PostgreSQL will not fill from a Go bool.
-func boolArg(b bool) int64 {
-	if b {
-		return 1
-	}
-	return 0
+	return out, nil
 }

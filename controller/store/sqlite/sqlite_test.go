@@ -157,19 +157,6 @@ func TestErrorsWrapContext(t *testing.T) {
 	}
 }
 
-func TestTimeEncoding(t *testing.T) {
-	if timeArg(time.Time{}) != nil {
-		t.Error("zero time must encode as NULL")
-	}
-	if got := timeVal(sql.NullInt64{}); !got.IsZero() {
-		t.Errorf("NULL decodes to %v", got)
-	}
-	ts := time.Date(2025, 1, 2, 3, 4, 5, 6_789_000, time.UTC)
-	if got := timeVal(sql.NullInt64{Int64: timeArg(ts).(int64), Valid: true}); !got.Equal(ts.Truncate(time.Millisecond)) {
-		t.Errorf("round trip = %v", got)
-	}
-}
-
 // TestConsumeAcrossStores covers two Stores (standing in for two processes)
 // on one file, where the in-process single-writer pool no longer serialises
 // anything and correctness rests on BEGIN IMMEDIATE and busy_timeout.

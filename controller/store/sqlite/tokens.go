@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
@@ -11,37 +10,8 @@ import (
 	"github.com/livedump/livedump/controller/store/sqlstore"
 )
 
-const tokenColumns = `id, secret_hash, uses, uses_left, labels, created, expires, created_by, revoked`
-
-func scanToken(sc rowScanner) (store.Token, error) {
-	var (
-		t                store.Token
-		labels           string
-		uses, usesLeft   int64
-		created, expires sql.NullInt64
-		revoked          int64
-	)
-	if err := sc.Scan(&t.ID, &t.SecretHash, &uses, &usesLeft, &labels, &created, &expires, &t.CreatedBy, &revoked); err != nil {
-		return store.Token{}, err
-	}
-	var err error
-	if t.Labels, err = sqlstore.DecodeLabels(labels); err != nil {
-		return store.Token{}, err
-	}
-	t.Uses = int(uses)
-	t.UsesLeft = int(usesLeft)
-	t.Created = timeVal(created)
-	t.Expires = timeVal(expires)
-	t.Revoked = revoked != 0
-	return t, nil
-}
-
 func getToken(ctx context.Context, tx *sql.Tx, id string) (store.Token, error) {
-	t, err := scanToken(tx.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = ?`, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.Token{}, store.ErrNotFound
-	}
-	return t, err
+	return sqlstore.ScanToken(tx.QueryRowContext(ctx, sqlstore.GetToken, id))
 }
 
 // CreateToken inserts a token, or returns store.ErrConflict if the ID is
@@ -51,11 +21,9 @@ func (s *Store) CreateToken(ctx context.Context, t store.Token) error {
 	if err != nil {
 		return fmt.Errorf("create token %s: %w", t.ID, err)
 	}
-	res, err := s.w.ExecContext(ctx, `INSERT INTO tokens (`+tokenColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (id) DO NOTHING`,
+	res, err := s.w.ExecContext(ctx, sqlstore.CreateToken,
 		t.ID, sqlstore.BlobArg(t.SecretHash), int64(t.Uses), int64(t.UsesLeft), labels,
-		timeArg(t.Created), timeArg(t.Expires), t.CreatedBy, boolArg(t.Revoked))
+		sqlstore.TimeArg(t.Created), sqlstore.TimeArg(t.Expires), t.CreatedBy, t.Revoked)
 	if err == nil {
 		err = conflictIfNone(res)
 	}
@@ -68,24 +36,7 @@ func (s *Store) CreateToken(ctx context.Context, t store.Token) error {
 // ListTokens returns all tokens, newest first. Ties on Created fall back to
 // ID so the order is stable across calls and implementations.
 func (s *Store) ListTokens(ctx context.Context) ([]store.Token, error) {
-	rows, err := s.r.QueryContext(ctx,
-		`SELECT `+tokenColumns+` FROM tokens ORDER BY created DESC NULLS LAST, id DESC`)
-	if err != nil {
-		return nil, fmt.Errorf("list tokens: %w", err)
-	}
-	defer rows.Close()
-	out := []store.Token{}
-	for rows.Next() {
-		t, err := scanToken(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list tokens: %w", err)
-		}
-		out = append(out, t)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list tokens: %w", err)
-	}
-	return out, nil
+	return list(ctx, s.r, "list tokens", sqlstore.ScanToken, sqlstore.ListTokens)
 }
 
 // RevokeToken marks a token revoked and returns it, or store.ErrNotFound.

@@ -1,8 +1,10 @@
 // Package sqlstore is the part of the SQL stores that does not depend on
-// the dialect: statements whose text SQLite and PostgreSQL both run, the
-// rules they encode written once, and the encodings of JSON columns. The
-// statements use ? placeholders; the PostgreSQL store numbers them with
-// Rebind. The sqlite and postgres packages keep what differs: drivers,
+// the dialect: statements whose text SQLite and PostgreSQL both run, with
+// their column lists and the rules they encode; one scan function per row
+// type and Collect, which read results from either driver; the "no row"
+// mapping; and the encodings of time and JSON columns. The statements use
+// ? placeholders; the PostgreSQL store numbers them with Rebind. The sqlite
+// and postgres packages keep what differs: drivers, transactions and
 // locking, and the statements each dialect words its own way.
 package sqlstore
 

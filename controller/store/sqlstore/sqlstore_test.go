@@ -44,6 +44,51 @@ func TestStatementPlaceholders(t *testing.T) {
 		{"AgentDumpBytes", AgentDumpBytes, 1},
 		{"StaleDumpUploads", StaleDumpUploads, 2},
 		{"ExpireDumpUpload", ExpireDumpUpload, 4},
+		{"CreateAgent", CreateAgent, 21},
+		{"GetAgent", GetAgent, 1},
+		{"ListAgents", ListAgents, 0},
+		{"UpdateInventory", UpdateInventory, 10},
+		{"TouchAgent", TouchAgent, 2},
+		{"SetLabels", SetLabels, 2},
+		{"SetCertificate", SetCertificate, 4},
+		{"SetProvisionState", SetProvisionState, 4},
+		{"SetAgentMemory", SetAgentMemory, 2},
+		{"AgentMemory", AgentMemory, 1},
+		{"CreateToken", CreateToken, 9},
+		{"GetToken", GetToken, 1},
+		{"ListTokens", ListTokens, 0},
+		{"CreateCapture", CreateCapture, 10},
+		{"GetCapture", GetCapture, 1},
+		{"ListCaptures", ListCaptures, 0},
+		{"ListCapturesInState", ListCapturesInState, 1},
+		{"SetCaptureState", SetCaptureState, 3},
+		{"ListTargets", ListTargets, 1},
+		{"GetTarget", GetTarget, 2},
+		{"TargetExists", TargetExists, 2},
+		{"SetTargetState", SetTargetState, 5},
+		{"CountClaimedTargets", CountClaimedTargets, 1},
+		{"ListEvents", ListEvents, 3},
+		{"EventSeq", EventSeq, 1},
+		{"EventSignature", EventSignature, 1},
+		{"GetDump", GetDump, 1},
+		{"ListDumps", ListDumps, 0},
+		{"ListCaptureDumps", ListCaptureDumps, 1},
+		{"SetDumpProgress", SetDumpProgress, 6},
+		{"CountDumps", CountDumps, 3},
+		{"PutArtifact", PutArtifact, 5},
+		{"GetArtifact", GetArtifact, 1},
+		{"LatestArtifact", LatestArtifact, 1},
+		{"AppendAudit", AppendAudit, 7},
+		{"HeartbeatReplica", HeartbeatReplica, 4},
+		{"ListReplicas", ListReplicas, 0},
+		{"SetPresence", SetPresence, 4},
+		{"ClearPresence", ClearPresence, 3},
+		{"Presence", Presence, 1},
+		{"EnqueueDirective", EnqueueDirective, 8},
+		{"PendingDirectives", PendingDirectives, 3},
+		{"SetDirectiveState", SetDirectiveState, 4},
+		{"GetDirective", GetDirective, 1},
+		{"DeleteDirectivesBefore", DeleteDirectivesBefore, 4},
 	} {
 		if got := strings.Count(tc.q, "?"); got != tc.n {
 			t.Errorf("%s has %d placeholders, want %d", tc.name, got, tc.n)
@@ -117,5 +162,19 @@ func TestBlobArg(t *testing.T) {
 	}
 	if b := BlobArg([]byte("x")); string(b) != "x" {
 		t.Errorf("BlobArg(x) = %q", b)
+	}
+}
+
+func TestTimeEncoding(t *testing.T) {
+	if TimeArg(time.Time{}) != nil {
+		t.Error("zero time must encode as NULL")
+	}
+	if got := TimeVal(nil); !got.IsZero() {
+		t.Errorf("NULL decodes to %v", got)
+	}
+	ts := time.Date(2025, 1, 2, 3, 4, 5, 6_789_000, time.UTC)
+	ms := TimeArg(ts).(int64)
+	if got := TimeVal(&ms); !got.Equal(ts.Truncate(time.Millisecond)) {
+		t.Errorf("round trip = %v", got)
 	}
 }

@@ -37,13 +37,13 @@ type Captures struct {
 	watchers map[string][]chan *livedumpv1.WatchCaptureResponse
 	dropped  map[string]bool
 
-	created  []capture.Request
-	canceled []string
-	budgets  []int
+	created  Log[capture.Request]
+	canceled Log[string]
+	budgets  Log[int]
 	kicks    int
-	acks     []AgentMsg[*livedumpv1.Ack]
-	ingested []AgentMsg[*livedumpv1.TriggerEvent]
-	statuses []AgentMsg[*livedumpv1.CaptureStatus]
+	acks     Log[AgentMsg[*livedumpv1.Ack]]
+	ingested Log[AgentMsg[*livedumpv1.TriggerEvent]]
+	statuses Log[AgentMsg[*livedumpv1.CaptureStatus]]
 	stops    int
 }
 
@@ -109,25 +109,13 @@ func (f *Captures) Watchers(id string) int {
 }
 
 // Created returns the requests Create received.
-func (f *Captures) Created() []capture.Request {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.created)
-}
+func (f *Captures) Created() []capture.Request { return f.created.All() }
 
 // Canceled returns "id by actor" for each Cancel received.
-func (f *Captures) Canceled() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.canceled)
-}
+func (f *Captures) Canceled() []string { return f.canceled.All() }
 
 // Budgets returns the page budgets the paged calls received.
-func (f *Captures) Budgets() []int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.budgets)
-}
+func (f *Captures) Budgets() []int { return f.budgets.All() }
 
 // Kicks is how many times Kick was called.
 func (f *Captures) Kicks() int {
@@ -137,25 +125,13 @@ func (f *Captures) Kicks() int {
 }
 
 // Acks returns the acks received.
-func (f *Captures) Acks() []AgentMsg[*livedumpv1.Ack] {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.acks)
-}
+func (f *Captures) Acks() []AgentMsg[*livedumpv1.Ack] { return f.acks.All() }
 
 // Ingested returns the events received.
-func (f *Captures) Ingested() []AgentMsg[*livedumpv1.TriggerEvent] {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.ingested)
-}
+func (f *Captures) Ingested() []AgentMsg[*livedumpv1.TriggerEvent] { return f.ingested.All() }
 
 // Statuses returns the capture statuses received.
-func (f *Captures) Statuses() []AgentMsg[*livedumpv1.CaptureStatus] {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.statuses)
-}
+func (f *Captures) Statuses() []AgentMsg[*livedumpv1.CaptureStatus] { return f.statuses.All() }
 
 // Stops is how many watches were stopped.
 func (f *Captures) Stops() int {
@@ -174,7 +150,7 @@ func (f *Captures) Kick() {
 // Acked implements api.CaptureReports.
 func (f *Captures) Acked(_ context.Context, agentID string, ack *livedumpv1.Ack) {
 	f.mu.Lock()
-	f.acks = append(f.acks, AgentMsg[*livedumpv1.Ack]{agentID, ack})
+	f.acks.add(AgentMsg[*livedumpv1.Ack]{agentID, ack})
 	f.mu.Unlock()
 }
 
@@ -182,14 +158,14 @@ func (f *Captures) Acked(_ context.Context, agentID string, ack *livedumpv1.Ack)
 func (f *Captures) Ingest(_ context.Context, _ *fleet.Session, agentID string, ev *livedumpv1.TriggerEvent) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.ingested = append(f.ingested, AgentMsg[*livedumpv1.TriggerEvent]{agentID, ev})
+	f.ingested.add(AgentMsg[*livedumpv1.TriggerEvent]{agentID, ev})
 	return f.IngestErr
 }
 
 // Status implements api.CaptureReports.
 func (f *Captures) Status(_ context.Context, agentID string, st *livedumpv1.CaptureStatus) {
 	f.mu.Lock()
-	f.statuses = append(f.statuses, AgentMsg[*livedumpv1.CaptureStatus]{agentID, st})
+	f.statuses.add(AgentMsg[*livedumpv1.CaptureStatus]{agentID, st})
 	f.mu.Unlock()
 }
 
@@ -199,7 +175,7 @@ func (f *Captures) Create(_ context.Context, r capture.Request) (*livedumpv1.Cap
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.init()
-	f.created = append(f.created, r)
+	f.created.add(r)
 	if f.Err != nil {
 		return nil, f.Err
 	}
@@ -208,7 +184,7 @@ func (f *Captures) Create(_ context.Context, r capture.Request) (*livedumpv1.Cap
 		now = f.Now()
 	}
 	c := &livedumpv1.Capture{
-		Id: fmt.Sprintf("cap-%04d", len(f.created)), Spec: r.Spec, State: livedumpv1.CaptureState_CAPTURE_STATE_ACTIVE,
+		Id: fmt.Sprintf("cap-%04d", f.created.len()), Spec: r.Spec, State: livedumpv1.CaptureState_CAPTURE_STATE_ACTIVE,
 		Created: timestamppb.New(now), CreatedBy: r.Actor,
 	}
 	f.captures[c.Id] = c
@@ -219,7 +195,7 @@ func (f *Captures) Create(_ context.Context, r capture.Request) (*livedumpv1.Cap
 func (f *Captures) Cancel(_ context.Context, id, actor string) (*livedumpv1.Capture, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.canceled = append(f.canceled, id+" by "+actor)
+	f.canceled.add(id + " by " + actor)
 	if f.Err != nil {
 		return nil, f.Err
 	}
@@ -250,7 +226,7 @@ func (f *Captures) Get(_ context.Context, id string) (*livedumpv1.Capture, error
 func (f *Captures) GetPage(_ context.Context, id, after string, budget int) (*livedumpv1.Capture, string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.budgets = append(f.budgets, budget)
+	f.budgets.add(budget)
 	if f.Err != nil {
 		return nil, "", f.Err
 	}
@@ -278,7 +254,7 @@ func (f *Captures) GetPage(_ context.Context, id, after string, budget int) (*li
 func (f *Captures) ListPage(_ context.Context, afterCreated time.Time, afterID string, budget int) ([]*livedumpv1.Capture, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.budgets = append(f.budgets, budget)
+	f.budgets.add(budget)
 	if f.Err != nil {
 		return nil, false, f.Err
 	}
@@ -361,7 +337,7 @@ func (f *Captures) Events(_ context.Context, captureID, after string, limit int)
 func (f *Captures) EventsPage(_ context.Context, captureID, after string, limit, budget int) ([]*livedumpv1.TriggerEvent, string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.budgets = append(f.budgets, budget)
+	f.budgets.add(budget)
 	if f.Err != nil {
 		return nil, "", f.Err
 	}

@@ -2,7 +2,6 @@ package fakes
 
 import (
 	"context"
-	"slices"
 	"sync"
 
 	"google.golang.org/protobuf/proto"
@@ -22,7 +21,7 @@ type Sent struct {
 type answers struct {
 	mu      sync.Mutex
 	answer  map[string]answer
-	sent    []Sent
+	sent    Log[Sent]
 	reached func(agentID string) bool
 }
 
@@ -43,11 +42,7 @@ func (a *answers) Answer(agentID string, report fleet.Report, err error) {
 }
 
 // Sent returns the directives sent, in order.
-func (a *answers) Sent() []Sent {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return slices.Clone(a.sent)
-}
+func (a *answers) Sent() []Sent { return a.sent.All() }
 
 // Exchange sends d: an agent that is not reached is offline; one without
 // a scripted answer does not answer before ctx ends.
@@ -56,7 +51,7 @@ func (a *answers) Exchange(ctx context.Context, agentID string, d *livedumpv1.Di
 	ans, scripted := a.answer[agentID]
 	online := a.reached(agentID)
 	if online || scripted {
-		a.sent = append(a.sent, Sent{agentID, d})
+		a.sent.add(Sent{agentID, d})
 	}
 	a.mu.Unlock()
 	switch {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"slices"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -26,9 +25,9 @@ type Dumps struct {
 	dumps    map[string]store.Dump
 	content  map[string][]byte
 	memory   map[string]uint64
-	reports  []AgentMsg[*livedumpv1.Dump]
-	uploads  []AgentMsg[[]*livedumpv1.UploadDumpRequest]
-	offsets  []string
+	reports  Log[AgentMsg[*livedumpv1.Dump]]
+	uploads  Log[AgentMsg[[]*livedumpv1.UploadDumpRequest]]
+	offsets  Log[string]
 	openings int
 }
 
@@ -51,25 +50,13 @@ func (f *Dumps) Memory(agentID string) (uint64, bool) {
 }
 
 // Reports returns the dump reports received.
-func (f *Dumps) Reports() []AgentMsg[*livedumpv1.Dump] {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.reports)
-}
+func (f *Dumps) Reports() []AgentMsg[*livedumpv1.Dump] { return f.reports.All() }
 
 // Uploads returns, for each Upload, the agent and the messages it read.
-func (f *Dumps) Uploads() []AgentMsg[[]*livedumpv1.UploadDumpRequest] {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.uploads)
-}
+func (f *Dumps) Uploads() []AgentMsg[[]*livedumpv1.UploadDumpRequest] { return f.uploads.All() }
 
 // Offsets returns "agent/dump" for each Offset asked.
-func (f *Dumps) Offsets() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.offsets)
-}
+func (f *Dumps) Offsets() []string { return f.offsets.All() }
 
 // SetMemory implements api.DumpReceiver.
 func (f *Dumps) SetMemory(_ context.Context, agentID string, bytes uint64) error {
@@ -89,7 +76,7 @@ func (f *Dumps) SetMemory(_ context.Context, agentID string, bytes uint64) error
 func (f *Dumps) Report(_ context.Context, agentID string, d *livedumpv1.Dump) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.reports = append(f.reports, AgentMsg[*livedumpv1.Dump]{agentID, d})
+	f.reports.add(AgentMsg[*livedumpv1.Dump]{agentID, d})
 	if f.ReportErr != nil {
 		return f.ReportErr
 	}
@@ -101,7 +88,7 @@ func (f *Dumps) Report(_ context.Context, agentID string, d *livedumpv1.Dump) er
 func (f *Dumps) Offset(_ context.Context, agentID, id string) (*livedumpv1.DumpOffsetResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.offsets = append(f.offsets, agentID+"/"+id)
+	f.offsets.add(agentID + "/" + id)
 	if f.Err != nil {
 		return nil, f.Err
 	}
@@ -125,7 +112,7 @@ func (f *Dumps) Upload(agentID string, stream grpc.ClientStreamingServer[livedum
 		msgs = append(msgs, m)
 	}
 	f.mu.Lock()
-	f.uploads = append(f.uploads, AgentMsg[[]*livedumpv1.UploadDumpRequest]{agentID, msgs})
+	f.uploads.add(AgentMsg[[]*livedumpv1.UploadDumpRequest]{agentID, msgs})
 	ferr := f.Err
 	f.mu.Unlock()
 	if err != io.EOF {

@@ -3,7 +3,6 @@ package fakes
 import (
 	"context"
 	"crypto/x509"
-	"slices"
 	"sync"
 
 	"github.com/livedump/livedump/controller/enroll"
@@ -24,37 +23,25 @@ type Enroller struct {
 	Secret string
 
 	mu       sync.Mutex
-	enrolls  []enroll.EnrollRequest
-	renewals []AgentMsg[[]byte]
-	tokens   []enroll.TokenRequest
+	enrolls  Log[enroll.EnrollRequest]
+	renewals Log[AgentMsg[[]byte]]
+	tokens   Log[enroll.TokenRequest]
 }
 
 // Enrolls returns the Enroll requests received.
-func (f *Enroller) Enrolls() []enroll.EnrollRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.enrolls)
-}
+func (f *Enroller) Enrolls() []enroll.EnrollRequest { return f.enrolls.All() }
 
 // Renewals returns the agent and CSR of each Renew received.
-func (f *Enroller) Renewals() []AgentMsg[[]byte] {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.renewals)
-}
+func (f *Enroller) Renewals() []AgentMsg[[]byte] { return f.renewals.All() }
 
 // TokenRequests returns the CreateToken requests received.
-func (f *Enroller) TokenRequests() []enroll.TokenRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.tokens)
-}
+func (f *Enroller) TokenRequests() []enroll.TokenRequest { return f.tokens.All() }
 
 // Enroll implements api.Enroller.
 func (f *Enroller) Enroll(_ context.Context, req enroll.EnrollRequest) (enroll.Enrollment, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.enrolls = append(f.enrolls, req)
+	f.enrolls.add(req)
 	if f.Err != nil {
 		return enroll.Enrollment{}, f.Err
 	}
@@ -65,7 +52,7 @@ func (f *Enroller) Enroll(_ context.Context, req enroll.EnrollRequest) (enroll.E
 func (f *Enroller) Renew(_ context.Context, agentID string, csr []byte) (*x509.Certificate, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.renewals = append(f.renewals, AgentMsg[[]byte]{agentID, csr})
+	f.renewals.add(AgentMsg[[]byte]{agentID, csr})
 	if f.Err != nil {
 		return nil, f.Err
 	}
@@ -76,7 +63,7 @@ func (f *Enroller) Renew(_ context.Context, agentID string, csr []byte) (*x509.C
 func (f *Enroller) CreateToken(_ context.Context, req enroll.TokenRequest) (store.Token, string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.tokens = append(f.tokens, req)
+	f.tokens.add(req)
 	if f.Err != nil {
 		return store.Token{}, "", f.Err
 	}

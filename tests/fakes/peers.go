@@ -24,8 +24,8 @@ type Peers struct {
 	mu        sync.Mutex
 	presence  map[string]string // agent -> session
 	online    map[string]bool   // agents held by another replica
-	detached  []string
-	delivered []Sent
+	detached  Log[string]
+	delivered Log[Sent]
 	revoked   []string
 	serials   []string
 	names     []string
@@ -60,18 +60,10 @@ func (f *Peers) Presence(agentID string) string {
 }
 
 // DetachedSessions returns "agent/session" of each Detached, in order.
-func (f *Peers) DetachedSessions() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.detached)
-}
+func (f *Peers) DetachedSessions() []string { return f.detached.All() }
 
 // Delivered returns the directives given to Send.
-func (f *Peers) Delivered() []Sent {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.delivered)
-}
+func (f *Peers) Delivered() []Sent { return f.delivered.All() }
 
 // Revocations returns the agents, certificate serials and operator names
 // whose revocation was broadcast.
@@ -98,7 +90,7 @@ func (f *Peers) Detached(_ context.Context, agentID, session string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.init()
-	f.detached = append(f.detached, agentID+"/"+session)
+	f.detached.add(agentID + "/" + session)
 	if f.presence[agentID] == session {
 		delete(f.presence, agentID)
 	}
@@ -116,7 +108,7 @@ func (f *Peers) Online(_ context.Context, agentID string) bool {
 func (f *Peers) Send(_ context.Context, agentID string, d *livedumpv1.Directive) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.delivered = append(f.delivered, Sent{agentID, d})
+	f.delivered.add(Sent{agentID, d})
 	return f.SendErr
 }
 

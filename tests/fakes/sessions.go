@@ -2,7 +2,6 @@ package fakes
 
 import (
 	"context"
-	"slices"
 	"sync"
 	"time"
 
@@ -20,9 +19,9 @@ type Sessions struct {
 	once     sync.Once
 	reg      *fleet.Registry
 	mu       sync.Mutex
-	attached []string
-	detached []string
-	discon   []AgentMsg[error]
+	attached Log[string]
+	detached Log[string]
+	discon   Log[AgentMsg[error]]
 }
 
 func (f *Sessions) registry() *fleet.Registry {
@@ -40,30 +39,18 @@ func (f *Sessions) Connect(agentID string, at time.Time) *fleet.Session {
 }
 
 // Attached returns the agents of each Attach, in order.
-func (f *Sessions) Attached() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.attached)
-}
+func (f *Sessions) Attached() []string { return f.attached.All() }
 
 // Detached returns the agents of each Detach, in order.
-func (f *Sessions) Detached() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.detached)
-}
+func (f *Sessions) Detached() []string { return f.detached.All() }
 
 // Disconnects returns the agent and cause of each Disconnect.
-func (f *Sessions) Disconnects() []AgentMsg[error] {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.discon)
-}
+func (f *Sessions) Disconnects() []AgentMsg[error] { return f.discon.All() }
 
 // Attach implements api.Sessions.
 func (f *Sessions) Attach(agentID string, now time.Time, cancel context.CancelCauseFunc) *fleet.Session {
 	f.mu.Lock()
-	f.attached = append(f.attached, agentID)
+	f.attached.add(agentID)
 	f.mu.Unlock()
 	return f.registry().Attach(agentID, now, cancel)
 }
@@ -71,7 +58,7 @@ func (f *Sessions) Attach(agentID string, now time.Time, cancel context.CancelCa
 // Detach implements api.Sessions.
 func (f *Sessions) Detach(s *fleet.Session) {
 	f.mu.Lock()
-	f.detached = append(f.detached, s.AgentID)
+	f.detached.add(s.AgentID)
 	f.mu.Unlock()
 	f.registry().Detach(s)
 }
@@ -90,7 +77,7 @@ func (f *Sessions) Session(agentID string) *fleet.Session { return f.registry().
 // Disconnect implements api.LocalAgents.
 func (f *Sessions) Disconnect(agentID string, cause error) bool {
 	f.mu.Lock()
-	f.discon = append(f.discon, AgentMsg[error]{agentID, cause})
+	f.discon.add(AgentMsg[error]{agentID, cause})
 	f.mu.Unlock()
 	return f.registry().Disconnect(agentID, cause)
 }

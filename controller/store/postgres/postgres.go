@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net/url"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -22,9 +21,17 @@ import (
 // Store is the PostgreSQL implementation of store.Store. It is safe for
 // concurrent use, and several Stores (in several processes) may share one
 // database.
+//
+// The methods are sqlstore's, over the pgDB adapter and this package's
+// dialect; Open, Close, Notify and Listen are the package's own.
 type Store struct {
+	*shared
 	pool *pgxpool.Pool
 }
+
+// shared is the store implementation both SQL backends run; the alias
+// keeps the embedded field unexported.
+type shared = sqlstore.Store
 
 var _ store.Store = (*Store)(nil)
 
@@ -49,7 +56,8 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres store %s: %w", redact(url), err)
 	}
-	return &Store{pool: pool}, nil
+	db := pgDB{q: pool, pool: pool}
+	return &Store{shared: sqlstore.New(db, db, dialect{pool: pool}), pool: pool}, nil
 }
 
 // redact hides the password of a URL for error messages.
@@ -67,14 +75,6 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// querier is what pgxpool.Pool and pgx.Tx have in common, so a read can run
-// either on its own or inside the transaction that just wrote.
-type querier interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
 // uniqueViolation is SQLSTATE 23505.
 const uniqueViolation = "23505"
 
@@ -89,42 +89,4 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w (%s)", store.ErrConflict, pgErr.ConstraintName)
 	}
 	return sqlstore.NotFound(err)
-}
-
-// expectOne maps an update that matched no row to store.ErrNotFound.
-func expectOne(tag pgconn.CommandTag, err error) error {
-	if err != nil {
-		return err
-	}
-	if tag.RowsAffected() == 0 {
-		return store.ErrNotFound
-	}
-	return nil
-}
-
-// conflictIfNone maps an insert that ON CONFLICT DO NOTHING skipped to
-// store.ErrConflict.
-func conflictIfNone(tag pgconn.CommandTag, err error) error {
-	if err != nil {
-		return mapErr(err)
-	}
-	if tag.RowsAffected() == 0 {
-		return store.ErrConflict
-	}
-	return nil
-}
-
-// list runs a read query through q and collects its rows with scan,
-// wrapping any error with op.
-func list[T any](ctx context.Context, q querier, op string, scan func(sqlstore.Scanner) (T, error), sql string, args ...any) ([]T, error) {
-	rows, err := q.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	defer rows.Close()
-	out, err := sqlstore.Collect(rows, scan)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	return out, nil
 }

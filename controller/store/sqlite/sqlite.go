@@ -30,10 +30,18 @@ const busyTimeoutMS = 5000
 // pool, which serialises every write inside the process and so can never hit
 // SQLITE_BUSY against itself or over-consume a token, and a read-only pool
 // that lets lookups proceed concurrently with a write, as WAL mode permits.
+//
+// The methods are sqlstore's, over the sqlDB adapter and this package's
+// dialect; Open and Close are the package's own.
 type Store struct {
+	*shared
 	w *sql.DB // exactly one connection; all writes and read-modify-write transactions
 	r *sql.DB // read-only connections for plain queries
 }
+
+// shared is the store implementation both SQL backends run; the alias
+// keeps the embedded field unexported.
+type shared = sqlstore.Store
 
 var _ store.Store = (*Store)(nil)
 
@@ -91,66 +99,15 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
 	}
 
-	return &Store{w: w, r: r}, nil
+	return &Store{
+		shared: sqlstore.New(sqlDB{q: w, db: w}, sqlDB{q: r, db: r}, dialect{w: w}),
+		w:      w,
+		r:      r,
+	}, nil
 }
 
 // Close closes both pools. The writer closes last so that the final
 // connection to the file checkpoints the WAL back into the main database.
 func (s *Store) Close() error {
 	return errors.Join(s.r.Close(), s.w.Close())
-}
-
-// inTx runs fn in a write transaction and commits it if fn returns nil.
-func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	return tx.Commit()
-}
-
-// expectOne maps "no row matched" to store.ErrNotFound, which is how updates
-// keyed by ID report a missing row without a separate SELECT.
-func expectOne(res sql.Result) error {
-	n, err := res.RowsAffected()
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return store.ErrNotFound
-	}
-	return nil
-}
-
-// conflictIfNone maps an insert that ON CONFLICT DO NOTHING skipped to
-// store.ErrConflict. Using the portable upsert clause instead of matching the
-// driver's constraint error codes keeps the SQL identical for PostgreSQL.
-func conflictIfNone(res sql.Result) error {
-	n, err := res.RowsAffected()
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return store.ErrConflict
-	}
-	return nil
-}
-
-// list runs a read query on db and collects its rows with scan, wrapping
-// any error with op.
-func list[T any](ctx context.Context, db *sql.DB, op string, scan func(sqlstore.Scanner) (T, error), q string, args ...any) ([]T, error) {
-	rows, err := db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	defer rows.Close()
-	out, err := sqlstore.Collect(rows, scan)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	return out, nil
 }

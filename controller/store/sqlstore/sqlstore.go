@@ -1,11 +1,12 @@
-// Package sqlstore is the part of the SQL stores that does not depend on
-// the dialect: statements whose text SQLite and PostgreSQL both run, with
-// their column lists and the rules they encode; one scan function per row
-// type and Collect, which read results from either driver; the "no row"
-// mapping; and the encodings of time and JSON columns. The statements use
-// ? placeholders; the PostgreSQL store numbers them with Rebind. The sqlite
-// and postgres packages keep what differs: drivers, transactions and
-// locking, and the statements each dialect words its own way.
+// Package sqlstore is the one implementation of store.Store for SQL
+// databases: Store runs every method over a DB (statements with ?
+// placeholders, rows affected, transactions) and asks a Dialect for what
+// the database does its own way (locking, batching, the few statements
+// worded differently). It also holds the statements both databases run,
+// with their column lists and the rules they encode, one scan function per
+// row type, Collect, the "no row" mapping, and the encodings of time and
+// JSON columns. The sqlite and postgres packages keep Open and Close,
+// their migrations, the adapter of their driver to DB, and their Dialect.
 package sqlstore
 
 import (

@@ -1,0 +1,228 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"time"
+
+	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/controller/store/sqlstore"
+)
+
+// dialect is what SQLite does its own way (sqlstore.Dialect). Every write
+// goes through the one writer connection w, and BEGIN IMMEDIATE takes the
+// write lock up front against other processes, so a read-check-write
+// transaction needs no row locks: nothing else writes while it runs.
+type dialect struct {
+	w *sql.DB
+}
+
+var _ sqlstore.Dialect = dialect{}
+
+// ForUpdate is empty: SQLite has no row locks, and the write transaction
+// already excludes every other writer.
+func (dialect) ForUpdate() string { return "" }
+
+// Conflict returns err as it is: inserts use ON CONFLICT DO NOTHING.
+func (dialect) Conflict(err error) error { return err }
+
+// LockCapture does nothing: the write transaction is the lock.
+func (dialect) LockCapture(context.Context, sqlstore.DB, string) error { return nil }
+
+// ListAgentsPage compares (hostname, id) spelled out, which the
+// (hostname, id) index serves.
+func (dialect) ListAgentsPage(afterHostname, afterID string, limit int) (string, []any) {
+	return `SELECT ` + sqlstore.AgentColumns + ` FROM agents
+		WHERE ? = '' OR hostname > ? OR (hostname = ? AND id > ?)
+		ORDER BY hostname, id LIMIT ?`, []any{afterID, afterHostname, afterHostname, afterID, limit}
+}
+
+// ListAudit pages newest first by (time, id), spelled out.
+func (dialect) ListAudit(q store.AuditQuery) (string, []any) {
+	return `SELECT ` + sqlstore.AuditColumns + `
+		FROM audit WHERE time >= ?
+		AND (? = 0 OR time < ? OR (time = ? AND id < ?))
+		ORDER BY time DESC, id DESC LIMIT ?`,
+		[]any{q.SinceMS, q.BeforeID, q.BeforeMS, q.BeforeMS, q.BeforeID, q.Limit}
+}
+
+// InsertTargets inserts the targets one by one: each is a local call.
+func (dialect) InsertTargets(ctx context.Context, tx sqlstore.DB, captureID string, targets []store.CaptureTarget) error {
+	for _, t := range targets {
+		if _, err := tx.Exec(ctx, `INSERT INTO capture_targets (capture_id, agent_id, state, detail, events, updated) VALUES (?, ?, ?, ?, 0, ?)`,
+			captureID, t.AgentID, t.State, t.Detail, sqlstore.TimeArg(t.Updated)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FinishCapture ends an active capture; the state condition in the UPDATE
+// is what lets exactly one replica win when several notice the end at once.
+func (d dialect) FinishCapture(ctx context.Context, id, state, detail string) (bool, error) {
+	finished := false
+	err := inTx(ctx, d.w, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE captures SET state = ?, detail = ? WHERE id = ? AND state = 'active'`, state, detail, id)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 1 {
+			finished = true
+			return nil
+		}
+		var one int
+		return sqlstore.NotFound(tx.QueryRowContext(ctx, `SELECT 1 FROM captures WHERE id = ?`, id).Scan(&one))
+	})
+	return finished, err
+}
+
+// SetTargetStates runs one prepared UPDATE per target in one transaction.
+func (d dialect) SetTargetStates(ctx context.Context, updates []store.CaptureTarget) (int, error) {
+	changed := 0
+	err := inTx(ctx, d.w, func(tx *sql.Tx) error {
+		changed = 0
+		st, err := tx.PrepareContext(ctx, sqlstore.SetTargetState)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for _, u := range updates {
+			res, err := st.ExecContext(ctx, u.State, u.Detail, sqlstore.TimeArg(u.Updated), u.CaptureID, u.AgentID)
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			changed += int(n)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return changed, nil
+}
+
+// ClaimTargets reads the count of targets that left pending once, then
+// moves each target by primary key with one prepared UPDATE.
+func (d dialect) ClaimTargets(ctx context.Context, captureID string, agentIDs []string, allowed int, at time.Time) ([]string, error) {
+	var claimed []string
+	err := inTx(ctx, d.w, func(tx *sql.Tx) error {
+		claimed = claimed[:0]
+		room := -1
+		if allowed >= 0 {
+			var left int
+			if err := tx.QueryRowContext(ctx, sqlstore.CountClaimedTargets, captureID).Scan(&left); err != nil {
+				return err
+			}
+			room = store.RolloutRoom(allowed, left)
+		}
+		st, err := tx.PrepareContext(ctx, `UPDATE capture_targets SET state = 'delivered', updated = ? WHERE capture_id = ? AND agent_id = ? AND state = 'pending'`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for _, a := range agentIDs {
+			if room == 0 {
+				break
+			}
+			res, err := st.ExecContext(ctx, sqlstore.TimeArg(at), captureID, a)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n == 1 {
+				claimed = append(claimed, a)
+				if room > 0 {
+					room--
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return claimed, nil
+}
+
+// InsertEvents runs two prepared statements per event in one transaction:
+// one fsync per batch, not per event.
+func (d dialect) InsertEvents(ctx context.Context, events []store.Event) (int, error) {
+	inserted := 0
+	err := inTx(ctx, d.w, func(tx *sql.Tx) error {
+		ins, err := tx.PrepareContext(ctx, `INSERT INTO events (id, capture_id, agent_id, time, pid, tid, process, probe, status, user_frames, kernel_frames, signature)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
+		if err != nil {
+			return err
+		}
+		defer ins.Close()
+		count, err := tx.PrepareContext(ctx, `UPDATE capture_targets SET events = events + 1 WHERE capture_id = ? AND agent_id = ?`)
+		if err != nil {
+			return err
+		}
+		defer count.Close()
+		inserted = 0
+		for _, e := range events {
+			res, err := ins.ExecContext(ctx, e.ID, e.CaptureID, e.AgentID, sqlstore.TimeArg(e.Time), e.PID, e.TID, e.Process, e.Probe, int64(e.Status), e.User, e.Kernel, e.Signature)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				continue // a re-sent event: already stored
+			}
+			inserted++
+			if _, err := count.ExecContext(ctx, e.CaptureID, e.AgentID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return inserted, nil
+}
+
+// AdmitDump counts and marks in one write transaction; writes are
+// serialised (one writer connection, BEGIN IMMEDIATE across processes), so
+// no two admissions can both see room for the last slot.
+func (d dialect) AdmitDump(ctx context.Context, id string, maxDumps, perSignature int) (bool, error) {
+	admitted := false
+	err := inTx(ctx, d.w, func(tx *sql.Tx) error {
+		var captureID, signature string
+		var pulled, already int64
+		err := tx.QueryRowContext(ctx, `SELECT capture_id, signature, pulled, admitted FROM dumps WHERE id = ?`, id).
+			Scan(&captureID, &signature, &pulled, &already)
+		if err != nil {
+			return sqlstore.NotFound(err)
+		}
+		if already != 0 {
+			admitted = true
+			return nil
+		}
+		c := store.AdmitCounts{Pulled: pulled != 0, Signature: signature}
+		if !c.Pulled && (maxDumps > 0 || perSignature > 0) {
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(signature = ?), 0)
+				FROM dumps WHERE capture_id = ? AND admitted = 1`, signature, captureID).Scan(&c.Admitted, &c.SameSignature); err != nil {
+				return err
+			}
+		}
+		if !store.AdmitAllowed(c, maxDumps, perSignature) {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE dumps SET admitted = 1 WHERE id = ?`, id); err != nil {
+			return err
+		}
+		admitted = true
+		return nil
+	})
+	return admitted, err
+}

@@ -78,7 +78,7 @@ func (f *fakeFleet) ListDumps(ctx context.Context, req *livedumpv1.ListDumpsRequ
 	if err := f.record(ctx, "ListDumps", req); err != nil {
 		return nil, err
 	}
-	ds, next := pageOf(f, f.dumps(), req.GetAfter())
+	ds, next := pageOf(f, f.listedDumps(req.GetCaptureId()), req.GetAfter())
 	return &livedumpv1.ListDumpsResponse{Dumps: ds, Next: next}, nil
 }
 

@@ -725,7 +725,7 @@ func (g *dumpGetter) reportCapture(captureID string, results []*captureResult) e
 			fmt.Fprintf(g.a.stdout, "capture %s has no dumps\n", captureID)
 			return nil
 		}
-		t := newTable(g.a.stdout, "DUMP", "HOSTNAME", "FILE", "RESULT", "SHA256")
+		t := newTable(g.a.stdout, "DUMP", "HOSTNAME", "FILE", "SHA256", "RESULT")
 		for _, r := range results {
 			res := r.outcome
 			switch r.outcome {
@@ -737,7 +737,7 @@ func (g *dumpGetter) reportCapture(captureID string, results []*captureResult) e
 			if r.reason != "" {
 				res += ": " + r.reason
 			}
-			t.row(r.d.GetId(), r.d.GetHostname(), r.file, res, r.sum)
+			t.row(r.d.GetId(), r.d.GetHostname(), r.file, r.sum, res)
 		}
 		if err := t.flush(); err != nil {
 			return err

@@ -401,8 +401,8 @@ func TestDumpsGetCapture(t *testing.T) {
 		t.Errorf("stderr %q, want %q", stderr, want)
 	}
 	for _, want := range []string{
-		"000000000000000a  WS-0001   " + filepath.Join(dir, "WS-0001-000000000000000a.dmp") + "  already present (verified)",
-		"000000000000000b  WS-0002   " + filepath.Join(dir, "WS-0002-000000000000000b.dmp") + "  fetched (verified)",
+		"000000000000000a  WS-0001   " + filepath.Join(dir, "WS-0001-000000000000000a.dmp") + "  " + a.d.GetSha256() + "  already present (verified)\n",
+		"000000000000000b  WS-0002   " + filepath.Join(dir, "WS-0002-000000000000000b.dmp") + "  " + b.d.GetSha256() + "  fetched (verified)\n",
 		"not-fetched: kept hash-only on WS-0003 (livedumpctl dumps pull 000000000000000c uploads it)",
 		"lost: aborted on the agent, nothing to download: Windows aborted the dump",
 		"capture c-1: 4 dump(s): 1 fetched, 1 already present, 1 not fetched, 0 failed, 1 lost on the agent",

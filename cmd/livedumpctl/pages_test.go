@@ -78,6 +78,9 @@ func (f *fakeFleet) ListDumps(ctx context.Context, req *livedumpv1.ListDumpsRequ
 	if err := f.record(ctx, "ListDumps", req); err != nil {
 		return nil, err
 	}
+	if req.GetCaptureId() == uploadingCapture {
+		return &livedumpv1.ListDumpsResponse{Dumps: uploads.next()}, nil // capture_watch_test.go
+	}
 	ds, next := pageOf(f, f.dumps(), req.GetAfter())
 	return &livedumpv1.ListDumpsResponse{Dumps: ds, Next: next}, nil
 }

@@ -437,16 +437,16 @@ func (n targetCounts) String() string {
 }
 
 // captureAction is what a capture's probe does: stacks or dump, or script
-// for a raw script that says nothing else.
+// for a raw D script (which does whatever it says).
 func captureAction(c *livedumpv1.Capture) string {
 	spec := c.GetSpec()
 	switch {
 	case spec.GetOnDemand():
 		return "dump"
-	case spec.GetAction() != livedumpv1.CaptureAction_CAPTURE_ACTION_UNSPECIFIED:
-		return enumname.Name(spec.GetAction(), "-")
 	case spec.GetScript() != "":
 		return "script"
+	case spec.GetAction() != livedumpv1.CaptureAction_CAPTURE_ACTION_UNSPECIFIED:
+		return enumname.Name(spec.GetAction(), "-")
 	}
 	return "stacks" // the controller's default
 }

@@ -217,7 +217,9 @@ func TestRolloutEndsCaptures(t *testing.T) {
 // TestOutcome: a capture whose targets all finished is failed only when
 // every one failed, and then says why with the most common reason.
 func TestOutcome(t *testing.T) {
-	tg := func(state, detail string) store.CaptureTarget { return store.CaptureTarget{State: state, Detail: detail} }
+	tg := func(state, detail string) store.CaptureTarget {
+		return store.CaptureTarget{State: state, Detail: detail}
+	}
 	for _, tc := range []struct {
 		name          string
 		targets       []store.CaptureTarget

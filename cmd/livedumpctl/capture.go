@@ -214,10 +214,12 @@ func (a *app) captureListCmd() *cobra.Command {
 				return writeJSON(a.stdout, resp)
 			}
 			now := a.now()
-			t := newTable(a.stdout, "ID", "STATE", "CREATED", "EXPIRES", "TARGETS", "EVENTS", "SELECTOR", "PROCESSES", "STATUSES")
+			t := newTable(a.stdout, "ID", "STATE", "ACTION", "CREATED", "EXPIRES", "TARGETS", "ARMED", "TRIGGERED", "FAILED", "OFFLINE", "EVENTS", "SELECTOR", "PROCESSES", "STATUSES")
 			for _, c := range resp.GetCaptures() {
-				t.row(c.GetId(), captureStateName(c.GetState()), ago(now, c.GetCreated()), until(now, c.GetExpires()),
-					strconv.Itoa(len(c.GetTargets())+int(c.GetOmittedTargets())), strconv.FormatInt(c.GetEvents(), 10), c.GetSpec().GetSelector(),
+				n := countTargets(c)
+				t.row(c.GetId(), captureStateName(c.GetState()), captureAction(c), ago(now, c.GetCreated()), until(now, c.GetExpires()),
+					strconv.FormatInt(n.total, 10), strconv.FormatInt(n.armed, 10), strconv.FormatInt(n.triggered, 10),
+					strconv.FormatInt(n.failed, 10), strconv.FormatInt(n.offline, 10), strconv.FormatInt(c.GetEvents(), 10), c.GetSpec().GetSelector(),
 					strings.Join(c.GetSpec().GetProcesses(), ","), strings.Join(c.GetSpec().GetStatuses(), ","))
 			}
 			return t.flush()
@@ -265,7 +267,8 @@ func writeCapture(w io.Writer, now time.Time, c *livedumpv1.Capture) error {
 		}
 		fmt.Fprintf(w, "Status:     %s -> %s\n", r.GetInput(), strings.Join(vals, " "))
 	}
-	fmt.Fprintf(w, "Action:     %s\n", enumname.Name(spec.GetAction(), "_"))
+	fmt.Fprintf(w, "Action:     %s\n", captureAction(c))
+	fmt.Fprintf(w, "Targets:    %s\n", countTargets(c))
 	fmt.Fprintf(w, "Created:    %s by %s\n", formatTime(c.GetCreated()), c.GetCreatedBy())
 	fmt.Fprintf(w, "Expires:    %s (%s)\n", formatTime(c.GetExpires()), until(now, c.GetExpires()))
 	fmt.Fprintf(w, "Events:     %d\n", c.GetEvents())
@@ -302,95 +305,12 @@ func (a *app) captureCancelCmd() *cobra.Command {
 	}
 }
 
-func (a *app) captureWatchCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "watch ID",
-		Short: "Stream a capture's events (with stacks) and progress until it ends or Ctrl-C",
-		Args:  exactArgs("ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			client, s, closeConn, err := a.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer closeConn()
-			st, err := client.WatchCapture(cmd.Context(), &livedumpv1.WatchCaptureRequest{Id: args[0]})
-			if err != nil {
-				return rpcError(err, s)
-			}
-			for {
-				m, err := st.Recv()
-				if errors.Is(err, io.EOF) {
-					return nil
-				}
-				if err != nil {
-					if cmd.Context().Err() != nil {
-						return nil // Ctrl-C
-					}
-					return rpcError(err, s)
-				}
-				if s.output == outputJSON {
-					b, err := jsonOptions.Marshal(m)
-					if err != nil {
-						return err
-					}
-					fmt.Fprintln(a.stdout, string(b))
-					continue
-				}
-				switch {
-				case m.GetEvent() != nil:
-					writeEvent(a.stdout, m.GetEvent())
-				case m.GetTarget() != nil:
-					tg := m.GetTarget()
-					line := fmt.Sprintf("[%s] %s %s", tg.GetAgentId(), targetStateName(tg.GetState()), tg.GetDetail())
-					fmt.Fprintln(a.stdout, cell(strings.TrimSpace(line)))
-				case m.GetEnded() != nil:
-					c := m.GetEnded()
-					fmt.Fprintf(a.stdout, "capture %s %s: %s, %d events\n", c.GetId(), captureStateName(c.GetState()), cell(c.GetDetail()), c.GetEvents())
-					return nil
-				}
-			}
-		},
-	}
-}
-
-func frameString(f *livedumpv1.Frame) string {
-	switch {
-	case f.GetFunction() != "" && f.GetOffset() != 0:
-		return fmt.Sprintf("%s`%s+0x%x", f.GetModule(), f.GetFunction(), f.GetOffset())
-	case f.GetFunction() != "":
-		return f.GetModule() + "`" + f.GetFunction()
-	case f.GetModule() != "":
-		return fmt.Sprintf("%s`0x%x", f.GetModule(), f.GetAddress())
-	}
-	return fmt.Sprintf("0x%x", f.GetAddress())
-}
-
 func statusString(ev *livedumpv1.TriggerEvent) string {
 	s := fmt.Sprintf("0x%08X", ev.GetStatus())
 	if n := ntstatus.Name(ev.GetStatus()); n != "" {
 		s += " " + n
 	}
 	return s
-}
-
-// writeEvent prints one event the way dtrace prints stacks: innermost frame
-// first, indented.
-func writeEvent(w io.Writer, ev *livedumpv1.TriggerEvent) {
-	host := ev.GetHostname()
-	if host == "" {
-		host = ev.GetAgentId()
-	}
-	fmt.Fprintf(w, "%s %s %s pid=%d tid=%d %s %s\n", formatTime(ev.GetTime()), cell(host), cell(ev.GetProcess()),
-		ev.GetPid(), ev.GetTid(), cell(ev.GetProbe()), statusString(ev))
-	for _, f := range ev.GetUserFrames() {
-		fmt.Fprintln(w, "    "+cell(frameString(f)))
-	}
-	if len(ev.GetKernelFrames()) > 0 {
-		fmt.Fprintln(w, "    -- kernel --")
-		for _, f := range ev.GetKernelFrames() {
-			fmt.Fprintln(w, "    "+cell(frameString(f)))
-		}
-	}
 }
 
 func (a *app) eventsCmd() *cobra.Command {
@@ -468,15 +388,7 @@ func (a *app) eventsCmd() *cobra.Command {
 			if s.output == outputJSON {
 				return writeJSON(a.stdout, resp)
 			}
-			t := newTable(a.stdout, "COUNT", "AGENTS", "FIRST SEEN", "LAST SEEN", "SIGNATURE")
-			for _, b := range resp.GetBuckets() {
-				agents := strings.Join(b.GetAgents(), ",")
-				if more := b.GetAgentCount() - int64(len(b.GetAgents())); more > 0 {
-					agents += fmt.Sprintf(",+%d", more)
-				}
-				t.row(strconv.FormatInt(b.GetCount(), 10), agents, formatTime(b.GetFirstSeen()), formatTime(b.GetLastSeen()), b.GetSignature())
-			}
-			if err := t.flush(); err != nil {
+			if err := writeBuckets(a.stdout, resp.GetBuckets()); err != nil {
 				return err
 			}
 			if n := resp.GetOmittedBuckets(); n > 0 {

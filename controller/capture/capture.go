@@ -42,6 +42,7 @@ const (
 	StateDone      = "done"
 	StateExpired   = "expired"
 	StateCancelled = "cancelled"
+	StateFailed    = "failed" // every target finished, and every one failed
 )
 
 // Target states as stored.
@@ -226,8 +227,8 @@ func ExpireIn(d *durationpb.Duration) time.Duration {
 // ParseState is the inverse of the stored state names, for filters.
 func ParseState(s string) (string, error) {
 	switch strings.ToLower(s) {
-	case StateActive, StateDone, StateExpired, StateCancelled:
+	case StateActive, StateDone, StateFailed, StateExpired, StateCancelled:
 		return strings.ToLower(s), nil
 	}
-	return "", fmt.Errorf("state %q: want active, done, expired or cancelled", s)
+	return "", fmt.Errorf("state %q: want active, done, failed, expired or cancelled", s)
 }

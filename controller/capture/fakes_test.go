@@ -66,6 +66,7 @@ type fakeRouter struct {
 	stored  []string
 	notices chan cluster.CaptureNotice
 	sendErr error
+	offline map[string]bool // agents no replica holds; every other one is online
 }
 
 func newFakeRouter() *fakeRouter {
@@ -95,6 +96,12 @@ func (r *fakeRouter) EventsStored(_ context.Context, id string) {
 }
 
 func (r *fakeRouter) SubscribeCaptures() <-chan cluster.CaptureNotice { return r.notices }
+
+func (r *fakeRouter) Online(_ context.Context, agentID string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.offline[agentID]
+}
 
 // fakeWatchers stands for the watch hub: it says which captures are
 // watched and records what it is given.

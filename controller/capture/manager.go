@@ -53,6 +53,9 @@ type Router interface {
 	// SubscribeCaptures returns the notices replicas send about captures,
 	// which Run reads until it returns.
 	SubscribeCaptures() <-chan cluster.CaptureNotice
+	// Online reports whether the agent's stream is attached to this
+	// replica or to another live one.
+	Online(ctx context.Context, agentID string) bool
 }
 
 // localRouter serves a single controller.
@@ -64,6 +67,9 @@ func (r localRouter) Send(_ context.Context, agentID string, d *livedumpv1.Direc
 		return fleet.ErrOffline
 	}
 	return s.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_Directive{Directive: d}})
+}
+func (r localRouter) Online(_ context.Context, agentID string) bool {
+	return r.fleet != nil && r.fleet.Online(agentID)
 }
 func (localRouter) CaptureChanged(context.Context, string)          {}
 func (localRouter) EventsStored(context.Context, string)            {}
@@ -151,7 +157,8 @@ func New(cfg Config) *Manager {
 	adm := newAdmission()
 	limits := &limiters{rate: rate.Limit(cfg.EventRate), burst: cfg.EventBurst, m: map[string]*rate.Limiter{}}
 	watch := newWatchHub(cfg.Store, cfg.Logger, kick)
-	life := &lifecycle{store: cfg.Store, router: cfg.Router, clock: cfg.Clock, log: cfg.Logger, kick: kick, admission: adm, watchers: watch}
+	watch.online = cfg.Router
+	life := &lifecycle{store: cfg.Store, router: cfg.Router, online: cfg.Router, clock: cfg.Clock, log: cfg.Logger, kick: kick, admission: adm, watchers: watch}
 	roll := newRollout(rolloutConfig{
 		store: cfg.Store, sessions: cfg.Fleet, clock: cfg.Clock, log: cfg.Logger, queue: queue, kick: kick,
 		ender: life, watchers: watch, admission: adm, limits: limits, reg: cfg.Metrics,

@@ -67,9 +67,8 @@ func (l *lifecycle) GetPage(ctx context.Context, id, after string, budget int) (
 	if err != nil {
 		return nil, "", err
 	}
-	for _, t := range targets {
-		p.Events += t.Events
-	}
+	tally(p, targets)
+	p.OfflineTargets = countOffline(ctx, l.online, targets)
 	// The page is chosen with the longest hostname allowed, then named.
 	size := proto.Size(p) + 16
 	end := start
@@ -137,6 +136,7 @@ func (l *lifecycle) ListPage(ctx context.Context, afterCreated time.Time, afterI
 		if err != nil {
 			return nil, false, err
 		}
+		p.OfflineTargets = countOffline(ctx, l.online, targets)
 		p = Trim(p, budget)
 		n := proto.Size(p) + itemOverhead
 		if len(out) > 0 && size+n > budget {

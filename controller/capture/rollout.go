@@ -105,7 +105,10 @@ func (r *rollout) schedule(ctx context.Context) error {
 	}
 	now := r.clock.Now().UTC()
 	if all, err := r.store.ListCaptures(ctx, ""); err == nil {
-		counts := map[string]int{StateActive: 0, StateDone: 0, StateExpired: 0, StateCancelled: 0}
+		counts := map[string]int{}
+		for _, st := range captureStates {
+			counts[st] = 0
+		}
 		for _, c := range all {
 			counts[c.State]++
 		}
@@ -153,7 +156,8 @@ func (r *rollout) schedule(ctx context.Context) error {
 			continue
 		}
 		if open == 0 {
-			if err := r.ender.end(ctx, c, StateDone, "every target finished", "done"); err != nil {
+			state, detail := outcome(targets)
+			if err := r.ender.end(ctx, c, state, detail, "done"); err != nil {
 				return err
 			}
 			continue
@@ -231,6 +235,48 @@ func (r *rollout) schedule(ctx context.Context) error {
 	r.admission.refresh(fresh)
 	r.forgetClosedSessions()
 	return nil
+}
+
+// captureStates are the stored capture states, the label values of the
+// captures-by-state metric.
+var captureStates = []string{StateActive, StateDone, StateFailed, StateExpired, StateCancelled}
+
+// outcome is how a capture whose targets have all finished ends: failed
+// when every one of them failed (nothing was armed anywhere that ran to
+// its end), done otherwise; a done capture's target counts show any
+// failures. The detail of a failed capture quotes one target's reason, the
+// most common one, so the operator sees why without reading every target.
+func outcome(targets []store.CaptureTarget) (state, detail string) {
+	reasons := map[string]int{}
+	for _, t := range targets {
+		if t.State != TargetFailed {
+			return StateDone, "every target finished"
+		}
+		reasons[t.Detail]++
+	}
+	if len(targets) == 0 {
+		return StateDone, "every target finished"
+	}
+	why, n := "", 0
+	for r, c := range reasons {
+		if c > n || c == n && r < why {
+			why, n = r, c
+		}
+	}
+	switch {
+	case why == "":
+		detail = fmt.Sprintf("every target failed (%d)", len(targets))
+	case len(targets) == 1:
+		detail = "every target failed: " + why
+	case n == len(targets):
+		detail = fmt.Sprintf("every target failed (%d): %s", len(targets), why)
+	default:
+		detail = fmt.Sprintf("every target failed (%d); %d with: %s", len(targets), n, why)
+	}
+	if len(detail) > 1024 {
+		detail = strings.ToValidUTF8(detail[:1024], "")
+	}
+	return StateFailed, detail
 }
 
 // Acked records an agent's answer to a directive. A rejected arm (the agent
@@ -400,7 +446,7 @@ func newRolloutMetrics(reg prometheus.Registerer) rolloutMetrics {
 		for _, r := range []string{"ok", "rejected"} {
 			mt.acked.WithLabelValues(r)
 		}
-		for _, st := range []string{StateActive, StateDone, StateExpired, StateCancelled} {
+		for _, st := range captureStates {
 			mt.byState.WithLabelValues(st)
 		}
 		reg.MustRegister(mt.directives, mt.acked, mt.ackSeconds, mt.byState)

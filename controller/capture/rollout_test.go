@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
@@ -185,6 +186,13 @@ func TestRolloutEndsCaptures(t *testing.T) {
 	storeCapture(t, f.st, "c-dumps", `{"selector":"x","action":"CAPTURE_ACTION_DUMP","maxDumps":2}`, now, map[string]string{"a": TargetArmed, "b": TargetArmed})
 	storeCapture(t, f.st, "c-finished", `{"selector":"x"}`, now, map[string]string{"a": TargetDone, "b": TargetFailed})
 	storeCapture(t, f.st, "c-live", `{"selector":"x","action":"CAPTURE_ACTION_DUMP","maxDumps":2}`, now, map[string]string{"a": TargetArmed})
+	storeCapture(t, f.st, "c-allfailed", `{"selector":"x"}`, now, map[string]string{"a": TargetFailed, "b": TargetFailed})
+	if _, err := f.st.SetTargetStates(ctx, []store.CaptureTarget{
+		{CaptureID: "c-allfailed", AgentID: "a", State: TargetFailed, Detail: "dtrace: probe description syscall::NtFoo:return does not match any probes", Updated: now},
+		{CaptureID: "c-allfailed", AgentID: "b", State: TargetFailed, Detail: "dtrace: probe description syscall::NtFoo:return does not match any probes", Updated: now},
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := f.st.InsertEvents(ctx, []store.Event{
 		{ID: "ev-000001", CaptureID: "c-dumps", AgentID: "a", Time: now, User: "[]", Kernel: "[]"},
 		{ID: "ev-000002", CaptureID: "c-dumps", AgentID: "b", Time: now, User: "[]", Kernel: "[]"},
@@ -194,12 +202,77 @@ func TestRolloutEndsCaptures(t *testing.T) {
 	}
 	f.schedule()
 	slices.Sort(f.ender.ends)
-	want := []string{"c-dumps done max-dumps 2 reached", "c-expired expired expired", "c-finished done every target finished"}
+	want := []string{
+		"c-allfailed failed every target failed (2): dtrace: probe description syscall::NtFoo:return does not match any probes",
+		"c-dumps done max-dumps 2 reached", "c-expired expired expired", "c-finished done every target finished",
+	}
 	if !slices.Equal(f.ender.ends, want) {
 		t.Fatalf("ended %q, want %q", f.ender.ends, want)
 	}
 	if len(f.adm.active) != 1 || f.adm.active["c-live"] == nil {
 		t.Fatalf("admission refreshed with %v, want only c-live", f.adm.active)
+	}
+}
+
+// TestOutcome: a capture whose targets all finished is failed only when
+// every one failed, and then says why with the most common reason.
+func TestOutcome(t *testing.T) {
+	tg := func(state, detail string) store.CaptureTarget {
+		return store.CaptureTarget{State: state, Detail: detail}
+	}
+	for _, tc := range []struct {
+		name          string
+		targets       []store.CaptureTarget
+		state, detail string
+	}{
+		{"all done", []store.CaptureTarget{tg(TargetDone, ""), tg(TargetDone, "")}, StateDone, "every target finished"},
+		{"mixed", []store.CaptureTarget{tg(TargetFailed, "x"), tg(TargetDone, "")}, StateDone, "every target finished"},
+		{"failed and expired", []store.CaptureTarget{tg(TargetFailed, "x"), tg(TargetExpired, "")}, StateDone, "every target finished"},
+		{"one failed", []store.CaptureTarget{tg(TargetFailed, "dtrace exited 1")}, StateFailed, "every target failed: dtrace exited 1"},
+		{"no reason", []store.CaptureTarget{tg(TargetFailed, ""), tg(TargetFailed, "")}, StateFailed, "every target failed (2)"},
+		{"most common reason", []store.CaptureTarget{tg(TargetFailed, "b"), tg(TargetFailed, "a"), tg(TargetFailed, "a")}, StateFailed, "every target failed (3); 2 with: a"},
+		{"a tie takes the first by name", []store.CaptureTarget{tg(TargetFailed, "b"), tg(TargetFailed, "a")}, StateFailed, "every target failed (2); 1 with: a"},
+		{"long reason", []store.CaptureTarget{tg(TargetFailed, strings.Repeat("é", 600))}, StateFailed, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			state, detail := outcome(tc.targets)
+			if state != tc.state {
+				t.Errorf("state %q, want %q", state, tc.state)
+			}
+			if tc.detail != "" && detail != tc.detail {
+				t.Errorf("detail %q, want %q", detail, tc.detail)
+			}
+			if len(detail) > 1024 || !utf8.ValidString(detail) {
+				t.Errorf("detail of %d bytes, valid UTF-8 %v", len(detail), utf8.ValidString(detail))
+			}
+		})
+	}
+}
+
+// TestCapturesByStateMetric: the gauge has every state, failed included,
+// from the first scrape, and counts the stored captures.
+func TestCapturesByStateMetric(t *testing.T) {
+	f := newRolloutFixture(t)
+	// Counted before anything asks for a label value (which would make it).
+	if n := testutil.CollectAndCount(f.r.metrics.byState); n != len(captureStates) {
+		t.Errorf("%d series, want %d", n, len(captureStates))
+	}
+	for _, st := range captureStates {
+		if n := testutil.ToFloat64(f.r.metrics.byState.WithLabelValues(st)); n != 0 {
+			t.Errorf("captures{state=%q} = %g before a pass, want 0", st, n)
+		}
+	}
+	storeCapture(t, f.st, "c-1", `{"selector":"x"}`, f.clock.Now(), map[string]string{"a": TargetFailed})
+	f.schedule() // ends c-1 through the fake ender: still active in the store
+	if n := testutil.ToFloat64(f.r.metrics.byState.WithLabelValues(StateActive)); n != 1 {
+		t.Errorf("captures{state=active} = %g, want 1", n)
+	}
+	if _, err := f.st.FinishCapture(context.Background(), "c-1", StateFailed, "every target failed"); err != nil {
+		t.Fatal(err)
+	}
+	f.schedule()
+	if n := testutil.ToFloat64(f.r.metrics.byState.WithLabelValues(StateFailed)); n != 1 {
+		t.Errorf("captures{state=failed} = %g, want 1", n)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 type lifecycle struct {
 	store     lifecycleStore
 	router    disarmer
+	online    presence
 	clock     clockwork.Clock
 	log       *slog.Logger
 	kick      wakeup
@@ -51,6 +52,13 @@ type disarmer interface {
 	CaptureChanged(ctx context.Context, captureID string)
 }
 
+// presence says whether an agent's stream is attached to this replica or
+// to another live one (the cluster; the fleet registry for a lone
+// controller). nil: no agent is counted offline.
+type presence interface {
+	Online(ctx context.Context, agentID string) bool
+}
+
 // forgetter forgets what it knew of a capture that ended.
 type forgetter interface{ ended(captureID string) }
 
@@ -61,11 +69,12 @@ type endPublisher interface {
 
 // Get returns a capture with its targets.
 func (l *lifecycle) Get(ctx context.Context, id string) (*livedumpv1.Capture, error) {
-	return loadCapture(ctx, l.store, id)
+	return loadCapture(ctx, l.store, l.online, id)
 }
 
-// loadCapture reads a capture with its targets and their hostnames.
-func loadCapture(ctx context.Context, st captureReader, id string) (*livedumpv1.Capture, error) {
+// loadCapture reads a capture with its targets, their hostnames and the
+// count of targets offline.
+func loadCapture(ctx context.Context, st captureReader, on presence, id string) (*livedumpv1.Capture, error) {
 	c, err := st.GetCapture(ctx, id)
 	if err != nil {
 		return nil, err
@@ -82,7 +91,12 @@ func loadCapture(ctx context.Context, st captureReader, id string) (*livedumpv1.
 	if err != nil {
 		hosts = nil // the capture without hostnames rather than none
 	}
-	return toProto(c, targets, hosts)
+	p, err := toProto(c, targets, hosts)
+	if err != nil {
+		return nil, err
+	}
+	p.OfflineTargets = countOffline(ctx, on, targets)
+	return p, nil
 }
 
 // List returns every capture, newest first, without targets' hostnames.
@@ -101,6 +115,7 @@ func (l *lifecycle) List(ctx context.Context) ([]*livedumpv1.Capture, error) {
 		if err != nil {
 			return nil, err
 		}
+		p.OfflineTargets = countOffline(ctx, l.online, targets)
 		out = append(out, p)
 	}
 	return out, nil
@@ -138,7 +153,7 @@ func (l *lifecycle) end(ctx context.Context, c store.Capture, state, detail, rea
 		return err
 	}
 	now := l.clock.Now().UTC()
-	tstate := map[string]string{StateCancelled: TargetCancelled, StateExpired: TargetExpired, StateDone: TargetCancelled}[state]
+	tstate := map[string]string{StateCancelled: TargetCancelled, StateExpired: TargetExpired, StateDone: TargetCancelled, StateFailed: TargetCancelled}[state]
 	var ups []store.CaptureTarget
 	for _, t := range targets {
 		if targetTerminal(t.State) {
@@ -177,9 +192,40 @@ func toProto(c store.Capture, targets []store.CaptureTarget, hosts map[string]st
 	}
 	for _, t := range targets {
 		p.Targets = append(p.Targets, targetProto(t, hosts[t.AgentID]))
-		p.Events += t.Events
 	}
+	tally(p, targets)
 	return p, nil
+}
+
+// tally counts every target of a capture into p: its events and
+// target_counts, whether or not the targets are listed in p.
+func tally(p *livedumpv1.Capture, targets []store.CaptureTarget) {
+	p.Events = 0
+	p.TargetCounts = nil
+	for _, t := range targets {
+		p.Events += t.Events
+		if p.TargetCounts == nil {
+			p.TargetCounts = map[string]int64{}
+		}
+		p.TargetCounts[t.State]++
+	}
+}
+
+// countOffline counts the targets not armed yet (pending or delivered)
+// whose agent no replica holds a stream of: they wait for it to come back.
+// Armed targets are not counted: their probe runs on the machine, connected
+// or not, and its events are spooled there.
+func countOffline(ctx context.Context, on presence, targets []store.CaptureTarget) int64 {
+	if on == nil {
+		return 0
+	}
+	var n int64
+	for _, t := range targets {
+		if (t.State == TargetPending || t.State == TargetDelivered) && !on.Online(ctx, t.AgentID) {
+			n++
+		}
+	}
+	return n
 }
 
 func targetProto(t store.CaptureTarget, hostname string) *livedumpv1.CaptureTarget {

@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"slices"
 	"testing"
 
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
@@ -13,8 +14,22 @@ func TestStoredStatesAreTheWireNames(t *testing.T) {
 	captures := map[string]livedumpv1.CaptureState{
 		StateActive: livedumpv1.CaptureState_CAPTURE_STATE_ACTIVE, StateDone: livedumpv1.CaptureState_CAPTURE_STATE_DONE,
 		StateExpired: livedumpv1.CaptureState_CAPTURE_STATE_EXPIRED, StateCancelled: livedumpv1.CaptureState_CAPTURE_STATE_CANCELLED,
+		StateFailed: livedumpv1.CaptureState_CAPTURE_STATE_FAILED,
+	}
+	if len(captures) != len(livedumpv1.CaptureState_name)-1 {
+		t.Fatalf("%d stored capture states for %d wire states", len(captures), len(livedumpv1.CaptureState_name)-1)
+	}
+	// The metric's label values and the filter's names are the same set.
+	if len(captureStates) != len(captures) {
+		t.Errorf("captureStates has %d states, want %d", len(captureStates), len(captures))
 	}
 	for name, want := range captures {
+		if !slices.Contains(captureStates, name) {
+			t.Errorf("captureStates lacks %q", name)
+		}
+		if got, err := ParseState(name); err != nil || got != name {
+			t.Errorf("ParseState(%q) = %q, %v", name, got, err)
+		}
 		if got := captureStateValue(name); got != want {
 			t.Errorf("captureStateValue(%q) = %v, want %v", name, got, want)
 		}

@@ -3,11 +3,13 @@ package capture
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/livedump/livedump/controller/store"
@@ -213,4 +215,57 @@ func TestListAndGetPage(t *testing.T) {
 	if len(pages) != 3 || pages[0][0] != "HOST-a" || pages[2][0] != "HOST-c" {
 		t.Fatalf("pages %v", pages)
 	}
+}
+
+// TestTargetCountsAndOffline: every way of reading a capture counts its
+// targets by state (all of them, listed or on other pages) and counts as
+// offline the targets not armed yet whose agent no replica holds; an armed
+// target of a disconnected agent is not offline (its probe runs there).
+func TestTargetCountsAndOffline(t *testing.T) {
+	f := newLifecycleFixture(t)
+	f.l.online = f.router
+	ctx := context.Background()
+	addAgents(t, f.st, nil, "a", "b", "c", "d", "e")
+	storeCapture(t, f.st, "c-1", `{"selector":"x"}`, t0, map[string]string{
+		"a": TargetArmed, "b": TargetArmed, "c": TargetPending, "d": TargetDelivered, "e": TargetFailed,
+	})
+	f.router.offline = map[string]bool{"b": true, "c": true, "d": true}
+	want := map[string]int64{TargetArmed: 2, TargetPending: 1, TargetDelivered: 1, TargetFailed: 1}
+	check := func(how string, c *livedumpv1.Capture) {
+		t.Helper()
+		if !maps.Equal(c.GetTargetCounts(), want) {
+			t.Errorf("%s: target_counts %v, want %v", how, c.GetTargetCounts(), want)
+		}
+		if c.GetOfflineTargets() != 2 {
+			t.Errorf("%s: offline_targets %d, want 2 (c pending, d delivered)", how, c.GetOfflineTargets())
+		}
+	}
+	c, err := f.l.Get(ctx, "c-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("Get", c)
+	cs, err := f.l.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("List", cs[0])
+	page, _, err := f.l.GetPage(ctx, "c-1", "", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.GetTargets()) != 1 {
+		t.Fatalf("page of %d targets, want 1", len(page.GetTargets()))
+	}
+	check("GetPage", page)
+	listed, _, err := f.l.ListPage(ctx, time.Time{}, "", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("ListPage", listed[0])
+	trimmed := Trim(c, proto.Size(c)-1)
+	if trimmed.GetOmittedTargets() == 0 {
+		t.Fatalf("Trim to one byte less kept all %d targets", len(trimmed.GetTargets()))
+	}
+	check("Trim", trimmed)
 }

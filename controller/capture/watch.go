@@ -6,8 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	"github.com/livedump/livedump/controller/cluster"
 	"github.com/livedump/livedump/controller/store"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
@@ -25,9 +23,10 @@ const maxRelaySeen = 100000
 // the relay), and each capture's final state. It also follows the notices
 // other replicas send about captures.
 type watchHub struct {
-	store watchStore
-	log   *slog.Logger
-	kick  wakeup
+	store  watchStore
+	log    *slog.Logger
+	kick   wakeup
+	online presence // for the final state's offline count; nil: none
 
 	mu       sync.Mutex
 	watchers map[string]map[chan *livedumpv1.WatchCaptureResponse]struct{}
@@ -40,10 +39,12 @@ type watchStore interface {
 	ListEvents(ctx context.Context, captureID string, afterSeq int64, limit int) ([]store.Event, error)
 }
 
-// relayState is what the watchers of one capture have been given.
+// relayState is what the watchers of one capture have been given, and the
+// hostnames of its agents read so far.
 type relayState struct {
 	after int64
 	seen  map[string]struct{}
+	hosts map[string]string // agent ID -> hostname; "" when unknown
 }
 
 func newWatchHub(st watchStore, log *slog.Logger, kick wakeup) *watchHub {
@@ -65,7 +66,7 @@ func (w *watchHub) Watch(id string) (<-chan *livedumpv1.WatchCaptureResponse, fu
 	}
 	w.watchers[id][ch] = struct{}{}
 	if w.relays[id] == nil {
-		w.relays[id] = &relayState{seen: map[string]struct{}{}}
+		w.relays[id] = &relayState{seen: map[string]struct{}{}, hosts: map[string]string{}}
 	}
 	w.mu.Unlock()
 	return ch, func() {
@@ -134,11 +135,36 @@ func (w *watchHub) publishTarget(ctx context.Context, captureID, agentID string)
 	}
 	for _, t := range targets {
 		if t.AgentID == agentID {
-			w.publish(captureID, &livedumpv1.WatchCaptureResponse{Msg: &livedumpv1.WatchCaptureResponse_Target{Target: &livedumpv1.CaptureTarget{
-				AgentId: t.AgentID, State: TargetStateValue(t.State), Detail: t.Detail, Events: t.Events, Updated: timestamppb.New(t.Updated),
-			}}}, false)
+			w.publish(captureID, &livedumpv1.WatchCaptureResponse{Msg: &livedumpv1.WatchCaptureResponse_Target{
+				Target: targetProto(t, w.hostname(ctx, captureID, agentID)),
+			}}, false)
 		}
 	}
+}
+
+// hostname is the agent's hostname as the controller stores it, read once
+// per watched capture, so every line a watcher prints names the machine the
+// same way: replayed targets and events carry hostnames, and so do live ones.
+func (w *watchHub) hostname(ctx context.Context, captureID, agentID string) string {
+	w.mu.Lock()
+	st := w.relays[captureID]
+	if st != nil {
+		if h, ok := st.hosts[agentID]; ok {
+			w.mu.Unlock()
+			return h
+		}
+	}
+	w.mu.Unlock()
+	a, err := w.store.GetAgent(ctx, agentID)
+	if err != nil {
+		return "" // not remembered: the next change reads it again
+	}
+	w.mu.Lock()
+	if cur := w.relays[captureID]; cur != nil {
+		cur.hosts[agentID] = a.Hostname
+	}
+	w.mu.Unlock()
+	return a.Hostname
 }
 
 // publishEnded gives local watchers the capture's final state.
@@ -149,7 +175,7 @@ func (w *watchHub) publishEnded(ctx context.Context, id string) {
 	// Events another replica stored whose notification never came are
 	// read now, so the watcher has them all before the end.
 	w.relay(ctx, id)
-	if p, err := loadCapture(ctx, w.store, id); err == nil {
+	if p, err := loadCapture(ctx, w.store, w.online, id); err == nil {
 		p = Trim(p, MessageBudget) // one message: the targets are on GetCapture's pages
 		w.publish(id, &livedumpv1.WatchCaptureResponse{Msg: &livedumpv1.WatchCaptureResponse_Ended{Ended: p}}, true)
 	}
@@ -193,15 +219,9 @@ func (w *watchHub) relay(ctx context.Context, captureID string) {
 			w.log.Warn("relay events", "capture_id", captureID, "err", err)
 			return
 		}
-		hosts := map[string]string{}
 		for _, r := range rows {
 			after = r.Seq
-			if _, ok := hosts[r.AgentID]; !ok {
-				if a, err := w.store.GetAgent(ctx, r.AgentID); err == nil {
-					hosts[r.AgentID] = a.Hostname
-				}
-			}
-			w.publishEvent(eventProto(r, hosts[r.AgentID]))
+			w.publishEvent(eventProto(r, w.hostname(ctx, captureID, r.AgentID)))
 		}
 		w.mu.Lock()
 		if cur := w.relays[captureID]; cur != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/livedump/livedump/controller/cluster"
@@ -215,6 +216,76 @@ func TestPublishTarget(t *testing.T) {
 	msgs, _ := received(ch)
 	if len(msgs) != 1 || msgs[0].GetTarget().GetAgentId() != "a" || msgs[0].GetTarget().GetState() != livedumpv1.TargetState_TARGET_STATE_ARMED || msgs[0].GetTarget().GetEvents() != 2 {
 		t.Fatalf("messages %v", msgs)
+	}
+	// Live target changes name the machine, as the replayed ones do.
+	if h := msgs[0].GetTarget().GetHostname(); h != "HOST-a" {
+		t.Fatalf("live target hostname %q, want HOST-a", h)
+	}
+}
+
+// TestWatchHostnamesAreReadOncePerCapture: the hub remembers the hostnames
+// of a watched capture's agents for its target changes and relayed events,
+// and forgets them when the last watcher leaves.
+func TestWatchHostnamesAreReadOncePerCapture(t *testing.T) {
+	st := &countingAgents{fakeWatchStore: newFakeWatchStore()}
+	st.setCapture("c-1", StateActive, store.CaptureTarget{CaptureID: "c-1", AgentID: "a", State: TargetArmed, Updated: t0})
+	st.add("c-1", 3)
+	w := newWatchHub(st, discard(), make(wakeup, 1))
+	ch, stop := w.Watch("c-1")
+	w.publishTarget(context.Background(), "c-1", "a")
+	w.Relay("c-1")
+	msgs, _ := received(ch)
+	if len(msgs) != 4 {
+		t.Fatalf("%d messages, want a target and 3 events", len(msgs))
+	}
+	for _, m := range msgs {
+		h := m.GetTarget().GetHostname() + m.GetEvent().GetHostname()
+		if h != "HOST-a" {
+			t.Errorf("message %v names %q, want HOST-a", m, h)
+		}
+	}
+	if n := st.reads.Load(); n != 1 {
+		t.Errorf("agent read %d times, want once", n)
+	}
+	stop()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.relays) != 0 {
+		t.Errorf("relay state kept after the last watcher left: %v", w.relays)
+	}
+}
+
+// countingAgents counts the agents read.
+type countingAgents struct {
+	*fakeWatchStore
+	reads atomic.Int64
+}
+
+func (s *countingAgents) GetAgent(ctx context.Context, id string) (store.Agent, error) {
+	s.reads.Add(1)
+	return s.fakeWatchStore.GetAgent(ctx, id)
+}
+
+// TestPublishEndedCountsOffline: the final message counts targets by state
+// and the offline ones.
+func TestPublishEndedCountsOffline(t *testing.T) {
+	st := newFakeWatchStore()
+	st.setCapture("c-1", StateFailed, store.CaptureTarget{CaptureID: "c-1", AgentID: "a", State: TargetFailed, Updated: t0},
+		store.CaptureTarget{CaptureID: "c-1", AgentID: "b", State: TargetFailed, Updated: t0})
+	w := newWatchHub(st, discard(), make(wakeup, 1))
+	r := newFakeRouter()
+	r.offline = map[string]bool{"b": true}
+	w.online = r
+	ch, stop := w.Watch("c-1")
+	defer stop()
+	w.publishEnded(context.Background(), "c-1")
+	msgs, closed := received(ch)
+	if !closed || len(msgs) != 1 {
+		t.Fatalf("%d messages, closed %v", len(msgs), closed)
+	}
+	end := msgs[0].GetEnded()
+	if end.GetState() != livedumpv1.CaptureState_CAPTURE_STATE_FAILED || end.GetTargetCounts()[TargetFailed] != 2 || end.GetOfflineTargets() != 0 {
+		t.Fatalf("ended %v: want failed, 2 failed targets, none offline (failed targets are not waiting)", end)
 	}
 }
 

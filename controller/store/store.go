@@ -74,7 +74,7 @@ type Artifact struct {
 type Capture struct {
 	ID        string
 	Spec      string // CaptureSpec as protojson
-	State     string // "active", "done", "expired", "cancelled"
+	State     string // "active", "done", "failed", "expired", "cancelled"
 	Detail    string
 	Created   time.Time
 	Expires   time.Time

@@ -134,6 +134,10 @@ const (
 	CaptureState_CAPTURE_STATE_DONE        CaptureState = 2
 	CaptureState_CAPTURE_STATE_EXPIRED     CaptureState = 3
 	CaptureState_CAPTURE_STATE_CANCELLED   CaptureState = 4
+	// Every target finished and every one of them failed: nothing was
+	// captured anywhere (a capture with some targets done is DONE, and its
+	// target_counts show the failures).
+	CaptureState_CAPTURE_STATE_FAILED CaptureState = 5
 )
 
 // Enum value maps for CaptureState.
@@ -144,6 +148,7 @@ var (
 		2: "CAPTURE_STATE_DONE",
 		3: "CAPTURE_STATE_EXPIRED",
 		4: "CAPTURE_STATE_CANCELLED",
+		5: "CAPTURE_STATE_FAILED",
 	}
 	CaptureState_value = map[string]int32{
 		"CAPTURE_STATE_UNSPECIFIED": 0,
@@ -151,6 +156,7 @@ var (
 		"CAPTURE_STATE_DONE":        2,
 		"CAPTURE_STATE_EXPIRED":     3,
 		"CAPTURE_STATE_CANCELLED":   4,
+		"CAPTURE_STATE_FAILED":      5,
 	}
 )
 
@@ -617,6 +623,13 @@ type Capture struct {
 	// limit (a capture over thousands of machines); GetCapture pages through
 	// every target. events still counts every target's events.
 	OmittedTargets int64 `protobuf:"varint,13,opt,name=omitted_targets,json=omittedTargets,proto3" json:"omitted_targets,omitempty"`
+	// How many targets are in each state, by the state's name ("pending",
+	// "armed", "triggered", "failed", ...; states with no target are left
+	// out). Counts every target, whether listed in targets or omitted.
+	TargetCounts map[string]int64 `protobuf:"bytes,14,rep,name=target_counts,json=targetCounts,proto3" json:"target_counts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Targets not yet armed (pending or delivered) whose agent is connected
+	// to no controller replica: they arm when it comes back, before expiry.
+	OfflineTargets int64 `protobuf:"varint,15,opt,name=offline_targets,json=offlineTargets,proto3" json:"offline_targets,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -738,6 +751,20 @@ func (x *Capture) GetDetail() string {
 func (x *Capture) GetOmittedTargets() int64 {
 	if x != nil {
 		return x.OmittedTargets
+	}
+	return 0
+}
+
+func (x *Capture) GetTargetCounts() map[string]int64 {
+	if x != nil {
+		return x.TargetCounts
+	}
+	return nil
+}
+
+func (x *Capture) GetOfflineTargets() int64 {
+	if x != nil {
+		return x.OfflineTargets
 	}
 	return 0
 }
@@ -1469,7 +1496,7 @@ const file_livedump_v1_capture_proto_rawDesc = "" +
 	"\x05state\x18\x03 \x01(\x0e2\x18.livedump.v1.TargetStateR\x05state\x12\x16\n" +
 	"\x06detail\x18\x04 \x01(\tR\x06detail\x12\x16\n" +
 	"\x06events\x18\x05 \x01(\x03R\x06events\x124\n" +
-	"\aupdated\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\"\x90\x04\n" +
+	"\aupdated\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\"\xc7\x05\n" +
 	"\aCapture\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12,\n" +
 	"\x04spec\x18\x02 \x01(\v2\x18.livedump.v1.CaptureSpecR\x04spec\x12/\n" +
@@ -1485,7 +1512,12 @@ const file_livedump_v1_capture_proto_rawDesc = "" +
 	" \x03(\v2\x1a.livedump.v1.CaptureTargetR\atargets\x12\x16\n" +
 	"\x06events\x18\v \x01(\x03R\x06events\x12\x16\n" +
 	"\x06detail\x18\f \x01(\tR\x06detail\x12'\n" +
-	"\x0fomitted_targets\x18\r \x01(\x03R\x0eomittedTargets\"m\n" +
+	"\x0fomitted_targets\x18\r \x01(\x03R\x0eomittedTargets\x12K\n" +
+	"\rtarget_counts\x18\x0e \x03(\v2&.livedump.v1.Capture.TargetCountsEntryR\ftargetCounts\x12'\n" +
+	"\x0foffline_targets\x18\x0f \x01(\x03R\x0eofflineTargets\x1a?\n" +
+	"\x11TargetCountsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"m\n" +
 	"\x05Frame\x12\x16\n" +
 	"\x06module\x18\x01 \x01(\tR\x06module\x12\x1a\n" +
 	"\bfunction\x18\x02 \x01(\tR\bfunction\x12\x16\n" +
@@ -1561,13 +1593,14 @@ const file_livedump_v1_capture_proto_rawDesc = "" +
 	"UploadMode\x12\x1b\n" +
 	"\x17UPLOAD_MODE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10UPLOAD_MODE_FULL\x10\x01\x12\x19\n" +
-	"\x15UPLOAD_MODE_HASH_ONLY\x10\x02*\x97\x01\n" +
+	"\x15UPLOAD_MODE_HASH_ONLY\x10\x02*\xb1\x01\n" +
 	"\fCaptureState\x12\x1d\n" +
 	"\x19CAPTURE_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CAPTURE_STATE_ACTIVE\x10\x01\x12\x16\n" +
 	"\x12CAPTURE_STATE_DONE\x10\x02\x12\x19\n" +
 	"\x15CAPTURE_STATE_EXPIRED\x10\x03\x12\x1b\n" +
-	"\x17CAPTURE_STATE_CANCELLED\x10\x04*\x95\x02\n" +
+	"\x17CAPTURE_STATE_CANCELLED\x10\x04\x12\x18\n" +
+	"\x14CAPTURE_STATE_FAILED\x10\x05*\x95\x02\n" +
 	"\vTargetState\x12\x1c\n" +
 	"\x18TARGET_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14TARGET_STATE_PENDING\x10\x01\x12\x1a\n" +
@@ -1593,7 +1626,7 @@ func file_livedump_v1_capture_proto_rawDescGZIP() []byte {
 }
 
 var file_livedump_v1_capture_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_livedump_v1_capture_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_livedump_v1_capture_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_livedump_v1_capture_proto_goTypes = []any{
 	(CaptureAction)(0),            // 0: livedump.v1.CaptureAction
 	(UploadMode)(0),               // 1: livedump.v1.UploadMode
@@ -1611,37 +1644,39 @@ var file_livedump_v1_capture_proto_goTypes = []any{
 	(*EventAck)(nil),              // 13: livedump.v1.EventAck
 	(*EventRefusal)(nil),          // 14: livedump.v1.EventRefusal
 	(*Bucket)(nil),                // 15: livedump.v1.Bucket
-	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	nil,                           // 16: livedump.v1.Capture.TargetCountsEntry
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
 }
 var file_livedump_v1_capture_proto_depIdxs = []int32{
 	0,  // 0: livedump.v1.CaptureSpec.action:type_name -> livedump.v1.CaptureAction
-	16, // 1: livedump.v1.CaptureSpec.expire:type_name -> google.protobuf.Duration
+	17, // 1: livedump.v1.CaptureSpec.expire:type_name -> google.protobuf.Duration
 	1,  // 2: livedump.v1.CaptureSpec.upload:type_name -> livedump.v1.UploadMode
 	3,  // 3: livedump.v1.CaptureTarget.state:type_name -> livedump.v1.TargetState
-	17, // 4: livedump.v1.CaptureTarget.updated:type_name -> google.protobuf.Timestamp
+	18, // 4: livedump.v1.CaptureTarget.updated:type_name -> google.protobuf.Timestamp
 	4,  // 5: livedump.v1.Capture.spec:type_name -> livedump.v1.CaptureSpec
 	2,  // 6: livedump.v1.Capture.state:type_name -> livedump.v1.CaptureState
-	17, // 7: livedump.v1.Capture.created:type_name -> google.protobuf.Timestamp
-	17, // 8: livedump.v1.Capture.expires:type_name -> google.protobuf.Timestamp
+	18, // 7: livedump.v1.Capture.created:type_name -> google.protobuf.Timestamp
+	18, // 8: livedump.v1.Capture.expires:type_name -> google.protobuf.Timestamp
 	5,  // 9: livedump.v1.Capture.statuses:type_name -> livedump.v1.ResolvedStatus
 	6,  // 10: livedump.v1.Capture.targets:type_name -> livedump.v1.CaptureTarget
-	17, // 11: livedump.v1.TriggerEvent.time:type_name -> google.protobuf.Timestamp
-	8,  // 12: livedump.v1.TriggerEvent.user_frames:type_name -> livedump.v1.Frame
-	8,  // 13: livedump.v1.TriggerEvent.kernel_frames:type_name -> livedump.v1.Frame
-	0,  // 14: livedump.v1.ArmCapture.action:type_name -> livedump.v1.CaptureAction
-	17, // 15: livedump.v1.ArmCapture.expires:type_name -> google.protobuf.Timestamp
-	1,  // 16: livedump.v1.ArmCapture.upload:type_name -> livedump.v1.UploadMode
-	3,  // 17: livedump.v1.CaptureStatus.state:type_name -> livedump.v1.TargetState
-	14, // 18: livedump.v1.EventAck.refused:type_name -> livedump.v1.EventRefusal
-	17, // 19: livedump.v1.Bucket.first_seen:type_name -> google.protobuf.Timestamp
-	17, // 20: livedump.v1.Bucket.last_seen:type_name -> google.protobuf.Timestamp
-	9,  // 21: livedump.v1.Bucket.example:type_name -> livedump.v1.TriggerEvent
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	16, // 11: livedump.v1.Capture.target_counts:type_name -> livedump.v1.Capture.TargetCountsEntry
+	18, // 12: livedump.v1.TriggerEvent.time:type_name -> google.protobuf.Timestamp
+	8,  // 13: livedump.v1.TriggerEvent.user_frames:type_name -> livedump.v1.Frame
+	8,  // 14: livedump.v1.TriggerEvent.kernel_frames:type_name -> livedump.v1.Frame
+	0,  // 15: livedump.v1.ArmCapture.action:type_name -> livedump.v1.CaptureAction
+	18, // 16: livedump.v1.ArmCapture.expires:type_name -> google.protobuf.Timestamp
+	1,  // 17: livedump.v1.ArmCapture.upload:type_name -> livedump.v1.UploadMode
+	3,  // 18: livedump.v1.CaptureStatus.state:type_name -> livedump.v1.TargetState
+	14, // 19: livedump.v1.EventAck.refused:type_name -> livedump.v1.EventRefusal
+	18, // 20: livedump.v1.Bucket.first_seen:type_name -> google.protobuf.Timestamp
+	18, // 21: livedump.v1.Bucket.last_seen:type_name -> google.protobuf.Timestamp
+	9,  // 22: livedump.v1.Bucket.example:type_name -> livedump.v1.TriggerEvent
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_livedump_v1_capture_proto_init() }
@@ -1655,7 +1690,7 @@ func file_livedump_v1_capture_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livedump_v1_capture_proto_rawDesc), len(file_livedump_v1_capture_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

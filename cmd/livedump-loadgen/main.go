@@ -185,7 +185,7 @@ reference machine): run several processes for more. Spread connections over
 				resp, err := op.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
 					Selector: o.selector, Processes: []string{"ms-teams.exe"}, Statuses: []string{"STATUS_INVALID_PARAMETER"},
 					Expire: durationpb.New(time.Hour),
-				}})
+				}, Force: true}) // simulated agents report no provisioning state
 				if err != nil {
 					return fmt.Errorf("create capture: %w", err)
 				}
@@ -273,7 +273,7 @@ were not back within --timeout.`,
 			resp, err := op.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
 				Selector: o.selector, Processes: []string{"ms-teams.exe"}, Statuses: []string{"STATUS_INVALID_PARAMETER"},
 				Expire: durationpb.New(time.Hour), PerAgentCap: uint32(perAgentCap), Ustack: 10,
-			}})
+			}, Force: true}) // simulated agents report no provisioning state
 			if err != nil {
 				return fmt.Errorf("create capture: %w", err)
 			}

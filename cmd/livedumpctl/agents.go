@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"slices"
 	"strconv"
@@ -51,10 +50,10 @@ livedump_label_<key> for each user label (see deploy/prometheus).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// Fail fast, without a round trip, on a malformed selector.
 			if _, err := selector.Parse(sel); err != nil {
-				return fmt.Errorf("-l/--selector: %w", err)
+				return usageErrorf(cmd, "-l/--selector: %v", err)
 			}
 			if port < 1 || port > 65535 {
-				return fmt.Errorf("--metrics-port: %d is not a TCP port (1-65535)", port)
+				return usageErrorf(cmd, "--metrics-port: %d is not a TCP port (1-65535)", port)
 			}
 			resp := &livedumpv1.ListAgentsResponse{}
 			s, err := followPages(a, cmd, func(ctx context.Context, client fleetClient, after string) (string, error) {
@@ -98,18 +97,18 @@ cannot be changed.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			agent := args[0]
 			if err := pki.ValidateAgentID(agent); err != nil {
-				return err
+				return usageErrorf(cmd, "%v", err)
 			}
 			set, remove, err := selector.ParseAssignments(args[1:])
 			if err != nil {
-				return err
+				return usageErrorf(cmd, "%v", err)
 			}
 			for _, k := range append(mapKeys(set), remove...) {
 				if selector.IsBuiltin(k) {
-					return fmt.Errorf("label key %q: built-in label, set from the agent's inventory; it cannot be changed by hand", k)
+					return usageErrorf(cmd, "label key %q: built-in label, set from the agent's inventory; it cannot be changed by hand", k)
 				}
 				if _, ok := set[k]; ok && slices.Contains(remove, k) {
-					return fmt.Errorf("label key %q: both set and removed", k)
+					return usageErrorf(cmd, "label key %q: both set and removed", k)
 				}
 			}
 			resp, s, err := call(a, cmd, fleetClient.LabelAgent, &livedumpv1.LabelAgentRequest{AgentId: agent, Set: set, Remove: remove})
@@ -131,7 +130,7 @@ func (a *app) agentsRevokeCmd() *cobra.Command {
 		Args:  exactArgs("AGENT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := pki.ValidateAgentID(args[0]); err != nil {
-				return err
+				return usageErrorf(cmd, "%v", err)
 			}
 			resp, s, err := call(a, cmd, fleetClient.RevokeAgent, &livedumpv1.RevokeAgentRequest{AgentId: args[0]})
 			if err != nil {

@@ -44,13 +44,13 @@ the caller's certificate serial (empty for callers without a certificate).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if limit < 1 || limit > maxAuditLimit {
-				return fmt.Errorf("--limit %d: must be between 1 and %d", limit, maxAuditLimit)
+				return usageErrorf(cmd, "--limit %d: must be between 1 and %d", limit, maxAuditLimit)
 			}
 			req := &livedumpv1.ListAuditRequest{Limit: int32(limit)}
 			if since != "" {
 				t, err := parseSince(since, a.now())
 				if err != nil {
-					return err
+					return usageErrorf(cmd, "%v", err)
 				}
 				req.Since = timestamppb.New(t)
 			}

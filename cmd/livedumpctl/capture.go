@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/livedump/livedump/internal/enumname"
@@ -38,12 +40,23 @@ func (a *app) captureCreateCmd() *cobra.Command {
 		dumpsPerSig, rollout          uint32
 		lkdMode                       int32
 		kstack, onDemand              bool
+		dryRun, force                 bool
 		expire                        time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "create -l SELECTOR (--process NAME[,NAME] --status CODE[,CODE] | --on-demand) [flags]",
 		Short: "Arm a probe on every machine matching the selector",
 		Long: `Arm a probe on every machine matching the selector, and print the capture ID.
+
+Before arming, the controller computes a preview: how many machines match and
+their provisioning state, the status codes resolved, the processes as the
+kernel records them and the D script. --dry-run prints it (on stdout) and arms
+nothing; a real create prints it on stderr, so stdout stays the capture ID
+(-o json: the capture with the preview under "preview").
+
+A capture that can catch nothing is refused (exit status 2): a selector that
+matches no machine, or only machines that are not provisioned. --force arms it
+anyway, e.g. for machines that are provisioned or enrolled later.
 
 The probe fires when one of the processes gets one of the status codes back
 from a syscall (optionally only the named Nt* syscalls). Status codes may be
@@ -59,15 +72,24 @@ You are warned when a name is truncated or has no extension. --syscall names
 are checked against ntdll's Nt* syscalls: win32k syscalls (NtUser*, NtGdi*)
 have no DTrace probes and are refused. --action dump also takes a live kernel dump per
 trigger (lkd mode 0 = full kernel dump by default).`,
-		Example: `  livedumpctl capture create -l role=vdi --process ms-teams.exe --status STATUS_INVALID_PARAMETER --action stacks --expire 10m
+		Example: `  livedumpctl capture create -l role=vdi --process ms-teams.exe --status STATUS_INVALID_PARAMETER --dry-run
+  livedumpctl capture create -l role=vdi --process ms-teams.exe --status STATUS_INVALID_PARAMETER --action stacks --expire 10m
   livedumpctl capture create -l role=vdi --process ms-teams.exe --syscall NtCreateFile --status E_INVALIDARG --action dump --max-dumps 3`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if sel == "" {
-				return errors.New("-l/--selector: required")
+				return usageErrorf(cmd, "-l/--selector: required")
 			}
 			if _, err := selector.Parse(sel); err != nil {
-				return fmt.Errorf("-l/--selector: %w", err)
+				return usageErrorf(cmd, "-l/--selector: %v", err)
+			}
+			// 0 would silently mean the default on the wire: given, it
+			// is refused; not given, the flag's default is sent.
+			if cmd.Flags().Changed("ustack") && ustack == 0 {
+				return usageErrorf(cmd, "--ustack: 0 frames: must be between 1 and %d", probe.MaxUStack)
+			}
+			if cmd.Flags().Changed("per-agent") && perAgent == 0 {
+				return usageErrorf(cmd, "--per-agent: 0: must be between 1 and %d (leave it out for the default: 1 for dump, 100 for stacks)", probe.MaxPerAgentCap)
 			}
 			spec := &livedumpv1.CaptureSpec{
 				Selector: sel, Processes: processes, Syscalls: syscalls, Statuses: statuses,
@@ -79,15 +101,15 @@ trigger (lkd mode 0 = full kernel dump by default).`,
 			if onDemand {
 				spec.Action = livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP
 			} else if spec.Action, ok = enumname.Parse[livedumpv1.CaptureAction](action, "-"); !ok {
-				return fmt.Errorf("--action: %q: want stacks or dump", action)
+				return usageErrorf(cmd, "--action: %q: want stacks or dump", action)
 			}
 			if spec.Upload, ok = enumname.Parse[livedumpv1.UploadMode](upload, "-"); !ok {
-				return fmt.Errorf("--upload: %q: want full or hash-only", upload)
+				return usageErrorf(cmd, "--upload: %q: want full or hash-only", upload)
 			}
 			if script != "" {
 				b, err := os.ReadFile(script)
 				if err != nil {
-					return fmt.Errorf("--script: %w", err)
+					return usageErrorf(cmd, "--script: %v", err)
 				}
 				spec.Script = string(b)
 			}
@@ -95,21 +117,40 @@ trigger (lkd mode 0 = full kernel dump by default).`,
 				// A mistake in the flags, found before any network call.
 				return &usageError{cmd: cmd, err: err}
 			}
-			resp, s, err := call(a, cmd, fleetClient.CreateCapture, &livedumpv1.CreateCaptureRequest{Spec: spec})
+			resp, s, err := a.createCapture(cmd, &livedumpv1.CreateCaptureRequest{Spec: spec, DryRun: dryRun, Force: force})
 			if err != nil {
 				return err
 			}
+			preview := resp.GetPreview()
+			if dryRun {
+				if s.output == outputJSON {
+					if err := writeJSON(a.stdout, preview); err != nil {
+						return err
+					}
+				} else {
+					writePreview(a.stdout, preview, true)
+				}
+			} else if s.output != outputJSON {
+				writePreview(a.stderr, preview, false)
+			}
 			// The controller's warnings (names the kernel truncates, names
 			// without an extension) go to stderr, whatever the output format.
-			for _, w := range resp.GetCapture().GetWarnings() {
+			for _, w := range preview.GetWarnings() {
 				fmt.Fprintf(a.stderr, "livedumpctl: warning: %s\n", oneLine(w))
+			}
+			if dryRun {
+				// What a create would answer, as its exit status.
+				if r := preview.GetRefused(); r != "" && !force {
+					return usageErrorf(cmd, "%s", r)
+				}
+				return nil
 			}
 			if s.output == outputJSON {
 				c, err := a.fullCapture(cmd, resp.GetCapture())
 				if err != nil {
 					return err
 				}
-				return writeJSON(a.stdout, c)
+				return writeCaptureJSON(a.stdout, c, preview)
 			}
 			fmt.Fprintln(a.stdout, resp.GetCapture().GetId())
 			return nil
@@ -117,9 +158,9 @@ trigger (lkd mode 0 = full kernel dump by default).`,
 	}
 	f := cmd.Flags()
 	f.StringVarP(&sel, "selector", "l", "", "label `SELECTOR` of the machines (required)")
-	f.StringSliceVar(&processes, "process", nil, "image `NAME`s, e.g. ms-teams.exe (repeatable or comma-separated)")
-	f.StringSliceVar(&syscalls, "syscall", nil, "only these Nt* `SYSCALL`s (default: every syscall)")
-	f.StringSliceVar(&statuses, "status", nil, "status `CODE`s: NTSTATUS, Win32 or HRESULT names, or hex")
+	f.Var(newListValue(&processes), "process", "image `NAME`s, e.g. ms-teams.exe (repeatable or comma-separated)")
+	f.Var(newListValue(&syscalls), "syscall", "only these Nt* `SYSCALL`s (default: every syscall)")
+	f.Var(newListValue(&statuses), "status", "status `CODE`s: NTSTATUS, Win32 or HRESULT names, or hex")
 	f.Uint32Var(&ustack, "ustack", 10, "user stack depth (1-100)")
 	f.BoolVar(&kstack, "kstack", false, "also record the kernel stack")
 	f.StringVar(&action, "action", "stacks", "stacks, or dump to take a live kernel dump on each trigger")
@@ -132,8 +173,33 @@ trigger (lkd mode 0 = full kernel dump by default).`,
 	f.StringVar(&upload, "upload", "full", "dump upload mode: full or hash-only")
 	f.StringVar(&script, "script", "", "raw D script `FILE` instead of the rendered probe (admin only; runs only on agents whose local allow_raw_scripts is on, the others refuse it)")
 	f.BoolVar(&onDemand, "on-demand", false, "take one live kernel dump now on each machine (no process or status)")
+	f.BoolVar(&dryRun, "dry-run", false, "print what would be armed (machines, provisioning, statuses, processes, D script) and arm nothing")
+	f.BoolVar(&force, "force", false, "arm even a capture that can catch nothing (no machine matches, or none is provisioned)")
 	_ = cmd.MarkFlagFilename("script", "d")
 	return cmd
+}
+
+// createCapture sends a create (or dry run). The controller's refusals of
+// the request itself are usage errors (exit status 2): InvalidArgument (a
+// spec it rejects) and FailedPrecondition (a capture that can catch
+// nothing; --force overrides it).
+func (a *app) createCapture(cmd *cobra.Command, req *livedumpv1.CreateCaptureRequest) (*livedumpv1.CreateCaptureResponse, settings, error) {
+	client, s, closeConn, err := a.connect(cmd)
+	if err != nil {
+		return nil, s, err
+	}
+	defer closeConn()
+	ctx, cancel := context.WithTimeout(cmd.Context(), s.timeout)
+	defer cancel()
+	resp, err := client.CreateCapture(ctx, req)
+	if err != nil {
+		switch status.Code(err) {
+		case codes.InvalidArgument, codes.FailedPrecondition:
+			return nil, s, &usageError{cmd: cmd, err: rpcError(err, s)}
+		}
+		return nil, s, rpcError(err, s)
+	}
+	return resp, s, nil
 }
 
 // checkSpecLocally fails fast, before any network call, on input the
@@ -327,7 +393,7 @@ func (a *app) eventsCmd() *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if captureID == "" {
-				return errors.New("--capture: required")
+				return usageErrorf(cmd, "--capture: required")
 			}
 			if limit < 1 || limit > 10000 {
 				return usageErrorf(cmd, "--limit: must be between 1 and 10000, got %d", limit)
@@ -379,7 +445,7 @@ func (a *app) eventsCmd() *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if bucketCapture == "" {
-				return errors.New("--capture: required")
+				return usageErrorf(cmd, "--capture: required")
 			}
 			resp, s, err := call(a, cmd, fleetClient.BucketEvents, &livedumpv1.BucketEventsRequest{CaptureId: bucketCapture, Frames: frames})
 			if err != nil {

@@ -127,16 +127,21 @@ func (a *app) settings(cmd *cobra.Command) (settings, error) {
 		s.configFile, _ = filepath.Abs(file)
 	}
 	if s.timeout, err = v.Duration(keyTimeout); err != nil {
-		return settings{}, err
+		return settings{}, usageErrorf(cmd, "%v", err)
 	}
+	// Bad values are usage errors, wherever they were set (flag,
+	// environment or file).
 	if s.timeout <= 0 {
-		return settings{}, fmt.Errorf("timeout: %s: must be positive", s.timeout)
+		return settings{}, usageErrorf(cmd, "timeout: %s: must be positive", s.timeout)
 	}
 	if ok, formats := outputAllowed(cmd, s.output); !ok {
-		return settings{}, fmt.Errorf("output %q: must be %s", v.GetString(keyOutput), formats)
+		return settings{}, usageErrorf(cmd, "output %q: must be %s", v.GetString(keyOutput), formats)
 	}
 	if err := s.checkConnection(); err != nil {
 		return settings{}, err
+	}
+	if host, port, err := net.SplitHostPort(s.controller); err != nil || host == "" || port == "" {
+		return settings{}, usageErrorf(cmd, "controller %q: want HOST:PORT, e.g. controller.example.com:7443", s.controller)
 	}
 	return s, nil
 }

@@ -717,7 +717,7 @@ func (g *dumpGetter) reportCapture(captureID string, results []*captureResult) e
 		count[r.outcome]++
 	}
 	if g.s.output == outputJSON {
-		if err := writeCaptureJSON(g.a.stdout, captureID, results); err != nil {
+		if err := writeCaptureDumpsJSON(g.a.stdout, captureID, results); err != nil {
 			return err
 		}
 	} else {
@@ -751,9 +751,9 @@ func (g *dumpGetter) reportCapture(captureID string, results []*captureResult) e
 	return nil
 }
 
-// writeCaptureJSON prints the results of dumps get --capture: each dump's
+// writeCaptureDumpsJSON prints the results of dumps get --capture: each dump's
 // description as -o json shows it everywhere, with the file and outcome.
-func writeCaptureJSON(w io.Writer, captureID string, results []*captureResult) error {
+func writeCaptureDumpsJSON(w io.Writer, captureID string, results []*captureResult) error {
 	type item struct {
 		Dump    json.RawMessage `json:"dump"`
 		File    string          `json:"file,omitempty"`

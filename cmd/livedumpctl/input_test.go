@@ -6,13 +6,13 @@ import (
 )
 
 // TestBadInput checks that malformed input fails locally, before any call
-// reaches the controller, with one line on stderr that names the culprit.
+// reaches the controller, with one line on stderr that names the culprit
+// and exit status 2 (a usage error, as the root help says).
 func TestBadInput(t *testing.T) {
 	tests := []struct {
-		name  string
-		args  []string
-		want  []string
-		usage bool // a command-line usage error: exit status 2
+		name string
+		args []string
+		want []string
 	}{
 		{name: "malformed selector", args: []string{"agents", "list", "-l", "role in (vdi"}, want: []string{"selector", "role in (vdi"}},
 		{name: "selector with a bad key", args: []string{"agents", "list", "-l", "-bad=x"}, want: []string{"selector"}},
@@ -24,36 +24,45 @@ func TestBadInput(t *testing.T) {
 		{name: "label set and removed", args: []string{"agents", "label", "ws-0001", "a=b", "a-"}, want: []string{`"a"`, "both"}},
 		{name: "bad agent id", args: []string{"agents", "label", "WS 1", "a=b"}, want: []string{"agent id", `"WS 1"`}},
 		{name: "bad agent id to revoke", args: []string{"agents", "revoke", "../etc"}, want: []string{"agent id"}},
-		{name: "label without assignments", args: []string{"agents", "label", "ws-0001"}, want: []string{"KEY=VALUE"}, usage: true},
-		{name: "revoke without agent", args: []string{"agents", "revoke"}, want: []string{"AGENT"}, usage: true},
+		{name: "label without assignments", args: []string{"agents", "label", "ws-0001"}, want: []string{"KEY=VALUE"}},
+		{name: "revoke without agent", args: []string{"agents", "revoke"}, want: []string{"AGENT"}},
 		{name: "negative uses", args: []string{"tokens", "create", "--uses", "-1"}, want: []string{"--uses"}},
 		{name: "zero uses", args: []string{"tokens", "create", "--uses=0"}, want: []string{"--uses"}},
 		{name: "too many uses", args: []string{"tokens", "create", "--uses=100001"}, want: []string{"--uses"}},
-		{name: "non-numeric uses", args: []string{"tokens", "create", "--uses=many"}, want: []string{"--uses"}, usage: true},
+		{name: "non-numeric uses", args: []string{"tokens", "create", "--uses=many"}, want: []string{"--uses"}},
 		{name: "negative ttl", args: []string{"tokens", "create", "--ttl", "-5m"}, want: []string{"--ttl"}},
 		{name: "zero ttl", args: []string{"tokens", "create", "--ttl", "0s"}, want: []string{"--ttl"}},
-		{name: "bad ttl", args: []string{"tokens", "create", "--ttl", "soon"}, want: []string{"--ttl", "soon"}, usage: true},
+		{name: "bad ttl", args: []string{"tokens", "create", "--ttl", "soon"}, want: []string{"--ttl", "soon"}},
 		{name: "bad token labels", args: []string{"tokens", "create", "--labels", "site"}, want: []string{"--labels", "KEY=VALUE"}},
 		{name: "built-in token label", args: []string{"tokens", "create", "--labels", "os.build=1"}, want: []string{"--labels", "built-in"}},
 		{name: "audit limit", args: []string{"audit", "list", "--limit", "0"}, want: []string{"--limit"}},
 		{name: "audit since", args: []string{"audit", "list", "--since", "yesterday"}, want: []string{"--since", "yesterday"}},
 		{name: "audit since negative", args: []string{"audit", "list", "--since", "-1h"}, want: []string{"--since"}},
 		{name: "bad output", args: []string{"-o", "xml", "agents", "list"}, want: []string{"output", "xml"}},
-		{name: "unknown flag", args: []string{"agents", "list", "--nope"}, want: []string{"--nope", "agents list --help"}, usage: true},
-		{name: "unknown command", args: []string{"agents", "lst"}, want: []string{`"lst"`, `"list"`}, usage: true},
-		{name: "unexpected argument", args: []string{"tokens", "list", "extra"}, want: []string{`"extra"`}, usage: true},
+		{name: "bad timeout", args: []string{"--timeout", "-1s", "agents", "list"}, want: []string{"timeout", "positive"}},
+		{name: "bad controller address", args: []string{"--controller", "no-port", "agents", "list"}, want: []string{`controller "no-port"`, "HOST:PORT"}},
+		{name: "control character in a flag", args: []string{"agents", "list", "-l", "role=vdi\nsite=lab"}, want: []string{"--selector", "U+000A"}},
+		{name: "control character in an argument", args: []string{"agents", "revoke", "ws-0001\x1b[2J"}, want: []string{"argument", "U+001B"}},
+		{name: "control character in a file name", args: []string{"dumps", "get", "d-1", "-f", "out\n.dmp"}, want: []string{"-f", "U+000A"}},
+		{name: "metrics port", args: []string{"agents", "list", "--metrics-port", "0"}, want: []string{"--metrics-port"}},
+		{name: "operators limit", args: []string{"operators", "list", "--limit", "0"}, want: []string{"--limit"}},
+		{name: "provision without selector", args: []string{"provision", "plan"}, want: []string{"-l/--selector: required"}},
+		{name: "provision reboot", args: []string{"provision", "apply", "-l", "role=vdi", "--reboot", "always"}, want: []string{"--reboot", "always"}},
+		{name: "provision wait", args: []string{"provision", "plan", "-l", "role=vdi", "--wait", "1h"}, want: []string{"--wait"}},
+		{name: "missing MSI", args: []string{"provision", "apply", "-l", "role=vdi", "--dtrace-msi", "/nonexistent/DTrace.msi"}, want: []string{"--dtrace-msi"}},
+		{name: "events without capture", args: []string{"events", "list"}, want: []string{"--capture: required"}},
+		{name: "buckets without capture", args: []string{"events", "buckets"}, want: []string{"--capture: required"}},
+		{name: "unknown flag", args: []string{"agents", "list", "--nope"}, want: []string{"--nope", "agents list --help"}},
+		{name: "unknown command", args: []string{"agents", "lst"}, want: []string{`"lst"`, `"list"`}},
+		{name: "unexpected argument", args: []string{"tokens", "list", "extra"}, want: []string{`"extra"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tc := startController(t) // a working controller: the calls must not reach it
 			code, stdout, stderr := runCLI(t, tt.args...)
 			wantOneLineError(t, code, stdout, stderr, tt.want...)
-			if want := exitError; tt.usage {
-				if code != exitUsage {
-					t.Errorf("exit %d, want %d (usage)", code, exitUsage)
-				}
-			} else if code != want {
-				t.Errorf("exit %d, want %d", code, want)
+			if code != exitUsage {
+				t.Errorf("exit %d, want %d (usage)", code, exitUsage)
 			}
 			if got := tc.fake.received(); len(got) != 0 {
 				t.Errorf("bad input reached the controller: %v", got)

@@ -34,7 +34,7 @@ appear at their first use.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if limit < 1 || limit > 10000 {
-				return fmt.Errorf("--limit %d: must be between 1 and 10000", limit)
+				return usageErrorf(cmd, "--limit %d: must be between 1 and 10000", limit)
 			}
 			resp, s, err := call(a, cmd, fleetClient.ListOperatorCertificates, &livedumpv1.ListOperatorCertificatesRequest{Limit: int32(limit)})
 			if err != nil {
@@ -77,13 +77,13 @@ dump downloads) end at once, on every controller replica.`,
 			req := &livedumpv1.RevokeOperatorCertificateRequest{}
 			if name != "" {
 				if err := pki.ValidateOperatorName(name); err != nil {
-					return fmt.Errorf("--name: %w", err)
+					return usageErrorf(cmd, "--name: %v", err)
 				}
 				req.Target = &livedumpv1.RevokeOperatorCertificateRequest_Name{Name: name}
 			} else {
 				serial, err := pki.ParseSerial(args[0])
 				if err != nil {
-					return err
+					return usageErrorf(cmd, "%v", err)
 				}
 				req.Target = &livedumpv1.RevokeOperatorCertificateRequest_Serial{Serial: serial}
 			}

@@ -64,17 +64,17 @@ func (a *app) provisionActionCmd(action string) *cobra.Command {
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if sel == "" {
-				return errors.New("-l/--selector: required; provisioning never targets the whole fleet by accident (use -l 'hostname' to mean every agent)")
+				return usageErrorf(cmd, "-l/--selector: required; provisioning never targets the whole fleet by accident (use -l 'hostname' to mean every agent)")
 			}
 			if _, err := selector.Parse(sel); err != nil {
-				return fmt.Errorf("-l/--selector: %w", err)
+				return usageErrorf(cmd, "-l/--selector: %v", err)
 			}
 			policy, err := parseReboot(reboot)
 			if err != nil {
-				return err
+				return usageErrorf(cmd, "%v", err)
 			}
 			if wait <= 0 || wait > 30*time.Minute {
-				return fmt.Errorf("--wait: must be between 1s and 30m, got %s", wait)
+				return usageErrorf(cmd, "--wait: must be between 1s and 30m, got %s", wait)
 			}
 			w := durationpb.New(wait)
 			var results []*livedumpv1.AgentProvisionResult
@@ -224,7 +224,7 @@ func writeProvisionResults(w io.Writer, results []*livedumpv1.AgentProvisionResu
 func (a *app) uploadArtifact(cmd *cobra.Command, path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("--dtrace-msi: %w", err)
+		return "", usageErrorf(cmd, "--dtrace-msi: %v", err)
 	}
 	defer f.Close()
 	st, err := f.Stat()

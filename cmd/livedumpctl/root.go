@@ -126,6 +126,8 @@ func (a *app) newRootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &usageError{cmd: c, err: err}
 	})
+	// No flag value or argument holds a control character (flags.go).
+	root.PersistentPreRunE = checkControlChars
 
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.configFlag, "config", "", "config `FILE` (default $LIVEDUMPCTL_CONFIG, else <user config dir>/livedump/livedumpctl.yaml)")

@@ -42,20 +42,20 @@ Agents enrolled with the token get its labels.`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if uses < 1 {
-				return fmt.Errorf("--uses %d: must be at least 1", uses)
+				return usageErrorf(cmd, "--uses %d: must be at least 1", uses)
 			}
 			if uses > 100000 {
-				return fmt.Errorf("--uses %d: must be at most 100000", uses)
+				return usageErrorf(cmd, "--uses %d: must be at most 100000", uses)
 			}
 			if ttl <= 0 {
-				return fmt.Errorf("--ttl %s: must be positive", ttl.String())
+				return usageErrorf(cmd, "--ttl %s: must be positive", ttl.String())
 			}
 			set, err := selector.ParseSet(labels)
 			if err != nil {
-				return fmt.Errorf("--labels: %w", err)
+				return usageErrorf(cmd, "--labels: %v", err)
 			}
 			if err := selector.ValidateUserLabels(set); err != nil {
-				return fmt.Errorf("--labels: %w", err)
+				return usageErrorf(cmd, "--labels: %v", err)
 			}
 			req := &livedumpv1.CreateTokenRequest{
 				Uses:   int32(uses),

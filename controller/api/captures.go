@@ -22,6 +22,12 @@ func captureErr(s *FleetServer, op string, err error) error {
 	if errors.As(err, &fe) {
 		return invalid(fe.Field, "%s", fe.Reason)
 	}
+	var nothing *capture.CatchesNothingError
+	if errors.As(err, &nothing) {
+		// Well-formed, but pointless given the fleet as it is; force
+		// overrides it.
+		return status.Error(codes.FailedPrecondition, nothing.Message)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return status.Errorf(codes.NotFound, "%s: capture not found", op)
 	}
@@ -40,17 +46,27 @@ func validCaptureID(id string) error {
 	return nil
 }
 
-// CreateCapture implements FleetService.CreateCapture.
+// CreateCapture implements FleetService.CreateCapture: a capture and its
+// preview, or with dry_run the preview alone. A dry run is authorized and
+// audited like a create (its audit entry says dry_run, and is all it
+// stores).
 func (s *FleetServer) CreateCapture(ctx context.Context, req *livedumpv1.CreateCaptureRequest) (*livedumpv1.CreateCaptureResponse, error) {
 	id, _ := IdentityFromContext(ctx)
-	c, err := s.cfg.Captures.Create(ctx, capture.Request{Spec: req.GetSpec(), Actor: id.String(), Admin: id.Role.Allows(pki.RoleAdmin)})
+	c, preview, err := s.cfg.Captures.Create(ctx, capture.Request{
+		Spec: req.GetSpec(), Actor: id.String(), Admin: id.Role.Allows(pki.RoleAdmin),
+		DryRun: req.GetDryRun(), Force: req.GetForce(),
+	})
 	if err != nil {
 		return nil, captureErr(s, "create capture", err)
+	}
+	if req.GetDryRun() {
+		setAuditTarget(ctx, capture.DryRunID)
+		return &livedumpv1.CreateCaptureResponse{Preview: preview}, nil
 	}
 	setAuditTarget(ctx, c.GetId())
 	// A capture over thousands of machines: the first targets, the others
 	// counted in omitted_targets and on GetCapture's pages.
-	return &livedumpv1.CreateCaptureResponse{Capture: capture.Trim(c, s.pageBudget())}, nil
+	return &livedumpv1.CreateCaptureResponse{Capture: capture.Trim(c, s.pageBudget()), Preview: preview}, nil
 }
 
 // ListCaptures implements FleetService.ListCaptures. Captures are paged

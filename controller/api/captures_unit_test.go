@@ -66,10 +66,29 @@ func TestCreateCapture(t *testing.T) {
 		{&capture.FieldError{Field: "spec.probe", Reason: "unknown probe"}, codes.InvalidArgument, "spec.probe: unknown probe"},
 		{fmt.Errorf("wrapped: %w", &capture.FieldError{Field: "spec.selector", Reason: "empty"}), codes.InvalidArgument, "spec.selector: empty"},
 		{errors.New("database is locked"), codes.Internal, "create capture failed"},
+		{&capture.CatchesNothingError{Selector: "role=vid", Message: `selector "role=vid" matches no machine`}, codes.FailedPrecondition, `selector "role=vid" matches no machine`},
 	} {
 		r.caps.Err = tc.err
 		_, err := r.fleet.CreateCapture(ctxAs(operator), &livedumpv1.CreateCaptureRequest{Spec: spec})
 		wantCode(t, err, tc.code, tc.field)
+	}
+}
+
+// TestCreateCaptureDryRun: a dry run reaches the manager as one, with
+// force; it answers with the preview alone, and its audit entry is marked.
+func TestCreateCaptureDryRun(t *testing.T) {
+	r := newRig(t, false)
+	ctx, rec := as(operator)
+	resp, err := r.fleet.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{Selector: "site=ber"}, DryRun: true, Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := r.caps.Created()
+	if req := got[len(got)-1]; !req.DryRun || !req.Force {
+		t.Fatalf("manager got %+v", req)
+	}
+	if resp.GetCapture() != nil || resp.GetPreview().GetSelector() != "site=ber" || rec.target != capture.DryRunID {
+		t.Fatalf("response %v, audit target %q", resp, rec.target)
 	}
 }
 

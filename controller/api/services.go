@@ -73,7 +73,7 @@ type TokenIssuer interface {
 
 // Captures creates, reads and cancels captures (capture.Manager).
 type Captures interface {
-	Create(ctx context.Context, r capture.Request) (*livedumpv1.Capture, error)
+	Create(ctx context.Context, r capture.Request) (*livedumpv1.Capture, *livedumpv1.CapturePreview, error)
 	Cancel(ctx context.Context, id, actor string) (*livedumpv1.Capture, error)
 	Get(ctx context.Context, id string) (*livedumpv1.Capture, error)
 	GetPage(ctx context.Context, id, after string, budget int) (*livedumpv1.Capture, string, error)

@@ -5,6 +5,7 @@
 package capture
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -14,12 +15,14 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/livedump/livedump/controller/store"
+	"github.com/livedump/livedump/internal/enumname"
 	"github.com/livedump/livedump/internal/ntstatus"
 	"github.com/livedump/livedump/internal/probe"
 	"github.com/livedump/livedump/internal/selector"
@@ -77,19 +80,118 @@ func newID() string {
 	return "c-" + hex.EncodeToString(b)
 }
 
-// Request is a validated capture request.
+// Request is a capture request.
 type Request struct {
 	Spec  *livedumpv1.CaptureSpec
 	Actor string
 	Admin bool
+	// DryRun validates, matches and renders, stores nothing and returns
+	// the preview only.
+	DryRun bool
+	// Force creates a capture that can catch nothing (see
+	// CatchesNothingError).
+	Force bool
 }
 
-// Create validates spec, resolves its statuses, renders its probe, picks
-// the targets and stores everything; nothing is stored for a rejected spec.
-func (l *lifecycle) Create(ctx context.Context, r Request) (*livedumpv1.Capture, error) {
+// CatchesNothingError refuses a capture that can catch nothing: its
+// selector matches no machine, or none of those it matches is provisioned.
+// Request.Force creates it anyway. Message is what the operator reads; it
+// names the selector and what to do.
+type CatchesNothingError struct {
+	Selector string
+	Matched  int
+	Message  string
+}
+
+func (e *CatchesNothingError) Error() string { return e.Message }
+
+// Preview limits.
+const (
+	// MaxPreviewTargets bounds the machines a preview lists one by one;
+	// the others are counted.
+	MaxPreviewTargets = 1000
+	// DryRunID is the capture ID a dry run renders its script under.
+	DryRunID = "dry-run"
+	// provisionUnknown names the state of an agent that has not reported
+	// one yet.
+	provisionUnknown = "unknown"
+	provisionReady   = "ready"
+)
+
+// plan is a validated capture, not yet stored: what Create stores and what
+// its preview shows.
+type plan struct {
+	id       string
+	spec     *livedumpv1.CaptureSpec
+	expire   time.Duration
+	resolved []*livedumpv1.ResolvedStatus
+	rendered string
+	warnings []string
+	targets  []store.CaptureTarget
+	preview  *livedumpv1.CapturePreview
+}
+
+// Create validates the spec, resolves its statuses, renders its probe and
+// picks the targets. A dry run returns the preview only; otherwise a
+// capture that can catch nothing is refused with a *CatchesNothingError
+// (unless forced), and the others are stored and returned with the same
+// preview. Nothing is stored for a rejected spec.
+func (l *lifecycle) Create(ctx context.Context, r Request) (*livedumpv1.Capture, *livedumpv1.CapturePreview, error) {
+	id := newID()
+	if r.DryRun {
+		id = DryRunID
+	}
+	p, err := l.plan(ctx, r, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if r.DryRun {
+		return nil, p.preview, nil
+	}
+	if p.preview.GetRefused() != "" && !r.Force {
+		return nil, p.preview, &CatchesNothingError{Selector: p.spec.GetSelector(), Matched: int(p.preview.GetMatched()), Message: p.preview.GetRefused()}
+	}
+	specJSON, err := protojson.Marshal(p.spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	statusJSON, err := json.Marshal(p.resolved)
+	if err != nil {
+		return nil, nil, err
+	}
+	now := l.clock.Now().UTC()
+	for i := range p.targets {
+		p.targets[i].Updated = now
+	}
+	c := store.Capture{
+		ID: id, Spec: string(specJSON), State: StateActive, Created: now, Expires: now.Add(p.expire),
+		CreatedBy: r.Actor, Rendered: p.rendered, Statuses: string(statusJSON), Warnings: p.warnings,
+	}
+	if len(p.targets) == 0 {
+		c.State, c.Detail = StateDone, "no agent matches the selector"
+	}
+	if err := l.store.CreateCapture(ctx, c, p.targets); err != nil {
+		return nil, nil, err
+	}
+	l.log.Info("capture created", "capture_id", id, "targets", len(p.targets), "ready", p.preview.GetReady(), "forced", r.Force && p.preview.GetRefused() != "", "by", r.Actor)
+	l.kick.Kick()
+	l.router.CaptureChanged(ctx, id)
+	got, err := l.Get(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return got, p.preview, nil
+}
+
+// plan validates r and computes everything Create stores, under capture
+// ID id, with the preview.
+func (l *lifecycle) plan(ctx context.Context, r Request, id string) (*plan, error) {
 	spec := r.Spec
 	if spec == nil {
 		return nil, &FieldError{"spec", "missing"}
+	}
+	if err := checkControlChars(spec); err != nil {
+		return nil, err
 	}
 	sel, err := selector.ParseRequired(spec.GetSelector())
 	if err != nil {
@@ -134,11 +236,9 @@ func (l *lifecycle) Create(ctx context.Context, r Request) (*livedumpv1.Capture,
 	if len(values) > MaxStatuses {
 		return nil, &FieldError{"status", fmt.Sprintf("the codes resolve to %d NTSTATUS values; at most %d fit in one probe", len(values), MaxStatuses)}
 	}
-	id := newID()
 	arm := armOf(id, spec, values, time.Time{})
 	ps := probe.FromArm(arm)
-	var rendered string
-	var warnings []string
+	p := &plan{id: id, spec: spec, expire: expire, resolved: resolved}
 	if spec.GetScript() == "" {
 		if err := ps.Validate(); err != nil {
 			var fe *probe.FieldError
@@ -147,48 +247,141 @@ func (l *lifecycle) Create(ctx context.Context, r Request) (*livedumpv1.Capture,
 			}
 			return nil, &FieldError{"spec", err.Error()}
 		}
-		if rendered, err = probe.Render(ps, 0); err != nil {
+		if p.rendered, err = probe.Render(ps, 0); err != nil {
 			return nil, &FieldError{"spec", err.Error()}
 		}
-		warnings = ps.Warnings() // truncated names, names without an extension
+		p.warnings = ps.Warnings() // truncated names, names without an extension
 	} else {
-		rendered = spec.GetScript()
+		p.rendered = spec.GetScript()
 	}
 
-	now := l.clock.Now().UTC()
 	agents, err := l.store.ListAgents(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var targets []store.CaptureTarget
+	pv := &livedumpv1.CapturePreview{
+		Selector: spec.GetSelector(), ProvisionStates: map[string]int64{}, Statuses: resolved,
+		RenderedScript: p.rendered, Warnings: p.warnings,
+	}
+	var labelSets []map[string]string
 	for _, a := range agents {
-		if a.Revoked || !sel.Matches(agentLabels(a)) {
+		if a.Revoked {
 			continue
 		}
-		targets = append(targets, store.CaptureTarget{AgentID: a.ID, State: TargetPending, Updated: now})
+		set := agentLabels(a)
+		if !sel.Matches(set) {
+			labelSets = append(labelSets, set)
+			continue
+		}
+		p.targets = append(p.targets, store.CaptureTarget{AgentID: a.ID, State: TargetPending})
+		state := a.ProvisionState
+		if state == "" {
+			state = provisionUnknown
+		}
+		pv.ProvisionStates[state]++
+		if state == provisionReady {
+			pv.Ready++
+		}
+		pv.Targets = append(pv.Targets, &livedumpv1.PreviewTarget{
+			AgentId: a.ID, Hostname: a.Hostname, ProvisionState: provisionStateValue(a.ProvisionState), ProvisionDetail: a.ProvisionDetail,
+		})
 	}
-	specJSON, err := protojson.Marshal(spec)
-	if err != nil {
-		return nil, err
+	pv.Matched = int64(len(p.targets))
+	slices.SortFunc(pv.Targets, func(a, b *livedumpv1.PreviewTarget) int {
+		return cmp.Or(strings.Compare(a.GetHostname(), b.GetHostname()), strings.Compare(a.GetAgentId(), b.GetAgentId()))
+	})
+	if len(pv.Targets) > MaxPreviewTargets {
+		pv.OmittedTargets = int64(len(pv.Targets) - MaxPreviewTargets)
+		pv.Targets = pv.Targets[:MaxPreviewTargets]
 	}
-	statusJSON, err := json.Marshal(resolved)
-	if err != nil {
-		return nil, err
+	if spec.GetScript() == "" && !spec.GetOnDemand() {
+		for _, proc := range ps.Processes {
+			name, truncated := probe.ExecName(proc)
+			pv.Processes = append(pv.Processes, &livedumpv1.PreviewProcess{Input: proc, Execname: name, Truncated: truncated})
+		}
 	}
-	c := store.Capture{
-		ID: id, Spec: string(specJSON), State: StateActive, Created: now, Expires: now.Add(expire),
-		CreatedBy: r.Actor, Rendered: rendered, Statuses: string(statusJSON), Warnings: warnings,
+	switch {
+	case pv.Matched == 0:
+		pv.Refused = noMatchMessage(spec.GetSelector(), sel.Suggest(labelSets))
+	case pv.Ready == 0:
+		pv.Refused = noneReadyMessage(spec.GetSelector(), pv.Matched, pv.ProvisionStates)
 	}
-	if len(targets) == 0 {
-		c.State, c.Detail = StateDone, "no agent matches the selector"
+	p.preview = pv
+	return p, nil
+}
+
+// noMatchMessage is the refusal of a selector that matches no machine.
+func noMatchMessage(sel, suggestion string) string {
+	msg := fmt.Sprintf("selector %q matches no machine: the capture would catch nothing", sel)
+	if suggestion != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", suggestion)
 	}
-	if err := l.store.CreateCapture(ctx, c, targets); err != nil {
-		return nil, err
+	return msg + fmt.Sprintf("; check with `livedumpctl agents list -l %s`, or give --force to create it anyway", shellWord(sel))
+}
+
+// noneReadyMessage is the refusal of a selector whose machines are none
+// of them provisioned.
+func noneReadyMessage(sel string, matched int64, states map[string]int64) string {
+	names := make([]string, 0, len(states))
+	for s := range states {
+		names = append(names, s)
 	}
-	l.log.Info("capture created", "capture_id", id, "targets", len(targets), "by", r.Actor)
-	l.kick.Kick()
-	l.router.CaptureChanged(ctx, id)
-	return l.Get(ctx, id)
+	slices.SortFunc(names, func(a, b string) int { return cmp.Or(cmp.Compare(states[b], states[a]), strings.Compare(a, b)) })
+	counts := make([]string, len(names))
+	for i, s := range names {
+		counts[i] = fmt.Sprintf("%d %s", states[s], s)
+	}
+	machines := "machines"
+	none := "none is provisioned"
+	if matched == 1 {
+		machines, none = "machine", "it is not provisioned"
+	}
+	return fmt.Sprintf("selector %q matches %d %s and %s (%s): the capture would catch nothing; "+
+		"provision with `livedumpctl provision apply -l %s`, check with `livedumpctl agents list -l %s`, "+
+		"or give --force to arm anyway (a machine not provisioned when the probe reaches it fails its target)",
+		sel, matched, machines, none, strings.Join(counts, ", "), shellWord(sel), shellWord(sel))
+}
+
+// shellWord quotes a selector for a shell command line when it needs it.
+func shellWord(s string) string {
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("=,._-/", c)) {
+			return "'" + s + "'"
+		}
+	}
+	return s
+}
+
+// checkControlChars refuses a control character in any string of the spec
+// that reaches a D script, a label match or a name (everything but the raw
+// script, which is D source): such a value is never partly used.
+func checkControlChars(spec *livedumpv1.CaptureSpec) error {
+	check := func(field string, vals ...string) error {
+		for _, v := range vals {
+			if i := strings.IndexFunc(v, unicode.IsControl); i >= 0 {
+				return &FieldError{field, fmt.Sprintf("%q contains the control character %U: a value is used whole or refused", v, []rune(v[i:])[0])}
+			}
+		}
+		return nil
+	}
+	for _, err := range []error{
+		check("selector", spec.GetSelector()),
+		check("process", spec.GetProcesses()...),
+		check("syscall", spec.GetSyscalls()...),
+		check("status", spec.GetStatuses()...),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// provisionStateValue is the wire value of a stored provisioning state
+// name ("reboot-required"); unspecified for an unknown one.
+func provisionStateValue(name string) livedumpv1.ProvisionState {
+	st, _ := enumname.Parse[livedumpv1.ProvisionState](name, "-")
+	return st
 }
 
 func agentLabels(a store.Agent) map[string]string {

@@ -21,7 +21,7 @@ func TestCreateRefusesSyscallsWithoutProbes(t *testing.T) {
 		{"NtCreatFile", "did you mean NtCreateFile?"},
 		{"ZwOpenFile", "did you mean NtOpenFile?"},
 	} {
-		_, err := f.m.Create(ctx, Request{Actor: "op", Spec: &livedumpv1.CaptureSpec{
+		_, _, err := f.m.Create(ctx, Request{Actor: "op", Spec: &livedumpv1.CaptureSpec{
 			Selector: "x=y", Processes: []string{"ms-teams.exe"}, Statuses: []string{"STATUS_ACCESS_DENIED"},
 			Syscalls: []string{"NtCreateFile", tc.syscall},
 		}})
@@ -41,7 +41,8 @@ func TestCreateRefusesSyscallsWithoutProbes(t *testing.T) {
 func TestCreateWarnsAboutProcessNames(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	c, err := f.m.Create(ctx, Request{Actor: "op", Spec: &livedumpv1.CaptureSpec{
+	// Force: no machine matches x=y, and this test is about the warnings.
+	c, _, err := f.m.Create(ctx, Request{Actor: "op", Force: true, Spec: &livedumpv1.CaptureSpec{
 		Selector: "x=y", Processes: []string{"ms-teams", "SearchIndexer.exe", "notepad.exe"}, Statuses: []string{"STATUS_ACCESS_DENIED"},
 	}})
 	if err != nil {

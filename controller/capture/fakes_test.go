@@ -34,11 +34,14 @@ func openStore(t *testing.T) store.Store {
 	return st
 }
 
-// addAgents stores agents with hostname HOST-<id> and the given labels.
+// addAgents stores provisioned agents with hostname HOST-<id> and the
+// given labels.
 func addAgents(t *testing.T, st store.Store, labels map[string]string, ids ...string) {
 	t.Helper()
 	for _, id := range ids {
-		if err := st.CreateAgent(context.Background(), store.Agent{ID: id, Hostname: "HOST-" + id, Labels: labels, FirstSeen: t0, LastSeen: t0}); err != nil {
+		// Provisioned: a capture on agents that are not is refused unless
+		// forced (TestCreateCatchesNothing).
+		if err := st.CreateAgent(context.Background(), store.Agent{ID: id, Hostname: "HOST-" + id, Labels: labels, FirstSeen: t0, LastSeen: t0, ProvisionState: "ready"}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -205,8 +205,11 @@ func (m *Manager) Run(ctx context.Context) error {
 func (m *Manager) Kick() { m.kick.Kick() }
 
 // Create validates spec, resolves its statuses, renders its probe, picks
-// the targets and stores everything; nothing is stored for a rejected spec.
-func (m *Manager) Create(ctx context.Context, r Request) (*livedumpv1.Capture, error) {
+// the targets and stores everything, returning the capture and its
+// preview; nothing is stored for a rejected spec, for a capture that can
+// catch nothing (unless forced; *CatchesNothingError), or for a dry run
+// (which returns the preview alone).
+func (m *Manager) Create(ctx context.Context, r Request) (*livedumpv1.Capture, *livedumpv1.CapturePreview, error) {
 	return m.lifecycle.Create(ctx, r)
 }
 

@@ -48,7 +48,7 @@ func TestCreateTargetsMatchingAgents(t *testing.T) {
 	if _, err := f.st.RevokeAgent(ctx, "d", t0); err != nil {
 		t.Fatal(err)
 	}
-	c, err := f.l.Create(ctx, Request{Actor: "op", Spec: spec("ring=canary")})
+	c, _, err := f.l.Create(ctx, Request{Actor: "op", Spec: spec("ring=canary")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,8 @@ func TestCreateTargetsMatchingAgents(t *testing.T) {
 		t.Fatalf("kicked %v, changed %v", kicked(f.kick), f.router.changed)
 	}
 
-	none, err := f.l.Create(ctx, Request{Actor: "op", Spec: spec("ring=nowhere")})
+	// Refused unless forced (TestCreateCatchesNothing); forced, it is done.
+	none, _, err := f.l.Create(ctx, Request{Actor: "op", Spec: spec("ring=nowhere"), Force: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,7 @@ func TestCreateRejects(t *testing.T) {
 		{"unknown status", Request{Spec: edit(func(s *livedumpv1.CaptureSpec) { s.Statuses = []string{"STATUS_NO_SUCH_THING_AT_ALL"} })}, "status"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := f.l.Create(ctx, tc.req)
+			_, _, err := f.l.Create(ctx, tc.req)
 			var fe *FieldError
 			if !errors.As(err, &fe) || fe.Field != tc.field {
 				t.Fatalf("err %v, want a FieldError on %s", err, tc.field)

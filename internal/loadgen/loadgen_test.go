@@ -68,7 +68,7 @@ func TestFleetAgainstARealController(t *testing.T) {
 	resp, err := op.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
 		Selector: "fleet=loadgen", Processes: []string{"ms-teams.exe"}, Statuses: []string{"STATUS_INVALID_PARAMETER"},
 		PerAgentCap: perAgent, Expire: durationpb.New(time.Hour),
-	}})
+	}, Force: true}) // simulated agents report no provisioning state
 	if err != nil {
 		t.Fatal(err)
 	}

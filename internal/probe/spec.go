@@ -250,7 +250,7 @@ func (s Spec) Warnings() []string {
 			if name, truncated := ExecName(exe); truncated {
 				w += fmt.Sprintf(" (execname %q)", name)
 			}
-			ws = append(ws, w+": give the image file name, e.g. --process "+exe)
+			ws = append(ws, w+"; did you mean "+exe+"?")
 		}
 	}
 	return ws

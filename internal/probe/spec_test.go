@@ -41,6 +41,8 @@ func TestValidate(t *testing.T) {
 		{"comment close", func(s *Spec) { s.Processes = []string{"x*/y"} }, "process"},
 		{"comment open", func(s *Spec) { s.Processes = []string{"x/*y"} }, "process"},
 		{"newline", func(s *Spec) { s.Processes = []string{"a\nb"} }, "process"},
+		{"second line of D", func(s *Spec) { s.Processes = []string{"ms-teams.exe\nBEGIN"} }, "process"},
+		{"syscall newline", func(s *Spec) { s.Syscalls = []string{"NtCreateFile\nBEGIN"} }, "syscall"},
 		{"carriage return", func(s *Spec) { s.Processes = []string{"a\rb"} }, "process"},
 		{"tab", func(s *Spec) { s.Processes = []string{"a\tb"} }, "process"},
 		{"nul", func(s *Spec) { s.Processes = []string{"a\x00b"} }, "process"},

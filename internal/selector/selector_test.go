@@ -392,3 +392,29 @@ func TestParseRequired(t *testing.T) {
 		t.Errorf("ParseRequired of a bad selector = %v, want a parse error", err)
 	}
 }
+
+func TestSuggest(t *testing.T) {
+	fleet := []map[string]string{
+		{"hostname": "LAB-VDI-01", "site": "lab", "role": "vdi"},
+		{"hostname": "LAB-KIOSK-01", "site": "lab", "role": "kiosk"},
+	}
+	for _, tc := range []struct{ sel, want string }{
+		{"role=vid", "role=vdi"},
+		{"site=lab,role=vid", "role=vdi,site=lab"},
+		{"rol=vdi", "role=vdi"},
+		{"role in (vid,kiosk)", "role in (kiosk,vdi)"},
+		{"role=server", ""}, // nothing close
+		{"role!=vid", ""},   // not an equality
+		{"role=vdi", ""},    // already there
+		{"a=b", ""},         // a one-letter key is not a typo of anything
+		{"hostname=LAB-VDI-1", "hostname=LAB-VDI-01"},
+	} {
+		s, err := Parse(tc.sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.Suggest(fleet); got != tc.want {
+			t.Errorf("Suggest(%q) = %q, want %q", tc.sel, got, tc.want)
+		}
+	}
+}

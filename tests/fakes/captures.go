@@ -170,14 +170,19 @@ func (f *Captures) Status(_ context.Context, agentID string, st *livedumpv1.Capt
 }
 
 // Create implements api.Captures: the capture is stored active, with an
-// ID numbered in order of creation.
-func (f *Captures) Create(_ context.Context, r capture.Request) (*livedumpv1.Capture, error) {
+// ID numbered in order of creation, and a preview of its selector only; a
+// dry run stores nothing and returns that preview.
+func (f *Captures) Create(_ context.Context, r capture.Request) (*livedumpv1.Capture, *livedumpv1.CapturePreview, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.init()
 	f.created.add(r)
 	if f.Err != nil {
-		return nil, f.Err
+		return nil, nil, f.Err
+	}
+	preview := &livedumpv1.CapturePreview{Selector: r.Spec.GetSelector()}
+	if r.DryRun {
+		return nil, preview, nil
 	}
 	now := time.Now()
 	if f.Now != nil {
@@ -188,7 +193,7 @@ func (f *Captures) Create(_ context.Context, r capture.Request) (*livedumpv1.Cap
 		Created: timestamppb.New(now), CreatedBy: r.Actor,
 	}
 	f.captures[c.Id] = c
-	return proto.Clone(c).(*livedumpv1.Capture), nil
+	return proto.Clone(c).(*livedumpv1.Capture), preview, nil
 }
 
 // Cancel implements api.Captures.

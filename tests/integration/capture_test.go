@@ -217,9 +217,9 @@ func TestCaptureRejectsBadInputAndStoresNothing(t *testing.T) {
 		t.Fatalf("%d captures stored after rejected requests", n)
 	}
 	// An admin may send a raw script; it is audited like every create.
-	// (No agent runs here; which agents run raw scripts is their own
-	// setting: TestCaptureRawScriptNeedsTheAgentsSetting.)
-	if _, err := admin.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{Selector: "role=vdi", Script: "BEGIN { exit(0); }"}}); err != nil {
+	// (No agent runs here, hence force; which agents run raw scripts is
+	// their own setting: TestCaptureRawScriptNeedsTheAgentsSetting.)
+	if _, err := admin.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{Selector: "role=vdi", Script: "BEGIN { exit(0); }"}, Force: true}); err != nil {
 		t.Fatalf("admin raw script: %v", err)
 	}
 	audit, err := admin.ListAudit(ctx, &livedumpv1.ListAuditRequest{})
@@ -247,9 +247,11 @@ func TestCaptureRawScriptNeedsTheAgentsSetting(t *testing.T) {
 	startAgent(t, c, agentOpts{token: tok, hostname: "RAW-ON-02", labels: map[string]string{"role": "raw"}, allowRawScripts: true})
 	admin := fleetClient(t, c, pki.RoleAdmin)
 	eventually(t, 10*time.Second, "agents online", func() bool { return countOnline(listAgents(t, admin, "role=raw")) == 2 })
+	// Force: these machines are not provisioned, on purpose (the one that
+	// takes the script on fails at dtrace).
 	resp, err := admin.CreateCapture(context.Background(), &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
 		Selector: "role=raw", Script: "BEGIN { printf(\"raw\\n\"); }\n", Expire: durationpb.New(10 * time.Minute),
-	}})
+	}, Force: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,11 +297,13 @@ func TestCaptureQueuedForOfflineAgentAndExpiry(t *testing.T) {
 	spec := func(sel string, exp time.Duration) *livedumpv1.CaptureSpec {
 		return &livedumpv1.CaptureSpec{Selector: sel, Processes: []string{"ms-teams.exe"}, Statuses: []string{"STATUS_ACCESS_DENIED"}, Expire: durationpb.New(exp)}
 	}
-	queued, err := op.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: spec("role=late", time.Hour)})
+	// Force: the machines are not provisioned; what matters here is the
+	// queue and the expiry.
+	queued, err := op.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: spec("role=late", time.Hour), Force: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	expiring, err := op.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: spec("role=gone", time.Minute)})
+	expiring, err := op.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: spec("role=gone", time.Minute), Force: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,9 +402,11 @@ func TestCaptureRolloutRate(t *testing.T) {
 	}
 	op := fleetClient(t, c, pki.RoleOperator)
 	eventually(t, 10*time.Second, "agents online", func() bool { return countOnline(listAgents(t, op, "")) == 3 })
+	// Force: the machines are not provisioned; the rollout is what is
+	// tested.
 	resp, err := op.CreateCapture(context.Background(), &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
 		Selector: "role=vdi", Processes: []string{"ms-teams.exe"}, Statuses: []string{"STATUS_ACCESS_DENIED"}, RolloutRate: 1,
-	}})
+	}, Force: true})
 	if err != nil {
 		t.Fatal(err)
 	}

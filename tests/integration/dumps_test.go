@@ -171,8 +171,14 @@ func TestDumpCaptureRefusedWithoutDiskSpace(t *testing.T) {
 	startAgent(t, c, agentOpts{token: c.token(t, 1, nil), hostname: "FULL-01", freeBytes: 1 << 30})
 	op := fleetClient(t, c, pki.RoleOperator)
 	eventually(t, 10*time.Second, "agent online", func() bool { return countOnline(listAgents(t, op, "")) == 1 })
-	id := dumpCapture(t, op, &livedumpv1.CaptureSpec{Selector: "hostname=FULL-01", Processes: []string{"ms-teams.exe"},
-		Statuses: []string{"STATUS_INVALID_PARAMETER"}, Action: livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP})
+	// Force: the machine is not provisioned; its disk space is the blocker
+	// under test.
+	r, err := op.CreateCapture(context.Background(), &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{Selector: "hostname=FULL-01", Processes: []string{"ms-teams.exe"},
+		Statuses: []string{"STATUS_INVALID_PARAMETER"}, Action: livedumpv1.CaptureAction_CAPTURE_ACTION_DUMP, Expire: durationpb.New(10 * time.Minute)}, Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := r.GetCapture().GetId()
 	eventually(t, 10*time.Second, "target failed with the space blocker", func() bool {
 		tg := getCapture(t, op, id).GetTargets()[0]
 		return tg.GetState() == livedumpv1.TargetState_TARGET_STATE_FAILED && strings.Contains(tg.GetDetail(), "blocker: 1024 MiB free")

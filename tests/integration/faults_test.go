@@ -681,11 +681,12 @@ func TestFaultSlowAgent(t *testing.T) {
 			eventually(t, 10*time.Second, "the slow agent attached", func() bool { return c.Connected() == len(agents)+1 })
 			// Raw scripts only for their size: they go to the raw
 			// client, which never runs them (real agents would need
-			// allow_raw_scripts).
+			// allow_raw_scripts). Force: the raw client reports no
+			// provisioning state.
 			for range sz.slowFlood {
 				if _, err := admin.CreateCapture(context.Background(), &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
 					Selector: "hostname=RAW-HOST", Script: script, Expire: durationpb.New(30 * time.Minute),
-				}}); err != nil {
+				}, Force: true}); err != nil {
 					t.Fatal(err)
 				}
 				flooded++

@@ -137,7 +137,8 @@ func evCapture(t testing.TB, op livedumpv1.FleetServiceClient, sel string, edit 
 	for _, e := range edit {
 		e(spec)
 	}
-	resp, err := op.CreateCapture(context.Background(), &livedumpv1.CreateCaptureRequest{Spec: spec})
+	// Force: the raw agents report no provisioning state.
+	resp, err := op.CreateCapture(context.Background(), &livedumpv1.CreateCaptureRequest{Spec: spec, Force: true})
 	if err != nil {
 		t.Fatal(err)
 	}

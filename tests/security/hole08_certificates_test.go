@@ -156,11 +156,12 @@ func TestHole08_RevokedOperatorCertificateRefused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	// The thief is at work: a capture, and a watch on it.
+	// The thief is at work: a capture, and a watch on it (forced: the raw
+	// agent reports no provisioning state).
 	created, err := stolen.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
 		Selector: "site=lab", Processes: []string{"notepad.exe"}, Statuses: []string{"STATUS_ACCESS_DENIED"},
 		Action: livedumpv1.CaptureAction_CAPTURE_ACTION_STACKS, Expire: durationpb.New(10 * time.Minute),
-	}})
+	}, Force: true})
 	if err != nil {
 		t.Fatalf("create capture: %v", err)
 	}

@@ -355,8 +355,16 @@ func (x *PullDumpResponse) GetDump() *Dump {
 }
 
 type CreateCaptureRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Spec          *CaptureSpec           `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Spec  *CaptureSpec           `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	// Validate the spec, match the machines and render the probe, and return
+	// the preview without storing anything (the audit entry aside). The same
+	// checks apply as to a real create, force included.
+	DryRun bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Create the capture even when it can catch nothing: no machine matches
+	// the selector, or none of those that match is provisioned (e.g. machines
+	// that are provisioned or enrolled later).
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -398,9 +406,26 @@ func (x *CreateCaptureRequest) GetSpec() *CaptureSpec {
 	return nil
 }
 
+func (x *CreateCaptureRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *CreateCaptureRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
 type CreateCaptureResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Capture       *Capture               `protobuf:"bytes,1,opt,name=capture,proto3" json:"capture,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stored capture; unset for a dry run.
+	Capture *Capture `protobuf:"bytes,1,opt,name=capture,proto3" json:"capture,omitempty"`
+	// What is (dry run: would be) armed, computed by the controller.
+	Preview       *CapturePreview `protobuf:"bytes,2,opt,name=preview,proto3" json:"preview,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -438,6 +463,13 @@ func (*CreateCaptureResponse) Descriptor() ([]byte, []int) {
 func (x *CreateCaptureResponse) GetCapture() *Capture {
 	if x != nil {
 		return x.Capture
+	}
+	return nil
+}
+
+func (x *CreateCaptureResponse) GetPreview() *CapturePreview {
+	if x != nil {
+		return x.Preview
 	}
 	return nil
 }
@@ -2912,6 +2944,283 @@ func (x *RevokeOperatorCertificateResponse) GetRevokedAt() *timestamppb.Timestam
 	return nil
 }
 
+// CapturePreview is what a capture arms, as the controller computes it:
+// the machines its selector matches with their provisioning state, the
+// status codes resolved, the processes as the kernel records them, and the
+// D script.
+type CapturePreview struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The selector as given.
+	Selector string `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	// Machines the selector matches (revoked ones excluded).
+	Matched int64 `protobuf:"varint,2,opt,name=matched,proto3" json:"matched,omitempty"`
+	// Of them, those whose provisioning state is ready.
+	Ready int64 `protobuf:"varint,3,opt,name=ready,proto3" json:"ready,omitempty"`
+	// Matched machines per provisioning state name ("ready",
+	// "not-provisioned", ...; "unknown" before an agent's first report).
+	ProvisionStates map[string]int64 `protobuf:"bytes,4,rep,name=provision_states,json=provisionStates,proto3" json:"provision_states,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// The matched machines, ordered by hostname; at most 1000, the others
+	// counted in omitted_targets.
+	Targets        []*PreviewTarget  `protobuf:"bytes,5,rep,name=targets,proto3" json:"targets,omitempty"`
+	OmittedTargets int64             `protobuf:"varint,6,opt,name=omitted_targets,json=omittedTargets,proto3" json:"omitted_targets,omitempty"`
+	Statuses       []*ResolvedStatus `protobuf:"bytes,7,rep,name=statuses,proto3" json:"statuses,omitempty"`
+	Processes      []*PreviewProcess `protobuf:"bytes,8,rep,name=processes,proto3" json:"processes,omitempty"`
+	// The D script agents run (a dry run renders it under the capture ID
+	// "dry-run").
+	RenderedScript string `protobuf:"bytes,9,opt,name=rendered_script,json=renderedScript,proto3" json:"rendered_script,omitempty"`
+	// The same warnings as the capture's (truncated names, names without an
+	// extension).
+	Warnings []string `protobuf:"bytes,10,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// Why a create without force is refused (the capture can catch nothing:
+	// no machine matches, or none is provisioned); empty when it is not. A
+	// dry run reports it here instead of failing.
+	Refused       string `protobuf:"bytes,11,opt,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CapturePreview) Reset() {
+	*x = CapturePreview{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CapturePreview) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CapturePreview) ProtoMessage() {}
+
+func (x *CapturePreview) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CapturePreview.ProtoReflect.Descriptor instead.
+func (*CapturePreview) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *CapturePreview) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+func (x *CapturePreview) GetMatched() int64 {
+	if x != nil {
+		return x.Matched
+	}
+	return 0
+}
+
+func (x *CapturePreview) GetReady() int64 {
+	if x != nil {
+		return x.Ready
+	}
+	return 0
+}
+
+func (x *CapturePreview) GetProvisionStates() map[string]int64 {
+	if x != nil {
+		return x.ProvisionStates
+	}
+	return nil
+}
+
+func (x *CapturePreview) GetTargets() []*PreviewTarget {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+func (x *CapturePreview) GetOmittedTargets() int64 {
+	if x != nil {
+		return x.OmittedTargets
+	}
+	return 0
+}
+
+func (x *CapturePreview) GetStatuses() []*ResolvedStatus {
+	if x != nil {
+		return x.Statuses
+	}
+	return nil
+}
+
+func (x *CapturePreview) GetProcesses() []*PreviewProcess {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+func (x *CapturePreview) GetRenderedScript() string {
+	if x != nil {
+		return x.RenderedScript
+	}
+	return ""
+}
+
+func (x *CapturePreview) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+func (x *CapturePreview) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
+// PreviewTarget is one machine a capture would target.
+type PreviewTarget struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	AgentId         string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Hostname        string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	ProvisionState  ProvisionState         `protobuf:"varint,3,opt,name=provision_state,json=provisionState,proto3,enum=livedump.v1.ProvisionState" json:"provision_state,omitempty"`
+	ProvisionDetail string                 `protobuf:"bytes,4,opt,name=provision_detail,json=provisionDetail,proto3" json:"provision_detail,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PreviewTarget) Reset() {
+	*x = PreviewTarget{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewTarget) ProtoMessage() {}
+
+func (x *PreviewTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewTarget.ProtoReflect.Descriptor instead.
+func (*PreviewTarget) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *PreviewTarget) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *PreviewTarget) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *PreviewTarget) GetProvisionState() ProvisionState {
+	if x != nil {
+		return x.ProvisionState
+	}
+	return ProvisionState_PROVISION_STATE_UNSPECIFIED
+}
+
+func (x *PreviewTarget) GetProvisionDetail() string {
+	if x != nil {
+		return x.ProvisionDetail
+	}
+	return ""
+}
+
+// PreviewProcess is one --process as the kernel records it.
+type PreviewProcess struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The name as given.
+	Input string `protobuf:"bytes,1,opt,name=input,proto3" json:"input,omitempty"`
+	// What D's execname holds for it: the image file name cut to the
+	// kernel's 14 characters (ImageFileName), in the case the program was
+	// launched with; the probe compares it case-insensitively.
+	Execname string `protobuf:"bytes,2,opt,name=execname,proto3" json:"execname,omitempty"`
+	// The name was cut to 14 characters.
+	Truncated     bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewProcess) Reset() {
+	*x = PreviewProcess{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewProcess) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewProcess) ProtoMessage() {}
+
+func (x *PreviewProcess) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewProcess.ProtoReflect.Descriptor instead.
+func (*PreviewProcess) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *PreviewProcess) GetInput() string {
+	if x != nil {
+		return x.Input
+	}
+	return ""
+}
+
+func (x *PreviewProcess) GetExecname() string {
+	if x != nil {
+		return x.Execname
+	}
+	return ""
+}
+
+func (x *PreviewProcess) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 var File_livedump_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_fleet_proto_rawDesc = "" +
@@ -2934,11 +3243,14 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\x0fPullDumpRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"9\n" +
 	"\x10PullDumpResponse\x12%\n" +
-	"\x04dump\x18\x01 \x01(\v2\x11.livedump.v1.DumpR\x04dump\"D\n" +
+	"\x04dump\x18\x01 \x01(\v2\x11.livedump.v1.DumpR\x04dump\"s\n" +
 	"\x14CreateCaptureRequest\x12,\n" +
-	"\x04spec\x18\x01 \x01(\v2\x18.livedump.v1.CaptureSpecR\x04spec\"G\n" +
+	"\x04spec\x18\x01 \x01(\v2\x18.livedump.v1.CaptureSpecR\x04spec\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"~\n" +
 	"\x15CreateCaptureResponse\x12.\n" +
-	"\acapture\x18\x01 \x01(\v2\x14.livedump.v1.CaptureR\acapture\"+\n" +
+	"\acapture\x18\x01 \x01(\v2\x14.livedump.v1.CaptureR\acapture\x125\n" +
+	"\apreview\x18\x02 \x01(\v2\x1b.livedump.v1.CapturePreviewR\apreview\"+\n" +
 	"\x13ListCapturesRequest\x12\x14\n" +
 	"\x05after\x18\x01 \x01(\tR\x05after\"\\\n" +
 	"\x14ListCapturesResponse\x120\n" +
@@ -3100,7 +3412,32 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"!RevokeOperatorCertificateResponse\x12D\n" +
 	"\fcertificates\x18\x01 \x03(\v2 .livedump.v1.OperatorCertificateR\fcertificates\x129\n" +
 	"\n" +
-	"revoked_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt2\x9e\x10\n" +
+	"revoked_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"\xaf\x04\n" +
+	"\x0eCapturePreview\x12\x1a\n" +
+	"\bselector\x18\x01 \x01(\tR\bselector\x12\x18\n" +
+	"\amatched\x18\x02 \x01(\x03R\amatched\x12\x14\n" +
+	"\x05ready\x18\x03 \x01(\x03R\x05ready\x12[\n" +
+	"\x10provision_states\x18\x04 \x03(\v20.livedump.v1.CapturePreview.ProvisionStatesEntryR\x0fprovisionStates\x124\n" +
+	"\atargets\x18\x05 \x03(\v2\x1a.livedump.v1.PreviewTargetR\atargets\x12'\n" +
+	"\x0fomitted_targets\x18\x06 \x01(\x03R\x0eomittedTargets\x127\n" +
+	"\bstatuses\x18\a \x03(\v2\x1b.livedump.v1.ResolvedStatusR\bstatuses\x129\n" +
+	"\tprocesses\x18\b \x03(\v2\x1b.livedump.v1.PreviewProcessR\tprocesses\x12'\n" +
+	"\x0frendered_script\x18\t \x01(\tR\x0erenderedScript\x12\x1a\n" +
+	"\bwarnings\x18\n" +
+	" \x03(\tR\bwarnings\x12\x18\n" +
+	"\arefused\x18\v \x01(\tR\arefused\x1aB\n" +
+	"\x14ProvisionStatesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xb7\x01\n" +
+	"\rPreviewTarget\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1a\n" +
+	"\bhostname\x18\x02 \x01(\tR\bhostname\x12D\n" +
+	"\x0fprovision_state\x18\x03 \x01(\x0e2\x1b.livedump.v1.ProvisionStateR\x0eprovisionState\x12)\n" +
+	"\x10provision_detail\x18\x04 \x01(\tR\x0fprovisionDetail\"`\n" +
+	"\x0ePreviewProcess\x12\x14\n" +
+	"\x05input\x18\x01 \x01(\tR\x05input\x12\x1a\n" +
+	"\bexecname\x18\x02 \x01(\tR\bexecname\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated2\x9e\x10\n" +
 	"\fFleetService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.livedump.v1.ListAgentsRequest\x1a\x1f.livedump.v1.ListAgentsResponse\x12M\n" +
@@ -3144,7 +3481,7 @@ func file_livedump_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_livedump_v1_fleet_proto_rawDescData
 }
 
-var file_livedump_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_livedump_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_livedump_v1_fleet_proto_goTypes = []any{
 	(*ListDumpsRequest)(nil),                  // 0: livedump.v1.ListDumpsRequest
 	(*ListDumpsResponse)(nil),                 // 1: livedump.v1.ListDumpsResponse
@@ -3196,128 +3533,140 @@ var file_livedump_v1_fleet_proto_goTypes = []any{
 	(*ListOperatorCertificatesResponse)(nil),  // 47: livedump.v1.ListOperatorCertificatesResponse
 	(*RevokeOperatorCertificateRequest)(nil),  // 48: livedump.v1.RevokeOperatorCertificateRequest
 	(*RevokeOperatorCertificateResponse)(nil), // 49: livedump.v1.RevokeOperatorCertificateResponse
-	nil,                           // 50: livedump.v1.LabelAgentRequest.SetEntry
-	nil,                           // 51: livedump.v1.Token.LabelsEntry
-	nil,                           // 52: livedump.v1.CreateTokenRequest.LabelsEntry
-	(*Dump)(nil),                  // 53: livedump.v1.Dump
-	(*CaptureSpec)(nil),           // 54: livedump.v1.CaptureSpec
-	(*Capture)(nil),               // 55: livedump.v1.Capture
-	(*TriggerEvent)(nil),          // 56: livedump.v1.TriggerEvent
-	(*CaptureTarget)(nil),         // 57: livedump.v1.CaptureTarget
-	(*Bucket)(nil),                // 58: livedump.v1.Bucket
-	(*ProvisionReport)(nil),       // 59: livedump.v1.ProvisionReport
-	(*durationpb.Duration)(nil),   // 60: google.protobuf.Duration
-	(*ProvisionProfile)(nil),      // 61: livedump.v1.ProvisionProfile
-	(RebootPolicy)(0),             // 62: livedump.v1.RebootPolicy
-	(*Artifact)(nil),              // 63: livedump.v1.Artifact
-	(*Agent)(nil),                 // 64: livedump.v1.Agent
-	(*timestamppb.Timestamp)(nil), // 65: google.protobuf.Timestamp
-	(*CheckAgentsRequest)(nil),    // 66: livedump.v1.CheckAgentsRequest
-	(*CheckAgentsResponse)(nil),   // 67: livedump.v1.CheckAgentsResponse
+	(*CapturePreview)(nil),                    // 50: livedump.v1.CapturePreview
+	(*PreviewTarget)(nil),                     // 51: livedump.v1.PreviewTarget
+	(*PreviewProcess)(nil),                    // 52: livedump.v1.PreviewProcess
+	nil,                                       // 53: livedump.v1.LabelAgentRequest.SetEntry
+	nil,                                       // 54: livedump.v1.Token.LabelsEntry
+	nil,                                       // 55: livedump.v1.CreateTokenRequest.LabelsEntry
+	nil,                                       // 56: livedump.v1.CapturePreview.ProvisionStatesEntry
+	(*Dump)(nil),                              // 57: livedump.v1.Dump
+	(*CaptureSpec)(nil),                       // 58: livedump.v1.CaptureSpec
+	(*Capture)(nil),                           // 59: livedump.v1.Capture
+	(*TriggerEvent)(nil),                      // 60: livedump.v1.TriggerEvent
+	(*CaptureTarget)(nil),                     // 61: livedump.v1.CaptureTarget
+	(*Bucket)(nil),                            // 62: livedump.v1.Bucket
+	(*ProvisionReport)(nil),                   // 63: livedump.v1.ProvisionReport
+	(*durationpb.Duration)(nil),               // 64: google.protobuf.Duration
+	(*ProvisionProfile)(nil),                  // 65: livedump.v1.ProvisionProfile
+	(RebootPolicy)(0),                         // 66: livedump.v1.RebootPolicy
+	(*Artifact)(nil),                          // 67: livedump.v1.Artifact
+	(*Agent)(nil),                             // 68: livedump.v1.Agent
+	(*timestamppb.Timestamp)(nil),             // 69: google.protobuf.Timestamp
+	(*ResolvedStatus)(nil),                    // 70: livedump.v1.ResolvedStatus
+	(ProvisionState)(0),                       // 71: livedump.v1.ProvisionState
+	(*CheckAgentsRequest)(nil),                // 72: livedump.v1.CheckAgentsRequest
+	(*CheckAgentsResponse)(nil),               // 73: livedump.v1.CheckAgentsResponse
 }
 var file_livedump_v1_fleet_proto_depIdxs = []int32{
-	53, // 0: livedump.v1.ListDumpsResponse.dumps:type_name -> livedump.v1.Dump
-	53, // 1: livedump.v1.GetDumpResponse.dump:type_name -> livedump.v1.Dump
-	53, // 2: livedump.v1.PullDumpResponse.dump:type_name -> livedump.v1.Dump
-	54, // 3: livedump.v1.CreateCaptureRequest.spec:type_name -> livedump.v1.CaptureSpec
-	55, // 4: livedump.v1.CreateCaptureResponse.capture:type_name -> livedump.v1.Capture
-	55, // 5: livedump.v1.ListCapturesResponse.captures:type_name -> livedump.v1.Capture
-	55, // 6: livedump.v1.GetCaptureResponse.capture:type_name -> livedump.v1.Capture
-	56, // 7: livedump.v1.WatchCaptureResponse.event:type_name -> livedump.v1.TriggerEvent
-	57, // 8: livedump.v1.WatchCaptureResponse.target:type_name -> livedump.v1.CaptureTarget
-	55, // 9: livedump.v1.WatchCaptureResponse.ended:type_name -> livedump.v1.Capture
-	55, // 10: livedump.v1.CancelCaptureResponse.capture:type_name -> livedump.v1.Capture
-	56, // 11: livedump.v1.ListEventsResponse.events:type_name -> livedump.v1.TriggerEvent
-	58, // 12: livedump.v1.BucketEventsResponse.buckets:type_name -> livedump.v1.Bucket
-	59, // 13: livedump.v1.AgentProvisionResult.report:type_name -> livedump.v1.ProvisionReport
-	60, // 14: livedump.v1.PlanProvisionRequest.wait:type_name -> google.protobuf.Duration
-	61, // 15: livedump.v1.PlanProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
-	20, // 16: livedump.v1.PlanProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	62, // 17: livedump.v1.ApplyProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
-	60, // 18: livedump.v1.ApplyProvisionRequest.wait:type_name -> google.protobuf.Duration
-	61, // 19: livedump.v1.ApplyProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
-	20, // 20: livedump.v1.ApplyProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	62, // 21: livedump.v1.RevertProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
-	60, // 22: livedump.v1.RevertProvisionRequest.wait:type_name -> google.protobuf.Duration
-	20, // 23: livedump.v1.RevertProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	63, // 24: livedump.v1.UploadArtifactRequest.header:type_name -> livedump.v1.Artifact
-	63, // 25: livedump.v1.UploadArtifactResponse.artifact:type_name -> livedump.v1.Artifact
-	64, // 26: livedump.v1.ListAgentsResponse.agents:type_name -> livedump.v1.Agent
-	50, // 27: livedump.v1.LabelAgentRequest.set:type_name -> livedump.v1.LabelAgentRequest.SetEntry
-	64, // 28: livedump.v1.LabelAgentResponse.agent:type_name -> livedump.v1.Agent
-	64, // 29: livedump.v1.RevokeAgentResponse.agent:type_name -> livedump.v1.Agent
-	65, // 30: livedump.v1.Token.created:type_name -> google.protobuf.Timestamp
-	65, // 31: livedump.v1.Token.expires:type_name -> google.protobuf.Timestamp
-	51, // 32: livedump.v1.Token.labels:type_name -> livedump.v1.Token.LabelsEntry
-	60, // 33: livedump.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	52, // 34: livedump.v1.CreateTokenRequest.labels:type_name -> livedump.v1.CreateTokenRequest.LabelsEntry
-	35, // 35: livedump.v1.CreateTokenResponse.token:type_name -> livedump.v1.Token
-	35, // 36: livedump.v1.ListTokensResponse.tokens:type_name -> livedump.v1.Token
-	35, // 37: livedump.v1.RevokeTokenResponse.token:type_name -> livedump.v1.Token
-	65, // 38: livedump.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	65, // 39: livedump.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	42, // 40: livedump.v1.ListAuditResponse.entries:type_name -> livedump.v1.AuditEntry
-	65, // 41: livedump.v1.OperatorCertificate.issued:type_name -> google.protobuf.Timestamp
-	65, // 42: livedump.v1.OperatorCertificate.not_after:type_name -> google.protobuf.Timestamp
-	65, // 43: livedump.v1.OperatorCertificate.first_seen:type_name -> google.protobuf.Timestamp
-	65, // 44: livedump.v1.OperatorCertificate.last_seen:type_name -> google.protobuf.Timestamp
-	65, // 45: livedump.v1.OperatorCertificate.revoked_at:type_name -> google.protobuf.Timestamp
-	45, // 46: livedump.v1.ListOperatorCertificatesResponse.certificates:type_name -> livedump.v1.OperatorCertificate
-	45, // 47: livedump.v1.RevokeOperatorCertificateResponse.certificates:type_name -> livedump.v1.OperatorCertificate
-	65, // 48: livedump.v1.RevokeOperatorCertificateResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	29, // 49: livedump.v1.FleetService.ListAgents:input_type -> livedump.v1.ListAgentsRequest
-	31, // 50: livedump.v1.FleetService.LabelAgent:input_type -> livedump.v1.LabelAgentRequest
-	33, // 51: livedump.v1.FleetService.RevokeAgent:input_type -> livedump.v1.RevokeAgentRequest
-	36, // 52: livedump.v1.FleetService.CreateToken:input_type -> livedump.v1.CreateTokenRequest
-	38, // 53: livedump.v1.FleetService.ListTokens:input_type -> livedump.v1.ListTokensRequest
-	40, // 54: livedump.v1.FleetService.RevokeToken:input_type -> livedump.v1.RevokeTokenRequest
-	43, // 55: livedump.v1.FleetService.ListAudit:input_type -> livedump.v1.ListAuditRequest
-	21, // 56: livedump.v1.FleetService.PlanProvision:input_type -> livedump.v1.PlanProvisionRequest
-	23, // 57: livedump.v1.FleetService.ApplyProvision:input_type -> livedump.v1.ApplyProvisionRequest
-	25, // 58: livedump.v1.FleetService.RevertProvision:input_type -> livedump.v1.RevertProvisionRequest
-	66, // 59: livedump.v1.FleetService.CheckAgents:input_type -> livedump.v1.CheckAgentsRequest
-	27, // 60: livedump.v1.FleetService.UploadArtifact:input_type -> livedump.v1.UploadArtifactRequest
-	6,  // 61: livedump.v1.FleetService.CreateCapture:input_type -> livedump.v1.CreateCaptureRequest
-	8,  // 62: livedump.v1.FleetService.ListCaptures:input_type -> livedump.v1.ListCapturesRequest
-	10, // 63: livedump.v1.FleetService.GetCapture:input_type -> livedump.v1.GetCaptureRequest
-	12, // 64: livedump.v1.FleetService.WatchCapture:input_type -> livedump.v1.WatchCaptureRequest
-	14, // 65: livedump.v1.FleetService.CancelCapture:input_type -> livedump.v1.CancelCaptureRequest
-	16, // 66: livedump.v1.FleetService.ListEvents:input_type -> livedump.v1.ListEventsRequest
-	18, // 67: livedump.v1.FleetService.BucketEvents:input_type -> livedump.v1.BucketEventsRequest
-	0,  // 68: livedump.v1.FleetService.ListDumps:input_type -> livedump.v1.ListDumpsRequest
-	2,  // 69: livedump.v1.FleetService.GetDump:input_type -> livedump.v1.GetDumpRequest
-	4,  // 70: livedump.v1.FleetService.PullDump:input_type -> livedump.v1.PullDumpRequest
-	46, // 71: livedump.v1.FleetService.ListOperatorCertificates:input_type -> livedump.v1.ListOperatorCertificatesRequest
-	48, // 72: livedump.v1.FleetService.RevokeOperatorCertificate:input_type -> livedump.v1.RevokeOperatorCertificateRequest
-	30, // 73: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
-	32, // 74: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
-	34, // 75: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
-	37, // 76: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
-	39, // 77: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
-	41, // 78: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
-	44, // 79: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
-	22, // 80: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
-	24, // 81: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
-	26, // 82: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
-	67, // 83: livedump.v1.FleetService.CheckAgents:output_type -> livedump.v1.CheckAgentsResponse
-	28, // 84: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
-	7,  // 85: livedump.v1.FleetService.CreateCapture:output_type -> livedump.v1.CreateCaptureResponse
-	9,  // 86: livedump.v1.FleetService.ListCaptures:output_type -> livedump.v1.ListCapturesResponse
-	11, // 87: livedump.v1.FleetService.GetCapture:output_type -> livedump.v1.GetCaptureResponse
-	13, // 88: livedump.v1.FleetService.WatchCapture:output_type -> livedump.v1.WatchCaptureResponse
-	15, // 89: livedump.v1.FleetService.CancelCapture:output_type -> livedump.v1.CancelCaptureResponse
-	17, // 90: livedump.v1.FleetService.ListEvents:output_type -> livedump.v1.ListEventsResponse
-	19, // 91: livedump.v1.FleetService.BucketEvents:output_type -> livedump.v1.BucketEventsResponse
-	1,  // 92: livedump.v1.FleetService.ListDumps:output_type -> livedump.v1.ListDumpsResponse
-	3,  // 93: livedump.v1.FleetService.GetDump:output_type -> livedump.v1.GetDumpResponse
-	5,  // 94: livedump.v1.FleetService.PullDump:output_type -> livedump.v1.PullDumpResponse
-	47, // 95: livedump.v1.FleetService.ListOperatorCertificates:output_type -> livedump.v1.ListOperatorCertificatesResponse
-	49, // 96: livedump.v1.FleetService.RevokeOperatorCertificate:output_type -> livedump.v1.RevokeOperatorCertificateResponse
-	73, // [73:97] is the sub-list for method output_type
-	49, // [49:73] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	57, // 0: livedump.v1.ListDumpsResponse.dumps:type_name -> livedump.v1.Dump
+	57, // 1: livedump.v1.GetDumpResponse.dump:type_name -> livedump.v1.Dump
+	57, // 2: livedump.v1.PullDumpResponse.dump:type_name -> livedump.v1.Dump
+	58, // 3: livedump.v1.CreateCaptureRequest.spec:type_name -> livedump.v1.CaptureSpec
+	59, // 4: livedump.v1.CreateCaptureResponse.capture:type_name -> livedump.v1.Capture
+	50, // 5: livedump.v1.CreateCaptureResponse.preview:type_name -> livedump.v1.CapturePreview
+	59, // 6: livedump.v1.ListCapturesResponse.captures:type_name -> livedump.v1.Capture
+	59, // 7: livedump.v1.GetCaptureResponse.capture:type_name -> livedump.v1.Capture
+	60, // 8: livedump.v1.WatchCaptureResponse.event:type_name -> livedump.v1.TriggerEvent
+	61, // 9: livedump.v1.WatchCaptureResponse.target:type_name -> livedump.v1.CaptureTarget
+	59, // 10: livedump.v1.WatchCaptureResponse.ended:type_name -> livedump.v1.Capture
+	59, // 11: livedump.v1.CancelCaptureResponse.capture:type_name -> livedump.v1.Capture
+	60, // 12: livedump.v1.ListEventsResponse.events:type_name -> livedump.v1.TriggerEvent
+	62, // 13: livedump.v1.BucketEventsResponse.buckets:type_name -> livedump.v1.Bucket
+	63, // 14: livedump.v1.AgentProvisionResult.report:type_name -> livedump.v1.ProvisionReport
+	64, // 15: livedump.v1.PlanProvisionRequest.wait:type_name -> google.protobuf.Duration
+	65, // 16: livedump.v1.PlanProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
+	20, // 17: livedump.v1.PlanProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
+	66, // 18: livedump.v1.ApplyProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
+	64, // 19: livedump.v1.ApplyProvisionRequest.wait:type_name -> google.protobuf.Duration
+	65, // 20: livedump.v1.ApplyProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
+	20, // 21: livedump.v1.ApplyProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
+	66, // 22: livedump.v1.RevertProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
+	64, // 23: livedump.v1.RevertProvisionRequest.wait:type_name -> google.protobuf.Duration
+	20, // 24: livedump.v1.RevertProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
+	67, // 25: livedump.v1.UploadArtifactRequest.header:type_name -> livedump.v1.Artifact
+	67, // 26: livedump.v1.UploadArtifactResponse.artifact:type_name -> livedump.v1.Artifact
+	68, // 27: livedump.v1.ListAgentsResponse.agents:type_name -> livedump.v1.Agent
+	53, // 28: livedump.v1.LabelAgentRequest.set:type_name -> livedump.v1.LabelAgentRequest.SetEntry
+	68, // 29: livedump.v1.LabelAgentResponse.agent:type_name -> livedump.v1.Agent
+	68, // 30: livedump.v1.RevokeAgentResponse.agent:type_name -> livedump.v1.Agent
+	69, // 31: livedump.v1.Token.created:type_name -> google.protobuf.Timestamp
+	69, // 32: livedump.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	54, // 33: livedump.v1.Token.labels:type_name -> livedump.v1.Token.LabelsEntry
+	64, // 34: livedump.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	55, // 35: livedump.v1.CreateTokenRequest.labels:type_name -> livedump.v1.CreateTokenRequest.LabelsEntry
+	35, // 36: livedump.v1.CreateTokenResponse.token:type_name -> livedump.v1.Token
+	35, // 37: livedump.v1.ListTokensResponse.tokens:type_name -> livedump.v1.Token
+	35, // 38: livedump.v1.RevokeTokenResponse.token:type_name -> livedump.v1.Token
+	69, // 39: livedump.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	69, // 40: livedump.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	42, // 41: livedump.v1.ListAuditResponse.entries:type_name -> livedump.v1.AuditEntry
+	69, // 42: livedump.v1.OperatorCertificate.issued:type_name -> google.protobuf.Timestamp
+	69, // 43: livedump.v1.OperatorCertificate.not_after:type_name -> google.protobuf.Timestamp
+	69, // 44: livedump.v1.OperatorCertificate.first_seen:type_name -> google.protobuf.Timestamp
+	69, // 45: livedump.v1.OperatorCertificate.last_seen:type_name -> google.protobuf.Timestamp
+	69, // 46: livedump.v1.OperatorCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	45, // 47: livedump.v1.ListOperatorCertificatesResponse.certificates:type_name -> livedump.v1.OperatorCertificate
+	45, // 48: livedump.v1.RevokeOperatorCertificateResponse.certificates:type_name -> livedump.v1.OperatorCertificate
+	69, // 49: livedump.v1.RevokeOperatorCertificateResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	56, // 50: livedump.v1.CapturePreview.provision_states:type_name -> livedump.v1.CapturePreview.ProvisionStatesEntry
+	51, // 51: livedump.v1.CapturePreview.targets:type_name -> livedump.v1.PreviewTarget
+	70, // 52: livedump.v1.CapturePreview.statuses:type_name -> livedump.v1.ResolvedStatus
+	52, // 53: livedump.v1.CapturePreview.processes:type_name -> livedump.v1.PreviewProcess
+	71, // 54: livedump.v1.PreviewTarget.provision_state:type_name -> livedump.v1.ProvisionState
+	29, // 55: livedump.v1.FleetService.ListAgents:input_type -> livedump.v1.ListAgentsRequest
+	31, // 56: livedump.v1.FleetService.LabelAgent:input_type -> livedump.v1.LabelAgentRequest
+	33, // 57: livedump.v1.FleetService.RevokeAgent:input_type -> livedump.v1.RevokeAgentRequest
+	36, // 58: livedump.v1.FleetService.CreateToken:input_type -> livedump.v1.CreateTokenRequest
+	38, // 59: livedump.v1.FleetService.ListTokens:input_type -> livedump.v1.ListTokensRequest
+	40, // 60: livedump.v1.FleetService.RevokeToken:input_type -> livedump.v1.RevokeTokenRequest
+	43, // 61: livedump.v1.FleetService.ListAudit:input_type -> livedump.v1.ListAuditRequest
+	21, // 62: livedump.v1.FleetService.PlanProvision:input_type -> livedump.v1.PlanProvisionRequest
+	23, // 63: livedump.v1.FleetService.ApplyProvision:input_type -> livedump.v1.ApplyProvisionRequest
+	25, // 64: livedump.v1.FleetService.RevertProvision:input_type -> livedump.v1.RevertProvisionRequest
+	72, // 65: livedump.v1.FleetService.CheckAgents:input_type -> livedump.v1.CheckAgentsRequest
+	27, // 66: livedump.v1.FleetService.UploadArtifact:input_type -> livedump.v1.UploadArtifactRequest
+	6,  // 67: livedump.v1.FleetService.CreateCapture:input_type -> livedump.v1.CreateCaptureRequest
+	8,  // 68: livedump.v1.FleetService.ListCaptures:input_type -> livedump.v1.ListCapturesRequest
+	10, // 69: livedump.v1.FleetService.GetCapture:input_type -> livedump.v1.GetCaptureRequest
+	12, // 70: livedump.v1.FleetService.WatchCapture:input_type -> livedump.v1.WatchCaptureRequest
+	14, // 71: livedump.v1.FleetService.CancelCapture:input_type -> livedump.v1.CancelCaptureRequest
+	16, // 72: livedump.v1.FleetService.ListEvents:input_type -> livedump.v1.ListEventsRequest
+	18, // 73: livedump.v1.FleetService.BucketEvents:input_type -> livedump.v1.BucketEventsRequest
+	0,  // 74: livedump.v1.FleetService.ListDumps:input_type -> livedump.v1.ListDumpsRequest
+	2,  // 75: livedump.v1.FleetService.GetDump:input_type -> livedump.v1.GetDumpRequest
+	4,  // 76: livedump.v1.FleetService.PullDump:input_type -> livedump.v1.PullDumpRequest
+	46, // 77: livedump.v1.FleetService.ListOperatorCertificates:input_type -> livedump.v1.ListOperatorCertificatesRequest
+	48, // 78: livedump.v1.FleetService.RevokeOperatorCertificate:input_type -> livedump.v1.RevokeOperatorCertificateRequest
+	30, // 79: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
+	32, // 80: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
+	34, // 81: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
+	37, // 82: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
+	39, // 83: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
+	41, // 84: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
+	44, // 85: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
+	22, // 86: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
+	24, // 87: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
+	26, // 88: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
+	73, // 89: livedump.v1.FleetService.CheckAgents:output_type -> livedump.v1.CheckAgentsResponse
+	28, // 90: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
+	7,  // 91: livedump.v1.FleetService.CreateCapture:output_type -> livedump.v1.CreateCaptureResponse
+	9,  // 92: livedump.v1.FleetService.ListCaptures:output_type -> livedump.v1.ListCapturesResponse
+	11, // 93: livedump.v1.FleetService.GetCapture:output_type -> livedump.v1.GetCaptureResponse
+	13, // 94: livedump.v1.FleetService.WatchCapture:output_type -> livedump.v1.WatchCaptureResponse
+	15, // 95: livedump.v1.FleetService.CancelCapture:output_type -> livedump.v1.CancelCaptureResponse
+	17, // 96: livedump.v1.FleetService.ListEvents:output_type -> livedump.v1.ListEventsResponse
+	19, // 97: livedump.v1.FleetService.BucketEvents:output_type -> livedump.v1.BucketEventsResponse
+	1,  // 98: livedump.v1.FleetService.ListDumps:output_type -> livedump.v1.ListDumpsResponse
+	3,  // 99: livedump.v1.FleetService.GetDump:output_type -> livedump.v1.GetDumpResponse
+	5,  // 100: livedump.v1.FleetService.PullDump:output_type -> livedump.v1.PullDumpResponse
+	47, // 101: livedump.v1.FleetService.ListOperatorCertificates:output_type -> livedump.v1.ListOperatorCertificatesResponse
+	49, // 102: livedump.v1.FleetService.RevokeOperatorCertificate:output_type -> livedump.v1.RevokeOperatorCertificateResponse
+	79, // [79:103] is the sub-list for method output_type
+	55, // [55:79] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_livedump_v1_fleet_proto_init() }
@@ -3353,7 +3702,7 @@ func file_livedump_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livedump_v1_fleet_proto_rawDesc), len(file_livedump_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   53,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

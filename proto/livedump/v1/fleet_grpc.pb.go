@@ -78,8 +78,11 @@ type FleetServiceClient interface {
 	// UploadArtifact stores a file (the DTrace MSI) content-addressed: a
 	// header message first, then chunks. Role: operator.
 	UploadArtifact(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadArtifactRequest, UploadArtifactResponse], error)
-	// CreateCapture stores a capture and starts arming its targets. Role:
-	// operator; admin for raw scripts.
+	// CreateCapture stores a capture and starts arming its targets, or with
+	// dry_run only previews what would be armed. A capture that can catch
+	// nothing (no machine matches, or none is provisioned) is refused with
+	// FailedPrecondition unless force is set. Role: operator; admin for raw
+	// scripts.
 	CreateCapture(ctx context.Context, in *CreateCaptureRequest, opts ...grpc.CallOption) (*CreateCaptureResponse, error)
 	// ListCaptures lists captures, newest first. Role: viewer.
 	ListCaptures(ctx context.Context, in *ListCapturesRequest, opts ...grpc.CallOption) (*ListCapturesResponse, error)
@@ -410,8 +413,11 @@ type FleetServiceServer interface {
 	// UploadArtifact stores a file (the DTrace MSI) content-addressed: a
 	// header message first, then chunks. Role: operator.
 	UploadArtifact(grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]) error
-	// CreateCapture stores a capture and starts arming its targets. Role:
-	// operator; admin for raw scripts.
+	// CreateCapture stores a capture and starts arming its targets, or with
+	// dry_run only previews what would be armed. A capture that can catch
+	// nothing (no machine matches, or none is provisioned) is refused with
+	// FailedPrecondition unless force is set. Role: operator; admin for raw
+	// scripts.
 	CreateCapture(context.Context, *CreateCaptureRequest) (*CreateCaptureResponse, error)
 	// ListCaptures lists captures, newest first. Role: viewer.
 	ListCaptures(context.Context, *ListCapturesRequest) (*ListCapturesResponse, error)

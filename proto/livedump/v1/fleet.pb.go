@@ -2912,6 +2912,207 @@ func (x *RevokeOperatorCertificateResponse) GetRevokedAt() *timestamppb.Timestam
 	return nil
 }
 
+type DeleteDumpRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteDumpRequest) Reset() {
+	*x = DeleteDumpRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteDumpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteDumpRequest) ProtoMessage() {}
+
+func (x *DeleteDumpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteDumpRequest.ProtoReflect.Descriptor instead.
+func (*DeleteDumpRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *DeleteDumpRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DeleteDumpResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dump deleted, as it was.
+	Dump          *Dump `protobuf:"bytes,1,opt,name=dump,proto3" json:"dump,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteDumpResponse) Reset() {
+	*x = DeleteDumpResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteDumpResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteDumpResponse) ProtoMessage() {}
+
+func (x *DeleteDumpResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteDumpResponse.ProtoReflect.Descriptor instead.
+func (*DeleteDumpResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *DeleteDumpResponse) GetDump() *Dump {
+	if x != nil {
+		return x.Dump
+	}
+	return nil
+}
+
+type DeleteCaptureRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteCaptureRequest) Reset() {
+	*x = DeleteCaptureRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteCaptureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteCaptureRequest) ProtoMessage() {}
+
+func (x *DeleteCaptureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteCaptureRequest.ProtoReflect.Descriptor instead.
+func (*DeleteCaptureRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *DeleteCaptureRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DeleteCaptureResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Dumps         int32                  `protobuf:"varint,2,opt,name=dumps,proto3" json:"dumps,omitempty"`
+	Bytes         int64                  `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Events        int64                  `protobuf:"varint,4,opt,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteCaptureResponse) Reset() {
+	*x = DeleteCaptureResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteCaptureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteCaptureResponse) ProtoMessage() {}
+
+func (x *DeleteCaptureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteCaptureResponse.ProtoReflect.Descriptor instead.
+func (*DeleteCaptureResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *DeleteCaptureResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DeleteCaptureResponse) GetDumps() int32 {
+	if x != nil {
+		return x.Dumps
+	}
+	return 0
+}
+
+func (x *DeleteCaptureResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *DeleteCaptureResponse) GetEvents() int64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
 var File_livedump_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_fleet_proto_rawDesc = "" +
@@ -3100,7 +3301,18 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"!RevokeOperatorCertificateResponse\x12D\n" +
 	"\fcertificates\x18\x01 \x03(\v2 .livedump.v1.OperatorCertificateR\fcertificates\x129\n" +
 	"\n" +
-	"revoked_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt2\x9e\x10\n" +
+	"revoked_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"#\n" +
+	"\x11DeleteDumpRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\";\n" +
+	"\x12DeleteDumpResponse\x12%\n" +
+	"\x04dump\x18\x01 \x01(\v2\x11.livedump.v1.DumpR\x04dump\"&\n" +
+	"\x14DeleteCaptureRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"k\n" +
+	"\x15DeleteCaptureResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05dumps\x18\x02 \x01(\x05R\x05dumps\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x16\n" +
+	"\x06events\x18\x04 \x01(\x03R\x06events2\xc5\x11\n" +
 	"\fFleetService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.livedump.v1.ListAgentsRequest\x1a\x1f.livedump.v1.ListAgentsResponse\x12M\n" +
@@ -3130,7 +3342,10 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\aGetDump\x12\x1b.livedump.v1.GetDumpRequest\x1a\x1c.livedump.v1.GetDumpResponse0\x01\x12G\n" +
 	"\bPullDump\x12\x1c.livedump.v1.PullDumpRequest\x1a\x1d.livedump.v1.PullDumpResponse\x12w\n" +
 	"\x18ListOperatorCertificates\x12,.livedump.v1.ListOperatorCertificatesRequest\x1a-.livedump.v1.ListOperatorCertificatesResponse\x12z\n" +
-	"\x19RevokeOperatorCertificate\x12-.livedump.v1.RevokeOperatorCertificateRequest\x1a..livedump.v1.RevokeOperatorCertificateResponseB;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
+	"\x19RevokeOperatorCertificate\x12-.livedump.v1.RevokeOperatorCertificateRequest\x1a..livedump.v1.RevokeOperatorCertificateResponse\x12M\n" +
+	"\n" +
+	"DeleteDump\x12\x1e.livedump.v1.DeleteDumpRequest\x1a\x1f.livedump.v1.DeleteDumpResponse\x12V\n" +
+	"\rDeleteCapture\x12!.livedump.v1.DeleteCaptureRequest\x1a\".livedump.v1.DeleteCaptureResponseB;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
 
 var (
 	file_livedump_v1_fleet_proto_rawDescOnce sync.Once
@@ -3144,7 +3359,7 @@ func file_livedump_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_livedump_v1_fleet_proto_rawDescData
 }
 
-var file_livedump_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_livedump_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_livedump_v1_fleet_proto_goTypes = []any{
 	(*ListDumpsRequest)(nil),                  // 0: livedump.v1.ListDumpsRequest
 	(*ListDumpsResponse)(nil),                 // 1: livedump.v1.ListDumpsResponse
@@ -3196,128 +3411,137 @@ var file_livedump_v1_fleet_proto_goTypes = []any{
 	(*ListOperatorCertificatesResponse)(nil),  // 47: livedump.v1.ListOperatorCertificatesResponse
 	(*RevokeOperatorCertificateRequest)(nil),  // 48: livedump.v1.RevokeOperatorCertificateRequest
 	(*RevokeOperatorCertificateResponse)(nil), // 49: livedump.v1.RevokeOperatorCertificateResponse
-	nil,                           // 50: livedump.v1.LabelAgentRequest.SetEntry
-	nil,                           // 51: livedump.v1.Token.LabelsEntry
-	nil,                           // 52: livedump.v1.CreateTokenRequest.LabelsEntry
-	(*Dump)(nil),                  // 53: livedump.v1.Dump
-	(*CaptureSpec)(nil),           // 54: livedump.v1.CaptureSpec
-	(*Capture)(nil),               // 55: livedump.v1.Capture
-	(*TriggerEvent)(nil),          // 56: livedump.v1.TriggerEvent
-	(*CaptureTarget)(nil),         // 57: livedump.v1.CaptureTarget
-	(*Bucket)(nil),                // 58: livedump.v1.Bucket
-	(*ProvisionReport)(nil),       // 59: livedump.v1.ProvisionReport
-	(*durationpb.Duration)(nil),   // 60: google.protobuf.Duration
-	(*ProvisionProfile)(nil),      // 61: livedump.v1.ProvisionProfile
-	(RebootPolicy)(0),             // 62: livedump.v1.RebootPolicy
-	(*Artifact)(nil),              // 63: livedump.v1.Artifact
-	(*Agent)(nil),                 // 64: livedump.v1.Agent
-	(*timestamppb.Timestamp)(nil), // 65: google.protobuf.Timestamp
-	(*CheckAgentsRequest)(nil),    // 66: livedump.v1.CheckAgentsRequest
-	(*CheckAgentsResponse)(nil),   // 67: livedump.v1.CheckAgentsResponse
+	(*DeleteDumpRequest)(nil),                 // 50: livedump.v1.DeleteDumpRequest
+	(*DeleteDumpResponse)(nil),                // 51: livedump.v1.DeleteDumpResponse
+	(*DeleteCaptureRequest)(nil),              // 52: livedump.v1.DeleteCaptureRequest
+	(*DeleteCaptureResponse)(nil),             // 53: livedump.v1.DeleteCaptureResponse
+	nil,                                       // 54: livedump.v1.LabelAgentRequest.SetEntry
+	nil,                                       // 55: livedump.v1.Token.LabelsEntry
+	nil,                                       // 56: livedump.v1.CreateTokenRequest.LabelsEntry
+	(*Dump)(nil),                              // 57: livedump.v1.Dump
+	(*CaptureSpec)(nil),                       // 58: livedump.v1.CaptureSpec
+	(*Capture)(nil),                           // 59: livedump.v1.Capture
+	(*TriggerEvent)(nil),                      // 60: livedump.v1.TriggerEvent
+	(*CaptureTarget)(nil),                     // 61: livedump.v1.CaptureTarget
+	(*Bucket)(nil),                            // 62: livedump.v1.Bucket
+	(*ProvisionReport)(nil),                   // 63: livedump.v1.ProvisionReport
+	(*durationpb.Duration)(nil),               // 64: google.protobuf.Duration
+	(*ProvisionProfile)(nil),                  // 65: livedump.v1.ProvisionProfile
+	(RebootPolicy)(0),                         // 66: livedump.v1.RebootPolicy
+	(*Artifact)(nil),                          // 67: livedump.v1.Artifact
+	(*Agent)(nil),                             // 68: livedump.v1.Agent
+	(*timestamppb.Timestamp)(nil),             // 69: google.protobuf.Timestamp
+	(*CheckAgentsRequest)(nil),                // 70: livedump.v1.CheckAgentsRequest
+	(*CheckAgentsResponse)(nil),               // 71: livedump.v1.CheckAgentsResponse
 }
 var file_livedump_v1_fleet_proto_depIdxs = []int32{
-	53, // 0: livedump.v1.ListDumpsResponse.dumps:type_name -> livedump.v1.Dump
-	53, // 1: livedump.v1.GetDumpResponse.dump:type_name -> livedump.v1.Dump
-	53, // 2: livedump.v1.PullDumpResponse.dump:type_name -> livedump.v1.Dump
-	54, // 3: livedump.v1.CreateCaptureRequest.spec:type_name -> livedump.v1.CaptureSpec
-	55, // 4: livedump.v1.CreateCaptureResponse.capture:type_name -> livedump.v1.Capture
-	55, // 5: livedump.v1.ListCapturesResponse.captures:type_name -> livedump.v1.Capture
-	55, // 6: livedump.v1.GetCaptureResponse.capture:type_name -> livedump.v1.Capture
-	56, // 7: livedump.v1.WatchCaptureResponse.event:type_name -> livedump.v1.TriggerEvent
-	57, // 8: livedump.v1.WatchCaptureResponse.target:type_name -> livedump.v1.CaptureTarget
-	55, // 9: livedump.v1.WatchCaptureResponse.ended:type_name -> livedump.v1.Capture
-	55, // 10: livedump.v1.CancelCaptureResponse.capture:type_name -> livedump.v1.Capture
-	56, // 11: livedump.v1.ListEventsResponse.events:type_name -> livedump.v1.TriggerEvent
-	58, // 12: livedump.v1.BucketEventsResponse.buckets:type_name -> livedump.v1.Bucket
-	59, // 13: livedump.v1.AgentProvisionResult.report:type_name -> livedump.v1.ProvisionReport
-	60, // 14: livedump.v1.PlanProvisionRequest.wait:type_name -> google.protobuf.Duration
-	61, // 15: livedump.v1.PlanProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
+	57, // 0: livedump.v1.ListDumpsResponse.dumps:type_name -> livedump.v1.Dump
+	57, // 1: livedump.v1.GetDumpResponse.dump:type_name -> livedump.v1.Dump
+	57, // 2: livedump.v1.PullDumpResponse.dump:type_name -> livedump.v1.Dump
+	58, // 3: livedump.v1.CreateCaptureRequest.spec:type_name -> livedump.v1.CaptureSpec
+	59, // 4: livedump.v1.CreateCaptureResponse.capture:type_name -> livedump.v1.Capture
+	59, // 5: livedump.v1.ListCapturesResponse.captures:type_name -> livedump.v1.Capture
+	59, // 6: livedump.v1.GetCaptureResponse.capture:type_name -> livedump.v1.Capture
+	60, // 7: livedump.v1.WatchCaptureResponse.event:type_name -> livedump.v1.TriggerEvent
+	61, // 8: livedump.v1.WatchCaptureResponse.target:type_name -> livedump.v1.CaptureTarget
+	59, // 9: livedump.v1.WatchCaptureResponse.ended:type_name -> livedump.v1.Capture
+	59, // 10: livedump.v1.CancelCaptureResponse.capture:type_name -> livedump.v1.Capture
+	60, // 11: livedump.v1.ListEventsResponse.events:type_name -> livedump.v1.TriggerEvent
+	62, // 12: livedump.v1.BucketEventsResponse.buckets:type_name -> livedump.v1.Bucket
+	63, // 13: livedump.v1.AgentProvisionResult.report:type_name -> livedump.v1.ProvisionReport
+	64, // 14: livedump.v1.PlanProvisionRequest.wait:type_name -> google.protobuf.Duration
+	65, // 15: livedump.v1.PlanProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
 	20, // 16: livedump.v1.PlanProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	62, // 17: livedump.v1.ApplyProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
-	60, // 18: livedump.v1.ApplyProvisionRequest.wait:type_name -> google.protobuf.Duration
-	61, // 19: livedump.v1.ApplyProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
+	66, // 17: livedump.v1.ApplyProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
+	64, // 18: livedump.v1.ApplyProvisionRequest.wait:type_name -> google.protobuf.Duration
+	65, // 19: livedump.v1.ApplyProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
 	20, // 20: livedump.v1.ApplyProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	62, // 21: livedump.v1.RevertProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
-	60, // 22: livedump.v1.RevertProvisionRequest.wait:type_name -> google.protobuf.Duration
+	66, // 21: livedump.v1.RevertProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
+	64, // 22: livedump.v1.RevertProvisionRequest.wait:type_name -> google.protobuf.Duration
 	20, // 23: livedump.v1.RevertProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	63, // 24: livedump.v1.UploadArtifactRequest.header:type_name -> livedump.v1.Artifact
-	63, // 25: livedump.v1.UploadArtifactResponse.artifact:type_name -> livedump.v1.Artifact
-	64, // 26: livedump.v1.ListAgentsResponse.agents:type_name -> livedump.v1.Agent
-	50, // 27: livedump.v1.LabelAgentRequest.set:type_name -> livedump.v1.LabelAgentRequest.SetEntry
-	64, // 28: livedump.v1.LabelAgentResponse.agent:type_name -> livedump.v1.Agent
-	64, // 29: livedump.v1.RevokeAgentResponse.agent:type_name -> livedump.v1.Agent
-	65, // 30: livedump.v1.Token.created:type_name -> google.protobuf.Timestamp
-	65, // 31: livedump.v1.Token.expires:type_name -> google.protobuf.Timestamp
-	51, // 32: livedump.v1.Token.labels:type_name -> livedump.v1.Token.LabelsEntry
-	60, // 33: livedump.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	52, // 34: livedump.v1.CreateTokenRequest.labels:type_name -> livedump.v1.CreateTokenRequest.LabelsEntry
+	67, // 24: livedump.v1.UploadArtifactRequest.header:type_name -> livedump.v1.Artifact
+	67, // 25: livedump.v1.UploadArtifactResponse.artifact:type_name -> livedump.v1.Artifact
+	68, // 26: livedump.v1.ListAgentsResponse.agents:type_name -> livedump.v1.Agent
+	54, // 27: livedump.v1.LabelAgentRequest.set:type_name -> livedump.v1.LabelAgentRequest.SetEntry
+	68, // 28: livedump.v1.LabelAgentResponse.agent:type_name -> livedump.v1.Agent
+	68, // 29: livedump.v1.RevokeAgentResponse.agent:type_name -> livedump.v1.Agent
+	69, // 30: livedump.v1.Token.created:type_name -> google.protobuf.Timestamp
+	69, // 31: livedump.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	55, // 32: livedump.v1.Token.labels:type_name -> livedump.v1.Token.LabelsEntry
+	64, // 33: livedump.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	56, // 34: livedump.v1.CreateTokenRequest.labels:type_name -> livedump.v1.CreateTokenRequest.LabelsEntry
 	35, // 35: livedump.v1.CreateTokenResponse.token:type_name -> livedump.v1.Token
 	35, // 36: livedump.v1.ListTokensResponse.tokens:type_name -> livedump.v1.Token
 	35, // 37: livedump.v1.RevokeTokenResponse.token:type_name -> livedump.v1.Token
-	65, // 38: livedump.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	65, // 39: livedump.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	69, // 38: livedump.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	69, // 39: livedump.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
 	42, // 40: livedump.v1.ListAuditResponse.entries:type_name -> livedump.v1.AuditEntry
-	65, // 41: livedump.v1.OperatorCertificate.issued:type_name -> google.protobuf.Timestamp
-	65, // 42: livedump.v1.OperatorCertificate.not_after:type_name -> google.protobuf.Timestamp
-	65, // 43: livedump.v1.OperatorCertificate.first_seen:type_name -> google.protobuf.Timestamp
-	65, // 44: livedump.v1.OperatorCertificate.last_seen:type_name -> google.protobuf.Timestamp
-	65, // 45: livedump.v1.OperatorCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	69, // 41: livedump.v1.OperatorCertificate.issued:type_name -> google.protobuf.Timestamp
+	69, // 42: livedump.v1.OperatorCertificate.not_after:type_name -> google.protobuf.Timestamp
+	69, // 43: livedump.v1.OperatorCertificate.first_seen:type_name -> google.protobuf.Timestamp
+	69, // 44: livedump.v1.OperatorCertificate.last_seen:type_name -> google.protobuf.Timestamp
+	69, // 45: livedump.v1.OperatorCertificate.revoked_at:type_name -> google.protobuf.Timestamp
 	45, // 46: livedump.v1.ListOperatorCertificatesResponse.certificates:type_name -> livedump.v1.OperatorCertificate
 	45, // 47: livedump.v1.RevokeOperatorCertificateResponse.certificates:type_name -> livedump.v1.OperatorCertificate
-	65, // 48: livedump.v1.RevokeOperatorCertificateResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	29, // 49: livedump.v1.FleetService.ListAgents:input_type -> livedump.v1.ListAgentsRequest
-	31, // 50: livedump.v1.FleetService.LabelAgent:input_type -> livedump.v1.LabelAgentRequest
-	33, // 51: livedump.v1.FleetService.RevokeAgent:input_type -> livedump.v1.RevokeAgentRequest
-	36, // 52: livedump.v1.FleetService.CreateToken:input_type -> livedump.v1.CreateTokenRequest
-	38, // 53: livedump.v1.FleetService.ListTokens:input_type -> livedump.v1.ListTokensRequest
-	40, // 54: livedump.v1.FleetService.RevokeToken:input_type -> livedump.v1.RevokeTokenRequest
-	43, // 55: livedump.v1.FleetService.ListAudit:input_type -> livedump.v1.ListAuditRequest
-	21, // 56: livedump.v1.FleetService.PlanProvision:input_type -> livedump.v1.PlanProvisionRequest
-	23, // 57: livedump.v1.FleetService.ApplyProvision:input_type -> livedump.v1.ApplyProvisionRequest
-	25, // 58: livedump.v1.FleetService.RevertProvision:input_type -> livedump.v1.RevertProvisionRequest
-	66, // 59: livedump.v1.FleetService.CheckAgents:input_type -> livedump.v1.CheckAgentsRequest
-	27, // 60: livedump.v1.FleetService.UploadArtifact:input_type -> livedump.v1.UploadArtifactRequest
-	6,  // 61: livedump.v1.FleetService.CreateCapture:input_type -> livedump.v1.CreateCaptureRequest
-	8,  // 62: livedump.v1.FleetService.ListCaptures:input_type -> livedump.v1.ListCapturesRequest
-	10, // 63: livedump.v1.FleetService.GetCapture:input_type -> livedump.v1.GetCaptureRequest
-	12, // 64: livedump.v1.FleetService.WatchCapture:input_type -> livedump.v1.WatchCaptureRequest
-	14, // 65: livedump.v1.FleetService.CancelCapture:input_type -> livedump.v1.CancelCaptureRequest
-	16, // 66: livedump.v1.FleetService.ListEvents:input_type -> livedump.v1.ListEventsRequest
-	18, // 67: livedump.v1.FleetService.BucketEvents:input_type -> livedump.v1.BucketEventsRequest
-	0,  // 68: livedump.v1.FleetService.ListDumps:input_type -> livedump.v1.ListDumpsRequest
-	2,  // 69: livedump.v1.FleetService.GetDump:input_type -> livedump.v1.GetDumpRequest
-	4,  // 70: livedump.v1.FleetService.PullDump:input_type -> livedump.v1.PullDumpRequest
-	46, // 71: livedump.v1.FleetService.ListOperatorCertificates:input_type -> livedump.v1.ListOperatorCertificatesRequest
-	48, // 72: livedump.v1.FleetService.RevokeOperatorCertificate:input_type -> livedump.v1.RevokeOperatorCertificateRequest
-	30, // 73: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
-	32, // 74: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
-	34, // 75: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
-	37, // 76: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
-	39, // 77: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
-	41, // 78: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
-	44, // 79: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
-	22, // 80: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
-	24, // 81: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
-	26, // 82: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
-	67, // 83: livedump.v1.FleetService.CheckAgents:output_type -> livedump.v1.CheckAgentsResponse
-	28, // 84: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
-	7,  // 85: livedump.v1.FleetService.CreateCapture:output_type -> livedump.v1.CreateCaptureResponse
-	9,  // 86: livedump.v1.FleetService.ListCaptures:output_type -> livedump.v1.ListCapturesResponse
-	11, // 87: livedump.v1.FleetService.GetCapture:output_type -> livedump.v1.GetCaptureResponse
-	13, // 88: livedump.v1.FleetService.WatchCapture:output_type -> livedump.v1.WatchCaptureResponse
-	15, // 89: livedump.v1.FleetService.CancelCapture:output_type -> livedump.v1.CancelCaptureResponse
-	17, // 90: livedump.v1.FleetService.ListEvents:output_type -> livedump.v1.ListEventsResponse
-	19, // 91: livedump.v1.FleetService.BucketEvents:output_type -> livedump.v1.BucketEventsResponse
-	1,  // 92: livedump.v1.FleetService.ListDumps:output_type -> livedump.v1.ListDumpsResponse
-	3,  // 93: livedump.v1.FleetService.GetDump:output_type -> livedump.v1.GetDumpResponse
-	5,  // 94: livedump.v1.FleetService.PullDump:output_type -> livedump.v1.PullDumpResponse
-	47, // 95: livedump.v1.FleetService.ListOperatorCertificates:output_type -> livedump.v1.ListOperatorCertificatesResponse
-	49, // 96: livedump.v1.FleetService.RevokeOperatorCertificate:output_type -> livedump.v1.RevokeOperatorCertificateResponse
-	73, // [73:97] is the sub-list for method output_type
-	49, // [49:73] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	69, // 48: livedump.v1.RevokeOperatorCertificateResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	57, // 49: livedump.v1.DeleteDumpResponse.dump:type_name -> livedump.v1.Dump
+	29, // 50: livedump.v1.FleetService.ListAgents:input_type -> livedump.v1.ListAgentsRequest
+	31, // 51: livedump.v1.FleetService.LabelAgent:input_type -> livedump.v1.LabelAgentRequest
+	33, // 52: livedump.v1.FleetService.RevokeAgent:input_type -> livedump.v1.RevokeAgentRequest
+	36, // 53: livedump.v1.FleetService.CreateToken:input_type -> livedump.v1.CreateTokenRequest
+	38, // 54: livedump.v1.FleetService.ListTokens:input_type -> livedump.v1.ListTokensRequest
+	40, // 55: livedump.v1.FleetService.RevokeToken:input_type -> livedump.v1.RevokeTokenRequest
+	43, // 56: livedump.v1.FleetService.ListAudit:input_type -> livedump.v1.ListAuditRequest
+	21, // 57: livedump.v1.FleetService.PlanProvision:input_type -> livedump.v1.PlanProvisionRequest
+	23, // 58: livedump.v1.FleetService.ApplyProvision:input_type -> livedump.v1.ApplyProvisionRequest
+	25, // 59: livedump.v1.FleetService.RevertProvision:input_type -> livedump.v1.RevertProvisionRequest
+	70, // 60: livedump.v1.FleetService.CheckAgents:input_type -> livedump.v1.CheckAgentsRequest
+	27, // 61: livedump.v1.FleetService.UploadArtifact:input_type -> livedump.v1.UploadArtifactRequest
+	6,  // 62: livedump.v1.FleetService.CreateCapture:input_type -> livedump.v1.CreateCaptureRequest
+	8,  // 63: livedump.v1.FleetService.ListCaptures:input_type -> livedump.v1.ListCapturesRequest
+	10, // 64: livedump.v1.FleetService.GetCapture:input_type -> livedump.v1.GetCaptureRequest
+	12, // 65: livedump.v1.FleetService.WatchCapture:input_type -> livedump.v1.WatchCaptureRequest
+	14, // 66: livedump.v1.FleetService.CancelCapture:input_type -> livedump.v1.CancelCaptureRequest
+	16, // 67: livedump.v1.FleetService.ListEvents:input_type -> livedump.v1.ListEventsRequest
+	18, // 68: livedump.v1.FleetService.BucketEvents:input_type -> livedump.v1.BucketEventsRequest
+	0,  // 69: livedump.v1.FleetService.ListDumps:input_type -> livedump.v1.ListDumpsRequest
+	2,  // 70: livedump.v1.FleetService.GetDump:input_type -> livedump.v1.GetDumpRequest
+	4,  // 71: livedump.v1.FleetService.PullDump:input_type -> livedump.v1.PullDumpRequest
+	46, // 72: livedump.v1.FleetService.ListOperatorCertificates:input_type -> livedump.v1.ListOperatorCertificatesRequest
+	48, // 73: livedump.v1.FleetService.RevokeOperatorCertificate:input_type -> livedump.v1.RevokeOperatorCertificateRequest
+	50, // 74: livedump.v1.FleetService.DeleteDump:input_type -> livedump.v1.DeleteDumpRequest
+	52, // 75: livedump.v1.FleetService.DeleteCapture:input_type -> livedump.v1.DeleteCaptureRequest
+	30, // 76: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
+	32, // 77: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
+	34, // 78: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
+	37, // 79: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
+	39, // 80: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
+	41, // 81: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
+	44, // 82: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
+	22, // 83: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
+	24, // 84: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
+	26, // 85: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
+	71, // 86: livedump.v1.FleetService.CheckAgents:output_type -> livedump.v1.CheckAgentsResponse
+	28, // 87: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
+	7,  // 88: livedump.v1.FleetService.CreateCapture:output_type -> livedump.v1.CreateCaptureResponse
+	9,  // 89: livedump.v1.FleetService.ListCaptures:output_type -> livedump.v1.ListCapturesResponse
+	11, // 90: livedump.v1.FleetService.GetCapture:output_type -> livedump.v1.GetCaptureResponse
+	13, // 91: livedump.v1.FleetService.WatchCapture:output_type -> livedump.v1.WatchCaptureResponse
+	15, // 92: livedump.v1.FleetService.CancelCapture:output_type -> livedump.v1.CancelCaptureResponse
+	17, // 93: livedump.v1.FleetService.ListEvents:output_type -> livedump.v1.ListEventsResponse
+	19, // 94: livedump.v1.FleetService.BucketEvents:output_type -> livedump.v1.BucketEventsResponse
+	1,  // 95: livedump.v1.FleetService.ListDumps:output_type -> livedump.v1.ListDumpsResponse
+	3,  // 96: livedump.v1.FleetService.GetDump:output_type -> livedump.v1.GetDumpResponse
+	5,  // 97: livedump.v1.FleetService.PullDump:output_type -> livedump.v1.PullDumpResponse
+	47, // 98: livedump.v1.FleetService.ListOperatorCertificates:output_type -> livedump.v1.ListOperatorCertificatesResponse
+	49, // 99: livedump.v1.FleetService.RevokeOperatorCertificate:output_type -> livedump.v1.RevokeOperatorCertificateResponse
+	51, // 100: livedump.v1.FleetService.DeleteDump:output_type -> livedump.v1.DeleteDumpResponse
+	53, // 101: livedump.v1.FleetService.DeleteCapture:output_type -> livedump.v1.DeleteCaptureResponse
+	76, // [76:102] is the sub-list for method output_type
+	50, // [50:76] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_livedump_v1_fleet_proto_init() }
@@ -3353,7 +3577,7 @@ func file_livedump_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livedump_v1_fleet_proto_rawDesc), len(file_livedump_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   53,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -320,3 +320,8 @@ func TestDeleteCapture(t *testing.T) {
 		t.Fatalf("second DeleteCapture = %v", err)
 	}
 }
+
+var (
+	_ Transfers = (*dumps.Receiver)(nil)
+	_ Blobs     = (blobstore.Blobs)(nil)
+)

@@ -30,14 +30,23 @@ func deleteErr(s *FleetServer, what, id string, err error) error {
 	case errors.Is(err, retention.ErrCaptureActive):
 		return status.Errorf(codes.FailedPrecondition, "capture %s is active; cancel it first (livedumpctl capture cancel %s), then delete it", id, id)
 	case errors.Is(err, retention.ErrDownloading):
-		return status.Errorf(codes.FailedPrecondition, "%s %s: %v; delete it once the download has ended (a download holds its dump until %s after it ends)",
-			what, id, err, dumps.ReadLease)
+		return status.Errorf(codes.FailedPrecondition, "%s %s%s; delete it once the download has ended (a download holds its dump until %s after it ends)",
+			what, id, sep(what, err), dumps.ReadLease)
 	case errors.Is(err, retention.ErrUploading):
-		return status.Errorf(codes.FailedPrecondition, "%s %s: %v; delete it once the upload has finished or failed", what, id, err)
+		return status.Errorf(codes.FailedPrecondition, "%s %s%s; delete it once the upload has finished or failed", what, id, sep(what, err))
 	case errors.Is(err, store.ErrInUse):
 		return status.Errorf(codes.FailedPrecondition, "%s %s: %v", what, id, err)
 	}
 	return toStatus(s.cfg.Logger, fmt.Sprintf("delete %s %s", what, id), err)
+}
+
+// sep joins "dump ID" to what a refusal says: "dump ID is being
+// downloaded", "capture ID: dump ID2 is being downloaded".
+func sep(what string, err error) string {
+	if what == "dump" {
+		return " " + err.Error()
+	}
+	return ": " + err.Error()
 }
 
 // DeleteDump implements FleetService.DeleteDump.

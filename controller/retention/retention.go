@@ -44,12 +44,18 @@ const (
 	pageSize         = 100
 )
 
-// Errors of DeleteDump and DeleteCapture. Each wraps store.ErrInUse.
+// Errors of DeleteDump and DeleteCapture. Each is a store.ErrInUse.
 var (
-	ErrDownloading   = fmt.Errorf("being downloaded: %w", store.ErrInUse)
-	ErrUploading     = fmt.Errorf("still uploading: %w", store.ErrInUse)
-	ErrCaptureActive = fmt.Errorf("capture is active: %w", store.ErrInUse)
+	ErrDownloading   error = inUse("is being downloaded")
+	ErrUploading     error = inUse("is still uploading")
+	ErrCaptureActive error = inUse("is active")
 )
+
+// inUse is an error that is store.ErrInUse with its own words.
+type inUse string
+
+func (e inUse) Error() string        { return string(e) }
+func (e inUse) Is(target error) bool { return target == store.ErrInUse }
 
 // Policy says what the sweep deletes. For each limit zero takes the
 // default and a negative value turns it off.

@@ -34,6 +34,7 @@ import (
 	"github.com/livedump/livedump/controller/dumps"
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
+	"github.com/livedump/livedump/controller/retention"
 	"github.com/livedump/livedump/controller/store"
 	"github.com/livedump/livedump/controller/store/backend"
 	"github.com/livedump/livedump/controller/store/sqlite"
@@ -110,6 +111,11 @@ type Config struct {
 	// that have not proven who they are.
 	Transport TransportConfig
 
+	// Retention is what the background sweep deletes (controller/retention).
+	// A zero DumpMaxBytes is retention.DefaultMaxBytesPercent of the total
+	// dump quota (none when there is no quota).
+	Retention retention.Policy
+
 	// RenewGrace is how long an agent's certificate replaced by a renewal
 	// is still accepted (never to renew again); 0 means 10 minutes,
 	// negative means not at all.
@@ -139,6 +145,7 @@ type Controller struct {
 	captures *capture.Manager
 	dumps    *dumps.Receiver
 	cluster  *cluster.Cluster
+	sweeper  *retention.Sweeper
 }
 
 // New opens the store and CA, issues the server certificate and binds the
@@ -256,6 +263,11 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 		return nil, err
 	}
 
+	c.sweeper = retention.New(retention.Config{
+		Store: c.store, Blobs: c.blobs, Transfers: c.dumps, Policy: retentionPolicy(cfg), Holder: c.cluster.ID(),
+		Logger: c.log, Clock: cfg.Clock, Metrics: reg,
+	})
+
 	tm := newTransportMetrics(reg)
 	if cfg.Transport.EnrollRate > 0 {
 		c.limiter = api.NewEnrollLimiter(api.EnrollLimiterConfig{
@@ -271,6 +283,7 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	livedumpv1.RegisterFleetServiceServer(c.grpc, api.NewFleetServer(api.FleetConfig{
 		Store: c.store, Blobs: c.blobs, Profile: *cfg.Profile, Captures: c.captures, Events: c.captures, Dumps: c.dumps, Tokens: c.enroller,
 		Local: c.fleet, Peers: c.cluster, Revocations: c.cluster, Logger: c.log, Clock: cfg.Clock,
+		Deleter: c.sweeper,
 	}))
 	c.health = health.NewServer()
 	healthpb.RegisterHealthServer(c.grpc, c.health)
@@ -430,6 +443,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { return c.captures.Run(ctx) })
 	g.Go(func() error { return c.dumps.Run(ctx) })
+	g.Go(func() error { return c.sweeper.Run(ctx) })
 	g.Go(func() error { return c.cluster.Run(ctx) })
 	g.Go(func() error {
 		<-ctx.Done()
@@ -450,6 +464,23 @@ func (c *Controller) Run(ctx context.Context) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// retentionPolicy is cfg.Retention with the dump byte limit resolved
+// against the total dump quota.
+func retentionPolicy(cfg Config) retention.Policy {
+	p := cfg.Retention
+	if p.DumpMaxBytes == 0 {
+		quota := cfg.Uploads.QuotaTotal
+		if quota == 0 {
+			quota = dumps.DefaultQuotaTotal
+		}
+		p.DumpMaxBytes = -1
+		if quota > 0 {
+			p.DumpMaxBytes = quota / 100 * retention.DefaultMaxBytesPercent
+		}
+	}
+	return p
 }
 
 func (c *Controller) grace() time.Duration {

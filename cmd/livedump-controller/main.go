@@ -80,6 +80,12 @@ var defaults = map[string]any{
 	"dumps.quota_total":     "1TiB",
 	"dumps.partial_ttl":     "24h",
 
+	"retention.interval":         "10m",
+	"retention.dumps.max_age":    "30d",
+	"retention.dumps.max_bytes":  "90%", // of dumps.quota_total
+	"retention.events.max_age":   "30d",
+	"retention.events.max_count": 10_000_000,
+
 	"provision.full_live_reports_max":        10,
 	"provision.system_throttle_threshold":    0,
 	"provision.component_throttle_threshold": 0,
@@ -227,7 +233,12 @@ func controllerConfig(v *config.Config) (controller.Config, error) {
 	if err != nil {
 		return controller.Config{}, err
 	}
+	keep, err := retentionConfig(v, uploads.QuotaTotal)
+	if err != nil {
+		return controller.Config{}, err
+	}
 	return controller.Config{
+		Retention:         keep,
 		Uploads:           uploads,
 		UploadSlots:       slots,
 		Profile:           &prof,

@@ -28,7 +28,7 @@ func (a *app) captureCmd() *cobra.Command {
 		Short: "Create, follow and cancel captures: probes armed across a group of machines",
 	}
 	groupCommand(cmd)
-	cmd.AddCommand(a.captureCreateCmd(), a.captureListCmd(), a.captureGetCmd(), a.captureWatchCmd(), a.captureCancelCmd())
+	cmd.AddCommand(a.captureCreateCmd(), a.captureListCmd(), a.captureGetCmd(), a.captureWatchCmd(), a.captureCancelCmd(), a.captureDeleteCmd())
 	return cmd
 }
 

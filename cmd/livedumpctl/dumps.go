@@ -66,6 +66,6 @@ func (a *app) dumpsCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(list, get, pull)
+	cmd.AddCommand(list, get, pull, a.dumpsDeleteCmd())
 	return cmd
 }

@@ -86,6 +86,10 @@ var policy = map[string]rule{
 	livedumpv1.FleetService_ListOperatorCertificates_FullMethodName:  {caller: operators, minRole: pki.RoleAdmin},
 	livedumpv1.FleetService_RevokeOperatorCertificate_FullMethodName: {caller: operators, minRole: pki.RoleAdmin, mutating: true},
 
+	// Deleting destroys evidence: admin only, audited.
+	livedumpv1.FleetService_DeleteDump_FullMethodName:    {caller: operators, minRole: pki.RoleAdmin, mutating: true},
+	livedumpv1.FleetService_DeleteCapture_FullMethodName: {caller: operators, minRole: pki.RoleAdmin, mutating: true},
+
 	"/grpc.health.v1.Health/Check": {caller: anyone},
 	// A Watch stream is held open: not for callers without a certificate
 	// (load balancers use Check).

@@ -43,6 +43,9 @@ type FleetConfig struct {
 	Clock       clockwork.Clock
 	// PageBytes is the encoded size a list response stays under (0: 1 MiB).
 	PageBytes int
+	// Deleter deletes dumps and captures (DeleteDump, DeleteCapture); nil:
+	// those calls are unimplemented.
+	Deleter Deleter
 }
 
 // FleetServer implements livedump.v1.FleetService.

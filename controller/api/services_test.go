@@ -7,6 +7,7 @@ import (
 	"github.com/livedump/livedump/controller/dumps"
 	"github.com/livedump/livedump/controller/enroll"
 	"github.com/livedump/livedump/controller/fleet"
+	"github.com/livedump/livedump/controller/retention"
 )
 
 // The controller's services keep fitting the interfaces the handlers
@@ -29,4 +30,6 @@ var (
 	_ api.Presence    = (*cluster.Cluster)(nil)
 	_ api.Peers       = (*cluster.Cluster)(nil)
 	_ api.Revocations = (*cluster.Cluster)(nil)
+
+	_ api.Deleter = (*retention.Sweeper)(nil)
 )

@@ -38,6 +38,12 @@ type Blobs interface {
 	Open(ctx context.Context, sum string) (Reader, error)
 	// Has reports whether the store holds content with hash sum.
 	Has(ctx context.Context, sum string) (bool, error)
+	// Delete removes the content with hash sum; content that is not there
+	// is not an error, so a retried delete succeeds. Content is shared by
+	// everything with the same hash: the caller checks that nothing else
+	// names it. A reader already open may go on reading it on a
+	// filesystem (the file stays until closed), not on S3.
+	Delete(ctx context.Context, sum string) error
 	// Upload starts or resumes the resumable upload id of content
 	// announced as size bytes hashing to sum. committed is 0 or an offset
 	// an earlier Sync of the same upload returned, possibly in another

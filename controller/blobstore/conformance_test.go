@@ -535,3 +535,42 @@ func TestExpireUploads(t *testing.T) {
 		noLeftovers(t, b)
 	})
 }
+
+func TestDelete(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		s := b.open(t)
+		keep, gone := randomContent(1000), randomContent(2000)
+		for _, c := range [][]byte{keep, gone} {
+			if _, _, err := s.Put(ctx, bytes.NewReader(c), "", int64(len(c))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Delete(ctx, sha(gone)); err != nil {
+			t.Fatalf("Delete: %v", err)
+		}
+		// Another instance on the same storage sees it gone, and the
+		// other content untouched.
+		other := b.open(t)
+		if has(t, other, sha(gone)) {
+			t.Fatal("Has after Delete")
+		}
+		if _, err := other.Open(ctx, sha(gone)); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Open after Delete = %v, want ErrNotFound", err)
+		}
+		if got := readBlob(t, other, sha(keep)); !bytes.Equal(got, keep) {
+			t.Fatal("Delete touched other content")
+		}
+		if err := s.Delete(ctx, sha(gone)); err != nil {
+			t.Fatalf("Delete again = %v, want nil", err)
+		}
+		if err := s.Delete(ctx, "../../etc/passwd"); err == nil {
+			t.Fatal("Delete accepted a path for a hash")
+		}
+		// Deleted content can be stored again.
+		if _, _, err := s.Put(ctx, bytes.NewReader(gone), sha(gone), int64(len(gone))); err != nil || !has(t, s, sha(gone)) {
+			t.Fatalf("Put after Delete: %v", err)
+		}
+		noLeftovers(t, b)
+	})
+}

@@ -170,6 +170,18 @@ func (s *Store) Has(_ context.Context, sum string) (bool, error) {
 	return err == nil, err
 }
 
+// Delete implements Blobs.Delete.
+func (s *Store) Delete(_ context.Context, sum string) error {
+	p, err := s.path(sum)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 // Upload implements Blobs.Upload with a file uploads/<id>.part that is
 // fsynced on Sync. A resume re-reads the committed prefix to restore the
 // hash, so Finish never reads the whole file again.

@@ -176,6 +176,19 @@ func (s *S3) Has(ctx context.Context, sum string) (bool, error) {
 	return err == nil, transient(err)
 }
 
+// Delete implements Blobs.Delete. S3 answers a delete of a missing key
+// with success.
+func (s *S3) Delete(ctx context.Context, sum string) error {
+	if err := ValidSHA256(sum); err != nil {
+		return err
+	}
+	err := s.client.RemoveObject(ctx, s.bucket, s.key(sum), minio.RemoveObjectOptions{})
+	if notFound(err) {
+		return nil
+	}
+	return transient(err)
+}
+
 // uploadState is what another process needs to resume an upload.
 type uploadState struct {
 	SHA256   string `json:"sha256"`

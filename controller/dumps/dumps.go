@@ -51,6 +51,12 @@ const (
 	memorySlack = 64 << 20
 	// sweepBatch bounds the partial uploads expired per sweep.
 	sweepBatch = 100
+	// ReadLease is how long a download marks its dump in the store as
+	// being read (store.MarkDumpRead); the replica serving it renews the
+	// mark every quarter of it while the download lasts, so that no
+	// replica's retention sweep deletes the dump. A dump stays protected
+	// up to ReadLease after its last download ended or its replica died.
+	ReadLease = 2 * time.Minute
 )
 
 // Stored states.
@@ -136,9 +142,10 @@ type Receiver struct {
 	slots chan struct{}
 	dec   *zstd.Decoder
 
-	mu     sync.Mutex
-	agents map[string]bool    // agents with an upload stream open here: one each
-	active map[string]*active // dump ID -> upload in progress here
+	mu      sync.Mutex
+	agents  map[string]bool    // agents with an upload stream open here: one each
+	active  map[string]*active // dump ID -> upload in progress here
+	readers map[string]int     // dump ID -> downloads open here
 
 	results    *prometheus.CounterVec
 	refusals   *prometheus.CounterVec
@@ -192,7 +199,7 @@ func New(cfg Config) (*Receiver, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Receiver{cfg: cfg, slots: make(chan struct{}, cfg.Slots), dec: dec, agents: map[string]bool{}, active: map[string]*active{},
+	r := &Receiver{cfg: cfg, slots: make(chan struct{}, cfg.Slots), dec: dec, agents: map[string]bool{}, active: map[string]*active{}, readers: map[string]int{},
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "livedump_controller_dumps_total", Help: "Dump uploads finished, by result (uploaded, duplicate: already uploaded and verified, hash_only, corrupt, failed)."}, []string{"result"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "livedump_controller_dump_refusals_total",
 			Help: "Dump reports and uploads refused, by reason (invalid, not_owner, not_target, forged_state, immutable, too_large, quota_agent, quota_total, busy, header_timeout, chunk_timeout, past_size)."}, []string{"reason"}),
@@ -594,20 +601,87 @@ func (r *Receiver) uploading(id string) bool {
 	return r.active[id] != nil
 }
 
+// Uploading reports whether dump id is being uploaded to this replica.
+func (r *Receiver) Uploading(id string) bool { return r.uploading(id) }
+
+// Reading reports whether a download of dump id is open on this replica.
+func (r *Receiver) Reading(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.readers[id] > 0
+}
+
 // Run removes partial uploads that made no progress for the partial
-// upload TTL until ctx ends.
+// upload TTL, and renews the read marks of the downloads open here, until
+// ctx ends.
 func (r *Receiver) Run(ctx context.Context) error {
 	every := min(max(r.cfg.Bounds.PartialTTL/4, 100*time.Millisecond), 10*time.Minute)
 	t := r.cfg.Clock.NewTicker(every)
 	defer t.Stop()
+	renew := r.cfg.Clock.NewTicker(ReadLease / 4)
+	defer renew.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.Chan():
+			r.Sweep(ctx)
+		case <-renew.Chan():
+			r.RenewReads(ctx)
 		}
-		r.Sweep(ctx)
 	}
+}
+
+// RenewReads moves the store's read mark of every dump with a download
+// open here to ReadLease from now.
+func (r *Receiver) RenewReads(ctx context.Context) {
+	r.mu.Lock()
+	ids := make([]string, 0, len(r.readers))
+	for id := range r.readers {
+		ids = append(ids, id)
+	}
+	r.mu.Unlock()
+	until := r.cfg.Clock.Now().UTC().Add(ReadLease)
+	for _, id := range ids {
+		if err := r.cfg.Store.MarkDumpRead(ctx, id, until); err != nil {
+			r.cfg.Logger.Warn("renew dump read mark", "dump_id", id, "err", err)
+		}
+	}
+}
+
+// startRead counts a download of dump id open here and marks the dump read
+// in the store; release undoes the count.
+func (r *Receiver) startRead(ctx context.Context, id string) (release func(), err error) {
+	r.mu.Lock()
+	r.readers[id]++
+	r.mu.Unlock()
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			r.mu.Lock()
+			if r.readers[id]--; r.readers[id] <= 0 {
+				delete(r.readers, id)
+			}
+			r.mu.Unlock()
+		})
+	}
+	if err := r.cfg.Store.MarkDumpRead(ctx, id, r.cfg.Clock.Now().UTC().Add(ReadLease)); err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
+}
+
+// reading is an open download: Close releases its count.
+type reading struct {
+	blobstore.Reader
+	release func()
+}
+
+func (f *reading) Close() error {
+	err := f.Reader.Close()
+	f.release()
+	return err
 }
 
 // Sweep removes the partial uploads that made no progress for the partial
@@ -830,7 +904,11 @@ func Proto(d store.Dump, hostname string) *livedumpv1.Dump {
 	}
 }
 
-// Open opens an uploaded dump's content.
+// Open opens an uploaded dump's content. Until the reader is closed the
+// dump counts as being downloaded: it is marked read in the store (renewed
+// by Run) so that no replica's retention sweep or delete removes it. The
+// mark comes before the content is opened, so a dump deleted first is not
+// found, and one marked first is not deleted.
 func (r *Receiver) Open(ctx context.Context, id string) (store.Dump, blobstore.Reader, error) {
 	d, err := r.cfg.Store.GetDump(ctx, id)
 	if err != nil {
@@ -839,9 +917,14 @@ func (r *Receiver) Open(ctx context.Context, id string) (store.Dump, blobstore.R
 	if d.State != StateUploaded {
 		return d, nil, status.Errorf(codes.FailedPrecondition, "dump %s is %s, not uploaded (hash-only dumps: dumps pull %s)", id, d.State, id)
 	}
+	release, err := r.startRead(ctx, id)
+	if err != nil {
+		return d, nil, err
+	}
 	f, err := r.cfg.Blobs.Open(ctx, d.SHA256)
 	if err != nil {
+		release()
 		return d, nil, fmt.Errorf("open dump %s: %w", id, err)
 	}
-	return d, f, nil
+	return d, &reading{Reader: f, release: release}, nil
 }

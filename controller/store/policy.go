@@ -176,3 +176,34 @@ func RolloutRoom(allowed, left int) int {
 	}
 	return max(0, allowed-left)
 }
+
+// MaxEventPrune bounds the events one DeleteEvents call deletes, so that
+// no statement holds the store's write lock for long.
+const MaxEventPrune = 100_000
+
+// DumpAgeLimit is the OldestDumps limit for a requested one: 100 by
+// default, at most 1000.
+func DumpAgeLimit(n int) int { return min(orDefault(n, 100), 1000) }
+
+// CheckEventPrune refuses an EventPrune that does not select by exactly one
+// criterion, or whose batch is out of bounds: a mistake must never delete
+// every event.
+func CheckEventPrune(p EventPrune) error {
+	set := 0
+	if p.CaptureID != "" {
+		set++
+	}
+	if !p.Before.IsZero() {
+		set++
+	}
+	if p.UpToSeq > 0 {
+		set++
+	}
+	if set != 1 {
+		return fmt.Errorf("event prune: want exactly one of capture, before and up-to seq, got %d", set)
+	}
+	if p.Limit < 1 || p.Limit > MaxEventPrune {
+		return fmt.Errorf("event prune: limit %d is outside 1-%d", p.Limit, MaxEventPrune)
+	}
+	return nil
+}

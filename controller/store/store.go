@@ -18,6 +18,11 @@ var ErrNotFound = errors.New("not found")
 // ErrConflict is returned when an insert collides with an existing row.
 var ErrConflict = errors.New("already exists")
 
+// ErrInUse is returned when a row is not deleted because something still
+// uses it: a dump being downloaded, a capture that is active or still has
+// dumps.
+var ErrInUse = errors.New("in use")
+
 // Token errors returned by ConsumeToken; callers map them to PermissionDenied
 // without telling the caller which one applied.
 var (
@@ -239,6 +244,29 @@ type AuditFilter struct {
 	BeforeID   int64
 }
 
+// DumpAgeQuery selects dumps for retention in the order of their last
+// update, oldest first, then by ID.
+type DumpAgeQuery struct {
+	// UpdatedBefore keeps dumps last updated before it; zero: any.
+	UpdatedBefore time.Time
+	// UploadedOnly keeps only dumps in state DumpUploaded.
+	UploadedOnly bool
+	// Paging: only dumps after the position (AfterUpdated, AfterID); an
+	// empty AfterID starts at the oldest.
+	AfterUpdated time.Time
+	AfterID      string
+	Limit        int // at most 1000; <= 0 means 100
+}
+
+// EventPrune selects events to delete, oldest (lowest Seq) first. Exactly
+// one of CaptureID, Before and UpToSeq is set.
+type EventPrune struct {
+	CaptureID string    // the events of one capture
+	Before    time.Time // events whose Time is before it
+	UpToSeq   int64     // events with Seq <= UpToSeq
+	Limit     int       // rows deleted per call: 1-100000
+}
+
 // Store is the controller's persistence. Implementations must be safe for
 // concurrent use. Times are stored in UTC with at least millisecond precision.
 type Store interface {
@@ -428,6 +456,45 @@ type Store interface {
 	// OperatorCertRevocation reports whether the certificate with serial,
 	// of operator name, issued at issued, is revoked, and by what.
 	OperatorCertRevocation(ctx context.Context, serial, name string, issued time.Time) (OperatorRevocation, bool, error)
+
+	// OldestDumps returns dumps by q, oldest updated first (retention).
+	OldestDumps(ctx context.Context, q DumpAgeQuery) ([]Dump, error)
+	// MarkDumpRead records that a download of the dump is under way until
+	// until; an earlier mark is only ever moved later. ErrNotFound if
+	// there is no such dump.
+	MarkDumpRead(ctx context.Context, id string, until time.Time) error
+	// DeleteDump deletes the dump's row and returns it as it was, unless a
+	// download marked by MarkDumpRead is under way after now (ErrInUse);
+	// ErrNotFound if there is no such dump. The check and the delete are
+	// atomic: a download marked before the delete keeps the dump, one
+	// marked after finds it gone. It does not touch the dump's blob.
+	DeleteDump(ctx context.Context, id string, now time.Time) (Dump, error)
+	// BlobReferenced reports whether any dump or artifact still names the
+	// content with hash sha256.
+	BlobReferenced(ctx context.Context, sha256 string) (bool, error)
+	// DeleteEvents deletes at most p.Limit events selected by p, lowest
+	// Seq first, and returns how many it deleted. Callers loop until it
+	// deletes fewer than the limit, so no statement deletes more than a
+	// batch.
+	DeleteEvents(ctx context.Context, p EventPrune) (int, error)
+	// EventSeqBeyond returns the Seq of the newest event beyond the keep
+	// newest ones (events up to it are the surplus), or 0 if there are at
+	// most keep events.
+	EventSeqBeyond(ctx context.Context, keep int) (int64, error)
+	// EndedCaptures returns the IDs of at most limit captures that are not
+	// active, expired before t, and have neither dumps nor events left,
+	// earliest expiry first.
+	EndedCaptures(ctx context.Context, t time.Time, limit int) ([]string, error)
+	// DeleteCapture deletes a capture with its targets and any events left
+	// in one transaction: ErrInUse if it is active or still has dumps,
+	// ErrNotFound if there is none. Callers delete a large capture's
+	// events first with DeleteEvents, in batches.
+	DeleteCapture(ctx context.Context, id string) error
+	// AcquireLease takes or renews the named lease for holder until
+	// now+ttl, if it is free, expired at now, or already holder's; it
+	// reports whether holder has it. One row, one statement: two replicas
+	// asking at once never both get it.
+	AcquireLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
 
 	// AppendAudit writes one audit entry and returns its ID.
 	AppendAudit(ctx context.Context, e AuditEntry) (int64, error)

@@ -84,6 +84,12 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"OperatorCertRevokeSerial", testOperatorCertRevokeSerial},
 		{"OperatorCertRevokeName", testOperatorCertRevokeName},
 		{"OperatorCertRevokedBoth", testOperatorCertRevokedBoth},
+		{"OldestDumps", testOldestDumps},
+		{"DeleteDump", testDeleteDump},
+		{"DeleteDumpRacesRead", testDeleteDumpRacesRead},
+		{"DeleteEvents", testDeleteEvents},
+		{"DeleteCapture", testDeleteCapture},
+		{"AcquireLease", testAcquireLease},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

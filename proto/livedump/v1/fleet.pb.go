@@ -3221,6 +3221,207 @@ func (x *PreviewProcess) GetTruncated() bool {
 	return false
 }
 
+type DeleteDumpRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteDumpRequest) Reset() {
+	*x = DeleteDumpRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteDumpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteDumpRequest) ProtoMessage() {}
+
+func (x *DeleteDumpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteDumpRequest.ProtoReflect.Descriptor instead.
+func (*DeleteDumpRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *DeleteDumpRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DeleteDumpResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dump deleted, as it was.
+	Dump          *Dump `protobuf:"bytes,1,opt,name=dump,proto3" json:"dump,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteDumpResponse) Reset() {
+	*x = DeleteDumpResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteDumpResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteDumpResponse) ProtoMessage() {}
+
+func (x *DeleteDumpResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteDumpResponse.ProtoReflect.Descriptor instead.
+func (*DeleteDumpResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *DeleteDumpResponse) GetDump() *Dump {
+	if x != nil {
+		return x.Dump
+	}
+	return nil
+}
+
+type DeleteCaptureRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteCaptureRequest) Reset() {
+	*x = DeleteCaptureRequest{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteCaptureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteCaptureRequest) ProtoMessage() {}
+
+func (x *DeleteCaptureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteCaptureRequest.ProtoReflect.Descriptor instead.
+func (*DeleteCaptureRequest) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *DeleteCaptureRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DeleteCaptureResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Dumps         int32                  `protobuf:"varint,2,opt,name=dumps,proto3" json:"dumps,omitempty"`
+	Bytes         int64                  `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Events        int64                  `protobuf:"varint,4,opt,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteCaptureResponse) Reset() {
+	*x = DeleteCaptureResponse{}
+	mi := &file_livedump_v1_fleet_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteCaptureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteCaptureResponse) ProtoMessage() {}
+
+func (x *DeleteCaptureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_fleet_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteCaptureResponse.ProtoReflect.Descriptor instead.
+func (*DeleteCaptureResponse) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_fleet_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *DeleteCaptureResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DeleteCaptureResponse) GetDumps() int32 {
+	if x != nil {
+		return x.Dumps
+	}
+	return 0
+}
+
+func (x *DeleteCaptureResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *DeleteCaptureResponse) GetEvents() int64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
 var File_livedump_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_fleet_proto_rawDesc = "" +
@@ -3437,7 +3638,18 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\x0ePreviewProcess\x12\x14\n" +
 	"\x05input\x18\x01 \x01(\tR\x05input\x12\x1a\n" +
 	"\bexecname\x18\x02 \x01(\tR\bexecname\x12\x1c\n" +
-	"\ttruncated\x18\x03 \x01(\bR\ttruncated2\x9e\x10\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"#\n" +
+	"\x11DeleteDumpRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\";\n" +
+	"\x12DeleteDumpResponse\x12%\n" +
+	"\x04dump\x18\x01 \x01(\v2\x11.livedump.v1.DumpR\x04dump\"&\n" +
+	"\x14DeleteCaptureRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"k\n" +
+	"\x15DeleteCaptureResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05dumps\x18\x02 \x01(\x05R\x05dumps\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x16\n" +
+	"\x06events\x18\x04 \x01(\x03R\x06events2\xc5\x11\n" +
 	"\fFleetService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.livedump.v1.ListAgentsRequest\x1a\x1f.livedump.v1.ListAgentsResponse\x12M\n" +
@@ -3467,7 +3679,10 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\aGetDump\x12\x1b.livedump.v1.GetDumpRequest\x1a\x1c.livedump.v1.GetDumpResponse0\x01\x12G\n" +
 	"\bPullDump\x12\x1c.livedump.v1.PullDumpRequest\x1a\x1d.livedump.v1.PullDumpResponse\x12w\n" +
 	"\x18ListOperatorCertificates\x12,.livedump.v1.ListOperatorCertificatesRequest\x1a-.livedump.v1.ListOperatorCertificatesResponse\x12z\n" +
-	"\x19RevokeOperatorCertificate\x12-.livedump.v1.RevokeOperatorCertificateRequest\x1a..livedump.v1.RevokeOperatorCertificateResponseB;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
+	"\x19RevokeOperatorCertificate\x12-.livedump.v1.RevokeOperatorCertificateRequest\x1a..livedump.v1.RevokeOperatorCertificateResponse\x12M\n" +
+	"\n" +
+	"DeleteDump\x12\x1e.livedump.v1.DeleteDumpRequest\x1a\x1f.livedump.v1.DeleteDumpResponse\x12V\n" +
+	"\rDeleteCapture\x12!.livedump.v1.DeleteCaptureRequest\x1a\".livedump.v1.DeleteCaptureResponseB;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
 
 var (
 	file_livedump_v1_fleet_proto_rawDescOnce sync.Once
@@ -3481,7 +3696,7 @@ func file_livedump_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_livedump_v1_fleet_proto_rawDescData
 }
 
-var file_livedump_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_livedump_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_livedump_v1_fleet_proto_goTypes = []any{
 	(*ListDumpsRequest)(nil),                  // 0: livedump.v1.ListDumpsRequest
 	(*ListDumpsResponse)(nil),                 // 1: livedump.v1.ListDumpsResponse
@@ -3536,137 +3751,146 @@ var file_livedump_v1_fleet_proto_goTypes = []any{
 	(*CapturePreview)(nil),                    // 50: livedump.v1.CapturePreview
 	(*PreviewTarget)(nil),                     // 51: livedump.v1.PreviewTarget
 	(*PreviewProcess)(nil),                    // 52: livedump.v1.PreviewProcess
-	nil,                                       // 53: livedump.v1.LabelAgentRequest.SetEntry
-	nil,                                       // 54: livedump.v1.Token.LabelsEntry
-	nil,                                       // 55: livedump.v1.CreateTokenRequest.LabelsEntry
-	nil,                                       // 56: livedump.v1.CapturePreview.ProvisionStatesEntry
-	(*Dump)(nil),                              // 57: livedump.v1.Dump
-	(*CaptureSpec)(nil),                       // 58: livedump.v1.CaptureSpec
-	(*Capture)(nil),                           // 59: livedump.v1.Capture
-	(*TriggerEvent)(nil),                      // 60: livedump.v1.TriggerEvent
-	(*CaptureTarget)(nil),                     // 61: livedump.v1.CaptureTarget
-	(*Bucket)(nil),                            // 62: livedump.v1.Bucket
-	(*ProvisionReport)(nil),                   // 63: livedump.v1.ProvisionReport
-	(*durationpb.Duration)(nil),               // 64: google.protobuf.Duration
-	(*ProvisionProfile)(nil),                  // 65: livedump.v1.ProvisionProfile
-	(RebootPolicy)(0),                         // 66: livedump.v1.RebootPolicy
-	(*Artifact)(nil),                          // 67: livedump.v1.Artifact
-	(*Agent)(nil),                             // 68: livedump.v1.Agent
-	(*timestamppb.Timestamp)(nil),             // 69: google.protobuf.Timestamp
-	(*ResolvedStatus)(nil),                    // 70: livedump.v1.ResolvedStatus
-	(ProvisionState)(0),                       // 71: livedump.v1.ProvisionState
-	(*CheckAgentsRequest)(nil),                // 72: livedump.v1.CheckAgentsRequest
-	(*CheckAgentsResponse)(nil),               // 73: livedump.v1.CheckAgentsResponse
+	(*DeleteDumpRequest)(nil),                 // 53: livedump.v1.DeleteDumpRequest
+	(*DeleteDumpResponse)(nil),                // 54: livedump.v1.DeleteDumpResponse
+	(*DeleteCaptureRequest)(nil),              // 55: livedump.v1.DeleteCaptureRequest
+	(*DeleteCaptureResponse)(nil),             // 56: livedump.v1.DeleteCaptureResponse
+	nil,                                       // 57: livedump.v1.LabelAgentRequest.SetEntry
+	nil,                                       // 58: livedump.v1.Token.LabelsEntry
+	nil,                                       // 59: livedump.v1.CreateTokenRequest.LabelsEntry
+	nil,                                       // 60: livedump.v1.CapturePreview.ProvisionStatesEntry
+	(*Dump)(nil),                              // 61: livedump.v1.Dump
+	(*CaptureSpec)(nil),                       // 62: livedump.v1.CaptureSpec
+	(*Capture)(nil),                           // 63: livedump.v1.Capture
+	(*TriggerEvent)(nil),                      // 64: livedump.v1.TriggerEvent
+	(*CaptureTarget)(nil),                     // 65: livedump.v1.CaptureTarget
+	(*Bucket)(nil),                            // 66: livedump.v1.Bucket
+	(*ProvisionReport)(nil),                   // 67: livedump.v1.ProvisionReport
+	(*durationpb.Duration)(nil),               // 68: google.protobuf.Duration
+	(*ProvisionProfile)(nil),                  // 69: livedump.v1.ProvisionProfile
+	(RebootPolicy)(0),                         // 70: livedump.v1.RebootPolicy
+	(*Artifact)(nil),                          // 71: livedump.v1.Artifact
+	(*Agent)(nil),                             // 72: livedump.v1.Agent
+	(*timestamppb.Timestamp)(nil),             // 73: google.protobuf.Timestamp
+	(*ResolvedStatus)(nil),                    // 74: livedump.v1.ResolvedStatus
+	(ProvisionState)(0),                       // 75: livedump.v1.ProvisionState
+	(*CheckAgentsRequest)(nil),                // 76: livedump.v1.CheckAgentsRequest
+	(*CheckAgentsResponse)(nil),               // 77: livedump.v1.CheckAgentsResponse
 }
 var file_livedump_v1_fleet_proto_depIdxs = []int32{
-	57, // 0: livedump.v1.ListDumpsResponse.dumps:type_name -> livedump.v1.Dump
-	57, // 1: livedump.v1.GetDumpResponse.dump:type_name -> livedump.v1.Dump
-	57, // 2: livedump.v1.PullDumpResponse.dump:type_name -> livedump.v1.Dump
-	58, // 3: livedump.v1.CreateCaptureRequest.spec:type_name -> livedump.v1.CaptureSpec
-	59, // 4: livedump.v1.CreateCaptureResponse.capture:type_name -> livedump.v1.Capture
+	61, // 0: livedump.v1.ListDumpsResponse.dumps:type_name -> livedump.v1.Dump
+	61, // 1: livedump.v1.GetDumpResponse.dump:type_name -> livedump.v1.Dump
+	61, // 2: livedump.v1.PullDumpResponse.dump:type_name -> livedump.v1.Dump
+	62, // 3: livedump.v1.CreateCaptureRequest.spec:type_name -> livedump.v1.CaptureSpec
+	63, // 4: livedump.v1.CreateCaptureResponse.capture:type_name -> livedump.v1.Capture
 	50, // 5: livedump.v1.CreateCaptureResponse.preview:type_name -> livedump.v1.CapturePreview
-	59, // 6: livedump.v1.ListCapturesResponse.captures:type_name -> livedump.v1.Capture
-	59, // 7: livedump.v1.GetCaptureResponse.capture:type_name -> livedump.v1.Capture
-	60, // 8: livedump.v1.WatchCaptureResponse.event:type_name -> livedump.v1.TriggerEvent
-	61, // 9: livedump.v1.WatchCaptureResponse.target:type_name -> livedump.v1.CaptureTarget
-	59, // 10: livedump.v1.WatchCaptureResponse.ended:type_name -> livedump.v1.Capture
-	59, // 11: livedump.v1.CancelCaptureResponse.capture:type_name -> livedump.v1.Capture
-	60, // 12: livedump.v1.ListEventsResponse.events:type_name -> livedump.v1.TriggerEvent
-	62, // 13: livedump.v1.BucketEventsResponse.buckets:type_name -> livedump.v1.Bucket
-	63, // 14: livedump.v1.AgentProvisionResult.report:type_name -> livedump.v1.ProvisionReport
-	64, // 15: livedump.v1.PlanProvisionRequest.wait:type_name -> google.protobuf.Duration
-	65, // 16: livedump.v1.PlanProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
+	63, // 6: livedump.v1.ListCapturesResponse.captures:type_name -> livedump.v1.Capture
+	63, // 7: livedump.v1.GetCaptureResponse.capture:type_name -> livedump.v1.Capture
+	64, // 8: livedump.v1.WatchCaptureResponse.event:type_name -> livedump.v1.TriggerEvent
+	65, // 9: livedump.v1.WatchCaptureResponse.target:type_name -> livedump.v1.CaptureTarget
+	63, // 10: livedump.v1.WatchCaptureResponse.ended:type_name -> livedump.v1.Capture
+	63, // 11: livedump.v1.CancelCaptureResponse.capture:type_name -> livedump.v1.Capture
+	64, // 12: livedump.v1.ListEventsResponse.events:type_name -> livedump.v1.TriggerEvent
+	66, // 13: livedump.v1.BucketEventsResponse.buckets:type_name -> livedump.v1.Bucket
+	67, // 14: livedump.v1.AgentProvisionResult.report:type_name -> livedump.v1.ProvisionReport
+	68, // 15: livedump.v1.PlanProvisionRequest.wait:type_name -> google.protobuf.Duration
+	69, // 16: livedump.v1.PlanProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
 	20, // 17: livedump.v1.PlanProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	66, // 18: livedump.v1.ApplyProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
-	64, // 19: livedump.v1.ApplyProvisionRequest.wait:type_name -> google.protobuf.Duration
-	65, // 20: livedump.v1.ApplyProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
+	70, // 18: livedump.v1.ApplyProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
+	68, // 19: livedump.v1.ApplyProvisionRequest.wait:type_name -> google.protobuf.Duration
+	69, // 20: livedump.v1.ApplyProvisionResponse.profile:type_name -> livedump.v1.ProvisionProfile
 	20, // 21: livedump.v1.ApplyProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	66, // 22: livedump.v1.RevertProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
-	64, // 23: livedump.v1.RevertProvisionRequest.wait:type_name -> google.protobuf.Duration
+	70, // 22: livedump.v1.RevertProvisionRequest.reboot:type_name -> livedump.v1.RebootPolicy
+	68, // 23: livedump.v1.RevertProvisionRequest.wait:type_name -> google.protobuf.Duration
 	20, // 24: livedump.v1.RevertProvisionResponse.results:type_name -> livedump.v1.AgentProvisionResult
-	67, // 25: livedump.v1.UploadArtifactRequest.header:type_name -> livedump.v1.Artifact
-	67, // 26: livedump.v1.UploadArtifactResponse.artifact:type_name -> livedump.v1.Artifact
-	68, // 27: livedump.v1.ListAgentsResponse.agents:type_name -> livedump.v1.Agent
-	53, // 28: livedump.v1.LabelAgentRequest.set:type_name -> livedump.v1.LabelAgentRequest.SetEntry
-	68, // 29: livedump.v1.LabelAgentResponse.agent:type_name -> livedump.v1.Agent
-	68, // 30: livedump.v1.RevokeAgentResponse.agent:type_name -> livedump.v1.Agent
-	69, // 31: livedump.v1.Token.created:type_name -> google.protobuf.Timestamp
-	69, // 32: livedump.v1.Token.expires:type_name -> google.protobuf.Timestamp
-	54, // 33: livedump.v1.Token.labels:type_name -> livedump.v1.Token.LabelsEntry
-	64, // 34: livedump.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	55, // 35: livedump.v1.CreateTokenRequest.labels:type_name -> livedump.v1.CreateTokenRequest.LabelsEntry
+	71, // 25: livedump.v1.UploadArtifactRequest.header:type_name -> livedump.v1.Artifact
+	71, // 26: livedump.v1.UploadArtifactResponse.artifact:type_name -> livedump.v1.Artifact
+	72, // 27: livedump.v1.ListAgentsResponse.agents:type_name -> livedump.v1.Agent
+	57, // 28: livedump.v1.LabelAgentRequest.set:type_name -> livedump.v1.LabelAgentRequest.SetEntry
+	72, // 29: livedump.v1.LabelAgentResponse.agent:type_name -> livedump.v1.Agent
+	72, // 30: livedump.v1.RevokeAgentResponse.agent:type_name -> livedump.v1.Agent
+	73, // 31: livedump.v1.Token.created:type_name -> google.protobuf.Timestamp
+	73, // 32: livedump.v1.Token.expires:type_name -> google.protobuf.Timestamp
+	58, // 33: livedump.v1.Token.labels:type_name -> livedump.v1.Token.LabelsEntry
+	68, // 34: livedump.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	59, // 35: livedump.v1.CreateTokenRequest.labels:type_name -> livedump.v1.CreateTokenRequest.LabelsEntry
 	35, // 36: livedump.v1.CreateTokenResponse.token:type_name -> livedump.v1.Token
 	35, // 37: livedump.v1.ListTokensResponse.tokens:type_name -> livedump.v1.Token
 	35, // 38: livedump.v1.RevokeTokenResponse.token:type_name -> livedump.v1.Token
-	69, // 39: livedump.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	69, // 40: livedump.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	73, // 39: livedump.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	73, // 40: livedump.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
 	42, // 41: livedump.v1.ListAuditResponse.entries:type_name -> livedump.v1.AuditEntry
-	69, // 42: livedump.v1.OperatorCertificate.issued:type_name -> google.protobuf.Timestamp
-	69, // 43: livedump.v1.OperatorCertificate.not_after:type_name -> google.protobuf.Timestamp
-	69, // 44: livedump.v1.OperatorCertificate.first_seen:type_name -> google.protobuf.Timestamp
-	69, // 45: livedump.v1.OperatorCertificate.last_seen:type_name -> google.protobuf.Timestamp
-	69, // 46: livedump.v1.OperatorCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	73, // 42: livedump.v1.OperatorCertificate.issued:type_name -> google.protobuf.Timestamp
+	73, // 43: livedump.v1.OperatorCertificate.not_after:type_name -> google.protobuf.Timestamp
+	73, // 44: livedump.v1.OperatorCertificate.first_seen:type_name -> google.protobuf.Timestamp
+	73, // 45: livedump.v1.OperatorCertificate.last_seen:type_name -> google.protobuf.Timestamp
+	73, // 46: livedump.v1.OperatorCertificate.revoked_at:type_name -> google.protobuf.Timestamp
 	45, // 47: livedump.v1.ListOperatorCertificatesResponse.certificates:type_name -> livedump.v1.OperatorCertificate
 	45, // 48: livedump.v1.RevokeOperatorCertificateResponse.certificates:type_name -> livedump.v1.OperatorCertificate
-	69, // 49: livedump.v1.RevokeOperatorCertificateResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	56, // 50: livedump.v1.CapturePreview.provision_states:type_name -> livedump.v1.CapturePreview.ProvisionStatesEntry
+	73, // 49: livedump.v1.RevokeOperatorCertificateResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	60, // 50: livedump.v1.CapturePreview.provision_states:type_name -> livedump.v1.CapturePreview.ProvisionStatesEntry
 	51, // 51: livedump.v1.CapturePreview.targets:type_name -> livedump.v1.PreviewTarget
-	70, // 52: livedump.v1.CapturePreview.statuses:type_name -> livedump.v1.ResolvedStatus
+	74, // 52: livedump.v1.CapturePreview.statuses:type_name -> livedump.v1.ResolvedStatus
 	52, // 53: livedump.v1.CapturePreview.processes:type_name -> livedump.v1.PreviewProcess
-	71, // 54: livedump.v1.PreviewTarget.provision_state:type_name -> livedump.v1.ProvisionState
-	29, // 55: livedump.v1.FleetService.ListAgents:input_type -> livedump.v1.ListAgentsRequest
-	31, // 56: livedump.v1.FleetService.LabelAgent:input_type -> livedump.v1.LabelAgentRequest
-	33, // 57: livedump.v1.FleetService.RevokeAgent:input_type -> livedump.v1.RevokeAgentRequest
-	36, // 58: livedump.v1.FleetService.CreateToken:input_type -> livedump.v1.CreateTokenRequest
-	38, // 59: livedump.v1.FleetService.ListTokens:input_type -> livedump.v1.ListTokensRequest
-	40, // 60: livedump.v1.FleetService.RevokeToken:input_type -> livedump.v1.RevokeTokenRequest
-	43, // 61: livedump.v1.FleetService.ListAudit:input_type -> livedump.v1.ListAuditRequest
-	21, // 62: livedump.v1.FleetService.PlanProvision:input_type -> livedump.v1.PlanProvisionRequest
-	23, // 63: livedump.v1.FleetService.ApplyProvision:input_type -> livedump.v1.ApplyProvisionRequest
-	25, // 64: livedump.v1.FleetService.RevertProvision:input_type -> livedump.v1.RevertProvisionRequest
-	72, // 65: livedump.v1.FleetService.CheckAgents:input_type -> livedump.v1.CheckAgentsRequest
-	27, // 66: livedump.v1.FleetService.UploadArtifact:input_type -> livedump.v1.UploadArtifactRequest
-	6,  // 67: livedump.v1.FleetService.CreateCapture:input_type -> livedump.v1.CreateCaptureRequest
-	8,  // 68: livedump.v1.FleetService.ListCaptures:input_type -> livedump.v1.ListCapturesRequest
-	10, // 69: livedump.v1.FleetService.GetCapture:input_type -> livedump.v1.GetCaptureRequest
-	12, // 70: livedump.v1.FleetService.WatchCapture:input_type -> livedump.v1.WatchCaptureRequest
-	14, // 71: livedump.v1.FleetService.CancelCapture:input_type -> livedump.v1.CancelCaptureRequest
-	16, // 72: livedump.v1.FleetService.ListEvents:input_type -> livedump.v1.ListEventsRequest
-	18, // 73: livedump.v1.FleetService.BucketEvents:input_type -> livedump.v1.BucketEventsRequest
-	0,  // 74: livedump.v1.FleetService.ListDumps:input_type -> livedump.v1.ListDumpsRequest
-	2,  // 75: livedump.v1.FleetService.GetDump:input_type -> livedump.v1.GetDumpRequest
-	4,  // 76: livedump.v1.FleetService.PullDump:input_type -> livedump.v1.PullDumpRequest
-	46, // 77: livedump.v1.FleetService.ListOperatorCertificates:input_type -> livedump.v1.ListOperatorCertificatesRequest
-	48, // 78: livedump.v1.FleetService.RevokeOperatorCertificate:input_type -> livedump.v1.RevokeOperatorCertificateRequest
-	30, // 79: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
-	32, // 80: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
-	34, // 81: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
-	37, // 82: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
-	39, // 83: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
-	41, // 84: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
-	44, // 85: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
-	22, // 86: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
-	24, // 87: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
-	26, // 88: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
-	73, // 89: livedump.v1.FleetService.CheckAgents:output_type -> livedump.v1.CheckAgentsResponse
-	28, // 90: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
-	7,  // 91: livedump.v1.FleetService.CreateCapture:output_type -> livedump.v1.CreateCaptureResponse
-	9,  // 92: livedump.v1.FleetService.ListCaptures:output_type -> livedump.v1.ListCapturesResponse
-	11, // 93: livedump.v1.FleetService.GetCapture:output_type -> livedump.v1.GetCaptureResponse
-	13, // 94: livedump.v1.FleetService.WatchCapture:output_type -> livedump.v1.WatchCaptureResponse
-	15, // 95: livedump.v1.FleetService.CancelCapture:output_type -> livedump.v1.CancelCaptureResponse
-	17, // 96: livedump.v1.FleetService.ListEvents:output_type -> livedump.v1.ListEventsResponse
-	19, // 97: livedump.v1.FleetService.BucketEvents:output_type -> livedump.v1.BucketEventsResponse
-	1,  // 98: livedump.v1.FleetService.ListDumps:output_type -> livedump.v1.ListDumpsResponse
-	3,  // 99: livedump.v1.FleetService.GetDump:output_type -> livedump.v1.GetDumpResponse
-	5,  // 100: livedump.v1.FleetService.PullDump:output_type -> livedump.v1.PullDumpResponse
-	47, // 101: livedump.v1.FleetService.ListOperatorCertificates:output_type -> livedump.v1.ListOperatorCertificatesResponse
-	49, // 102: livedump.v1.FleetService.RevokeOperatorCertificate:output_type -> livedump.v1.RevokeOperatorCertificateResponse
-	79, // [79:103] is the sub-list for method output_type
-	55, // [55:79] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	75, // 54: livedump.v1.PreviewTarget.provision_state:type_name -> livedump.v1.ProvisionState
+	61, // 55: livedump.v1.DeleteDumpResponse.dump:type_name -> livedump.v1.Dump
+	29, // 56: livedump.v1.FleetService.ListAgents:input_type -> livedump.v1.ListAgentsRequest
+	31, // 57: livedump.v1.FleetService.LabelAgent:input_type -> livedump.v1.LabelAgentRequest
+	33, // 58: livedump.v1.FleetService.RevokeAgent:input_type -> livedump.v1.RevokeAgentRequest
+	36, // 59: livedump.v1.FleetService.CreateToken:input_type -> livedump.v1.CreateTokenRequest
+	38, // 60: livedump.v1.FleetService.ListTokens:input_type -> livedump.v1.ListTokensRequest
+	40, // 61: livedump.v1.FleetService.RevokeToken:input_type -> livedump.v1.RevokeTokenRequest
+	43, // 62: livedump.v1.FleetService.ListAudit:input_type -> livedump.v1.ListAuditRequest
+	21, // 63: livedump.v1.FleetService.PlanProvision:input_type -> livedump.v1.PlanProvisionRequest
+	23, // 64: livedump.v1.FleetService.ApplyProvision:input_type -> livedump.v1.ApplyProvisionRequest
+	25, // 65: livedump.v1.FleetService.RevertProvision:input_type -> livedump.v1.RevertProvisionRequest
+	76, // 66: livedump.v1.FleetService.CheckAgents:input_type -> livedump.v1.CheckAgentsRequest
+	27, // 67: livedump.v1.FleetService.UploadArtifact:input_type -> livedump.v1.UploadArtifactRequest
+	6,  // 68: livedump.v1.FleetService.CreateCapture:input_type -> livedump.v1.CreateCaptureRequest
+	8,  // 69: livedump.v1.FleetService.ListCaptures:input_type -> livedump.v1.ListCapturesRequest
+	10, // 70: livedump.v1.FleetService.GetCapture:input_type -> livedump.v1.GetCaptureRequest
+	12, // 71: livedump.v1.FleetService.WatchCapture:input_type -> livedump.v1.WatchCaptureRequest
+	14, // 72: livedump.v1.FleetService.CancelCapture:input_type -> livedump.v1.CancelCaptureRequest
+	16, // 73: livedump.v1.FleetService.ListEvents:input_type -> livedump.v1.ListEventsRequest
+	18, // 74: livedump.v1.FleetService.BucketEvents:input_type -> livedump.v1.BucketEventsRequest
+	0,  // 75: livedump.v1.FleetService.ListDumps:input_type -> livedump.v1.ListDumpsRequest
+	2,  // 76: livedump.v1.FleetService.GetDump:input_type -> livedump.v1.GetDumpRequest
+	4,  // 77: livedump.v1.FleetService.PullDump:input_type -> livedump.v1.PullDumpRequest
+	46, // 78: livedump.v1.FleetService.ListOperatorCertificates:input_type -> livedump.v1.ListOperatorCertificatesRequest
+	48, // 79: livedump.v1.FleetService.RevokeOperatorCertificate:input_type -> livedump.v1.RevokeOperatorCertificateRequest
+	53, // 80: livedump.v1.FleetService.DeleteDump:input_type -> livedump.v1.DeleteDumpRequest
+	55, // 81: livedump.v1.FleetService.DeleteCapture:input_type -> livedump.v1.DeleteCaptureRequest
+	30, // 82: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
+	32, // 83: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
+	34, // 84: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
+	37, // 85: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
+	39, // 86: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
+	41, // 87: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
+	44, // 88: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
+	22, // 89: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
+	24, // 90: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
+	26, // 91: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
+	77, // 92: livedump.v1.FleetService.CheckAgents:output_type -> livedump.v1.CheckAgentsResponse
+	28, // 93: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
+	7,  // 94: livedump.v1.FleetService.CreateCapture:output_type -> livedump.v1.CreateCaptureResponse
+	9,  // 95: livedump.v1.FleetService.ListCaptures:output_type -> livedump.v1.ListCapturesResponse
+	11, // 96: livedump.v1.FleetService.GetCapture:output_type -> livedump.v1.GetCaptureResponse
+	13, // 97: livedump.v1.FleetService.WatchCapture:output_type -> livedump.v1.WatchCaptureResponse
+	15, // 98: livedump.v1.FleetService.CancelCapture:output_type -> livedump.v1.CancelCaptureResponse
+	17, // 99: livedump.v1.FleetService.ListEvents:output_type -> livedump.v1.ListEventsResponse
+	19, // 100: livedump.v1.FleetService.BucketEvents:output_type -> livedump.v1.BucketEventsResponse
+	1,  // 101: livedump.v1.FleetService.ListDumps:output_type -> livedump.v1.ListDumpsResponse
+	3,  // 102: livedump.v1.FleetService.GetDump:output_type -> livedump.v1.GetDumpResponse
+	5,  // 103: livedump.v1.FleetService.PullDump:output_type -> livedump.v1.PullDumpResponse
+	47, // 104: livedump.v1.FleetService.ListOperatorCertificates:output_type -> livedump.v1.ListOperatorCertificatesResponse
+	49, // 105: livedump.v1.FleetService.RevokeOperatorCertificate:output_type -> livedump.v1.RevokeOperatorCertificateResponse
+	54, // 106: livedump.v1.FleetService.DeleteDump:output_type -> livedump.v1.DeleteDumpResponse
+	56, // 107: livedump.v1.FleetService.DeleteCapture:output_type -> livedump.v1.DeleteCaptureResponse
+	82, // [82:108] is the sub-list for method output_type
+	56, // [56:82] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_livedump_v1_fleet_proto_init() }
@@ -3702,7 +3926,7 @@ func file_livedump_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livedump_v1_fleet_proto_rawDesc), len(file_livedump_v1_fleet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   57,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

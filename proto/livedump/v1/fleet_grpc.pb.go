@@ -43,6 +43,8 @@ const (
 	FleetService_PullDump_FullMethodName                  = "/livedump.v1.FleetService/PullDump"
 	FleetService_ListOperatorCertificates_FullMethodName  = "/livedump.v1.FleetService/ListOperatorCertificates"
 	FleetService_RevokeOperatorCertificate_FullMethodName = "/livedump.v1.FleetService/RevokeOperatorCertificate"
+	FleetService_DeleteDump_FullMethodName                = "/livedump.v1.FleetService/DeleteDump"
+	FleetService_DeleteCapture_FullMethodName             = "/livedump.v1.FleetService/DeleteCapture"
 )
 
 // FleetServiceClient is the client API for FleetService service.
@@ -109,6 +111,12 @@ type FleetServiceClient interface {
 	// every certificate of an operator name issued before now: their next call
 	// is refused and their open streams end. Role: admin.
 	RevokeOperatorCertificate(ctx context.Context, in *RevokeOperatorCertificateRequest, opts ...grpc.CallOption) (*RevokeOperatorCertificateResponse, error)
+	// DeleteDump deletes a dump, content included; a dump being downloaded
+	// (on any replica) or uploaded is refused. Role: admin.
+	DeleteDump(ctx context.Context, in *DeleteDumpRequest, opts ...grpc.CallOption) (*DeleteDumpResponse, error)
+	// DeleteCapture deletes an ended capture with its targets, events and
+	// dumps; an active capture is refused (cancel it first). Role: admin.
+	DeleteCapture(ctx context.Context, in *DeleteCaptureRequest, opts ...grpc.CallOption) (*DeleteCaptureResponse, error)
 }
 
 type fleetServiceClient struct {
@@ -380,6 +388,26 @@ func (c *fleetServiceClient) RevokeOperatorCertificate(ctx context.Context, in *
 	return out, nil
 }
 
+func (c *fleetServiceClient) DeleteDump(ctx context.Context, in *DeleteDumpRequest, opts ...grpc.CallOption) (*DeleteDumpResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteDumpResponse)
+	err := c.cc.Invoke(ctx, FleetService_DeleteDump_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fleetServiceClient) DeleteCapture(ctx context.Context, in *DeleteCaptureRequest, opts ...grpc.CallOption) (*DeleteCaptureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteCaptureResponse)
+	err := c.cc.Invoke(ctx, FleetService_DeleteCapture_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FleetServiceServer is the server API for FleetService service.
 // All implementations must embed UnimplementedFleetServiceServer
 // for forward compatibility.
@@ -444,6 +472,12 @@ type FleetServiceServer interface {
 	// every certificate of an operator name issued before now: their next call
 	// is refused and their open streams end. Role: admin.
 	RevokeOperatorCertificate(context.Context, *RevokeOperatorCertificateRequest) (*RevokeOperatorCertificateResponse, error)
+	// DeleteDump deletes a dump, content included; a dump being downloaded
+	// (on any replica) or uploaded is refused. Role: admin.
+	DeleteDump(context.Context, *DeleteDumpRequest) (*DeleteDumpResponse, error)
+	// DeleteCapture deletes an ended capture with its targets, events and
+	// dumps; an active capture is refused (cancel it first). Role: admin.
+	DeleteCapture(context.Context, *DeleteCaptureRequest) (*DeleteCaptureResponse, error)
 	mustEmbedUnimplementedFleetServiceServer()
 }
 
@@ -525,6 +559,12 @@ func (UnimplementedFleetServiceServer) ListOperatorCertificates(context.Context,
 }
 func (UnimplementedFleetServiceServer) RevokeOperatorCertificate(context.Context, *RevokeOperatorCertificateRequest) (*RevokeOperatorCertificateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeOperatorCertificate not implemented")
+}
+func (UnimplementedFleetServiceServer) DeleteDump(context.Context, *DeleteDumpRequest) (*DeleteDumpResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteDump not implemented")
+}
+func (UnimplementedFleetServiceServer) DeleteCapture(context.Context, *DeleteCaptureRequest) (*DeleteCaptureResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteCapture not implemented")
 }
 func (UnimplementedFleetServiceServer) mustEmbedUnimplementedFleetServiceServer() {}
 func (UnimplementedFleetServiceServer) testEmbeddedByValue()                      {}
@@ -954,6 +994,42 @@ func _FleetService_RevokeOperatorCertificate_Handler(srv interface{}, ctx contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FleetService_DeleteDump_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteDumpRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).DeleteDump(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_DeleteDump_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).DeleteDump(ctx, req.(*DeleteDumpRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FleetService_DeleteCapture_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteCaptureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).DeleteCapture(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_DeleteCapture_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).DeleteCapture(ctx, req.(*DeleteCaptureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FleetService_ServiceDesc is the grpc.ServiceDesc for FleetService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1044,6 +1120,14 @@ var FleetService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeOperatorCertificate",
 			Handler:    _FleetService_RevokeOperatorCertificate_Handler,
+		},
+		{
+			MethodName: "DeleteDump",
+			Handler:    _FleetService_DeleteDump_Handler,
+		},
+		{
+			MethodName: "DeleteCapture",
+			Handler:    _FleetService_DeleteCapture_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

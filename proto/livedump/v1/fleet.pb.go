@@ -28,7 +28,9 @@ type ListDumpsRequest struct {
 	CaptureId string                 `protobuf:"bytes,1,opt,name=capture_id,json=captureId,proto3" json:"capture_id,omitempty"`
 	// Paging: the next field of the previous response, to read on from
 	// there; empty for the first page. Opaque to clients.
-	After         string `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
+	After string `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
+	// Only this agent's dumps.
+	AgentId       string `protobuf:"bytes,3,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -73,6 +75,13 @@ func (x *ListDumpsRequest) GetCaptureId() string {
 func (x *ListDumpsRequest) GetAfter() string {
 	if x != nil {
 		return x.After
+	}
+	return ""
+}
+
+func (x *ListDumpsRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
 	}
 	return ""
 }
@@ -2916,11 +2925,12 @@ var File_livedump_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\n" +
-	"\x17livedump/v1/fleet.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x16livedump/v1/dump.proto\x1a\x1blivedump/v1/provision.proto\x1a\x1alivedump/v1/selftest.proto\"G\n" +
+	"\x17livedump/v1/fleet.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1alivedump/v1/agentlog.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x16livedump/v1/dump.proto\x1a\x1blivedump/v1/provision.proto\x1a\x1alivedump/v1/selftest.proto\"b\n" +
 	"\x10ListDumpsRequest\x12\x1d\n" +
 	"\n" +
 	"capture_id\x18\x01 \x01(\tR\tcaptureId\x12\x14\n" +
-	"\x05after\x18\x02 \x01(\tR\x05after\"P\n" +
+	"\x05after\x18\x02 \x01(\tR\x05after\x12\x19\n" +
+	"\bagent_id\x18\x03 \x01(\tR\aagentId\"P\n" +
 	"\x11ListDumpsResponse\x12'\n" +
 	"\x05dumps\x18\x01 \x03(\v2\x11.livedump.v1.DumpR\x05dumps\x12\x12\n" +
 	"\x04next\x18\x02 \x01(\tR\x04next\"8\n" +
@@ -3100,7 +3110,7 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"!RevokeOperatorCertificateResponse\x12D\n" +
 	"\fcertificates\x18\x01 \x03(\v2 .livedump.v1.OperatorCertificateR\fcertificates\x129\n" +
 	"\n" +
-	"revoked_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt2\x9e\x10\n" +
+	"revoked_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt2\xf6\x10\n" +
 	"\fFleetService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.livedump.v1.ListAgentsRequest\x1a\x1f.livedump.v1.ListAgentsResponse\x12M\n" +
@@ -3130,7 +3140,8 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\aGetDump\x12\x1b.livedump.v1.GetDumpRequest\x1a\x1c.livedump.v1.GetDumpResponse0\x01\x12G\n" +
 	"\bPullDump\x12\x1c.livedump.v1.PullDumpRequest\x1a\x1d.livedump.v1.PullDumpResponse\x12w\n" +
 	"\x18ListOperatorCertificates\x12,.livedump.v1.ListOperatorCertificatesRequest\x1a-.livedump.v1.ListOperatorCertificatesResponse\x12z\n" +
-	"\x19RevokeOperatorCertificate\x12-.livedump.v1.RevokeOperatorCertificateRequest\x1a..livedump.v1.RevokeOperatorCertificateResponseB;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
+	"\x19RevokeOperatorCertificate\x12-.livedump.v1.RevokeOperatorCertificateRequest\x1a..livedump.v1.RevokeOperatorCertificateResponse\x12V\n" +
+	"\rDescribeAgent\x12!.livedump.v1.DescribeAgentRequest\x1a\".livedump.v1.DescribeAgentResponseB;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
 
 var (
 	file_livedump_v1_fleet_proto_rawDescOnce sync.Once
@@ -3213,7 +3224,9 @@ var file_livedump_v1_fleet_proto_goTypes = []any{
 	(*Agent)(nil),                 // 64: livedump.v1.Agent
 	(*timestamppb.Timestamp)(nil), // 65: google.protobuf.Timestamp
 	(*CheckAgentsRequest)(nil),    // 66: livedump.v1.CheckAgentsRequest
-	(*CheckAgentsResponse)(nil),   // 67: livedump.v1.CheckAgentsResponse
+	(*DescribeAgentRequest)(nil),  // 67: livedump.v1.DescribeAgentRequest
+	(*CheckAgentsResponse)(nil),   // 68: livedump.v1.CheckAgentsResponse
+	(*DescribeAgentResponse)(nil), // 69: livedump.v1.DescribeAgentResponse
 }
 var file_livedump_v1_fleet_proto_depIdxs = []int32{
 	53, // 0: livedump.v1.ListDumpsResponse.dumps:type_name -> livedump.v1.Dump
@@ -3289,32 +3302,34 @@ var file_livedump_v1_fleet_proto_depIdxs = []int32{
 	4,  // 70: livedump.v1.FleetService.PullDump:input_type -> livedump.v1.PullDumpRequest
 	46, // 71: livedump.v1.FleetService.ListOperatorCertificates:input_type -> livedump.v1.ListOperatorCertificatesRequest
 	48, // 72: livedump.v1.FleetService.RevokeOperatorCertificate:input_type -> livedump.v1.RevokeOperatorCertificateRequest
-	30, // 73: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
-	32, // 74: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
-	34, // 75: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
-	37, // 76: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
-	39, // 77: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
-	41, // 78: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
-	44, // 79: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
-	22, // 80: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
-	24, // 81: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
-	26, // 82: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
-	67, // 83: livedump.v1.FleetService.CheckAgents:output_type -> livedump.v1.CheckAgentsResponse
-	28, // 84: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
-	7,  // 85: livedump.v1.FleetService.CreateCapture:output_type -> livedump.v1.CreateCaptureResponse
-	9,  // 86: livedump.v1.FleetService.ListCaptures:output_type -> livedump.v1.ListCapturesResponse
-	11, // 87: livedump.v1.FleetService.GetCapture:output_type -> livedump.v1.GetCaptureResponse
-	13, // 88: livedump.v1.FleetService.WatchCapture:output_type -> livedump.v1.WatchCaptureResponse
-	15, // 89: livedump.v1.FleetService.CancelCapture:output_type -> livedump.v1.CancelCaptureResponse
-	17, // 90: livedump.v1.FleetService.ListEvents:output_type -> livedump.v1.ListEventsResponse
-	19, // 91: livedump.v1.FleetService.BucketEvents:output_type -> livedump.v1.BucketEventsResponse
-	1,  // 92: livedump.v1.FleetService.ListDumps:output_type -> livedump.v1.ListDumpsResponse
-	3,  // 93: livedump.v1.FleetService.GetDump:output_type -> livedump.v1.GetDumpResponse
-	5,  // 94: livedump.v1.FleetService.PullDump:output_type -> livedump.v1.PullDumpResponse
-	47, // 95: livedump.v1.FleetService.ListOperatorCertificates:output_type -> livedump.v1.ListOperatorCertificatesResponse
-	49, // 96: livedump.v1.FleetService.RevokeOperatorCertificate:output_type -> livedump.v1.RevokeOperatorCertificateResponse
-	73, // [73:97] is the sub-list for method output_type
-	49, // [49:73] is the sub-list for method input_type
+	67, // 73: livedump.v1.FleetService.DescribeAgent:input_type -> livedump.v1.DescribeAgentRequest
+	30, // 74: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
+	32, // 75: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
+	34, // 76: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
+	37, // 77: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
+	39, // 78: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
+	41, // 79: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
+	44, // 80: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
+	22, // 81: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
+	24, // 82: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
+	26, // 83: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
+	68, // 84: livedump.v1.FleetService.CheckAgents:output_type -> livedump.v1.CheckAgentsResponse
+	28, // 85: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
+	7,  // 86: livedump.v1.FleetService.CreateCapture:output_type -> livedump.v1.CreateCaptureResponse
+	9,  // 87: livedump.v1.FleetService.ListCaptures:output_type -> livedump.v1.ListCapturesResponse
+	11, // 88: livedump.v1.FleetService.GetCapture:output_type -> livedump.v1.GetCaptureResponse
+	13, // 89: livedump.v1.FleetService.WatchCapture:output_type -> livedump.v1.WatchCaptureResponse
+	15, // 90: livedump.v1.FleetService.CancelCapture:output_type -> livedump.v1.CancelCaptureResponse
+	17, // 91: livedump.v1.FleetService.ListEvents:output_type -> livedump.v1.ListEventsResponse
+	19, // 92: livedump.v1.FleetService.BucketEvents:output_type -> livedump.v1.BucketEventsResponse
+	1,  // 93: livedump.v1.FleetService.ListDumps:output_type -> livedump.v1.ListDumpsResponse
+	3,  // 94: livedump.v1.FleetService.GetDump:output_type -> livedump.v1.GetDumpResponse
+	5,  // 95: livedump.v1.FleetService.PullDump:output_type -> livedump.v1.PullDumpResponse
+	47, // 96: livedump.v1.FleetService.ListOperatorCertificates:output_type -> livedump.v1.ListOperatorCertificatesResponse
+	49, // 97: livedump.v1.FleetService.RevokeOperatorCertificate:output_type -> livedump.v1.RevokeOperatorCertificateResponse
+	69, // 98: livedump.v1.FleetService.DescribeAgent:output_type -> livedump.v1.DescribeAgentResponse
+	74, // [74:99] is the sub-list for method output_type
+	49, // [49:74] is the sub-list for method input_type
 	49, // [49:49] is the sub-list for extension type_name
 	49, // [49:49] is the sub-list for extension extendee
 	0,  // [0:49] is the sub-list for field type_name
@@ -3325,6 +3340,7 @@ func file_livedump_v1_fleet_proto_init() {
 	if File_livedump_v1_fleet_proto != nil {
 		return
 	}
+	file_livedump_v1_agentlog_proto_init()
 	file_livedump_v1_capture_proto_init()
 	file_livedump_v1_common_proto_init()
 	file_livedump_v1_dump_proto_init()

@@ -43,6 +43,7 @@ const (
 	FleetService_PullDump_FullMethodName                  = "/livedump.v1.FleetService/PullDump"
 	FleetService_ListOperatorCertificates_FullMethodName  = "/livedump.v1.FleetService/ListOperatorCertificates"
 	FleetService_RevokeOperatorCertificate_FullMethodName = "/livedump.v1.FleetService/RevokeOperatorCertificate"
+	FleetService_DescribeAgent_FullMethodName             = "/livedump.v1.FleetService/DescribeAgent"
 )
 
 // FleetServiceClient is the client API for FleetService service.
@@ -106,6 +107,10 @@ type FleetServiceClient interface {
 	// every certificate of an operator name issued before now: their next call
 	// is refused and their open streams end. Role: admin.
 	RevokeOperatorCertificate(ctx context.Context, in *RevokeOperatorCertificateRequest, opts ...grpc.CallOption) (*RevokeOperatorCertificateResponse, error)
+	// DescribeAgent returns one agent with its certificate, recent captures
+	// and dumps, and (log_lines > 0) the tail of its own log fetched over its
+	// stream. Role: viewer; operator to read the log. Audited.
+	DescribeAgent(ctx context.Context, in *DescribeAgentRequest, opts ...grpc.CallOption) (*DescribeAgentResponse, error)
 }
 
 type fleetServiceClient struct {
@@ -377,6 +382,16 @@ func (c *fleetServiceClient) RevokeOperatorCertificate(ctx context.Context, in *
 	return out, nil
 }
 
+func (c *fleetServiceClient) DescribeAgent(ctx context.Context, in *DescribeAgentRequest, opts ...grpc.CallOption) (*DescribeAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DescribeAgentResponse)
+	err := c.cc.Invoke(ctx, FleetService_DescribeAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FleetServiceServer is the server API for FleetService service.
 // All implementations must embed UnimplementedFleetServiceServer
 // for forward compatibility.
@@ -438,6 +453,10 @@ type FleetServiceServer interface {
 	// every certificate of an operator name issued before now: their next call
 	// is refused and their open streams end. Role: admin.
 	RevokeOperatorCertificate(context.Context, *RevokeOperatorCertificateRequest) (*RevokeOperatorCertificateResponse, error)
+	// DescribeAgent returns one agent with its certificate, recent captures
+	// and dumps, and (log_lines > 0) the tail of its own log fetched over its
+	// stream. Role: viewer; operator to read the log. Audited.
+	DescribeAgent(context.Context, *DescribeAgentRequest) (*DescribeAgentResponse, error)
 	mustEmbedUnimplementedFleetServiceServer()
 }
 
@@ -519,6 +538,9 @@ func (UnimplementedFleetServiceServer) ListOperatorCertificates(context.Context,
 }
 func (UnimplementedFleetServiceServer) RevokeOperatorCertificate(context.Context, *RevokeOperatorCertificateRequest) (*RevokeOperatorCertificateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeOperatorCertificate not implemented")
+}
+func (UnimplementedFleetServiceServer) DescribeAgent(context.Context, *DescribeAgentRequest) (*DescribeAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DescribeAgent not implemented")
 }
 func (UnimplementedFleetServiceServer) mustEmbedUnimplementedFleetServiceServer() {}
 func (UnimplementedFleetServiceServer) testEmbeddedByValue()                      {}
@@ -948,6 +970,24 @@ func _FleetService_RevokeOperatorCertificate_Handler(srv interface{}, ctx contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FleetService_DescribeAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DescribeAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).DescribeAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_DescribeAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).DescribeAgent(ctx, req.(*DescribeAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FleetService_ServiceDesc is the grpc.ServiceDesc for FleetService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1038,6 +1078,10 @@ var FleetService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeOperatorCertificate",
 			Handler:    _FleetService_RevokeOperatorCertificate_Handler,
+		},
+		{
+			MethodName: "DescribeAgent",
+			Handler:    _FleetService_DescribeAgent_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

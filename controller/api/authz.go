@@ -86,6 +86,11 @@ var policy = map[string]rule{
 	livedumpv1.FleetService_ListOperatorCertificates_FullMethodName:  {caller: operators, minRole: pki.RoleAdmin},
 	livedumpv1.FleetService_RevokeOperatorCertificate_FullMethodName: {caller: operators, minRole: pki.RoleAdmin, mutating: true},
 
+	// Describing an agent is a read (viewer); its log_lines part, the tail
+	// of the agent's own log fetched from the machine, needs operator and
+	// is checked in the handler. Audited: who looked at which machine.
+	livedumpv1.FleetService_DescribeAgent_FullMethodName: {caller: operators, minRole: pki.RoleViewer, audit: true},
+
 	"/grpc.health.v1.Health/Check": {caller: anyone},
 	// A Watch stream is held open: not for callers without a certificate
 	// (load balancers use Check).

@@ -237,6 +237,7 @@ func (s *AgentServer) agentLogReport(ctx context.Context, actor string, sess *fl
 		target = ""
 	}
 	s.cfg.Logger.Warn("agent log report refused", "agent", actor, "directive_id", target, "reason", outcome)
+	s.cfg.Metrics.AgentLogReportsRefused.Inc()
 	if !budget.allow(s.cfg.Clock.Now()) {
 		return
 	}

@@ -197,7 +197,7 @@ func writeDescription(w io.Writer, now time.Time, d *livedumpv1.DescribeAgentRes
 	case l.GetError() != "":
 		fmt.Fprintf(w, "Log: %s\n", cell(l.GetError()))
 	case r.GetError() != "":
-		fmt.Fprintf(w, "Log: the agent could not read it: %s\n", cell(r.GetError()))
+		fmt.Fprintf(w, "Log: not available: %s\n", cell(r.GetError()))
 	case r.GetNoLogFile():
 		fmt.Fprintln(w, "Log: no log file (the agent logs to stderr or to its controller, not to a file)")
 	default:

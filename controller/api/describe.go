@@ -84,6 +84,9 @@ func (s *FleetServer) DescribeAgent(ctx context.Context, req *livedumpv1.Describ
 		return nil, toStatus(s.cfg.Logger, "agent "+req.GetAgentId(), err)
 	}
 	resp := &livedumpv1.DescribeAgentResponse{Agent: s.view(ctx, a), Certificate: certificateProto(a)}
+	if m, err := s.cfg.Store.AgentMemory(ctx, a.ID); err == nil && m > 0 {
+		resp.Agent.Inventory.MemoryBytes = uint64(m)
+	}
 
 	targets, err := s.cfg.Store.ListAgentTargets(ctx, a.ID, limit+1)
 	if err != nil {

@@ -64,6 +64,10 @@ type Config struct {
 	// compromised or impersonated controller cannot run arbitrary D, with
 	// its destructive actions, as SYSTEM.
 	AllowRawScripts bool
+	// LogFile is the agent's own log file, whose tail the controller may
+	// ask for (agents describe); empty when the agent logs to no file. It
+	// is the only file the agent ever sends that way.
+	LogFile string
 
 	Logger     *slog.Logger
 	Metrics    *prometheus.Registry // nil: a new one

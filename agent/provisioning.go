@@ -74,6 +74,9 @@ func (a *Agent) directive(d *livedumpv1.Directive) error {
 	case *livedumpv1.Directive_SelfTest:
 		go a.runSelfTest(d.GetId(), k.SelfTest)
 		return nil
+	case *livedumpv1.Directive_AgentLog:
+		go a.sendLogTail(d.GetId(), k.AgentLog)
+		return nil
 	}
 	return fmt.Errorf("directive %s: unsupported kind %T (agent version too old?)", d.GetId(), d.GetKind())
 }

@@ -115,7 +115,9 @@ LIVEDUMP_AGENT_TOKEN) > config file > default. The config file defaults to
 	cmd.SetErr(stderr)
 	agentFlags(cmd.Flags())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		return runAgent(ctx, cmd, func(level string) (*slog.Logger, error) {
+		// A console agent logs to stderr only: it has no log file to
+		// send when an operator describes it.
+		return runAgent(ctx, cmd, "", func(level string) (*slog.Logger, error) {
 			return logging.New(stderr, level)
 		})
 	}
@@ -163,8 +165,9 @@ func loadConfig(cmd *cobra.Command) (*config.Config, error) {
 }
 
 // runAgent runs the agent configured by cmd's flags until ctx ends; newLog
-// makes its logger at the configured level.
-func runAgent(ctx context.Context, cmd *cobra.Command, newLog func(level string) (*slog.Logger, error)) error {
+// makes its logger at the configured level, and logFile is the file that
+// logger writes to ("" for none), whose tail an operator may ask for.
+func runAgent(ctx context.Context, cmd *cobra.Command, logFile string, newLog func(level string) (*slog.Logger, error)) error {
 	v, err := loadConfig(cmd)
 	if err != nil {
 		return err
@@ -204,6 +207,7 @@ func runAgent(ctx context.Context, cmd *cobra.Command, newLog func(level string)
 		UploadBytesPerSec: v.GetInt64("upload_bytes_per_sec"),
 		KeepDumps:         v.GetBool("keep_dumps"),
 		ExpectedDumpBytes: v.GetUint64("expected_dump_bytes"),
+		LogFile:           logFile,
 		Logger:            log,
 	}
 	// dtrace_path replaces the dtrace the machine has (the built-in

@@ -111,7 +111,8 @@ func runService(ctx context.Context, cmd *cobra.Command) error {
 		defer elog.Close()
 	}
 	dirErr := protectDataDir(defaultStateDir())
-	fileOut, fileErr := openRotating(filepath.Join(logDir(), "livedump-agent.log"), logMaxBytes, logKeep)
+	logFile := filepath.Join(logDir(), "livedump-agent.log")
+	fileOut, fileErr := openRotating(logFile, logMaxBytes, logKeep)
 	if fileErr == nil {
 		defer fileOut.Close()
 		// A crash (panic, fatal error) would otherwise go to the stderr
@@ -172,7 +173,12 @@ func runService(ctx context.Context, cmd *cobra.Command) error {
 		parent:  ctx,
 		log:     log,
 		timeout: stopTimeout,
-		run:     func(ctx context.Context) error { return runAgent(ctx, cmd, newLog) },
+		run: func(ctx context.Context) error {
+			if fileErr != nil {
+				logFile = ""
+			}
+			return runAgent(ctx, cmd, logFile, newLog)
+		},
 	}
 	if err := svc.Run(serviceName, h); err != nil {
 		if errors.Is(err, windows.ERROR_FAILED_SERVICE_CONTROLLER_CONNECT) {

@@ -179,6 +179,16 @@ func newDevAgent(i int, dataDir, addr, caFile, token string, opts devOptions, lo
 	}
 	// Each boot gets a fresh agent, as a restarted service would.
 	run := func(ctx context.Context) error {
+		cfg := cfg
+		// Like an agent service, each dev agent also logs to a file of
+		// its own, whose tail `livedumpctl agents describe` shows.
+		if f, path, err := openDevAgentLog(dir); err == nil {
+			defer f.Close()
+			cfg.LogFile = path
+			cfg.Logger = slog.New(slog.NewMultiHandler(cfg.Logger.Handler(), slog.NewTextHandler(f, nil)))
+		} else {
+			cfg.Logger.Warn("dev agent log file not opened: agents describe shows no log", "err", err)
+		}
 		a, err := agent.New(cfg)
 		if err != nil {
 			return err
@@ -186,6 +196,24 @@ func newDevAgent(i int, dataDir, addr, caFile, token string, opts devOptions, lo
 		return a.Run(ctx)
 	}
 	return &devAgent{host: h, run: run}, nil
+}
+
+// devAgentLogMax bounds a dev agent's log file: a larger one is started
+// afresh at the agent's next boot.
+const devAgentLogMax = 4 << 20
+
+// openDevAgentLog opens the dev agent's log file in dir for appending.
+func openDevAgentLog(dir string) (*os.File, string, error) {
+	path := filepath.Join(dir, "agent.log")
+	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
+	if st, err := os.Stat(path); err == nil && st.Size() > devAgentLogMax {
+		flags |= os.O_TRUNC
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, "", err
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
+	return f, path, err
 }
 
 // writeSimDTraceMSI writes the simulated DTrace package the dev machines

@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/livedump/livedump/internal/enumname"
-	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/internal/selector"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -18,10 +17,10 @@ import (
 func (a *app) agentsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agents",
-		Short: "List, label, check and revoke agents",
+		Short: "List, describe, label, check and revoke agents",
 	}
 	groupCommand(cmd)
-	cmd.AddCommand(a.agentsListCmd(), a.agentsLabelCmd(), a.agentsRevokeCmd(), a.agentsCheckCmd())
+	cmd.AddCommand(a.agentsListCmd(), a.agentsDescribeCmd(), a.agentsLabelCmd(), a.agentsRevokeCmd(), a.agentsCheckCmd())
 	return cmd
 }
 
@@ -83,6 +82,7 @@ func (a *app) agentsLabelCmd() *cobra.Command {
 		Use:   "label AGENT KEY=VALUE... [KEY-]...",
 		Short: "Set (KEY=VALUE) and remove (KEY-) user labels of an agent",
 		Long: `Set (KEY=VALUE) and remove (KEY-) user labels of an agent, like kubectl label.
+AGENT is the agent's ID or its hostname (in any case).
 
 The built-in labels hostname and os.build come from the agent's inventory and
 cannot be changed.`,
@@ -96,7 +96,7 @@ cannot be changed.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			agent := args[0]
-			if err := pki.ValidateAgentID(agent); err != nil {
+			if err := checkAgentRef("AGENT", agent); err != nil {
 				return usageErrorf(cmd, "%v", err)
 			}
 			set, remove, err := selector.ParseAssignments(args[1:])
@@ -110,6 +110,9 @@ cannot be changed.`,
 				if _, ok := set[k]; ok && slices.Contains(remove, k) {
 					return usageErrorf(cmd, "label key %q: both set and removed", k)
 				}
+			}
+			if agent, err = a.resolveAgentArg(cmd, "AGENT", agent); err != nil {
+				return err
 			}
 			resp, s, err := call(a, cmd, fleetClient.LabelAgent, &livedumpv1.LabelAgentRequest{AgentId: agent, Set: set, Remove: remove})
 			if err != nil {
@@ -126,13 +129,14 @@ cannot be changed.`,
 func (a *app) agentsRevokeCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "revoke AGENT",
-		Short: "Revoke an agent: its stream is closed and its next call refused",
+		Short: "Revoke an agent (by ID or hostname): its stream is closed and its next call refused",
 		Args:  exactArgs("AGENT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := pki.ValidateAgentID(args[0]); err != nil {
-				return usageErrorf(cmd, "%v", err)
+			id, err := a.resolveAgentArg(cmd, "AGENT", args[0])
+			if err != nil {
+				return err
 			}
-			resp, s, err := call(a, cmd, fleetClient.RevokeAgent, &livedumpv1.RevokeAgentRequest{AgentId: args[0]})
+			resp, s, err := call(a, cmd, fleetClient.RevokeAgent, &livedumpv1.RevokeAgentRequest{AgentId: id})
 			if err != nil {
 				return err
 			}

@@ -385,10 +385,10 @@ func (a *app) eventsCmd() *cobra.Command {
 		Short: "List and bucket a capture's trigger events",
 	}
 	groupCommand(cmd)
-	var captureID string
+	var captureID, agentRef string
 	var limit int32
 	list := &cobra.Command{
-		Use:   "list --capture ID",
+		Use:   "list --capture ID [--agent AGENT]",
 		Short: "List a capture's events, oldest first",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -405,16 +405,36 @@ func (a *app) eventsCmd() *cobra.Command {
 				return err
 			}
 			defer closeConn()
+			agentID := ""
+			if agentRef != "" {
+				if agentID, err = resolveAgent(cmd, client, s, "--agent", agentRef); err != nil {
+					return err
+				}
+			}
 			resp := &livedumpv1.ListEventsResponse{}
 			for {
+				want := limit - int32(len(resp.Events))
+				if agentID != "" {
+					want = 10000 // filtered here: read full pages
+				}
 				ctx, cancel := context.WithTimeout(cmd.Context(), s.timeout)
-				page, err := client.ListEvents(ctx, &livedumpv1.ListEventsRequest{CaptureId: captureID, Limit: limit - int32(len(resp.Events)), After: resp.GetNext()})
+				page, err := client.ListEvents(ctx, &livedumpv1.ListEventsRequest{CaptureId: captureID, Limit: want, After: resp.GetNext()})
 				cancel()
 				if err != nil {
 					return rpcError(err, s)
 				}
-				resp.Events = append(resp.Events, page.GetEvents()...)
 				resp.Next = page.GetNext()
+				for _, e := range page.GetEvents() {
+					if agentID != "" && e.GetAgentId() != agentID {
+						continue
+					}
+					if len(resp.Events) == int(limit) {
+						// More follow: go on after the last one kept.
+						resp.Next = resp.Events[len(resp.Events)-1].GetId()
+						break
+					}
+					resp.Events = append(resp.Events, e)
+				}
 				if resp.Next == "" || len(resp.Events) >= int(limit) || len(page.GetEvents()) == 0 {
 					break
 				}
@@ -436,6 +456,7 @@ func (a *app) eventsCmd() *cobra.Command {
 	}
 	list.Flags().StringVar(&captureID, "capture", "", "capture `ID` (required)")
 	list.Flags().Int32Var(&limit, "limit", 1000, "maximum events (1-10000)")
+	list.Flags().StringVar(&agentRef, "agent", "", "only this agent's events: its `ID or HOSTNAME`")
 
 	var bucketCapture string
 	var frames int32

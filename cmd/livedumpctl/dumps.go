@@ -20,15 +20,22 @@ func (a *app) dumpsCmd() *cobra.Command {
 		Short: "List, download and pull live kernel dumps",
 	}
 	groupCommand(cmd)
-	var captureID string
+	var captureID, agentRef string
 	list := &cobra.Command{
-		Use:   "list [--capture ID]",
+		Use:   "list [--capture ID] [--agent AGENT]",
 		Short: "List dumps, newest first",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			agentID := ""
+			if agentRef != "" {
+				var err error
+				if agentID, err = a.resolveAgentArg(cmd, "--agent", agentRef); err != nil {
+					return err
+				}
+			}
 			resp := &livedumpv1.ListDumpsResponse{}
 			s, err := followPages(a, cmd, func(ctx context.Context, client fleetClient, after string) (string, error) {
-				page, err := client.ListDumps(ctx, &livedumpv1.ListDumpsRequest{CaptureId: captureID, After: after})
+				page, err := client.ListDumps(ctx, &livedumpv1.ListDumpsRequest{CaptureId: captureID, AgentId: agentID, After: after})
 				resp.Dumps = append(resp.Dumps, page.GetDumps()...)
 				return page.GetNext(), err
 			})
@@ -47,6 +54,7 @@ func (a *app) dumpsCmd() *cobra.Command {
 		},
 	}
 	list.Flags().StringVar(&captureID, "capture", "", "only this capture's dumps")
+	list.Flags().StringVar(&agentRef, "agent", "", "only this agent's dumps: its `ID or HOSTNAME`")
 
 	get := a.dumpsGetCmd()
 

@@ -141,6 +141,9 @@ type fakeFleet struct {
 	err   error         // returned by every method when set
 	delay time.Duration // slows every method down
 	paged bool          // lists answer one item per page
+	// moreAgents are listed after the two canned agents.
+	moreAgents []*livedumpv1.Agent
+	denyLog    bool // DescribeAgent refuses log_lines as it does a viewer
 }
 
 func (f *fakeFleet) record(ctx context.Context, method string, req proto.Message) error {
@@ -200,7 +203,10 @@ func (f *fakeFleet) setErr(err error) {
 func ts(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
 
 func (f *fakeFleet) agents() []*livedumpv1.Agent {
-	return []*livedumpv1.Agent{
+	f.mu.Lock()
+	more := f.moreAgents
+	f.mu.Unlock()
+	return append([]*livedumpv1.Agent{
 		{
 			Id:       "ws-0001",
 			Hostname: "WS-0001",
@@ -221,7 +227,7 @@ func (f *fakeFleet) agents() []*livedumpv1.Agent {
 			State:     livedumpv1.AgentState_AGENT_STATE_OFFLINE,
 			LastSeen:  ts(f.now.Add(-50 * time.Hour)),
 		},
-	}
+	}, more...)
 }
 
 func (f *fakeFleet) ListAgents(ctx context.Context, req *livedumpv1.ListAgentsRequest) (*livedumpv1.ListAgentsResponse, error) {

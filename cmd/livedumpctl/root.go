@@ -137,7 +137,6 @@ func (a *app) newRootCmd() *cobra.Command {
 	pf.String(keyKey, "", "operator private key `FILE` (env LIVEDUMP_KEY)")
 	pf.StringP(keyOutput, "o", defaultOutput, "output `FORMAT`: table or json (env LIVEDUMP_OUTPUT)")
 	pf.Duration(keyTimeout, defaultTimeout, "time limit for each call to the controller (env LIVEDUMP_TIMEOUT)")
-	_ = root.RegisterFlagCompletionFunc(keyOutput, cobra.FixedCompletions([]string{outputTable, outputJSON}, cobra.ShellCompDirectiveNoFileComp))
 	for _, name := range []string{"config", keyCA, keyCert, keyKey} {
 		_ = root.MarkPersistentFlagFilename(name)
 	}
@@ -153,6 +152,7 @@ func (a *app) newRootCmd() *cobra.Command {
 			groupCommand(c)
 		}
 	}
+	a.registerCompletions(root)
 	return root
 }
 

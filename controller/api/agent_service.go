@@ -284,6 +284,9 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 			case *livedumpv1.ConnectRequest_SelfTestReport:
 				sess.Heartbeat(s.cfg.Clock.Now())
 				s.selfTestReport(ctx, id.String(), sess, msg.SelfTestReport, &reportAudits)
+			case *livedumpv1.ConnectRequest_AgentLogReport:
+				sess.Heartbeat(s.cfg.Clock.Now())
+				s.agentLogReport(ctx, id.String(), sess, msg.AgentLogReport, &reportAudits)
 			case *livedumpv1.ConnectRequest_Hello:
 				recvErr <- status.Error(codes.InvalidArgument, "hello: sent twice on one stream")
 				return

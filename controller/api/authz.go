@@ -89,6 +89,10 @@ var policy = map[string]rule{
 	// Deleting destroys evidence: admin only, audited.
 	livedumpv1.FleetService_DeleteDump_FullMethodName:    {caller: operators, minRole: pki.RoleAdmin, mutating: true},
 	livedumpv1.FleetService_DeleteCapture_FullMethodName: {caller: operators, minRole: pki.RoleAdmin, mutating: true},
+	// Describing an agent is a read (viewer); its log_lines part, the tail
+	// of the agent's own log fetched from the machine, needs operator and
+	// is checked in the handler. Audited: who looked at which machine.
+	livedumpv1.FleetService_DescribeAgent_FullMethodName: {caller: operators, minRole: pki.RoleViewer, audit: true},
 
 	"/grpc.health.v1.Health/Check": {caller: anyone},
 	// A Watch stream is held open: not for callers without a certificate

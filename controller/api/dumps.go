@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -91,9 +92,25 @@ func (s *FleetServer) ListDumps(ctx context.Context, req *livedumpv1.ListDumpsRe
 		}
 		after.ID = k[1]
 	}
-	ds, err := s.cfg.Store.ListDumps(ctx, req.GetCaptureId())
+	if req.GetAgentId() != "" {
+		if err := validAgentID(req.GetAgentId()); err != nil {
+			return nil, err
+		}
+	}
+	var (
+		ds  []store.Dump
+		err error
+	)
+	if req.GetAgentId() != "" && req.GetCaptureId() == "" {
+		ds, err = s.cfg.Store.ListAgentDumps(ctx, req.GetAgentId(), 0)
+	} else {
+		ds, err = s.cfg.Store.ListDumps(ctx, req.GetCaptureId())
+	}
 	if err != nil {
 		return nil, toStatus(s.cfg.Logger, "list dumps", err)
+	}
+	if req.GetAgentId() != "" && req.GetCaptureId() != "" {
+		ds = slices.DeleteFunc(ds, func(d store.Dump) bool { return d.AgentID != req.GetAgentId() })
 	}
 	// Newest first, then by ID (the store's order, made exact).
 	before := func(a, b store.Dump) bool {

@@ -23,6 +23,9 @@ type Metrics struct {
 	// SelfTestReportsRefused counts self-test reports dropped: over the
 	// limits, or answering no self-test directive the agent was sent.
 	SelfTestReportsRefused prometheus.Counter
+	// AgentLogReportsRefused counts log tails from agents dropped: over
+	// the limits, or answering no log directive the agent was sent.
+	AgentLogReportsRefused prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -56,6 +59,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "livedump_controller_selftest_reports_refused_total",
 			Help: "Self-test reports from agents dropped: over the size limits, or answering no self-test directive sent to that agent.",
 		}),
+		AgentLogReportsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "livedump_controller_agent_log_reports_refused_total",
+			Help: "Log tails from agents (agents describe) dropped: over 200 lines or 64 KiB, or answering no log directive sent to that agent.",
+		}),
 	}
 	for _, r := range []string{resultOK, resultDenied, resultInvalid, resultError} {
 		m.Enrollments.WithLabelValues(r)
@@ -64,6 +71,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"closed", "replaced", "revoked", "heartbeat_timeout", "certificate_expired", "shutdown", "store_unavailable", "slow_consumer", "error"} {
 		m.Disconnects.WithLabelValues(r)
 	}
-	reg.MustRegister(m.AgentsConnected, m.Enrollments, m.Renewals, m.Heartbeats, m.Disconnects, m.EnrollRateLimited, m.SelfTestReportsRefused)
+	reg.MustRegister(m.AgentsConnected, m.Enrollments, m.Renewals, m.Heartbeats, m.Disconnects, m.EnrollRateLimited, m.SelfTestReportsRefused, m.AgentLogReportsRefused)
 	return m
 }

@@ -448,10 +448,7 @@ func (c *Cluster) Exchange(ctx context.Context, agentID string, d *livedumpv1.Di
 			}
 			return nil, errors.New(msg)
 		}
-		var rep fleet.Report = &livedumpv1.ProvisionReport{}
-		if d.GetSelfTest() != nil {
-			rep = &livedumpv1.SelfTestReport{}
-		}
+		rep := fleet.NewReport(d)
 		if err := proto.Unmarshal(res.Result, rep); err != nil {
 			return nil, fmt.Errorf("report from another replica: %w", err)
 		}

@@ -151,6 +151,32 @@ func TestSelfTestRoundTripsThroughTheOtherReplica(t *testing.T) {
 	}
 }
 
+// An agent's log tail (agents describe) comes back through the other
+// replica as an AgentLogReport; a SelfTestReport answering it is not taken
+// for it.
+func TestAgentLogRoundTripsThroughTheOtherReplica(t *testing.T) {
+	_, a, b := twoReplicas(t, NewLocalBus(), 15*time.Second)
+	s, _ := attach(t, b, "agent-1")
+	go func() {
+		d := <-s.Outbox()
+		id := d.GetDirective().GetId()
+		if s.Deliver(&livedumpv1.SelfTestReport{DirectiveId: id}) {
+			t.Errorf("a self-test report answered a log directive")
+		}
+		s.Deliver(&livedumpv1.AgentLogReport{DirectiveId: id, FileName: "livedump-agent.log", Lines: []string{"from b"}})
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rep, err := a.Exchange(ctx, "agent-1", &livedumpv1.Directive{Id: "log-1", Kind: &livedumpv1.Directive_AgentLog{AgentLog: &livedumpv1.AgentLogDirective{MaxLines: 10}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lr, ok := rep.(*livedumpv1.AgentLogReport)
+	if !ok || len(lr.GetLines()) != 1 || lr.GetLines()[0] != "from b" {
+		t.Fatalf("report %T %v", rep, rep)
+	}
+}
+
 func TestCallToAnAgentNoReplicaHoldsIsOfflineAtOnce(t *testing.T) {
 	_, a, _ := twoReplicas(t, NewLocalBus(), 15*time.Second)
 	start := time.Now()

@@ -79,7 +79,7 @@ func (s *Session) Send(m *livedumpv1.ConnectResponse) error {
 }
 
 // Report is an agent's answer to a directive that a caller waits for: a
-// ProvisionReport or a SelfTestReport.
+// ProvisionReport, a SelfTestReport or an AgentLogReport.
 type Report interface {
 	proto.Message
 	GetDirectiveId() string
@@ -112,12 +112,22 @@ type waiter struct {
 }
 
 // ReportKind is the report message a directive is answered with:
-// SelfTestReport for a self-test, ProvisionReport for everything else.
+// SelfTestReport for a self-test, AgentLogReport for a log tail,
+// ProvisionReport for everything else.
 func ReportKind(d *livedumpv1.Directive) protoreflect.FullName {
-	if d.GetSelfTest() != nil {
-		return (&livedumpv1.SelfTestReport{}).ProtoReflect().Descriptor().FullName()
+	return NewReport(d).ProtoReflect().Descriptor().FullName()
+}
+
+// NewReport returns an empty report of the kind that answers d, to decode
+// one into (a report relayed by another replica).
+func NewReport(d *livedumpv1.Directive) Report {
+	switch {
+	case d.GetSelfTest() != nil:
+		return &livedumpv1.SelfTestReport{}
+	case d.GetAgentLog() != nil:
+		return &livedumpv1.AgentLogReport{}
 	}
-	return (&livedumpv1.ProvisionReport{}).ProtoReflect().Descriptor().FullName()
+	return &livedumpv1.ProvisionReport{}
 }
 
 func (s *Session) wait(id string, kind protoreflect.FullName) (chan Report, func()) {

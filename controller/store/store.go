@@ -378,6 +378,12 @@ type Store interface {
 	// AgentMemory returns the memory SetAgentMemory recorded, 0 if none;
 	// ErrNotFound for an unknown agent.
 	AgentMemory(ctx context.Context, agentID string) (int64, error)
+	// ListAgentTargets returns one agent's capture targets, newest capture
+	// first, at most limit (all when limit <= 0).
+	ListAgentTargets(ctx context.Context, agentID string, limit int) ([]CaptureTarget, error)
+	// ListAgentDumps returns one agent's dumps newest written first
+	// (unwritten last), at most limit (all when limit <= 0).
+	ListAgentDumps(ctx context.Context, agentID string, limit int) ([]Dump, error)
 	// GetTarget returns one target of a capture, or ErrNotFound.
 	GetTarget(ctx context.Context, captureID, agentID string) (CaptureTarget, error)
 

@@ -21,6 +21,7 @@ package ntstatus
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -158,6 +159,25 @@ var tables = sync.OnceValue(func() *index {
 // When several names share a value the STATUS_ name that comes first in
 // ntstatus.h wins (0 is STATUS_SUCCESS, not STATUS_WAIT_0).
 func Name(v uint32) string { return tables().ntName[v] }
+
+// Names returns the known names (NTSTATUS, Win32 error and HRESULT) that
+// start with prefix in any case, sorted, at most limit of them (all when
+// limit <= 0); more reports that some were left out. It is what shell
+// completion offers for a status code.
+func Names(prefix string, limit int) (names []string, more bool) {
+	up := strings.ToUpper(prefix)
+	for _, n := range tables().names {
+		if strings.HasPrefix(n, up) {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	names = slices.Compact(names)
+	if limit > 0 && len(names) > limit {
+		return names[:limit], true
+	}
+	return names, false
+}
 
 // Values returns every known NTSTATUS value, sorted.
 func Values() []uint32 { return append([]uint32(nil), tables().values...) }

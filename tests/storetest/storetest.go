@@ -78,6 +78,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Replicas", testReplicas},
 		{"Presence", testPresence},
 		{"Directives", testDirectives},
+		{"AgentHistory", testAgentHistory},
 		{"DirectivesDelete", testDirectivesDelete},
 		{"AuditCertSerial", testAuditCertSerial},
 		{"OperatorCertRecord", testOperatorCertRecord},
@@ -1461,5 +1462,57 @@ func testOperatorCertRevokeName(t *testing.T, s store.Store) {
 	must(t, "RevokeOperatorName later", err)
 	if _, revoked, err := s.OperatorCertRevocation(ctx, "0c10", "erin", at.Add(time.Second)); err != nil || !revoked {
 		t.Errorf("a later revocation did not cover a certificate issued before it: revoked = %v (err %v)", revoked, err)
+	}
+}
+
+// testAgentHistory: one agent's captures (newest first, bounded) and dumps
+// (newest written first, unwritten last, bounded), never another agent's.
+func testAgentHistory(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	for i, id := range []string{"c1", "c3", "c2"} {
+		created := t0.Add(time.Duration(map[string]int{"c1": 1, "c2": 2, "c3": 3}[id]) * time.Hour)
+		targets := []store.CaptureTarget{{AgentID: "a1", State: "armed", Updated: created}}
+		if i != 1 {
+			targets = append(targets, store.CaptureTarget{AgentID: "a2", State: "pending", Updated: created})
+		}
+		must(t, "CreateCapture "+id, s.CreateCapture(ctx, store.Capture{ID: id, Spec: "{}", State: "active", Created: created, Expires: created.Add(time.Hour)}, targets))
+	}
+	ts, err := s.ListAgentTargets(ctx, "a1", 0)
+	must(t, "ListAgentTargets", err)
+	if len(ts) != 3 || ts[0].CaptureID != "c3" || ts[1].CaptureID != "c2" || ts[2].CaptureID != "c1" || ts[0].AgentID != "a1" || ts[0].State != "armed" {
+		t.Fatalf("ListAgentTargets(a1) = %+v, want c3, c2, c1", ts)
+	}
+	ts, err = s.ListAgentTargets(ctx, "a1", 2)
+	must(t, "ListAgentTargets limit", err)
+	if len(ts) != 2 || ts[1].CaptureID != "c2" {
+		t.Fatalf("ListAgentTargets(a1, 2) = %+v", ts)
+	}
+	ts, err = s.ListAgentTargets(ctx, "a2", 0)
+	must(t, "ListAgentTargets a2", err)
+	if len(ts) != 2 || ts[0].CaptureID != "c2" || ts[0].AgentID != "a2" {
+		t.Fatalf("ListAgentTargets(a2) = %+v", ts)
+	}
+	if ts, err := s.ListAgentTargets(ctx, "nobody", 0); err != nil || len(ts) != 0 {
+		t.Fatalf("ListAgentTargets(nobody) = %+v, %v", ts, err)
+	}
+
+	for _, d := range []store.Dump{
+		{ID: "d1", AgentID: "a1", CaptureID: "c1", State: "hashed", Written: t0.Add(time.Minute)},
+		{ID: "d2", AgentID: "a1", CaptureID: "c2", State: "hashed", Written: t0.Add(3 * time.Minute)},
+		{ID: "d3", AgentID: "a1", CaptureID: "c2", State: "writing"},
+		{ID: "d4", AgentID: "a2", CaptureID: "c2", State: "hashed", Written: t0.Add(4 * time.Minute)},
+	} {
+		must(t, "PutDump "+d.ID, s.PutDump(ctx, d))
+	}
+	ds, err := s.ListAgentDumps(ctx, "a1", 0)
+	must(t, "ListAgentDumps", err)
+	if len(ds) != 3 || ds[0].ID != "d2" || ds[1].ID != "d1" || ds[2].ID != "d3" {
+		t.Fatalf("ListAgentDumps(a1) = %+v, want d2, d1, d3", ds)
+	}
+	ds, err = s.ListAgentDumps(ctx, "a1", 1)
+	must(t, "ListAgentDumps limit", err)
+	if len(ds) != 1 || ds[0].ID != "d2" {
+		t.Fatalf("ListAgentDumps(a1, 1) = %+v", ds)
 	}
 }

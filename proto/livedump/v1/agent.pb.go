@@ -365,6 +365,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_CaptureStatus
 	//	*ConnectRequest_DumpReport
 	//	*ConnectRequest_SelfTestReport
+	//	*ConnectRequest_AgentLogReport
 	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -479,6 +480,15 @@ func (x *ConnectRequest) GetSelfTestReport() *SelfTestReport {
 	return nil
 }
 
+func (x *ConnectRequest) GetAgentLogReport() *AgentLogReport {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_AgentLogReport); ok {
+			return x.AgentLogReport
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Msg interface {
 	isConnectRequest_Msg()
 }
@@ -515,6 +525,11 @@ type ConnectRequest_SelfTestReport struct {
 	SelfTestReport *SelfTestReport `protobuf:"bytes,8,opt,name=self_test_report,json=selfTestReport,proto3,oneof"`
 }
 
+type ConnectRequest_AgentLogReport struct {
+	// The tail of the agent's own log, answering an AgentLogDirective.
+	AgentLogReport *AgentLogReport `protobuf:"bytes,9,opt,name=agent_log_report,json=agentLogReport,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
@@ -530,6 +545,8 @@ func (*ConnectRequest_CaptureStatus) isConnectRequest_Msg() {}
 func (*ConnectRequest_DumpReport) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_SelfTestReport) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_AgentLogReport) isConnectRequest_Msg() {}
 
 // ConnectResponse is one message from controller to agent.
 type ConnectResponse struct {
@@ -856,6 +873,7 @@ type Directive struct {
 	//	*Directive_Disarm
 	//	*Directive_PullDump
 	//	*Directive_SelfTest
+	//	*Directive_AgentLog
 	Kind          isDirective_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -957,6 +975,15 @@ func (x *Directive) GetSelfTest() *SelfTestDirective {
 	return nil
 }
 
+func (x *Directive) GetAgentLog() *AgentLogDirective {
+	if x != nil {
+		if x, ok := x.Kind.(*Directive_AgentLog); ok {
+			return x.AgentLog
+		}
+	}
+	return nil
+}
+
 type isDirective_Kind interface {
 	isDirective_Kind()
 }
@@ -981,6 +1008,11 @@ type Directive_SelfTest struct {
 	SelfTest *SelfTestDirective `protobuf:"bytes,7,opt,name=self_test,json=selfTest,proto3,oneof"`
 }
 
+type Directive_AgentLog struct {
+	// Send the tail of the agent's own log file (AgentLogReport).
+	AgentLog *AgentLogDirective `protobuf:"bytes,8,opt,name=agent_log,json=agentLog,proto3,oneof"`
+}
+
 func (*Directive_Provision) isDirective_Kind() {}
 
 func (*Directive_Arm) isDirective_Kind() {}
@@ -990,6 +1022,8 @@ func (*Directive_Disarm) isDirective_Kind() {}
 func (*Directive_PullDump) isDirective_Kind() {}
 
 func (*Directive_SelfTest) isDirective_Kind() {}
+
+func (*Directive_AgentLog) isDirective_Kind() {}
 
 // Ack acknowledges (or, with error set, rejects) a directive exactly once.
 type Ack struct {
@@ -1048,7 +1082,7 @@ var File_livedump_v1_agent_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x17livedump/v1/agent.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x16livedump/v1/dump.proto\x1a\x1blivedump/v1/provision.proto\x1a\x1alivedump/v1/selftest.proto\"F\n" +
+	"\x17livedump/v1/agent.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1alivedump/v1/agentlog.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x16livedump/v1/dump.proto\x1a\x1blivedump/v1/provision.proto\x1a\x1alivedump/v1/selftest.proto\"F\n" +
 	"\x14FetchArtifactRequest\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\"-\n" +
@@ -1070,7 +1104,7 @@ const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"e\n" +
 	"\rRenewResponse\x12+\n" +
 	"\x11certificate_chain\x18\x01 \x03(\fR\x10certificateChain\x12'\n" +
-	"\x0fca_certificates\x18\x02 \x03(\fR\x0ecaCertificates\"\xe9\x03\n" +
+	"\x0fca_certificates\x18\x02 \x03(\fR\x0ecaCertificates\"\xb2\x04\n" +
 	"\x0eConnectRequest\x12*\n" +
 	"\x05hello\x18\x01 \x01(\v2\x12.livedump.v1.HelloH\x00R\x05hello\x126\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x16.livedump.v1.HeartbeatH\x00R\theartbeat\x12$\n" +
@@ -1080,7 +1114,8 @@ const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\x0ecapture_status\x18\x06 \x01(\v2\x1a.livedump.v1.CaptureStatusH\x00R\rcaptureStatus\x12:\n" +
 	"\vdump_report\x18\a \x01(\v2\x17.livedump.v1.DumpReportH\x00R\n" +
 	"dumpReport\x12G\n" +
-	"\x10self_test_report\x18\b \x01(\v2\x1b.livedump.v1.SelfTestReportH\x00R\x0eselfTestReportB\x05\n" +
+	"\x10self_test_report\x18\b \x01(\v2\x1b.livedump.v1.SelfTestReportH\x00R\x0eselfTestReport\x12G\n" +
+	"\x10agent_log_report\x18\t \x01(\v2\x1b.livedump.v1.AgentLogReportH\x00R\x0eagentLogReportB\x05\n" +
 	"\x03msg\"\xe1\x01\n" +
 	"\x0fConnectResponse\x120\n" +
 	"\awelcome\x18\x01 \x01(\v2\x14.livedump.v1.WelcomeH\x00R\awelcome\x12'\n" +
@@ -1100,7 +1135,7 @@ const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\tHeartbeat\x123\n" +
 	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\x1c\n" +
 	"\x04Ping\x12\x14\n" +
-	"\x05nonce\x18\x01 \x01(\tR\x05nonce\"\xf2\x02\n" +
+	"\x05nonce\x18\x01 \x01(\tR\x05nonce\"\xb1\x03\n" +
 	"\tDirective\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x124\n" +
 	"\acreated\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12?\n" +
@@ -1108,7 +1143,8 @@ const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\x03arm\x18\x04 \x01(\v2\x17.livedump.v1.ArmCaptureH\x00R\x03arm\x124\n" +
 	"\x06disarm\x18\x05 \x01(\v2\x1a.livedump.v1.DisarmCaptureH\x00R\x06disarm\x124\n" +
 	"\tpull_dump\x18\x06 \x01(\v2\x15.livedump.v1.PullDumpH\x00R\bpullDump\x12=\n" +
-	"\tself_test\x18\a \x01(\v2\x1e.livedump.v1.SelfTestDirectiveH\x00R\bselfTestB\x06\n" +
+	"\tself_test\x18\a \x01(\v2\x1e.livedump.v1.SelfTestDirectiveH\x00R\bselfTest\x12=\n" +
+	"\tagent_log\x18\b \x01(\v2\x1e.livedump.v1.AgentLogDirectiveH\x00R\bagentLogB\x06\n" +
 	"\x04kind\">\n" +
 	"\x03Ack\x12!\n" +
 	"\fdirective_id\x18\x01 \x01(\tR\vdirectiveId\x12\x14\n" +
@@ -1159,18 +1195,20 @@ var file_livedump_v1_agent_proto_goTypes = []any{
 	(*CaptureStatus)(nil),         // 19: livedump.v1.CaptureStatus
 	(*DumpReport)(nil),            // 20: livedump.v1.DumpReport
 	(*SelfTestReport)(nil),        // 21: livedump.v1.SelfTestReport
-	(*EventAck)(nil),              // 22: livedump.v1.EventAck
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*ProvisionDirective)(nil),    // 25: livedump.v1.ProvisionDirective
-	(*ArmCapture)(nil),            // 26: livedump.v1.ArmCapture
-	(*DisarmCapture)(nil),         // 27: livedump.v1.DisarmCapture
-	(*PullDump)(nil),              // 28: livedump.v1.PullDump
-	(*SelfTestDirective)(nil),     // 29: livedump.v1.SelfTestDirective
-	(*UploadDumpRequest)(nil),     // 30: livedump.v1.UploadDumpRequest
-	(*DumpOffsetRequest)(nil),     // 31: livedump.v1.DumpOffsetRequest
-	(*UploadDumpResponse)(nil),    // 32: livedump.v1.UploadDumpResponse
-	(*DumpOffsetResponse)(nil),    // 33: livedump.v1.DumpOffsetResponse
+	(*AgentLogReport)(nil),        // 22: livedump.v1.AgentLogReport
+	(*EventAck)(nil),              // 23: livedump.v1.EventAck
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*ProvisionDirective)(nil),    // 26: livedump.v1.ProvisionDirective
+	(*ArmCapture)(nil),            // 27: livedump.v1.ArmCapture
+	(*DisarmCapture)(nil),         // 28: livedump.v1.DisarmCapture
+	(*PullDump)(nil),              // 29: livedump.v1.PullDump
+	(*SelfTestDirective)(nil),     // 30: livedump.v1.SelfTestDirective
+	(*AgentLogDirective)(nil),     // 31: livedump.v1.AgentLogDirective
+	(*UploadDumpRequest)(nil),     // 32: livedump.v1.UploadDumpRequest
+	(*DumpOffsetRequest)(nil),     // 33: livedump.v1.DumpOffsetRequest
+	(*UploadDumpResponse)(nil),    // 34: livedump.v1.UploadDumpResponse
+	(*DumpOffsetResponse)(nil),    // 35: livedump.v1.DumpOffsetResponse
 }
 var file_livedump_v1_agent_proto_depIdxs = []int32{
 	14, // 0: livedump.v1.EnrollRequest.labels:type_name -> livedump.v1.EnrollRequest.LabelsEntry
@@ -1183,37 +1221,39 @@ var file_livedump_v1_agent_proto_depIdxs = []int32{
 	19, // 7: livedump.v1.ConnectRequest.capture_status:type_name -> livedump.v1.CaptureStatus
 	20, // 8: livedump.v1.ConnectRequest.dump_report:type_name -> livedump.v1.DumpReport
 	21, // 9: livedump.v1.ConnectRequest.self_test_report:type_name -> livedump.v1.SelfTestReport
-	9,  // 10: livedump.v1.ConnectResponse.welcome:type_name -> livedump.v1.Welcome
-	11, // 11: livedump.v1.ConnectResponse.ping:type_name -> livedump.v1.Ping
-	12, // 12: livedump.v1.ConnectResponse.directive:type_name -> livedump.v1.Directive
-	22, // 13: livedump.v1.ConnectResponse.event_ack:type_name -> livedump.v1.EventAck
-	16, // 14: livedump.v1.Hello.inventory:type_name -> livedump.v1.Inventory
-	23, // 15: livedump.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	15, // 16: livedump.v1.Welcome.labels:type_name -> livedump.v1.Welcome.LabelsEntry
-	24, // 17: livedump.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	24, // 18: livedump.v1.Directive.created:type_name -> google.protobuf.Timestamp
-	25, // 19: livedump.v1.Directive.provision:type_name -> livedump.v1.ProvisionDirective
-	26, // 20: livedump.v1.Directive.arm:type_name -> livedump.v1.ArmCapture
-	27, // 21: livedump.v1.Directive.disarm:type_name -> livedump.v1.DisarmCapture
-	28, // 22: livedump.v1.Directive.pull_dump:type_name -> livedump.v1.PullDump
-	29, // 23: livedump.v1.Directive.self_test:type_name -> livedump.v1.SelfTestDirective
-	2,  // 24: livedump.v1.AgentService.Enroll:input_type -> livedump.v1.EnrollRequest
-	4,  // 25: livedump.v1.AgentService.Renew:input_type -> livedump.v1.RenewRequest
-	6,  // 26: livedump.v1.AgentService.Connect:input_type -> livedump.v1.ConnectRequest
-	0,  // 27: livedump.v1.AgentService.FetchArtifact:input_type -> livedump.v1.FetchArtifactRequest
-	30, // 28: livedump.v1.AgentService.UploadDump:input_type -> livedump.v1.UploadDumpRequest
-	31, // 29: livedump.v1.AgentService.DumpOffset:input_type -> livedump.v1.DumpOffsetRequest
-	3,  // 30: livedump.v1.AgentService.Enroll:output_type -> livedump.v1.EnrollResponse
-	5,  // 31: livedump.v1.AgentService.Renew:output_type -> livedump.v1.RenewResponse
-	7,  // 32: livedump.v1.AgentService.Connect:output_type -> livedump.v1.ConnectResponse
-	1,  // 33: livedump.v1.AgentService.FetchArtifact:output_type -> livedump.v1.FetchArtifactResponse
-	32, // 34: livedump.v1.AgentService.UploadDump:output_type -> livedump.v1.UploadDumpResponse
-	33, // 35: livedump.v1.AgentService.DumpOffset:output_type -> livedump.v1.DumpOffsetResponse
-	30, // [30:36] is the sub-list for method output_type
-	24, // [24:30] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	22, // 10: livedump.v1.ConnectRequest.agent_log_report:type_name -> livedump.v1.AgentLogReport
+	9,  // 11: livedump.v1.ConnectResponse.welcome:type_name -> livedump.v1.Welcome
+	11, // 12: livedump.v1.ConnectResponse.ping:type_name -> livedump.v1.Ping
+	12, // 13: livedump.v1.ConnectResponse.directive:type_name -> livedump.v1.Directive
+	23, // 14: livedump.v1.ConnectResponse.event_ack:type_name -> livedump.v1.EventAck
+	16, // 15: livedump.v1.Hello.inventory:type_name -> livedump.v1.Inventory
+	24, // 16: livedump.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	15, // 17: livedump.v1.Welcome.labels:type_name -> livedump.v1.Welcome.LabelsEntry
+	25, // 18: livedump.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	25, // 19: livedump.v1.Directive.created:type_name -> google.protobuf.Timestamp
+	26, // 20: livedump.v1.Directive.provision:type_name -> livedump.v1.ProvisionDirective
+	27, // 21: livedump.v1.Directive.arm:type_name -> livedump.v1.ArmCapture
+	28, // 22: livedump.v1.Directive.disarm:type_name -> livedump.v1.DisarmCapture
+	29, // 23: livedump.v1.Directive.pull_dump:type_name -> livedump.v1.PullDump
+	30, // 24: livedump.v1.Directive.self_test:type_name -> livedump.v1.SelfTestDirective
+	31, // 25: livedump.v1.Directive.agent_log:type_name -> livedump.v1.AgentLogDirective
+	2,  // 26: livedump.v1.AgentService.Enroll:input_type -> livedump.v1.EnrollRequest
+	4,  // 27: livedump.v1.AgentService.Renew:input_type -> livedump.v1.RenewRequest
+	6,  // 28: livedump.v1.AgentService.Connect:input_type -> livedump.v1.ConnectRequest
+	0,  // 29: livedump.v1.AgentService.FetchArtifact:input_type -> livedump.v1.FetchArtifactRequest
+	32, // 30: livedump.v1.AgentService.UploadDump:input_type -> livedump.v1.UploadDumpRequest
+	33, // 31: livedump.v1.AgentService.DumpOffset:input_type -> livedump.v1.DumpOffsetRequest
+	3,  // 32: livedump.v1.AgentService.Enroll:output_type -> livedump.v1.EnrollResponse
+	5,  // 33: livedump.v1.AgentService.Renew:output_type -> livedump.v1.RenewResponse
+	7,  // 34: livedump.v1.AgentService.Connect:output_type -> livedump.v1.ConnectResponse
+	1,  // 35: livedump.v1.AgentService.FetchArtifact:output_type -> livedump.v1.FetchArtifactResponse
+	34, // 36: livedump.v1.AgentService.UploadDump:output_type -> livedump.v1.UploadDumpResponse
+	35, // 37: livedump.v1.AgentService.DumpOffset:output_type -> livedump.v1.DumpOffsetResponse
+	32, // [32:38] is the sub-list for method output_type
+	26, // [26:32] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_livedump_v1_agent_proto_init() }
@@ -1221,6 +1261,7 @@ func file_livedump_v1_agent_proto_init() {
 	if File_livedump_v1_agent_proto != nil {
 		return
 	}
+	file_livedump_v1_agentlog_proto_init()
 	file_livedump_v1_capture_proto_init()
 	file_livedump_v1_common_proto_init()
 	file_livedump_v1_dump_proto_init()
@@ -1235,6 +1276,7 @@ func file_livedump_v1_agent_proto_init() {
 		(*ConnectRequest_CaptureStatus)(nil),
 		(*ConnectRequest_DumpReport)(nil),
 		(*ConnectRequest_SelfTestReport)(nil),
+		(*ConnectRequest_AgentLogReport)(nil),
 	}
 	file_livedump_v1_agent_proto_msgTypes[7].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
@@ -1248,6 +1290,7 @@ func file_livedump_v1_agent_proto_init() {
 		(*Directive_Disarm)(nil),
 		(*Directive_PullDump)(nil),
 		(*Directive_SelfTest)(nil),
+		(*Directive_AgentLog)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -28,7 +28,9 @@ type ListDumpsRequest struct {
 	CaptureId string                 `protobuf:"bytes,1,opt,name=capture_id,json=captureId,proto3" json:"capture_id,omitempty"`
 	// Paging: the next field of the previous response, to read on from
 	// there; empty for the first page. Opaque to clients.
-	After         string `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
+	After string `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
+	// Only this agent's dumps.
+	AgentId       string `protobuf:"bytes,3,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -73,6 +75,13 @@ func (x *ListDumpsRequest) GetCaptureId() string {
 func (x *ListDumpsRequest) GetAfter() string {
 	if x != nil {
 		return x.After
+	}
+	return ""
+}
+
+func (x *ListDumpsRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
 	}
 	return ""
 }
@@ -3426,11 +3435,12 @@ var File_livedump_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\n" +
-	"\x17livedump/v1/fleet.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x16livedump/v1/dump.proto\x1a\x1blivedump/v1/provision.proto\x1a\x1alivedump/v1/selftest.proto\"G\n" +
+	"\x17livedump/v1/fleet.proto\x12\vlivedump.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1alivedump/v1/agentlog.proto\x1a\x19livedump/v1/capture.proto\x1a\x18livedump/v1/common.proto\x1a\x16livedump/v1/dump.proto\x1a\x1blivedump/v1/provision.proto\x1a\x1alivedump/v1/selftest.proto\"b\n" +
 	"\x10ListDumpsRequest\x12\x1d\n" +
 	"\n" +
 	"capture_id\x18\x01 \x01(\tR\tcaptureId\x12\x14\n" +
-	"\x05after\x18\x02 \x01(\tR\x05after\"P\n" +
+	"\x05after\x18\x02 \x01(\tR\x05after\x12\x19\n" +
+	"\bagent_id\x18\x03 \x01(\tR\aagentId\"P\n" +
 	"\x11ListDumpsResponse\x12'\n" +
 	"\x05dumps\x18\x01 \x03(\v2\x11.livedump.v1.DumpR\x05dumps\x12\x12\n" +
 	"\x04next\x18\x02 \x01(\tR\x04next\"8\n" +
@@ -3649,7 +3659,7 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05dumps\x18\x02 \x01(\x05R\x05dumps\x12\x14\n" +
 	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x16\n" +
-	"\x06events\x18\x04 \x01(\x03R\x06events2\xc5\x11\n" +
+	"\x06events\x18\x04 \x01(\x03R\x06events2\x9d\x12\n" +
 	"\fFleetService\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.livedump.v1.ListAgentsRequest\x1a\x1f.livedump.v1.ListAgentsResponse\x12M\n" +
@@ -3682,7 +3692,8 @@ const file_livedump_v1_fleet_proto_rawDesc = "" +
 	"\x19RevokeOperatorCertificate\x12-.livedump.v1.RevokeOperatorCertificateRequest\x1a..livedump.v1.RevokeOperatorCertificateResponse\x12M\n" +
 	"\n" +
 	"DeleteDump\x12\x1e.livedump.v1.DeleteDumpRequest\x1a\x1f.livedump.v1.DeleteDumpResponse\x12V\n" +
-	"\rDeleteCapture\x12!.livedump.v1.DeleteCaptureRequest\x1a\".livedump.v1.DeleteCaptureResponseB;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
+	"\rDeleteCapture\x12!.livedump.v1.DeleteCaptureRequest\x1a\".livedump.v1.DeleteCaptureResponse\x12V\n" +
+	"\rDescribeAgent\x12!.livedump.v1.DescribeAgentRequest\x1a\".livedump.v1.DescribeAgentResponseB;Z9github.com/livedump/livedump/proto/livedump/v1;livedumpv1b\x06proto3"
 
 var (
 	file_livedump_v1_fleet_proto_rawDescOnce sync.Once
@@ -3775,7 +3786,9 @@ var file_livedump_v1_fleet_proto_goTypes = []any{
 	(*ResolvedStatus)(nil),                    // 74: livedump.v1.ResolvedStatus
 	(ProvisionState)(0),                       // 75: livedump.v1.ProvisionState
 	(*CheckAgentsRequest)(nil),                // 76: livedump.v1.CheckAgentsRequest
-	(*CheckAgentsResponse)(nil),               // 77: livedump.v1.CheckAgentsResponse
+	(*DescribeAgentRequest)(nil),              // 77: livedump.v1.DescribeAgentRequest
+	(*CheckAgentsResponse)(nil),               // 78: livedump.v1.CheckAgentsResponse
+	(*DescribeAgentResponse)(nil),             // 79: livedump.v1.DescribeAgentResponse
 }
 var file_livedump_v1_fleet_proto_depIdxs = []int32{
 	61, // 0: livedump.v1.ListDumpsResponse.dumps:type_name -> livedump.v1.Dump
@@ -3860,34 +3873,36 @@ var file_livedump_v1_fleet_proto_depIdxs = []int32{
 	48, // 79: livedump.v1.FleetService.RevokeOperatorCertificate:input_type -> livedump.v1.RevokeOperatorCertificateRequest
 	53, // 80: livedump.v1.FleetService.DeleteDump:input_type -> livedump.v1.DeleteDumpRequest
 	55, // 81: livedump.v1.FleetService.DeleteCapture:input_type -> livedump.v1.DeleteCaptureRequest
-	30, // 82: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
-	32, // 83: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
-	34, // 84: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
-	37, // 85: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
-	39, // 86: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
-	41, // 87: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
-	44, // 88: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
-	22, // 89: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
-	24, // 90: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
-	26, // 91: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
-	77, // 92: livedump.v1.FleetService.CheckAgents:output_type -> livedump.v1.CheckAgentsResponse
-	28, // 93: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
-	7,  // 94: livedump.v1.FleetService.CreateCapture:output_type -> livedump.v1.CreateCaptureResponse
-	9,  // 95: livedump.v1.FleetService.ListCaptures:output_type -> livedump.v1.ListCapturesResponse
-	11, // 96: livedump.v1.FleetService.GetCapture:output_type -> livedump.v1.GetCaptureResponse
-	13, // 97: livedump.v1.FleetService.WatchCapture:output_type -> livedump.v1.WatchCaptureResponse
-	15, // 98: livedump.v1.FleetService.CancelCapture:output_type -> livedump.v1.CancelCaptureResponse
-	17, // 99: livedump.v1.FleetService.ListEvents:output_type -> livedump.v1.ListEventsResponse
-	19, // 100: livedump.v1.FleetService.BucketEvents:output_type -> livedump.v1.BucketEventsResponse
-	1,  // 101: livedump.v1.FleetService.ListDumps:output_type -> livedump.v1.ListDumpsResponse
-	3,  // 102: livedump.v1.FleetService.GetDump:output_type -> livedump.v1.GetDumpResponse
-	5,  // 103: livedump.v1.FleetService.PullDump:output_type -> livedump.v1.PullDumpResponse
-	47, // 104: livedump.v1.FleetService.ListOperatorCertificates:output_type -> livedump.v1.ListOperatorCertificatesResponse
-	49, // 105: livedump.v1.FleetService.RevokeOperatorCertificate:output_type -> livedump.v1.RevokeOperatorCertificateResponse
-	54, // 106: livedump.v1.FleetService.DeleteDump:output_type -> livedump.v1.DeleteDumpResponse
-	56, // 107: livedump.v1.FleetService.DeleteCapture:output_type -> livedump.v1.DeleteCaptureResponse
-	82, // [82:108] is the sub-list for method output_type
-	56, // [56:82] is the sub-list for method input_type
+	77, // 82: livedump.v1.FleetService.DescribeAgent:input_type -> livedump.v1.DescribeAgentRequest
+	30, // 83: livedump.v1.FleetService.ListAgents:output_type -> livedump.v1.ListAgentsResponse
+	32, // 84: livedump.v1.FleetService.LabelAgent:output_type -> livedump.v1.LabelAgentResponse
+	34, // 85: livedump.v1.FleetService.RevokeAgent:output_type -> livedump.v1.RevokeAgentResponse
+	37, // 86: livedump.v1.FleetService.CreateToken:output_type -> livedump.v1.CreateTokenResponse
+	39, // 87: livedump.v1.FleetService.ListTokens:output_type -> livedump.v1.ListTokensResponse
+	41, // 88: livedump.v1.FleetService.RevokeToken:output_type -> livedump.v1.RevokeTokenResponse
+	44, // 89: livedump.v1.FleetService.ListAudit:output_type -> livedump.v1.ListAuditResponse
+	22, // 90: livedump.v1.FleetService.PlanProvision:output_type -> livedump.v1.PlanProvisionResponse
+	24, // 91: livedump.v1.FleetService.ApplyProvision:output_type -> livedump.v1.ApplyProvisionResponse
+	26, // 92: livedump.v1.FleetService.RevertProvision:output_type -> livedump.v1.RevertProvisionResponse
+	78, // 93: livedump.v1.FleetService.CheckAgents:output_type -> livedump.v1.CheckAgentsResponse
+	28, // 94: livedump.v1.FleetService.UploadArtifact:output_type -> livedump.v1.UploadArtifactResponse
+	7,  // 95: livedump.v1.FleetService.CreateCapture:output_type -> livedump.v1.CreateCaptureResponse
+	9,  // 96: livedump.v1.FleetService.ListCaptures:output_type -> livedump.v1.ListCapturesResponse
+	11, // 97: livedump.v1.FleetService.GetCapture:output_type -> livedump.v1.GetCaptureResponse
+	13, // 98: livedump.v1.FleetService.WatchCapture:output_type -> livedump.v1.WatchCaptureResponse
+	15, // 99: livedump.v1.FleetService.CancelCapture:output_type -> livedump.v1.CancelCaptureResponse
+	17, // 100: livedump.v1.FleetService.ListEvents:output_type -> livedump.v1.ListEventsResponse
+	19, // 101: livedump.v1.FleetService.BucketEvents:output_type -> livedump.v1.BucketEventsResponse
+	1,  // 102: livedump.v1.FleetService.ListDumps:output_type -> livedump.v1.ListDumpsResponse
+	3,  // 103: livedump.v1.FleetService.GetDump:output_type -> livedump.v1.GetDumpResponse
+	5,  // 104: livedump.v1.FleetService.PullDump:output_type -> livedump.v1.PullDumpResponse
+	47, // 105: livedump.v1.FleetService.ListOperatorCertificates:output_type -> livedump.v1.ListOperatorCertificatesResponse
+	49, // 106: livedump.v1.FleetService.RevokeOperatorCertificate:output_type -> livedump.v1.RevokeOperatorCertificateResponse
+	54, // 107: livedump.v1.FleetService.DeleteDump:output_type -> livedump.v1.DeleteDumpResponse
+	56, // 108: livedump.v1.FleetService.DeleteCapture:output_type -> livedump.v1.DeleteCaptureResponse
+	79, // 109: livedump.v1.FleetService.DescribeAgent:output_type -> livedump.v1.DescribeAgentResponse
+	83, // [83:110] is the sub-list for method output_type
+	56, // [56:83] is the sub-list for method input_type
 	56, // [56:56] is the sub-list for extension type_name
 	56, // [56:56] is the sub-list for extension extendee
 	0,  // [0:56] is the sub-list for field type_name
@@ -3898,6 +3913,7 @@ func file_livedump_v1_fleet_proto_init() {
 	if File_livedump_v1_fleet_proto != nil {
 		return
 	}
+	file_livedump_v1_agentlog_proto_init()
 	file_livedump_v1_capture_proto_init()
 	file_livedump_v1_common_proto_init()
 	file_livedump_v1_dump_proto_init()

@@ -45,6 +45,7 @@ const (
 	FleetService_RevokeOperatorCertificate_FullMethodName = "/livedump.v1.FleetService/RevokeOperatorCertificate"
 	FleetService_DeleteDump_FullMethodName                = "/livedump.v1.FleetService/DeleteDump"
 	FleetService_DeleteCapture_FullMethodName             = "/livedump.v1.FleetService/DeleteCapture"
+	FleetService_DescribeAgent_FullMethodName             = "/livedump.v1.FleetService/DescribeAgent"
 )
 
 // FleetServiceClient is the client API for FleetService service.
@@ -117,6 +118,10 @@ type FleetServiceClient interface {
 	// DeleteCapture deletes an ended capture with its targets, events and
 	// dumps; an active capture is refused (cancel it first). Role: admin.
 	DeleteCapture(ctx context.Context, in *DeleteCaptureRequest, opts ...grpc.CallOption) (*DeleteCaptureResponse, error)
+	// DescribeAgent returns one agent with its certificate, recent captures
+	// and dumps, and (log_lines > 0) the tail of its own log fetched over its
+	// stream. Role: viewer; operator to read the log. Audited.
+	DescribeAgent(ctx context.Context, in *DescribeAgentRequest, opts ...grpc.CallOption) (*DescribeAgentResponse, error)
 }
 
 type fleetServiceClient struct {
@@ -408,6 +413,16 @@ func (c *fleetServiceClient) DeleteCapture(ctx context.Context, in *DeleteCaptur
 	return out, nil
 }
 
+func (c *fleetServiceClient) DescribeAgent(ctx context.Context, in *DescribeAgentRequest, opts ...grpc.CallOption) (*DescribeAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DescribeAgentResponse)
+	err := c.cc.Invoke(ctx, FleetService_DescribeAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FleetServiceServer is the server API for FleetService service.
 // All implementations must embed UnimplementedFleetServiceServer
 // for forward compatibility.
@@ -478,6 +493,10 @@ type FleetServiceServer interface {
 	// DeleteCapture deletes an ended capture with its targets, events and
 	// dumps; an active capture is refused (cancel it first). Role: admin.
 	DeleteCapture(context.Context, *DeleteCaptureRequest) (*DeleteCaptureResponse, error)
+	// DescribeAgent returns one agent with its certificate, recent captures
+	// and dumps, and (log_lines > 0) the tail of its own log fetched over its
+	// stream. Role: viewer; operator to read the log. Audited.
+	DescribeAgent(context.Context, *DescribeAgentRequest) (*DescribeAgentResponse, error)
 	mustEmbedUnimplementedFleetServiceServer()
 }
 
@@ -565,6 +584,9 @@ func (UnimplementedFleetServiceServer) DeleteDump(context.Context, *DeleteDumpRe
 }
 func (UnimplementedFleetServiceServer) DeleteCapture(context.Context, *DeleteCaptureRequest) (*DeleteCaptureResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteCapture not implemented")
+}
+func (UnimplementedFleetServiceServer) DescribeAgent(context.Context, *DescribeAgentRequest) (*DescribeAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DescribeAgent not implemented")
 }
 func (UnimplementedFleetServiceServer) mustEmbedUnimplementedFleetServiceServer() {}
 func (UnimplementedFleetServiceServer) testEmbeddedByValue()                      {}
@@ -1030,6 +1052,24 @@ func _FleetService_DeleteCapture_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FleetService_DescribeAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DescribeAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).DescribeAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_DescribeAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).DescribeAgent(ctx, req.(*DescribeAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FleetService_ServiceDesc is the grpc.ServiceDesc for FleetService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1128,6 +1168,10 @@ var FleetService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteCapture",
 			Handler:    _FleetService_DeleteCapture_Handler,
+		},
+		{
+			MethodName: "DescribeAgent",
+			Handler:    _FleetService_DescribeAgent_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

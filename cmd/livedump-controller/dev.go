@@ -56,9 +56,6 @@ func runDev(ctx context.Context, cfg controller.Config, opts devOptions, stdout 
 	if opts.Agents < 0 || opts.Agents > 1000 {
 		return usage(fmt.Errorf("--dev-agents %d: must be between 0 and 1000", opts.Agents))
 	}
-	if err := checkDevAgentPorts(opts); err != nil {
-		return err
-	}
 	if cfg.Listen == controller.DefaultListen {
 		cfg.Listen = devListen
 	}
@@ -86,6 +83,10 @@ func runDev(ctx context.Context, cfg controller.Config, opts devOptions, stdout 
 
 	c, err := controller.New(ctx, cfg)
 	if err != nil {
+		return err
+	}
+	if err := checkDevAgentPorts(opts); err != nil {
+		c.Close()
 		return err
 	}
 	ctlConfig, err := controller.WriteOperatorCredentials(c.CA(), controller.OperatorConfig{
@@ -176,10 +177,13 @@ func checkDevAgentPorts(opts devOptions) error {
 func devAgentPortFailure(opts devOptions, i int, le *listen.Error) error {
 	msg := fmt.Sprintf("--dev-agent-metrics-port %d: simulated agent %d's metrics address %s (port+%d): %s", opts.MetricsPort, i+1, le.Addr, i, le.Reason())
 	if le.Kind() == listen.InUse {
-		msg += "; another livedump-controller --dev may be running; pick other ports with --dev-agent-metrics-port (agent i uses port+i; 0 picks free ports), or stop it"
+		msg += ": another livedump-controller --dev may be running; pick other ports with --dev-agent-metrics-port (agent i uses port+i; 0 picks free ports), or stop it" + secondDev
 	}
 	return errors.New(msg)
 }
+
+// secondDev ends the message about a dev-mode port in use.
+const secondDev = " (a second dev controller needs its own --listen, --metrics-listen, --dev-agent-metrics-port and --data-dir)"
 
 // devAgentMetrics is the metrics address of simulated agent i.
 func devAgentMetrics(opts devOptions, i int) string {

@@ -454,7 +454,11 @@ func listenFailure(v *config.Config, err error, dev bool) error {
 		if le.Key == "metrics_listen" {
 			alt = ` ("-" serves none)`
 		}
-		return fmt.Errorf("%s: %s: %s; pick another port with %s%s, or stop it", what, le.Reason(), other, flag, alt)
+		msg := fmt.Sprintf("%s: %s: %s; pick another port with %s%s, or stop it", what, le.Reason(), other, flag, alt)
+		if dev {
+			msg += secondDev
+		}
+		return errors.New(msg)
 	case listen.Denied:
 		return fmt.Errorf("%s: %s: ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a higher port with %s", what, le.Reason(), flag)
 	case listen.NotAvailable:

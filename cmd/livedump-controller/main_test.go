@@ -71,19 +71,19 @@ func TestBindErrorsNameTheFlag(t *testing.T) {
 			name: "dev, --listen in use",
 			args: []string{"--dev", "--dev-agents", "0", "--data-dir", dir(), "--listen", busy, "--metrics-listen", free},
 			code: exitError,
-			want: "--listen " + busy + " (listen): address already in use: another livedump-controller --dev may be running; pick another port with --listen, or stop it",
+			want: "--listen " + busy + " (listen): address already in use: another livedump-controller --dev may be running; pick another port with --listen, or stop it" + secondDev,
 		},
 		{
 			name: "dev, --metrics-listen in use",
 			args: []string{"--dev", "--dev-agents", "0", "--data-dir", dir(), "--listen", free, "--metrics-listen", busy},
 			code: exitError,
-			want: "--metrics-listen " + busy + ` (metrics_listen): address already in use: another livedump-controller --dev may be running; pick another port with --metrics-listen ("-" serves none), or stop it`,
+			want: "--metrics-listen " + busy + ` (metrics_listen): address already in use: another livedump-controller --dev may be running; pick another port with --metrics-listen ("-" serves none), or stop it` + secondDev,
 		},
 		{
 			name: "dev, an agent metrics port in use",
 			args: []string{"--dev", "--dev-agents", "2", "--dev-agent-metrics-port", strconv.Itoa(port - 1), "--data-dir", dir(), "--listen", free, "--metrics-listen", free},
 			code: exitError,
-			want: fmt.Sprintf("--dev-agent-metrics-port %d: simulated agent 2's metrics address %s (port+1): address already in use; another livedump-controller --dev may be running; pick other ports with --dev-agent-metrics-port (agent i uses port+i; 0 picks free ports), or stop it", port-1, busy),
+			want: fmt.Sprintf("--dev-agent-metrics-port %d: simulated agent 2's metrics address %s (port+1): address already in use: another livedump-controller --dev may be running; pick other ports with --dev-agent-metrics-port (agent i uses port+i; 0 picks free ports), or stop it%s", port-1, busy, secondDev),
 		},
 		{
 			name: "dev, agent metrics ports beyond 65535",

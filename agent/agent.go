@@ -25,6 +25,7 @@ import (
 	"github.com/livedump/livedump/agent/provision"
 	"github.com/livedump/livedump/agent/selftest"
 	"github.com/livedump/livedump/agent/session"
+	"github.com/livedump/livedump/internal/listen"
 	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/internal/telemetry"
 	"github.com/livedump/livedump/internal/version"
@@ -223,8 +224,8 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	if cfg.MetricsListen != "-" {
-		if a.mlis, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
-			return nil, fmt.Errorf("metrics_listen: %w", err)
+		if a.mlis, err = listen.TCP("metrics_listen", cfg.MetricsListen); err != nil {
+			return nil, err
 		}
 	}
 	return a, nil

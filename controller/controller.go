@@ -38,6 +38,7 @@ import (
 	"github.com/livedump/livedump/controller/store"
 	"github.com/livedump/livedump/controller/store/backend"
 	"github.com/livedump/livedump/controller/store/sqlite"
+	"github.com/livedump/livedump/internal/listen"
 	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/internal/profile"
 	"github.com/livedump/livedump/internal/telemetry"
@@ -289,14 +290,14 @@ func New(ctx context.Context, cfg Config) (_ *Controller, err error) {
 	healthpb.RegisterHealthServer(c.grpc, c.health)
 	srvMetrics.InitializeMetrics(c.grpc)
 
-	lis, err := net.Listen("tcp", cfg.Listen)
+	lis, err := listen.TCP("listen", cfg.Listen) // its error names the key
 	if err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
+		return nil, err
 	}
 	c.lis = &limitListener{Listener: lis, max: int64(cfg.Transport.MaxConnections), metrics: tm, log: newSparseLog(c.log, cfg.Clock)}
 	if cfg.MetricsListen != "-" {
-		if c.mlis, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
-			return nil, fmt.Errorf("metrics_listen: %w", err)
+		if c.mlis, err = listen.TCP("metrics_listen", cfg.MetricsListen); err != nil {
+			return nil, err
 		}
 	}
 	return c, nil

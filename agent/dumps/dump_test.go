@@ -680,7 +680,7 @@ func TestHashFileStreams(t *testing.T) {
 // far below the dump's size.
 func TestMemoryFlat(t *testing.T) {
 	if testing.Short() {
-		t.Skip("writes and uploads 256 MiB")
+		t.Skip("-short: writes and uploads 256 MiB")
 	}
 	const size = 256 << 20
 	h := newHarness(t)

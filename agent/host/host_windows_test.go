@@ -25,7 +25,7 @@ func TestWindowsRegistry(t *testing.T) {
 	root := `HKLM\SOFTWARE\` + name
 	k, _, err := registry.CreateKey(registry.LOCAL_MACHINE, `SOFTWARE\`+name, registry.ALL_ACCESS|registry.WOW64_64KEY)
 	if err != nil {
-		t.Skipf("cannot write HKLM (not elevated?): %v", err)
+		t.Skipf("needs an elevated prompt: cannot write HKLM: %v", err)
 	}
 	k.Close()
 	t.Cleanup(func() { deleteTree(t, `SOFTWARE\`+name) })

@@ -36,7 +36,7 @@ func underWine() bool {
 func needDoubles(t *testing.T) {
 	t.Helper()
 	if !underWine() {
-		t.Skip("changes boot configuration, BitLocker or reboot markers: runs only under Wine with the doubles of .ci/wine/setup")
+		t.Skip("needs Wine: changes boot configuration, BitLocker or reboot markers, so runs only under Wine with the doubles of .ci/wine/setup")
 	}
 }
 

@@ -50,7 +50,7 @@ func regQuery(t *testing.T, key string) (map[string]host.Value, bool) {
 
 func TestApplyRevertInTheWineRegistry(t *testing.T) {
 	if !underWine() {
-		t.Skip("changes the machine's crash and boot settings: runs only in a throwaway Wine prefix")
+		t.Skip("needs Wine: changes the machine's crash and boot settings, so runs only in a throwaway Wine prefix")
 	}
 	ctx := context.Background()
 	h := host.NewWindows()

@@ -21,6 +21,7 @@ import (
 	"github.com/livedump/livedump/agent"
 	"github.com/livedump/livedump/agent/provision"
 	"github.com/livedump/livedump/internal/config"
+	"github.com/livedump/livedump/internal/listen"
 	"github.com/livedump/livedump/internal/logging"
 	"github.com/livedump/livedump/internal/selector"
 	"github.com/livedump/livedump/internal/version"
@@ -228,7 +229,7 @@ func runAgent(ctx context.Context, cmd *cobra.Command, logFile string, newLog fu
 		}
 		a, err := agent.New(cfg)
 		if err != nil {
-			return err
+			return listenFailure(v, err)
 		}
 		return a.Run(ctx)
 	}
@@ -242,7 +243,7 @@ func runAgent(ctx context.Context, cmd *cobra.Command, logFile string, newLog fu
 	err = runSimulatedService(ctx, h, func(ctx context.Context) error {
 		a, err := agent.New(cfg)
 		if err != nil {
-			return err
+			return listenFailure(v, err)
 		}
 		return a.Run(ctx)
 	})
@@ -250,6 +251,24 @@ func runAgent(ctx context.Context, cmd *cobra.Command, logFile string, newLog fu
 		return nil
 	}
 	return err
+}
+
+// listenFailure rewrites a failure to listen on metrics_listen so it names
+// the setting as the user set it (flag, environment variable or config
+// file) and says what to do.
+func listenFailure(v *config.Config, err error) error {
+	var le *listen.Error
+	if !errors.As(err, &le) {
+		return err
+	}
+	what := v.Describe(le.Key, le.Addr)
+	switch le.Kind() {
+	case listen.InUse:
+		return fmt.Errorf(`%s: %s: another livedump-agent or another program listens there; pick another port with --metrics-listen ("-" serves none), or stop it`, what, le.Reason())
+	case listen.BadAddress:
+		return fmt.Errorf("%s: %s: want HOST:PORT, e.g. %s", what, le.Reason(), agent.DefaultMetricsListen)
+	}
+	return fmt.Errorf("%s: %s", what, le.Reason())
 }
 
 // installerPolicy reads installer_publishers and installer_sha256. Hashes

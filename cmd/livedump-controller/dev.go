@@ -17,6 +17,7 @@ import (
 	"github.com/livedump/livedump/agent"
 	"github.com/livedump/livedump/agent/session"
 	"github.com/livedump/livedump/controller"
+	"github.com/livedump/livedump/internal/listen"
 	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/sim"
 )
@@ -53,7 +54,7 @@ func devRole(i int) string {
 // enrolling them again.
 func runDev(ctx context.Context, cfg controller.Config, opts devOptions, stdout io.Writer) error {
 	if opts.Agents < 0 || opts.Agents > 1000 {
-		return fmt.Errorf("dev-agents: must be between 0 and 1000, got %d", opts.Agents)
+		return usage(fmt.Errorf("--dev-agents %d: must be between 0 and 1000", opts.Agents))
 	}
 	if cfg.Listen == controller.DefaultListen {
 		cfg.Listen = devListen
@@ -82,6 +83,10 @@ func runDev(ctx context.Context, cfg controller.Config, opts devOptions, stdout 
 
 	c, err := controller.New(ctx, cfg)
 	if err != nil {
+		return err
+	}
+	if err := checkDevAgentPorts(opts); err != nil {
+		c.Close()
 		return err
 	}
 	ctlConfig, err := controller.WriteOperatorCredentials(c.CA(), controller.OperatorConfig{
@@ -128,6 +133,10 @@ func runDev(ctx context.Context, cfg controller.Config, opts devOptions, stdout 
 			// The simulated service manager restarts the agent after each
 			// simulated reboot, as Windows would start the service again.
 			err := sim.RunService(gctx, a.host, a.run)
+			var le *listen.Error
+			if errors.As(err, &le) {
+				return devAgentPortFailure(opts, i, le)
+			}
 			if err != nil && !errors.Is(err, context.Canceled) {
 				return fmt.Errorf("dev agent %d: %w", i+1, err)
 			}
@@ -135,6 +144,53 @@ func runDev(ctx context.Context, cfg controller.Config, opts devOptions, stdout 
 		})
 	}
 	return g.Wait()
+}
+
+// checkDevAgentPorts makes sure, before anything starts, that the
+// simulated agents' metrics ports (--dev-agent-metrics-port and the next
+// ones) are free, so that a second dev controller on the same machine
+// fails at once with the flag to change, not with one agent's error after
+// the controller has started.
+func checkDevAgentPorts(opts devOptions) error {
+	if opts.MetricsPort == 0 || opts.Agents == 0 {
+		return nil
+	}
+	if last := opts.MetricsPort + opts.Agents - 1; opts.MetricsPort < 0 || last > 65535 {
+		return usage(fmt.Errorf("--dev-agent-metrics-port %d: the %d simulated agents would use ports %d-%d: want ports within 1-65535 (0 picks free ports)", opts.MetricsPort, opts.Agents, opts.MetricsPort, last))
+	}
+	for i := range opts.Agents {
+		l, err := listen.TCP("metrics_listen", devAgentMetrics(opts, i))
+		if err != nil {
+			var le *listen.Error
+			if errors.As(err, &le) {
+				return devAgentPortFailure(opts, i, le)
+			}
+			return err
+		}
+		l.Close()
+	}
+	return nil
+}
+
+// devAgentPortFailure explains that simulated agent i could not listen on
+// its metrics port, naming the flag that chose it.
+func devAgentPortFailure(opts devOptions, i int, le *listen.Error) error {
+	msg := fmt.Sprintf("--dev-agent-metrics-port %d: simulated agent %d's metrics address %s (port+%d): %s", opts.MetricsPort, i+1, le.Addr, i, le.Reason())
+	if le.Kind() == listen.InUse {
+		msg += ": another livedump-controller --dev may be running; pick other ports with --dev-agent-metrics-port (agent i uses port+i; 0 picks free ports), or stop it" + secondDev
+	}
+	return errors.New(msg)
+}
+
+// secondDev ends the message about a dev-mode port in use.
+const secondDev = " (a second dev controller needs its own --listen, --metrics-listen, --dev-agent-metrics-port and --data-dir)"
+
+// devAgentMetrics is the metrics address of simulated agent i.
+func devAgentMetrics(opts devOptions, i int) string {
+	if opts.MetricsPort > 0 {
+		return fmt.Sprintf("127.0.0.1:%d", opts.MetricsPort+i)
+	}
+	return "127.0.0.1:0"
 }
 
 func devAgentDir(dataDir string, i int) string {
@@ -159,10 +215,7 @@ func newDevAgent(i int, dataDir, addr, caFile, token string, opts devOptions, lo
 	if err != nil {
 		return nil, err
 	}
-	metrics := "127.0.0.1:0"
-	if opts.MetricsPort > 0 {
-		metrics = fmt.Sprintf("127.0.0.1:%d", opts.MetricsPort+i)
-	}
+	metrics := devAgentMetrics(opts, i)
 	cfg := agent.Config{
 		Controllers:   []string{addr},
 		CAFile:        caFile,

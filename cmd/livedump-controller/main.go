@@ -28,6 +28,7 @@ import (
 	"github.com/livedump/livedump/controller/store/backend"
 	"github.com/livedump/livedump/controller/store/sqlite"
 	"github.com/livedump/livedump/internal/config"
+	"github.com/livedump/livedump/internal/listen"
 	"github.com/livedump/livedump/internal/logging"
 	"github.com/livedump/livedump/internal/pki"
 	"github.com/livedump/livedump/internal/profile"
@@ -404,14 +405,77 @@ func parseBytes(x any) (int64, error) {
 	return n << shift, nil
 }
 
+// Exit statuses: 0 success, 1 a failure, 2 a usage error (a mistake in the
+// command line or the configuration), as livedumpctl's.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(ctx, stdout, stderr)
 	root.SetArgs(args)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(stderr, "livedump-controller: %v\n", err)
-		return 1
+		if errors.As(err, new(*usageError)) {
+			return exitUsage
+		}
+		return exitError
 	}
-	return 0
+	return exitOK
+}
+
+// usageError is a mistake in the command line or the configuration: an
+// unknown flag, a value out of range, a malformed address.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usage(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &usageError{err: err}
+}
+
+// listenFailure rewrites a failure to listen on a configured address so it
+// names the setting as the user set it (flag, environment variable or
+// config file, and the config key) and says what to do. A malformed
+// address is a usage error; a port in use is not (exit 1).
+func listenFailure(v *config.Config, err error, dev bool) error {
+	var le *listen.Error
+	if !errors.As(err, &le) {
+		return err
+	}
+	flag := "--" + flagKeys[le.Key]
+	what := v.Describe(le.Key, le.Addr)
+	switch le.Kind() {
+	case listen.BadAddress:
+		return usage(fmt.Errorf("%s: %s: want HOST:PORT, e.g. %s", what, le.Reason(), map[string]string{
+			"listen": controller.DefaultListen, "metrics_listen": controller.DefaultMetricsListen,
+		}[le.Key]))
+	case listen.InUse:
+		other := "another process listens there (ss -ltnp shows which)"
+		if dev {
+			other = "another livedump-controller --dev may be running"
+		}
+		alt := ""
+		if le.Key == "metrics_listen" {
+			alt = ` ("-" serves none)`
+		}
+		msg := fmt.Sprintf("%s: %s: %s; pick another port with %s%s, or stop it", what, le.Reason(), other, flag, alt)
+		if dev {
+			msg += secondDev
+		}
+		return errors.New(msg)
+	case listen.Denied:
+		return fmt.Errorf("%s: %s: ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a higher port with %s", what, le.Reason(), flag)
+	case listen.NotAvailable:
+		return fmt.Errorf("%s: %s: pick one of its addresses (or 0.0.0.0) with %s", what, le.Reason(), flag)
+	}
+	return fmt.Errorf("%s: %s", what, le.Reason())
 }
 
 func newRoot(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
@@ -429,14 +493,23 @@ With --dev everything runs on this machine: gRPC on 127.0.0.1:7443, metrics on
 livedumpctl config in <data-dir>/livedumpctl.yaml, and --dev-agents simulated
 Windows agents connected over real mTLS. The dev agents are a sandbox to try
 everything: unlike a real agent's default, they run raw D scripts
-(allow_raw_scripts on).`,
+(allow_raw_scripts on). To run a second dev controller next to one, give it
+its own --listen, --metrics-listen, --dev-agent-metrics-port (or 0) and
+--data-dir.
+
+Exit status is 0 on success, 1 on a failure (e.g. a port already in use)
+and 2 on a usage error (unknown flag, bad configuration value, malformed
+address).`,
 		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Args:          cobra.NoArgs,
+		Args: func(cmd *cobra.Command, args []string) error {
+			return usage(cobra.NoArgs(cmd, args))
+		},
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usage(err) })
 	addConfigFlags(root)
 	root.Flags().Bool("dev", false, "run a self-contained lab with simulated agents")
 	root.Flags().Int("dev-agents", 3, "number of simulated agents in --dev mode")
@@ -448,25 +521,25 @@ everything: unlike a real agent's default, they run raw D scripts
 		}
 		v, err := loadConfig(cmd)
 		if err != nil {
-			return err
+			return usage(err)
 		}
 		cfg, err := controllerConfig(v)
 		if err != nil {
-			return err
+			return usage(err)
 		}
 		log, err := logging.New(stderr, v.GetString("log_level"))
 		if err != nil {
-			return err
+			return usage(err)
 		}
 		cfg.Logger = log
 		if dev {
 			n, _ := cmd.Flags().GetInt("dev-agents")
 			port, _ := cmd.Flags().GetInt("dev-agent-metrics-port")
-			return runDev(ctx, cfg, devOptions{Agents: n, MetricsPort: port}, stdout)
+			return listenFailure(v, runDev(ctx, cfg, devOptions{Agents: n, MetricsPort: port}, stdout), true)
 		}
 		c, err := controller.New(ctx, cfg)
 		if err != nil {
-			return err
+			return listenFailure(v, err, false)
 		}
 		return c.Run(ctx)
 	}

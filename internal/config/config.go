@@ -65,6 +65,12 @@ type Config struct {
 	dir string
 	// fromFile holds the (lower-case) keys whose value is the file's.
 	fromFile map[string]bool
+	// file is the absolute name of the config file, "" without one.
+	file string
+	// flags maps a (lower-case) key to the flag bound to it.
+	flags map[string]*pflag.Flag
+	// env maps a (lower-case) key to its environment variable, set or not.
+	env map[string]string
 }
 
 // Load builds the configuration described by o. Every key of o.Defaults is
@@ -102,6 +108,7 @@ func Load(o Options) (*Config, error) {
 			}
 		}
 		c.dir = filepath.Dir(abs)
+		c.file = abs
 	}
 
 	envName := map[string]string{}
@@ -132,6 +139,7 @@ func Load(o Options) (*Config, error) {
 		}
 	}
 
+	c.flags, c.env = flagged, envName
 	// Record which keys take their value from the file, so that Path
 	// resolves only those relative to the file's directory.
 	for _, k := range fileKeys {
@@ -281,3 +289,35 @@ func (c *Config) Path(key string) string {
 // FromFile reports whether the value at key comes from the config file,
 // rather than from a flag, the environment or a default.
 func (c *Config) FromFile(key string) bool { return c.fromFile[strings.ToLower(key)] }
+
+// Describe names the setting at key with its value as the user wrote it,
+// for an error about that value: "--listen 127.0.0.1:7443 (listen)" when
+// it comes from a flag given on the command line or from the default,
+// "LIVEDUMP_CONTROLLER_LISTEN=127.0.0.1:7443 (--listen, listen)" from the
+// environment, "listen: 127.0.0.1:7443 in /etc/livedump/controller.yaml
+// (--listen)" from the config file. value is the value in use, which a
+// program may have derived from the configured one.
+func (c *Config) Describe(key string, value any) string {
+	k := strings.ToLower(key)
+	flag := ""
+	if f := c.flags[k]; f != nil {
+		flag = "--" + f.Name
+	}
+	switch {
+	case flag != "" && c.flags[k].Changed:
+		return fmt.Sprintf("%s %v (%s)", flag, value, key)
+	case c.env[k] != "" && os.Getenv(c.env[k]) != "":
+		if flag == "" {
+			return fmt.Sprintf("%s=%v (%s)", c.env[k], value, key)
+		}
+		return fmt.Sprintf("%s=%v (%s, %s)", c.env[k], value, flag, key)
+	case c.fromFile[k]:
+		if flag == "" {
+			return fmt.Sprintf("%s: %v in %s", key, value, c.file)
+		}
+		return fmt.Sprintf("%s: %v in %s (%s)", key, value, c.file, flag)
+	case flag != "":
+		return fmt.Sprintf("%s %v (%s)", flag, value, key)
+	}
+	return fmt.Sprintf("%s %v", key, value)
+}

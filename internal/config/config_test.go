@@ -350,3 +350,46 @@ func TestConfigsAreIndependent(t *testing.T) {
 		}
 	}
 }
+
+// TestDescribe: an error about a value names the setting the way the user
+// set it: the flag, the environment variable or the key in the file.
+func TestDescribe(t *testing.T) {
+	file := writeFile(t, "c.yaml", "controller: file:1\n")
+	for _, tc := range []struct {
+		name  string
+		file  string
+		env   string
+		flags []string
+		key   string
+		want  string
+	}{
+		{name: "default", key: "controller", want: "--controller x:1 (controller)"},
+		{name: "flag", flags: []string{"--controller", "x:1"}, file: file, env: "env:1", key: "controller", want: "--controller x:1 (controller)"},
+		{name: "env", env: "env:1", file: file, key: "controller", want: "LDCFGTEST_CONTROLLER=x:1 (--controller, controller)"},
+		{name: "file", file: file, key: "controller", want: "controller: x:1 in " + file + " (--controller)"},
+		{name: "flag named otherwise", key: "tls.ca_file", want: "--ca-file x:1 (tls.ca_file)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv("LDCFGTEST_CONTROLLER", tc.env)
+			}
+			c, err := Load(Options{
+				File: tc.file, EnvPrefix: testPrefix, Flags: testFlags(t, tc.flags...),
+				FlagKeys: map[string]string{"tls.ca_file": "ca-file"}, Defaults: testDefaults(),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Describe(tc.key, "x:1"); got != tc.want {
+				t.Errorf("Describe = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	c, err := Load(Options{EnvPrefix: testPrefix, Defaults: testDefaults()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Describe("timeout", "1s"), "timeout 1s"; got != want {
+		t.Errorf("without flags: %q, want %q", got, want)
+	}
+}

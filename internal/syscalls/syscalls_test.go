@@ -82,13 +82,13 @@ func TestCheck(t *testing.T) {
 func TestGenerated(t *testing.T) {
 	const lib = "/usr/x86_64-w64-mingw32/lib/libntdll.a"
 	if _, err := os.Stat(lib); err != nil {
-		t.Skipf("%s not installed (apt-get install mingw-w64-x86-64-dev)", lib)
+		t.Skipf("needs mingw-w64: %s not installed (apt-get install mingw-w64-x86-64-dev)", lib)
 	}
 	dir := t.TempDir()
 	v := strings.TrimPrefix(Source, "Debian mingw-w64-x86-64-dev ")
 	v = strings.TrimSuffix(v, " libntdll.a")
 	if err := genForTest(lib, v, dir); err != nil {
-		t.Skipf("generator: %v", err)
+		t.Skipf("needs a working generator: %v", err)
 	}
 	got, err := os.ReadFile(dir + "/zz_generated_ntdll.go")
 	if err != nil {

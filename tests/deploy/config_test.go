@@ -131,7 +131,7 @@ var listeningLine = regexp.MustCompile(`msg="controller listening" addr=(\S+) me
 // check does not depend on a stale bin/.
 func TestSampleControllerConfigStarts(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs the controller binary")
+		t.Skip("-short: builds and runs the controller binary")
 	}
 	goTool, err := exec.LookPath("go")
 	if err != nil {

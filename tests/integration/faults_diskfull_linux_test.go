@@ -22,7 +22,7 @@ func TestFaultControllerDiskFull(t *testing.T) {
 		if os.Getenv("CI") != "" {
 			t.Fatal("the disk-full fault needs root to mount a tmpfs, and CI is set")
 		}
-		t.Skip("the disk-full fault needs root to mount a tmpfs over the controller's partial uploads")
+		t.Skip("needs root: the disk-full fault mounts a tmpfs over the controller's partial uploads")
 	}
 	t.Setenv("LIVEDUMP_SIM_DTRACE_RATE", fmt.Sprint(faultRate))
 	t.Setenv("LIVEDUMP_SIM_DUMP_BYTES", "32m")

@@ -62,7 +62,7 @@ type faultScale struct {
 func faultSize(t *testing.T) faultScale {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("fault suite: run without -short (CI runs it in its own section)")
+		t.Skip("-short: the fault suite (CI runs it in its own section)")
 	}
 	switch v := os.Getenv("LIVEDUMP_FAULTS"); v {
 	case "", "ci":

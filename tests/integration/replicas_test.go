@@ -73,7 +73,7 @@ func freeAddr(t *testing.T) string {
 // across them. Replica B is a separate process that is killed with SIGKILL.
 func TestReplicasSharePostgreSQLAndS3(t *testing.T) {
 	if testing.Short() {
-		t.Skip("20 agents and two replicas: run without -short (CI runs it on its own and in the full suite)")
+		t.Skip("-short: 20 agents and two replicas (CI runs it on its own and in the full suite)")
 	}
 	const nAgents = 20
 	const lease = 3 * time.Second

@@ -101,7 +101,7 @@ func AdminURL(tb testing.TB) string {
 		if os.Getenv("CI") != "" {
 			tb.Fatalf("pgtest: %v", serverErr)
 		}
-		tb.Skipf("pgtest: %v", serverErr)
+		tb.Skipf("needs PostgreSQL: %v", serverErr)
 	}
 	return serverURL
 }

@@ -235,22 +235,5 @@ func (s *AgentServer) agentLogReport(ctx context.Context, actor string, sess *fl
 	} else {
 		return
 	}
-	target := r.GetDirectiveId()
-	if validDirectiveID(target) != nil {
-		target = ""
-	}
-	s.cfg.Logger.Warn("agent log report refused", "agent", actor, "directive_id", target, "reason", outcome)
-	s.cfg.Metrics.AgentLogReportsRefused.Inc()
-	if !budget.allow(s.cfg.Clock.Now()) {
-		return
-	}
-	if len(outcome) > 512 {
-		outcome = strings.ToValidUTF8(outcome[:512], "")
-	}
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if _, err := s.cfg.Store.AppendAudit(actx, store.AuditEntry{Time: s.cfg.Clock.Now().UTC(), Actor: actor,
-		Action: "AgentService/AgentLogReport", Target: target, Outcome: outcome}); err != nil {
-		s.cfg.Logger.Error("audit write failed", "action", "AgentService/AgentLogReport", "actor", actor, "err", err)
-	}
+	s.refuseReport(ctx, actor, "AgentService/AgentLogReport", "agent log report refused", r.GetDirectiveId(), outcome, s.cfg.Metrics.AgentLogReportsRefused, budget)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -182,12 +183,19 @@ func (s *AgentServer) selfTestReport(ctx context.Context, actor string, sess *fl
 	} else {
 		return
 	}
-	target := r.GetDirectiveId()
+	s.refuseReport(ctx, actor, "AgentService/SelfTestReport", "self-test report refused", r.GetDirectiveId(), outcome, s.cfg.Metrics.SelfTestReportsRefused, budget)
+}
+
+// refuseReport logs, counts and (within the stream's audit budget) audits
+// an agent's report answering a directive that was dropped: outcome says
+// why; the directive ID is the audit target when it is a valid one.
+func (s *AgentServer) refuseReport(ctx context.Context, actor, action, msg, directiveID, outcome string, refused prometheus.Counter, budget *auditBudget) {
+	target := directiveID
 	if validDirectiveID(target) != nil {
 		target = ""
 	}
-	s.cfg.Logger.Warn("self-test report refused", "agent", actor, "directive_id", target, "reason", outcome)
-	s.cfg.Metrics.SelfTestReportsRefused.Inc()
+	s.cfg.Logger.Warn(msg, "agent", actor, "directive_id", target, "reason", outcome)
+	refused.Inc()
 	if !budget.allow(s.cfg.Clock.Now()) {
 		return
 	}
@@ -197,7 +205,7 @@ func (s *AgentServer) selfTestReport(ctx context.Context, actor string, sess *fl
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if _, err := s.cfg.Store.AppendAudit(actx, store.AuditEntry{Time: s.cfg.Clock.Now().UTC(), Actor: actor,
-		Action: "AgentService/SelfTestReport", Target: target, Outcome: outcome}); err != nil {
-		s.cfg.Logger.Error("audit write failed", "action", "AgentService/SelfTestReport", "actor", actor, "err", err)
+		Action: action, Target: target, Outcome: outcome}); err != nil {
+		s.cfg.Logger.Error("audit write failed", "action", action, "actor", actor, "err", err)
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -122,11 +121,5 @@ func writeCaptureJSON(w io.Writer, c *livedumpv1.Capture, p *livedumpv1.CaptureP
 	obj = append(obj, []byte(`"preview":`)...)
 	obj = append(obj, pb...)
 	obj = append(obj, '}')
-	var buf bytes.Buffer
-	if err := json.Indent(&buf, obj, "", "  "); err != nil {
-		return fmt.Errorf("encode json: %w", err)
-	}
-	buf.WriteByte('\n')
-	_, err = w.Write(buf.Bytes())
-	return err
+	return writeIndented(w, obj)
 }

@@ -36,12 +36,17 @@ func writeJSON(w io.Writer, m proto.Message) error {
 	if err != nil {
 		return fmt.Errorf("encode json: %w", err)
 	}
+	return writeIndented(w, b)
+}
+
+// writeIndented prints JSON re-indented by encoding/json, and a newline.
+func writeIndented(w io.Writer, b []byte) error {
 	var buf bytes.Buffer
 	if err := json.Indent(&buf, b, "", "  "); err != nil {
 		return fmt.Errorf("encode json: %w", err)
 	}
 	buf.WriteByte('\n')
-	_, err = w.Write(buf.Bytes())
+	_, err := w.Write(buf.Bytes())
 	return err
 }
 

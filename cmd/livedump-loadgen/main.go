@@ -57,14 +57,18 @@ gRPC stream. Results are JSON lines on stdout; progress goes to stderr.
 
 One process holds a little under the open-file limit in connections (20k on the
 reference machine): run several processes for more. Spread connections over
---source-ips past about 28k per address.`,
+--source-ips past about 28k per address.
+
+--controller takes several replicas' addresses, a,b,c: agent i starts on the
+(i mod n)-th and, when an attempt fails, moves on to the next, as the real agent
+does with its list of controllers. Captures are created through the first.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	f := root.PersistentFlags()
-	f.StringVar(&o.controller, "controller", "127.0.0.1:7443", "controller address")
+	f.StringVar(&o.controller, "controller", "127.0.0.1:7443", "controller address, or several replicas' as a comma list")
 	f.StringVar(&o.ca, "ca", "", "controller CA certificate (PEM)")
 	f.StringVar(&o.serverName, "server-name", "", "TLS server name (default: the controller's host)")
 	f.StringVar(&o.token, "token", "", "enrollment token for agents not yet in --state")
@@ -91,7 +95,7 @@ reference machine): run several processes for more. Spread connections over
 			return nil, err
 		}
 		return loadgen.New(loadgen.Config{
-			Controller: o.controller, ServerName: o.serverName, CA: pool, Token: o.token, Agents: o.agents,
+			Controllers: controllers(o.controller), ServerName: o.serverName, CA: pool, Token: o.token, Agents: o.agents,
 			SourceIPs: ips, Concurrency: o.concurrency, EventRate: o.eventRate, StateFile: o.state, Logger: log,
 		})
 	}
@@ -107,7 +111,9 @@ reference machine): run several processes for more. Spread connections over
 		} else if st.Enrolled > 0 {
 			progress("enrolled %d agents in %s (%.0f/s)", st.Enrolled, st.Took.Round(time.Millisecond), st.PerSec)
 		}
-		rctx, cancel := context.WithCancel(ctx)
+		// The streams outlive a signal until the scenario stops them, so
+		// that its last figures (hold's connected count) are taken first.
+		rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		done := make(chan struct{})
 		start := time.Now()
 		go func() { defer close(done); _ = fl.Run(rctx) }()
@@ -166,10 +172,35 @@ reference machine): run several processes for more. Spread connections over
 	hold.Flags().DurationVar(&holdFor, "duration", time.Minute, "how long to hold the streams")
 
 	var rounds int
+	var follow, latencies bool
+	// fanoutResult is one round's line; with --latencies it carries every
+	// agent's figure, so that the lines of several processes can be merged.
+	fanoutResult := func(r int, id string, lat []time.Duration) error {
+		res := map[string]any{"scenario": "fanout", "round": r + 1, "agents": o.agents, "armed": len(lat),
+			"p50_ms": ms(loadgen.Percentile(lat, 50)), "p99_ms": ms(loadgen.Percentile(lat, 99)), "max_ms": ms(loadgen.Percentile(lat, 100))}
+		if follow {
+			res["capture"] = id
+		}
+		if latencies {
+			all := make([]float64, len(lat))
+			for i, d := range lat {
+				all[i] = ms(d)
+			}
+			res["latencies_ms"] = all
+		}
+		return out.Encode(res)
+	}
 	fanout := &cobra.Command{
 		Use:   "fanout",
 		Short: "Create a capture for every agent and time each agent's arm directive",
-		Args:  cobra.NoArgs,
+		Long: `fanout connects every agent, creates --rounds captures one after the other and
+times each agent's arm directive from the creation.
+
+With --follow it creates nothing: it times the arms of the next --rounds captures
+someone else creates (another process, livedumpctl), from the creation time the
+controller recorded; several processes holding one fleet each follow, and their
+--latencies are merged.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			op, err := operator(o)
 			if err != nil {
@@ -180,6 +211,9 @@ reference machine): run several processes for more. Spread connections over
 				return err
 			}
 			defer stop()
+			if follow {
+				return followCaptures(ctx, fl, op, o.agents, rounds, fanoutResult)
+			}
 			for r := range rounds {
 				start := time.Now()
 				resp, err := op.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
@@ -201,8 +235,7 @@ reference machine): run several processes for more. Spread connections over
 				if _, err := op.CancelCapture(ctx, &livedumpv1.CancelCaptureRequest{Id: id}); err != nil {
 					return fmt.Errorf("cancel capture: %w", err)
 				}
-				if err := out.Encode(map[string]any{"scenario": "fanout", "round": r + 1, "agents": o.agents, "armed": len(lat),
-					"p50_ms": ms(loadgen.Percentile(lat, 50)), "p99_ms": ms(loadgen.Percentile(lat, 99)), "max_ms": ms(loadgen.Percentile(lat, 100))}); err != nil {
+				if err := fanoutResult(r, id, lat); err != nil {
 					return err
 				}
 				time.Sleep(2 * time.Second) // let the disarms settle
@@ -211,6 +244,8 @@ reference machine): run several processes for more. Spread connections over
 		},
 	}
 	fanout.Flags().IntVar(&rounds, "rounds", 3, "captures to create, one after the other")
+	fanout.Flags().BoolVar(&follow, "follow", false, "create no capture: time the arms of captures created elsewhere")
+	fanout.Flags().BoolVar(&latencies, "latencies", false, "also print every agent's create → arm time (ms)")
 
 	var stormTimeout time.Duration
 	storm := &cobra.Command{
@@ -301,6 +336,59 @@ were not back within --timeout.`,
 	return root
 }
 
+// followCaptures times, for each of rounds captures created elsewhere, every
+// agent's arm from the capture's creation as the controller recorded it.
+func followCaptures(ctx context.Context, fl *loadgen.Fleet, op livedumpv1.FleetServiceClient, agents, rounds int,
+	result func(r int, id string, lat []time.Duration) error) error {
+	seen := map[string]bool{}
+	for _, id := range fl.ArmedCaptures() {
+		seen[id] = true
+	}
+	for r := range rounds {
+		id := ""
+		for id == "" {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			time.Sleep(10 * time.Millisecond)
+			for _, c := range fl.ArmedCaptures() {
+				if !seen[c] {
+					id = c
+				}
+			}
+		}
+		seen[id] = true
+		resp, err := op.GetCapture(ctx, &livedumpv1.GetCaptureRequest{Id: id})
+		if err != nil {
+			return fmt.Errorf("get capture %s: %w", id, err)
+		}
+		created := resp.GetCapture().GetCreated().AsTime()
+		deadline := time.Now().Add(2 * time.Minute)
+		for len(fl.ArmTimes(id)) < agents && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+		var lat []time.Duration
+		for _, t := range fl.ArmTimes(id) {
+			lat = append(lat, t.Sub(created))
+		}
+		if err := result(r, id, lat); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// controllers splits a comma list of addresses.
+func controllers(s string) []string {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 func round(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }
 
 func ms(d time.Duration) float64 { return round(float64(d) / float64(time.Millisecond)) }
@@ -359,11 +447,15 @@ func operator(o *options) (livedumpv1.FleetServiceClient, error) {
 	if err != nil {
 		return nil, err
 	}
+	addr := o.controller
+	if cs := controllers(addr); len(cs) > 0 {
+		addr = cs[0]
+	}
 	name := o.serverName
 	if name == "" {
-		name, _, _ = net.SplitHostPort(o.controller)
+		name, _, _ = net.SplitHostPort(addr)
 	}
-	cc, err := grpc.NewClient(o.controller, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: name, Certificates: []tls.Certificate{cert},
 	})))
 	if err != nil {

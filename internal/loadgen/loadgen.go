@@ -8,6 +8,10 @@
 //
 // Past about 28k connections one loopback source address runs out of
 // ephemeral ports, so connections are spread over SourceIPs (127.0.0.x).
+//
+// Given several controllers (replicas), each agent starts on one of them
+// and moves on to the next when a connection attempt fails, as the real
+// agent does with its list of controllers.
 package loadgen
 
 import (
@@ -43,11 +47,18 @@ import (
 
 // Config configures a Fleet.
 type Config struct {
-	Controller string         // host:port
-	ServerName string         // TLS server name; default the host of Controller
+	Controller string         // host:port; ignored when Controllers is set
+	ServerName string         // TLS server name; default the host of the address dialled
 	CA         *x509.CertPool // the controller's CA
 	Token      string         // enrollment token for agents without an identity
 	Agents     int
+	// Controllers are several replicas' host:port. Agent i starts on
+	// Controllers[i mod n], as a fleet spread by DNS or a load balancer.
+	// Like the real agent, it reconnects to the same controller after an
+	// established stream ends and moves on to the next one after a failed
+	// attempt; half the agents go round the list one way and half the
+	// other, so the agents of a replica that fails spread over the others.
+	Controllers []string
 	// SourceIPs are local addresses to dial from, round-robin; empty: any.
 	SourceIPs []net.IP
 	// Concurrency bounds enrollments and first connections in flight.
@@ -119,12 +130,13 @@ func New(cfg Config) (*Fleet, error) {
 	if cfg.HostPrefix == "" {
 		cfg.HostPrefix = "LOAD"
 	}
-	if cfg.ServerName == "" {
-		host, _, err := net.SplitHostPort(cfg.Controller)
-		if err != nil {
-			return nil, fmt.Errorf("controller %q: %w", cfg.Controller, err)
+	if len(cfg.Controllers) == 0 {
+		cfg.Controllers = []string{cfg.Controller}
+	}
+	for _, c := range cfg.Controllers {
+		if _, _, err := net.SplitHostPort(c); err != nil {
+			return nil, fmt.Errorf("controller %q: %w", c, err)
 		}
-		cfg.ServerName = host
 	}
 	f := &Fleet{cfg: cfg, arms: map[string][]time.Time{}}
 	ids, err := loadIdentities(cfg.StateFile)
@@ -260,7 +272,7 @@ func (f *Fleet) Enroll(ctx context.Context) (EnrollStats, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cc, err := grpc.NewClient(f.cfg.Controller, f.dialOptions(f.agents[w%len(f.agents)], false)...)
+			cc, err := grpc.NewClient(f.cfg.Controllers[w%len(f.cfg.Controllers)], f.dialOptions(f.agents[w%len(f.agents)], false)...)
 			if err != nil {
 				errs <- err
 				return
@@ -365,14 +377,6 @@ func (f *Fleet) Run(ctx context.Context) error {
 }
 
 func (a *agent) run(ctx context.Context, first chan struct{}) {
-	cc, err := grpc.NewClient(a.f.cfg.Controller, a.f.dialOptions(a, true)...)
-	if err != nil {
-		<-first
-		a.f.cfg.Logger.Error("loadgen client", "agent", a.i, "err", err)
-		return
-	}
-	defer cc.Close()
-	client := livedumpv1.NewAgentServiceClient(cc)
 	release := func() {
 		if first != nil {
 			<-first
@@ -380,17 +384,42 @@ func (a *agent) run(ctx context.Context, first chan struct{}) {
 		}
 	}
 	defer release()
+	// One connection at a time, to the controller being tried: unlike the
+	// real agent, which keeps one per address, a process holding thousands
+	// of agents cannot afford idle sockets.
+	var (
+		cc     *grpc.ClientConn
+		ccAddr string
+		client livedumpv1.AgentServiceClient
+	)
+	defer func() {
+		if cc != nil {
+			cc.Close()
+		}
+	}()
 	retry := backoff.New(backoff.Policy{Min: a.f.cfg.BackoffMin, Max: a.f.cfg.BackoffMax, Jitter: true})
-	for ctx.Err() == nil {
+	for try := 0; ctx.Err() == nil; {
+		if addr := a.controller(try); cc == nil || addr != ccAddr {
+			if cc != nil {
+				cc.Close()
+			}
+			var err error
+			if cc, err = grpc.NewClient(addr, a.f.dialOptions(a, true)...); err != nil {
+				a.f.cfg.Logger.Error("loadgen client", "agent", a.i, "err", err)
+				return
+			}
+			ccAddr, client = addr, livedumpv1.NewAgentServiceClient(cc)
+		}
 		established := a.stream(ctx, client, release)
 		release()
 		if ctx.Err() != nil {
 			return
 		}
 		if established {
-			retry.Reset()
+			retry.Reset() // the same controller first, as the real agent
 		} else {
 			a.f.failures.Add(1)
+			try++ // the next controller
 		}
 		d := retry.NextBackOff()
 		select {
@@ -399,6 +428,19 @@ func (a *agent) run(ctx context.Context, first chan struct{}) {
 		case <-time.After(d):
 		}
 	}
+}
+
+// controller is the address of this agent's try-th attempt: agent i starts
+// on controller i mod n, then even rounds of n agents go round the list
+// forwards and odd ones backwards.
+func (a *agent) controller(try int) string {
+	cs := a.f.cfg.Controllers
+	n := len(cs)
+	step := 1
+	if (a.i/n)%2 == 1 {
+		step = n - 1
+	}
+	return cs[(a.i%n+(try%n)*step)%n]
 }
 
 // stream runs one Connect stream; it reports whether the controller
@@ -584,6 +626,17 @@ type Stats struct {
 func (f *Fleet) Stats() Stats {
 	return Stats{Agents: len(f.agents), Connected: f.connected.Load(), EventsSent: f.events.Load(), EventsAcked: f.acked.Load(),
 		Reconnects: f.reconnect.Load(), FailedDials: f.failures.Load()}
+}
+
+// ArmedCaptures returns the captures some agent has received an arm for.
+func (f *Fleet) ArmedCaptures() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ids := make([]string, 0, len(f.arms))
+	for id := range f.arms {
+		ids = append(ids, id)
+	}
+	return ids
 }
 
 // ArmTimes returns when each agent received its arm for a capture.

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,6 +103,154 @@ func TestFleetAgainstARealController(t *testing.T) {
 	if st, err := again.Enroll(ctx); err != nil || st.Enrolled != 0 {
 		t.Fatalf("second fleet enrolled %d: %v", st.Enrolled, err)
 	}
+}
+
+// TestFleetOverSeveralControllers gives the fleet two addresses, each a TCP
+// relay to one real controller: the agents spread over both, and when one
+// address goes away its agents come back through the other.
+func TestFleetOverSeveralControllers(t *testing.T) {
+	const n = 20
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	c, err := controller.New(ctx, controller.Config{Listen: "127.0.0.1:0", MetricsListen: "-", DataDir: dir,
+		Transport: controller.TransportConfig{EnrollRate: -1},
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	tok, err := c.CreateToken(ctx, n, time.Hour, map[string]string{"fleet": "loadgen"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := startRelay(t, c.Addr()), startRelay(t, c.Addr())
+	fl, err := loadgen.New(loadgen.Config{Controllers: []string{a.addr, b.addr}, CA: c.CA().Pool(), Token: tok, Agents: n,
+		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := fl.Enroll(ctx); err != nil || st.Enrolled != n {
+		t.Fatalf("enrolled %d of %d: %v", st.Enrolled, n, err)
+	}
+	rctx, rcancel := context.WithCancel(ctx)
+	ran := make(chan struct{})
+	go func() { defer close(ran); _ = fl.Run(rctx) }()
+	defer func() { rcancel(); <-ran }()
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	if err := fl.WaitConnected(wctx, n); err != nil {
+		t.Fatal(err)
+	}
+	// The enrollments' connections close on their own time.
+	want := [2]int64{n / 2, n / 2}
+	got := [2]int64{a.open.Load(), b.open.Load()}
+	for deadline := time.Now().Add(10 * time.Second); got != want && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		got = [2]int64{a.open.Load(), b.open.Load()}
+	}
+	if got != want {
+		t.Fatalf("connections through the two addresses %v, want %v", got, want)
+	}
+	if fl.Stats().FailedDials != 0 {
+		t.Fatalf("%d failed attempts with both addresses up", fl.Stats().FailedDials)
+	}
+
+	a.stop()
+	deadline := time.Now().Add(30 * time.Second)
+	for (b.open.Load() < n || fl.Stats().Connected < n) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	st := fl.Stats()
+	if b.open.Load() != n || st.Connected != n {
+		t.Fatalf("after the first address went away: %d connections through the second, %d agents connected, want %d", b.open.Load(), st.Connected, n)
+	}
+	if st.Reconnects != n/2 || st.FailedDials < n/2 {
+		t.Fatalf("reconnects %d (want %d), failed attempts %d (want at least %d: each moved agent tried its own address again first)",
+			st.Reconnects, n/2, st.FailedDials, n/2)
+	}
+}
+
+// relay forwards TCP connections to a controller, so that one controller
+// can be reached at several addresses, one of which can go away.
+type relay struct {
+	addr string
+	open atomic.Int64
+	stop func()
+}
+
+func startRelay(t *testing.T, to string) *relay {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{addr: l.Addr().String()}
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	track := func(c net.Conn, add bool) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if add && conns == nil {
+			return false
+		}
+		if add {
+			conns[c] = true
+		} else {
+			delete(conns, c)
+		}
+		return true
+	}
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			l.Close()
+			mu.Lock()
+			for c := range conns {
+				c.Close()
+			}
+			conns = nil
+			mu.Unlock()
+		})
+	}
+	t.Cleanup(r.stop)
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", to)
+			if err != nil || !track(in, true) {
+				in.Close()
+				if out != nil {
+					out.Close()
+				}
+				continue
+			}
+			track(out, true)
+			r.open.Add(1)
+			go func() {
+				defer r.open.Add(-1)
+				var wg sync.WaitGroup
+				wg.Add(2)
+				pipe := func(dst, src net.Conn) {
+					defer wg.Done()
+					_, _ = io.Copy(dst, src)
+					dst.Close()
+					src.Close()
+				}
+				go pipe(out, in)
+				go pipe(in, out)
+				wg.Wait()
+				track(in, false)
+				track(out, false)
+			}()
+		}
+	}()
+	return r
 }
 
 func operator(t *testing.T, c *controller.Controller) livedumpv1.FleetServiceClient {

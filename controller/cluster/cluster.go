@@ -207,8 +207,14 @@ func NewReplicaID() string {
 // ID is this replica's ID.
 func (c *Cluster) ID() string { return c.id }
 
-// Start takes the lease before any agent can attach.
+// Start takes the lease before any agent can attach. A replica started
+// under a fixed ID (replica.id) first clears the presence its previous life
+// left: renewing the lease would otherwise show those agents online here
+// until they reconnect somewhere.
 func (c *Cluster) Start(ctx context.Context) error {
+	if err := c.cfg.Store.ClearReplicaPresence(ctx, c.id); err != nil {
+		return fmt.Errorf("replica lease: %w", err)
+	}
 	now := c.cfg.Clock.Now().UTC()
 	if err := c.cfg.Store.HeartbeatReplica(ctx, store.Replica{ID: c.id, Addr: c.cfg.Addr, Started: now, Heartbeat: now}); err != nil {
 		return fmt.Errorf("replica lease: %w", err)

@@ -229,6 +229,34 @@ func TestPresenceEndsWithTheReplicasLease(t *testing.T) {
 	}
 }
 
+// A replica restarted under its fixed ID (replica.id) renews the same lease:
+// the agents it held before the crash, which have not reconnected to it,
+// must not show online again.
+func TestRestartUnderAFixedIDRevivesNoPresence(t *testing.T) {
+	const lease = 600 * time.Millisecond
+	st, a, b := twoReplicas(t, NewLocalBus(), lease)
+	attach(t, b, "agent-1")
+	b.stop() // crash: the presence row stays
+	again := New(Config{Store: st, Bus: NewLocalBus(), Fleet: fleet.NewRegistry(nil), ReplicaID: "b", Lease: lease,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := again.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p, err := st.Presence(context.Background(), time.Now().Add(-lease))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := p["agent-1"]; ok {
+		t.Fatalf("agent-1 shows online on %q after b restarted without it", r)
+	}
+	a.mu.Lock()
+	a.snap = nil
+	a.mu.Unlock()
+	if a.Online(context.Background(), "agent-1") {
+		t.Fatal("a sees agent-1 online after b restarted without it")
+	}
+}
+
 func TestRevocationEndsTheStreamOnEveryReplica(t *testing.T) {
 	bus := NewLocalBus()
 	_, a, b := twoReplicas(t, bus, 15*time.Second)

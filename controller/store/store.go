@@ -422,6 +422,10 @@ type Store interface {
 	// ClearPresence removes the agent's presence only if it still names
 	// this replica and session (a newer stream elsewhere is kept).
 	ClearPresence(ctx context.Context, agentID, replicaID, session string) error
+	// ClearReplicaPresence removes every presence naming replicaID: a
+	// replica starting under a fixed ID holds no stream yet, and must not
+	// revive what its previous life left behind when it renews its lease.
+	ClearReplicaPresence(ctx context.Context, replicaID string) error
 	// Presence returns agentID -> replicaID for every presence whose
 	// replica's Heartbeat is at or after liveSince (the lease).
 	Presence(ctx context.Context, liveSince time.Time) (map[string]string, error)

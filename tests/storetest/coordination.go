@@ -412,6 +412,14 @@ func testPresence(t *testing.T, s store.Store) {
 	// A dead replica that beats again brings its agents back.
 	must(t, "HeartbeatReplica dead revives", s.HeartbeatReplica(ctx, store.Replica{ID: "dead", Heartbeat: lease}))
 	presence(map[string]string{"a2": "dead", "a4": "other"})
+
+	// A replica restarting under its fixed ID clears what it held before
+	// it renews its lease; other replicas' agents stay.
+	must(t, "SetPresence a5", s.SetPresence(ctx, "a5", "dead", "s6", base))
+	must(t, "ClearReplicaPresence dead", s.ClearReplicaPresence(ctx, "dead"))
+	presence(map[string]string{"a4": "other"})
+	must(t, "ClearReplicaPresence none", s.ClearReplicaPresence(ctx, "nobody"))
+	presence(map[string]string{"a4": "other"})
 }
 
 func checkDirective(t *testing.T, got, want store.Directive) {

@@ -40,6 +40,14 @@ func (s *Store) ClearPresence(ctx context.Context, agentID, replicaID, session s
 	return nil
 }
 
+// ClearReplicaPresence removes every presence naming replicaID.
+func (s *Store) ClearReplicaPresence(ctx context.Context, replicaID string) error {
+	if _, err := s.w.Exec(ctx, ClearReplicaPresence, replicaID); err != nil {
+		return fmt.Errorf("clear presence of replica %s: %w", replicaID, err)
+	}
+	return nil
+}
+
 // Presence maps each agent to the replica holding its stream, leaving out
 // replicas whose lease ran out: their streams died with them.
 func (s *Store) Presence(ctx context.Context, liveSince time.Time) (map[string]string, error) {

@@ -326,6 +326,9 @@ const (
 	// stream's. Arguments: agent_id, replica_id, session.
 	ClearPresence = `DELETE FROM presence WHERE agent_id = ? AND replica_id = ? AND session = ?`
 
+	// ClearReplicaPresence removes every presence naming a replica.
+	ClearReplicaPresence = `DELETE FROM presence WHERE replica_id = ?`
+
 	// Presence lists (agent_id, replica_id) for replicas whose lease is
 	// live. Argument: the oldest live heartbeat.
 	Presence = `SELECT p.agent_id, p.replica_id FROM presence p

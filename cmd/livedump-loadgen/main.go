@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +45,7 @@ type options struct {
 	agents, concurrency                                 int
 	eventRate                                           float64
 	selector                                            string
+	cpuProfile                                          string
 }
 
 func newRoot(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
@@ -76,6 +78,7 @@ reference machine): run several processes for more. Spread connections over
 	f.StringVar(&o.operatorCert, "operator-cert", "", "operator certificate, for scenarios that create captures")
 	f.StringVar(&o.operatorKey, "operator-key", "", "operator key")
 	f.StringVar(&o.selector, "selector", "fleet=loadgen", "label selector of the simulated agents (their token's labels)")
+	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured part of the scenario to this file (fanout: the rounds)")
 
 	out := json.NewEncoder(stdout)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -180,6 +183,17 @@ reference machine): run several processes for more. Spread connections over
 				return err
 			}
 			defer stop()
+			if o.cpuProfile != "" {
+				pf, err := os.Create(o.cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer pf.Close()
+				if err := pprof.StartCPUProfile(pf); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			for r := range rounds {
 				start := time.Now()
 				resp, err := op.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{

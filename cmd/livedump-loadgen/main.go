@@ -194,6 +194,7 @@ reference machine): run several processes for more. Spread connections over
 				}
 				defer pprof.StopCPUProfile()
 			}
+			cpu0 := cpuSeconds()
 			for r := range rounds {
 				start := time.Now()
 				resp, err := op.CreateCapture(ctx, &livedumpv1.CreateCaptureRequest{Spec: &livedumpv1.CaptureSpec{
@@ -216,7 +217,8 @@ reference machine): run several processes for more. Spread connections over
 					return fmt.Errorf("cancel capture: %w", err)
 				}
 				if err := out.Encode(map[string]any{"scenario": "fanout", "round": r + 1, "agents": o.agents, "armed": len(lat),
-					"p50_ms": ms(loadgen.Percentile(lat, 50)), "p99_ms": ms(loadgen.Percentile(lat, 99)), "max_ms": ms(loadgen.Percentile(lat, 100))}); err != nil {
+					"p50_ms": ms(loadgen.Percentile(lat, 50)), "p99_ms": ms(loadgen.Percentile(lat, 99)), "max_ms": ms(loadgen.Percentile(lat, 100)),
+					"loadgen_cpu_s": float64(int64((cpuSeconds()-cpu0)*100+0.5)) / 100}); err != nil {
 					return err
 				}
 				time.Sleep(2 * time.Second) // let the disarms settle

@@ -6,6 +6,13 @@
 #   bench/fleet.sh                 # sizes 1000 10000 19000
 #   SIZES="1000 5000" bench/fleet.sh
 #   PG=postgres://user:pw@127.0.0.1:5432/postgres?sslmode=disable bench/fleet.sh   # also ingest into PostgreSQL
+#   PORT=35443 MPORT=35464 SOURCES=127.0.15 bench/fleet.sh   # other ports and loadgen sources
+#   ONLY=fanout SIZES=10000 bench/fleet.sh   # the fan-out rows only (enroll, then fan out at each size)
+#   ONLY=fanout SIZES=5000 BASE_BIN=/tmp/before/bin REPEAT=2 PROFILE_DIR=/tmp/prof bench/fleet.sh
+#       # ... and the same fan-out with the controller and loadgen built in
+#       # BASE_BIN (on the same data, base first, REPEAT times alternating),
+#       # with CPU profiles of the controller (and of this tree's loadgen)
+#       # taken during the rounds
 #
 # Prints a markdown table. One process may hold a little under the open-file
 # limit (ulimit -n) in connections, so agents past 10,000 go to a second
@@ -13,11 +20,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=${SIZES:-"1000 10000 19000"}
+only=${ONLY:-}
+case "$only" in "" | fanout) ;; *) echo "fleet: ONLY=$only: want fanout (or unset for every row)" >&2; exit 2 ;; esac
+base_bin=${BASE_BIN:-}
+[ -n "$base_bin" ] && [ "$only" != fanout ] && { echo "fleet: BASE_BIN needs ONLY=fanout" >&2; exit 2; }
+repeat=${REPEAT:-1}
+prof=${PROFILE_DIR:-}
+src0=${SOURCES:-127.0.1} # the first loadgen's sources are $src0.1-8, the second's 127.0.2.1-8
+srcs=("$src0" 127.0.2)
+[ -n "$prof" ] && mkdir -p "$prof"
 per_proc=10000
 port=${PORT:-27443}
 mport=${MPORT:-29464}
 work=$(mktemp -d)
 bin=$work/bin
+cbin=$bin # the binaries the controller and the load generator run from
+lbin=$bin
 data=$work/data
 cpid=""
 lpids=()
@@ -42,7 +60,7 @@ start_controller() { # [store URL]
 	# source over reused connections without a certificate: lift the
 	# per-source Enroll limit and the lifetime of such connections.
 	LIVEDUMP_CONTROLLER_TRANSPORT_ENROLL_RATE=0 LIVEDUMP_CONTROLLER_TRANSPORT_ANONYMOUS_MAX_LIFETIME=1h \
-		"$bin/livedump-controller" --dev --dev-agents 0 --pprof --data-dir "$data" --listen "127.0.0.1:$port" \
+		"$cbin/livedump-controller" --dev --dev-agents 0 --pprof --data-dir "$data" --listen "127.0.0.1:$port" \
 		--metrics-listen "127.0.0.1:$mport" "${store[@]}" 2>>"$work/controller.log" >/dev/null &
 	cpid=$!
 	for _ in $(seq 600); do
@@ -57,7 +75,7 @@ stop_controller() { # signal
 	cpid=""
 }
 lg() { # args...; exec, so that a backgrounded lg's $! is the load generator itself
-	exec "$bin/livedump-loadgen" --controller "127.0.0.1:$port" --ca "$data/ca.crt" \
+	exec "$lbin/livedump-loadgen" --controller "127.0.0.1:$port" --ca "$data/ca.crt" \
 		--operator-cert "$data/dev-admin.crt" --operator-key "$data/dev-admin.key" "$@"
 }
 # hold N: loadgen processes holding N agents (the first 10,000 from
@@ -68,7 +86,7 @@ hold() {
 	for i in 0 1; do
 		count=$(( i == 0 ? (n < per_proc ? n : per_proc) : n - per_proc ))
 		[ "$count" -le 0 ] && continue
-		lg --agents "$count" --state "$work/ids-$i.json" --source-ips "127.0.$((i + 1)).1-127.0.$((i + 1)).8" \
+		lg --agents "$count" --state "$work/ids-$i.json" --source-ips "${srcs[$i]}.1-${srcs[$i]}.8" \
 			hold --duration 24h >"$work/hold-$i.out" 2>>"$work/loadgen.log" &
 		lpids+=($!)
 	done
@@ -106,6 +124,63 @@ for n in $sizes; do
 	prev=$n
 done
 sizes_so_far=""
+# fanout N LABEL: the fan-out at N agents; sets $out to the 3rd round's line.
+# With PROFILE_DIR, the controller's CPU profile covers the rounds
+# (PROFILE_SECONDS from the last agent connected), and this tree's loadgen
+# profiles itself.
+fanout() {
+	local n=$1 label=$2 extra=() pid ppid=""
+	[ -n "$prof" ] && [ "$lbin" = "$bin" ] && extra=(--cpuprofile "$prof/loadgen-$n$label.pprof")
+	: >"$work/fanout.err"
+	lg --agents "$n" --state "$work/ids-0.json" --source-ips "$src0.1-$src0.8" --selector "size in ($sizes_so_far)" \
+		fanout --rounds 3 "${extra[@]}" >"$work/fanout.out" 2>"$work/fanout.err" &
+	pid=$!
+	if [ -n "$prof" ]; then
+		while kill -0 "$pid" 2>/dev/null && ! grep -q 'agents connected' "$work/fanout.err"; do sleep 0.1; done
+		curl -s -o "$prof/controller-$n$label.pprof" "127.0.0.1:$mport/debug/pprof/profile?seconds=${PROFILE_SECONDS:-15}" &
+		ppid=$!
+	fi
+	wait "$pid" || true
+	[ -n "$ppid" ] && wait "$ppid"
+	cat "$work/fanout.err" >>"$work/loadgen.log"
+	out=$(tail -1 "$work/fanout.out")
+	say "fanout$label: $out"
+}
+fanout_row() { # n label
+	rows+=("| $1 agents: capture create → arm directive received, p50 / p99 / max (3rd round)$2 | $(jq .p50_ms <<<"$out") / $(jq .p99_ms <<<"$out") / $(jq .max_ms <<<"$out") ms |")
+}
+table() {
+	echo
+	echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); open files per process: $(ulimit -n)"
+	echo
+	echo "| measurement | figure |"
+	echo "|---|---|"
+	printf '%s\n' "${rows[@]}"
+}
+if [ "$only" = fanout ]; then
+	for n in $sizes; do
+		sizes_so_far="${sizes_so_far:+$sizes_so_far,}$n"
+		[ "$n" -le "$per_proc" ] || { say "fanout: $n agents: at most $per_proc (one loadgen process)"; exit 1; }
+		for r in $(seq "$repeat"); do
+			if [ -n "$base_bin" ]; then
+				stop_controller TERM
+				cbin=$base_bin lbin=$base_bin
+				start_controller
+				say "fanout at $n, base binaries ($base_bin)"
+				fanout "$n" "-base$r"
+				fanout_row "$n" " [base $base_bin]"
+				stop_controller TERM
+				cbin=$bin lbin=$bin
+				start_controller
+			fi
+			say "fanout at $n"
+			fanout "$n" "-$r"
+			fanout_row "$n" ""
+		done
+	done
+	table
+	exit 0
+fi
 rows+=("| enrollment (token + CSR signing + certificate), $enrolled agents, 32 in flight | $(printf '%.0f' "$rate")/s |")
 
 sleep 2
@@ -137,13 +212,11 @@ for n in $sizes; do
 	sizes_so_far="${sizes_so_far:+$sizes_so_far,}$n"
 	if [ "$n" -le 10000 ]; then
 		unhold
-		out=$(lg --agents "$n" --state "$work/ids-0.json" --source-ips 127.0.1.1-127.0.1.8 --selector "size in ($sizes_so_far)" \
-			fanout --rounds 3 2>>"$work/loadgen.log" | tail -1)
-		say "fanout: $out"
-		rows+=("| $n agents: capture create → arm directive received, p50 / p99 / max (3rd round) | $(jq .p50_ms <<<"$out") / $(jq .p99_ms <<<"$out") / $(jq .max_ms <<<"$out") ms |")
+		fanout "$n" ""
+		fanout_row "$n" ""
 		if [ "$n" = 10000 ]; then
 			say "reconnect storm at $n"
-			lg --agents "$n" --state "$work/ids-0.json" --source-ips 127.0.1.1-127.0.1.8 storm --timeout 3m \
+			lg --agents "$n" --state "$work/ids-0.json" --source-ips "$src0.1-$src0.8" storm --timeout 3m \
 				>"$work/storm.out" 2>>"$work/loadgen.log" &
 			spid=$!
 			for _ in $(seq 1200); do grep -q '"ready"' "$work/storm.out" && break; sleep 0.5; done
@@ -167,7 +240,7 @@ for n in $sizes; do
 done
 
 ingest() { # label
-	out=$(lg --agents 1000 --state "$work/ids-0.json" --source-ips 127.0.1.1-127.0.1.8 --event-rate 40 --selector "size in (1000)" \
+	out=$(lg --agents 1000 --state "$work/ids-0.json" --source-ips "$src0.1-$src0.8" --event-rate 40 --selector "size in (1000)" \
 		ingest --duration 20s 2>>"$work/loadgen.log" | tail -1)
 	say "ingest $1: $out"
 	rows+=("| trigger events stored, $1, 1000 agents offering 40/s each, 10-frame stacks | $(printf '%.0f' "$(jq .stored_per_second <<<"$out")")/s (offered $(printf '%.0f' "$(jq .sent_per_second <<<"$out")")/s) |")
@@ -188,9 +261,4 @@ if [ -n "${PG:-}" ]; then
 	psql "$PG" -qc "DROP DATABASE $pgdb" >/dev/null || true
 fi
 
-echo
-echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); open files per process: $(ulimit -n)"
-echo
-echo "| measurement | figure |"
-echo "|---|---|"
-printf '%s\n' "${rows[@]}"
+table

@@ -245,6 +245,11 @@ func (c *Client) dialOptions(addr string, withCert bool) []grpc.DialOption {
 			Backoff:           grpcbackoff.Config{BaseDelay: c.cfg.BackoffMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: c.cfg.BackoffMax},
 			MinConnectTimeout: 20 * time.Second,
 		}),
+		// Fixed flow-control windows turn off gRPC's BDP estimator, which
+		// answered almost every directive and ack with a PING (and the
+		// controller's PING ack); 4 MiB keeps artifact downloads at link
+		// speed on long links.
+		grpc.WithInitialWindowSize(4 << 20), grpc.WithInitialConnWindowSize(8 << 20),
 	}
 	if m := c.cfg.ClientMetrics; m != nil {
 		opts = append(opts, grpc.WithChainUnaryInterceptor(m.UnaryClientInterceptor()), grpc.WithChainStreamInterceptor(m.StreamClientInterceptor()))

@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +45,7 @@ type options struct {
 	agents, concurrency                                 int
 	eventRate                                           float64
 	selector                                            string
+	cpuProfile                                          string
 }
 
 func newRoot(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
@@ -80,6 +82,7 @@ does with its list of controllers. Captures are created through the first.`,
 	f.StringVar(&o.operatorCert, "operator-cert", "", "operator certificate, for scenarios that create captures")
 	f.StringVar(&o.operatorKey, "operator-key", "", "operator key")
 	f.StringVar(&o.selector, "selector", "fleet=loadgen", "label selector of the simulated agents (their token's labels)")
+	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured part of the scenario to this file (fanout: the rounds)")
 
 	out := json.NewEncoder(stdout)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -175,9 +178,11 @@ does with its list of controllers. Captures are created through the first.`,
 	var follow, latencies bool
 	// fanoutResult is one round's line; with --latencies it carries every
 	// agent's figure, so that the lines of several processes can be merged.
+	var cpu0 float64 // the load generator's CPU seconds when the rounds began
 	fanoutResult := func(r int, id string, lat []time.Duration) error {
 		res := map[string]any{"scenario": "fanout", "round": r + 1, "agents": o.agents, "armed": len(lat),
-			"p50_ms": ms(loadgen.Percentile(lat, 50)), "p99_ms": ms(loadgen.Percentile(lat, 99)), "max_ms": ms(loadgen.Percentile(lat, 100))}
+			"p50_ms": ms(loadgen.Percentile(lat, 50)), "p99_ms": ms(loadgen.Percentile(lat, 99)), "max_ms": ms(loadgen.Percentile(lat, 100)),
+			"loadgen_cpu_s": float64(int64((cpuSeconds()-cpu0)*100+0.5)) / 100}
 		if follow {
 			res["capture"] = id
 		}
@@ -211,6 +216,18 @@ controller recorded; several processes holding one fleet each follow, and their
 				return err
 			}
 			defer stop()
+			if o.cpuProfile != "" {
+				pf, err := os.Create(o.cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer pf.Close()
+				if err := pprof.StartCPUProfile(pf); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
+			cpu0 = cpuSeconds()
 			if follow {
 				return followCaptures(ctx, fl, op, o.agents, rounds, fanoutResult)
 			}

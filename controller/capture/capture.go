@@ -128,6 +128,7 @@ type plan struct {
 	rendered string
 	warnings []string
 	targets  []store.CaptureTarget
+	hosts    map[string]string // target agent ID -> hostname
 	preview  *livedumpv1.CapturePreview
 }
 
@@ -159,12 +160,15 @@ func (l *lifecycle) Create(ctx context.Context, r Request) (*livedumpv1.Capture,
 	if err != nil {
 		return nil, nil, err
 	}
-	now := l.clock.Now().UTC()
+	// At the store's precision (milliseconds), so the capture returned
+	// below is the one a read gives back.
+	now := time.UnixMilli(l.clock.Now().UnixMilli()).UTC()
 	for i := range p.targets {
 		p.targets[i].Updated = now
 	}
+	expires := time.UnixMilli(now.Add(p.expire).UnixMilli()).UTC()
 	c := store.Capture{
-		ID: id, Spec: string(specJSON), State: StateActive, Created: now, Expires: now.Add(p.expire),
+		ID: id, Spec: string(specJSON), State: StateActive, Created: now, Expires: expires,
 		CreatedBy: r.Actor, Rendered: p.rendered, Statuses: string(statusJSON), Warnings: p.warnings,
 	}
 	if len(p.targets) == 0 {
@@ -176,10 +180,15 @@ func (l *lifecycle) Create(ctx context.Context, r Request) (*livedumpv1.Capture,
 	l.log.Info("capture created", "capture_id", id, "targets", len(p.targets), "ready", p.preview.GetReady(), "forced", r.Force && p.preview.GetRefused() != "", "by", r.Actor)
 	l.kick.Kick()
 	l.router.CaptureChanged(ctx, id)
-	got, err := l.Get(ctx, id)
+	// The capture as stored, from what was just written rather than read
+	// back: at 10,000 targets reading them and their hostnames again took
+	// as much CPU as the scheduler's first claims, which it ran beside.
+	slices.SortFunc(p.targets, func(a, b store.CaptureTarget) int { return strings.Compare(a.AgentID, b.AgentID) })
+	got, err := toProto(c, p.targets, p.hosts)
 	if err != nil {
 		return nil, nil, err
 	}
+	got.OfflineTargets = countOffline(ctx, l.online, p.targets)
 	return got, p.preview, nil
 }
 
@@ -238,7 +247,7 @@ func (l *lifecycle) plan(ctx context.Context, r Request, id string) (*plan, erro
 	}
 	arm := armOf(id, spec, values, time.Time{})
 	ps := probe.FromArm(arm)
-	p := &plan{id: id, spec: spec, expire: expire, resolved: resolved}
+	p := &plan{id: id, spec: spec, expire: expire, resolved: resolved, hosts: map[string]string{}}
 	if spec.GetScript() == "" {
 		if err := ps.Validate(); err != nil {
 			var fe *probe.FieldError
@@ -274,6 +283,7 @@ func (l *lifecycle) plan(ctx context.Context, r Request, id string) (*plan, erro
 			continue
 		}
 		p.targets = append(p.targets, store.CaptureTarget{AgentID: a.ID, State: TargetPending})
+		p.hosts[a.ID] = a.Hostname
 		state := a.ProvisionState
 		if state == "" {
 			state = provisionUnknown

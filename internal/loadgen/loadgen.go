@@ -236,6 +236,8 @@ func (f *Fleet) dialOptions(a *agent, withCert bool) []grpc.DialOption {
 			Backoff:           grpcbackoff.Config{BaseDelay: f.cfg.BackoffMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: f.cfg.BackoffMax},
 			MinConnectTimeout: 20 * time.Second,
 		}),
+		// As the real agent: fixed windows, no BDP pings.
+		grpc.WithInitialWindowSize(4 << 20), grpc.WithInitialConnWindowSize(8 << 20),
 	}
 }
 
@@ -452,12 +454,13 @@ func (a *agent) stream(ctx context.Context, client livedumpv1.AgentServiceClient
 	if err != nil {
 		return false
 	}
-	out := make(chan *livedumpv1.ConnectRequest, 64)
-	send := func(m *livedumpv1.ConnectRequest) {
-		select {
-		case out <- m:
-		case <-sctx.Done():
-		}
+	// As the real agent: every goroutine sends under one lock, replies to
+	// a directive straight from the receiving goroutine.
+	var sendMu sync.Mutex
+	send := func(m *livedumpv1.ConnectRequest) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return st.Send(m)
 	}
 	if err := st.Send(&livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_Hello{Hello: &livedumpv1.Hello{AgentId: a.id.AgentID, Inventory: a.inventory()}}}); err != nil {
 		return false
@@ -487,12 +490,15 @@ func (a *agent) stream(ctx context.Context, client livedumpv1.AgentServiceClient
 			}
 			if d := m.GetDirective(); d != nil {
 				for _, r := range a.directive(d) {
-					send(r)
+					if err := send(r); err != nil {
+						recvErr <- err
+						return
+					}
 				}
 			}
 		}
 	}()
-	// The agent's one sending goroutine: heartbeats, events, replies.
+	// Heartbeats and events.
 	hb := time.NewTicker(jitter(interval))
 	defer hb.Stop()
 	var evC <-chan time.Time
@@ -508,16 +514,12 @@ func (a *agent) stream(ctx context.Context, client livedumpv1.AgentServiceClient
 		case <-recvErr:
 			return true
 		case <-hb.C:
-			if st.Send(&livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_Heartbeat{Heartbeat: &livedumpv1.Heartbeat{SentAt: timestamppb.Now()}}}) != nil {
-				return true
-			}
-		case m := <-out:
-			if st.Send(m) != nil {
+			if send(&livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_Heartbeat{Heartbeat: &livedumpv1.Heartbeat{SentAt: timestamppb.Now()}}}) != nil {
 				return true
 			}
 		case <-evC:
 			if ev := a.event(); ev != nil {
-				if st.Send(&livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_Event{Event: ev}}) != nil {
+				if send(&livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_Event{Event: ev}}) != nil {
 					return true
 				}
 				a.f.events.Add(1)

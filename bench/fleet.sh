@@ -6,6 +6,13 @@
 #   bench/fleet.sh                 # sizes 1000 10000 19000
 #   SIZES="1000 5000" bench/fleet.sh
 #   PG=postgres://user:pw@127.0.0.1:5432/postgres?sslmode=disable bench/fleet.sh   # also ingest into PostgreSQL
+#   ONLY=ingest bench/fleet.sh     # only the ingest rows (end to end and store layer)
+#   BIN=/some/dir bench/fleet.sh   # use the binaries in that dir instead of building
+#   PROFILE=/some/dir bench/fleet.sh  # CPU profiles of the controller and load generator during ingest
+#
+# The ingest rows enroll their own 1,000 agents (label fleet=ingest), then
+# run the store-layer benchmark (go test -bench InsertEvents, 512 events per
+# transaction) in the same run and print both figures and their ratio.
 #
 # Prints a markdown table. One process may hold a little under the open-file
 # limit (ulimit -n) in connections, so agents past 10,000 go to a second
@@ -13,6 +20,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=${SIZES:-"1000 10000 19000"}
+only=${ONLY:-}
+case "$only" in "" | ingest) ;; *) echo "fleet: ONLY=$only: want ingest or nothing" >&2; exit 2 ;; esac
 per_proc=10000
 port=${PORT:-27443}
 mport=${MPORT:-29464}
@@ -29,7 +38,11 @@ cleanup() {
 }
 trap cleanup EXIT
 say() { echo "fleet: $*" >&2; }
-go build -o "$bin/" ./cmd/livedump-controller ./cmd/livedump-loadgen ./cmd/livedumpctl
+if [ -n "${BIN:-}" ]; then
+	mkdir -p "$bin" && cp "$BIN/livedump-controller" "$BIN/livedump-loadgen" "$BIN/livedumpctl" "$bin/"
+else
+	go build -o "$bin/" ./cmd/livedump-controller ./cmd/livedump-loadgen ./cmd/livedumpctl
+fi
 export LIVEDUMPCTL_CONFIG=$data/livedumpctl.yaml
 metric() { curl -s "127.0.0.1:$mport/metrics" | awk -v m="$1" '$1 == m {printf "%d", $2}'; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -87,6 +100,7 @@ max_size=0
 for n in $sizes; do [ "$n" -gt "$max_size" ] && max_size=$n; done
 
 start_controller
+if [ -z "$only" ]; then
 # Agents are enrolled in slices whose label says the smallest size that
 # uses them (size=1000, size=10000, ...), so a fan-out at N targets exactly
 # the N agents connected, not every agent enrolled.
@@ -165,25 +179,52 @@ for n in $sizes; do
 		unhold
 	fi
 done
+fi
 
-ingest() { # label
-	out=$(lg --agents 1000 --state "$work/ids-0.json" --source-ips 127.0.1.1-127.0.1.8 --event-rate 40 --selector "size in (1000)" \
+# store_bench PKG: events/s of the store-layer benchmark at 512 events per
+# transaction, run now, on the same machine load as the end-to-end figure.
+store_bench() {
+	local env=()
+	[ "$1" = postgres ] && env=(LIVEDUMP_TEST_POSTGRES="$PG")
+	env "${env[@]}" go test "./controller/store/$1" -run '^$' -bench '^BenchmarkInsertEvents$/^batch=512$' -benchtime 20000x -count 1 2>>"$work/bench.log" |
+		awk '/events\/s/ {for (i = 1; i < NF; i++) if ($(i + 1) == "events/s") printf "%.0f", $i}'
+}
+# ingest LABEL PKG: 1,000 agents (enrolled for ingest) each offering 40
+# events/s to a capture, then the store layer's figure in the same run.
+ingest() {
+	local tok out e2e sb
+	if [ ! -s "$work/ids-ingest.json" ]; then
+		tok=$("$bin/livedumpctl" tokens create --uses 1010 --ttl 1h --labels fleet=ingest -o json | jq -r .secret)
+		(lg --agents 1000 --token "$tok" --state "$work/ids-ingest.json" --concurrency 32 enroll) >/dev/null # lg execs: a subshell
+	fi
+	local prof=() ppid=""
+	if [ -n "${PROFILE:-}" ]; then
+		mkdir -p "$PROFILE"
+		prof=(--cpuprofile "$PROFILE/loadgen-$1.pprof")
+		(sleep 6; curl -s "127.0.0.1:$mport/debug/pprof/profile?seconds=15" -o "$PROFILE/controller-$1.pprof") &
+		ppid=$!
+	fi
+	out=$(lg "${prof[@]}" --agents 1000 --state "$work/ids-ingest.json" --source-ips "${INGEST_SOURCES:-127.0.1.1-127.0.1.8}" --event-rate 40 --selector "fleet=ingest" \
 		ingest --duration 20s 2>>"$work/loadgen.log" | tail -1)
 	say "ingest $1: $out"
-	rows+=("| trigger events stored, $1, 1000 agents offering 40/s each, 10-frame stacks | $(printf '%.0f' "$(jq .stored_per_second <<<"$out")")/s (offered $(printf '%.0f' "$(jq .sent_per_second <<<"$out")")/s) |")
+	[ -n "$ppid" ] && wait "$ppid"
+	e2e=$(printf '%.0f' "$(jq .stored_per_second <<<"$out")")
+	sb=$(store_bench "$2")
+	say "store layer $1: ${sb:-?} events/s"
+	rows+=("| trigger events stored, $1, 1000 agents offering 40/s each, 10-frame stacks | $e2e/s (offered $(printf '%.0f' "$(jq .sent_per_second <<<"$out")")/s) |")
+	if [ -n "$sb" ] && [ "$sb" -gt 0 ]; then
+		rows+=("| trigger events, $1: store layer in the same run (512 per transaction) / end to end as a share of it | $sb/s / $((e2e * 100 / sb)) % |")
+	fi
 }
-ingest SQLite
+ingest SQLite sqlite
 if [ -n "${PG:-}" ]; then
 	stop_controller TERM
 	pgdb="ldbench_$$"
 	psql "$PG" -qc "CREATE DATABASE $pgdb" >/dev/null
 	pgurl=$(sed -E "s#/[^/?]+(\?|$)#/$pgdb\1#" <<<"$PG")
-	rm -f "$data/livedump.db"*
+	rm -f "$data/livedump.db"* "$work/ids-ingest.json"
 	start_controller "$pgurl"
-	tok=$("$bin/livedumpctl" tokens create --uses 1100 --ttl 1h --labels fleet=loadgen,size=1000 -o json | jq -r .secret)
-	rm -f "$work/ids-0.json"
-	out=$(lg --agents 1000 --token "$tok" --state "$work/ids-0.json" enroll)
-	ingest PostgreSQL
+	ingest PostgreSQL postgres
 	stop_controller TERM
 	psql "$PG" -qc "DROP DATABASE $pgdb" >/dev/null || true
 fi

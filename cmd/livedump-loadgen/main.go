@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -43,7 +44,8 @@ type options struct {
 	operatorCert, operatorKey                           string
 	agents, concurrency                                 int
 	eventRate                                           float64
-	selector                                            string
+	eventInterval                                       time.Duration
+	selector, cpuProfile                                string
 }
 
 func newRoot(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
@@ -73,9 +75,26 @@ reference machine): run several processes for more. Spread connections over
 	f.IntVar(&o.agents, "agents", 1000, "number of simulated agents")
 	f.IntVar(&o.concurrency, "concurrency", 64, "enrollments and first connections in flight")
 	f.Float64Var(&o.eventRate, "event-rate", 0, "trigger events per second per armed agent")
+	f.DurationVar(&o.eventInterval, "event-interval", 250*time.Millisecond, "how often an agent sends the events fired since the last time (as one batch when the controller takes batches)")
 	f.StringVar(&o.operatorCert, "operator-cert", "", "operator certificate, for scenarios that create captures")
 	f.StringVar(&o.operatorKey, "operator-key", "", "operator key")
 	f.StringVar(&o.selector, "selector", "fleet=loadgen", "label selector of the simulated agents (their token's labels)")
+	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process to the file (for benchmarks)")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if o.cpuProfile == "" {
+			return nil
+		}
+		pf, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cpuprofile: %w", err)
+		}
+		return pprof.StartCPUProfile(pf)
+	}
+	root.PersistentPostRun = func(*cobra.Command, []string) {
+		if o.cpuProfile != "" {
+			pprof.StopCPUProfile()
+		}
+	}
 
 	out := json.NewEncoder(stdout)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -92,7 +111,7 @@ reference machine): run several processes for more. Spread connections over
 		}
 		return loadgen.New(loadgen.Config{
 			Controller: o.controller, ServerName: o.serverName, CA: pool, Token: o.token, Agents: o.agents,
-			SourceIPs: ips, Concurrency: o.concurrency, EventRate: o.eventRate, StateFile: o.state, Logger: log,
+			SourceIPs: ips, Concurrency: o.concurrency, EventRate: o.eventRate, EventInterval: o.eventInterval, StateFile: o.state, Logger: log,
 		})
 	}
 	// connected enrolls what is missing, starts the fleet and waits for

@@ -26,10 +26,5 @@ func (s *AgentServer) ingestBatch(ctx context.Context, sess *fleet.Session, agen
 		s.cfg.Logger.Warn("event batch over the bound refused", "agent_id", agentID, "events", len(evs), "max", MaxEventBatch)
 		return status.Errorf(codes.InvalidArgument, "event_batch: %d events, more than %d", len(evs), MaxEventBatch)
 	}
-	for _, ev := range evs {
-		if err := s.cfg.Captures.Ingest(ctx, sess, agentID, ev); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.cfg.Captures.IngestBatch(ctx, sess, agentID, evs)
 }

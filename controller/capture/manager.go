@@ -271,6 +271,12 @@ func (m *Manager) Ingest(ctx context.Context, s *fleet.Session, agentID string, 
 	return m.ingester.Ingest(ctx, s, agentID, ev)
 }
 
+// IngestBatch queues the events of one EventBatch message, each as Ingest
+// would, next to each other in the queue.
+func (m *Manager) IngestBatch(ctx context.Context, s *fleet.Session, agentID string, evs []*livedumpv1.TriggerEvent) error {
+	return m.ingester.IngestBatch(ctx, s, agentID, evs)
+}
+
 // Watch subscribes to a capture's events and target changes. The channel is
 // closed when the capture ends (after the final message) or when the
 // watcher falls too far behind; stop unsubscribes.

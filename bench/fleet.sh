@@ -201,7 +201,9 @@ ingest() {
 	if [ -n "${PROFILE:-}" ]; then
 		mkdir -p "$PROFILE"
 		prof=(--cpuprofile "$PROFILE/loadgen-$1.pprof")
-		(sleep 6; curl -s "127.0.0.1:$mport/debug/pprof/profile?seconds=15" -o "$PROFILE/controller-$1.pprof") &
+		(sleep 6; curl -s "127.0.0.1:$mport/metrics" -o "$PROFILE/metrics0-$1.txt"
+			curl -s "127.0.0.1:$mport/debug/pprof/profile?seconds=15" -o "$PROFILE/controller-$1.pprof"
+			curl -s "127.0.0.1:$mport/metrics" -o "$PROFILE/metrics1-$1.txt") &
 		ppid=$!
 	fi
 	out=$(lg "${prof[@]}" --agents 1000 --state "$work/ids-ingest.json" --source-ips "${INGEST_SOURCES:-127.0.1.1-127.0.1.8}" --event-rate 40 --selector "fleet=ingest" \

@@ -138,7 +138,10 @@ func New(cfg Config) *Manager {
 		cfg.Tick = time.Second
 	}
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 512
+		// Reached only when events queue faster than the delay drains
+		// them; then a larger transaction stores each event for less
+		// (random event IDs share more index pages per commit).
+		cfg.BatchSize = 2048
 	}
 	if cfg.BatchDelay <= 0 {
 		cfg.BatchDelay = 50 * time.Millisecond

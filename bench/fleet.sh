@@ -13,6 +13,13 @@
 #       # BASE_BIN (on the same data, base first, REPEAT times alternating),
 #       # with CPU profiles of the controller (and of this tree's loadgen)
 #       # taken during the rounds
+#   ONLY=ingest bench/fleet.sh     # only the ingest rows (end to end and store layer)
+#   BIN=/some/dir bench/fleet.sh   # use the binaries in that dir instead of building
+#   PROFILE=/some/dir bench/fleet.sh  # CPU profiles of the controller and load generator during ingest
+#
+# The ingest rows enroll their own 1,000 agents (label fleet=ingest), then
+# run the store-layer benchmark (go test -bench InsertEvents, 512 events per
+# transaction) in the same run and print both figures and their ratio.
 #
 # Prints a markdown table. One process may hold a little under the open-file
 # limit (ulimit -n) in connections, so agents past 10,000 go to a second
@@ -21,7 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=${SIZES:-"1000 10000 19000"}
 only=${ONLY:-}
-case "$only" in "" | fanout) ;; *) echo "fleet: ONLY=$only: want fanout (or unset for every row)" >&2; exit 2 ;; esac
+case "$only" in "" | fanout | ingest) ;; *) echo "fleet: ONLY=$only: want fanout or ingest (or unset for every row)" >&2; exit 2 ;; esac
 base_bin=${BASE_BIN:-}
 [ -n "$base_bin" ] && [ "$only" != fanout ] && { echo "fleet: BASE_BIN needs ONLY=fanout" >&2; exit 2; }
 repeat=${REPEAT:-1}
@@ -47,7 +54,11 @@ cleanup() {
 }
 trap cleanup EXIT
 say() { echo "fleet: $*" >&2; }
-go build -o "$bin/" ./cmd/livedump-controller ./cmd/livedump-loadgen ./cmd/livedumpctl
+if [ -n "${BIN:-}" ]; then
+	mkdir -p "$bin" && cp "$BIN/livedump-controller" "$BIN/livedump-loadgen" "$BIN/livedumpctl" "$bin/"
+else
+	go build -o "$bin/" ./cmd/livedump-controller ./cmd/livedump-loadgen ./cmd/livedumpctl
+fi
 export LIVEDUMPCTL_CONFIG=$data/livedumpctl.yaml
 metric() { curl -s "127.0.0.1:$mport/metrics" | awk -v m="$1" '$1 == m {printf "%d", $2}'; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -105,6 +116,7 @@ max_size=0
 for n in $sizes; do [ "$n" -gt "$max_size" ] && max_size=$n; done
 
 start_controller
+if [ "$only" != ingest ]; then
 # Agents are enrolled in slices whose label says the smallest size that
 # uses them (size=1000, size=10000, ...), so a fan-out at N targets exactly
 # the N agents connected, not every agent enrolled.
@@ -238,25 +250,54 @@ for n in $sizes; do
 		unhold
 	fi
 done
+fi
 
-ingest() { # label
-	out=$(lg --agents 1000 --state "$work/ids-0.json" --source-ips "$src0.1-$src0.8" --event-rate 40 --selector "size in (1000)" \
+# store_bench PKG: events/s of the store-layer benchmark at 512 events per
+# transaction, run now, on the same machine load as the end-to-end figure.
+store_bench() {
+	local env=()
+	[ "$1" = postgres ] && env=(LIVEDUMP_TEST_POSTGRES="$PG")
+	env "${env[@]}" go test "./controller/store/$1" -run '^$' -bench '^BenchmarkInsertEvents$/^batch=512$' -benchtime 20000x -count 1 2>>"$work/bench.log" |
+		awk '/events\/s/ {for (i = 1; i < NF; i++) if ($(i + 1) == "events/s") printf "%.0f", $i}'
+}
+# ingest LABEL PKG: 1,000 agents (enrolled for ingest) each offering 40
+# events/s to a capture, then the store layer's figure in the same run.
+ingest() {
+	local tok out e2e sb
+	if [ ! -s "$work/ids-ingest.json" ]; then
+		tok=$("$bin/livedumpctl" tokens create --uses 1010 --ttl 1h --labels fleet=ingest -o json | jq -r .secret)
+		(lg --agents 1000 --token "$tok" --state "$work/ids-ingest.json" --concurrency 32 enroll) >/dev/null # lg execs: a subshell
+	fi
+	local prof=() ppid=""
+	if [ -n "${PROFILE:-}" ]; then
+		mkdir -p "$PROFILE"
+		prof=(--cpuprofile "$PROFILE/loadgen-$1.pprof")
+		(sleep 6; curl -s "127.0.0.1:$mport/metrics" -o "$PROFILE/metrics0-$1.txt"
+			curl -s "127.0.0.1:$mport/debug/pprof/profile?seconds=15" -o "$PROFILE/controller-$1.pprof"
+			curl -s "127.0.0.1:$mport/metrics" -o "$PROFILE/metrics1-$1.txt") &
+		ppid=$!
+	fi
+	out=$(lg "${prof[@]}" --agents 1000 --state "$work/ids-ingest.json" --source-ips "${INGEST_SOURCES:-$src0.1-$src0.8}" --event-rate 40 --selector "fleet=ingest" \
 		ingest --duration 20s 2>>"$work/loadgen.log" | tail -1)
 	say "ingest $1: $out"
-	rows+=("| trigger events stored, $1, 1000 agents offering 40/s each, 10-frame stacks | $(printf '%.0f' "$(jq .stored_per_second <<<"$out")")/s (offered $(printf '%.0f' "$(jq .sent_per_second <<<"$out")")/s) |")
+	[ -n "$ppid" ] && wait "$ppid"
+	e2e=$(printf '%.0f' "$(jq .stored_per_second <<<"$out")")
+	sb=$(store_bench "$2")
+	say "store layer $1: ${sb:-?} events/s"
+	rows+=("| trigger events stored, $1, 1000 agents offering 40/s each, 10-frame stacks | $e2e/s (offered $(printf '%.0f' "$(jq .sent_per_second <<<"$out")")/s) |")
+	if [ -n "$sb" ] && [ "$sb" -gt 0 ]; then
+		rows+=("| trigger events, $1: store layer in the same run (512 per transaction) / end to end as a share of it | $sb/s / $((e2e * 100 / sb)) % |")
+	fi
 }
-ingest SQLite
+ingest SQLite sqlite
 if [ -n "${PG:-}" ]; then
 	stop_controller TERM
 	pgdb="ldbench_$$"
 	psql "$PG" -qc "CREATE DATABASE $pgdb" >/dev/null
 	pgurl=$(sed -E "s#/[^/?]+(\?|$)#/$pgdb\1#" <<<"$PG")
-	rm -f "$data/livedump.db"*
+	rm -f "$data/livedump.db"* "$work/ids-ingest.json"
 	start_controller "$pgurl"
-	tok=$("$bin/livedumpctl" tokens create --uses 1100 --ttl 1h --labels fleet=loadgen,size=1000 -o json | jq -r .secret)
-	rm -f "$work/ids-0.json"
-	out=$(lg --agents 1000 --token "$tok" --state "$work/ids-0.json" enroll)
-	ingest PostgreSQL
+	ingest PostgreSQL postgres
 	stop_controller TERM
 	psql "$PG" -qc "DROP DATABASE $pgdb" >/dev/null || true
 fi

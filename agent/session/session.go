@@ -567,7 +567,9 @@ func (c *Client) stream(ctx context.Context, addr string) (established bool, err
 	c.metric(func(m *Metrics) { m.Connected.Set(1) })
 	defer c.metric(func(m *Metrics) { m.Connected.Set(0) })
 	if c.cfg.OnConnect != nil {
-		for _, m := range c.cfg.OnConnect(sctx) {
+		// Spooled events go several to a message when the controller
+		// takes batches.
+		for _, m := range batchEvents(c.cfg.OnConnect(sctx), int(welcome.GetMaxEventBatch())) {
 			if err := send(m); err != nil {
 				return true, err
 			}

@@ -44,8 +44,8 @@ type options struct {
 	operatorCert, operatorKey                           string
 	agents, concurrency                                 int
 	eventRate                                           float64
-	selector                                            string
-	cpuProfile                                          string
+	eventInterval                                       time.Duration
+	selector, cpuProfile                                string
 }
 
 func newRoot(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
@@ -79,10 +79,26 @@ does with its list of controllers. Captures are created through the first.`,
 	f.IntVar(&o.agents, "agents", 1000, "number of simulated agents")
 	f.IntVar(&o.concurrency, "concurrency", 64, "enrollments and first connections in flight")
 	f.Float64Var(&o.eventRate, "event-rate", 0, "trigger events per second per armed agent")
+	f.DurationVar(&o.eventInterval, "event-interval", 250*time.Millisecond, "how often an agent sends the events fired since the last time (as one batch when the controller takes batches)")
 	f.StringVar(&o.operatorCert, "operator-cert", "", "operator certificate, for scenarios that create captures")
 	f.StringVar(&o.operatorKey, "operator-key", "", "operator key")
 	f.StringVar(&o.selector, "selector", "fleet=loadgen", "label selector of the simulated agents (their token's labels)")
-	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured part of the scenario to this file (fanout: the rounds)")
+	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process to the file (for benchmarks)")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if o.cpuProfile == "" {
+			return nil
+		}
+		pf, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cpuprofile: %w", err)
+		}
+		return pprof.StartCPUProfile(pf)
+	}
+	root.PersistentPostRun = func(*cobra.Command, []string) {
+		if o.cpuProfile != "" {
+			pprof.StopCPUProfile()
+		}
+	}
 
 	out := json.NewEncoder(stdout)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -99,7 +115,7 @@ does with its list of controllers. Captures are created through the first.`,
 		}
 		return loadgen.New(loadgen.Config{
 			Controllers: controllers(o.controller), ServerName: o.serverName, CA: pool, Token: o.token, Agents: o.agents,
-			SourceIPs: ips, Concurrency: o.concurrency, EventRate: o.eventRate, StateFile: o.state, Logger: log,
+			SourceIPs: ips, Concurrency: o.concurrency, EventRate: o.eventRate, EventInterval: o.eventInterval, StateFile: o.state, Logger: log,
 		})
 	}
 	// connected enrolls what is missing, starts the fleet and waits for
@@ -216,17 +232,6 @@ controller recorded; several processes holding one fleet each follow, and their
 				return err
 			}
 			defer stop()
-			if o.cpuProfile != "" {
-				pf, err := os.Create(o.cpuProfile)
-				if err != nil {
-					return err
-				}
-				defer pf.Close()
-				if err := pprof.StartCPUProfile(pf); err != nil {
-					return err
-				}
-				defer pprof.StopCPUProfile()
-			}
 			cpu0 = cpuSeconds()
 			if follow {
 				return followCaptures(ctx, fl, op, o.agents, rounds, fanoutResult)

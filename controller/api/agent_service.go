@@ -239,6 +239,7 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 	if err := stream.Send(&livedumpv1.ConnectResponse{Msg: &livedumpv1.ConnectResponse_Welcome{Welcome: &livedumpv1.Welcome{
 		HeartbeatInterval: durationpb.New(s.cfg.HeartbeatInterval),
 		Labels:            allLabels(agent),
+		MaxEventBatch:     MaxEventBatch,
 	}}}); err != nil {
 		return err
 	}
@@ -267,6 +268,12 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 			case *livedumpv1.ConnectRequest_Event:
 				sess.Heartbeat(s.cfg.Clock.Now())
 				if err := s.cfg.Captures.Ingest(sctx, sess, id.AgentID, msg.Event); err != nil {
+					recvErr <- err
+					return
+				}
+			case *livedumpv1.ConnectRequest_EventBatch:
+				sess.Heartbeat(s.cfg.Clock.Now())
+				if err := s.ingestBatch(sctx, sess, id.AgentID, msg.EventBatch); err != nil {
 					recvErr <- err
 					return
 				}

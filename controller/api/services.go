@@ -38,6 +38,8 @@ type CaptureReports interface {
 	Kick()
 	Acked(ctx context.Context, agentID string, ack *livedumpv1.Ack)
 	Ingest(ctx context.Context, s *fleet.Session, agentID string, ev *livedumpv1.TriggerEvent) error
+	// IngestBatch takes the events of one EventBatch, each as Ingest would.
+	IngestBatch(ctx context.Context, s *fleet.Session, agentID string, evs []*livedumpv1.TriggerEvent) error
 	Status(ctx context.Context, agentID string, st *livedumpv1.CaptureStatus)
 }
 

@@ -75,15 +75,21 @@ func checkEvent(agentID string, ev *livedumpv1.TriggerEvent) *refusal {
 	if n := len(ev.GetKernelFrames()); n > MaxEventFrames {
 		return &refusal{RefusedTooLarge, fmt.Sprintf("kernel_frames: %d frames, at most %d", n, MaxEventFrames)}
 	}
-	for field, s := range map[string]string{"process": ev.GetProcess(), "probe": ev.GetProbe(), "status_name": ev.GetStatusName(), "hostname": ev.GetHostname(), "signature": ev.GetSignature()} {
-		if len(s) > MaxEventString {
-			return &refusal{RefusedTooLarge, fmt.Sprintf("%s: %d bytes, at most %d", field, len(s), MaxEventString)}
+	// Arrays, not maps: this runs for every event, and a map literal
+	// allocates.
+	for _, f := range [...]struct{ name, s string }{{"process", ev.GetProcess()}, {"probe", ev.GetProbe()},
+		{"status_name", ev.GetStatusName()}, {"hostname", ev.GetHostname()}, {"signature", ev.GetSignature()}} {
+		if len(f.s) > MaxEventString {
+			return &refusal{RefusedTooLarge, fmt.Sprintf("%s: %d bytes, at most %d", f.name, len(f.s), MaxEventString)}
 		}
 	}
-	for field, fs := range map[string][]*livedumpv1.Frame{"user_frames": ev.GetUserFrames(), "kernel_frames": ev.GetKernelFrames()} {
-		for i, f := range fs {
+	for _, st := range [...]struct {
+		name string
+		fs   []*livedumpv1.Frame
+	}{{"user_frames", ev.GetUserFrames()}, {"kernel_frames", ev.GetKernelFrames()}} {
+		for i, f := range st.fs {
 			if len(f.GetModule()) > MaxEventString || len(f.GetFunction()) > MaxEventString {
-				return &refusal{RefusedTooLarge, fmt.Sprintf("%s[%d]: a module or function name longer than %d bytes", field, i, MaxEventString)}
+				return &refusal{RefusedTooLarge, fmt.Sprintf("%s[%d]: a module or function name longer than %d bytes", st.name, i, MaxEventString)}
 			}
 		}
 	}

@@ -21,7 +21,8 @@ import (
 // are applied after the events sent before them.
 type ingester struct {
 	ingesterConfig
-	metrics ingestMetrics
+	metrics  ingestMetrics
+	batching chan struct{} // held by the one IngestBatch queueing its events
 }
 
 // ingestStore is what the ingester reads and writes.
@@ -75,6 +76,7 @@ func newIngester(c ingesterConfig) *ingester {
 	return &ingester{
 		ingesterConfig: c,
 		metrics:        newIngestMetrics(c.reg),
+		batching:       make(chan struct{}, 1),
 	}
 }
 
@@ -83,6 +85,38 @@ func newIngester(c ingesterConfig) *ingester {
 // bound. An event over the agent's rate or over the size limits is refused
 // here, so only its IDs are queued, for the acknowledgement.
 func (g *ingester) Ingest(ctx context.Context, s *fleet.Session, agentID string, ev *livedumpv1.TriggerEvent) error {
+	select {
+	case g.queue <- g.admit(s, agentID, ev):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// IngestBatch queues the events of one message, each as Ingest would. They
+// go into the queue one after another, not interleaved with other batches
+// (the queue is taken for the whole batch), so they are stored in one or
+// two store batches and acked in one or two acks, not one each.
+func (g *ingester) IngestBatch(ctx context.Context, s *fleet.Session, agentID string, evs []*livedumpv1.TriggerEvent) error {
+	select {
+	case g.batching <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-g.batching }()
+	for _, ev := range evs {
+		select {
+		case g.queue <- g.admit(s, agentID, ev):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// admit is the queue entry of an event: refused at once if over the
+// agent's rate or the size limits.
+func (g *ingester) admit(s *fleet.Session, agentID string, ev *livedumpv1.TriggerEvent) ingest {
 	it := ingest{agentID: agentID, ev: ev, sess: s}
 	if !g.limits.allow(agentID, g.clock.Now()) {
 		it.refused = &refusal{RefusedRateLimited, fmt.Sprintf("agent %s sent more than %g events a second (burst %d)", agentID, g.eventRate, g.eventBurst)}
@@ -92,12 +126,7 @@ func (g *ingester) Ingest(ctx context.Context, s *fleet.Session, agentID string,
 	if it.refused != nil {
 		it.ev = &livedumpv1.TriggerEvent{Id: ev.GetId(), CaptureId: truncate(ev.GetCaptureId(), 64)}
 	}
-	select {
-	case g.queue <- it:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return it
 }
 
 func (g *ingester) loop(ctx context.Context) {

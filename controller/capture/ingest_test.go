@@ -242,3 +242,44 @@ func TestIngestLoopBatches(t *testing.T) {
 		t.Fatalf("batches of %v, want [2 1]", got)
 	}
 }
+
+// TestIngestBatchKeepsEventsTogether: two agents queueing batches at once
+// each get their events into the queue next to each other (so they are
+// stored and acked together), each event admitted as if it came alone.
+func TestIngestBatchKeepsEventsTogether(t *testing.T) {
+	f := newIngestFixture(t, 512)
+	f.g.queue = make(chan ingest, 1) // full at once: both senders block
+	reg := fleet.NewRegistry(nil)
+	sa, sb := reg.Attach("a", t0, func(error) {}), reg.Attach("b", t0, func(error) {})
+	var evsA, evsB []*livedumpv1.TriggerEvent
+	for i := range 20 {
+		evsA = append(evsA, event("a", "c-1", i))
+		evsB = append(evsB, event("b", "c-1", 100+i))
+	}
+	evsB[3].AgentId = "a" // refused on its own, the rest of the batch goes on
+	errs := make(chan error, 2)
+	go func() { errs <- f.g.IngestBatch(context.Background(), sa, "a", evsA) }()
+	go func() { errs <- f.g.IngestBatch(context.Background(), sb, "b", evsB) }()
+	var order []string
+	for range 40 {
+		it := <-f.g.queue
+		order = append(order, it.agentID)
+		f.g.flush(context.Background(), []ingest{it})
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i < len(order); i++ {
+		if order[i] != order[i-1] && i != 20 {
+			t.Fatalf("batches interleaved in the queue: %v", order)
+		}
+	}
+	if len(f.st.events) != 39 {
+		t.Fatalf("%d events stored, want 39", len(f.st.events))
+	}
+	if _, refused := acks(sb); len(refused) != 1 || refused[0] != evsB[3].GetId() {
+		t.Fatalf("refused %v, want only %s", refused, evsB[3].GetId())
+	}
+}

@@ -138,7 +138,10 @@ func New(cfg Config) *Manager {
 		cfg.Tick = time.Second
 	}
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 512
+		// Reached only when events queue faster than the delay drains
+		// them; then a larger transaction stores each event for less
+		// (random event IDs share more index pages per commit).
+		cfg.BatchSize = 2048
 	}
 	if cfg.BatchDelay <= 0 {
 		cfg.BatchDelay = 50 * time.Millisecond
@@ -269,6 +272,12 @@ func (m *Manager) DumpLimits(ctx context.Context, id string) (maxDumps, perSigna
 // here, so only its IDs are queued, for the acknowledgement.
 func (m *Manager) Ingest(ctx context.Context, s *fleet.Session, agentID string, ev *livedumpv1.TriggerEvent) error {
 	return m.ingester.Ingest(ctx, s, agentID, ev)
+}
+
+// IngestBatch queues the events of one EventBatch message, each as Ingest
+// would, next to each other in the queue.
+func (m *Manager) IngestBatch(ctx context.Context, s *fleet.Session, agentID string, evs []*livedumpv1.TriggerEvent) error {
+	return m.ingester.IngestBatch(ctx, s, agentID, evs)
 }
 
 // Watch subscribes to a capture's events and target changes. The channel is

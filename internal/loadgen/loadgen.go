@@ -65,6 +65,11 @@ type Config struct {
 	Concurrency int
 	// EventRate is trigger events per second per armed agent (0: none).
 	EventRate float64
+	// EventInterval is how often an agent sends the events that fired
+	// since the last time (default 250 ms, never less than one event's
+	// interval): several go as one EventBatch when the controller takes
+	// batches, as the real agent sends what its spool holds.
+	EventInterval time.Duration
 	// StateFile keeps identities between runs (JSON lines); empty: memory.
 	StateFile string
 	// BackoffMin and BackoffMax bound reconnect backoff (jittered).
@@ -126,6 +131,9 @@ func New(cfg Config) (*Fleet, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.EventInterval <= 0 {
+		cfg.EventInterval = 250 * time.Millisecond
 	}
 	if cfg.HostPrefix == "" {
 		cfg.HostPrefix = "LOAD"
@@ -473,6 +481,7 @@ func (a *agent) stream(ctx context.Context, client livedumpv1.AgentServiceClient
 	if w := m.GetWelcome().GetHeartbeatInterval(); w != nil && w.AsDuration() > 0 {
 		interval = w.AsDuration()
 	}
+	maxBatch := int(m.GetWelcome().GetMaxEventBatch())
 	a.setUp(true)
 	defer a.setUp(false)
 	welcomed()
@@ -502,11 +511,14 @@ func (a *agent) stream(ctx context.Context, client livedumpv1.AgentServiceClient
 	hb := time.NewTicker(jitter(interval))
 	defer hb.Stop()
 	var evC <-chan time.Time
+	every := a.f.cfg.EventInterval
 	if a.f.cfg.EventRate > 0 {
-		t := time.NewTicker(time.Duration(float64(time.Second) / a.f.cfg.EventRate))
+		every = max(every, time.Duration(float64(time.Second)/a.f.cfg.EventRate))
+		t := time.NewTicker(every)
 		defer t.Stop()
 		evC = t.C
 	}
+	due := 0.0 // events fired and not sent yet, with the fraction of the next
 	for {
 		select {
 		case <-sctx.Done():
@@ -518,14 +530,42 @@ func (a *agent) stream(ctx context.Context, client livedumpv1.AgentServiceClient
 				return true
 			}
 		case <-evC:
-			if ev := a.event(); ev != nil {
-				if send(&livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_Event{Event: ev}}) != nil {
-					return true
+			due += a.f.cfg.EventRate * every.Seconds()
+			var evs []*livedumpv1.TriggerEvent
+			for ; due >= 1; due-- {
+				ev := a.event()
+				if ev == nil {
+					due = 0 // nothing armed (or every cap reached): nothing fired
+					break
 				}
-				a.f.events.Add(1)
+				evs = append(evs, ev)
+			}
+			if a.sendEvents(send, evs, maxBatch) != nil {
+				return true
 			}
 		}
 	}
+}
+
+// sendEvents sends events as batches of up to maxBatch, or one by one to a
+// controller that takes no batches (maxBatch 0).
+func (a *agent) sendEvents(send func(*livedumpv1.ConnectRequest) error, evs []*livedumpv1.TriggerEvent, maxBatch int) error {
+	for len(evs) > 0 {
+		var m *livedumpv1.ConnectRequest
+		n := 1
+		if maxBatch > 1 && len(evs) > 1 {
+			n = min(len(evs), maxBatch)
+			m = &livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_EventBatch{EventBatch: &livedumpv1.EventBatch{Events: evs[:n]}}}
+		} else {
+			m = &livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_Event{Event: evs[0]}}
+		}
+		if err := send(m); err != nil {
+			return err
+		}
+		a.f.events.Add(int64(n))
+		evs = evs[n:]
+	}
+	return nil
 }
 
 // jitter spreads the agents' heartbeats over the interval's first tick.

@@ -162,6 +162,16 @@ func (f *Captures) Ingest(_ context.Context, _ *fleet.Session, agentID string, e
 	return f.IngestErr
 }
 
+// IngestBatch implements api.CaptureReports: each event as Ingest.
+func (f *Captures) IngestBatch(ctx context.Context, s *fleet.Session, agentID string, evs []*livedumpv1.TriggerEvent) error {
+	for _, ev := range evs {
+		if err := f.Ingest(ctx, s, agentID, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Status implements api.CaptureReports.
 func (f *Captures) Status(_ context.Context, agentID string, st *livedumpv1.CaptureStatus) {
 	f.mu.Lock()

@@ -3,6 +3,9 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"slices"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/livedump/livedump/controller/store"
@@ -153,33 +156,60 @@ func (d dialect) ClaimTargets(ctx context.Context, captureID string, agentIDs []
 	return claimed, nil
 }
 
-// InsertEvents runs two prepared statements per event in one transaction:
-// one fsync per batch, not per event.
+// eventsPerInsert is how many rows one multi-row INSERT carries: 12
+// parameters a row, well within SQLite's 32,766 parameters a statement.
+const eventsPerInsert = 128
+
+// InsertEvents writes a batch in one transaction (one commit per batch),
+// with multi-row INSERTs of up to eventsPerInsert rows that return the rows
+// they inserted, then one UPDATE of the targets' counts per statement: a
+// few statements per batch instead of two per event.
 func (d dialect) InsertEvents(ctx context.Context, events []store.Event) (int, error) {
+	if len(events) == 0 {
+		return 0, nil
+	}
 	inserted := 0
 	err := inTx(ctx, d.w, func(tx *sql.Tx) error {
-		ins, err := tx.PrepareContext(ctx, `INSERT INTO events (id, capture_id, agent_id, time, pid, tid, process, probe, status, user_frames, kernel_frames, signature)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
-		if err != nil {
-			return err
-		}
-		defer ins.Close()
-		count, err := tx.PrepareContext(ctx, `UPDATE capture_targets SET events = events + 1 WHERE capture_id = ? AND agent_id = ?`)
-		if err != nil {
-			return err
-		}
-		defer count.Close()
 		inserted = 0
-		for _, e := range events {
-			res, err := ins.ExecContext(ctx, e.ID, e.CaptureID, e.AgentID, sqlstore.TimeArg(e.Time), e.PID, e.TID, e.Process, e.Probe, int64(e.Status), e.User, e.Kernel, e.Signature)
+		type target struct{ capture, agent string }
+		counts := map[target]int{}
+		var order []target
+		args := make([]any, 0, 12*min(len(events), eventsPerInsert))
+		for chunk := range slices.Chunk(events, eventsPerInsert) {
+			args = args[:0]
+			for _, e := range chunk {
+				args = append(args, e.ID, e.CaptureID, e.AgentID, sqlstore.TimeArg(e.Time), e.PID, e.TID, e.Process, e.Probe, int64(e.Status), e.User, e.Kernel, e.Signature)
+			}
+			rows, err := tx.QueryContext(ctx, insertEventsSQL(len(chunk)), args...)
 			if err != nil {
 				return err
 			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				continue // a re-sent event: already stored
+			for rows.Next() {
+				var t target
+				if err := rows.Scan(&t.capture, &t.agent); err != nil {
+					rows.Close()
+					return err
+				}
+				if counts[t] == 0 {
+					order = append(order, t)
+				}
+				counts[t]++
+				inserted++
 			}
-			inserted++
-			if _, err := count.ExecContext(ctx, e.CaptureID, e.AgentID); err != nil {
+			if err := rows.Close(); err != nil {
+				return err
+			}
+			if err := rows.Err(); err != nil {
+				return err
+			}
+		}
+		// Re-sent events (already stored) returned no row and count nothing.
+		for chunk := range slices.Chunk(order, eventsPerInsert) {
+			args = args[:0]
+			for _, t := range chunk {
+				args = append(args, t.capture, t.agent, counts[t])
+			}
+			if _, err := tx.ExecContext(ctx, countEventsSQL(len(chunk)), args...); err != nil {
 				return err
 			}
 		}
@@ -189,6 +219,47 @@ func (d dialect) InsertEvents(ctx context.Context, events []store.Event) (int, e
 		return 0, err
 	}
 	return inserted, nil
+}
+
+// insertEventsSQL inserts n events, skipping IDs already stored, and
+// returns the rows it inserted.
+func insertEventsSQL(n int) string {
+	if n == eventsPerInsert {
+		if s := fullInsertEventsSQL.Load(); s != nil {
+			return *s
+		}
+	}
+	var b strings.Builder
+	b.WriteString(`INSERT INTO events (id, capture_id, agent_id, time, pid, tid, process, probe, status, user_frames, kernel_frames, signature) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`(?,?,?,?,?,?,?,?,?,?,?,?)`)
+	}
+	b.WriteString(` ON CONFLICT (id) DO NOTHING RETURNING capture_id, agent_id`)
+	s := b.String()
+	if n == eventsPerInsert {
+		fullInsertEventsSQL.Store(&s)
+	}
+	return s
+}
+
+var fullInsertEventsSQL atomic.Pointer[string]
+
+// countEventsSQL adds n (capture, agent, count) triples to the targets'
+// event counts.
+func countEventsSQL(n int) string {
+	var b strings.Builder
+	b.WriteString(`UPDATE capture_targets SET events = events + c.n FROM (SELECT column1 AS capture_id, column2 AS agent_id, column3 AS n FROM (VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`(?,?,?)`)
+	}
+	b.WriteString(`)) AS c WHERE capture_targets.capture_id = c.capture_id AND capture_targets.agent_id = c.agent_id`)
+	return b.String()
 }
 
 // AdmitDump counts and marks in one write transaction; writes are

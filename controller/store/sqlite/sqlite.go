@@ -64,7 +64,15 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	// BEGIN IMMEDIATE takes the write lock up front, so a transaction that
 	// reads and then writes cannot fail halfway through with SQLITE_BUSY when
 	// another process holds the lock.
-	w, err := sql.Open("sqlite", path+"?"+common+"&_pragma=journal_mode(WAL)&_txlock=immediate")
+	//
+	// Event IDs are random, so each stored event lands on a random page of
+	// the unique index on the ID. The writer therefore keeps a larger page
+	// cache (32 MiB, filled only as pages are used; SQLite's default is
+	// 2 MiB), so that index stays in memory instead of being read back, and
+	// checkpoints every 10,000 WAL pages (about 40 MiB; default 1,000), so a
+	// page changed by many batches is copied into the database once. With
+	// random IDs this doubles the insert rate (BenchmarkInsertEventsRandomIDs).
+	w, err := sql.Open("sqlite", path+"?"+common+"&_pragma=journal_mode(WAL)&_pragma=cache_size(-32768)&_pragma=wal_autocheckpoint(10000)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite store: %w", err)
 	}

@@ -366,6 +366,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_DumpReport
 	//	*ConnectRequest_SelfTestReport
 	//	*ConnectRequest_AgentLogReport
+	//	*ConnectRequest_EventBatch
 	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -489,6 +490,15 @@ func (x *ConnectRequest) GetAgentLogReport() *AgentLogReport {
 	return nil
 }
 
+func (x *ConnectRequest) GetEventBatch() *EventBatch {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_EventBatch); ok {
+			return x.EventBatch
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Msg interface {
 	isConnectRequest_Msg()
 }
@@ -530,6 +540,13 @@ type ConnectRequest_AgentLogReport struct {
 	AgentLogReport *AgentLogReport `protobuf:"bytes,9,opt,name=agent_log_report,json=agentLogReport,proto3,oneof"`
 }
 
+type ConnectRequest_EventBatch struct {
+	// Several trigger events in one message, sent only to a controller
+	// whose Welcome gives max_event_batch; each event is admitted, limited,
+	// stored, acked or refused exactly as if it came alone.
+	EventBatch *EventBatch `protobuf:"bytes,10,opt,name=event_batch,json=eventBatch,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
@@ -548,6 +565,54 @@ func (*ConnectRequest_SelfTestReport) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_AgentLogReport) isConnectRequest_Msg() {}
 
+func (*ConnectRequest_EventBatch) isConnectRequest_Msg() {}
+
+// EventBatch carries up to Welcome.max_event_batch trigger events. A batch
+// over the bound ends the stream (invalid_argument) and none of it is stored.
+type EventBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*TriggerEvent        `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventBatch) Reset() {
+	*x = EventBatch{}
+	mi := &file_livedump_v1_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventBatch) ProtoMessage() {}
+
+func (x *EventBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_livedump_v1_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
+func (*EventBatch) Descriptor() ([]byte, []int) {
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *EventBatch) GetEvents() []*TriggerEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 // ConnectResponse is one message from controller to agent.
 type ConnectResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -564,7 +629,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[7]
+	mi := &file_livedump_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +641,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[7]
+	mi := &file_livedump_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +654,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -675,7 +740,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[8]
+	mi := &file_livedump_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +752,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[8]
+	mi := &file_livedump_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +765,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Hello) GetAgentId() string {
@@ -723,14 +788,17 @@ type Welcome struct {
 	// How often the controller expects a heartbeat.
 	HeartbeatInterval *durationpb.Duration `protobuf:"bytes,1,opt,name=heartbeat_interval,json=heartbeatInterval,proto3" json:"heartbeat_interval,omitempty"`
 	// The controller's labels for this agent (user and built-in).
-	Labels        map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// How many events one EventBatch may carry; 0: an older controller,
+	// which takes single events only.
+	MaxEventBatch uint32 `protobuf:"varint,3,opt,name=max_event_batch,json=maxEventBatch,proto3" json:"max_event_batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[9]
+	mi := &file_livedump_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +810,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[9]
+	mi := &file_livedump_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +823,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Welcome) GetHeartbeatInterval() *durationpb.Duration {
@@ -772,6 +840,13 @@ func (x *Welcome) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *Welcome) GetMaxEventBatch() uint32 {
+	if x != nil {
+		return x.MaxEventBatch
+	}
+	return 0
+}
+
 type Heartbeat struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SentAt        *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
@@ -781,7 +856,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[10]
+	mi := &file_livedump_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +868,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[10]
+	mi := &file_livedump_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +881,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
@@ -825,7 +900,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[11]
+	mi := &file_livedump_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +912,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[11]
+	mi := &file_livedump_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +925,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Ping) GetNonce() string {
@@ -881,7 +956,7 @@ type Directive struct {
 
 func (x *Directive) Reset() {
 	*x = Directive{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[12]
+	mi := &file_livedump_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +968,7 @@ func (x *Directive) String() string {
 func (*Directive) ProtoMessage() {}
 
 func (x *Directive) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[12]
+	mi := &file_livedump_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +981,7 @@ func (x *Directive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Directive.ProtoReflect.Descriptor instead.
 func (*Directive) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Directive) GetId() string {
@@ -1036,7 +1111,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_livedump_v1_agent_proto_msgTypes[13]
+	mi := &file_livedump_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1048,7 +1123,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_livedump_v1_agent_proto_msgTypes[13]
+	mi := &file_livedump_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1061,7 +1136,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_livedump_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Ack) GetDirectiveId() string {
@@ -1104,7 +1179,7 @@ const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"e\n" +
 	"\rRenewResponse\x12+\n" +
 	"\x11certificate_chain\x18\x01 \x03(\fR\x10certificateChain\x12'\n" +
-	"\x0fca_certificates\x18\x02 \x03(\fR\x0ecaCertificates\"\xb2\x04\n" +
+	"\x0fca_certificates\x18\x02 \x03(\fR\x0ecaCertificates\"\xee\x04\n" +
 	"\x0eConnectRequest\x12*\n" +
 	"\x05hello\x18\x01 \x01(\v2\x12.livedump.v1.HelloH\x00R\x05hello\x126\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x16.livedump.v1.HeartbeatH\x00R\theartbeat\x12$\n" +
@@ -1115,8 +1190,14 @@ const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\vdump_report\x18\a \x01(\v2\x17.livedump.v1.DumpReportH\x00R\n" +
 	"dumpReport\x12G\n" +
 	"\x10self_test_report\x18\b \x01(\v2\x1b.livedump.v1.SelfTestReportH\x00R\x0eselfTestReport\x12G\n" +
-	"\x10agent_log_report\x18\t \x01(\v2\x1b.livedump.v1.AgentLogReportH\x00R\x0eagentLogReportB\x05\n" +
-	"\x03msg\"\xe1\x01\n" +
+	"\x10agent_log_report\x18\t \x01(\v2\x1b.livedump.v1.AgentLogReportH\x00R\x0eagentLogReport\x12:\n" +
+	"\vevent_batch\x18\n" +
+	" \x01(\v2\x17.livedump.v1.EventBatchH\x00R\n" +
+	"eventBatchB\x05\n" +
+	"\x03msg\"?\n" +
+	"\n" +
+	"EventBatch\x121\n" +
+	"\x06events\x18\x01 \x03(\v2\x19.livedump.v1.TriggerEventR\x06events\"\xe1\x01\n" +
 	"\x0fConnectResponse\x120\n" +
 	"\awelcome\x18\x01 \x01(\v2\x14.livedump.v1.WelcomeH\x00R\awelcome\x12'\n" +
 	"\x04ping\x18\x02 \x01(\v2\x11.livedump.v1.PingH\x00R\x04ping\x126\n" +
@@ -1125,10 +1206,11 @@ const file_livedump_v1_agent_proto_rawDesc = "" +
 	"\x03msg\"X\n" +
 	"\x05Hello\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x124\n" +
-	"\tinventory\x18\x02 \x01(\v2\x16.livedump.v1.InventoryR\tinventory\"\xc8\x01\n" +
+	"\tinventory\x18\x02 \x01(\v2\x16.livedump.v1.InventoryR\tinventory\"\xf0\x01\n" +
 	"\aWelcome\x12H\n" +
 	"\x12heartbeat_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x128\n" +
-	"\x06labels\x18\x02 \x03(\v2 .livedump.v1.Welcome.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x02 \x03(\v2 .livedump.v1.Welcome.LabelsEntryR\x06labels\x12&\n" +
+	"\x0fmax_event_batch\x18\x03 \x01(\rR\rmaxEventBatch\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"@\n" +
@@ -1171,7 +1253,7 @@ func file_livedump_v1_agent_proto_rawDescGZIP() []byte {
 	return file_livedump_v1_agent_proto_rawDescData
 }
 
-var file_livedump_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_livedump_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_livedump_v1_agent_proto_goTypes = []any{
 	(*FetchArtifactRequest)(nil),  // 0: livedump.v1.FetchArtifactRequest
 	(*FetchArtifactResponse)(nil), // 1: livedump.v1.FetchArtifactResponse
@@ -1180,80 +1262,83 @@ var file_livedump_v1_agent_proto_goTypes = []any{
 	(*RenewRequest)(nil),          // 4: livedump.v1.RenewRequest
 	(*RenewResponse)(nil),         // 5: livedump.v1.RenewResponse
 	(*ConnectRequest)(nil),        // 6: livedump.v1.ConnectRequest
-	(*ConnectResponse)(nil),       // 7: livedump.v1.ConnectResponse
-	(*Hello)(nil),                 // 8: livedump.v1.Hello
-	(*Welcome)(nil),               // 9: livedump.v1.Welcome
-	(*Heartbeat)(nil),             // 10: livedump.v1.Heartbeat
-	(*Ping)(nil),                  // 11: livedump.v1.Ping
-	(*Directive)(nil),             // 12: livedump.v1.Directive
-	(*Ack)(nil),                   // 13: livedump.v1.Ack
-	nil,                           // 14: livedump.v1.EnrollRequest.LabelsEntry
-	nil,                           // 15: livedump.v1.Welcome.LabelsEntry
-	(*Inventory)(nil),             // 16: livedump.v1.Inventory
-	(*ProvisionReport)(nil),       // 17: livedump.v1.ProvisionReport
-	(*TriggerEvent)(nil),          // 18: livedump.v1.TriggerEvent
-	(*CaptureStatus)(nil),         // 19: livedump.v1.CaptureStatus
-	(*DumpReport)(nil),            // 20: livedump.v1.DumpReport
-	(*SelfTestReport)(nil),        // 21: livedump.v1.SelfTestReport
-	(*AgentLogReport)(nil),        // 22: livedump.v1.AgentLogReport
-	(*EventAck)(nil),              // 23: livedump.v1.EventAck
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
-	(*ProvisionDirective)(nil),    // 26: livedump.v1.ProvisionDirective
-	(*ArmCapture)(nil),            // 27: livedump.v1.ArmCapture
-	(*DisarmCapture)(nil),         // 28: livedump.v1.DisarmCapture
-	(*PullDump)(nil),              // 29: livedump.v1.PullDump
-	(*SelfTestDirective)(nil),     // 30: livedump.v1.SelfTestDirective
-	(*AgentLogDirective)(nil),     // 31: livedump.v1.AgentLogDirective
-	(*UploadDumpRequest)(nil),     // 32: livedump.v1.UploadDumpRequest
-	(*DumpOffsetRequest)(nil),     // 33: livedump.v1.DumpOffsetRequest
-	(*UploadDumpResponse)(nil),    // 34: livedump.v1.UploadDumpResponse
-	(*DumpOffsetResponse)(nil),    // 35: livedump.v1.DumpOffsetResponse
+	(*EventBatch)(nil),            // 7: livedump.v1.EventBatch
+	(*ConnectResponse)(nil),       // 8: livedump.v1.ConnectResponse
+	(*Hello)(nil),                 // 9: livedump.v1.Hello
+	(*Welcome)(nil),               // 10: livedump.v1.Welcome
+	(*Heartbeat)(nil),             // 11: livedump.v1.Heartbeat
+	(*Ping)(nil),                  // 12: livedump.v1.Ping
+	(*Directive)(nil),             // 13: livedump.v1.Directive
+	(*Ack)(nil),                   // 14: livedump.v1.Ack
+	nil,                           // 15: livedump.v1.EnrollRequest.LabelsEntry
+	nil,                           // 16: livedump.v1.Welcome.LabelsEntry
+	(*Inventory)(nil),             // 17: livedump.v1.Inventory
+	(*ProvisionReport)(nil),       // 18: livedump.v1.ProvisionReport
+	(*TriggerEvent)(nil),          // 19: livedump.v1.TriggerEvent
+	(*CaptureStatus)(nil),         // 20: livedump.v1.CaptureStatus
+	(*DumpReport)(nil),            // 21: livedump.v1.DumpReport
+	(*SelfTestReport)(nil),        // 22: livedump.v1.SelfTestReport
+	(*AgentLogReport)(nil),        // 23: livedump.v1.AgentLogReport
+	(*EventAck)(nil),              // 24: livedump.v1.EventAck
+	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*ProvisionDirective)(nil),    // 27: livedump.v1.ProvisionDirective
+	(*ArmCapture)(nil),            // 28: livedump.v1.ArmCapture
+	(*DisarmCapture)(nil),         // 29: livedump.v1.DisarmCapture
+	(*PullDump)(nil),              // 30: livedump.v1.PullDump
+	(*SelfTestDirective)(nil),     // 31: livedump.v1.SelfTestDirective
+	(*AgentLogDirective)(nil),     // 32: livedump.v1.AgentLogDirective
+	(*UploadDumpRequest)(nil),     // 33: livedump.v1.UploadDumpRequest
+	(*DumpOffsetRequest)(nil),     // 34: livedump.v1.DumpOffsetRequest
+	(*UploadDumpResponse)(nil),    // 35: livedump.v1.UploadDumpResponse
+	(*DumpOffsetResponse)(nil),    // 36: livedump.v1.DumpOffsetResponse
 }
 var file_livedump_v1_agent_proto_depIdxs = []int32{
-	14, // 0: livedump.v1.EnrollRequest.labels:type_name -> livedump.v1.EnrollRequest.LabelsEntry
-	16, // 1: livedump.v1.EnrollRequest.inventory:type_name -> livedump.v1.Inventory
-	8,  // 2: livedump.v1.ConnectRequest.hello:type_name -> livedump.v1.Hello
-	10, // 3: livedump.v1.ConnectRequest.heartbeat:type_name -> livedump.v1.Heartbeat
-	13, // 4: livedump.v1.ConnectRequest.ack:type_name -> livedump.v1.Ack
-	17, // 5: livedump.v1.ConnectRequest.provision_report:type_name -> livedump.v1.ProvisionReport
-	18, // 6: livedump.v1.ConnectRequest.event:type_name -> livedump.v1.TriggerEvent
-	19, // 7: livedump.v1.ConnectRequest.capture_status:type_name -> livedump.v1.CaptureStatus
-	20, // 8: livedump.v1.ConnectRequest.dump_report:type_name -> livedump.v1.DumpReport
-	21, // 9: livedump.v1.ConnectRequest.self_test_report:type_name -> livedump.v1.SelfTestReport
-	22, // 10: livedump.v1.ConnectRequest.agent_log_report:type_name -> livedump.v1.AgentLogReport
-	9,  // 11: livedump.v1.ConnectResponse.welcome:type_name -> livedump.v1.Welcome
-	11, // 12: livedump.v1.ConnectResponse.ping:type_name -> livedump.v1.Ping
-	12, // 13: livedump.v1.ConnectResponse.directive:type_name -> livedump.v1.Directive
-	23, // 14: livedump.v1.ConnectResponse.event_ack:type_name -> livedump.v1.EventAck
-	16, // 15: livedump.v1.Hello.inventory:type_name -> livedump.v1.Inventory
-	24, // 16: livedump.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	15, // 17: livedump.v1.Welcome.labels:type_name -> livedump.v1.Welcome.LabelsEntry
-	25, // 18: livedump.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	25, // 19: livedump.v1.Directive.created:type_name -> google.protobuf.Timestamp
-	26, // 20: livedump.v1.Directive.provision:type_name -> livedump.v1.ProvisionDirective
-	27, // 21: livedump.v1.Directive.arm:type_name -> livedump.v1.ArmCapture
-	28, // 22: livedump.v1.Directive.disarm:type_name -> livedump.v1.DisarmCapture
-	29, // 23: livedump.v1.Directive.pull_dump:type_name -> livedump.v1.PullDump
-	30, // 24: livedump.v1.Directive.self_test:type_name -> livedump.v1.SelfTestDirective
-	31, // 25: livedump.v1.Directive.agent_log:type_name -> livedump.v1.AgentLogDirective
-	2,  // 26: livedump.v1.AgentService.Enroll:input_type -> livedump.v1.EnrollRequest
-	4,  // 27: livedump.v1.AgentService.Renew:input_type -> livedump.v1.RenewRequest
-	6,  // 28: livedump.v1.AgentService.Connect:input_type -> livedump.v1.ConnectRequest
-	0,  // 29: livedump.v1.AgentService.FetchArtifact:input_type -> livedump.v1.FetchArtifactRequest
-	32, // 30: livedump.v1.AgentService.UploadDump:input_type -> livedump.v1.UploadDumpRequest
-	33, // 31: livedump.v1.AgentService.DumpOffset:input_type -> livedump.v1.DumpOffsetRequest
-	3,  // 32: livedump.v1.AgentService.Enroll:output_type -> livedump.v1.EnrollResponse
-	5,  // 33: livedump.v1.AgentService.Renew:output_type -> livedump.v1.RenewResponse
-	7,  // 34: livedump.v1.AgentService.Connect:output_type -> livedump.v1.ConnectResponse
-	1,  // 35: livedump.v1.AgentService.FetchArtifact:output_type -> livedump.v1.FetchArtifactResponse
-	34, // 36: livedump.v1.AgentService.UploadDump:output_type -> livedump.v1.UploadDumpResponse
-	35, // 37: livedump.v1.AgentService.DumpOffset:output_type -> livedump.v1.DumpOffsetResponse
-	32, // [32:38] is the sub-list for method output_type
-	26, // [26:32] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	15, // 0: livedump.v1.EnrollRequest.labels:type_name -> livedump.v1.EnrollRequest.LabelsEntry
+	17, // 1: livedump.v1.EnrollRequest.inventory:type_name -> livedump.v1.Inventory
+	9,  // 2: livedump.v1.ConnectRequest.hello:type_name -> livedump.v1.Hello
+	11, // 3: livedump.v1.ConnectRequest.heartbeat:type_name -> livedump.v1.Heartbeat
+	14, // 4: livedump.v1.ConnectRequest.ack:type_name -> livedump.v1.Ack
+	18, // 5: livedump.v1.ConnectRequest.provision_report:type_name -> livedump.v1.ProvisionReport
+	19, // 6: livedump.v1.ConnectRequest.event:type_name -> livedump.v1.TriggerEvent
+	20, // 7: livedump.v1.ConnectRequest.capture_status:type_name -> livedump.v1.CaptureStatus
+	21, // 8: livedump.v1.ConnectRequest.dump_report:type_name -> livedump.v1.DumpReport
+	22, // 9: livedump.v1.ConnectRequest.self_test_report:type_name -> livedump.v1.SelfTestReport
+	23, // 10: livedump.v1.ConnectRequest.agent_log_report:type_name -> livedump.v1.AgentLogReport
+	7,  // 11: livedump.v1.ConnectRequest.event_batch:type_name -> livedump.v1.EventBatch
+	19, // 12: livedump.v1.EventBatch.events:type_name -> livedump.v1.TriggerEvent
+	10, // 13: livedump.v1.ConnectResponse.welcome:type_name -> livedump.v1.Welcome
+	12, // 14: livedump.v1.ConnectResponse.ping:type_name -> livedump.v1.Ping
+	13, // 15: livedump.v1.ConnectResponse.directive:type_name -> livedump.v1.Directive
+	24, // 16: livedump.v1.ConnectResponse.event_ack:type_name -> livedump.v1.EventAck
+	17, // 17: livedump.v1.Hello.inventory:type_name -> livedump.v1.Inventory
+	25, // 18: livedump.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	16, // 19: livedump.v1.Welcome.labels:type_name -> livedump.v1.Welcome.LabelsEntry
+	26, // 20: livedump.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	26, // 21: livedump.v1.Directive.created:type_name -> google.protobuf.Timestamp
+	27, // 22: livedump.v1.Directive.provision:type_name -> livedump.v1.ProvisionDirective
+	28, // 23: livedump.v1.Directive.arm:type_name -> livedump.v1.ArmCapture
+	29, // 24: livedump.v1.Directive.disarm:type_name -> livedump.v1.DisarmCapture
+	30, // 25: livedump.v1.Directive.pull_dump:type_name -> livedump.v1.PullDump
+	31, // 26: livedump.v1.Directive.self_test:type_name -> livedump.v1.SelfTestDirective
+	32, // 27: livedump.v1.Directive.agent_log:type_name -> livedump.v1.AgentLogDirective
+	2,  // 28: livedump.v1.AgentService.Enroll:input_type -> livedump.v1.EnrollRequest
+	4,  // 29: livedump.v1.AgentService.Renew:input_type -> livedump.v1.RenewRequest
+	6,  // 30: livedump.v1.AgentService.Connect:input_type -> livedump.v1.ConnectRequest
+	0,  // 31: livedump.v1.AgentService.FetchArtifact:input_type -> livedump.v1.FetchArtifactRequest
+	33, // 32: livedump.v1.AgentService.UploadDump:input_type -> livedump.v1.UploadDumpRequest
+	34, // 33: livedump.v1.AgentService.DumpOffset:input_type -> livedump.v1.DumpOffsetRequest
+	3,  // 34: livedump.v1.AgentService.Enroll:output_type -> livedump.v1.EnrollResponse
+	5,  // 35: livedump.v1.AgentService.Renew:output_type -> livedump.v1.RenewResponse
+	8,  // 36: livedump.v1.AgentService.Connect:output_type -> livedump.v1.ConnectResponse
+	1,  // 37: livedump.v1.AgentService.FetchArtifact:output_type -> livedump.v1.FetchArtifactResponse
+	35, // 38: livedump.v1.AgentService.UploadDump:output_type -> livedump.v1.UploadDumpResponse
+	36, // 39: livedump.v1.AgentService.DumpOffset:output_type -> livedump.v1.DumpOffsetResponse
+	34, // [34:40] is the sub-list for method output_type
+	28, // [28:34] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_livedump_v1_agent_proto_init() }
@@ -1277,14 +1362,15 @@ func file_livedump_v1_agent_proto_init() {
 		(*ConnectRequest_DumpReport)(nil),
 		(*ConnectRequest_SelfTestReport)(nil),
 		(*ConnectRequest_AgentLogReport)(nil),
+		(*ConnectRequest_EventBatch)(nil),
 	}
-	file_livedump_v1_agent_proto_msgTypes[7].OneofWrappers = []any{
+	file_livedump_v1_agent_proto_msgTypes[8].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
 		(*ConnectResponse_Ping)(nil),
 		(*ConnectResponse_Directive)(nil),
 		(*ConnectResponse_EventAck)(nil),
 	}
-	file_livedump_v1_agent_proto_msgTypes[12].OneofWrappers = []any{
+	file_livedump_v1_agent_proto_msgTypes[13].OneofWrappers = []any{
 		(*Directive_Provision)(nil),
 		(*Directive_Arm)(nil),
 		(*Directive_Disarm)(nil),
@@ -1298,7 +1384,7 @@ func file_livedump_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livedump_v1_agent_proto_rawDesc), len(file_livedump_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -6,6 +6,10 @@
 #   bench/fleet.sh                 # sizes 1000 10000 19000
 #   SIZES="1000 5000" bench/fleet.sh
 #   PG=postgres://user:pw@127.0.0.1:5432/postgres?sslmode=disable bench/fleet.sh   # also ingest into PostgreSQL
+#   ONLY=idle SIZES=3000 bench/fleet.sh   # only the idle-hold rows (no fan-out, storm, ingest)
+#   PORT=31443 MPORT=31464 SRC=11 ...     # other ports; loadgen sources 127.0.11.1-8 (and .12 past 10k)
+#   PROFILES=dir ...                      # save the controller's CPU (30 s), heap and goroutine
+#                                         # profiles of each idle hold into dir
 #
 # Prints a markdown table. One process may hold a little under the open-file
 # limit (ulimit -n) in connections, so agents past 10,000 go to a second
@@ -16,6 +20,9 @@ sizes=${SIZES:-"1000 10000 19000"}
 per_proc=10000
 port=${PORT:-27443}
 mport=${MPORT:-29464}
+only=${ONLY:-}
+src=${SRC:-1}
+profiles=${PROFILES:-}
 work=$(mktemp -d)
 bin=$work/bin
 data=$work/data
@@ -68,7 +75,7 @@ hold() {
 	for i in 0 1; do
 		count=$(( i == 0 ? (n < per_proc ? n : per_proc) : n - per_proc ))
 		[ "$count" -le 0 ] && continue
-		lg --agents "$count" --state "$work/ids-$i.json" --source-ips "127.0.$((i + 1)).1-127.0.$((i + 1)).8" \
+		lg --agents "$count" --state "$work/ids-$i.json" --source-ips "127.0.$((i + src)).1-127.0.$((i + src)).8" \
 			hold --duration 24h >"$work/hold-$i.out" 2>>"$work/loadgen.log" &
 		lpids+=($!)
 	done
@@ -124,6 +131,12 @@ for n in $sizes; do
 	gor=$(metric go_goroutines)
 	stack=$(metric go_memstats_stack_inuse_bytes)
 	heap=$(metric go_memstats_heap_inuse_bytes)
+	if [ -n "$profiles" ]; then
+		mkdir -p "$profiles"
+		curl -s "127.0.0.1:$mport/debug/pprof/heap" >"$profiles/heap-$n.pb.gz"
+		curl -s "127.0.0.1:$mport/debug/pprof/goroutine" >"$profiles/goroutine-$n.pb.gz"
+		curl -s "127.0.0.1:$mport/debug/pprof/profile?seconds=30" >"$profiles/cpu-$n.pb.gz" &
+	fi
 	c0=$(ticks "$cpid"); l0=0; for p in "${lpids[@]}"; do l0=$((l0 + $(ticks "$p"))); done
 	sleep 30
 	c1=$(ticks "$cpid"); l1=0; for p in "${lpids[@]}"; do l1=$((l1 + $(ticks "$p"))); done
@@ -134,16 +147,19 @@ for n in $sizes; do
 	rows+=("| $n idle agents: connected in | $(printf '%.1f' "$took") s |")
 	rows+=("| $n idle agents: controller RSS, per agent | $((rss / 1024)) MiB, $per KiB (heap $((heap / n / 1024)) KiB, stacks $((stack / n / 1024)) KiB, $((gor / n)) goroutines) |")
 	rows+=("| $n idle agents: CPU over 30 s, controller / load generator | $ccpu % / $lcpu % of a core |")
+	[ -n "$profiles" ] && wait $!
 	sizes_so_far="${sizes_so_far:+$sizes_so_far,}$n"
-	if [ "$n" -le 10000 ]; then
+	if [ "$only" = idle ]; then
 		unhold
-		out=$(lg --agents "$n" --state "$work/ids-0.json" --source-ips 127.0.1.1-127.0.1.8 --selector "size in ($sizes_so_far)" \
+	elif [ "$n" -le 10000 ]; then
+		unhold
+		out=$(lg --agents "$n" --state "$work/ids-0.json" --source-ips "127.0.$src.1-127.0.$src.8" --selector "size in ($sizes_so_far)" \
 			fanout --rounds 3 2>>"$work/loadgen.log" | tail -1)
 		say "fanout: $out"
 		rows+=("| $n agents: capture create → arm directive received, p50 / p99 / max (3rd round) | $(jq .p50_ms <<<"$out") / $(jq .p99_ms <<<"$out") / $(jq .max_ms <<<"$out") ms |")
 		if [ "$n" = 10000 ]; then
 			say "reconnect storm at $n"
-			lg --agents "$n" --state "$work/ids-0.json" --source-ips 127.0.1.1-127.0.1.8 storm --timeout 3m \
+			lg --agents "$n" --state "$work/ids-0.json" --source-ips "127.0.$src.1-127.0.$src.8" storm --timeout 3m \
 				>"$work/storm.out" 2>>"$work/loadgen.log" &
 			spid=$!
 			for _ in $(seq 1200); do grep -q '"ready"' "$work/storm.out" && break; sleep 0.5; done
@@ -167,13 +183,13 @@ for n in $sizes; do
 done
 
 ingest() { # label
-	out=$(lg --agents 1000 --state "$work/ids-0.json" --source-ips 127.0.1.1-127.0.1.8 --event-rate 40 --selector "size in (1000)" \
+	out=$(lg --agents 1000 --state "$work/ids-0.json" --source-ips "127.0.$src.1-127.0.$src.8" --event-rate 40 --selector "size in (1000)" \
 		ingest --duration 20s 2>>"$work/loadgen.log" | tail -1)
 	say "ingest $1: $out"
 	rows+=("| trigger events stored, $1, 1000 agents offering 40/s each, 10-frame stacks | $(printf '%.0f' "$(jq .stored_per_second <<<"$out")")/s (offered $(printf '%.0f' "$(jq .sent_per_second <<<"$out")")/s) |")
 }
-ingest SQLite
-if [ -n "${PG:-}" ]; then
+[ "$only" = idle ] || ingest SQLite
+if [ -n "${PG:-}" ] && [ "$only" != idle ]; then
 	stop_controller TERM
 	pgdb="ldbench_$$"
 	psql "$PG" -qc "CREATE DATABASE $pgdb" >/dev/null

@@ -316,6 +316,7 @@ func (c *Controller) newGRPCServer(tm *transportMetrics, srvMetrics *grpcprom.Se
 		metrics:              tm,
 		log:                  newSparseLog(c.log, c.cfg.Clock),
 		conns:                &sync.Map{},
+		certConns:            &sync.Map{},
 	}
 	// Calls without a certificate other than health checks, and Enroll
 	// whoever makes it, are rate-limited per source first, so a refused
@@ -330,6 +331,13 @@ func (c *Controller) newGRPCServer(tm *transportMetrics, srvMetrics *grpcprom.Se
 			}
 		}
 		if anon == nil {
+			if info.FullMethodName == livedumpv1.AgentService_Connect_FullMethodName {
+				// The handler waits in Recv itself and ends the stream
+				// through this when the session ends.
+				if e := creds.streamEnderOf(ctx); e != nil {
+					ctx = api.WithStreamEnder(ctx, e)
+				}
+			}
 			return ctx, nil
 		}
 		return creds.admit(ctx, anon, info.FullMethodName)

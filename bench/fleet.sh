@@ -8,8 +8,12 @@
 #   PG=postgres://user:pw@127.0.0.1:5432/postgres?sslmode=disable bench/fleet.sh   # also ingest into PostgreSQL
 #   ONLY=idle SIZES=3000 bench/fleet.sh   # only the idle-hold rows (no fan-out, storm, ingest)
 #   PORT=31443 MPORT=31464 SRC=11 ...     # other ports; loadgen sources 127.0.11.1-8 (and .12 past 10k)
-#   PROFILES=dir ...                      # save the controller's CPU (30 s), heap and goroutine
+#   PROFILES=dir ...                      # save the controller's CPU, heap and goroutine
 #                                         # profiles of each idle hold into dir
+#   IDLE_SETTLE=70 IDLE_WINDOW=150 ...    # wait 70 s after all connect, measure idle CPU over
+#                                         # 150 s (defaults 20 and 30): a window of at least one
+#                                         # heartbeat interval (2 min) and two keepalive pings
+#                                         # (65 s) sees every idle message
 #
 # Prints a markdown table. One process may hold a little under the open-file
 # limit (ulimit -n) in connections, so agents past 10,000 go to a second
@@ -23,6 +27,8 @@ mport=${MPORT:-29464}
 only=${ONLY:-}
 src=${SRC:-1}
 profiles=${PROFILES:-}
+settle=${IDLE_SETTLE:-20}
+window=${IDLE_WINDOW:-30}
 work=$(mktemp -d)
 bin=$work/bin
 data=$work/data
@@ -124,7 +130,7 @@ for n in $sizes; do
 	start=$(date +%s.%N)
 	hold "$n"
 	took=$(echo "$(date +%s.%N) - $start" | bc)
-	sleep 20
+	sleep "$settle"
 	curl -s "127.0.0.1:$mport/debug/pprof/heap?gc=1" >/dev/null
 	sleep 5
 	rss=$(rss_kib "$cpid")
@@ -135,18 +141,18 @@ for n in $sizes; do
 		mkdir -p "$profiles"
 		curl -s "127.0.0.1:$mport/debug/pprof/heap" >"$profiles/heap-$n.pb.gz"
 		curl -s "127.0.0.1:$mport/debug/pprof/goroutine" >"$profiles/goroutine-$n.pb.gz"
-		curl -s "127.0.0.1:$mport/debug/pprof/profile?seconds=30" >"$profiles/cpu-$n.pb.gz" &
+		curl -s "127.0.0.1:$mport/debug/pprof/profile?seconds=$window" >"$profiles/cpu-$n.pb.gz" &
 	fi
 	c0=$(ticks "$cpid"); l0=0; for p in "${lpids[@]}"; do l0=$((l0 + $(ticks "$p"))); done
-	sleep 30
+	sleep "$window"
 	c1=$(ticks "$cpid"); l1=0; for p in "${lpids[@]}"; do l1=$((l1 + $(ticks "$p"))); done
 	hz=$(getconf CLK_TCK)
-	ccpu=$(echo "scale=1; ($c1 - $c0) * 100 / $hz / 30" | bc)
-	lcpu=$(echo "scale=1; ($l1 - $l0) * 100 / $hz / 30" | bc)
+	ccpu=$(echo "scale=2; ($c1 - $c0) * 100 / $hz / $window" | bc)
+	lcpu=$(echo "scale=2; ($l1 - $l0) * 100 / $hz / $window" | bc)
 	per=$(( (rss - base_rss) * 1024 / n / 1024 ))
 	rows+=("| $n idle agents: connected in | $(printf '%.1f' "$took") s |")
 	rows+=("| $n idle agents: controller RSS, per agent | $((rss / 1024)) MiB, $per KiB (heap $((heap / n / 1024)) KiB, stacks $((stack / n / 1024)) KiB, $((gor / n)) goroutines) |")
-	rows+=("| $n idle agents: CPU over 30 s, controller / load generator | $ccpu % / $lcpu % of a core |")
+	rows+=("| $n idle agents: CPU over $window s, controller / load generator | $ccpu % / $lcpu % of a core |")
 	[ -n "$profiles" ] && wait $!
 	sizes_so_far="${sizes_so_far:+$sizes_so_far,}$n"
 	if [ "$only" = idle ]; then

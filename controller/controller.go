@@ -374,7 +374,10 @@ func (c *Controller) newGRPCServer(tm *transportMetrics, srvMetrics *grpcprom.Se
 		// Tens of thousands of mostly idle connections: no read buffer on
 		// top of TLS (which buffers a record itself; grpc's default 32 KiB
 		// bufio was half of the controller's heap at 10k agents), and a
-		// write buffer taken from a pool only while writing.
+		// write buffer taken from a pool only while writing. frameConn
+		// relies on the unbuffered read too: the tap handle takes the last
+		// HEADERS frame read as the new stream's, which a read-ahead
+		// buffer would break.
 		grpc.ReadBufferSize(0),
 		grpc.WriteBufferSize(16<<10),
 		grpc.SharedWriteBuffer(true),

@@ -20,6 +20,14 @@
 # The ingest rows enroll their own 1,000 agents (label fleet=ingest), then
 # run the store-layer benchmark (go test -bench InsertEvents, 512 events per
 # transaction) in the same run and print both figures and their ratio.
+#   ONLY=idle SIZES=3000 bench/fleet.sh   # only the idle-hold rows (no fan-out, storm, ingest)
+#   PORT=31443 MPORT=31464 SOURCES=127.0.11 ...  # other ports and loadgen sources
+#   PROFILES=dir ...                      # save the controller's CPU, heap and goroutine
+#                                         # profiles of each idle hold into dir
+#   IDLE_SETTLE=70 IDLE_WINDOW=150 ...    # wait 70 s after all connect, measure idle CPU over
+#                                         # 150 s (the defaults; 20 and 30 before the 2-min heartbeat): at least one
+#                                         # heartbeat interval (2 min) and two keepalive pings
+#                                         # (65 s) sees every idle message
 #
 # Prints a markdown table. One process may hold a little under the open-file
 # limit (ulimit -n) in connections, so agents past 10,000 go to a second
@@ -28,7 +36,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=${SIZES:-"1000 10000 19000"}
 only=${ONLY:-}
-case "$only" in "" | fanout | ingest) ;; *) echo "fleet: ONLY=$only: want fanout or ingest (or unset for every row)" >&2; exit 2 ;; esac
+case "$only" in "" | fanout | ingest | idle) ;; *) echo "fleet: ONLY=$only: want fanout, ingest or idle (or unset for every row)" >&2; exit 2 ;; esac
 base_bin=${BASE_BIN:-}
 [ -n "$base_bin" ] && [ "$only" != fanout ] && { echo "fleet: BASE_BIN needs ONLY=fanout" >&2; exit 2; }
 repeat=${REPEAT:-1}
@@ -39,6 +47,9 @@ srcs=("$src0" 127.0.2)
 per_proc=10000
 port=${PORT:-27443}
 mport=${MPORT:-29464}
+profiles=${PROFILES:-}
+settle=${IDLE_SETTLE:-70}
+window=${IDLE_WINDOW:-150}
 work=$(mktemp -d)
 bin=$work/bin
 cbin=$bin # the binaries the controller and the load generator run from
@@ -204,25 +215,34 @@ for n in $sizes; do
 	start=$(date +%s.%N)
 	hold "$n"
 	took=$(echo "$(date +%s.%N) - $start" | bc)
-	sleep 20
+	sleep "$settle"
 	curl -s "127.0.0.1:$mport/debug/pprof/heap?gc=1" >/dev/null
 	sleep 5
 	rss=$(rss_kib "$cpid")
 	gor=$(metric go_goroutines)
 	stack=$(metric go_memstats_stack_inuse_bytes)
 	heap=$(metric go_memstats_heap_inuse_bytes)
+	if [ -n "$profiles" ]; then
+		mkdir -p "$profiles"
+		curl -s "127.0.0.1:$mport/debug/pprof/heap" >"$profiles/heap-$n.pb.gz"
+		curl -s "127.0.0.1:$mport/debug/pprof/goroutine" >"$profiles/goroutine-$n.pb.gz"
+		curl -s "127.0.0.1:$mport/debug/pprof/profile?seconds=$window" >"$profiles/cpu-$n.pb.gz" &
+	fi
 	c0=$(ticks "$cpid"); l0=0; for p in "${lpids[@]}"; do l0=$((l0 + $(ticks "$p"))); done
-	sleep 30
+	sleep "$window"
 	c1=$(ticks "$cpid"); l1=0; for p in "${lpids[@]}"; do l1=$((l1 + $(ticks "$p"))); done
 	hz=$(getconf CLK_TCK)
-	ccpu=$(echo "scale=1; ($c1 - $c0) * 100 / $hz / 30" | bc)
-	lcpu=$(echo "scale=1; ($l1 - $l0) * 100 / $hz / 30" | bc)
+	ccpu=$(echo "scale=2; ($c1 - $c0) * 100 / $hz / $window" | bc)
+	lcpu=$(echo "scale=2; ($l1 - $l0) * 100 / $hz / $window" | bc)
 	per=$(( (rss - base_rss) * 1024 / n / 1024 ))
 	rows+=("| $n idle agents: connected in | $(printf '%.1f' "$took") s |")
 	rows+=("| $n idle agents: controller RSS, per agent | $((rss / 1024)) MiB, $per KiB (heap $((heap / n / 1024)) KiB, stacks $((stack / n / 1024)) KiB, $((gor / n)) goroutines) |")
-	rows+=("| $n idle agents: CPU over 30 s, controller / load generator | $ccpu % / $lcpu % of a core |")
+	rows+=("| $n idle agents: CPU over $window s, controller / load generator | $ccpu % / $lcpu % of a core |")
+	[ -n "$profiles" ] && wait $!
 	sizes_so_far="${sizes_so_far:+$sizes_so_far,}$n"
-	if [ "$n" -le 10000 ]; then
+	if [ "$only" = idle ]; then
+		unhold
+	elif [ "$n" -le 10000 ]; then
 		unhold
 		fanout "$n" ""
 		fanout_row "$n" ""
@@ -289,8 +309,8 @@ ingest() {
 		rows+=("| trigger events, $1: store layer in the same run (512 per transaction) / end to end as a share of it | $sb/s / $((e2e * 100 / sb)) % |")
 	fi
 }
-ingest SQLite sqlite
-if [ -n "${PG:-}" ]; then
+[ "$only" = idle ] || ingest SQLite sqlite
+if [ -n "${PG:-}" ] && [ "$only" != idle ]; then
 	stop_controller TERM
 	pgdb="ldbench_$$"
 	psql "$PG" -qc "CREATE DATABASE $pgdb" >/dev/null

@@ -48,13 +48,28 @@ import (
 
 // Defaults of the controller's configuration.
 const (
-	DefaultListen            = "127.0.0.1:7443"
-	DefaultMetricsListen     = "127.0.0.1:9464"
-	DefaultHeartbeatInterval = 30 * time.Second
+	DefaultListen        = "127.0.0.1:7443"
+	DefaultMetricsListen = "127.0.0.1:9464"
+	// DefaultHeartbeatInterval is how often agents send a heartbeat. A dead
+	// agent or a cut link is found by the transport's keepalive (see
+	// KeepaliveTime), not by missing heartbeats: these prove that the
+	// agent's session is alive and cost every idle agent a message.
+	DefaultHeartbeatInterval = 2 * time.Minute
 	// heartbeatMisses is how many heartbeat intervals may pass in silence
-	// before an agent is considered gone.
+	// before an agent whose connection is alive is considered gone.
 	heartbeatMisses = 3
-	shutdownGrace   = 10 * time.Second
+	// KeepaliveTime and KeepaliveTimeout: the controller pings a
+	// connection that has sent nothing for KeepaliveTime and closes it when
+	// the answer does not come within KeepaliveTimeout, so a dead agent or
+	// a cut link ends its stream (the agent shows offline) within 85 s.
+	// Agents need not ping: their own keepalive (agent/session) waits
+	// longer than KeepaliveTime, and the controller's pings reset it.
+	KeepaliveTime    = 65 * time.Second
+	KeepaliveTimeout = 20 * time.Second
+	// keepaliveMinTime is how often a client may ping: agents before the
+	// controller drove keepalive ping every 30 s.
+	keepaliveMinTime = 15 * time.Second
+	shutdownGrace    = 10 * time.Second
 )
 
 // Config configures a Controller. Zero values take the defaults.
@@ -316,6 +331,7 @@ func (c *Controller) newGRPCServer(tm *transportMetrics, srvMetrics *grpcprom.Se
 		metrics:              tm,
 		log:                  newSparseLog(c.log, c.cfg.Clock),
 		conns:                &sync.Map{},
+		certConns:            &sync.Map{},
 	}
 	// Calls without a certificate other than health checks, and Enroll
 	// whoever makes it, are rate-limited per source first, so a refused
@@ -330,6 +346,13 @@ func (c *Controller) newGRPCServer(tm *transportMetrics, srvMetrics *grpcprom.Se
 			}
 		}
 		if anon == nil {
+			if info.FullMethodName == livedumpv1.AgentService_Connect_FullMethodName {
+				// The handler waits in Recv itself and ends the stream
+				// through this when the session ends.
+				if e := creds.streamEnderOf(ctx); e != nil {
+					ctx = api.WithStreamEnder(ctx, e)
+				}
+			}
 			return ctx, nil
 		}
 		return creds.admit(ctx, anon, info.FullMethodName)
@@ -343,14 +366,18 @@ func (c *Controller) newGRPCServer(tm *transportMetrics, srvMetrics *grpcprom.Se
 		grpc.MaxConcurrentStreams(t.MaxStreamsPerConnection),
 		grpc.ChainUnaryInterceptor(logUnary(c.log), srvMetrics.UnaryServerInterceptor(), authz.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(logStream(c.log), srvMetrics.StreamServerInterceptor(), authz.StreamInterceptor()),
-		// Agents hold one idle stream for weeks: probe dead peers, but let
+		// Agents hold one idle stream for weeks: the controller probes
+		// dead peers (and keeps NAT and firewall state alive), and lets
 		// agents ping no more often than every 15 s.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
 		// Tens of thousands of mostly idle connections: no read buffer on
 		// top of TLS (which buffers a record itself; grpc's default 32 KiB
 		// bufio was half of the controller's heap at 10k agents), and a
-		// write buffer taken from a pool only while writing.
+		// write buffer taken from a pool only while writing. frameConn
+		// relies on the unbuffered read too: the tap handle takes the last
+		// HEADERS frame read as the new stream's, which a read-ahead
+		// buffer would break.
 		grpc.ReadBufferSize(0),
 		grpc.WriteBufferSize(16<<10),
 		grpc.SharedWriteBuffer(true),

@@ -278,6 +278,9 @@ type guardedCreds struct {
 	// conns holds the connections without a certificate by remote address,
 	// for the tap handle to find the one a new stream arrives on.
 	conns *sync.Map // string → *anonymousConn
+	// certConns holds the connections of certificate holders by their
+	// remote address (the net.Addr itself, as gRPC's peer carries it).
+	certConns *sync.Map // net.Addr → *frameConn
 }
 
 var errAnonymousCap = errors.New("too many connections without a client certificate")
@@ -291,7 +294,7 @@ func (g *guardedCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Auth
 		return nil, nil, err
 	}
 	if ti, ok := info.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
-		return conn, info, nil
+		return newFrameConn(conn, g.certConns), info, nil
 	}
 	if g.anonymous.Add(1) > int64(g.cfg.MaxAnonymousConnections) {
 		g.anonymous.Add(-1)
@@ -315,7 +318,7 @@ func (g *guardedCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Auth
 }
 
 func (g *guardedCreds) Clone() credentials.TransportCredentials {
-	return &guardedCreds{TransportCredentials: g.TransportCredentials.Clone(), cfg: g.cfg, metrics: g.metrics, log: g.log, conns: g.conns}
+	return &guardedCreds{TransportCredentials: g.TransportCredentials.Clone(), cfg: g.cfg, metrics: g.metrics, log: g.log, conns: g.conns, certConns: g.certConns}
 }
 
 type anonymousStreamKey struct{}
@@ -340,6 +343,22 @@ func (g *guardedCreds) anonymousConnOf(ctx context.Context) *anonymousConn {
 		return v.(*anonymousConn)
 	}
 	return nil
+}
+
+// streamEnderOf returns the ender of a new stream of a certificate holder
+// (see frameConn), or nil. For the tap handle only: the stream is the one
+// whose headers were read last.
+func (g *guardedCreds) streamEnderOf(ctx context.Context) api.StreamEnder {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return nil
+	}
+	v, ok := g.certConns.Load(p.Addr)
+	if !ok {
+		return nil
+	}
+	fc := v.(*frameConn)
+	return streamEnd{conn: fc, id: fc.lastHeaders()}
 }
 
 // admit runs when the headers of a stream without a certificate arrive,
@@ -445,3 +464,153 @@ func handshakeReason(err error) string {
 	}
 	return reasonOther
 }
+
+// frameConn is a certificate holder's connection as gRPC's HTTP/2 reader
+// sees it, after TLS. It follows the frame boundaries of what the client
+// sends, so that it can end one of the client's streams the way the client
+// would: an empty DATA frame with END_STREAM, handed to the reader between
+// two real frames. A Connect handler waiting in Recv then sees io.EOF and
+// returns the status it chooses (see api.StreamEnder). The connection and
+// its other streams go on as before.
+type frameConn struct {
+	net.Conn
+	addr net.Addr  // RemoteAddr, its key in reg
+	reg  *sync.Map // guardedCreds.certConns
+	mu   sync.Mutex
+	// skip is what is left of the client's connection preface, which
+	// gRPC reads before the first frame.
+	skip        int
+	hdr         [http2FrameHeaderLen]byte
+	hdrN        int    // bytes of the current frame header read
+	remain      uint32 // payload bytes of the current frame left to read
+	inBlock     bool   // a header block waits for its CONTINUATION
+	headers     uint32 // stream of the last HEADERS frame read
+	inject      []byte // frames for the reader at the next frame boundary
+	injecting   bool   // the reader is inside an injected frame
+	interrupted bool   // a read deadline in the past was set to hand over inject
+}
+
+const (
+	http2FrameHeaderLen = 9
+	http2PrefaceLen     = 24 // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+	http2FrameData      = 0x0
+	http2FrameHeaders   = 0x1
+	http2FrameCont      = 0x9
+	http2FlagEndStream  = 0x1
+	http2FlagEndHeaders = 0x4
+)
+
+// aLongTimeAgo is a read deadline that ends a blocked read at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func newFrameConn(c net.Conn, reg *sync.Map) *frameConn {
+	fc := &frameConn{Conn: c, addr: c.RemoteAddr(), reg: reg, skip: http2PrefaceLen}
+	reg.Store(fc.addr, fc)
+	return fc
+}
+
+func (c *frameConn) atBoundary() bool {
+	return c.skip == 0 && c.hdrN == 0 && c.remain == 0 && !c.inBlock
+}
+
+// account follows the frames in p, read by gRPC. Called with mu held.
+func (c *frameConn) account(p []byte) {
+	for len(p) > 0 {
+		switch {
+		case c.skip > 0:
+			k := min(len(p), c.skip)
+			c.skip -= k
+			p = p[k:]
+		case c.remain > 0:
+			k := min(uint32(len(p)), c.remain)
+			c.remain -= k
+			p = p[k:]
+		default:
+			k := copy(c.hdr[c.hdrN:], p)
+			c.hdrN += k
+			p = p[k:]
+			if c.hdrN < http2FrameHeaderLen {
+				continue
+			}
+			c.hdrN = 0
+			h := c.hdr
+			c.remain = uint32(h[0])<<16 | uint32(h[1])<<8 | uint32(h[2])
+			switch h[3] {
+			case http2FrameHeaders:
+				c.headers = (uint32(h[5])<<24 | uint32(h[6])<<16 | uint32(h[7])<<8 | uint32(h[8])) & 0x7fffffff
+				c.inBlock = h[4]&http2FlagEndHeaders == 0
+			case http2FrameCont:
+				c.inBlock = h[4]&http2FlagEndHeaders == 0
+			}
+		}
+	}
+}
+
+func (c *frameConn) Read(b []byte) (int, error) {
+	for {
+		c.mu.Lock()
+		if len(c.inject) > 0 && (c.injecting || c.atBoundary()) {
+			n := copy(b, c.inject)
+			c.inject = c.inject[n:]
+			c.account(b[:n])
+			c.injecting = !c.atBoundary()
+			if len(c.inject) == 0 {
+				c.inject = nil
+			}
+			c.mu.Unlock()
+			return n, nil
+		}
+		c.mu.Unlock()
+		n, err := c.Conn.Read(b)
+		c.mu.Lock()
+		c.account(b[:n])
+		handover := c.interrupted && errors.Is(err, os.ErrDeadlineExceeded)
+		if handover {
+			// Our own deadline, set by endStream: a timeout is not
+			// sticky in crypto/tls, and the read goes on.
+			c.interrupted = false
+			_ = c.Conn.SetReadDeadline(time.Time{})
+		}
+		c.mu.Unlock()
+		if handover {
+			if n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		return n, err
+	}
+}
+
+// lastHeaders is the stream of the last HEADERS frame read: in the tap
+// handle, which gRPC calls as it reads a stream's headers, the new stream.
+func (c *frameConn) lastHeaders() uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.headers
+}
+
+// endStream ends the client's side of stream id: the reader gets an empty
+// DATA frame with END_STREAM at the next frame boundary. A blocked read
+// is interrupted to take it.
+func (c *frameConn) endStream(id uint32) {
+	f := [http2FrameHeaderLen]byte{0, 0, 0, http2FrameData, http2FlagEndStream, byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inject = append(c.inject, f[:]...)
+	c.interrupted = true
+	_ = c.Conn.SetReadDeadline(aLongTimeAgo)
+}
+
+func (c *frameConn) Close() error {
+	c.reg.CompareAndDelete(c.addr, c)
+	return c.Conn.Close()
+}
+
+// streamEnd is the api.StreamEnder of one stream of a frameConn.
+type streamEnd struct {
+	conn *frameConn
+	id   uint32
+}
+
+func (e streamEnd) EndStream() { e.conn.endStream(e.id) }

@@ -40,6 +40,11 @@ const (
 	DefaultBackoffMin        = time.Second
 	DefaultBackoffMax        = 60 * time.Second
 	DefaultHeartbeatInterval = 30 * time.Second
+	// ClientKeepaliveTime is how long the connection may stay silent
+	// before the agent pings the controller: longer than the controller's
+	// own ping interval (65 s), so that on a healthy link only the
+	// controller pings.
+	ClientKeepaliveTime = 80 * time.Second
 	// minRenewGap stops a renewal loop when the controller's clock is
 	// behind ours and a fresh certificate already looks two-thirds old.
 	minRenewGap = time.Hour
@@ -234,8 +239,13 @@ func (c *Client) tlsConfig(addr string, withCert bool) *tls.Config {
 func (c *Client) dialOptions(addr string, withCert bool) []grpc.DialOption {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(c.tlsConfig(addr, withCert))),
-		// Must not ping more often than the controller's enforcement MinTime.
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
+		// The controller pings every connection silent for 65 s
+		// (controller.KeepaliveTime), and any read counts as activity here:
+		// this keepalive fires only when the controller has gone silent,
+		// and so finds a dead controller or a cut link within 100 s
+		// without a ping of its own on a healthy link. Must not ping more
+		// often than the controller's enforcement MinTime (15 s).
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: ClientKeepaliveTime, Timeout: 20 * time.Second, PermitWithoutStream: true}),
 		// gRPC keeps its own reconnect backoff under the connect loop's
 		// (1s growing to 120s by default): after an outage the stream
 		// could not come back until that timer fired, up to two minutes

@@ -59,7 +59,7 @@ var defaults = map[string]any{
 	"tls.server_names":   []string{},
 	"cert_ttl":           "720h",
 	"renew_grace":        "10m",
-	"heartbeat_interval": "30s",
+	"heartbeat_interval": "2m",
 	"log_level":          "info",
 	"pprof":              false,
 
@@ -142,7 +142,7 @@ func addConfigFlags(cmd *cobra.Command) {
 	f.StringSlice("server-name", nil, "DNS name or IP for the server certificate (repeatable; default localhost, 127.0.0.1, ::1, hostname)")
 	f.String("cert-ttl", "720h", "lifetime of agent certificates")
 	f.String("renew-grace", "10m", "how long an agent certificate replaced by a renewal is still accepted (0s: not at all; at most 24h)")
-	f.String("heartbeat-interval", "30s", "how often agents heartbeat; silent for 3 intervals means offline")
+	f.String("heartbeat-interval", "2m", "how often agents heartbeat; a connected agent silent for 3 intervals is offline (a dead agent or cut link is found within 85 s by keepalive)")
 	f.String("log-level", "info", "debug, info, warn or error")
 	f.String("dtrace-msi", "", "DTrace installer (MSI) agents install when provisioning")
 	f.String("replica-id", "", "this replica's name among controllers sharing a PostgreSQL store (default hostname-<random>)")

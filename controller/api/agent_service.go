@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -171,19 +172,50 @@ func peerCert(ctx context.Context) *x509.Certificate {
 	return info.State.VerifiedChains[0][0]
 }
 
+// errHelloTimeout ends a stream whose Hello did not arrive in time.
+var errHelloTimeout = errors.New("hello: not received in time")
+
+// sendFailed ends a session whose writer could not send on its stream.
+type sendFailed struct{ err error }
+
+func (e sendFailed) Error() string { return "send: " + e.err.Error() }
+
+// agentLog is the logger of one agent's session, made when something is
+// logged: a logger kept for every idle session would cost memory.
+func (s *AgentServer) agentLog(agentID string) *slog.Logger {
+	return s.cfg.Logger.With("agent_id", agentID)
+}
+
 // Connect implements AgentService.Connect: Hello, then heartbeats until the
 // agent goes away, is revoked, replaced, or falls silent.
+//
+// An idle agent costs the handler goroutine only, blocked in Recv: whatever
+// ends the session cancels its context with the cause, and the end of that
+// context ends the stream (StreamEnder), which ends the Recv. Sends run on
+// a writer goroutine that exists only while the session's outbox holds
+// something.
 func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.ConnectRequest, livedumpv1.ConnectResponse]) error {
 	ctx := stream.Context()
 	id, _ := IdentityFromContext(ctx)
-	log := s.cfg.Logger.With("agent_id", id.AgentID)
+	ender, ok := streamEnderFrom(ctx)
+	if !ok {
+		s.cfg.Logger.Error("Connect stream without a StreamEnder: the server's tap handle must add one (api.WithStreamEnder)")
+		return status.Error(codes.Internal, "the controller cannot serve Connect")
+	}
+	// sctx is the session: cancelled with the cause of its end, and its
+	// end ends the stream. A handler that returns on its own ends nothing
+	// (stopEnding runs before end).
+	sctx, end := context.WithCancelCause(ctx)
+	defer end(nil)
+	stopEnding := context.AfterFunc(sctx, ender.EndStream)
+	defer stopEnding()
 
-	hello, err := recvHello(ctx, stream)
+	hello, err := recvHello(sctx, stream, end)
 	if err != nil {
 		return err
 	}
 	if hello.GetAgentId() != id.AgentID {
-		log.Warn("hello for another agent refused", "claimed", hello.GetAgentId())
+		s.agentLog(id.AgentID).Warn("hello for another agent refused", "claimed", hello.GetAgentId())
 		return status.Errorf(codes.PermissionDenied, "agent %s may not speak for agent %q", id.AgentID, hello.GetAgentId())
 	}
 	if err := validateInventory(hello.GetInventory()); err != nil {
@@ -193,46 +225,46 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 	inv := inventoryToStore(id.AgentID, hello.GetInventory())
 	inv.LastSeen = now
 	if err := s.cfg.Store.UpdateInventory(ctx, inv); err != nil {
-		return toStatus(log, "update inventory", err)
+		return toStatus(s.agentLog(id.AgentID), "update inventory", err)
 	}
 	if err := s.cfg.Dumps.SetMemory(ctx, id.AgentID, hello.GetInventory().GetMemoryBytes()); err != nil {
-		return toStatus(log, "record memory", err)
+		return toStatus(s.agentLog(id.AgentID), "record memory", err)
 	}
 	agent, err := s.cfg.Store.GetAgent(ctx, id.AgentID)
 	if err != nil {
-		return toStatus(log, "get agent", err)
+		return toStatus(s.agentLog(id.AgentID), "get agent", err)
 	}
 
-	sctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	if cert := peerCert(ctx); cert != nil {
-		stop := s.cfg.Clock.AfterFunc(cert.NotAfter.Sub(now), func() { cancel(errCertExpired) })
+		stop := s.cfg.Clock.AfterFunc(cert.NotAfter.Sub(now), func() { end(errCertExpired) })
 		defer stop.Stop()
 	}
-	sess := s.cfg.Sessions.Attach(id.AgentID, now, cancel)
+	sess := s.cfg.Sessions.Attach(id.AgentID, now, end)
 	sessionID := newDirectiveID()
 	if s.cfg.Presence != nil {
 		if err := s.cfg.Presence.Attached(ctx, id.AgentID, sessionID); err != nil {
 			s.cfg.Sessions.Detach(sess)
-			return toStatus(log, "record presence", err)
+			return toStatus(s.agentLog(id.AgentID), "record presence", err)
 		}
 	}
+	w := &sessionWriter{stream: stream, sess: sess, end: end}
 	defer func() {
+		w.close()
 		s.cfg.Sessions.Detach(sess)
 		if s.cfg.Presence != nil {
 			pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			if err := s.cfg.Presence.Detached(pctx, id.AgentID, sessionID); err != nil {
-				log.Warn("clear presence", "err", err)
+				s.agentLog(id.AgentID).Warn("clear presence", "err", err)
 			}
 			pcancel()
 		}
 		tctx, tcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer tcancel()
 		if err := s.cfg.Store.TouchAgent(tctx, id.AgentID, s.cfg.Clock.Now().UTC()); err != nil {
-			log.Warn("record last seen", "err", err)
+			s.agentLog(id.AgentID).Warn("record last seen", "err", err)
 		}
 	}()
-	log.Info("agent connected", "hostname", inv.Hostname, "os_build", inv.OSBuild)
+	s.agentLog(id.AgentID).Info("agent connected", "hostname", inv.Hostname, "os_build", inv.OSBuild)
 	// Captures waiting for this agent go out now, not at the next tick.
 	s.cfg.Captures.Kick()
 
@@ -243,146 +275,164 @@ func (s *AgentServer) Connect(stream grpc.BidiStreamingServer[livedumpv1.Connect
 	}}}); err != nil {
 		return err
 	}
+	// From here on the session's messages go out on the writer: what was
+	// queued before the welcome first.
+	sess.OnSend(w.kick)
+	w.kick()
 
-	recvErr := make(chan error, 1)
-	var reportAudits auditBudget
-	go func() {
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			switch msg := m.Msg.(type) {
-			case *livedumpv1.ConnectRequest_Heartbeat:
-				sess.Heartbeat(s.cfg.Clock.Now())
-				s.cfg.Metrics.Heartbeats.Inc()
-			case *livedumpv1.ConnectRequest_Ack:
-				sess.Heartbeat(s.cfg.Clock.Now())
-				log.Debug("directive acked", "directive_id", msg.Ack.GetDirectiveId(), "error", msg.Ack.GetError())
-				s.cfg.Captures.Acked(ctx, id.AgentID, msg.Ack)
-			case *livedumpv1.ConnectRequest_ProvisionReport:
-				sess.Heartbeat(s.cfg.Clock.Now())
-				s.recordProvision(ctx, id.AgentID, msg.ProvisionReport)
-				sess.Deliver(msg.ProvisionReport)
-			case *livedumpv1.ConnectRequest_Event:
-				sess.Heartbeat(s.cfg.Clock.Now())
-				if err := s.cfg.Captures.Ingest(sctx, sess, id.AgentID, msg.Event); err != nil {
-					recvErr <- err
-					return
-				}
-			case *livedumpv1.ConnectRequest_EventBatch:
-				sess.Heartbeat(s.cfg.Clock.Now())
-				if err := s.ingestBatch(sctx, sess, id.AgentID, msg.EventBatch); err != nil {
-					recvErr <- err
-					return
-				}
-			case *livedumpv1.ConnectRequest_CaptureStatus:
-				sess.Heartbeat(s.cfg.Clock.Now())
-				s.cfg.Captures.Status(ctx, id.AgentID, msg.CaptureStatus)
-			case *livedumpv1.ConnectRequest_DumpReport:
-				sess.Heartbeat(s.cfg.Clock.Now())
-				if err := s.cfg.Dumps.Report(ctx, id.AgentID, msg.DumpReport.GetDump()); err != nil {
-					log.Warn("dump report refused", "err", err)
-					if reportAudits.allow(s.cfg.Clock.Now()) {
-						s.auditReport(ctx, id.String(), msg.DumpReport.GetDump().GetId(), err)
-					}
-				}
-			case *livedumpv1.ConnectRequest_SelfTestReport:
-				sess.Heartbeat(s.cfg.Clock.Now())
-				s.selfTestReport(ctx, id.String(), sess, msg.SelfTestReport, &reportAudits)
-			case *livedumpv1.ConnectRequest_AgentLogReport:
-				sess.Heartbeat(s.cfg.Clock.Now())
-				s.agentLogReport(ctx, id.String(), sess, msg.AgentLogReport, &reportAudits)
-			case *livedumpv1.ConnectRequest_Hello:
-				recvErr <- status.Error(codes.InvalidArgument, "hello: sent twice on one stream")
-				return
-			default:
-				recvErr <- status.Error(codes.InvalidArgument, "msg: empty or unknown message")
-				return
-			}
-		}
-	}()
-
-	// Sends run on a writer goroutine that exists only while there is
-	// something to send: an idle agent costs no third goroutine, and this
-	// handler never blocks in Send, so it can always return (which ends the
-	// stream and unblocks a Send stuck on an agent that stopped reading).
-	var reason string
-	writing := false
-	writerDone := make(chan error, 1)
-loop:
-	for {
-		in := sess.Outbox()
-		if writing {
-			in = nil
-		}
-		select {
-		case m := <-in:
-			writing = true
-			go func() {
-				for {
-					if err := stream.Send(m); err != nil {
-						writerDone <- err
-						return
-					}
-					select {
-					case m = <-sess.Outbox():
-					default:
-						writerDone <- nil
-						return
-					}
-				}
-			}()
-		case err = <-writerDone:
-			writing = false
-			if err != nil {
-				reason = "error"
-				break loop
-			}
-		case err = <-recvErr:
-			reason = "error"
-			if status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) || isEOF(err) {
-				reason, err = "closed", nil
-			}
-			break loop
-		case <-sctx.Done():
-			reason, err = disconnectStatus(context.Cause(sctx), id.AgentID)
-			break loop
-		}
+	reason, err := s.serveSession(ctx, sctx, stream, sess, id)
+	if sctx.Err() != nil {
+		// The session was ended (or the agent went away: Canceled is
+		// "closed"); the cause says why, whatever Recv returned.
+		reason, err = disconnectStatus(context.Cause(sctx), id.AgentID)
 	}
 	s.cfg.Metrics.Disconnects.WithLabelValues(reason).Inc()
-	log.Info("agent disconnected", "reason", reason)
+	s.agentLog(id.AgentID).Info("agent disconnected", "reason", reason)
 	return err
 }
 
-func recvHello(ctx context.Context, stream grpc.BidiStreamingServer[livedumpv1.ConnectRequest, livedumpv1.ConnectResponse]) (*livedumpv1.Hello, error) {
-	type result struct {
-		m   *livedumpv1.ConnectRequest
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
+// serveSession receives the agent's messages until the stream ends or a
+// message ends it, and returns the disconnect reason and status.
+func (s *AgentServer) serveSession(ctx, sctx context.Context, stream grpc.BidiStreamingServer[livedumpv1.ConnectRequest, livedumpv1.ConnectResponse],
+	sess *fleet.Session, id pki.Identity) (string, error) {
+	var reportAudits auditBudget
+	for {
 		m, err := stream.Recv()
-		ch <- result{m, err}
-	}()
-	t := time.NewTimer(helloTimeout)
-	defer t.Stop()
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			return nil, r.err
+		if err != nil {
+			if status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) || isEOF(err) {
+				return "closed", nil
+			}
+			return "error", err
 		}
-		h := r.m.GetHello()
-		if h == nil {
-			return nil, status.Error(codes.InvalidArgument, "hello: the first message on a stream must be hello")
+		switch msg := m.Msg.(type) {
+		case *livedumpv1.ConnectRequest_Heartbeat:
+			sess.Heartbeat(s.cfg.Clock.Now())
+			s.cfg.Metrics.Heartbeats.Inc()
+		case *livedumpv1.ConnectRequest_Ack:
+			sess.Heartbeat(s.cfg.Clock.Now())
+			s.cfg.Logger.Debug("directive acked", "agent_id", id.AgentID, "directive_id", msg.Ack.GetDirectiveId(), "error", msg.Ack.GetError())
+			s.cfg.Captures.Acked(ctx, id.AgentID, msg.Ack)
+		case *livedumpv1.ConnectRequest_ProvisionReport:
+			sess.Heartbeat(s.cfg.Clock.Now())
+			s.recordProvision(ctx, id.AgentID, msg.ProvisionReport)
+			sess.Deliver(msg.ProvisionReport)
+		case *livedumpv1.ConnectRequest_Event:
+			sess.Heartbeat(s.cfg.Clock.Now())
+			if err := s.cfg.Captures.Ingest(sctx, sess, id.AgentID, msg.Event); err != nil {
+				return "error", err
+			}
+		case *livedumpv1.ConnectRequest_EventBatch:
+			sess.Heartbeat(s.cfg.Clock.Now())
+			if err := s.ingestBatch(sctx, sess, id.AgentID, msg.EventBatch); err != nil {
+				return "error", err
+			}
+		case *livedumpv1.ConnectRequest_CaptureStatus:
+			sess.Heartbeat(s.cfg.Clock.Now())
+			s.cfg.Captures.Status(ctx, id.AgentID, msg.CaptureStatus)
+		case *livedumpv1.ConnectRequest_DumpReport:
+			sess.Heartbeat(s.cfg.Clock.Now())
+			if err := s.cfg.Dumps.Report(ctx, id.AgentID, msg.DumpReport.GetDump()); err != nil {
+				s.agentLog(id.AgentID).Warn("dump report refused", "err", err)
+				if reportAudits.allow(s.cfg.Clock.Now()) {
+					s.auditReport(ctx, id.String(), msg.DumpReport.GetDump().GetId(), err)
+				}
+			}
+		case *livedumpv1.ConnectRequest_SelfTestReport:
+			sess.Heartbeat(s.cfg.Clock.Now())
+			s.selfTestReport(ctx, id.String(), sess, msg.SelfTestReport, &reportAudits)
+		case *livedumpv1.ConnectRequest_AgentLogReport:
+			sess.Heartbeat(s.cfg.Clock.Now())
+			s.agentLogReport(ctx, id.String(), sess, msg.AgentLogReport, &reportAudits)
+		case *livedumpv1.ConnectRequest_Hello:
+			return "error", status.Error(codes.InvalidArgument, "hello: sent twice on one stream")
+		default:
+			return "error", status.Error(codes.InvalidArgument, "msg: empty or unknown message")
 		}
-		return h, nil
-	case <-t.C:
-		return nil, status.Error(codes.DeadlineExceeded, "hello: not received in time")
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
+}
+
+// sessionWriter sends a session's outbox on its stream from a goroutine
+// that runs only while the outbox holds something: the session starts it
+// (kick) when it queues a message. A failed send ends the session. The
+// handler never blocks in Send, so it can always return, which ends the
+// stream and unblocks a Send stuck on an agent that stopped reading.
+type sessionWriter struct {
+	stream  grpc.BidiStreamingServer[livedumpv1.ConnectRequest, livedumpv1.ConnectResponse]
+	sess    *fleet.Session
+	end     context.CancelCauseFunc
+	mu      sync.Mutex
+	running bool // a writer goroutine is draining the outbox
+	closed  bool // the handler returned or a send failed: send nothing more
+}
+
+func (w *sessionWriter) kick() {
+	w.mu.Lock()
+	start := !w.running && !w.closed
+	if start {
+		w.running = true
+	}
+	w.mu.Unlock()
+	if start {
+		go w.run()
+	}
+}
+
+func (w *sessionWriter) run() {
+	for {
+		// Taking a message and giving up when there is none happen under
+		// the lock that kick takes after queueing: no message is left
+		// behind without a writer.
+		var m *livedumpv1.ConnectResponse
+		w.mu.Lock()
+		if !w.closed {
+			select {
+			case m = <-w.sess.Outbox():
+			default:
+			}
+		}
+		if m == nil {
+			w.running = false
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+		if err := w.stream.Send(m); err != nil {
+			w.end(sendFailed{err})
+			w.close()
+			return
+		}
+	}
+}
+
+// close stops the writer after the message it is sending, if any.
+func (w *sessionWriter) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+}
+
+// recvHello receives the stream's first message, which must be Hello,
+// within helloTimeout: past it the session ctx is ended (end), which ends
+// the stream and so the Recv.
+func recvHello(ctx context.Context, stream grpc.BidiStreamingServer[livedumpv1.ConnectRequest, livedumpv1.ConnectResponse],
+	end context.CancelCauseFunc) (*livedumpv1.Hello, error) {
+	t := time.AfterFunc(helloTimeout, func() { end(errHelloTimeout) })
+	m, err := stream.Recv()
+	t.Stop()
+	if errors.Is(context.Cause(ctx), errHelloTimeout) {
+		return nil, status.Error(codes.DeadlineExceeded, "hello: not received in time")
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	h := m.GetHello()
+	if h == nil {
+		return nil, status.Error(codes.InvalidArgument, "hello: the first message on a stream must be hello")
+	}
+	return h, nil
 }
 
 // disconnectStatus maps why a session ended to the metric reason and the
@@ -401,6 +451,10 @@ func disconnectStatus(cause error, agentID string) (string, error) {
 		return "slow_consumer", status.Error(codes.ResourceExhausted, "the agent is not reading its stream; reconnect")
 	case errors.Is(cause, fleet.ErrStoreUnavailable):
 		return "store_unavailable", status.Error(codes.Unavailable, "the controller could not store events; reconnect and send them again")
+	case errors.As(cause, new(sendFailed)):
+		var sf sendFailed
+		errors.As(cause, &sf)
+		return "error", sf.err
 	case errors.Is(cause, fleet.ErrShutdown):
 		return "shutdown", status.Error(codes.Unavailable, "controller shutting down")
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -96,13 +97,27 @@ func TestRenew(t *testing.T) {
 // messages from out.
 type connectStream struct {
 	serverStream
-	in  chan *livedumpv1.ConnectRequest
-	out chan *livedumpv1.ConnectResponse
+	ender *fakeEnder
+	in    chan *livedumpv1.ConnectRequest
+	out   chan *livedumpv1.ConnectResponse
 }
 
 func newConnectStream(ctx context.Context) *connectStream {
-	return &connectStream{serverStream: serverStream{ctx: ctx}, in: make(chan *livedumpv1.ConnectRequest, 64), out: make(chan *livedumpv1.ConnectResponse, 64)}
+	// As the controller's tap handle makes it: ending the stream ends a
+	// Recv with io.EOF.
+	e := &fakeEnder{ended: make(chan struct{})}
+	ctx = WithStreamEnder(ctx, e)
+	return &connectStream{serverStream: serverStream{ctx: ctx}, ender: e, in: make(chan *livedumpv1.ConnectRequest, 64), out: make(chan *livedumpv1.ConnectResponse, 64)}
 }
+
+// fakeEnder ends a connectStream as the controller's transport does: the
+// agent's side of the stream reads as closed.
+type fakeEnder struct {
+	once  sync.Once
+	ended chan struct{}
+}
+
+func (e *fakeEnder) EndStream() { e.once.Do(func() { close(e.ended) }) }
 
 func (s *connectStream) Recv() (*livedumpv1.ConnectRequest, error) {
 	select {
@@ -111,6 +126,8 @@ func (s *connectStream) Recv() (*livedumpv1.ConnectRequest, error) {
 			return nil, io.EOF
 		}
 		return m, nil
+	case <-s.ender.ended:
+		return nil, io.EOF
 	case <-s.ctx.Done():
 		return nil, status.FromContextError(s.ctx.Err()).Err()
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,6 +47,7 @@ type Session struct {
 	AgentID string
 	cancel  context.CancelCauseFunc
 	outbox  chan *livedumpv1.ConnectResponse
+	onSend  atomic.Pointer[func()]
 
 	mu            sync.Mutex
 	lastHeartbeat time.Time
@@ -60,9 +62,14 @@ func (s *Session) Closed() bool {
 	return s.closed
 }
 
-// Outbox is drained by the stream handler, the only goroutine that sends on
-// the stream.
+// Outbox is drained by the stream handler's writer, the only goroutine that
+// sends on the stream.
 func (s *Session) Outbox() <-chan *livedumpv1.ConnectResponse { return s.outbox }
+
+// OnSend sets f to be called after Send queues a message: the stream
+// handler starts its writer from it, so no goroutine waits on an idle
+// outbox.
+func (s *Session) OnSend(f func()) { s.onSend.Store(&f) }
 
 // Send queues a message for the agent without blocking. When the outbox is
 // full the agent has stopped reading: the session is ended with
@@ -71,6 +78,9 @@ func (s *Session) Outbox() <-chan *livedumpv1.ConnectResponse { return s.outbox 
 func (s *Session) Send(m *livedumpv1.ConnectResponse) error {
 	select {
 	case s.outbox <- m:
+		if f := s.onSend.Load(); f != nil {
+			(*f)()
+		}
 		return nil
 	default:
 		s.End(ErrOutboxFull)

@@ -39,6 +39,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/livedump/livedump/agent/session"
 	"github.com/livedump/livedump/internal/atomicfile"
 	"github.com/livedump/livedump/internal/backoff"
 	"github.com/livedump/livedump/internal/pki"
@@ -234,8 +235,9 @@ func (f *Fleet) dialOptions(a *agent, withCert bool) []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(tc)),
 		grpc.WithContextDialer(a.dialer()),
-		// As the real agent: ping no more often than the controller allows.
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
+		// As the real agent: the controller drives keepalive, this one
+		// fires only when the controller has gone silent.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: session.ClientKeepaliveTime, Timeout: 20 * time.Second, PermitWithoutStream: true}),
 		// Thousands of idle connections in one process: small buffers.
 		grpc.WithReadBufferSize(4 << 10), grpc.WithWriteBufferSize(4 << 10), grpc.WithSharedWriteBuffer(true),
 		// As the real agent: gRPC's own reconnect backoff within the

@@ -74,39 +74,61 @@ func TestFramesDecode(t *testing.T) {
 }
 
 // TestAdapter checks the level decisions: down while the sender waits for
-// the encoders, up while it waits for the link and the next level saves
-// enough, and no higher when it does not.
+// the encoders or while the level below is nearly as small, up while it
+// waits for the link and the level above saves enough, and no higher when
+// it does not.
 func TestAdapter(t *testing.T) {
 	a := newAdapter()
-	window := func(enc, link time.Duration, probeAt, probeUp int) {
+	// window sends adaptChunks chunks; probes say the level above would
+	// make a chunk of 100 bytes up bytes, and the one below down bytes.
+	window := func(enc, link time.Duration, up, down int) {
 		for range adaptChunks {
-			_, probe := a.next()
-			if probe {
-				a.probed(a.level(), probeAt, probeUp)
+			l := a.level()
+			if l+1 < numLevels {
+				a.probed(l, l+1, 100, up)
+			}
+			if l > levelStore {
+				a.probed(l, l-1, 100, down)
 			}
 			a.waitedEncoders(enc)
-			a.sent(nil, link)
+			a.sent(&chunk{level: l}, link)
 		}
 	}
-	window(time.Millisecond, 0, 0, 0)
-	window(time.Millisecond, 0, 0, 0)
+	ms := time.Millisecond
+	if a.level() != levelFastest {
+		t.Fatalf("starts at %s", a.level())
+	}
+	window(ms, 0, 50, 200)
 	if a.level() != levelStore {
 		t.Fatalf("encoder-bound: level %s, want store", a.level())
 	}
-	window(0, time.Millisecond, 100, 99) // link-bound, nothing to gain
-	window(0, time.Millisecond, 100, 99)
+	window(0, ms, 99, 0) // link-bound, the level above saves 1%
+	window(0, ms, 99, 0)
 	if a.level() != levelStore {
-		t.Fatalf("link-bound, next level saves 1%%: level %s, want store", a.level())
+		t.Fatalf("link-bound, fastest saves 1%%: level %s, want store", a.level())
 	}
-	window(0, time.Millisecond, 100, 40)
-	window(0, time.Millisecond, 100, 40)
-	if a.level() == levelStore {
-		t.Fatalf("link-bound, next level saves 60%%: still %s", a.level())
+	window(0, ms, 40, 0)
+	if a.level() != levelFastest {
+		t.Fatalf("link-bound, fastest saves 60%%: level %s, want fastest", a.level())
 	}
-	for range 4 {
-		window(0, time.Millisecond, 100, 40)
+	window(0, ms, 95, 250) // default saves 5%, store would cost 2.5×
+	window(0, ms, 95, 250)
+	if a.level() != levelFastest {
+		t.Fatalf("link-bound, default saves 5%%: level %s, want fastest", a.level())
 	}
+	window(0, ms, 80, 250)
 	if a.level() != levelDefault {
-		t.Fatalf("link-bound: level %s, want default", a.level())
+		t.Fatalf("link-bound, default saves 20%%: level %s, want default", a.level())
+	}
+	window(0, ms, 0, 102) // fastest is nearly as small: not worth the CPU
+	if a.level() != levelFastest {
+		t.Fatalf("default saves 2%% over fastest: level %s, want fastest", a.level())
+	}
+	window(0, ms, 100, 101) // zero pages and random data: store is as good
+	if a.level() != levelStore {
+		t.Fatalf("fastest saves 1%% over store: level %s, want store", a.level())
+	}
+	if a.changes != 5 || a.summary() == "" {
+		t.Fatalf("%d changes, %q", a.changes, a.summary())
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 )
@@ -13,7 +15,7 @@ type chunk struct {
 	n     int
 	raw   []byte // a pool buffer, returned once encoded
 	level level
-	probe bool // also encode at level+1, to measure what it would save
+	probe level // also encode at this level to compare (probeNone: no)
 	frame []byte
 	err   error
 	done  chan struct{} // closed when frame or err is set
@@ -145,23 +147,23 @@ func (p *pipeline) stop() {
 	p.wg.Wait()
 }
 
-// encodeWithProbe encodes c at its level and, for a probe, at the next
-// level too, tells the adapter what the next level saved, and returns the
-// smaller frame (both are valid).
+// encodeWithProbe encodes c at its level and, for a probe, at the probe's
+// level too, tells the adapter the two sizes, and returns the smaller frame
+// (both are valid).
 func encodeWithProbe(enc *chunkEncoder, ad *adapter, c *chunk, dst []byte) ([]byte, error) {
 	frame, err := enc.encode(c.level, c.raw, dst)
-	if err != nil || !c.probe || c.level+1 >= numLevels {
+	if err != nil || c.probe == probeNone {
 		return frame, err
 	}
-	better, err := enc.encode(c.level+1, c.raw, enc.scratch)
+	other, err := enc.encode(c.probe, c.raw, enc.scratch)
 	if err != nil {
 		return frame, nil
 	}
-	ad.probed(c.level, len(frame), len(better))
-	if len(better) < len(frame) {
-		frame, better = better, frame
+	ad.probed(c.level, c.probe, len(frame), len(other))
+	if len(other) < len(frame) {
+		frame, other = other, frame
 	}
-	enc.scratch = better[:0]
+	enc.scratch = other[:0]
 	return frame, nil
 }
 
@@ -170,32 +172,40 @@ const (
 	// adaptChunks is how many chunks the adapter measures between
 	// decisions.
 	adaptChunks = 8
-	// probeEvery: while the link is the bottleneck, one chunk in
-	// probeEvery is also encoded at the next level.
+	// probeEvery: about one chunk in probeEvery, picked at random (dumps
+	// have periodic patterns), is also encoded at the level below or, while
+	// the link is the bottleneck, the level above.
 	probeEvery = 4
-	// minGain is how much smaller the next level must make the frames
-	// (raw/wire ratio) before the uploader moves up to it.
+	// minGain is how much smaller (raw/wire) a level must make the frames
+	// than the level below to be worth its CPU.
 	minGain = 1.10
+	// probeNone marks a chunk that is not probed.
+	probeNone level = -1
 )
 
 // adapter picks the compression level from what the sender measures, as
-// `zstd --adapt` does: when the sender waits for the encoders more than for
-// the link (the link is faster than compression), the level goes down; when
-// it waits for the link, and probes show that the next level would make
-// the frames at least minGain smaller, it goes up. On a fast link (a LAN,
-// loopback) dumps are framed nearly for free with their zero pages cut
-// out; on a slow one (a WAN, or upload_bytes_per_sec) they are compressed.
+// `zstd --adapt` does. The level goes down when the sender waits for the
+// encoders more than for the link (the link is faster than compression),
+// or when probes show that the level below makes frames nearly as small
+// (less than minGain larger: the compression does not pay for its CPU). It
+// goes up when the sender waits for the link and probes show that the
+// level above would make the frames at least minGain smaller. On a fast
+// link (a LAN, loopback) or with data that does not compress, dumps are
+// framed nearly for free with their zero pages cut out; on a slow one (a
+// WAN, or upload_bytes_per_sec) they are compressed.
 type adapter struct {
 	mu        sync.Mutex
 	lvl       level
-	issued    int // chunks given a level
-	counted   int // chunks sent since the last decision
+	probeUp   bool // the next probe is of the level above
+	counted   int  // chunks sent since the last decision
 	encWait   time.Duration
 	linkWait  time.Duration
 	linkBound bool
-	probeAt   int64 // wire bytes of probed chunks at lvl
-	probeUp   int64 // ... and at lvl+1
-	changes   int
+	// Wire bytes of the chunks probed: at the level and the one above,
+	// at the level and the one below.
+	upAt, up, downAt, down int64
+	changes                int
+	byLevel                [numLevels]int // chunks sent
 }
 
 func newAdapter() *adapter { return &adapter{lvl: startLevel} }
@@ -206,12 +216,24 @@ func (a *adapter) level() level {
 	return a.lvl
 }
 
-// next returns the level of the next chunk read and whether to probe.
-func (a *adapter) next() (level, bool) {
+// next returns the level of the next chunk read, and the level to probe
+// it at (probeNone: none).
+func (a *adapter) next() (level, level) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.issued++
-	return a.lvl, a.linkBound && a.lvl+1 < numLevels && a.issued%probeEvery == 0
+	if rand.IntN(probeEvery) != 0 {
+		return a.lvl, probeNone
+	}
+	canUp := a.linkBound && a.lvl+1 < numLevels
+	canDown := a.lvl > levelStore
+	a.probeUp = !a.probeUp
+	switch {
+	case canUp && (a.probeUp || !canDown):
+		return a.lvl, a.lvl + 1
+	case canDown:
+		return a.lvl, a.lvl - 1
+	}
+	return a.lvl, probeNone
 }
 
 func (a *adapter) waitedEncoders(d time.Duration) {
@@ -220,42 +242,65 @@ func (a *adapter) waitedEncoders(d time.Duration) {
 	a.mu.Unlock()
 }
 
-func (a *adapter) probed(at level, wire, up int) {
+// probed records a chunk encoded at level at (wire bytes) and at level
+// other (otherWire bytes).
+func (a *adapter) probed(at, other level, wire, otherWire int) {
 	a.mu.Lock()
-	if at == a.lvl {
-		a.probeAt += int64(wire)
-		a.probeUp += int64(up)
+	defer a.mu.Unlock()
+	switch {
+	case at != a.lvl: // from before a change
+	case other == at+1:
+		a.upAt += int64(wire)
+		a.up += int64(otherWire)
+	case other == at-1:
+		a.downAt += int64(wire)
+		a.down += int64(otherWire)
 	}
-	a.mu.Unlock()
 }
 
 // sent records a chunk sent after waiting d for the link (flow control and
 // the bandwidth limit), and decides every adaptChunks chunks.
-func (a *adapter) sent(_ *chunk, d time.Duration) {
+func (a *adapter) sent(c *chunk, d time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if c != nil {
+		a.byLevel[c.level]++
+	}
 	a.linkWait += d
 	if a.counted++; a.counted < adaptChunks {
 		return
 	}
+	a.linkBound = a.encWait <= a.linkWait
 	switch {
-	case a.encWait > a.linkWait:
-		a.linkBound = false
-		if a.lvl > levelStore {
-			a.set(a.lvl - 1)
-		}
+	case !a.linkBound && a.lvl > levelStore:
+		a.set(a.lvl - 1)
+	case a.lvl > levelStore && a.downAt > 0 && float64(a.down)/float64(a.downAt) < minGain:
+		a.set(a.lvl - 1)
+	case a.linkBound && a.lvl+1 < numLevels && a.up > 0 && float64(a.upAt)/float64(a.up) >= minGain:
+		a.set(a.lvl + 1)
 	default:
-		a.linkBound = true
-		if a.lvl+1 < numLevels && a.probeUp > 0 && float64(a.probeAt)/float64(a.probeUp) >= minGain {
-			a.set(a.lvl + 1)
-		}
+		// Older probes count less.
+		a.upAt, a.up, a.downAt, a.down = a.upAt/2, a.up/2, a.downAt/2, a.down/2
 	}
 	a.counted, a.encWait, a.linkWait = 0, 0, 0
-	a.probeAt, a.probeUp = a.probeAt/2, a.probeUp/2 // older probes count less
 }
 
 func (a *adapter) set(l level) {
 	a.lvl = l
 	a.changes++
-	a.probeAt, a.probeUp = 0, 0
+	a.upAt, a.up, a.downAt, a.down = 0, 0, 0, 0
+}
+
+// summary says how many chunks were sent at each level ("store 480,
+// fastest 32").
+func (a *adapter) summary() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var parts []string
+	for l, n := range a.byLevel {
+		if n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", level(l), n))
+		}
+	}
+	return strings.Join(parts, ", ")
 }

@@ -239,7 +239,7 @@ func (m *Manager) upload(ctx context.Context, e *entry) error {
 	err = stream.Send(&livedumpv1.UploadDumpRequest{Msg: &livedumpv1.UploadDumpRequest_Header{Header: &livedumpv1.UploadDumpHeader{
 		Dump: header, Offset: committed, Compression: Compression,
 	}}})
-	sent, wire, err := m.sendChunks(sctx, stream, f, e, committed, size, err)
+	sent, wire, levels, err := m.sendChunks(sctx, stream, f, e, committed, size, err)
 	closeFile()
 	if err != nil {
 		return err
@@ -257,7 +257,7 @@ func (m *Manager) upload(ctx context.Context, e *entry) error {
 			return retry(fmt.Errorf("controller reports %d of %d bytes committed", resp.GetCommitted(), size))
 		}
 		m.met.seconds.Observe(m.clock.Since(start).Seconds())
-		m.log.Info("dump uploaded", "dump_id", id, "bytes", sent, "compressed", wire, "took", m.clock.Since(start).Round(time.Millisecond))
+		m.log.Info("dump uploaded", "dump_id", id, "bytes", sent, "compressed", wire, "chunks_by_level", levels, "took", m.clock.Since(start).Round(time.Millisecond))
 		return m.uploaded(e, size)
 	case livedumpv1.DumpState_DUMP_STATE_HASH_ONLY:
 		m.mu.Lock()
@@ -277,32 +277,32 @@ func (m *Manager) upload(ctx context.Context, e *entry) error {
 }
 
 // sendChunks streams [from, size) of f as zstd frames, after the header
-// whose send error is hdrErr. It returns the raw and compressed byte counts.
-// Consecutive chunks are compressed by several encoders side by side (see
+// whose send error is hdrErr. It returns the raw and compressed byte counts
+// and how many chunks were sent at each level. Consecutive chunks are compressed by several encoders side by side (see
 // pipeline) and sent in order.
-func (m *Manager) sendChunks(ctx context.Context, stream livedumpv1.AgentService_UploadDumpClient, f io.Reader, e *entry, from, size int64, hdrErr error) (int64, int64, error) {
+func (m *Manager) sendChunks(ctx context.Context, stream livedumpv1.AgentService_UploadDumpClient, f io.Reader, e *entry, from, size int64, hdrErr error) (sent, wire int64, levels string, err error) {
 	if hdrErr != nil {
 		if errors.Is(hdrErr, io.EOF) {
-			return 0, 0, nil // the server answered early; CloseAndRecv has it
+			return 0, 0, "", nil // the server answered early; CloseAndRecv has it
 		}
-		return 0, 0, classify(hdrErr)
+		return 0, 0, "", classify(hdrErr)
 	}
 	p := m.startPipeline(ctx, f, from, size)
 	defer p.stop()
-	var sent, wire int64
+	defer func() { levels = p.ad.summary() }()
 	lastReport, lastBytes := m.clock.Now(), from
 	for pos := from; pos < size; {
 		c, ok := p.next()
 		if !ok {
-			return sent, wire, retry(ctx.Err())
+			return sent, wire, "", retry(ctx.Err())
 		}
 		if c.err != nil {
-			return sent, wire, c.err
+			return sent, wire, "", c.err
 		}
 		n := c.n
 		waited := time.Now()
 		if err := m.limit.wait(ctx, n); err != nil {
-			return sent, wire, retry(err)
+			return sent, wire, "", retry(err)
 		}
 		err := stream.Send(&livedumpv1.UploadDumpRequest{Msg: &livedumpv1.UploadDumpRequest_Chunk{Chunk: c.frame}})
 		p.ad.sent(c, time.Since(waited))
@@ -310,9 +310,9 @@ func (m *Manager) sendChunks(ctx context.Context, stream livedumpv1.AgentService
 		p.sent(c)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return sent, wire, nil // the server ended the stream; CloseAndRecv says why
+				return sent, wire, "", nil // the server ended the stream; CloseAndRecv says why
 			}
-			return sent, wire, classify(err)
+			return sent, wire, "", classify(err)
 		}
 		pos += int64(n)
 		sent += int64(n)
@@ -335,10 +335,7 @@ func (m *Manager) sendChunks(ctx context.Context, stream livedumpv1.AgentService
 			m.report(d)
 		}
 	}
-	if l := p.ad.level(); l != startLevel || p.ad.changes > 0 {
-		m.log.Debug("upload compression", "dump_id", e.ID, "level", l.String(), "level_changes", p.ad.changes)
-	}
-	return sent, wire, nil
+	return sent, wire, "", nil
 }
 
 // hashRejected handles the controller's hash mismatch: it discarded its

@@ -32,10 +32,16 @@ import (
 
 // Limits of an upload.
 const (
-	MaxDumpSize  = 1 << 40 // 1 TiB
-	MaxChunkRaw  = 8 << 20 // raw bytes one zstd chunk may expand to
-	commitEvery  = 4 << 20 // sync and record the offset this often
-	defaultSlots = 4
+	MaxDumpSize = 1 << 40 // 1 TiB
+	MaxChunkRaw = 8 << 20 // raw bytes one zstd chunk may expand to
+	// An upload is synced and its offset recorded every commitEvery bytes,
+	// or every commitInterval once commitMin bytes came: a fast upload
+	// fsyncs in large batches (each fsync of a few MiB stalled the disk),
+	// and a cut costs at most a second or 64 MiB of progress.
+	commitEvery    = 64 << 20
+	commitMin      = 4 << 20
+	commitInterval = time.Second
+	defaultSlots   = 4
 	// finishTimeout bounds publishing a complete upload, which goes on
 	// if the agent disconnects after its last chunk.
 	finishTimeout = 15 * time.Minute
@@ -797,6 +803,7 @@ func compressedAt(marks []wireMark, durable int64) (int64, []wireMark) {
 
 func (r *Receiver) receive(ctx context.Context, agentID string, in <-chan msg, stream grpc.ClientStreamingServer[livedumpv1.UploadDumpRequest, livedumpv1.UploadDumpResponse], rec store.Dump, up blobstore.Upload) error {
 	written, compressed, lastSync := rec.Committed, rec.Compressed, rec.Committed
+	lastCommit := r.cfg.Clock.Now()
 	var marksMu sync.Mutex // marks: appended here, read by a commit in the background
 	marks := []wireMark{{written, compressed}}
 	// commit records what the store says is durable, which may trail what
@@ -891,7 +898,7 @@ func (r *Receiver) receive(ctx context.Context, agentID string, in <-chan msg, s
 		marksMu.Unlock()
 		r.bytes.Add(float64(len(raw)))
 		r.compressed.Add(float64(len(chunk)))
-		if written-lastSync >= commitEvery {
+		if n := written - lastSync; n >= commitEvery || n >= commitMin && r.cfg.Clock.Since(lastCommit) >= commitInterval {
 			if pending != nil {
 				select {
 				case <-pending:
@@ -903,7 +910,7 @@ func (r *Receiver) receive(ctx context.Context, agentID string, in <-chan msg, s
 			if pendingErr != nil {
 				return pendingErr
 			}
-			lastSync = written
+			lastSync, lastCommit = written, r.cfg.Clock.Now()
 			background()
 		}
 	}

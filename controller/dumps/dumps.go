@@ -859,9 +859,35 @@ func (r *Receiver) receive(ctx context.Context, agentID string, in <-chan msg, s
 		}
 		return commit(StateUploading)
 	}
+	// nextChunk waits for the next message up to the chunk timeout; if the
+	// stream pauses with commitMin bytes or more not committed, it commits
+	// them after commitInterval meanwhile.
+	nextChunk := func() (*livedumpv1.UploadDumpRequest, error) {
+		timeout := r.cfg.Bounds.ChunkTimeout
+		deadline := r.cfg.Clock.Now().Add(timeout)
+		for {
+			wait := deadline.Sub(r.cfg.Clock.Now())
+			idle := written-lastSync >= commitMin
+			if idle {
+				wait = min(wait, commitInterval)
+			}
+			m, err := r.next(ctx, in, max(wait, 0), "chunk")
+			if status.Code(err) != codes.DeadlineExceeded {
+				return m, err
+			}
+			if !idle || !r.cfg.Clock.Now().Before(deadline) {
+				return nil, status.Errorf(codes.DeadlineExceeded, "chunk: nothing received within %s; the upload is cut, resume it from the committed offset", timeout)
+			}
+			if err := settle(); err != nil {
+				return nil, err
+			}
+			lastSync, lastCommit = written, r.cfg.Clock.Now()
+			background()
+		}
+	}
 	buf := make([]byte, 0, MaxChunkRaw)
 	for {
-		m, err := r.next(ctx, in, r.cfg.Bounds.ChunkTimeout, "chunk")
+		m, err := nextChunk()
 		if err == io.EOF {
 			break
 		}

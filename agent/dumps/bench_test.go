@@ -36,25 +36,30 @@ func BenchmarkHash(b *testing.B) {
 }
 
 // BenchmarkCompress compresses dump-like data (about half zero pages, a
-// third repeated structures, the rest random) into upload frames, as the
-// uploader does, and reports the compression ratio (raw/compressed).
+// third repeated structures, the rest random) into upload frames at each
+// level, as one encoder of the uploader does, and reports the compression
+// ratio (raw/compressed).
 func BenchmarkCompress(b *testing.B) {
 	const size = 64 << 20
 	data := dumpLike(size, 42)
-	enc, err := newEncoder(DefaultChunkSize)
-	if err != nil {
-		b.Fatal(err)
+	for l := range numLevels {
+		b.Run(l.String(), func(b *testing.B) {
+			enc := newChunkEncoder(DefaultChunkSize)
+			var frame []byte
+			var wire int64
+			b.SetBytes(size)
+			b.ResetTimer()
+			for b.Loop() {
+				wire = 0
+				for off := 0; off < size; off += DefaultChunkSize {
+					var err error
+					if frame, err = enc.encode(l, data[off:off+DefaultChunkSize], frame); err != nil {
+						b.Fatal(err)
+					}
+					wire += int64(len(frame))
+				}
+			}
+			b.ReportMetric(float64(size)/float64(wire), "ratio")
+		})
 	}
-	var frame []byte
-	var wire int64
-	b.SetBytes(size)
-	b.ResetTimer()
-	for b.Loop() {
-		wire = 0
-		for off := 0; off < size; off += DefaultChunkSize {
-			frame = encodeChunk(enc, data[off:off+DefaultChunkSize], frame)
-			wire += int64(len(frame))
-		}
-	}
-	b.ReportMetric(float64(size)/float64(wire), "ratio")
 }

@@ -75,7 +75,6 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
-	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -154,6 +153,9 @@ type Config struct {
 	// ChunkSize is the raw size of one zstd frame (default 1 MiB, at most
 	// 2 MiB).
 	ChunkSize int
+	// Encoders is how many chunks are compressed at once (default
+	// DefaultEncoders: the cores, at most 2). The level adapts to the link.
+	Encoders int
 	// Exclusive reports whether the file opens with no sharing, meaning that
 	// Windows has closed it. Nil means always true. On Windows pass
 	// OpensExclusively.
@@ -165,13 +167,15 @@ type Config struct {
 
 // Manager runs the dump pipeline of one agent.
 type Manager struct {
-	cfg     Config
-	log     *slog.Logger
-	clock   clockwork.Clock
-	met     *metrics
-	limit   *limiter
-	enc     *zstd.Encoder // used by the uploader goroutine only
-	hashBuf []byte        // used by the hasher goroutine only
+	cfg   Config
+	log   *slog.Logger
+	clock clockwork.Clock
+	met   *metrics
+	limit *limiter
+	// encoders compress upload chunks side by side; used by the uploader
+	// goroutine's pipeline only.
+	encoders []*chunkEncoder
+	hashBuf  []byte // used by the hasher goroutine only
 
 	// Retry bounds of the uploader; variables so tests can shorten them.
 	backoffMin, backoffMax time.Duration
@@ -244,15 +248,18 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
 	}
-	enc, err := newEncoder(cfg.ChunkSize)
-	if err != nil {
-		return nil, err
+	if cfg.Encoders <= 0 {
+		cfg.Encoders = DefaultEncoders()
+	}
+	encoders := make([]*chunkEncoder, cfg.Encoders)
+	for i := range encoders {
+		encoders[i] = newChunkEncoder(cfg.ChunkSize)
 	}
 	m := &Manager{
 		cfg:        cfg,
 		log:        cfg.Logger.With("component", "dump"),
 		clock:      cfg.Clock,
-		enc:        enc,
+		encoders:   encoders,
 		limit:      newLimiter(cfg.Clock, cfg.BandwidthBytesPerSec, int64(cfg.ChunkSize)),
 		backoffMin: time.Second,
 		backoffMax: time.Minute,
@@ -265,9 +272,11 @@ func New(cfg Config) (*Manager, error) {
 	if err := m.load(); err != nil {
 		return nil, err
 	}
-	if m.met, err = newMetrics(cfg.Metrics); err != nil {
+	met, err := newMetrics(cfg.Metrics)
+	if err != nil {
 		return nil, err
 	}
+	m.met = met
 	return m, nil
 }
 

@@ -740,7 +740,11 @@ func TestMemoryFlat(t *testing.T) {
 	}
 	growth := int64(top) - int64(base)
 	t.Logf("heap in use: %d MiB before, %d MiB peak while hashing and uploading 256 MiB", base>>20, top>>20)
-	if growth > 48<<20 {
+	// The bound holds whatever the dump's size: the uploader's two encoders
+	// side by side (a zstd encoder per level in use, ≈ 4.5 MiB each, a read
+	// buffer and frames), the fake controller's buffers in this process,
+	// and the garbage collector's headroom over all of it.
+	if growth > 64<<20 {
 		t.Errorf("heap grew by %d MiB for a %d MiB dump", growth>>20, size>>20)
 	}
 }

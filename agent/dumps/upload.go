@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
-	"github.com/klauspost/compress/zstd"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -33,29 +32,6 @@ const (
 	// hash before the agent gives up on it.
 	maxMismatches = 3
 )
-
-// newEncoder returns the zstd encoder for upload chunks: single-threaded
-// (an agent must stay light on the machine it watches), with frame CRCs,
-// and a window no larger than a chunk: frames are independent, so a larger
-// window would only cost memory (18 MiB instead of 4 for 1 MiB chunks).
-func newEncoder(chunkSize int) (*zstd.Encoder, error) {
-	window := zstd.MinWindowSize
-	for window < chunkSize {
-		window *= 2
-	}
-	return zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(zstd.SpeedDefault),
-		zstd.WithEncoderConcurrency(1),
-		zstd.WithWindowSize(window),
-		zstd.WithEncoderCRC(true),
-		zstd.WithZeroFrames(true))
-}
-
-// encodeChunk compresses one chunk into an independent zstd frame. dst is
-// reused when large enough.
-func encodeChunk(enc *zstd.Encoder, raw, dst []byte) []byte {
-	return enc.EncodeAll(raw, dst[:0])
-}
 
 // uploadErr classifies why an upload attempt stopped.
 type uploadErr struct {
@@ -263,7 +239,7 @@ func (m *Manager) upload(ctx context.Context, e *entry) error {
 	err = stream.Send(&livedumpv1.UploadDumpRequest{Msg: &livedumpv1.UploadDumpRequest_Header{Header: &livedumpv1.UploadDumpHeader{
 		Dump: header, Offset: committed, Compression: Compression,
 	}}})
-	sent, wire, err := m.sendChunks(sctx, stream, f, e, committed, size, err)
+	sent, wire, levels, err := m.sendChunks(sctx, stream, f, e, committed, size, err)
 	closeFile()
 	if err != nil {
 		return err
@@ -281,7 +257,7 @@ func (m *Manager) upload(ctx context.Context, e *entry) error {
 			return retry(fmt.Errorf("controller reports %d of %d bytes committed", resp.GetCommitted(), size))
 		}
 		m.met.seconds.Observe(m.clock.Since(start).Seconds())
-		m.log.Info("dump uploaded", "dump_id", id, "bytes", sent, "compressed", wire, "took", m.clock.Since(start).Round(time.Millisecond))
+		m.log.Info("dump uploaded", "dump_id", id, "bytes", sent, "compressed", wire, "chunks_by_level", levels, "took", m.clock.Since(start).Round(time.Millisecond))
 		return m.uploaded(e, size)
 	case livedumpv1.DumpState_DUMP_STATE_HASH_ONLY:
 		m.mu.Lock()
@@ -301,43 +277,52 @@ func (m *Manager) upload(ctx context.Context, e *entry) error {
 }
 
 // sendChunks streams [from, size) of f as zstd frames, after the header
-// whose send error is hdrErr. It returns the raw and compressed byte counts.
-func (m *Manager) sendChunks(ctx context.Context, stream livedumpv1.AgentService_UploadDumpClient, f io.Reader, e *entry, from, size int64, hdrErr error) (int64, int64, error) {
+// whose send error is hdrErr. It returns the raw and compressed byte counts
+// and how many chunks were sent at each level. Consecutive chunks are compressed by several encoders side by side (see
+// pipeline) and sent in order.
+func (m *Manager) sendChunks(ctx context.Context, stream livedumpv1.AgentService_UploadDumpClient, f io.Reader, e *entry, from, size int64, hdrErr error) (sent, wire int64, levels string, err error) {
 	if hdrErr != nil {
 		if errors.Is(hdrErr, io.EOF) {
-			return 0, 0, nil // the server answered early; CloseAndRecv has it
+			return 0, 0, "", nil // the server answered early; CloseAndRecv has it
 		}
-		return 0, 0, classify(hdrErr)
+		return 0, 0, "", classify(hdrErr)
 	}
-	raw := make([]byte, m.cfg.ChunkSize)
-	var sent, wire int64
+	p := m.startPipeline(ctx, f, from, size)
+	defer p.stop()
+	defer func() { levels = p.ad.summary() }()
 	lastReport, lastBytes := m.clock.Now(), from
 	for pos := from; pos < size; {
-		n := int(min(int64(len(raw)), size-pos))
-		if _, err := io.ReadFull(f, raw[:n]); err != nil {
-			return sent, wire, permanent(fmt.Sprintf("the file shrank while being uploaded (read at %d: %v)", pos, err), err)
+		c, ok := p.next()
+		if !ok {
+			return sent, wire, "", retry(ctx.Err())
 		}
+		if c.err != nil {
+			return sent, wire, "", c.err
+		}
+		n := c.n
+		waited := time.Now()
 		if err := m.limit.wait(ctx, n); err != nil {
-			return sent, wire, retry(err)
+			return sent, wire, "", retry(err)
 		}
-		// A fresh frame buffer per message: gRPC does not promise that it is
-		// done with a message when Send returns.
-		frame := encodeChunk(m.enc, raw[:n], nil)
-		if err := stream.Send(&livedumpv1.UploadDumpRequest{Msg: &livedumpv1.UploadDumpRequest_Chunk{Chunk: frame}}); err != nil {
+		err := stream.Send(&livedumpv1.UploadDumpRequest{Msg: &livedumpv1.UploadDumpRequest_Chunk{Chunk: c.frame}})
+		p.ad.sent(c, time.Since(waited))
+		frameLen := len(c.frame)
+		p.sent(c)
+		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return sent, wire, nil // the server ended the stream; CloseAndRecv says why
+				return sent, wire, "", nil // the server ended the stream; CloseAndRecv says why
 			}
-			return sent, wire, classify(err)
+			return sent, wire, "", classify(err)
 		}
 		pos += int64(n)
 		sent += int64(n)
-		wire += int64(len(frame))
+		wire += int64(frameLen)
 		m.met.raw.Add(float64(n))
-		m.met.compressed.Add(float64(len(frame)))
+		m.met.compressed.Add(float64(frameLen))
 		now := m.clock.Now()
 		m.mu.Lock()
 		e.Uploaded = pos
-		e.Compressed += int64(len(frame))
+		e.Compressed += int64(frameLen)
 		var d *livedumpv1.Dump
 		if pos-lastBytes >= progressBytes || now.Sub(lastReport) >= progressEvery {
 			lastReport, lastBytes = now, pos
@@ -350,7 +335,7 @@ func (m *Manager) sendChunks(ctx context.Context, stream livedumpv1.AgentService
 			m.report(d)
 		}
 	}
-	return sent, wire, nil
+	return sent, wire, "", nil
 }
 
 // hashRejected handles the controller's hash mismatch: it discarded its

@@ -78,7 +78,9 @@ type Upload interface {
 	Write(p []byte) (int, error)
 	// Sync makes as much of what was written durable as the backend can
 	// and returns the offset up to which it is durable; an upload resumed
-	// at that offset continues from there.
+	// at that offset continues from there. Sync may run on another
+	// goroutine while a Write runs (one Sync at a time): it then covers at
+	// least what was written before it was called.
 	Sync(ctx context.Context) (durable int64, err error)
 	// Finish checks that the content hashes to the announced SHA-256 and
 	// publishes it under its address. On ErrHashMismatch everything

@@ -574,3 +574,71 @@ func TestDelete(t *testing.T) {
 		noLeftovers(t, b)
 	})
 }
+
+// TestSyncBesideWrite runs Sync on another goroutine while Writes go on, as
+// the dump receiver commits in the background: every durable offset is one
+// the writer had reached, an upload resumed there continues correctly, and
+// the content finishes whole.
+func TestSyncBesideWrite(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		s := b.open(t)
+		n := 2*partSize + 5
+		content := randomContent(n)
+		sum := sha(content)
+		u, err := s.Upload(ctx, "beside", sum, int64(n), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends := map[int64]bool{0: true}
+		for off := 0; off < n; off += 1<<20 + 17 {
+			ends[int64(min(off+1<<20+17, n))] = true
+		}
+		stop := make(chan struct{})
+		synced := make(chan []int64)
+		go func() {
+			var got []int64
+			for {
+				select {
+				case <-stop:
+					synced <- got
+					return
+				default:
+				}
+				d, err := u.Sync(ctx)
+				if err != nil {
+					t.Error(err)
+				}
+				got = append(got, d)
+			}
+		}()
+		write(t, u, content)
+		close(stop)
+		last := int64(0)
+		for _, d := range <-synced {
+			if d < last || d > int64(n) || !ends[d] && d%partSize != 0 {
+				t.Fatalf("Sync returned %d after %d: not an offset the writer reached", d, last)
+			}
+			last = d
+		}
+		durable, err := u.Sync(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Close()
+		// Resume from what the last Sync made durable, in a new instance.
+		u, err = b.open(t).Upload(ctx, "beside", sum, int64(n), durable)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u.Close()
+		write(t, u, content[u.Offset():])
+		if err := u.Finish(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := readBlob(t, b.open(t), sum); !bytes.Equal(got, content) {
+			t.Fatal("content changed")
+		}
+		noLeftovers(t, b)
+	})
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -207,9 +208,10 @@ type fileUpload struct {
 	f         *os.File
 	path, sum string
 	size      int64
-	off       int64 // bytes written
-	synced    int64 // bytes fsynced
+	off       atomic.Int64 // bytes written; read by Sync beside Write
+	synced    int64        // bytes fsynced
 	h         hash.Hash
+	err       error // a short write: the hash no longer matches the file
 	closed    bool
 }
 
@@ -235,33 +237,64 @@ func (u *fileUpload) resume(ctx context.Context, committed int64) error {
 	if n != committed {
 		return fmt.Errorf("%s: read %d of %d committed bytes", u.path, n, committed)
 	}
-	u.off, u.synced = committed, committed
+	u.off.Store(committed)
+	u.synced = committed
 	return nil
 }
 
-func (u *fileUpload) Offset() int64 { return u.off }
+func (u *fileUpload) Offset() int64 { return u.off.Load() }
+
+// hashBeside is the write size from which Write hashes on a goroutine of
+// its own while the write system call copies the bytes into the page
+// cache: the two take about as long, so a large write costs one of them.
+const hashBeside = 256 << 10
 
 func (u *fileUpload) Write(p []byte) (int, error) {
-	if u.off+int64(len(p)) > u.size {
+	if u.err != nil {
+		return 0, u.err
+	}
+	off := u.off.Load()
+	if off+int64(len(p)) > u.size {
 		return 0, errPastSize(u.size)
 	}
-	n, err := u.f.Write(p)
-	u.h.Write(p[:n])
-	u.off += int64(n)
+	var n int
+	var err error
+	if len(p) < hashBeside {
+		n, err = u.f.Write(p)
+		u.h.Write(p[:n])
+	} else {
+		hashed := make(chan struct{})
+		go func() {
+			u.h.Write(p)
+			close(hashed)
+		}()
+		n, err = u.f.Write(p)
+		<-hashed
+		if n < len(p) {
+			// The hash has bytes the file has not: this upload can no
+			// longer finish; a resume re-reads what is committed.
+			u.err = fmt.Errorf("%s: short write (%d of %d bytes): %w", u.path, n, len(p), err)
+		}
+	}
+	u.off.Store(off + int64(n))
 	return n, err
 }
 
 func (u *fileUpload) Sync(context.Context) (int64, error) {
+	off := u.off.Load() // what was written before the fsync began
 	if err := u.f.Sync(); err != nil {
 		return u.synced, err
 	}
-	u.synced = u.off
+	u.synced = off
 	return u.synced, nil
 }
 
 func (u *fileUpload) Finish(ctx context.Context) error {
-	if u.off != u.size {
-		return fmt.Errorf("finish upload: %d of %d bytes written", u.off, u.size)
+	if u.err != nil {
+		return u.err
+	}
+	if off := u.off.Load(); off != u.size {
+		return fmt.Errorf("finish upload: %d of %d bytes written", off, u.size)
 	}
 	if _, err := u.Sync(ctx); err != nil {
 		return err

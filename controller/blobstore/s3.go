@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -283,6 +284,7 @@ func (s *S3) Upload(ctx context.Context, id, sum string, size, committed int64) 
 			// are sent again under the same numbers, which replaces them.
 			old.Parts = old.Parts[:i+1]
 			u.st, u.off = *old, committed
+			u.durable.Store(committed)
 			u.buf = make([]byte, 0, u.st.PartSize)
 			return u, nil
 		}
@@ -315,6 +317,9 @@ type s3Upload struct {
 	off  int64  // bytes written
 	err  error  // a failed part upload ends the upload
 	done bool
+	// durable is st.durable() once the part's state is saved, for Sync,
+	// which may run beside Write.
+	durable atomic.Int64
 }
 
 func (u *s3Upload) Offset() int64 { return u.off }
@@ -373,13 +378,14 @@ func (u *s3Upload) flush(ctx context.Context) error {
 		u.st.Parts = u.st.Parts[:len(u.st.Parts)-1]
 		return fmt.Errorf("save the state of upload %s: %w", u.id, err)
 	}
+	u.durable.Store(u.st.durable())
 	return nil
 }
 
 // Sync implements Upload.Sync: parts are made durable as they fill, so the
-// durable offset is the end of the last part.
+// durable offset is the end of the last part saved.
 func (u *s3Upload) Sync(context.Context) (int64, error) {
-	return u.st.durable(), nil
+	return u.durable.Load(), nil
 }
 
 func (u *s3Upload) Finish(ctx context.Context) (err error) {

@@ -32,10 +32,16 @@ import (
 
 // Limits of an upload.
 const (
-	MaxDumpSize  = 1 << 40 // 1 TiB
-	MaxChunkRaw  = 8 << 20 // raw bytes one zstd chunk may expand to
-	commitEvery  = 4 << 20 // sync and record the offset this often
-	defaultSlots = 4
+	MaxDumpSize = 1 << 40 // 1 TiB
+	MaxChunkRaw = 8 << 20 // raw bytes one zstd chunk may expand to
+	// An upload is synced and its offset recorded every commitEvery bytes,
+	// or every commitInterval once commitMin bytes came: a fast upload
+	// fsyncs in large batches (each fsync of a few MiB stalled the disk),
+	// and a cut costs at most a second or 64 MiB of progress.
+	commitEvery    = 64 << 20
+	commitMin      = 4 << 20
+	commitInterval = time.Second
+	defaultSlots   = 4
 	// finishTimeout bounds publishing a complete upload, which goes on
 	// if the agent disconnects after its last chunk.
 	finishTimeout = 15 * time.Minute
@@ -797,6 +803,8 @@ func compressedAt(marks []wireMark, durable int64) (int64, []wireMark) {
 
 func (r *Receiver) receive(ctx context.Context, agentID string, in <-chan msg, stream grpc.ClientStreamingServer[livedumpv1.UploadDumpRequest, livedumpv1.UploadDumpResponse], rec store.Dump, up blobstore.Upload) error {
 	written, compressed, lastSync := rec.Committed, rec.Compressed, rec.Committed
+	lastCommit := r.cfg.Clock.Now()
+	var marksMu sync.Mutex // marks: appended here, read by a commit in the background
 	marks := []wireMark{{written, compressed}}
 	// commit records what the store says is durable, which may trail what
 	// was written (an S3 upload is durable a whole part at a time).
@@ -808,9 +816,10 @@ func (r *Receiver) receive(ctx context.Context, agentID string, in <-chan msg, s
 		if err != nil {
 			return blobErr("sync dump", err)
 		}
-		lastSync = written
 		var wire int64
+		marksMu.Lock()
 		wire, marks = compressedAt(marks, durable)
+		marksMu.Unlock()
 		if err := r.cfg.Store.SetDumpProgress(ctx, rec.ID, durable, wire, state, "", r.cfg.Clock.Now().UTC()); err != nil {
 			return err
 		}
@@ -821,15 +830,70 @@ func (r *Receiver) receive(ctx context.Context, agentID string, in <-chan msg, s
 		r.mu.Unlock()
 		return nil
 	}
+	// Commits while chunks arrive run in the background, one at a time,
+	// so that the fsync and the store's transaction overlap the next
+	// writes instead of stalling them; the last commit, and one after a
+	// failure, wait for it and run here.
+	var pending chan struct{} // closed when the background commit is done
+	var pendingErr error
+	settle := func() error {
+		if pending != nil {
+			<-pending
+			pending = nil
+		}
+		return pendingErr
+	}
+	defer settle()
+	background := func() {
+		done := make(chan struct{})
+		pending = done
+		go func() {
+			defer close(done)
+			pendingErr = commit(StateUploading)
+		}()
+	}
+	// finalCommit waits for a background commit and commits again.
+	finalCommit := func() error {
+		if err := settle(); err != nil {
+			return err
+		}
+		return commit(StateUploading)
+	}
+	// nextChunk waits for the next message up to the chunk timeout; if the
+	// stream pauses with commitMin bytes or more not committed, it commits
+	// them after commitInterval meanwhile.
+	nextChunk := func() (*livedumpv1.UploadDumpRequest, error) {
+		timeout := r.cfg.Bounds.ChunkTimeout
+		deadline := r.cfg.Clock.Now().Add(timeout)
+		for {
+			wait := deadline.Sub(r.cfg.Clock.Now())
+			idle := written-lastSync >= commitMin
+			if idle {
+				wait = min(wait, commitInterval)
+			}
+			m, err := r.next(ctx, in, max(wait, 0), "chunk")
+			if status.Code(err) != codes.DeadlineExceeded {
+				return m, err
+			}
+			if !idle || !r.cfg.Clock.Now().Before(deadline) {
+				return nil, status.Errorf(codes.DeadlineExceeded, "chunk: nothing received within %s; the upload is cut, resume it from the committed offset", timeout)
+			}
+			if err := settle(); err != nil {
+				return nil, err
+			}
+			lastSync, lastCommit = written, r.cfg.Clock.Now()
+			background()
+		}
+	}
 	buf := make([]byte, 0, MaxChunkRaw)
 	for {
-		m, err := r.next(ctx, in, r.cfg.Bounds.ChunkTimeout, "chunk")
+		m, err := nextChunk()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			// Keep what is durable; the agent resumes from it.
-			_ = commit(StateUploading)
+			_ = finalCommit()
 			if status.Code(err) == codes.DeadlineExceeded {
 				return r.refuse("chunk_timeout", agentID, rec.ID, err)
 			}
@@ -846,29 +910,41 @@ func (r *Receiver) receive(ctx context.Context, agentID string, in <-chan msg, s
 			return r.refuse("invalid", agentID, rec.ID, invalid("chunk", "not a zstd frame of at most %d bytes: %v", MaxChunkRaw, err))
 		}
 		if written+int64(len(raw)) > rec.Size {
-			_ = commit(StateUploading)
+			_ = finalCommit()
 			return r.refuse("past_size", agentID, rec.ID, invalid("chunk", "more data than the announced %d bytes", rec.Size))
 		}
 		if _, err := up.Write(raw); err != nil {
-			_ = commit(StateUploading)
+			_ = finalCommit()
 			return blobErr("write dump", err)
 		}
 		written += int64(len(raw))
 		compressed += int64(len(chunk))
+		marksMu.Lock()
 		marks = append(marks, wireMark{written, compressed})
+		marksMu.Unlock()
 		r.bytes.Add(float64(len(raw)))
 		r.compressed.Add(float64(len(chunk)))
-		if written-lastSync >= commitEvery {
-			if err := commit(StateUploading); err != nil {
-				return err
+		if n := written - lastSync; n >= commitEvery || n >= commitMin && r.cfg.Clock.Since(lastCommit) >= commitInterval {
+			if pending != nil {
+				select {
+				case <-pending:
+					pending = nil
+				default:
+					continue // the last commit is still running: the next one after it
+				}
 			}
+			if pendingErr != nil {
+				return pendingErr
+			}
+			lastSync, lastCommit = written, r.cfg.Clock.Now()
+			background()
 		}
 	}
 	if written != rec.Size {
-		_ = commit(StateUploading)
+		_ = finalCommit()
 		return invalid("dump.size", "stream ended at %d of %d bytes", written, rec.Size)
 	}
-	if err := commit(StateUploading); err != nil {
+	if err := finalCommit(); err != nil {
 		return err
 	}
 	// All the content is here: publish it even if the agent goes away now.

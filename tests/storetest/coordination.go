@@ -191,6 +191,30 @@ func testAdmitDumpConcurrent(t *testing.T, s store.Store) {
 	}
 }
 
+// testManyTargets stores a capture with more targets than one multi-row
+// INSERT carries and reads every one back as written.
+func testManyTargets(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	const n = 1234
+	var targets []store.CaptureTarget
+	for i := range n {
+		targets = append(targets, store.CaptureTarget{AgentID: fmt.Sprintf("a%05d", i), State: "pending", Detail: fmt.Sprint("d", i), Updated: t0.Add(time.Duration(i) * time.Millisecond)})
+	}
+	must(t, "CreateCapture", s.CreateCapture(ctx, store.Capture{ID: "c1", Spec: "{}", State: "active", Created: t0, Expires: t0.Add(time.Hour)}, targets))
+	got, err := s.ListTargets(ctx, "c1")
+	must(t, "ListTargets", err)
+	if len(got) != n {
+		t.Fatalf("ListTargets: %d targets, want %d", len(got), n)
+	}
+	for i, g := range got {
+		w := targets[i]
+		if g.CaptureID != "c1" || g.AgentID != w.AgentID || g.State != w.State || g.Detail != w.Detail || g.Events != 0 || !g.Updated.Equal(w.Updated) {
+			t.Fatalf("target %d = %+v, want %+v", i, g, w)
+		}
+	}
+}
+
 func testClaimTarget(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)

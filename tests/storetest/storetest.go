@@ -68,6 +68,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"GetTarget", testGetTarget},
 		{"AdmitDump", testAdmitDump},
 		{"AdmitDumpConcurrent", testAdmitDumpConcurrent},
+		{"ManyTargets", testManyTargets},
 		{"ClaimTarget", testClaimTarget},
 		{"ClaimTargets", testClaimTargets},
 		{"SetTargetStates", testSetTargetStates},

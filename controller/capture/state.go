@@ -26,6 +26,7 @@ type lifecycle struct {
 	kick      wakeup
 	admission forgetter
 	watchers  endPublisher
+	handOff   func(captureID string, targets []store.CaptureTarget) // to the scheduler (rollout.handOff); nil: none
 }
 
 // captureReader reads one capture with its targets and their hostnames.

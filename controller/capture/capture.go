@@ -271,7 +271,7 @@ func (l *lifecycle) plan(ctx context.Context, r Request, id string) (*plan, erro
 		p.rendered = spec.GetScript()
 	}
 
-	agents, err := l.store.ListAgents(ctx)
+	agents, err := l.store.ListAgentSelectors(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -39,7 +39,7 @@ type captureReader interface {
 // lifecycleStore is what the lifecycle reads and writes.
 type lifecycleStore interface {
 	captureReader
-	ListAgents(ctx context.Context) ([]store.Agent, error)
+	ListAgentSelectors(ctx context.Context) ([]store.Agent, error)
 	ListCaptures(ctx context.Context, state string) ([]store.Capture, error)
 	CreateCapture(ctx context.Context, c store.Capture, targets []store.CaptureTarget) error
 	FinishCapture(ctx context.Context, id, state, detail string) (bool, error)

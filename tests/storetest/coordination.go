@@ -213,6 +213,24 @@ func testManyTargets(t *testing.T, s store.Store) {
 			t.Fatalf("target %d = %+v, want %+v", i, g, w)
 		}
 	}
+	// Claims across more targets than one statement names, in the order
+	// asked, each once; duplicates and targets already claimed are not
+	// claimed again; a limit with room for all of them claims all.
+	var ask []string
+	for i := n - 1; i >= 0; i-- {
+		ask = append(ask, targets[i].AgentID)
+	}
+	ask = append(ask, ask[0])
+	got1, err := s.ClaimTargets(ctx, "c1", ask[:700], n+5, t0.Add(time.Minute))
+	must(t, "ClaimTargets limited", err)
+	if !slices.Equal(got1, ask[:700]) {
+		t.Fatalf("ClaimTargets limited: %d claimed, want the %d asked in order", len(got1), 700)
+	}
+	got2, err := s.ClaimTargets(ctx, "c1", ask, -1, t0.Add(time.Minute))
+	must(t, "ClaimTargets unlimited", err)
+	if !slices.Equal(got2, ask[700:n]) {
+		t.Fatalf("ClaimTargets unlimited: %d claimed, want the %d left in the order asked", len(got2), n-700)
+	}
 }
 
 func testClaimTarget(t *testing.T, s store.Store) {

@@ -161,6 +161,13 @@ func (d dialect) ClaimTargets(ctx context.Context, captureID string, agentIDs []
 			}
 			room = store.RolloutRoom(allowed, left)
 		}
+		if room < 0 || room >= len(agentIDs) {
+			// Room for every one: one UPDATE per chunk of targets,
+			// returning those it moved, instead of one per target.
+			var err error
+			claimed, err = claimAll(ctx, tx, captureID, agentIDs, at)
+			return err
+		}
 		st, err := tx.PrepareContext(ctx, `UPDATE capture_targets SET state = 'delivered', updated = ? WHERE capture_id = ? AND agent_id = ? AND state = 'pending'`)
 		if err != nil {
 			return err
@@ -190,6 +197,75 @@ func (d dialect) ClaimTargets(ctx context.Context, captureID string, agentIDs []
 	}
 	return claimed, nil
 }
+
+// claimsPerUpdate is how many targets one claiming UPDATE names.
+const claimsPerUpdate = 500
+
+// claimAll moves every pending target of agentIDs to delivered in tx and
+// returns them in agentIDs' order, each once.
+func claimAll(ctx context.Context, tx *sql.Tx, captureID string, agentIDs []string, at time.Time) ([]string, error) {
+	moved := make(map[string]bool, len(agentIDs))
+	args := make([]any, 0, 2+min(len(agentIDs), claimsPerUpdate))
+	for chunk := range slices.Chunk(agentIDs, claimsPerUpdate) {
+		args = append(args[:0], sqlstore.TimeArg(at), captureID)
+		for _, a := range chunk {
+			args = append(args, a)
+		}
+		rows, err := tx.QueryContext(ctx, claimSQL(len(chunk)), args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var a string
+			if err := rows.Scan(&a); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			moved[a] = true
+		}
+		if err := rows.Close(); err != nil {
+			return nil, err
+		}
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	claimed := make([]string, 0, len(moved))
+	for _, a := range agentIDs {
+		if moved[a] {
+			claimed = append(claimed, a)
+			delete(moved, a)
+		}
+	}
+	return claimed, nil
+}
+
+// claimSQL moves the pending targets among n agents to delivered and
+// returns their agent IDs.
+func claimSQL(n int) string {
+	if n == claimsPerUpdate {
+		if s := fullClaimSQL.Load(); s != nil {
+			return *s
+		}
+	}
+	var b strings.Builder
+	b.Grow(160 + 2*n)
+	b.WriteString(`UPDATE capture_targets SET state = 'delivered', updated = ? WHERE capture_id = ? AND state = 'pending' AND agent_id IN (`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('?')
+	}
+	b.WriteString(`) RETURNING agent_id`)
+	s := b.String()
+	if n == claimsPerUpdate {
+		fullClaimSQL.Store(&s)
+	}
+	return s
+}
+
+var fullClaimSQL atomic.Pointer[string]
 
 // eventsPerInsert is how many rows one multi-row INSERT carries: 12
 // parameters a row, well within SQLite's 32,766 parameters a statement.

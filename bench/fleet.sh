@@ -158,19 +158,24 @@ fanout() {
 	lg --agents "$n" --state "$work/ids-0.json" --source-ips "$src0.1-$src0.8" --selector "size in ($sizes_so_far)" \
 		fanout --rounds 3 "${extra[@]}" >"$work/fanout.out" 2>"$work/fanout.err" &
 	pid=$!
+	while kill -0 "$pid" 2>/dev/null && ! grep -q 'agents connected' "$work/fanout.err"; do sleep 0.1; done
+	local cpu0 cpu1
+	cpu0=$(ticks "$cpid")
 	if [ -n "$prof" ]; then
-		while kill -0 "$pid" 2>/dev/null && ! grep -q 'agents connected' "$work/fanout.err"; do sleep 0.1; done
 		curl -s -o "$prof/controller-$n$label.pprof" "127.0.0.1:$mport/debug/pprof/profile?seconds=${PROFILE_SECONDS:-15}" &
 		ppid=$!
 	fi
 	wait "$pid" || true
+	cpu1=$(ticks "$cpid")
 	[ -n "$ppid" ] && wait "$ppid"
 	cat "$work/fanout.err" >>"$work/loadgen.log"
-	out=$(tail -1 "$work/fanout.out")
+	# The controller's CPU seconds from the last agent connected to the
+	# end of the rounds, beside the load generator's own.
+	out=$(tail -1 "$work/fanout.out" | jq -c --argjson c "$(awk -v a="$cpu0" -v b="$cpu1" -v t="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / t }')" '. + {controller_cpu_s: $c}')
 	say "fanout$label: $out"
 }
 fanout_row() { # n label
-	rows+=("| $1 agents: capture create → arm directive received, p50 / p99 / max (3rd round)$2 | $(jq .p50_ms <<<"$out") / $(jq .p99_ms <<<"$out") / $(jq .max_ms <<<"$out") ms |")
+	rows+=("| $1 agents: capture create → arm directive received, p50 / p99 / max (3rd round)$2 | $(jq .p50_ms <<<"$out") / $(jq .p99_ms <<<"$out") / $(jq .max_ms <<<"$out") ms; controller CPU over the rounds $(jq .controller_cpu_s <<<"$out") s |")
 }
 table() {
 	echo

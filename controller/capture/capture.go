@@ -177,6 +177,13 @@ func (l *lifecycle) Create(ctx context.Context, r Request) (*livedumpv1.Capture,
 	if err := l.store.CreateCapture(ctx, c, p.targets); err != nil {
 		return nil, nil, err
 	}
+	if l.handOff != nil {
+		handed := slices.Clone(p.targets)
+		for i := range handed {
+			handed[i].CaptureID = id
+		}
+		l.handOff(id, handed)
+	}
 	l.log.Info("capture created", "capture_id", id, "targets", len(p.targets), "ready", p.preview.GetReady(), "forced", r.Force && p.preview.GetRefused() != "", "by", r.Actor)
 	l.kick.Kick()
 	l.router.CaptureChanged(ctx, id)
@@ -264,7 +271,7 @@ func (l *lifecycle) plan(ctx context.Context, r Request, id string) (*plan, erro
 		p.rendered = spec.GetScript()
 	}
 
-	agents, err := l.store.ListAgents(ctx)
+	agents, err := l.store.ListAgentSelectors(ctx)
 	if err != nil {
 		return nil, err
 	}

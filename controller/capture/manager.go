@@ -166,6 +166,7 @@ func New(cfg Config) *Manager {
 		store: cfg.Store, sessions: cfg.Fleet, clock: cfg.Clock, log: cfg.Logger, queue: queue, kick: kick,
 		ender: life, watchers: watch, admission: adm, limits: limits, reg: cfg.Metrics,
 	})
+	life.handOff = roll.handOff
 	refusals := newRefusalLog(cfg.Store, cfg.Clock, cfg.Logger, cfg.Metrics)
 	ing := newIngester(ingesterConfig{
 		store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, queue: queue, batchSize: cfg.BatchSize, batchDelay: cfg.BatchDelay,

@@ -26,6 +26,7 @@ type lifecycle struct {
 	kick      wakeup
 	admission forgetter
 	watchers  endPublisher
+	handOff   func(captureID string, targets []store.CaptureTarget) // to the scheduler (rollout.handOff); nil: none
 }
 
 // captureReader reads one capture with its targets and their hostnames.
@@ -38,7 +39,7 @@ type captureReader interface {
 // lifecycleStore is what the lifecycle reads and writes.
 type lifecycleStore interface {
 	captureReader
-	ListAgents(ctx context.Context) ([]store.Agent, error)
+	ListAgentSelectors(ctx context.Context) ([]store.Agent, error)
 	ListCaptures(ctx context.Context, state string) ([]store.Capture, error)
 	CreateCapture(ctx context.Context, c store.Capture, targets []store.CaptureTarget) error
 	FinishCapture(ctx context.Context, id, state, detail string) (bool, error)

@@ -281,6 +281,10 @@ type Store interface {
 	// starts at the first agent. Paging through a large fleet this way
 	// never holds more than a page in memory.
 	ListAgentsPage(ctx context.Context, afterHostname, afterID string, limit int) ([]Agent, error)
+	// ListAgentSelectors returns every agent not revoked, in ListAgents'
+	// order, with only what a capture's selector and preview read: ID,
+	// Labels, Hostname, OSBuild, ProvisionState and ProvisionDetail.
+	ListAgentSelectors(ctx context.Context) ([]Agent, error)
 	// UpdateInventory stores the inventory fields of a (from Hello) and sets LastSeen.
 	UpdateInventory(ctx context.Context, a Agent) error
 	// TouchAgent sets LastSeen.

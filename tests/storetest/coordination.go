@@ -191,6 +191,48 @@ func testAdmitDumpConcurrent(t *testing.T, s store.Store) {
 	}
 }
 
+// testManyTargets stores a capture with more targets than one multi-row
+// INSERT carries and reads every one back as written.
+func testManyTargets(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	const n = 1234
+	var targets []store.CaptureTarget
+	for i := range n {
+		targets = append(targets, store.CaptureTarget{AgentID: fmt.Sprintf("a%05d", i), State: "pending", Detail: fmt.Sprint("d", i), Updated: t0.Add(time.Duration(i) * time.Millisecond)})
+	}
+	must(t, "CreateCapture", s.CreateCapture(ctx, store.Capture{ID: "c1", Spec: "{}", State: "active", Created: t0, Expires: t0.Add(time.Hour)}, targets))
+	got, err := s.ListTargets(ctx, "c1")
+	must(t, "ListTargets", err)
+	if len(got) != n {
+		t.Fatalf("ListTargets: %d targets, want %d", len(got), n)
+	}
+	for i, g := range got {
+		w := targets[i]
+		if g.CaptureID != "c1" || g.AgentID != w.AgentID || g.State != w.State || g.Detail != w.Detail || g.Events != 0 || !g.Updated.Equal(w.Updated) {
+			t.Fatalf("target %d = %+v, want %+v", i, g, w)
+		}
+	}
+	// Claims across more targets than one statement names, in the order
+	// asked, each once; duplicates and targets already claimed are not
+	// claimed again; a limit with room for all of them claims all.
+	var ask []string
+	for i := n - 1; i >= 0; i-- {
+		ask = append(ask, targets[i].AgentID)
+	}
+	ask = append(ask, ask[0])
+	got1, err := s.ClaimTargets(ctx, "c1", ask[:700], n+5, t0.Add(time.Minute))
+	must(t, "ClaimTargets limited", err)
+	if !slices.Equal(got1, ask[:700]) {
+		t.Fatalf("ClaimTargets limited: %d claimed, want the %d asked in order", len(got1), 700)
+	}
+	got2, err := s.ClaimTargets(ctx, "c1", ask, -1, t0.Add(time.Minute))
+	must(t, "ClaimTargets unlimited", err)
+	if !slices.Equal(got2, ask[700:n]) {
+		t.Fatalf("ClaimTargets unlimited: %d claimed, want the %d left in the order asked", len(got2), n-700)
+	}
+}
+
 func testClaimTarget(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)

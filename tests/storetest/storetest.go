@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -68,6 +69,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"GetTarget", testGetTarget},
 		{"AdmitDump", testAdmitDump},
 		{"AdmitDumpConcurrent", testAdmitDumpConcurrent},
+		{"ManyTargets", testManyTargets},
 		{"ClaimTarget", testClaimTarget},
 		{"ClaimTargets", testClaimTargets},
 		{"SetTargetStates", testSetTargetStates},
@@ -300,6 +302,28 @@ func testAgentList(t *testing.T, s store.Store) {
 	}
 	for _, a := range got {
 		checkAgent(t, a, sampleAgent(a.ID, a.Hostname))
+	}
+
+	// ListAgentSelectors: the same order without revoked agents, with only
+	// what a selector and a capture preview read.
+	must(t, "SetProvisionState b", s.SetProvisionState(ctx, "b", "failed", "no driver", base))
+	_, err = s.RevokeAgent(ctx, "c", base)
+	must(t, "RevokeAgent c", err)
+	sel, err := s.ListAgentSelectors(ctx)
+	must(t, "ListAgentSelectors", err)
+	order = nil
+	for _, a := range sel {
+		order = append(order, a.Hostname+"/"+a.ID)
+		full, err := s.GetAgent(ctx, a.ID)
+		must(t, "GetAgent "+a.ID, err)
+		want := store.Agent{ID: full.ID, Labels: full.Labels, Hostname: full.Hostname, OSBuild: full.OSBuild,
+			ProvisionState: full.ProvisionState, ProvisionDetail: full.ProvisionDetail}
+		if !reflect.DeepEqual(a, want) {
+			t.Errorf("ListAgentSelectors %s = %+v, want %+v", a.ID, a, want)
+		}
+	}
+	if want := "[alpha/z beta/b gamma/a]"; fmt.Sprint(order) != want {
+		t.Errorf("ListAgentSelectors order = %v, want %s", order, want)
 	}
 }
 

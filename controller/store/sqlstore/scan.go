@@ -39,6 +39,22 @@ func ScanAgent(sc Scanner) (store.Agent, error) {
 	return a, nil
 }
 
+// ScanAgentSelector reads a row of ListAgentSelectors.
+func ScanAgentSelector(sc Scanner) (store.Agent, error) {
+	var (
+		a      store.Agent
+		labels string
+	)
+	err := sc.Scan(&a.ID, &labels, &a.Hostname, &a.OSBuild, &a.ProvisionState, &a.ProvisionDetail)
+	if err != nil {
+		return store.Agent{}, NotFound(err)
+	}
+	if a.Labels, err = DecodeLabels(labels); err != nil {
+		return store.Agent{}, err
+	}
+	return a, nil
+}
+
 // ScanToken reads a row of TokenColumns.
 func ScanToken(sc Scanner) (store.Token, error) {
 	var (

@@ -47,6 +47,7 @@ func TestStatementPlaceholders(t *testing.T) {
 		{"CreateAgent", CreateAgent, 21},
 		{"GetAgent", GetAgent, 1},
 		{"ListAgents", ListAgents, 0},
+		{"ListAgentSelectors", ListAgentSelectors, 0},
 		{"UpdateInventory", UpdateInventory, 10},
 		{"TouchAgent", TouchAgent, 2},
 		{"SetLabels", SetLabels, 2},

@@ -135,6 +135,11 @@ const (
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`
 
+	// ListAgentSelectors lists the agents not revoked by hostname, then
+	// ID, with the columns ScanAgentSelector reads.
+	ListAgentSelectors = `SELECT id, labels, hostname, os_build, provision_state, provision_detail
+		FROM agents WHERE NOT revoked ORDER BY hostname, id`
+
 	// GetAgent reads one agent. Argument: id.
 	GetAgent = `SELECT ` + AgentColumns + ` FROM agents WHERE id = ?`
 

@@ -21,7 +21,7 @@
 #
 # Steps: enroll every agent (one slice per load-generator process); hold
 # them all, idle, and read per replica the agents connected, RSS and CPU over
-# 30 s; create three captures for every agent, one after the other, and merge
+# IDLE_WINDOW (150 s); create three captures for every agent, one after the other, and merge
 # every agent's create → arm time; then hold them again, kill one replica
 # with SIGKILL, count its agents that come back on the other two, restart it
 # (as systemd's Restart=always would) and time until every agent is back.
@@ -121,18 +121,23 @@ srcs() { echo "127.0.$((src_net + $1)).1-127.0.$((src_net + $1)).16"; }
 rows=()
 row() { rows+=("| $1 | $2 |"); }
 
-# measure LABEL: per replica, agents connected, RSS (after a GC) and CPU
-# over the same 30 s; the load generators' and PostgreSQL's CPU beside.
+# measure LABEL SECONDS: per replica, agents connected, RSS (after a GC) and
+# CPU over the same SECONDS; the load generators' and PostgreSQL's CPU beside.
+# The idle window (IDLE_WINDOW, 150 s, after IDLE_SETTLE, 70 s) holds a
+# heartbeat interval (2 min) and two of the controller's keepalive pings
+# (65 s), so it sees every idle message.
+settle=${IDLE_SETTLE:-70}
+window=${IDLE_WINDOW:-150}
 base_rss=(0 0 0)
 measure() {
-	local label=$1 i c0=() c1=() l0=0 l1=0 p0 p1 el
+	local label=$1 secs=$2 i c0=() c1=() l0=0 l1=0 p0 p1 el
 	for i in 0 1 2; do curl -s "127.0.0.1:${mports[$i]}/debug/pprof/heap?gc=1" >/dev/null; done
 	sleep 3
 	for i in 0 1 2; do c0[i]=$(ticks "${cpids[$i]}"); done
 	for p in "${lpids[@]}"; do l0=$((l0 + $(ticks "$p"))); done
 	p0=$(pg_ticks)
 	local t0; t0=$(now)
-	sleep 30
+	sleep "$secs"
 	for i in 0 1 2; do c1[i]=$(ticks "${cpids[$i]}"); done
 	for p in "${lpids[@]}"; do l1=$((l1 + $(ticks "$p"))); done
 	p1=$(pg_ticks)
@@ -145,7 +150,7 @@ measure() {
 		per="-"
 		[ "$agents" -gt 0 ] && per="$(( (rss - base_rss[i]) / agents )) KiB per agent, $(( gor / agents )) goroutines per agent"
 		c=$(cpu "${c1[$i]} - ${c0[$i]}" "$el")
-		row "$label: replica $((i + 1))" "$agents agents; RSS $((rss / 1024)) MiB ($per); CPU $c % of a core"
+		row "$label: replica $((i + 1))" "$agents agents; RSS $((rss / 1024)) MiB ($per); CPU over $secs s $c % of a core"
 		say "$label: replica $((i + 1)): $agents agents, RSS $((rss / 1024)) MiB, CPU $c %"
 	done
 	row "$label: CPU of the load generators ($nproc_lg processes) / PostgreSQL (all its processes)" \
@@ -189,8 +194,8 @@ for k in $(seq 0 $((nproc_lg - 1))); do
 done
 wait_total "$n" 900 || { say "only $(total) of $n agents connected"; tail -5 "$work/loadgen.log" >&2; exit 1; }
 row "$n idle agents: connected in" "$(since "$start") s"
-sleep 20
-measure "$n idle agents"
+sleep "$settle"
+measure "$n idle agents" "$window"
 
 p99s=()
 for r in 1 2 3; do
@@ -263,7 +268,7 @@ else
 	row "replica 1 restarted: all $n agents back after / not back" "not within 15 min / $((n - $(total)))"
 fi
 sleep 20
-measure "$n agents after recovery"
+measure "$n agents after recovery" 30
 row "$n agents after recovery: online per PostgreSQL (presence with a live lease), by replica" "$(online_in_db)"
 # The load generators' own count: every agent connected when stopped.
 for p in "${lpids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done

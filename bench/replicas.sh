@@ -13,6 +13,8 @@
 # The role in PG must be allowed to CREATE DATABASE: the run uses its own
 # database and drops it at the end. Other settings (environment):
 #   PER_PROC=12500             agents per load-generator process (keep it well under ulimit -n)
+#   ROUNDS=3                   fan-out rounds (captures created one after the other)
+#   IDLE_SETTLE=70 IDLE_WINDOW=150   seconds before and of the idle measurement
 #   PORTS="27443 27444 27445"  gRPC ports of the replicas; MPORTS="29464 29465 29466" their metrics
 #   SRC_NET=20                 load generator k dials from 127.0.(SRC_NET+k).1-16
 #   CAP=N                      connections a replica accepts (default: the open-file limit less 256,
@@ -127,6 +129,7 @@ row() { rows+=("| $1 | $2 |"); }
 # heartbeat interval (2 min) and two of the controller's keepalive pings
 # (65 s), so it sees every idle message.
 settle=${IDLE_SETTLE:-70}
+rounds=${ROUNDS:-3} # fan-out rounds
 window=${IDLE_WINDOW:-150}
 base_rss=(0 0 0)
 measure() {
@@ -189,7 +192,7 @@ lpids=()
 start=$(now)
 for k in $(seq 0 $((nproc_lg - 1))); do
 	lg --agents "$(slice "$k")" --state "$work/ids-$k.json" --source-ips "$(srcs "$k")" \
-		fanout --follow --rounds 3 --latencies >"$work/fanout-$k.out" 2>>"$work/loadgen.log" &
+		fanout --follow --rounds "$rounds" --latencies >"$work/fanout-$k.out" 2>>"$work/loadgen.log" &
 	lpids+=($!)
 done
 wait_total "$n" 900 || { say "only $(total) of $n agents connected"; tail -5 "$work/loadgen.log" >&2; exit 1; }
@@ -198,20 +201,25 @@ sleep "$settle"
 measure "$n idle agents" "$window"
 
 p99s=()
-for r in 1 2 3; do
-	id=$("$bin/livedumpctl" --timeout 2m capture create -l fleet=loadgen --process ms-teams.exe --status STATUS_INVALID_PARAMETER --force --expire 1h 2>/dev/null)
+merged=""
+for r in $(seq "$rounds"); do
+	if ! id=$("$bin/livedumpctl" --timeout 2m capture create -l fleet=loadgen --process ms-teams.exe --status STATUS_INVALID_PARAMETER --force --expire 1h 2>>"$work/ctl.log"); then
+		say "fan-out round $r: capture create failed: $(tail -1 "$work/ctl.log")"
+		row "$n agents on 3 replicas: fan-out round $r" "capture create failed: $(tail -1 "$work/ctl.log")"
+		for p in "${lpids[@]}"; do kill "$p" 2>/dev/null || true; done
+		break
+	fi
 	for k in $(seq 0 $((nproc_lg - 1))); do
 		for _ in $(seq 1800); do [ "$(wc -l <"$work/fanout-$k.out")" -ge "$r" ] && break; sleep 0.1; done
 	done
-	"$bin/livedumpctl" --timeout 2m capture cancel "$id" >/dev/null
+	"$bin/livedumpctl" --timeout 2m capture cancel "$id" >/dev/null || say "cancel $id failed"
 	merged=$(cat "$work"/fanout-*.out | jq -r --argjson r "$r" 'select(.round == $r) | .latencies_ms[]' | sort -n)
 	armed=$(grep -c . <<<"$merged" || true)
 	pct() { awk -v p="$1" '{a[NR]=$1} END {i=int(p/100*NR); if (i < p/100*NR) i++; if (i < 1) i=1; print a[i]}' <<<"$merged"; }
 	say "fan-out round $r: $armed of $n armed, p50 $(pct 50) p99 $(pct 99) max $(pct 100) ms"
-	p99s+=("$(pct 99)")
+	row "$n agents on 3 replicas: capture create → arm received, round $r of $rounds: p50 / p99 / max" "$(pct 50) / $(pct 99) / $(pct 100) ms ($armed arms received)"
 	sleep 2 # let the disarms settle, as loadgen fanout does
 done
-row "$n agents on 3 replicas: capture create → arm received, p50 / p99 / max (3rd round, $armed armed)" "$(pct 50) / $(pct 99) / $(pct 100) ms (p99 of rounds 1 and 2: ${p99s[0]}, ${p99s[1]} ms)"
 for p in "${lpids[@]}"; do wait "$p" 2>/dev/null || true; done
 lpids=()
 wait_zero

@@ -132,31 +132,16 @@ func send(addr string, cfg *tls.Config, src io.Reader, bufSize int) result {
 		return result{err: err}
 	}
 	defer c.Close()
-	h := sha256.New()
-	buf := make([]byte, bufSize)
-	var n int64
-	for {
-		k, err := io.ReadFull(src, buf)
-		if k > 0 {
-			h.Write(buf[:k])
-			if _, werr := c.Write(buf[:k]); werr != nil {
-				return result{err: werr}
-			}
-			n += int64(k)
-		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			break
-		}
-		if err != nil {
-			return result{err: err}
-		}
+	sum, n, err := pump(c, src, bufSize)
+	if err != nil {
+		return result{err: err}
 	}
 	if err := c.CloseWrite(); err != nil {
 		return result{err: err}
 	}
 	// Wait for the receiver to be done (it closes after its fsync).
 	_, _ = io.Copy(io.Discard, c)
-	return result{sum: h.Sum(nil), n: n}
+	return result{sum: sum, n: n}
 }
 
 // receive accepts one connection, hashes and writes what arrives to out,
@@ -172,29 +157,38 @@ func receive(l net.Listener, out string, bufSize int, sync bool) result {
 		return result{err: err}
 	}
 	defer f.Close()
-	h := sha256.New()
-	buf := make([]byte, bufSize)
-	var n int64
-	for {
-		k, err := io.ReadFull(c, buf)
-		if k > 0 {
-			h.Write(buf[:k])
-			if _, werr := f.Write(buf[:k]); werr != nil {
-				return result{err: werr}
-			}
-			n += int64(k)
-		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			break
-		}
-		if err != nil {
-			return result{err: err}
-		}
+	sum, n, err := pump(f, c, bufSize)
+	if err != nil {
+		return result{err: err}
 	}
 	if sync {
 		if err := f.Sync(); err != nil {
 			return result{err: err}
 		}
 	}
-	return result{sum: h.Sum(nil), n: n}
+	return result{sum: sum, n: n}
+}
+
+// pump copies src to dst in full bufSize blocks (the last may be short),
+// hashing what passes, and returns the SHA-256 and the byte count.
+func pump(dst io.Writer, src io.Reader, bufSize int) ([]byte, int64, error) {
+	h := sha256.New()
+	buf := make([]byte, bufSize)
+	var n int64
+	for {
+		k, err := io.ReadFull(src, buf)
+		if k > 0 {
+			h.Write(buf[:k])
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				return nil, n, werr
+			}
+			n += int64(k)
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return h.Sum(nil), n, nil
+		}
+		if err != nil {
+			return nil, n, err
+		}
+	}
 }

@@ -14,6 +14,8 @@
 # database and drops it at the end. Other settings (environment):
 #   PER_PROC=12500             agents per load-generator process (keep it well under ulimit -n)
 #   ROUNDS=3                   fan-out rounds (captures created one after the other)
+#   PROFILE_DIR=dir            CPU profiles of the three replicas over each round's first
+#                              PROFILE_SECONDS (20)
 #   IDLE_SETTLE=70 IDLE_WINDOW=150   seconds before and of the idle measurement
 #   PORTS="27443 27444 27445"  gRPC ports of the replicas; MPORTS="29464 29465 29466" their metrics
 #   SRC_NET=20                 load generator k dials from 127.0.(SRC_NET+k).1-16
@@ -130,6 +132,7 @@ row() { rows+=("| $1 | $2 |"); }
 # (65 s), so it sees every idle message.
 settle=${IDLE_SETTLE:-70}
 rounds=${ROUNDS:-3} # fan-out rounds
+profile_dir=${PROFILE_DIR:-} # CPU profiles of the replicas during each round
 window=${IDLE_WINDOW:-150}
 base_rss=(0 0 0)
 measure() {
@@ -203,6 +206,13 @@ measure "$n idle agents" "$window"
 p99s=()
 merged=""
 for r in $(seq "$rounds"); do
+	if [ -n "$profile_dir" ]; then
+		# CPU profiles of every replica over the round's first seconds.
+		mkdir -p "$profile_dir"
+		for i in 0 1 2; do
+			curl -s -o "$profile_dir/replica$((i + 1))-round$r.pprof" "127.0.0.1:${mports[$i]}/debug/pprof/profile?seconds=${PROFILE_SECONDS:-20}" &
+		done
+	fi
 	if ! id=$("$bin/livedumpctl" --timeout 2m capture create -l fleet=loadgen --process ms-teams.exe --status STATUS_INVALID_PARAMETER --force --expire 1h 2>>"$work/ctl.log"); then
 		say "fan-out round $r: capture create failed: $(tail -1 "$work/ctl.log")"
 		row "$n agents on 3 replicas: fan-out round $r" "capture create failed: $(tail -1 "$work/ctl.log")"

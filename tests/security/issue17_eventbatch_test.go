@@ -98,21 +98,7 @@ func TestAttacker7_EventBatchLimits(t *testing.T) {
 			st.send(batchMsg(evs))
 		}
 		sent := len(want)
-		refused := map[string]string{}
-		deadline := time.After(30 * time.Second)
-		for len(want) > 0 {
-			select {
-			case a := <-st.acks:
-				for _, id := range a.GetEventIds() {
-					delete(want, id)
-				}
-				for _, r := range a.GetRefused() {
-					refused[r.GetEventId()] = r.GetReason()
-				}
-			case <-deadline:
-				t.Fatalf("%d of %d events never acked", len(want), sent)
-			}
-		}
+		refused := awaitAcks(t, st.acks, want)
 		elapsed := time.Since(start)
 		stored := evStored(t, c, own)
 		if allowed := 20 + int(20*elapsed.Seconds()) + 1; stored > allowed {
@@ -139,22 +125,8 @@ func TestAttacker7_EventBatchLimits(t *testing.T) {
 		huge.Process = strings.Repeat("A", 1<<20)
 		forged := evEvent("someone-else", own)
 		st.send(batchMsg([]*livedumpv1.TriggerEvent{ok, huge, forged}))
-		refused := map[string]string{}
 		want := map[string]bool{ok.GetId(): true, huge.GetId(): true, forged.GetId(): true}
-		deadline := time.After(30 * time.Second)
-		for len(want) > 0 {
-			select {
-			case a := <-st.acks:
-				for _, id := range a.GetEventIds() {
-					delete(want, id)
-				}
-				for _, r := range a.GetRefused() {
-					refused[r.GetEventId()] = r.GetReason()
-				}
-			case <-deadline:
-				t.Fatalf("%d events never acked", len(want))
-			}
-		}
+		refused := awaitAcks(t, st.acks, want)
 		if r := refused[huge.GetId()]; !strings.HasPrefix(r, "too_large") {
 			t.Errorf("1 MiB process in a batch refused for %q, want too_large", r)
 		}
@@ -168,4 +140,27 @@ func TestAttacker7_EventBatchLimits(t *testing.T) {
 			t.Errorf("%d events stored, want %d (only the valid one)", n, stored+1)
 		}
 	})
+}
+
+// awaitAcks waits up to 30 s until every event in want is acked (stored or
+// refused), and returns the refusals by event ID.
+func awaitAcks(t *testing.T, acks <-chan *livedumpv1.EventAck, want map[string]bool) map[string]string {
+	t.Helper()
+	sent := len(want)
+	refused := map[string]string{}
+	deadline := time.After(30 * time.Second)
+	for len(want) > 0 {
+		select {
+		case a := <-acks:
+			for _, id := range a.GetEventIds() {
+				delete(want, id)
+			}
+			for _, r := range a.GetRefused() {
+				refused[r.GetEventId()] = r.GetReason()
+			}
+		case <-deadline:
+			t.Fatalf("%d of %d events never acked", len(want), sent)
+		}
+	}
+	return refused
 }

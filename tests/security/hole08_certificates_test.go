@@ -3,6 +3,8 @@ package security
 import (
 	"context"
 	"crypto/tls"
+	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -49,7 +51,10 @@ func oldCertCalls(t *testing.T, ac livedumpv1.AgentServiceClient, agentID string
 	cs, err := ac.Connect(ctx)
 	if err == nil {
 		err = cs.Send(&livedumpv1.ConnectRequest{Msg: &livedumpv1.ConnectRequest_Hello{Hello: &livedumpv1.Hello{AgentId: agentID, Inventory: harness.Inventory("OLD")}}})
-		if err == nil {
+		// A server that refuses the stream before reading it makes Send
+		// return io.EOF; the refusal's status comes from Recv (grpc-go's
+		// ClientStream.SendMsg contract), so always read it.
+		if err == nil || errors.Is(err, io.EOF) {
 			_, err = cs.Recv()
 		}
 		cs.CloseSend()

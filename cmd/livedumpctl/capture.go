@@ -382,7 +382,7 @@ func statusString(ev *livedumpv1.TriggerEvent) string {
 func (a *app) eventsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "events",
-		Short: "List and bucket a capture's trigger events",
+		Short: "List, bucket and draw a capture's trigger events",
 	}
 	groupCommand(cmd)
 	var captureID, agentRef string
@@ -486,6 +486,6 @@ func (a *app) eventsCmd() *cobra.Command {
 	}
 	buckets.Flags().StringVar(&bucketCapture, "capture", "", "capture `ID` (required)")
 	buckets.Flags().Int32Var(&frames, "frames", 5, "top resolved user frames in a signature (1-50)")
-	cmd.AddCommand(list, buckets)
+	cmd.AddCommand(list, buckets, a.eventsFlamegraphCmd())
 	return cmd
 }

@@ -28,13 +28,28 @@ func (f *fakeFleet) ListEvents(ctx context.Context, req *livedumpv1.ListEventsRe
 	}
 	resp := &livedumpv1.ListEventsResponse{}
 	for i := start; i < fakeEvents && len(resp.Events) < min(3, int(req.GetLimit())); i++ {
-		resp.Events = append(resp.Events, &livedumpv1.TriggerEvent{Id: fmt.Sprintf("ev-%d", i), CaptureId: req.GetCaptureId(), Hostname: "WS-0001",
-			Process: "app.exe", Pid: int32(100 + i), Time: ts(f.now)})
+		resp.Events = append(resp.Events, fakeEvent(f, req.GetCaptureId(), i))
 	}
 	if n := len(resp.Events); n > 0 && start+n < fakeEvents {
 		resp.Next = resp.Events[n-1].GetId()
 	}
 	return resp, nil
+}
+
+// fakeEvent is event i of the fake's capture: the even ones from WS-0001
+// (app!Open, with a kernel stack), the odd ones from WS-0002 (app!Save,
+// without).
+func fakeEvent(f *fakeFleet, captureID string, i int) *livedumpv1.TriggerEvent {
+	ev := &livedumpv1.TriggerEvent{Id: fmt.Sprintf("ev-%d", i), CaptureId: captureID, AgentId: "ws-0001", Hostname: "WS-0001",
+		Process: "app.exe", Pid: int32(100 + i), Time: ts(f.now),
+		UserFrames:   []*livedumpv1.Frame{{Module: "ntdll", Function: "NtCreateFile", Offset: 0x14}, {Module: "app", Function: "Open", Offset: 0x2b}, {Module: "app", Function: "Main", Offset: 0x10}},
+		KernelFrames: []*livedumpv1.Frame{{Module: "nt", Function: "KiSystemServiceCopyEnd", Offset: 0x25}},
+	}
+	if i%2 == 1 {
+		ev.AgentId, ev.Hostname, ev.KernelFrames = "ws-0002", "WS-0002", nil
+		ev.UserFrames[1] = &livedumpv1.Frame{Module: "app", Function: "Save", Offset: 0x40}
+	}
+	return ev
 }
 
 // TestEventsListFollowsPages: events list reads page after page until the

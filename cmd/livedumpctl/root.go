@@ -142,7 +142,7 @@ func (a *app) newRootCmd() *cobra.Command {
 	}
 	_ = root.RegisterFlagCompletionFunc(keyController, cobra.NoFileCompletions)
 
-	root.AddCommand(a.agentsCmd(), a.provisionCmd(), a.captureCmd(), a.eventsCmd(), a.dumpsCmd(), a.tokensCmd(), a.operatorsCmd(), a.auditCmd(), a.versionCmd())
+	root.AddCommand(a.agentsCmd(), a.provisionCmd(), a.captureCmd(), a.eventsCmd(), a.dumpsCmd(), a.tokensCmd(), a.operatorsCmd(), a.auditCmd(), a.uiCmd(), a.versionCmd())
 
 	// Add cobra's completion command now rather than at Execute, so that
 	// its group behaves like ours (an unknown shell is an error).

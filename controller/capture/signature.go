@@ -1,9 +1,9 @@
 package capture
 
 import (
-	"fmt"
 	"strings"
 
+	"github.com/livedump/livedump/internal/stack"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
@@ -40,13 +40,14 @@ const DefaultSignatureFrames = 5
 //	NtCreateFile:return: <unresolved> < ms-teams!WorkerThread::Run < KERNEL32!BaseThreadInitThunk
 //
 // The process is compared case-insensitively (lower case here). The
-// signature is valid UTF-8 whatever the frames hold.
+// signature is valid UTF-8 whatever the frames hold. The frame tokens are
+// internal/stack's, shared with the flame graphs.
 func Signature(ev *livedumpv1.TriggerEvent, frames int) string {
 	if frames <= 0 {
 		frames = DefaultSignatureFrames
 	}
-	user, counted := signatureTokens(ev.GetUserFrames(), frames)
-	if counted >= 2 && user[0] != unresolvedToken {
+	user, counted := stack.Tokens(ev.GetUserFrames(), frames)
+	if counted >= 2 && user[0] != stack.Unresolved {
 		return strings.ToValidUTF8(strings.Join(user, " < "), "\uFFFD")
 	}
 	var b strings.Builder
@@ -62,39 +63,11 @@ func Signature(ev *livedumpv1.TriggerEvent, frames int) string {
 	case len(ev.GetUserFrames()) == 0:
 		b.WriteString("no user frames")
 	default:
-		b.WriteString(unresolvedToken)
+		b.WriteString(stack.Unresolved)
 	}
-	if kernel, _ := signatureTokens(ev.GetKernelFrames(), frames); len(kernel) > 0 {
+	if kernel, _ := stack.Tokens(ev.GetKernelFrames(), frames); len(kernel) > 0 {
 		b.WriteString(" | ")
 		b.WriteString(strings.Join(kernel, " < "))
 	}
 	return strings.ToValidUTF8(b.String(), "\uFFFD")
-}
-
-// unresolvedToken stands for one or more frames that are only an address.
-const unresolvedToken = "<unresolved>"
-
-// signatureTokens normalises frames (see Signature) until limit of them
-// are counted; runs of bare addresses become one uncounted token, and a
-// trailing one is dropped.
-func signatureTokens(fs []*livedumpv1.Frame, limit int) (tokens []string, counted int) {
-	for _, f := range fs {
-		if counted == limit {
-			break
-		}
-		switch {
-		case f.GetFunction() != "":
-			tokens = append(tokens, f.GetModule()+"!"+f.GetFunction())
-			counted++
-		case f.GetModule() != "":
-			tokens = append(tokens, fmt.Sprintf("%s!?+0x%04x", f.GetModule(), f.GetAddress()&0xffff))
-			counted++
-		case len(tokens) == 0 || tokens[len(tokens)-1] != unresolvedToken:
-			tokens = append(tokens, unresolvedToken)
-		}
-	}
-	if n := len(tokens); n > 0 && tokens[n-1] == unresolvedToken && counted > 0 {
-		tokens = tokens[:n-1]
-	}
-	return tokens, counted
 }

@@ -68,6 +68,10 @@ func (s *Server) downloadDump(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Disposition", `attachment; filename="`+downloadName(d)+`"`)
 	h.Set("Repr-Digest", "sha-256=:"+base64.StdEncoding.EncodeToString(sum)+":")
 	w.WriteHeader(http.StatusOK)
+	// The browser shows the download (name, size) before the first bytes.
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
 	// The last chunk is held back until the whole dump is verified: were
 	// every byte sent before the check, the response would be complete
 	// and the browser would keep a wrong file.

@@ -30,29 +30,7 @@ func TestDownloadDump(t *testing.T) {
 	needBrowser(t)
 	e := getEnv(t)
 
-	// The dev agents' 256 MiB dumps, uploaded and verified.
-	var dumps []dump
-	if err := waitFor(180*time.Second, func() error {
-		var resp struct {
-			Dumps []dump `json:"dumps"`
-		}
-		if err := e.ctlJSON(&resp, "dumps", "list", "--capture", e.dumpCapture); err != nil {
-			return err
-		}
-		dumps = dumps[:0]
-		for _, d := range resp.Dumps {
-			if d.State == "DUMP_STATE_UPLOADED" && len(d.SHA256) == 64 {
-				dumps = append(dumps, d)
-			}
-		}
-		if len(dumps) == 0 {
-			return fmt.Errorf("no uploaded dump yet: %+v", resp.Dumps)
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("dump capture %s: %v", e.dumpCapture, err)
-	}
-
+	dumps := e.waitDumps(t)
 	ctx := e.tab(t, e.admin)
 	open(t, ctx, e.admin, "/captures/"+e.dumpCapture)
 	mustHave(t, ctx, "dump capture", "table#dumps a.download")
@@ -110,4 +88,32 @@ func TestDownloadDump(t *testing.T) {
 		t.Errorf("downloaded %s: %d bytes, SHA-256 %s; dumps list: %d bytes, %s", href, n, got, want.Size, want.SHA256)
 	}
 	t.Logf("downloaded dump %s: %d MiB in %s, SHA-256 matches", id, n>>20, time.Since(started).Round(time.Millisecond))
+}
+
+// waitDumps waits until the dump capture has uploaded dumps (the dev
+// agents' 256 MiB ones), and returns them.
+func (e *env) waitDumps(t *testing.T) []dump {
+	t.Helper()
+	var dumps []dump
+	if err := waitFor(180*time.Second, func() error {
+		var resp struct {
+			Dumps []dump `json:"dumps"`
+		}
+		if err := e.ctlJSON(&resp, "dumps", "list", "--capture", e.dumpCapture); err != nil {
+			return err
+		}
+		dumps = dumps[:0]
+		for _, d := range resp.Dumps {
+			if d.State == "DUMP_STATE_UPLOADED" && len(d.SHA256) == 64 {
+				dumps = append(dumps, d)
+			}
+		}
+		if len(dumps) < 2 {
+			return fmt.Errorf("%d of 2 dumps uploaded: %+v", len(dumps), resp.Dumps)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("dump capture %s: %v", e.dumpCapture, err)
+	}
+	return dumps
 }

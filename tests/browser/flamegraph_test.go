@@ -2,17 +2,14 @@ package browser
 
 import (
 	"context"
-	"encoding/xml"
-	"errors"
 	"fmt"
-	"io"
 	"net/url"
-	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/livedump/livedump/internal/flamegraph"
 )
 
 // signatureFrames is how many counted frames make a signature (the
@@ -52,7 +49,7 @@ func TestFlameGraphMatchesBuckets(t *testing.T) {
 		t.Errorf("flame graph root: %d events, want %d (events buckets)", root.Count, total)
 	}
 	got := map[string]int64{}
-	root.walk(nil, func(path []string, n *node) {
+	walk(root, nil, func(path []string, n *flamegraph.Node) {
 		if n.Self > 0 {
 			got[pathKey(path)] += n.Self
 		}
@@ -61,6 +58,8 @@ func TestFlameGraphMatchesBuckets(t *testing.T) {
 		t.Errorf("flame graph ends of stacks, by signature (innermost %d frames):\n%s\nevents buckets:\n%s",
 			signatureFrames, formatCounts(got), formatCounts(want))
 	}
+
+	t.Logf("flame graph of %s: %d events, %d signatures, as events buckets", id, root.Count, len(got))
 
 	// The same graph as image/svg+xml.
 	type svgResp struct {
@@ -71,7 +70,7 @@ func TestFlameGraphMatchesBuckets(t *testing.T) {
 	r := eval[svgResp](t, ctx, `fetch("/captures/`+id+`/flamegraph.svg?stack=user").then(async r => ({status: r.status, type: r.headers.get("content-type"), body: await r.text()}))`)
 	if r.Status != 200 || !strings.HasPrefix(r.Type, "image/svg+xml") {
 		t.Errorf("flamegraph.svg: HTTP %d, %s", r.Status, r.Type)
-	} else if svgRoot, err := decodeGraph(strings.NewReader(r.Body)); err != nil {
+	} else if svgRoot, err := flamegraph.Decode(strings.NewReader(r.Body)); err != nil {
 		t.Errorf("flamegraph.svg: %v", err)
 	} else if svgRoot.Count != total {
 		t.Errorf("flamegraph.svg root: %d events, want %d", svgRoot.Count, total)
@@ -88,6 +87,7 @@ func TestFlameGraphMatchesBuckets(t *testing.T) {
 		if g.Count != events[host] {
 			t.Errorf("flame graph for %s (%s): %d events, want %d (events list: %v)", host, agentID, g.Count, events[host], events)
 		}
+		t.Logf("flame graph for %s: %d events, as events list --agent", host, g.Count)
 		if g.Count == total {
 			t.Errorf("flame graph for %s counts all %d events of the capture", host, total)
 		}
@@ -231,131 +231,28 @@ func formatCounts(m map[string]int64) string {
 	return b.String()
 }
 
-// pageGraph decodes the tab's inline svg#flamegraph.
-func (e *env) pageGraph(t *testing.T, ctx context.Context) *node {
+// pageGraph decodes the tab's inline svg#flamegraph (flamegraph.Decode
+// gives the nodes drawn; a node too narrow to draw would count in its
+// parent's Self, which would show here as a signature the buckets lack:
+// the lab's few dozen events on few paths draw every node).
+func (e *env) pageGraph(t *testing.T, ctx context.Context) *flamegraph.Node {
 	t.Helper()
-	svg := eval[string](t, ctx, `(s => s ? s.outerHTML : "")(document.querySelector("svg#flamegraph"))`)
+	svg := eval[string](t, ctx, `(s => s ? new XMLSerializer().serializeToString(s) : "")(document.querySelector("svg#flamegraph"))`)
 	if svg == "" {
 		t.Fatal("no svg#flamegraph on the page")
 	}
-	n, err := decodeGraph(strings.NewReader(svg))
+	n, err := flamegraph.Decode(strings.NewReader(svg))
 	if err != nil {
 		t.Fatalf("svg#flamegraph: %v", err)
 	}
 	return n
 }
 
-// node is a frame of the flame graph as drawn.
-type node struct {
-	Name     string
-	Count    int64 // events whose stack passes here
-	Self     int64 // events whose stack ends here
-	Children []*node
-}
-
-func (n *node) walk(path []string, f func(path []string, n *node)) {
+// walk calls f on n and every node below it, with its path from the root
+// (the root "all" left out, outermost frame first).
+func walk(n *flamegraph.Node, path []string, f func(path []string, n *flamegraph.Node)) {
 	f(path, n)
 	for _, c := range n.Children {
-		c.walk(append(path[:len(path):len(path)], c.Name), f)
+		walk(c, append(path[:len(path):len(path)], c.Name), f)
 	}
-}
-
-var titleRe = regexp.MustCompile(`^(.*): (\d+) events? \(([0-9.]+) ?%\)$`)
-
-// decodeGraph reads the tree back from the console's SVG: nested
-// <g class="frame"> elements, each with <title>NAME: N events (P %)</title>.
-func decodeGraph(r io.Reader) (*node, error) {
-	d := xml.NewDecoder(r)
-	d.Strict = false
-	d.AutoClose = xml.HTMLAutoClose
-	d.Entity = xml.HTMLEntity
-	var stack []*node
-	var roots []*node
-	var inTitle []bool // per open element: a frame's <title>?
-	var title strings.Builder
-	for {
-		tok, err := d.Token()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		switch el := tok.(type) {
-		case xml.StartElement:
-			isFrame := false
-			if el.Name.Local == "g" {
-				for _, a := range el.Attr {
-					if a.Name.Local == "class" && hasClass(a.Value, "frame") {
-						isFrame = true
-					}
-				}
-			}
-			if isFrame {
-				n := &node{Count: -1}
-				if len(stack) > 0 {
-					p := stack[len(stack)-1]
-					p.Children = append(p.Children, n)
-				} else {
-					roots = append(roots, n)
-				}
-				stack = append(stack, n)
-			} else {
-				stack = append(stack, nil)
-			}
-			t := el.Name.Local == "title" && len(stack) >= 2 && stack[len(stack)-2] != nil && stack[len(stack)-2].Count < 0
-			inTitle = append(inTitle, t)
-			if t {
-				title.Reset()
-			}
-		case xml.CharData:
-			if len(inTitle) > 0 && inTitle[len(inTitle)-1] {
-				title.Write(el)
-			}
-		case xml.EndElement:
-			if len(stack) == 0 {
-				return nil, fmt.Errorf("unbalanced </%s>", el.Name.Local)
-			}
-			if inTitle[len(inTitle)-1] {
-				f := stack[len(stack)-2]
-				m := titleRe.FindStringSubmatch(strings.TrimSpace(title.String()))
-				if m == nil {
-					return nil, fmt.Errorf("frame title %q: want NAME: N events (P %%)", title.String())
-				}
-				f.Name = m[1]
-				f.Count, _ = strconv.ParseInt(m[2], 10, 64)
-			}
-			stack, inTitle = stack[:len(stack)-1], inTitle[:len(inTitle)-1]
-		}
-	}
-	if len(roots) != 1 {
-		return nil, fmt.Errorf("%d root frames, want 1", len(roots))
-	}
-	var fix func(n *node) error
-	fix = func(n *node) error {
-		if n.Count < 0 {
-			return errors.New("a frame without a title")
-		}
-		n.Self = n.Count
-		for _, c := range n.Children {
-			if err := fix(c); err != nil {
-				return err
-			}
-			n.Self -= c.Count
-		}
-		if n.Self < 0 {
-			return fmt.Errorf("frame %q: %d events, fewer than its children's", n.Name, n.Count)
-		}
-		return nil
-	}
-	return roots[0], fix(roots[0])
-}
-
-func hasClass(v, c string) bool {
-	for _, f := range strings.Fields(v) {
-		if f == c {
-			return true
-		}
-	}
-	return false
 }

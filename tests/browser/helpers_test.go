@@ -93,6 +93,20 @@ func do(t *testing.T, ctx context.Context, what string, actions ...chromedp.Acti
 	}
 }
 
+// fitsLaptop checks that the page needs no horizontal scrolling in the
+// 1280 px wide window (the issue: readable on a laptop screen).
+func fitsLaptop(t *testing.T, ctx context.Context, page string) {
+	t.Helper()
+	type widths struct {
+		Page   int `json:"page"`
+		Window int `json:"window"`
+	}
+	w := eval[widths](t, ctx, `({page: document.documentElement.scrollWidth, window: document.documentElement.clientWidth})`)
+	if w.Page > w.Window {
+		t.Errorf("%s: %d px wide in a %d px window (scrolls sideways on a laptop screen)", page, w.Page, w.Window)
+	}
+}
+
 // screenshot takes a full-page PNG of the tab: to docs/screenshots/NAME.png
 // with LIVEDUMP_UPDATE_SCREENSHOTS=1, else to a temp dir.
 func screenshot(t *testing.T, ctx context.Context, name string) {

@@ -41,6 +41,7 @@ func TestEveryPage(t *testing.T) {
 			t.Errorf("fleet with %s: row %s is not a VDI machine (%v)", vdiSelector, id, vdi)
 		}
 	}
+	fitsLaptop(t, ctx, "fleet")
 	screenshot(t, ctx, "fleet")
 
 	// An agent.
@@ -55,12 +56,14 @@ func TestEveryPage(t *testing.T) {
 	if s := text(t, ctx, "section#agent"); !contains(s, vdi[id]) {
 		t.Errorf("agent page: hostname %s not shown: %.300s", vdi[id], s)
 	}
+	fitsLaptop(t, ctx, "agent")
 	screenshot(t, ctx, "agent")
 
 	// Captures.
 	open(t, ctx, e.admin, "/captures")
 	mustHave(t, ctx, "captures", "table#captures",
 		`tr.capture[data-id="`+e.stacksCapture+`"]`, `tr.capture[data-id="`+e.dumpCapture+`"]`, "a#new-capture")
+	fitsLaptop(t, ctx, "captures")
 	screenshot(t, ctx, "captures")
 
 	// New capture.
@@ -72,25 +75,35 @@ func TestEveryPage(t *testing.T) {
 			t.Errorf("new capture: no field named %s", name)
 		}
 	}
+	fitsLaptop(t, ctx, "capture-new")
 	screenshot(t, ctx, "capture-new")
 
 	// A capture: the stacks capture, once its events are in (it is done,
-	// so it offers no cancel; TestViewer checks the admin's on an active one).
+	// so it offers no cancel; TestViewer checks the admin's on an active
+	// one), and its flame graph through the page's link.
 	e.waitStacksDone(t)
 	open(t, ctx, e.admin, "/captures/"+e.stacksCapture)
 	mustHave(t, ctx, "capture", "table#targets", "table#events", "tbody#event-rows tr.event",
 		"table#buckets tr.bucket td.count", "table#buckets tr.bucket td.signature", "table#dumps",
 		"a#flamegraph-link")
-	screenshot(t, ctx, "capture")
-
-	// Its flame graph, through the page's link.
+	fitsLaptop(t, ctx, "capture")
 	href := eval[string](t, ctx, `document.querySelector("a#flamegraph-link").getAttribute("href")`)
 	if !strings.HasPrefix(href, "/captures/"+e.stacksCapture+"/flamegraph") {
 		t.Errorf("a#flamegraph-link: href %q", href)
 	}
 	open(t, ctx, e.admin, href)
 	mustHave(t, ctx, "flame graph", "svg#flamegraph", "svg#flamegraph g.frame title")
+	fitsLaptop(t, ctx, "flamegraph")
 	screenshot(t, ctx, "flamegraph")
+
+	// The dump capture (its two events, buckets and dumps make a page that
+	// fits in a screenshot) is the capture shown.
+	e.waitDumps(t)
+	open(t, ctx, e.admin, "/captures/"+e.dumpCapture)
+	mustHave(t, ctx, "dump capture", "table#targets", "tbody#event-rows tr.event", "table#buckets tr.bucket",
+		"table#dumps a.download", "a#flamegraph-link")
+	fitsLaptop(t, ctx, "capture")
+	screenshot(t, ctx, "capture")
 
 	// The audit log.
 	open(t, ctx, e.admin, "/audit")
@@ -98,5 +111,6 @@ func TestEveryPage(t *testing.T) {
 	if s := text(t, ctx, "table#audit"); !contains(s, "FleetService/CreateCapture") {
 		t.Errorf("audit: the admin's CreateCapture calls are not listed: %.500s", s)
 	}
+	fitsLaptop(t, ctx, "audit")
 	screenshot(t, ctx, "audit")
 }

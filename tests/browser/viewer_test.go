@@ -27,7 +27,7 @@ func TestViewer(t *testing.T) {
 	}
 	// An active capture, whose page offers the admin form#cancel-form.
 	out, err := e.run("capture", "create", "-l", vdiSelector, "--process", "ms-teams.exe",
-		"--status", "STATUS_INVALID_PARAMETER", "--action", "stacks", "--per-agent", "100000", "--expire", "10m")
+		"--status", "STATUS_INVALID_PARAMETER", "--action", "stacks", "--per-agent", "1000", "--expire", "10m")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -234,6 +234,13 @@ func TestAttacker6_ConsoleRefusesForeignHostsOriginsAndForgedForms(t *testing.T)
 	if code, body := w.do(req); code != http.StatusForbidden || !strings.Contains(body, "cross-origin") {
 		t.Errorf("create from a foreign Origin: %d %q, want 403", code, body)
 	}
+	// A sandboxed frame posts with the opaque origin "null".
+	req, _ = http.NewRequest(http.MethodPost, w.base+"/captures", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "null")
+	if code, _ := w.do(req); code != http.StatusForbidden {
+		t.Errorf("create from Origin null: %d, want 403", code)
+	}
 	// Methods other than GET and POST are refused too.
 	req, _ = http.NewRequest(http.MethodDelete, w.base+"/captures/c-1", nil)
 	if code, _ := w.do(req); code != http.StatusMethodNotAllowed {

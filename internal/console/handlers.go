@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -8,6 +9,9 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/livedump/livedump/internal/ids"
 	"github.com/livedump/livedump/internal/pki"
@@ -109,14 +113,34 @@ func (s *Server) agent(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ctx, cancel := s.call(r)
+	// ?log=1 also reads the agent's own log over its stream, as
+	// `agents describe` does (role operator; the controller decides).
+	req := &livedumpv1.DescribeAgentRequest{AgentId: id, Limit: 20}
+	timeout := s.cfg.Timeout
+	wantLog := r.URL.Query().Get("log") == "1"
+	if wantLog {
+		req.LogLines, req.LogWait = agentLogLines, durationpb.New(agentLogWait)
+		timeout += agentLogWait
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	resp, err := s.cfg.Client.DescribeAgent(ctx, &livedumpv1.DescribeAgentRequest{AgentId: id, Limit: 20})
+	resp, err := s.cfg.Client.DescribeAgent(ctx, req)
 	if err != nil {
-		s.fail(w, r, "describe agent "+id, err, "/agents")
+		s.fail(w, r, "describe agent "+id, err, "/agents/"+id)
 		return
 	}
-	s.render(w, r, http.StatusOK, "agent", resp.GetAgent().GetHostname(), "agents", resp)
+	s.render(w, r, http.StatusOK, "agent", resp.GetAgent().GetHostname(), "agents", agentView{DescribeAgentResponse: resp, WantLog: wantLog})
+}
+
+// The agent page's log: as `agents describe` reads it by default.
+const (
+	agentLogLines = 50
+	agentLogWait  = 10 * time.Second
+)
+
+type agentView struct {
+	*livedumpv1.DescribeAgentResponse
+	WantLog bool
 }
 
 type capturesView struct {

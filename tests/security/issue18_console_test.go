@@ -268,7 +268,8 @@ func TestAttacker6_ConsoleRefusesForeignHostsOriginsAndForgedForms(t *testing.T)
 
 // TestAttacker4_ViewerConsoleOffersNothingAndTheControllerRefuses: a
 // viewer's console shows no create, cancel, download or audit; a viewer who
-// posts the create form anyway (or asks for a dump or the audit log) is
+// posts the create form anyway (or asks for a dump, an agent's log or the
+// audit log) is
 // refused by the controller, which audits the refusal under the viewer's
 // own identity: the console adds no way in.
 func TestAttacker4_ViewerConsoleOffersNothingAndTheControllerRefuses(t *testing.T) {
@@ -284,7 +285,7 @@ func TestAttacker4_ViewerConsoleOffersNothingAndTheControllerRefuses(t *testing.
 		if code != http.StatusOK {
 			t.Fatalf("viewer GET %s: %d: %s", p, code, body)
 		}
-		for _, offer := range []string{`id="new-capture"`, `id="create"`, `id="cancel-form"`, `class="download"`, `id="nav-audit"`} {
+		for _, offer := range []string{`id="new-capture"`, `id="create"`, `id="cancel-form"`, `class="download"`, `id="nav-audit"`, `id="agent-log-link"`} {
 			if strings.Contains(body, offer) {
 				t.Errorf("viewer's %s offers %s", p, offer)
 			}
@@ -306,6 +307,9 @@ func TestAttacker4_ViewerConsoleOffersNothingAndTheControllerRefuses(t *testing.
 	if code, _ = v.get("/dumps/0123456789abcdef/download"); code != http.StatusForbidden {
 		t.Fatalf("viewer's download: %d, want 403", code)
 	}
+	if code, body = v.get("/agents/" + thief.ID + "?log=1"); code != http.StatusForbidden || !strings.Contains(body, "log_lines") {
+		t.Fatalf("viewer's agent log: %d, want 403 naming log_lines: %s", code, body)
+	}
 	if code, _ = v.get("/audit"); code != http.StatusForbidden {
 		t.Fatalf("viewer's audit page: %d, want 403", code)
 	}
@@ -326,7 +330,7 @@ func TestAttacker4_ViewerConsoleOffersNothingAndTheControllerRefuses(t *testing.
 			refused[e.Action] = true
 		}
 	}
-	for _, a := range []string{"FleetService/CreateCapture", "FleetService/CancelCapture", "FleetService/GetDump", "FleetService/ListAudit"} {
+	for _, a := range []string{"FleetService/CreateCapture", "FleetService/CancelCapture", "FleetService/GetDump", "FleetService/ListAudit", "FleetService/DescribeAgent"} {
 		if !refused[a] {
 			t.Errorf("no refused %s audited for the viewer (audited: %v)", a, refused)
 		}

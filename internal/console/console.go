@@ -71,6 +71,9 @@ const (
 	MaxDownloads = 4
 	// MaxFlameEvents bounds the events read for one flame graph.
 	MaxFlameEvents = 100_000
+	// MaxFlameGraphs bounds the flame graphs drawn at once (each may hold
+	// MaxFlameEvents events in memory while it is drawn).
+	MaxFlameGraphs = 2
 	// pageRows bounds the rows of a table read in one page load.
 	pageRows = 1000
 )
@@ -101,6 +104,7 @@ type Server struct {
 	port     atomic.Int32 // set by Serve: the Host header must name it
 	live     chan struct{}
 	download chan struct{}
+	flames   chan struct{}
 	mux      *http.ServeMux
 }
 
@@ -139,6 +143,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, token: token, csrf: csrf, pages: pages,
 		live: make(chan struct{}, MaxLiveStreams), download: make(chan struct{}, MaxDownloads),
+		flames: make(chan struct{}, MaxFlameGraphs),
 	}
 	s.routes()
 	return s, nil

@@ -52,6 +52,13 @@ func (s *Server) flameOptions(w http.ResponseWriter, r *http.Request) (flamegrap
 
 // flame reads a capture's events (at most MaxFlameEvents) and draws them.
 func (s *Server) flame(w http.ResponseWriter, r *http.Request, id string, opts flamegraph.Options) ([]byte, int, bool, bool) {
+	select {
+	case s.flames <- struct{}{}:
+		defer func() { <-s.flames }()
+	default:
+		s.refuse(w, r, http.StatusServiceUnavailable, fmt.Sprintf("%d flame graphs are being drawn already: try again in a moment", MaxFlameGraphs), "flame graphs at their limit")
+		return nil, 0, false, false
+	}
 	events, truncated, err := flamegraph.Collect(r.Context(), s.cfg.Client, id, MaxFlameEvents)
 	if err != nil {
 		s.fail(w, r, "read the events of capture "+id, err, "/captures/"+id)

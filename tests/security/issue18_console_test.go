@@ -572,3 +572,64 @@ func TestAttacker6_ConsoleBoundsWhatABrowserCanTake(t *testing.T) {
 		}
 	}
 }
+
+// slowEvents is a controller whose ListEvents answers only when released:
+// flame graphs being drawn.
+type slowEvents struct {
+	livedumpv1.FleetServiceClient
+	started chan struct{}
+	release chan struct{}
+}
+
+func (f *slowEvents) ListAgents(ctx context.Context, in *livedumpv1.ListAgentsRequest, _ ...grpc.CallOption) (*livedumpv1.ListAgentsResponse, error) {
+	return &livedumpv1.ListAgentsResponse{}, nil
+}
+
+func (f *slowEvents) ListEvents(ctx context.Context, in *livedumpv1.ListEventsRequest, _ ...grpc.CallOption) (*livedumpv1.ListEventsResponse, error) {
+	f.started <- struct{}{}
+	select {
+	case <-f.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return &livedumpv1.ListEventsResponse{}, nil
+}
+
+// TestAttacker6_ConsoleDrawsFewFlameGraphsAtOnce: a page asks for many
+// flame graphs at once (each may read 100,000 events); past
+// console.MaxFlameGraphs the console answers 503 without reading any.
+func TestAttacker6_ConsoleDrawsFewFlameGraphsAtOnce(t *testing.T) {
+	f := &slowEvents{started: make(chan struct{}, 16), release: make(chan struct{})}
+	w := startConsole(t, f, pki.RoleViewer)
+	codes := make(chan int, console.MaxFlameGraphs)
+	for i := 0; i < console.MaxFlameGraphs; i++ {
+		go func() {
+			req, _ := http.NewRequest(http.MethodGet, w.base+"/captures/c-1/flamegraph.svg", nil)
+			resp, err := w.client.Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+		<-f.started
+	}
+	if code, body := w.get("/captures/c-1/flamegraph.svg"); code != http.StatusServiceUnavailable {
+		t.Fatalf("flame graph %d while %d are drawn: %d %s, want 503", console.MaxFlameGraphs+1, console.MaxFlameGraphs, code, body)
+	}
+	select {
+	case <-f.started:
+		t.Fatal("the refused flame graph read events")
+	default:
+	}
+	close(f.release)
+	for i := 0; i < console.MaxFlameGraphs; i++ {
+		if c := <-codes; c != http.StatusOK {
+			t.Errorf("a flame graph drawn within the bound: %d", c)
+		}
+	}
+	if code, _ := w.get("/captures/c-1/flamegraph.svg"); code != http.StatusOK {
+		t.Fatalf("a flame graph once the others finished: %d", code)
+	}
+}

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package browser drives the web console (`livedumpctl ui`) in headless
 // Chromium (Debian's chromium package) from Go with chromedp, against the
 // dev controller and its simulated agents, as issue 18's acceptance asks:

@@ -20,11 +20,24 @@ type AgentReader interface {
 	ListAgentsPage(ctx context.Context, afterHostname, afterID string, limit int) ([]Agent, error)
 }
 
+// HostnameReader reads the hostnames of given agents alone, without their
+// rows (sqlstore's stores do).
+type HostnameReader interface {
+	AgentHostnames(ctx context.Context, ids []string) (map[string]string, error)
+}
+
 // Hostnames returns agent ID -> hostname for the agents in want (every
 // agent when want is nil; unknown IDs are left out). A few agents are read
 // by ID; otherwise the fleet is read a page at a time, so memory holds the
 // answer and one page of agents, never every agent with its labels.
 func Hostnames(ctx context.Context, s AgentReader, want map[string]bool) (map[string]string, error) {
+	if hr, ok := s.(HostnameReader); ok && want != nil && len(want) > byIDLimit {
+		ids := make([]string, 0, len(want))
+		for id := range want {
+			ids = append(ids, id)
+		}
+		return hr.AgentHostnames(ctx, ids)
+	}
 	out := map[string]string{}
 	if want != nil && len(want) <= byIDLimit {
 		for id := range want {

@@ -41,6 +41,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AgentNotFound", testAgentNotFound},
 		{"AgentList", testAgentList},
 		{"AgentListPage", testAgentListPage},
+		{"AgentHostnames", testAgentHostnames},
 		{"AgentLabels", testAgentLabels},
 		{"AgentUpdateInventory", testAgentUpdateInventory},
 		{"AgentTouch", testAgentTouch},
@@ -324,6 +325,51 @@ func testAgentList(t *testing.T, s store.Store) {
 	}
 	if want := "[alpha/z beta/b gamma/a]"; fmt.Sprint(order) != want {
 		t.Errorf("ListAgentSelectors order = %v, want %s", order, want)
+	}
+}
+
+// testAgentHostnames: store.Hostnames names many agents (more than it reads
+// one by one) the same way whatever the backend, with the store's own
+// AgentHostnames when it has one; unknown IDs are left out, revoked agents
+// keep their names.
+func testAgentHostnames(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const n = 1300 // several AgentHostnames batches
+	want := map[string]bool{"unknown": true}
+	for i := range n {
+		id := fmt.Sprintf("h%04d", i)
+		must(t, "CreateAgent "+id, s.CreateAgent(ctx, sampleAgent(id, fmt.Sprintf("HOST-%d", i%11))))
+		if i%2 == 0 {
+			want[id] = true
+		}
+	}
+	_, err := s.RevokeAgent(ctx, "h0002", time.Now())
+	must(t, "RevokeAgent", err)
+	got, err := store.Hostnames(ctx, s, want)
+	must(t, "Hostnames", err)
+	if len(got) != n/2 {
+		t.Fatalf("Hostnames named %d agents, want %d", len(got), n/2)
+	}
+	for id := range want {
+		var i int
+		if _, err := fmt.Sscanf(id, "h%d", &i); err != nil {
+			continue
+		}
+		if got[id] != fmt.Sprintf("HOST-%d", i%11) {
+			t.Fatalf("Hostnames[%s] = %q", id, got[id])
+		}
+	}
+	if _, ok := s.(store.HostnameReader); ok {
+		few, err := s.(store.HostnameReader).AgentHostnames(ctx, []string{"h0001", "nobody", "h0001"})
+		must(t, "AgentHostnames", err)
+		if len(few) != 1 || few["h0001"] != "HOST-1" {
+			t.Fatalf("AgentHostnames = %v", few)
+		}
+		none, err := s.(store.HostnameReader).AgentHostnames(ctx, nil)
+		must(t, "AgentHostnames of none", err)
+		if len(none) != 0 {
+			t.Fatalf("AgentHostnames(nil) = %v", none)
+		}
 	}
 }
 

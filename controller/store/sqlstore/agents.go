@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/livedump/livedump/controller/store"
@@ -56,6 +57,46 @@ func (s *Store) ListAgents(ctx context.Context) ([]store.Agent, error) {
 // half of a capture's creation.
 func (s *Store) ListAgentSelectors(ctx context.Context) ([]store.Agent, error) {
 	return list(ctx, s.r, "list agent selectors", ScanAgentSelector, ListAgentSelectors)
+}
+
+var _ store.HostnameReader = (*Store)(nil)
+
+// hostnameBatch is how many IDs AgentHostnames asks for in one statement
+// (SQLite's and PostgreSQL's limits on parameters are far above it).
+const hostnameBatch = 500
+
+// AgentHostnames returns agent ID -> hostname for ids, reading only those
+// agents' IDs and hostnames, hostnameBatch at a time; unknown IDs are left
+// out. It serves store.Hostnames, which named a page of a large capture's
+// targets by reading every agent's full row.
+func (s *Store) AgentHostnames(ctx context.Context, ids []string) (map[string]string, error) {
+	out := make(map[string]string, len(ids))
+	for len(ids) > 0 {
+		n := min(len(ids), hostnameBatch)
+		args := make([]any, n)
+		for i, id := range ids[:n] {
+			args[i] = id
+		}
+		ids = ids[n:]
+		q := `SELECT id, hostname FROM agents WHERE id IN (?` + strings.Repeat(`, ?`, n-1) + `)`
+		rows, err := s.r.Query(ctx, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("agent hostnames: %w", err)
+		}
+		pairs, err := Collect(rows, func(r Scanner) ([2]string, error) {
+			var p [2]string
+			err := r.Scan(&p[0], &p[1])
+			return p, err
+		})
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("agent hostnames: %w", err)
+		}
+		for _, p := range pairs {
+			out[p[0]] = p[1]
+		}
+	}
+	return out, nil
 }
 
 // ListAgentsPage returns at most limit agents ordered by hostname, then ID,

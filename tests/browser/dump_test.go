@@ -93,7 +93,7 @@ func TestDownloadDump(t *testing.T) {
 }
 
 // waitDumps waits until the dump capture has uploaded dumps (the dev
-// agents' 256 MiB ones), and returns them.
+// agents' 32 MiB ones), and returns them.
 func (e *env) waitDumps(t *testing.T) []dump {
 	t.Helper()
 	var dumps []dump

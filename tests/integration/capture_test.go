@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -366,10 +367,27 @@ func TestCaptureLosesNoEventWhileTheControllerIsDown(t *testing.T) {
 	c2 := startController(t, controllerOpts{dataDir: dataDir, listen: addr, profile: fastProfile()})
 	c2.caFile = caFile
 	op2 := fleetClient(t, c2, pki.RoleOperator)
-	eventually(t, 30*time.Second, "every event delivered after the restart", func() bool {
+	// What is late, if anything is: the capture's state, its events and
+	// each target's, and what the agents still hold in their spools.
+	for deadline := time.Now().Add(60 * time.Second); ; {
 		cp := getCapture(t, op2, id)
-		return cp.GetState() == livedumpv1.CaptureState_CAPTURE_STATE_DONE && cp.GetEvents() == 120
-	})
+		if cp.GetState() == livedumpv1.CaptureState_CAPTURE_STATE_DONE && cp.GetEvents() == 120 {
+			break
+		}
+		if time.Now().After(deadline) {
+			var targets, spools []string
+			for _, tg := range cp.GetTargets() {
+				targets = append(targets, fmt.Sprintf("%s %s (%d events, %q)", tg.GetHostname(), tg.GetState(), tg.GetEvents(), tg.GetDetail()))
+			}
+			for _, a := range agents[:2] {
+				left, _ := filepath.Glob(filepath.Join(a.stateDir, "spool", "*-*"))
+				spools = append(spools, fmt.Sprint(len(left)))
+			}
+			t.Fatalf("60s after the restart: capture %s (%q), %d of 120 events stored; targets: %s; spooled events left: %s",
+				cp.GetState(), cp.GetDetail(), cp.GetEvents(), strings.Join(targets, "; "), strings.Join(spools, ", "))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	evs, err := op2.ListEvents(context.Background(), &livedumpv1.ListEventsRequest{CaptureId: id, Limit: 10000})
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/livedump/livedump/internal/stack"
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
 
@@ -25,17 +26,7 @@ import (
 // every machine running the build); a bare address is 0xADDR.
 
 // frameString renders one stack frame (see above).
-func frameString(f *livedumpv1.Frame) string {
-	switch {
-	case f.GetFunction() != "" && f.GetOffset() != 0:
-		return fmt.Sprintf("%s!%s+0x%x", f.GetModule(), f.GetFunction(), f.GetOffset())
-	case f.GetFunction() != "":
-		return f.GetModule() + "!" + f.GetFunction()
-	case f.GetModule() != "":
-		return fmt.Sprintf("%s!?+0x%04x", f.GetModule(), f.GetAddress()&0xffff)
-	}
-	return fmt.Sprintf("0x%x", f.GetAddress())
-}
+func frameString(f *livedumpv1.Frame) string { return stack.Frame(f) }
 
 // writeEvent prints one event: a line naming the machine, the process and
 // the status, then, with stacks, its frames innermost first, indented, the

@@ -371,13 +371,7 @@ func (a *app) captureCancelCmd() *cobra.Command {
 	}
 }
 
-func statusString(ev *livedumpv1.TriggerEvent) string {
-	s := fmt.Sprintf("0x%08X", ev.GetStatus())
-	if n := ntstatus.Name(ev.GetStatus()); n != "" {
-		s += " " + n
-	}
-	return s
-}
+func statusString(ev *livedumpv1.TriggerEvent) string { return ntstatus.Describe(ev.GetStatus()) }
 
 func (a *app) eventsCmd() *cobra.Command {
 	cmd := &cobra.Command{

@@ -47,7 +47,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -316,6 +315,3 @@ func (s *Server) can(min pki.Role) bool { return s.cfg.Operator.Role.Allows(min)
 func (s *Server) call(r *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(r.Context(), s.cfg.Timeout)
 }
-
-// trimmed is a form value without surrounding space.
-func trimmed(r *http.Request, key string) string { return strings.TrimSpace(r.Form.Get(key)) }

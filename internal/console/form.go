@@ -36,11 +36,7 @@ type captureForm struct {
 	Force             bool
 }
 
-// formFields are the names of captureForm's inputs, in the contract of the
-// console's pages (tests fill them by name).
-var formFields = []string{"selector", "processes", "syscalls", "statuses", "action", "ustack", "kstack",
-	"per_agent", "max_dumps", "dumps_per_signature", "rollout_rate", "expire", "lkd_mode", "upload", "force"}
-
+// defaultForm is a new capture's form: the CLI's defaults, a 1 h expiry.
 func defaultForm() captureForm {
 	return captureForm{Action: "stacks", UStack: "10", Expire: "1h", LkdMode: "0", Upload: "full"}
 }
@@ -184,7 +180,6 @@ func (f captureForm) spec() (*livedumpv1.CaptureSpec, error) {
 
 type previewView struct {
 	Form    captureForm
-	Fields  []string
 	Preview *livedumpv1.CapturePreview
 	Error   string
 }
@@ -194,12 +189,12 @@ func (s *Server) newCapture(w http.ResponseWriter, r *http.Request) {
 	if sel := r.URL.Query().Get("selector"); sel != "" {
 		f.Selector = sel
 	}
-	s.render(w, r, http.StatusOK, "capture_new", "New capture", "captures", previewView{Form: f, Fields: formFields})
+	s.render(w, r, http.StatusOK, "capture_new", "New capture", "captures", previewView{Form: f})
 }
 
 // editCapture shows the create form again with the values of a preview.
 func (s *Server) editCapture(w http.ResponseWriter, r *http.Request) {
-	s.render(w, r, http.StatusOK, "capture_new", "New capture", "captures", previewView{Form: readForm(r.PostForm), Fields: formFields})
+	s.render(w, r, http.StatusOK, "capture_new", "New capture", "captures", previewView{Form: readForm(r.PostForm)})
 }
 
 // previewCapture asks the controller for a dry run of the form and shows
@@ -208,7 +203,7 @@ func (s *Server) previewCapture(w http.ResponseWriter, r *http.Request) {
 	f := readForm(r.PostForm)
 	spec, err := f.spec()
 	if err != nil {
-		s.render(w, r, http.StatusBadRequest, "capture_new", "New capture", "captures", previewView{Form: f, Fields: formFields, Error: err.Error()})
+		s.render(w, r, http.StatusBadRequest, "capture_new", "New capture", "captures", previewView{Form: f, Error: err.Error()})
 		return
 	}
 	ctx, cancel := s.call(r)
@@ -218,7 +213,7 @@ func (s *Server) previewCapture(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "preview the capture", err, "/captures/new")
 		return
 	}
-	s.render(w, r, http.StatusOK, "capture_preview", "Preview", "captures", previewView{Form: f, Fields: formFields, Preview: resp.GetPreview()})
+	s.render(w, r, http.StatusOK, "capture_preview", "Preview", "captures", previewView{Form: f, Preview: resp.GetPreview()})
 }
 
 // createCapture creates the capture the form describes (normally the
@@ -227,7 +222,7 @@ func (s *Server) createCapture(w http.ResponseWriter, r *http.Request) {
 	f := readForm(r.PostForm)
 	spec, err := f.spec()
 	if err != nil {
-		s.render(w, r, http.StatusBadRequest, "capture_new", "New capture", "captures", previewView{Form: f, Fields: formFields, Error: err.Error()})
+		s.render(w, r, http.StatusBadRequest, "capture_new", "New capture", "captures", previewView{Form: f, Error: err.Error()})
 		return
 	}
 	ctx, cancel := s.call(r)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/livedump/livedump/internal/ntstatus"
+	"github.com/livedump/livedump/internal/stack"
 
 	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
 )
@@ -130,7 +131,7 @@ func (s *Server) liveCapture(w http.ResponseWriter, r *http.Request) {
 func toLiveEvent(e *livedumpv1.TriggerEvent) liveEvent {
 	ev := liveEvent{
 		ID: e.GetId(), Host: e.GetHostname(), AgentID: e.GetAgentId(), Process: e.GetProcess(), PID: e.GetPid(),
-		Probe: e.GetProbe(), Status: statusText(e.GetStatus()),
+		Probe: e.GetProbe(), Status: ntstatus.Describe(e.GetStatus()),
 	}
 	if ev.Host == "" {
 		ev.Host = e.GetAgentId()
@@ -139,16 +140,7 @@ func toLiveEvent(e *livedumpv1.TriggerEvent) liveEvent {
 		ev.Time = e.GetTime().AsTime().UTC().Format("2006-01-02 15:04:05Z")
 	}
 	if fs := e.GetUserFrames(); len(fs) > 0 {
-		ev.TopFrame = frameString(fs[0])
+		ev.TopFrame = stack.Frame(fs[0])
 	}
 	return ev
-}
-
-// statusText is the status as livedumpctl prints it: hex, then its name.
-func statusText(code uint32) string {
-	s := fmt.Sprintf("0x%08X", code)
-	if n := ntstatus.Name(code); n != "" {
-		s += " " + n
-	}
-	return s
 }

@@ -15,9 +15,12 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"google.golang.org/protobuf/reflect/protoreflect"
+
 	"github.com/livedump/livedump/internal/enumname"
+	"github.com/livedump/livedump/internal/ntstatus"
 	"github.com/livedump/livedump/internal/pki"
-	livedumpv1 "github.com/livedump/livedump/proto/livedump/v1"
+	"github.com/livedump/livedump/internal/stack"
 )
 
 // pageSet holds one template per page, each with the layout.
@@ -52,7 +55,7 @@ var funcs = template.FuncMap{
 		return fmt.Sprint(n)
 	},
 	"name":  enumName,
-	"frame": frameString,
+	"frame": stack.Frame,
 	"labels": func(m map[string]string) []string {
 		out := make([]string, 0, len(m))
 		for k, v := range m {
@@ -65,7 +68,7 @@ var funcs = template.FuncMap{
 		return out
 	},
 	"join":   strings.Join,
-	"status": statusText,
+	"status": ntstatus.Describe,
 	"hex":    func(code uint32) string { return fmt.Sprintf("0x%X", code) },
 	"hex8":   func(code uint32) string { return fmt.Sprintf("0x%08X", code) },
 	"short": func(s string) string {
@@ -90,38 +93,7 @@ type countRow struct {
 }
 
 // enumName is an enum's short name ("online", "hash-only").
-func enumName(v any) string {
-	switch e := v.(type) {
-	case livedumpv1.AgentState:
-		return enumname.Name(e, "-")
-	case livedumpv1.ProvisionState:
-		return enumname.Name(e, "-")
-	case livedumpv1.CaptureState:
-		return enumname.Name(e, "-")
-	case livedumpv1.TargetState:
-		return enumname.Name(e, "-")
-	case livedumpv1.CaptureAction:
-		return enumname.Name(e, "-")
-	case livedumpv1.DumpState:
-		return enumname.Name(e, "-")
-	case livedumpv1.UploadMode:
-		return enumname.Name(e, "-")
-	}
-	return fmt.Sprint(v)
-}
-
-// frameString is the debugger's notation, as livedumpctl prints frames.
-func frameString(f *livedumpv1.Frame) string {
-	switch {
-	case f.GetFunction() != "" && f.GetOffset() != 0:
-		return fmt.Sprintf("%s!%s+0x%x", f.GetModule(), f.GetFunction(), f.GetOffset())
-	case f.GetFunction() != "":
-		return f.GetModule() + "!" + f.GetFunction()
-	case f.GetModule() != "":
-		return fmt.Sprintf("%s!?+0x%04x", f.GetModule(), f.GetAddress()&0xffff)
-	}
-	return fmt.Sprintf("0x%x", f.GetAddress())
-}
+func enumName(e protoreflect.Enum) string { return enumname.Of(e, "-") }
 
 func parsePages(csrf string) (pageSet, error) {
 	fm := template.FuncMap{

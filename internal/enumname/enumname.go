@@ -30,10 +30,14 @@ type Enum interface {
 // "unspecified" for the zero value of a livedump enum, and the number in
 // decimal for a number the enum does not name (as e.String() has it).
 // Callers that show something else for those ask Valid first.
-func Name[E Enum](e E, sep string) string {
-	v := e.Descriptor().Values().ByNumber(protoreflect.EnumNumber(e))
+func Name[E Enum](e E, sep string) string { return Of(e, sep) }
+
+// Of is Name for an enum value whose type is not known statically (a
+// template's argument, say).
+func Of(e protoreflect.Enum, sep string) string {
+	v := e.Descriptor().Values().ByNumber(e.Number())
 	if v == nil {
-		return strconv.Itoa(int(e))
+		return strconv.Itoa(int(e.Number()))
 	}
 	return short(e.Descriptor(), string(v.Name()), sep)
 }

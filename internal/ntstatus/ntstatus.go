@@ -160,6 +160,16 @@ var tables = sync.OnceValue(func() *index {
 // ntstatus.h wins (0 is STATUS_SUCCESS, not STATUS_WAIT_0).
 func Name(v uint32) string { return tables().ntName[v] }
 
+// Describe is v as livedumpctl and the console print a status: hex, then
+// its name when it has one ("0xC000000D STATUS_INVALID_PARAMETER").
+func Describe(v uint32) string {
+	s := fmt.Sprintf("0x%08X", v)
+	if n := Name(v); n != "" {
+		s += " " + n
+	}
+	return s
+}
+
 // Names returns the known names (NTSTATUS, Win32 error and HRESULT) that
 // start with prefix in any case, sorted, at most limit of them (all when
 // limit <= 0); more reports that some were left out. It is what shell

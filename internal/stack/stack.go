@@ -57,3 +57,19 @@ func Tokens(fs []*livedumpv1.Frame, limit int) (tokens []string, counted int) {
 	}
 	return tokens, counted
 }
+
+// Frame renders one frame in the debugger's (WinDbg) notation, as
+// livedumpctl and the console print frames: module!function+0xoffset; a
+// frame whose module is known but not its symbol is module!?+0xNNNN (as
+// its token); a bare address is 0xADDR.
+func Frame(f *livedumpv1.Frame) string {
+	switch {
+	case f.GetFunction() != "" && f.GetOffset() != 0:
+		return fmt.Sprintf("%s!%s+0x%x", f.GetModule(), f.GetFunction(), f.GetOffset())
+	case f.GetFunction() != "":
+		return f.GetModule() + "!" + f.GetFunction()
+	case f.GetModule() != "":
+		return fmt.Sprintf("%s!?+0x%04x", f.GetModule(), f.GetAddress()&0xffff)
+	}
+	return fmt.Sprintf("0x%x", f.GetAddress())
+}
